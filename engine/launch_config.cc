@@ -1,0 +1,206 @@
+#include "engine/launch_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+
+namespace arbor::engine {
+namespace {
+
+// One known key: how to read it into the config. Errors name the key, not the file; the caller
+// prefixes the source.
+using Setter =
+    std::function<absl::Status(const YAML::Node&, const std::string& key, LaunchConfig&)>;
+
+absl::StatusOr<std::string> ReadString(const YAML::Node& n, const std::string& key) {
+  if (!n.IsScalar()) return absl::InvalidArgumentError(absl::StrCat(key, ": expected a string"));
+  return n.Scalar();
+}
+
+absl::StatusOr<int64_t> ReadInt(const YAML::Node& n, const std::string& key, int64_t lo,
+                                int64_t hi) {
+  int64_t v = 0;
+  if (!n.IsScalar() || !YAML::convert<int64_t>::decode(n, v) || v < lo || v > hi) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": expected an integer in [", lo, ", ", hi,
+                                                   "], got '", n.IsScalar() ? n.Scalar() : "?",
+                                                   "'"));
+  }
+  return v;
+}
+
+absl::StatusOr<double> ReadDouble(const YAML::Node& n, const std::string& key, double lo,
+                                  double hi) {
+  double v = 0;
+  if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || !std::isfinite(v) || v < lo ||
+      v > hi) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": expected a number in [", lo, ", ", hi,
+                                                   "], got '", n.IsScalar() ? n.Scalar() : "?",
+                                                   "'"));
+  }
+  return v;
+}
+
+absl::StatusOr<std::string> ReadEnum(const YAML::Node& n, const std::string& key,
+                                     const std::set<std::string>& allowed) {
+  ASSIGN_OR_RETURN(std::string v, ReadString(n, key));
+  if (allowed.count(v) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(key, ": expected one of ", absl::StrJoin(allowed, ", "), "; got '", v, "'"));
+  }
+  return v;
+}
+
+const std::map<std::string, Setter>& Schema() {
+  static const auto* schema = new std::map<std::string, Setter>{
+      {"model.served_model_name",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.model.served_model_name, ReadString(n, k));
+         if (c.model.served_model_name.empty()) {
+           return absl::InvalidArgumentError(absl::StrCat(k, ": must not be empty"));
+         }
+         return absl::OkStatus();
+       }},
+      {"device",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.device, ReadEnum(n, k, {"auto", "cpu", "cuda"}));
+         return absl::OkStatus();
+       }},
+      {"log_level",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.log_level,
+                          ReadEnum(n, k, {"trace", "debug", "info", "warn", "error", "off"}));
+         return absl::OkStatus();
+       }},
+      {"server.host",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.host, ReadString(n, k));
+         return absl::OkStatus();
+       }},
+      {"server.http_port",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.http_port, ReadInt(n, k, 0, 65535));
+         return absl::OkStatus();
+       }},
+      {"server.grpc_port",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.grpc_port, ReadInt(n, k, 0, 65535));
+         return absl::OkStatus();
+       }},
+      {"server.drain_timeout_s",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.drain_timeout_s, ReadDouble(n, k, 0.0, 3600.0));
+         return absl::OkStatus();
+       }},
+  };
+  return *schema;
+}
+
+// Walks the document: maps recurse, leaves must be known keys.
+absl::Status Apply(const YAML::Node& node, const std::string& prefix, LaunchConfig& config) {
+  if (!node.IsMap()) {
+    return absl::InvalidArgumentError(
+        prefix.empty() ? "the document must be a mapping of keys"
+                       : absl::StrCat(prefix, ": unknown key (expected a value, not a section)"));
+  }
+  for (const auto& kv : node) {
+    const std::string name = kv.first.as<std::string>();
+    const std::string key = prefix.empty() ? name : absl::StrCat(prefix, ".", name);
+    const auto it = Schema().find(key);
+    if (it != Schema().end()) {
+      RETURN_IF_ERROR(it->second(kv.second, key, config));
+      continue;
+    }
+    bool is_section = false;
+    for (const auto& [known, setter] : Schema()) {
+      if (known.rfind(key + ".", 0) == 0) is_section = true;
+    }
+    if (!is_section) return absl::InvalidArgumentError(absl::StrCat(key, ": unknown key"));
+    if (kv.second.IsNull()) continue;  // an empty section keeps its defaults
+    RETURN_IF_ERROR(Apply(kv.second, key, config));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyOverride(YAML::Node root, const std::string& text) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("override '", text, "': expected dotted.key=value"));
+  }
+  const std::string key = text.substr(0, eq);
+  YAML::Node value;
+  try {
+    value = YAML::Load(text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": cannot read value: ", e.what()));
+  }
+  if (!Schema().count(key)) return absl::InvalidArgumentError(absl::StrCat(key, ": unknown key"));
+  const std::vector<std::string> parts = absl::StrSplit(key, '.');
+  std::vector<YAML::Node> path = {root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node child = path.back()[parts[i]];
+    if (!child.IsMap()) {
+      child = YAML::Node(YAML::NodeType::Map);
+      path.back()[parts[i]] = child;
+    }
+    path.push_back(child);
+  }
+  path.back()[parts.back()] = value.IsNull() ? YAML::Node("") : value;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LaunchConfig> ParseLaunchConfig(const std::string& yaml_text,
+                                               const std::string& source,
+                                               const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid YAML: ", e.what()));
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  for (const auto& o : overrides) {
+    if (auto s = ApplyOverride(root, o); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("command line: ", s.message()));
+    }
+  }
+  LaunchConfig config;
+  try {
+    if (auto s = Apply(root, "", config); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", s.message()));
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", e.what()));
+  }
+  return config;
+}
+
+std::string LaunchConfigToYaml(const LaunchConfig& c) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "served_model_name" << YAML::Value << c.model.served_model_name;
+  out << YAML::EndMap;
+  out << YAML::Key << "device" << YAML::Value << c.device;
+  out << YAML::Key << "log_level" << YAML::Value << c.log_level;
+  out << YAML::Key << "server" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "host" << YAML::Value << c.server.host;
+  out << YAML::Key << "http_port" << YAML::Value << c.server.http_port;
+  out << YAML::Key << "grpc_port" << YAML::Value << c.server.grpc_port;
+  out << YAML::Key << "drain_timeout_s" << YAML::Value << c.server.drain_timeout_s;
+  out << YAML::EndMap;
+  out << YAML::EndMap;
+  return out.c_str();
+}
+
+}  // namespace arbor::engine

@@ -1,0 +1,42 @@
+// The YAML launch config (configs/*.yaml) and its command-line overrides. Parsing is strict:
+// an unknown key or a bad value is an error that names the key (and the file).
+#ifndef ARBOR_ENGINE_LAUNCH_CONFIG_H_
+#define ARBOR_ENGINE_LAUNCH_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace arbor::engine {
+
+struct ModelSection {
+  std::string served_model_name = "arbor";  // the `model` id clients send
+};
+
+struct ServerSection {
+  std::string host = "127.0.0.1";
+  int http_port = 8000;           // 0 picks a free port (logged at start-up)
+  int grpc_port = 50051;          // 0 picks a free port
+  double drain_timeout_s = 10.0;  // SIGTERM: how long in-flight requests may finish
+};
+
+struct LaunchConfig {
+  ModelSection model;
+  std::string device = "auto";     // auto | cpu | cuda
+  std::string log_level = "info";  // trace | debug | info | warn | error | off
+  ServerSection server;
+};
+
+// Parses `yaml_text` (named `source` in errors), then applies each override "dotted.key=value"
+// (the value is read as YAML, so `server.http_port=9000` is an integer) before validating.
+absl::StatusOr<LaunchConfig> ParseLaunchConfig(const std::string& yaml_text,
+                                               const std::string& source,
+                                               const std::vector<std::string>& overrides = {});
+
+// The effective config as YAML, logged at start-up and returned by ServerInfo.
+std::string LaunchConfigToYaml(const LaunchConfig& config);
+
+}  // namespace arbor::engine
+
+#endif  // ARBOR_ENGINE_LAUNCH_CONFIG_H_

@@ -1,0 +1,118 @@
+// kernels::Backend: device memory, streams/events and the ops the model needs, behind one
+// interface with a CPU reference (kernels/cpu) and a CUDA implementation (kernels/cuda).
+// engine::Model is written once against this interface.
+#ifndef ARBOR_KERNELS_BACKEND_H_
+#define ARBOR_KERNELS_BACKEND_H_
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/ops.h"
+
+namespace arbor::kernels {
+
+enum class DeviceKind { kCpu, kCuda };
+
+const char* DeviceKindName(DeviceKind kind);
+
+class Backend;
+
+// An owned allocation on one backend's device; freed through that backend when destroyed.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend* owner, void* data, size_t bytes)
+      : owner_(owner), data_(data), bytes_(bytes) {}
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void Release();
+  Backend* owner_ = nullptr;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// An ordered queue of device work. The CPU backend runs work at once, so its streams are
+// trivially ordered; the CUDA backend wraps a cudaStream_t.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  virtual absl::Status Synchronize() = 0;
+  // The native handle (cudaStream_t) or nullptr on the CPU.
+  virtual void* native() const = 0;
+};
+
+// A marker in a stream: lets another stream or the host wait, and measures elapsed time.
+class Event {
+ public:
+  virtual ~Event() = default;
+  virtual absl::Status Record(Stream& stream) = 0;
+  virtual absl::Status Wait(Stream& stream) = 0;  // stream waits for this event
+  virtual absl::Status Synchronize() = 0;         // host waits for this event
+  // Milliseconds between `start` (recorded earlier) and this event, both completed.
+  virtual absl::StatusOr<float> ElapsedMsSince(const Event& start) const = 0;
+};
+
+struct DeviceInfo {
+  std::string name;            // "cpu" or the GPU's name
+  size_t total_memory = 0;     // bytes
+  size_t free_memory = 0;      // bytes
+  int compute_capability = 0;  // 90 for Hopper; 0 on the CPU
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual DeviceKind kind() const = 0;
+  virtual absl::StatusOr<DeviceInfo> Info() const = 0;
+  // Ok while the device works; Internal after an unrecoverable (sticky) device error.
+  virtual absl::Status Health() = 0;
+
+  // Memory. Copies are ordered on `stream`; host pointers are ordinary pageable memory.
+  virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;
+  virtual absl::Status CopyToDevice(void* dst, const void* src, size_t bytes, Stream& stream) = 0;
+  virtual absl::Status CopyToHost(void* dst, const void* src, size_t bytes, Stream& stream) = 0;
+  virtual absl::Status CopyOnDevice(void* dst, const void* src, size_t bytes, Stream& stream) = 0;
+  // Sets every byte of [dst, dst + bytes) to `value` (tests poison outputs with 0xFF = NaN).
+  virtual absl::Status Fill(void* dst, uint8_t value, size_t bytes, Stream& stream) = 0;
+
+  virtual absl::StatusOr<std::unique_ptr<Stream>> CreateStream() = 0;
+  virtual absl::StatusOr<std::unique_ptr<Event>> CreateEvent() = 0;
+  // The stream ops run on when the caller has no other.
+  virtual Stream& default_stream() = 0;
+
+  // Ops (kernels/ops.h). Each checks its arguments and returns InvalidArgument on bad shapes.
+  virtual absl::Status RmsNorm(const RmsNormArgs& args, Stream& stream) = 0;
+  virtual absl::Status SiluMul(const SiluMulArgs& args, Stream& stream) = 0;
+  virtual absl::Status Axpy(const AxpyArgs& args, Stream& stream) = 0;
+  virtual absl::Status Gemm(const GemmArgs& args, Stream& stream) = 0;
+
+ protected:
+  friend class DeviceBuffer;
+  virtual void Free(void* data) = 0;
+};
+
+// Argument checks shared by both backends, so they reject exactly the same inputs.
+absl::Status ValidateRmsNorm(const RmsNormArgs& args);
+absl::Status ValidateSiluMul(const SiluMulArgs& args);
+absl::Status ValidateAxpy(const AxpyArgs& args);
+absl::Status ValidateGemm(const GemmArgs& args);
+
+}  // namespace arbor::kernels
+
+#endif  // ARBOR_KERNELS_BACKEND_H_

@@ -1,0 +1,51 @@
+// The CPU backend: the reference every CUDA op is tested against, and the backend CI and the
+// embedded default config run on. Plain loops with fp32 accumulation; OpenBLAS for GEMM.
+#ifndef ARBOR_KERNELS_CPU_CPU_BACKEND_H_
+#define ARBOR_KERNELS_CPU_CPU_BACKEND_H_
+
+#include <memory>
+
+#include "kernels/backend.h"
+
+namespace arbor::kernels {
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend();
+  ~CpuBackend() override;
+
+  DeviceKind kind() const override { return DeviceKind::kCpu; }
+  absl::StatusOr<DeviceInfo> Info() const override;
+  absl::Status Health() override { return absl::OkStatus(); }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
+  absl::Status CopyToDevice(void* dst, const void* src, size_t bytes, Stream& stream) override;
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes, Stream& stream) override;
+  absl::Status CopyOnDevice(void* dst, const void* src, size_t bytes, Stream& stream) override;
+  absl::Status Fill(void* dst, uint8_t value, size_t bytes, Stream& stream) override;
+
+  absl::StatusOr<std::unique_ptr<Stream>> CreateStream() override;
+  absl::StatusOr<std::unique_ptr<Event>> CreateEvent() override;
+  Stream& default_stream() override { return *default_stream_; }
+
+  absl::Status RmsNorm(const RmsNormArgs& args, Stream& stream) override;
+  absl::Status SiluMul(const SiluMulArgs& args, Stream& stream) override;
+  absl::Status Axpy(const AxpyArgs& args, Stream& stream) override;
+  absl::Status Gemm(const GemmArgs& args, Stream& stream) override;
+
+ protected:
+  void Free(void* data) override;
+
+ private:
+  std::unique_ptr<Stream> default_stream_;
+};
+
+// The reference implementations, callable without a backend object (tests, tools).
+void CpuRmsNorm(const RmsNormArgs& args);
+void CpuSiluMul(const SiluMulArgs& args);
+void CpuAxpy(const AxpyArgs& args);
+void CpuGemm(const GemmArgs& args);
+
+}  // namespace arbor::kernels
+
+#endif  // ARBOR_KERNELS_CPU_CPU_BACKEND_H_

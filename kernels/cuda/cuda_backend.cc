@@ -1,0 +1,220 @@
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda_status.h"
+
+namespace arbor::kernels {
+namespace {
+
+class CudaStream final : public Stream {
+ public:
+  explicit CudaStream(cudaStream_t s, bool owned) : stream_(s), owned_(owned) {}
+  ~CudaStream() override {
+    if (owned_) cudaStreamDestroy(stream_);
+  }
+  absl::Status Synchronize() override {
+    return CudaStatus(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
+  void* native() const override { return stream_; }
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_;
+  bool owned_;
+};
+
+cudaStream_t Native(Stream& s) { return static_cast<cudaStream_t>(s.native()); }
+
+class CudaEvent final : public Event {
+ public:
+  explicit CudaEvent(cudaEvent_t e) : event_(e) {}
+  ~CudaEvent() override { cudaEventDestroy(event_); }
+  absl::Status Record(Stream& s) override {
+    return CudaStatus(cudaEventRecord(event_, Native(s)), "cudaEventRecord");
+  }
+  absl::Status Wait(Stream& s) override {
+    return CudaStatus(cudaStreamWaitEvent(Native(s), event_, 0), "cudaStreamWaitEvent");
+  }
+  absl::Status Synchronize() override {
+    return CudaStatus(cudaEventSynchronize(event_), "cudaEventSynchronize");
+  }
+  absl::StatusOr<float> ElapsedMsSince(const Event& start) const override {
+    const auto* s = dynamic_cast<const CudaEvent*>(&start);
+    if (s == nullptr)
+      return absl::InvalidArgumentError("ElapsedMsSince: start is not a CUDA event");
+    float ms = 0.0f;
+    if (auto st = CudaStatus(cudaEventElapsedTime(&ms, s->event_, event_), "cudaEventElapsedTime");
+        !st.ok()) {
+      return st;
+    }
+    return ms;
+  }
+
+ private:
+  cudaEvent_t event_;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int ordinal, cudaStream_t stream, cublasHandle_t cublas)
+      : ordinal_(ordinal), default_stream_(stream, /*owned=*/true), cublas_(cublas) {}
+  ~CudaBackend() override {
+    cudaSetDevice(ordinal_);
+    cublasDestroy(cublas_);
+  }
+
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+
+  absl::StatusOr<DeviceInfo> Info() const override {
+    cudaDeviceProp prop{};
+    if (auto s = CudaStatus(cudaGetDeviceProperties(&prop, ordinal_), "cudaGetDeviceProperties");
+        !s.ok()) {
+      return s;
+    }
+    DeviceInfo info;
+    info.name = prop.name;
+    info.compute_capability = prop.major * 10 + prop.minor;
+    size_t free_b = 0, total_b = 0;
+    cudaSetDevice(ordinal_);
+    if (auto s = CudaStatus(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo"); !s.ok()) return s;
+    info.free_memory = free_b;
+    info.total_memory = total_b;
+    return info;
+  }
+
+  absl::Status Health() override {
+    // A sticky error (an illegal address, say) makes every later call fail, this one included.
+    const cudaError_t err = cudaStreamQuery(default_stream_.get());
+    if (err == cudaErrorNotReady) return absl::OkStatus();
+    return CudaStatus(err, "device health");
+  }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override {
+    if (bytes == 0) return absl::InvalidArgumentError("Allocate: bytes must be > 0");
+    void* p = nullptr;
+    cudaSetDevice(ordinal_);
+    const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not sticky: clear it
+      return absl::ResourceExhaustedError(absl::StrCat("cuda: cannot allocate ", bytes, " bytes"));
+    }
+    if (auto s = CudaStatus(err, "cudaMalloc"); !s.ok()) return s;
+    return DeviceBuffer(this, p, bytes);
+  }
+
+  absl::Status CopyToDevice(void* dst, const void* src, size_t bytes, Stream& s) override {
+    return CudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, Native(s)),
+                      "cudaMemcpyAsync(H2D)");
+  }
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes, Stream& s) override {
+    // Pageable host memory: synchronize so the caller may read `dst` when this returns.
+    if (auto st = CudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, Native(s)),
+                             "cudaMemcpyAsync(D2H)");
+        !st.ok()) {
+      return st;
+    }
+    return s.Synchronize();
+  }
+  absl::Status CopyOnDevice(void* dst, const void* src, size_t bytes, Stream& s) override {
+    return CudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, Native(s)),
+                      "cudaMemcpyAsync(D2D)");
+  }
+  absl::Status Fill(void* dst, uint8_t value, size_t bytes, Stream& s) override {
+    return CudaStatus(cudaMemsetAsync(dst, value, bytes, Native(s)), "cudaMemsetAsync");
+  }
+
+  absl::StatusOr<std::unique_ptr<Stream>> CreateStream() override {
+    cudaStream_t s = nullptr;
+    cudaSetDevice(ordinal_);
+    if (auto st =
+            CudaStatus(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+        !st.ok()) {
+      return st;
+    }
+    return std::unique_ptr<Stream>(std::make_unique<CudaStream>(s, /*owned=*/true));
+  }
+  absl::StatusOr<std::unique_ptr<Event>> CreateEvent() override {
+    cudaEvent_t e = nullptr;
+    cudaSetDevice(ordinal_);
+    if (auto st = CudaStatus(cudaEventCreate(&e), "cudaEventCreate"); !st.ok()) return st;
+    return std::unique_ptr<Event>(std::make_unique<CudaEvent>(e));
+  }
+  Stream& default_stream() override { return default_stream_; }
+
+  absl::Status RmsNorm(const RmsNormArgs& a, Stream& s) override {
+    if (auto st = ValidateRmsNorm(a); !st.ok()) return st;
+    return CudaStatus(LaunchRmsNorm(a, Native(s)), "RmsNorm");
+  }
+  absl::Status SiluMul(const SiluMulArgs& a, Stream& s) override {
+    if (auto st = ValidateSiluMul(a); !st.ok()) return st;
+    return CudaStatus(LaunchSiluMul(a, Native(s)), "SiluMul");
+  }
+  absl::Status Axpy(const AxpyArgs& a, Stream& s) override {
+    if (auto st = ValidateAxpy(a); !st.ok()) return st;
+    return CudaStatus(LaunchAxpy(a, Native(s)), "Axpy");
+  }
+  absl::Status Gemm(const GemmArgs& a, Stream& s) override {
+    if (auto st = ValidateGemm(a); !st.ok()) return st;
+    // Row-major C[m,n] = A[m,k] B[n,k]^T is column-major C^T[n,m] = B[n,k] (as B^T stored) x A^T.
+    if (auto st = CublasStatus(cublasSetStream(cublas_, Native(s)), "cublasSetStream"); !st.ok()) {
+      return st;
+    }
+    const float alpha = 1.0f;
+    return CublasStatus(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(a.n), int(a.m), int(a.k),
+                                    &alpha, a.b, int(a.k), a.a, int(a.k), &a.beta, a.c, int(a.n)),
+                        "cublasSgemm");
+  }
+
+ protected:
+  void Free(void* data) override { cudaFree(data); }
+
+ private:
+  int ordinal_;
+  CudaStream default_stream_;
+  cublasHandle_t cublas_;
+};
+
+}  // namespace
+
+bool CudaDeviceVisible() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return count > 0;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int ordinal) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device visible (", cudaGetErrorString(err), ")"));
+  }
+  if (ordinal < 0 || ordinal >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", ordinal, " does not exist; ", count, " visible"));
+  }
+  if (auto s = CudaStatus(cudaSetDevice(ordinal), "cudaSetDevice"); !s.ok()) return s;
+  cudaStream_t stream = nullptr;
+  if (auto s =
+          CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+      !s.ok()) {
+    return s;
+  }
+  cublasHandle_t cublas = nullptr;
+  if (auto s = CublasStatus(cublasCreate(&cublas), "cublasCreate"); !s.ok()) {
+    cudaStreamDestroy(stream);
+    return s;
+  }
+  return std::unique_ptr<Backend>(std::make_unique<CudaBackend>(ordinal, stream, cublas));
+}
+
+}  // namespace arbor::kernels

@@ -1,0 +1,18 @@
+// Host launchers of the CUDA kernels. Raw pointers and plain structs only (no Abseil): each
+// returns the cudaError_t of its launch; kernels/cuda_status.h turns that into absl::Status.
+#ifndef ARBOR_KERNELS_CUDA_LAUNCH_H_
+#define ARBOR_KERNELS_CUDA_LAUNCH_H_
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/ops.h"
+
+namespace arbor::kernels {
+
+cudaError_t LaunchRmsNorm(const RmsNormArgs& args, cudaStream_t stream);
+cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);
+cudaError_t LaunchAxpy(const AxpyArgs& args, cudaStream_t stream);
+
+}  // namespace arbor::kernels
+
+#endif  // ARBOR_KERNELS_CUDA_LAUNCH_H_

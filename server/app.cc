@@ -1,0 +1,59 @@
+#include "server/app.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/backend_factory.h"
+
+namespace arbor::server {
+
+absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const engine::LaunchConfig& config) {
+  std::unique_ptr<ServerApp> app(new ServerApp());
+  app->ctx_ = std::make_unique<ServerContext>();
+  app->ctx_->config = config;
+  app->ctx_->created_unix_s = absl::ToUnixSeconds(absl::Now());
+
+  app->http_ = std::make_unique<HttpServer>(app->ctx_.get());
+  ASSIGN_OR_RETURN(app->http_port_, app->http_->Start(config.server.host, config.server.http_port));
+  spdlog::info("http listening on {}:{}", config.server.host, app->http_port_);
+
+  ASSIGN_OR_RETURN(kernels::DevicePreference pref,
+                   kernels::ParseDevicePreference(config.device, "device"));
+  auto backend = kernels::CreateBackend(pref);
+  if (!backend.ok()) {
+    return absl::Status(backend.status().code(),
+                        absl::StrCat("device: ", backend.status().message()));
+  }
+  app->backend_ = std::move(*backend);
+  ASSIGN_OR_RETURN(app->ctx_->device, app->backend_->Info());
+  app->ctx_->backend_name = kernels::DeviceKindName(app->backend_->kind());
+  spdlog::info("backend: {} ({}, {:.1f} GiB, device={} in config)", app->ctx_->backend_name,
+               app->ctx_->device.name, double(app->ctx_->device.total_memory) / (1 << 30),
+               config.device);
+  app->ctx_->state.set_backend(app->backend_.get());
+
+  app->grpc_ = std::make_unique<GrpcServer>(app->ctx_.get());
+  ASSIGN_OR_RETURN(app->grpc_port_, app->grpc_->Start(config.server.host, config.server.grpc_port));
+  spdlog::info("grpc listening on {}:{}", config.server.host, app->grpc_port_);
+
+  app->ctx_->state.set_phase(Phase::kReady);
+  spdlog::info("ready: serving model '{}'", config.model.served_model_name);
+  return app;
+}
+
+ServerApp::~ServerApp() { Shutdown(absl::ZeroDuration()); }
+
+void ServerApp::Shutdown(absl::Duration drain) {
+  if (stopped_) return;
+  stopped_ = true;
+  if (ctx_) ctx_->state.set_phase(Phase::kDraining);
+  if (grpc_) grpc_->Stop(drain);
+  if (http_) http_->Stop();
+  grpc_.reset();
+  http_.reset();
+  if (ctx_) ctx_->state.set_backend(nullptr);
+  backend_.reset();
+}
+
+}  // namespace arbor::server

@@ -1,0 +1,23 @@
+// The one place absl::Status becomes an HTTP status and OpenAI's error JSON
+// ({"error": {"message", "type", "param", "code"}}), or a gRPC status.
+#ifndef ARBOR_SERVER_ERRORS_H_
+#define ARBOR_SERVER_ERRORS_H_
+
+#include <grpcpp/support/status.h>
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace arbor::server {
+
+int HttpStatusFor(const absl::Status& status);
+
+// `param` names the offending request field, or is empty.
+std::string OpenAiErrorJson(const absl::Status& status, const std::string& param = "");
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+}  // namespace arbor::server
+
+#endif  // ARBOR_SERVER_ERRORS_H_

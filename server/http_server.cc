@@ -1,0 +1,101 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "server/errors.h"
+
+namespace arbor::server {
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxBodyBytes = 8 << 20;  // 413 beyond this
+
+void SendError(httplib::Response& res, const absl::Status& s, const std::string& param = "") {
+  res.status = HttpStatusFor(s);
+  res.set_content(OpenAiErrorJson(s, param), "application/json");
+}
+
+void SendJson(httplib::Response& res, const json& body) {
+  res.status = 200;
+  res.set_content(body.dump(), "application/json");
+}
+
+}  // namespace
+
+HttpServer::HttpServer(ServerContext* ctx) : ctx_(ctx), http_(std::make_unique<httplib::Server>()) {
+  Routes();
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Routes() {
+  http_->set_payload_max_length(kMaxBodyBytes);
+  // httplib's default adds SO_REUSEPORT, which would let a second server bind the same port and
+  // silently take half its traffic. SO_REUSEADDR alone allows a quick restart and no more.
+  http_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
+  });
+
+  http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (absl::Status s = ctx_->state.Check(); !s.ok()) return SendError(res, s);
+    SendJson(res, {{"status", "ok"}});
+  });
+
+  http_->Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    const std::string& id = ctx_->config.model.served_model_name;
+    SendJson(res, {{"object", "list"},
+                   {"data", json::array({{{"id", id},
+                                          {"object", "model"},
+                                          {"created", ctx_->created_unix_s},
+                                          {"owned_by", "arbor"},
+                                          {"root", id},
+                                          {"parent", nullptr}}})}});
+  });
+
+  // Routes that match nothing, and errors httplib raises itself (413 for an oversized body),
+  // still answer with OpenAI's error JSON.
+  http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    absl::Status s;
+    switch (res.status) {
+      case 404:
+        s = absl::NotFoundError(absl::StrCat("no route for ", req.method, " ", req.path));
+        break;
+      case 413:
+        s = absl::InvalidArgumentError(
+            absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes"));
+        break;
+      default:
+        s = absl::UnknownError(absl::StrCat("HTTP ", res.status));
+    }
+    const int status = res.status;
+    res.set_content(OpenAiErrorJson(s), "application/json");
+    res.status = status;
+  });
+}
+
+absl::StatusOr<int> HttpServer::Start(const std::string& host, int port) {
+  int bound = -1;
+  if (port == 0) {
+    bound = http_->bind_to_any_port(host);
+  } else if (http_->bind_to_port(host, port)) {
+    bound = port;
+  }
+  if (bound <= 0) {
+    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", host, ":", port));
+  }
+  thread_ = std::thread([this] { http_->listen_after_bind(); });
+  return bound;
+}
+
+void HttpServer::Stop() {
+  if (http_) http_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace arbor::server

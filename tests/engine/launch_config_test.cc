@@ -1,0 +1,80 @@
+#include "engine/launch_config.h"
+
+#include <catch2/catch.hpp>
+
+#include "configs/embedded_default.h"
+
+namespace arbor::engine {
+namespace {
+
+TEST_CASE("the embedded default config parses", "[config]") {
+  auto c = ParseLaunchConfig(configs::kEmbeddedDefaultYaml, "embedded:tiny.yaml");
+  REQUIRE(c.ok());
+  CHECK(c->model.served_model_name == "tiny");
+  CHECK(c->device == "auto");
+  CHECK(c->server.http_port == 8000);
+  CHECK(c->server.grpc_port == 50051);
+}
+
+TEST_CASE("overrides replace values and are read as YAML scalars", "[config]") {
+  auto c = ParseLaunchConfig("server:\n  http_port: 8000\n", "a.yaml",
+                             {"server.http_port=9001", "device=cpu", "server.drain_timeout_s=0.5"});
+  REQUIRE(c.ok());
+  CHECK(c->server.http_port == 9001);
+  CHECK(c->device == "cpu");
+  CHECK(c->server.drain_timeout_s == 0.5);
+}
+
+TEST_CASE("an override creates a missing section", "[config]") {
+  auto c = ParseLaunchConfig("", "empty.yaml", {"model.served_model_name=m1"});
+  REQUIRE(c.ok());
+  CHECK(c->model.served_model_name == "m1");
+}
+
+TEST_CASE("errors name the key and the source", "[config]") {
+  struct Bad {
+    std::string yaml;
+    std::vector<std::string> overrides;
+    std::string must_mention;
+  };
+  const std::vector<Bad> cases = {
+      {"server:\n  htp_port: 1\n", {}, "server.htp_port: unknown key"},
+      {"colour: red\n", {}, "colour: unknown key"},
+      {"server:\n  http_port: 70000\n", {}, "server.http_port"},
+      {"server:\n  http_port: abc\n", {}, "server.http_port"},
+      {"server:\n  http_port: [1, 2]\n", {}, "server.http_port"},
+      {"device: tpu\n", {}, "device: expected one of auto, cpu, cuda"},
+      {"log_level: loud\n", {}, "log_level"},
+      {"server:\n  drain_timeout_s: .inf\n", {}, "server.drain_timeout_s"},
+      {"model:\n  served_model_name: ''\n", {}, "model.served_model_name"},
+      {"server: 5\n", {}, "server: unknown key"},
+      {"- a\n- b\n", {}, "mapping"},
+      {"server: {http_port: 1\n", {}, "not valid YAML"},
+      {"", {"server.nope=1"}, "server.nope: unknown key"},
+      {"", {"novalue"}, "expected dotted.key=value"},
+      {"", {"server.http_port=-1"}, "server.http_port"},
+  };
+  for (const auto& b : cases) {
+    INFO(b.yaml << " overrides " << b.overrides.size());
+    auto c = ParseLaunchConfig(b.yaml, "bad.yaml", b.overrides);
+    REQUIRE_FALSE(c.ok());
+    CHECK(c.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(c.status().message()), Catch::Contains(b.must_mention));
+    if (b.overrides.empty()) {
+      CHECK_THAT(std::string(c.status().message()), Catch::StartsWith("bad.yaml"));
+    }
+  }
+}
+
+TEST_CASE("the effective config round-trips through YAML", "[config]") {
+  auto c = ParseLaunchConfig("device: cpu\nserver:\n  grpc_port: 1234\n", "a.yaml");
+  REQUIRE(c.ok());
+  auto again = ParseLaunchConfig(LaunchConfigToYaml(*c), "effective");
+  REQUIRE(again.ok());
+  CHECK(again->device == "cpu");
+  CHECK(again->server.grpc_port == 1234);
+  CHECK(again->model.served_model_name == c->model.served_model_name);
+}
+
+}  // namespace
+}  // namespace arbor::engine

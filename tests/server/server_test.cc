@@ -1,0 +1,128 @@
+// Starts the real ServerApp on loopback ports picked by the OS and talks to it over HTTP
+// (cpp-httplib's client) and gRPC (the generated stub).
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "configs/embedded_default.h"
+#include "engine/launch_config.h"
+#include "proto/arbor.grpc.pb.h"
+#include "server/app.h"
+
+namespace arbor::server {
+namespace {
+
+std::unique_ptr<ServerApp> StartOnFreePorts() {
+  auto config = engine::ParseLaunchConfig(
+      configs::kEmbeddedDefaultYaml, "embedded",
+      {"server.http_port=0", "server.grpc_port=0", "device=cpu", "log_level=warn"});
+  REQUIRE(config.ok());
+  auto app = ServerApp::Start(*config);
+  REQUIRE(app.ok());
+  return std::move(*app);
+}
+
+TEST_CASE("HTTP: /health, /v1/models and OpenAI-shaped errors", "[server]") {
+  auto app = StartOnFreePorts();
+  httplib::Client http("127.0.0.1", app->http_port());
+
+  auto health = http.Get("/health");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  CHECK(nlohmann::json::parse(health->body)["status"] == "ok");
+
+  auto models = http.Get("/v1/models");
+  REQUIRE(models);
+  CHECK(models->status == 200);
+  const auto body = nlohmann::json::parse(models->body);
+  CHECK(body["object"] == "list");
+  REQUIRE(body["data"].size() == 1);
+  CHECK(body["data"][0]["id"] == "tiny");
+  CHECK(body["data"][0]["object"] == "model");
+
+  auto missing = http.Get("/v1/nothing-here");
+  REQUIRE(missing);
+  CHECK(missing->status == 404);
+  const auto err = nlohmann::json::parse(missing->body);
+  CHECK(err["error"]["code"] == 404);
+  CHECK(err["error"]["type"] == "not_found_error");
+  CHECK(err["error"]["message"].get<std::string>().find("/v1/nothing-here") != std::string::npos);
+}
+
+TEST_CASE("HTTP: a body over the limit gets 413 with an error body", "[server]") {
+  auto app = StartOnFreePorts();
+  httplib::Client http("127.0.0.1", app->http_port());
+  const std::string big(9 << 20, 'x');
+  auto res = http.Post("/v1/models", big, "application/json");
+  REQUIRE(res);
+  CHECK(res->status == 413);
+  // The server keeps serving.
+  auto health = http.Get("/health");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+}
+
+TEST_CASE("gRPC: Health, ServerInfo and ListModels", "[server]") {
+  auto app = StartOnFreePorts();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  auto admin = arbor::v1::Admin::NewStub(channel);
+  auto generation = arbor::v1::Generation::NewStub(channel);
+
+  {
+    grpc::ClientContext ctx;
+    arbor::v1::HealthResponse res;
+    REQUIRE(admin->Health(&ctx, {}, &res).ok());
+    CHECK(res.status() == arbor::v1::HealthResponse::SERVING);
+  }
+  {
+    grpc::ClientContext ctx;
+    arbor::v1::ServerInfoResponse res;
+    REQUIRE(admin->ServerInfo(&ctx, {}, &res).ok());
+    CHECK(res.backend() == "cpu");
+    CHECK(res.served_model_name() == "tiny");
+    CHECK(res.effective_config_yaml().find("grpc_port: 0") != std::string::npos);
+  }
+  {
+    grpc::ClientContext ctx;
+    arbor::v1::ListModelsResponse res;
+    REQUIRE(generation->ListModels(&ctx, {}, &res).ok());
+    REQUIRE(res.data_size() == 1);
+    CHECK(res.data(0).id() == "tiny");
+  }
+}
+
+TEST_CASE("health turns 503 once shutdown begins", "[server]") {
+  auto app = StartOnFreePorts();
+  app->context().state.set_phase(Phase::kDraining);
+  httplib::Client http("127.0.0.1", app->http_port());
+  auto health = http.Get("/health");
+  REQUIRE(health);
+  CHECK(health->status == 503);
+  CHECK(nlohmann::json::parse(health->body)["error"]["code"] == 503);
+}
+
+TEST_CASE("a port already in use is a clear start-up error", "[server]") {
+  auto first = StartOnFreePorts();
+  auto config = engine::ParseLaunchConfig(
+      "", "test", {"server.http_port=" + std::to_string(first->http_port()), "device=cpu"});
+  REQUIRE(config.ok());
+  auto second = ServerApp::Start(*config);
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.status().code() == absl::StatusCode::kUnavailable);
+  CHECK(std::string(second.status().message()).find("http: cannot listen") != std::string::npos);
+
+  auto grpc_clash = engine::ParseLaunchConfig(
+      "", "test",
+      {"server.http_port=0", "server.grpc_port=" + std::to_string(first->grpc_port()),
+       "device=cpu"});
+  REQUIRE(grpc_clash.ok());
+  auto third = ServerApp::Start(*grpc_clash);
+  REQUIRE_FALSE(third.ok());
+  CHECK(std::string(third.status().message()).find("grpc: cannot listen") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace arbor::server

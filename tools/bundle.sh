@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Bundles built binaries with the non-system shared libraries they load, for a GPU host that has
+# glibc, libstdc++ and the CUDA driver/cuBLAS but not Debian's gRPC/Abseil/spdlog/... stack.
+#
+#   tools/bundle.sh [OUT_DIR] [TARGET ...]
+#
+# Defaults: OUT_DIR=bundle, TARGETS = the server and every cc_test. The bundle holds bin/, lib/
+# and run.sh, a launcher: `bundle/run.sh arbor serve ...`, `bundle/run.sh ops_parity_test`.
+# It is also packed as OUT_DIR.tar.xz (OpenBLAS alone is 35 MB; the pack travels in ~1/4 the
+# space): on the GPU host, `tar xJf bundle.tar.xz && bundle/run.sh ...`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bundle}
+shift || true
+targets=("$@")
+if [ "${#targets[@]}" -eq 0 ]; then
+  mapfile -t targets < <(echo //server:arbor; bazel query 'kind(cc_test, //...)' 2>/dev/null)
+fi
+bazel build "${targets[@]}"
+
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/lib"
+# Provided by every GPU host (glibc, the C++ runtime, the NVIDIA driver and CUDA libraries).
+system='^(linux-vdso|ld-linux|libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|libgcc_s|libstdc\+\+|libcuda\.so|libcublas|libcudart|libnvidia)'
+for t in "${targets[@]}"; do
+  rel=${t#//}
+  bin="bazel-bin/${rel/://}"
+  cp "$bin" "$out/bin/"
+  chmod u+w "$out/bin/$(basename "$bin")"
+  ldd "$bin" | awk '/=> \// {print $1, $3}' | while read -r name path; do
+    if [[ ! "$name" =~ $system ]] && [ ! -e "$out/lib/$name" ]; then
+      cp -L "$path" "$out/lib/$name"
+    fi
+  done
+done
+
+cat > "$out/run.sh" <<'LAUNCH'
+#!/usr/bin/env bash
+# Runs a bundled binary with the bundled libraries first on the search path.
+here=$(cd "$(dirname "$0")" && pwd)
+name=$1
+shift
+cuda_libs=/usr/local/cuda/lib64
+export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$cuda_libs"
+exec "$here/bin/$name" "$@"
+LAUNCH
+chmod +x "$out/run.sh"
+du -sh "$out/bin" "$out/lib"
+XZ_OPT="-T0 -6" tar -cJf "$out.tar.xz" -C "$(dirname "$out")" "$(basename "$out")"
+du -sh "$out.tar.xz"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs on a GPU host from an unpacked bundle (tools/bundle.sh): every bundled test binary (the
+# [gpu] cases run there), the op parity test under compute-sanitizer, and the server on
+# device=auto, which must pick CUDA. Writes logs under ${OUT:-/tmp/arbor-gpu-check}.
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bundle=${BUNDLE:-$here/bundle}
+out=${OUT:-/tmp/arbor-gpu-check}
+mkdir -p "$out"
+status=0
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+
+for t in "$bundle"/bin/*_test; do
+  name=$(basename "$t")
+  echo "== $name"
+  "$bundle/run.sh" "$name" --durations yes >"$out/$name.log" 2>&1 || status=1
+  grep -E '^arbor-tests:|FAILED' "$out/$name.log"
+done
+
+if command -v compute-sanitizer >/dev/null; then
+  echo "== compute-sanitizer ops_parity_test [gpu]"
+  LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64" compute-sanitizer --error-exitcode 9 \
+    "$bundle/bin/ops_parity_test" '[gpu]' >"$out/sanitizer.log" 2>&1 || status=1
+  grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/sanitizer.log"
+fi
+
+echo "== arbor serve --device auto"
+"$bundle/run.sh" arbor serve --port 18080 --grpc-port 0 >"$out/serve.log" 2>&1 &
+pid=$!
+ok=0
+for _ in $(seq 1 100); do
+  if curl -sf http://127.0.0.1:18080/health >/dev/null; then ok=1; break; fi
+  sleep 0.1
+done
+[ "$ok" -eq 1 ] || status=1
+grep -E 'backend:' "$out/serve.log" || status=1
+grep -q 'backend: cuda' "$out/serve.log" || { echo "server did not pick CUDA"; status=1; }
+kill -TERM "$pid"; wait "$pid" || status=1
+echo "gpu_check: $([ $status -eq 0 ] && echo OK || echo FAILED)"
+exit $status
