@@ -68,6 +68,33 @@ const std::map<std::string, Setter>& Schema() {
          }
          return absl::OkStatus();
        }},
+      {"model.path",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.model.path, ReadString(n, k));
+         return absl::OkStatus();
+       }},
+      {"model.load_format",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.model.load_format, ReadEnum(n, k, {"auto", "dummy"}));
+         return absl::OkStatus();
+       }},
+      {"model.dummy_seed",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.model.dummy_seed, ReadInt(n, k, 0, int64_t{1} << 62));
+         return absl::OkStatus();
+       }},
+      {"model.dtype",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         // The forward pass computes in fp32 on both backends today; half-precision compute
+         // comes with the CUDA fast path.
+         ASSIGN_OR_RETURN(c.model.dtype, ReadEnum(n, k, {"auto", "float32"}));
+         return absl::OkStatus();
+       }},
+      {"model.max_model_len",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.model.max_model_len, ReadInt(n, k, 0, int64_t{1} << 31));
+         return absl::OkStatus();
+       }},
       {"device",
        [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
          ASSIGN_OR_RETURN(c.device, ReadEnum(n, k, {"auto", "cpu", "cuda"}));
@@ -189,6 +216,11 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "path" << YAML::Value << c.model.path;
+  out << YAML::Key << "load_format" << YAML::Value << c.model.load_format;
+  out << YAML::Key << "dummy_seed" << YAML::Value << c.model.dummy_seed;
+  out << YAML::Key << "dtype" << YAML::Value << c.model.dtype;
+  out << YAML::Key << "max_model_len" << YAML::Value << c.model.max_model_len;
   out << YAML::Key << "served_model_name" << YAML::Value << c.model.served_model_name;
   out << YAML::EndMap;
   out << YAML::Key << "device" << YAML::Value << c.device;

@@ -11,6 +11,11 @@
 namespace arbor::engine {
 
 struct ModelSection {
+  std::string path;                         // a Hugging Face model directory
+  std::string load_format = "auto";         // auto (safetensors) | dummy (random weights)
+  int64_t dummy_seed = 0;                   // seed of `load_format: dummy`
+  std::string dtype = "auto";               // auto | float32: the compute dtype
+  int64_t max_model_len = 0;                // 0: the model's max_position_embeddings
   std::string served_model_name = "arbor";  // the `model` id clients send
 };
 

@@ -96,4 +96,92 @@ absl::Status ValidateGemm(const GemmArgs& a) {
   return absl::OkStatus();
 }
 
+#define ARBOR_REQUIRE(expr)                    \
+  do {                                         \
+    if (auto s_ = (expr); !s_.ok()) return s_; \
+  } while (0)
+
+absl::Status ValidateEmbedding(const EmbeddingArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("Embedding", "ids", a.ids));
+  ARBOR_REQUIRE(RequirePointer("Embedding", "table", a.table));
+  ARBOR_REQUIRE(RequirePointer("Embedding", "out", a.out));
+  ARBOR_REQUIRE(RequirePositive("Embedding", "num_tokens", a.num_tokens));
+  ARBOR_REQUIRE(RequirePositive("Embedding", "vocab", a.vocab));
+  return RequirePositive("Embedding", "hidden", a.hidden);
+}
+
+absl::Status ValidateBiasAdd(const BiasAddArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("BiasAdd", "x", a.x));
+  ARBOR_REQUIRE(RequirePointer("BiasAdd", "bias", a.bias));
+  ARBOR_REQUIRE(RequirePositive("BiasAdd", "rows", a.rows));
+  return RequirePositive("BiasAdd", "cols", a.cols);
+}
+
+absl::Status ValidateRope(const RopeArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("Rope", "q", a.q));
+  ARBOR_REQUIRE(RequirePointer("Rope", "k", a.k));
+  ARBOR_REQUIRE(RequirePointer("Rope", "positions", a.positions));
+  ARBOR_REQUIRE(RequirePointer("Rope", "inv_freq", a.inv_freq));
+  ARBOR_REQUIRE(RequirePositive("Rope", "num_tokens", a.num_tokens));
+  ARBOR_REQUIRE(RequirePositive("Rope", "num_q_heads", a.num_q_heads));
+  ARBOR_REQUIRE(RequirePositive("Rope", "num_kv_heads", a.num_kv_heads));
+  ARBOR_REQUIRE(RequirePositive("Rope", "head_dim", a.head_dim));
+  if (a.head_dim % 2 != 0) return absl::InvalidArgumentError("Rope: head_dim must be even");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAttention(const AttentionArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("Attention", "q", a.q));
+  ARBOR_REQUIRE(RequirePointer("Attention", "k", a.k));
+  ARBOR_REQUIRE(RequirePointer("Attention", "v", a.v));
+  ARBOR_REQUIRE(RequirePointer("Attention", "out", a.out));
+  ARBOR_REQUIRE(RequirePointer("Attention", "q_positions", a.q_positions));
+  ARBOR_REQUIRE(RequirePositive("Attention", "num_tokens", a.num_tokens));
+  ARBOR_REQUIRE(RequirePositive("Attention", "kv_len", a.kv_len));
+  ARBOR_REQUIRE(RequirePositive("Attention", "num_q_heads", a.num_q_heads));
+  ARBOR_REQUIRE(RequirePositive("Attention", "num_kv_heads", a.num_kv_heads));
+  ARBOR_REQUIRE(RequirePositive("Attention", "head_dim", a.head_dim));
+  if (a.num_q_heads % a.num_kv_heads != 0) {
+    return absl::InvalidArgumentError("Attention: num_kv_heads must divide num_q_heads");
+  }
+  if (a.sliding_window < 0) return absl::InvalidArgumentError("Attention: sliding_window < 0");
+  // The CUDA kernel keeps one head's output row in registers: 8 floats a lane, 32 lanes.
+  if (a.head_dim > 256) return absl::InvalidArgumentError("Attention: head_dim > 256");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTopKSoftmax(const TopKSoftmaxArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "logits", a.logits));
+  ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "weights", a.weights));
+  ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "experts", a.experts));
+  ARBOR_REQUIRE(RequirePositive("TopKSoftmax", "num_tokens", a.num_tokens));
+  ARBOR_REQUIRE(RequirePositive("TopKSoftmax", "num_experts", a.num_experts));
+  ARBOR_REQUIRE(RequirePositive("TopKSoftmax", "k", a.k));
+  if (a.k > a.num_experts || a.k > 16) {
+    return absl::InvalidArgumentError("TopKSoftmax: k must be <= num_experts and <= 16");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateGatherRows(const GatherRowsArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("GatherRows", "src", a.src));
+  ARBOR_REQUIRE(RequirePointer("GatherRows", "index", a.index));
+  ARBOR_REQUIRE(RequirePointer("GatherRows", "dst", a.dst));
+  ARBOR_REQUIRE(RequirePositive("GatherRows", "num_rows", a.num_rows));
+  ARBOR_REQUIRE(RequirePositive("GatherRows", "src_rows", a.src_rows));
+  return RequirePositive("GatherRows", "cols", a.cols);
+}
+
+absl::Status ValidateScatterAddRows(const ScatterAddRowsArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("ScatterAddRows", "src", a.src));
+  ARBOR_REQUIRE(RequirePointer("ScatterAddRows", "index", a.index));
+  ARBOR_REQUIRE(RequirePointer("ScatterAddRows", "scale", a.scale));
+  ARBOR_REQUIRE(RequirePointer("ScatterAddRows", "dst", a.dst));
+  ARBOR_REQUIRE(RequirePositive("ScatterAddRows", "num_rows", a.num_rows));
+  ARBOR_REQUIRE(RequirePositive("ScatterAddRows", "dst_rows", a.dst_rows));
+  return RequirePositive("ScatterAddRows", "cols", a.cols);
+}
+
+#undef ARBOR_REQUIRE
+
 }  // namespace arbor::kernels

@@ -101,6 +101,13 @@ class Backend {
   virtual absl::Status SiluMul(const SiluMulArgs& args, Stream& stream) = 0;
   virtual absl::Status Axpy(const AxpyArgs& args, Stream& stream) = 0;
   virtual absl::Status Gemm(const GemmArgs& args, Stream& stream) = 0;
+  virtual absl::Status Embedding(const EmbeddingArgs& args, Stream& stream) = 0;
+  virtual absl::Status BiasAdd(const BiasAddArgs& args, Stream& stream) = 0;
+  virtual absl::Status Rope(const RopeArgs& args, Stream& stream) = 0;
+  virtual absl::Status Attention(const AttentionArgs& args, Stream& stream) = 0;
+  virtual absl::Status TopKSoftmax(const TopKSoftmaxArgs& args, Stream& stream) = 0;
+  virtual absl::Status GatherRows(const GatherRowsArgs& args, Stream& stream) = 0;
+  virtual absl::Status ScatterAddRows(const ScatterAddRowsArgs& args, Stream& stream) = 0;
 
  protected:
   friend class DeviceBuffer;
@@ -112,6 +119,13 @@ absl::Status ValidateRmsNorm(const RmsNormArgs& args);
 absl::Status ValidateSiluMul(const SiluMulArgs& args);
 absl::Status ValidateAxpy(const AxpyArgs& args);
 absl::Status ValidateGemm(const GemmArgs& args);
+absl::Status ValidateEmbedding(const EmbeddingArgs& args);
+absl::Status ValidateBiasAdd(const BiasAddArgs& args);
+absl::Status ValidateRope(const RopeArgs& args);
+absl::Status ValidateAttention(const AttentionArgs& args);
+absl::Status ValidateTopKSoftmax(const TopKSoftmaxArgs& args);
+absl::Status ValidateGatherRows(const GatherRowsArgs& args);
+absl::Status ValidateScatterAddRows(const ScatterAddRowsArgs& args);
 
 }  // namespace arbor::kernels
 

@@ -49,6 +49,91 @@ struct GemmArgs {
   float beta;  // 0 overwrites C (C may then hold garbage, even NaN)
 };
 
+// out[t] = table[ids[t]]: token embeddings. Ids must lie in [0, vocab) (checked by the caller:
+// the CPU reference asserts nothing, the CUDA kernel writes zeros for an out-of-range id).
+struct EmbeddingArgs {
+  const int32_t* ids;  // [num_tokens]
+  const float* table;  // [vocab, hidden]
+  float* out;          // [num_tokens, hidden]
+  int64_t num_tokens;
+  int64_t vocab;
+  int64_t hidden;
+};
+
+// x[r, :] += bias: the q/k/v (and o) biases of Qwen2 and of Llama with attention_bias.
+struct BiasAddArgs {
+  float* x;           // [rows, cols]
+  const float* bias;  // [cols]
+  int64_t rows;
+  int64_t cols;
+};
+
+// Rotary position embedding in place, Hugging Face's rotate_half layout: dimension i pairs with
+// i + head_dim/2. inv_freq already carries any scaling (linear, llama3), computed on the host.
+struct RopeArgs {
+  float* q;                  // [num_tokens, num_q_heads, head_dim]
+  float* k;                  // [num_tokens, num_kv_heads, head_dim]
+  const int32_t* positions;  // [num_tokens]
+  const float* inv_freq;     // [head_dim / 2]
+  int64_t num_tokens;
+  int64_t num_q_heads;
+  int64_t num_kv_heads;
+  int64_t head_dim;
+};
+
+// Causal attention of new tokens over one sequence's cached keys/values (positions 0..kv_len-1),
+// grouped-query: q head h reads kv head h / (num_q_heads / num_kv_heads). Token t at absolute
+// position p attends to kv positions j with j <= p and, when sliding_window > 0,
+// j > p - sliding_window (Mistral's window, Hugging Face's mask).
+struct AttentionArgs {
+  const float* q;              // [num_tokens, num_q_heads, head_dim]
+  const float* k;              // [kv_len, num_kv_heads, head_dim]
+  const float* v;              // [kv_len, num_kv_heads, head_dim]
+  float* out;                  // [num_tokens, num_q_heads, head_dim]
+  const int32_t* q_positions;  // [num_tokens], each < kv_len
+  int64_t num_tokens;
+  int64_t kv_len;
+  int64_t num_q_heads;
+  int64_t num_kv_heads;
+  int64_t head_dim;
+  int64_t sliding_window;  // 0: no window
+  float scale;             // usually 1/sqrt(head_dim)
+};
+
+// MoE routing: softmax over each token's expert logits, keep the top k (ties: lower expert id
+// first), optionally renormalise the kept weights to sum to 1 (Mixtral does).
+struct TopKSoftmaxArgs {
+  const float* logits;  // [num_tokens, num_experts]
+  float* weights;       // [num_tokens, k]
+  int32_t* experts;     // [num_tokens, k]
+  int64_t num_tokens;
+  int64_t num_experts;
+  int64_t k;
+  bool renormalize;
+};
+
+// dst[i, :] = src[index[i], :]: gathers the tokens routed to one expert.
+struct GatherRowsArgs {
+  const float* src;      // [src_rows, cols]
+  const int32_t* index;  // [num_rows], each in [0, src_rows)
+  float* dst;            // [num_rows, cols]
+  int64_t num_rows;
+  int64_t src_rows;
+  int64_t cols;
+};
+
+// dst[index[i], :] += scale[i] * src[i, :]: adds an expert's weighted output back to its tokens.
+// Rows of `index` may repeat (the CUDA kernel adds atomically).
+struct ScatterAddRowsArgs {
+  const float* src;      // [num_rows, cols]
+  const int32_t* index;  // [num_rows], each in [0, dst_rows)
+  const float* scale;    // [num_rows]
+  float* dst;            // [dst_rows, cols]
+  int64_t num_rows;
+  int64_t dst_rows;
+  int64_t cols;
+};
+
 }  // namespace arbor::kernels
 
 #endif  // ARBOR_KERNELS_OPS_H_

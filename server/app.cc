@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/model/model_factory.h"
 #include "kernels/backend_factory.h"
 
 namespace arbor::server {
@@ -33,6 +34,12 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const engine::Launch
                config.device);
   app->ctx_->state.set_backend(app->backend_.get());
 
+  ASSIGN_OR_RETURN(engine::LoadedModel loaded,
+                   engine::LoadModelFromConfig(config.model, *app->backend_));
+  app->model_ = std::move(loaded.model);
+  app->ctx_->model_architecture = app->model_->spec().architecture;
+  app->ctx_->max_model_len = loaded.max_model_len;
+
   app->grpc_ = std::make_unique<GrpcServer>(app->ctx_.get());
   ASSIGN_OR_RETURN(app->grpc_port_, app->grpc_->Start(config.server.host, config.server.grpc_port));
   spdlog::info("grpc listening on {}:{}", config.server.host, app->grpc_port_);
@@ -53,6 +60,7 @@ void ServerApp::Shutdown(absl::Duration drain) {
   grpc_.reset();
   http_.reset();
   if (ctx_) ctx_->state.set_backend(nullptr);
+  model_.reset();
   backend_.reset();
 }
 

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/launch_config.h"
+#include "engine/model/model.h"
 #include "kernels/backend.h"
 #include "server/context.h"
 #include "server/grpc_server.h"
@@ -32,6 +33,7 @@ class ServerApp {
   ServerApp() = default;
   std::unique_ptr<ServerContext> ctx_;
   std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<engine::Model> model_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<GrpcServer> grpc_;
   int http_port_ = 0;

@@ -16,6 +16,8 @@ struct ServerContext {
   engine::LaunchConfig config;
   std::string backend_name;  // "cpu" or "cuda"; empty while loading
   kernels::DeviceInfo device;
+  std::string model_architecture;  // empty while loading
+  int64_t max_model_len = 0;
   int64_t created_unix_s = 0;  // reported as `created` of the models
   ServingState state;
 };

@@ -26,6 +26,7 @@ class GenerationService final : public arbor::v1::Generation::Service {
     m->set_created(ctx_->created_unix_s);
     m->set_owned_by("arbor");
     m->set_root(ctx_->config.model.served_model_name);
+    m->set_max_model_len(ctx_->max_model_len);
     return grpc::Status::OK;
   }
 
@@ -55,6 +56,8 @@ class AdminService final : public arbor::v1::Admin::Service {
     out->set_device_memory_bytes(ctx_->device.total_memory);
     out->set_served_model_name(ctx_->config.model.served_model_name);
     out->set_effective_config_yaml(engine::LaunchConfigToYaml(ctx_->config));
+    out->set_model_architecture(ctx_->model_architecture);
+    out->set_max_model_len(ctx_->max_model_len);
     return grpc::Status::OK;
   }
 

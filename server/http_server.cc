@@ -54,7 +54,8 @@ void HttpServer::Routes() {
                                           {"created", ctx_->created_unix_s},
                                           {"owned_by", "arbor"},
                                           {"root", id},
-                                          {"parent", nullptr}}})}});
+                                          {"parent", nullptr},
+                                          {"max_model_len", ctx_->max_model_len}}})}});
   });
 
   // Routes that match nothing, and errors httplib raises itself (413 for an oversized body),
@@ -89,7 +90,13 @@ absl::StatusOr<int> HttpServer::Start(const std::string& host, int port) {
   if (bound <= 0) {
     return absl::UnavailableError(absl::StrCat("http: cannot listen on ", host, ":", port));
   }
-  thread_ = std::thread([this] { http_->listen_after_bind(); });
+  thread_ = std::thread([this] {
+    http_->listen_after_bind();
+    listen_returned_.store(true);
+  });
+  // httplib's stop() is a no-op until the accept loop runs: wait for it, so a Stop() that
+  // follows at once (a failed start-up) cannot leave the loop running and the join hanging.
+  while (!http_->is_running() && !listen_returned_.load()) std::this_thread::yield();
   return bound;
 }
 

@@ -2,6 +2,7 @@
 #ifndef ARBOR_SERVER_HTTP_SERVER_H_
 #define ARBOR_SERVER_HTTP_SERVER_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -30,6 +31,7 @@ class HttpServer {
   ServerContext* ctx_;
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
+  std::atomic<bool> listen_returned_{false};
 };
 
 }  // namespace arbor::server

@@ -125,4 +125,46 @@ absl::Status CpuBackend::Gemm(const GemmArgs& args, Stream&) {
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::Embedding(const EmbeddingArgs& args, Stream&) {
+  if (auto s = ValidateEmbedding(args); !s.ok()) return s;
+  CpuEmbedding(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::BiasAdd(const BiasAddArgs& args, Stream&) {
+  if (auto s = ValidateBiasAdd(args); !s.ok()) return s;
+  CpuBiasAdd(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Rope(const RopeArgs& args, Stream&) {
+  if (auto s = ValidateRope(args); !s.ok()) return s;
+  CpuRope(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Attention(const AttentionArgs& args, Stream&) {
+  if (auto s = ValidateAttention(args); !s.ok()) return s;
+  CpuAttention(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::TopKSoftmax(const TopKSoftmaxArgs& args, Stream&) {
+  if (auto s = ValidateTopKSoftmax(args); !s.ok()) return s;
+  CpuTopKSoftmax(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GatherRows(const GatherRowsArgs& args, Stream&) {
+  if (auto s = ValidateGatherRows(args); !s.ok()) return s;
+  CpuGatherRows(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ScatterAddRows(const ScatterAddRowsArgs& args, Stream&) {
+  if (auto s = ValidateScatterAddRows(args); !s.ok()) return s;
+  CpuScatterAddRows(args);
+  return absl::OkStatus();
+}
+
 }  // namespace arbor::kernels

@@ -32,6 +32,13 @@ class CpuBackend final : public Backend {
   absl::Status SiluMul(const SiluMulArgs& args, Stream& stream) override;
   absl::Status Axpy(const AxpyArgs& args, Stream& stream) override;
   absl::Status Gemm(const GemmArgs& args, Stream& stream) override;
+  absl::Status Embedding(const EmbeddingArgs& args, Stream& stream) override;
+  absl::Status BiasAdd(const BiasAddArgs& args, Stream& stream) override;
+  absl::Status Rope(const RopeArgs& args, Stream& stream) override;
+  absl::Status Attention(const AttentionArgs& args, Stream& stream) override;
+  absl::Status TopKSoftmax(const TopKSoftmaxArgs& args, Stream& stream) override;
+  absl::Status GatherRows(const GatherRowsArgs& args, Stream& stream) override;
+  absl::Status ScatterAddRows(const ScatterAddRowsArgs& args, Stream& stream) override;
 
  protected:
   void Free(void* data) override;
@@ -45,6 +52,13 @@ void CpuRmsNorm(const RmsNormArgs& args);
 void CpuSiluMul(const SiluMulArgs& args);
 void CpuAxpy(const AxpyArgs& args);
 void CpuGemm(const GemmArgs& args);
+void CpuEmbedding(const EmbeddingArgs& args);
+void CpuBiasAdd(const BiasAddArgs& args);
+void CpuRope(const RopeArgs& args);
+void CpuAttention(const AttentionArgs& args);
+void CpuTopKSoftmax(const TopKSoftmaxArgs& args);
+void CpuGatherRows(const GatherRowsArgs& args);
+void CpuScatterAddRows(const ScatterAddRowsArgs& args);
 
 }  // namespace arbor::kernels
 

@@ -157,6 +157,34 @@ class CudaBackend final : public Backend {
     if (auto st = ValidateAxpy(a); !st.ok()) return st;
     return CudaStatus(LaunchAxpy(a, Native(s)), "Axpy");
   }
+  absl::Status Embedding(const EmbeddingArgs& a, Stream& s) override {
+    if (auto st = ValidateEmbedding(a); !st.ok()) return st;
+    return CudaStatus(LaunchEmbedding(a, Native(s)), "Embedding");
+  }
+  absl::Status BiasAdd(const BiasAddArgs& a, Stream& s) override {
+    if (auto st = ValidateBiasAdd(a); !st.ok()) return st;
+    return CudaStatus(LaunchBiasAdd(a, Native(s)), "BiasAdd");
+  }
+  absl::Status Rope(const RopeArgs& a, Stream& s) override {
+    if (auto st = ValidateRope(a); !st.ok()) return st;
+    return CudaStatus(LaunchRope(a, Native(s)), "Rope");
+  }
+  absl::Status Attention(const AttentionArgs& a, Stream& s) override {
+    if (auto st = ValidateAttention(a); !st.ok()) return st;
+    return CudaStatus(LaunchAttention(a, Native(s)), "Attention");
+  }
+  absl::Status TopKSoftmax(const TopKSoftmaxArgs& a, Stream& s) override {
+    if (auto st = ValidateTopKSoftmax(a); !st.ok()) return st;
+    return CudaStatus(LaunchTopKSoftmax(a, Native(s)), "TopKSoftmax");
+  }
+  absl::Status GatherRows(const GatherRowsArgs& a, Stream& s) override {
+    if (auto st = ValidateGatherRows(a); !st.ok()) return st;
+    return CudaStatus(LaunchGatherRows(a, Native(s)), "GatherRows");
+  }
+  absl::Status ScatterAddRows(const ScatterAddRowsArgs& a, Stream& s) override {
+    if (auto st = ValidateScatterAddRows(a); !st.ok()) return st;
+    return CudaStatus(LaunchScatterAddRows(a, Native(s)), "ScatterAddRows");
+  }
   absl::Status Gemm(const GemmArgs& a, Stream& s) override {
     if (auto st = ValidateGemm(a); !st.ok()) return st;
     // Row-major C[m,n] = A[m,k] B[n,k]^T is column-major C^T[n,m] = B[n,k] (as B^T stored) x A^T.

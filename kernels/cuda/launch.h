@@ -12,6 +12,13 @@ namespace arbor::kernels {
 cudaError_t LaunchRmsNorm(const RmsNormArgs& args, cudaStream_t stream);
 cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);
 cudaError_t LaunchAxpy(const AxpyArgs& args, cudaStream_t stream);
+cudaError_t LaunchEmbedding(const EmbeddingArgs& args, cudaStream_t stream);
+cudaError_t LaunchBiasAdd(const BiasAddArgs& args, cudaStream_t stream);
+cudaError_t LaunchRope(const RopeArgs& args, cudaStream_t stream);
+cudaError_t LaunchAttention(const AttentionArgs& args, cudaStream_t stream);
+cudaError_t LaunchTopKSoftmax(const TopKSoftmaxArgs& args, cudaStream_t stream);
+cudaError_t LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream);
+cudaError_t LaunchScatterAddRows(const ScatterAddRowsArgs& args, cudaStream_t stream);
 
 }  // namespace arbor::kernels
 

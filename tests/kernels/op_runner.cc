@@ -1,5 +1,6 @@
 #include "tests/kernels/op_runner.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace arbor::testing {
@@ -12,6 +13,17 @@ absl::StatusOr<DeviceBuffer> Upload(Backend& be, const std::vector<float>& host)
   auto buf = be.Allocate(host.size() * sizeof(float));
   if (!buf.ok()) return buf.status();
   if (auto s = be.CopyToDevice(buf->data(), host.data(), host.size() * sizeof(float),
+                               be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  return buf;
+}
+
+absl::StatusOr<DeviceBuffer> UploadInts(Backend& be, const std::vector<int32_t>& host) {
+  auto buf = be.Allocate(std::max<size_t>(1, host.size()) * sizeof(int32_t));
+  if (!buf.ok()) return buf.status();
+  if (auto s = be.CopyToDevice(buf->data(), host.data(), host.size() * sizeof(int32_t),
                                be.default_stream());
       !s.ok()) {
     return s;
@@ -96,6 +108,226 @@ absl::StatusOr<std::vector<float>> RunGemm(Backend& be, const std::vector<float>
     return s;
   }
   return Download(be, dc, size_t(m * n));
+}
+
+absl::StatusOr<std::vector<float>> RunEmbedding(Backend& be, const std::vector<int32_t>& ids,
+                                                const std::vector<float>& table, int64_t hidden) {
+  ASSIGN_OR_RETURN_T(di, UploadInts(be, ids));
+  ASSIGN_OR_RETURN_T(dt, Upload(be, table));
+  const size_t n = ids.size() * size_t(hidden);
+  ASSIGN_OR_RETURN_T(dout, Poisoned(be, n));
+  if (auto s = be.Embedding({di.as<int32_t>(), dt.as<float>(), dout.as<float>(),
+                             int64_t(ids.size()), int64_t(table.size()) / hidden, hidden},
+                            be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  return Download(be, dout, n);
+}
+
+absl::StatusOr<std::vector<float>> RunBiasAdd(Backend& be, const std::vector<float>& x,
+                                              const std::vector<float>& bias) {
+  ASSIGN_OR_RETURN_T(dx, Upload(be, x));
+  ASSIGN_OR_RETURN_T(db, Upload(be, bias));
+  const int64_t cols = int64_t(bias.size());
+  if (auto s = be.BiasAdd({dx.as<float>(), db.as<float>(), int64_t(x.size()) / cols, cols},
+                          be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  return Download(be, dx, x.size());
+}
+
+absl::StatusOr<std::vector<float>> RunRope(Backend& be, const std::vector<float>& q,
+                                           const std::vector<float>& k,
+                                           const std::vector<int32_t>& positions,
+                                           const std::vector<float>& inv_freq, int64_t hq,
+                                           int64_t hkv, int64_t d) {
+  ASSIGN_OR_RETURN_T(dq, Upload(be, q));
+  ASSIGN_OR_RETURN_T(dk, Upload(be, k));
+  ASSIGN_OR_RETURN_T(dp, UploadInts(be, positions));
+  ASSIGN_OR_RETURN_T(df, Upload(be, inv_freq));
+  if (auto s = be.Rope({dq.as<float>(), dk.as<float>(), dp.as<int32_t>(), df.as<float>(),
+                        int64_t(positions.size()), hq, hkv, d},
+                       be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  ASSIGN_OR_RETURN_T(oq, Download(be, dq, q.size()));
+  ASSIGN_OR_RETURN_T(ok, Download(be, dk, k.size()));
+  oq.insert(oq.end(), ok.begin(), ok.end());
+  return oq;
+}
+
+absl::StatusOr<std::vector<float>> RunAttention(Backend& be, const std::vector<float>& q,
+                                                const std::vector<float>& k,
+                                                const std::vector<float>& v,
+                                                const std::vector<int32_t>& positions, int64_t hq,
+                                                int64_t hkv, int64_t d, int64_t window) {
+  ASSIGN_OR_RETURN_T(dq, Upload(be, q));
+  ASSIGN_OR_RETURN_T(dk, Upload(be, k));
+  ASSIGN_OR_RETURN_T(dv, Upload(be, v));
+  ASSIGN_OR_RETURN_T(dp, UploadInts(be, positions));
+  ASSIGN_OR_RETURN_T(dout, Poisoned(be, q.size()));
+  const int64_t kv_len = int64_t(k.size()) / (hkv * d);
+  if (auto s = be.Attention(
+          {dq.as<float>(), dk.as<float>(), dv.as<float>(), dout.as<float>(), dp.as<int32_t>(),
+           int64_t(positions.size()), kv_len, hq, hkv, d, window, 1.0f / std::sqrt(float(d))},
+          be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  return Download(be, dout, q.size());
+}
+
+absl::StatusOr<std::vector<float>> RunTopKSoftmax(Backend& be, const std::vector<float>& logits,
+                                                  int64_t experts, int64_t k) {
+  const int64_t tokens = int64_t(logits.size()) / experts;
+  ASSIGN_OR_RETURN_T(dl, Upload(be, logits));
+  ASSIGN_OR_RETURN_T(dw, Poisoned(be, size_t(tokens * k)));
+  ASSIGN_OR_RETURN_T(de, Poisoned(be, size_t(tokens * k)));
+  if (auto s = be.TopKSoftmax(
+          {dl.as<float>(), dw.as<float>(), de.as<int32_t>(), tokens, experts, k, true},
+          be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  ASSIGN_OR_RETURN_T(w, Download(be, dw, size_t(tokens * k)));
+  std::vector<int32_t> ids(size_t(tokens * k));
+  if (auto s =
+          be.CopyToHost(ids.data(), de.data(), ids.size() * sizeof(int32_t), be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  for (int32_t id : ids) w.push_back(float(id));
+  return w;
+}
+
+absl::StatusOr<std::vector<float>> RunGatherScatter(Backend& be, const std::vector<float>& src,
+                                                    const std::vector<int32_t>& index,
+                                                    const std::vector<float>& scale, int64_t cols) {
+  const int64_t rows = int64_t(src.size()) / cols;
+  const int64_t n = int64_t(index.size());
+  ASSIGN_OR_RETURN_T(ds, Upload(be, src));
+  ASSIGN_OR_RETURN_T(di, UploadInts(be, index));
+  ASSIGN_OR_RETURN_T(dsc, Upload(be, scale));
+  ASSIGN_OR_RETURN_T(dg, Poisoned(be, size_t(n * cols)));
+  if (auto s = be.GatherRows({ds.as<float>(), di.as<int32_t>(), dg.as<float>(), n, rows, cols},
+                             be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = be.ScatterAddRows(
+          {dg.as<float>(), di.as<int32_t>(), dsc.as<float>(), ds.as<float>(), n, rows, cols},
+          be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  return Download(be, ds, src.size());
+}
+
+std::vector<double> RefEmbedding(const std::vector<int32_t>& ids, const std::vector<float>& table,
+                                 int64_t hidden) {
+  std::vector<double> out;
+  for (int32_t id : ids) {
+    for (int64_t c = 0; c < hidden; ++c) out.push_back(table[size_t(id * hidden + c)]);
+  }
+  return out;
+}
+
+std::vector<double> RefBiasAdd(const std::vector<float>& x, const std::vector<float>& bias) {
+  std::vector<double> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = double(x[i]) + double(bias[i % bias.size()]);
+  return out;
+}
+
+std::vector<double> RefRope(const std::vector<float>& q, const std::vector<float>& k,
+                            const std::vector<int32_t>& positions,
+                            const std::vector<float>& inv_freq, int64_t d) {
+  std::vector<double> out;
+  const int64_t half = d / 2;
+  for (const auto* x : {&q, &k}) {
+    const int64_t heads = int64_t(x->size()) / (int64_t(positions.size()) * d);
+    for (size_t t = 0; t < positions.size(); ++t) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* v = x->data() + (int64_t(t) * heads + h) * d;
+        std::vector<double> r(static_cast<size_t>(d));
+        for (int64_t i = 0; i < half; ++i) {
+          const double angle = double(float(positions[t]) * inv_freq[size_t(i)]);
+          r[size_t(i)] = v[i] * std::cos(angle) - v[i + half] * std::sin(angle);
+          r[size_t(i + half)] = v[i + half] * std::cos(angle) + v[i] * std::sin(angle);
+        }
+        out.insert(out.end(), r.begin(), r.end());
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<double> RefAttention(const std::vector<float>& q, const std::vector<float>& k,
+                                 const std::vector<float>& v, const std::vector<int32_t>& positions,
+                                 int64_t hq, int64_t hkv, int64_t d, int64_t window) {
+  const int64_t kv_len = int64_t(k.size()) / (hkv * d);
+  std::vector<double> out(q.size());
+  for (size_t t = 0; t < positions.size(); ++t) {
+    const int64_t p = positions[t];
+    for (int64_t h = 0; h < hq; ++h) {
+      const int64_t kh = h / (hq / hkv);
+      std::vector<double> w;
+      std::vector<int64_t> js;
+      double mx = -INFINITY;
+      for (int64_t j = 0; j < kv_len; ++j) {
+        if (j > p || (window > 0 && j <= p - window)) continue;
+        double dot = 0;
+        for (int64_t c = 0; c < d; ++c) {
+          dot +=
+              double(q[size_t((int64_t(t) * hq + h) * d + c)]) * k[size_t((j * hkv + kh) * d + c)];
+        }
+        w.push_back(dot / std::sqrt(double(d)));
+        js.push_back(j);
+        mx = std::max(mx, w.back());
+      }
+      double sum = 0;
+      for (auto& x : w) sum += (x = std::exp(x - mx));
+      for (int64_t c = 0; c < d; ++c) {
+        double acc = 0;
+        for (size_t i = 0; i < js.size(); ++i) acc += w[i] * v[size_t((js[i] * hkv + kh) * d + c)];
+        out[size_t((int64_t(t) * hq + h) * d + c)] = acc / sum;
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<double> RefTopKSoftmax(const std::vector<float>& logits, int64_t experts, int64_t k) {
+  const int64_t tokens = int64_t(logits.size()) / experts;
+  std::vector<double> weights, ids;
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::vector<int64_t> order(static_cast<size_t>(experts));
+    for (int64_t e = 0; e < experts; ++e) order[size_t(e)] = e;
+    const float* l = logits.data() + t * experts;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return l[a] > l[b]; });
+    double kept = 0;
+    for (int64_t i = 0; i < k; ++i) kept += std::exp(double(l[order[size_t(i)]]));
+    for (int64_t i = 0; i < k; ++i) {
+      weights.push_back(std::exp(double(l[order[size_t(i)]])) / kept);
+      ids.push_back(double(order[size_t(i)]));
+    }
+  }
+  weights.insert(weights.end(), ids.begin(), ids.end());
+  return weights;
+}
+
+std::vector<double> RefGatherScatter(const std::vector<float>& src,
+                                     const std::vector<int32_t>& index,
+                                     const std::vector<float>& scale, int64_t cols) {
+  std::vector<double> out(src.begin(), src.end());
+  for (size_t i = 0; i < index.size(); ++i) {
+    for (int64_t c = 0; c < cols; ++c) {
+      out[size_t(index[i] * cols + c)] += double(scale[i]) * src[size_t(index[i] * cols + c)];
+    }
+  }
+  return out;
 }
 
 std::vector<double> RefRmsNorm(const std::vector<float>& x, const std::vector<float>& w,

@@ -22,6 +22,31 @@ absl::StatusOr<std::vector<float>> RunGemm(kernels::Backend& be, const std::vect
                                            const std::vector<float>& b, int64_t m, int64_t n,
                                            int64_t k);
 
+absl::StatusOr<std::vector<float>> RunEmbedding(kernels::Backend& be,
+                                                const std::vector<int32_t>& ids,
+                                                const std::vector<float>& table, int64_t hidden);
+absl::StatusOr<std::vector<float>> RunBiasAdd(kernels::Backend& be, const std::vector<float>& x,
+                                              const std::vector<float>& bias);
+// Returns q then k, concatenated.
+absl::StatusOr<std::vector<float>> RunRope(kernels::Backend& be, const std::vector<float>& q,
+                                           const std::vector<float>& k,
+                                           const std::vector<int32_t>& positions,
+                                           const std::vector<float>& inv_freq, int64_t hq,
+                                           int64_t hkv, int64_t d);
+absl::StatusOr<std::vector<float>> RunAttention(kernels::Backend& be, const std::vector<float>& q,
+                                                const std::vector<float>& k,
+                                                const std::vector<float>& v,
+                                                const std::vector<int32_t>& positions, int64_t hq,
+                                                int64_t hkv, int64_t d, int64_t window);
+// Returns weights then expert ids (as floats), concatenated.
+absl::StatusOr<std::vector<float>> RunTopKSoftmax(kernels::Backend& be,
+                                                  const std::vector<float>& logits, int64_t experts,
+                                                  int64_t k);
+absl::StatusOr<std::vector<float>> RunGatherScatter(kernels::Backend& be,
+                                                    const std::vector<float>& src,
+                                                    const std::vector<int32_t>& index,
+                                                    const std::vector<float>& scale, int64_t cols);
+
 // Double-precision references.
 std::vector<double> RefRmsNorm(const std::vector<float>& x, const std::vector<float>& w,
                                int64_t rows, int64_t cols, float eps);
@@ -29,6 +54,21 @@ std::vector<double> RefSiluMul(const std::vector<float>& gate, const std::vector
 std::vector<double> RefAxpy(const std::vector<float>& x, const std::vector<float>& y, float alpha);
 std::vector<double> RefGemm(const std::vector<float>& a, const std::vector<float>& b, int64_t m,
                             int64_t n, int64_t k);
+
+std::vector<double> RefEmbedding(const std::vector<int32_t>& ids, const std::vector<float>& table,
+                                 int64_t hidden);
+std::vector<double> RefBiasAdd(const std::vector<float>& x, const std::vector<float>& bias);
+std::vector<double> RefRope(const std::vector<float>& q, const std::vector<float>& k,
+                            const std::vector<int32_t>& positions,
+                            const std::vector<float>& inv_freq, int64_t d);
+std::vector<double> RefAttention(const std::vector<float>& q, const std::vector<float>& k,
+                                 const std::vector<float>& v, const std::vector<int32_t>& positions,
+                                 int64_t hq, int64_t hkv, int64_t d, int64_t window);
+std::vector<double> RefTopKSoftmax(const std::vector<float>& logits, int64_t experts, int64_t k);
+// Gathers rows `index` of src, scales them, scatters them back added onto a copy of src.
+std::vector<double> RefGatherScatter(const std::vector<float>& src,
+                                     const std::vector<int32_t>& index,
+                                     const std::vector<float>& scale, int64_t cols);
 
 }  // namespace arbor::testing
 

@@ -2,7 +2,9 @@
 // CUDA backend where a GPU is visible ([gpu] cases). Every case draws fresh random inputs, uses
 // odd sizes, poisons the output, and compares every element with a dtype-specific tolerance to a
 // double-precision reference; the CUDA cases also compare against the CPU backend.
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <random>
@@ -69,6 +71,63 @@ Result RunCase(Backend& be, const OpCase& c, std::mt19937_64& rng) {
     REQUIRE(got.ok());
     // fp32 accumulation over k terms of size <= 1.
     r = {*got, RefGemm(a, b, c.d0, c.d1, c.d2), 2e-6 * double(c.d2), 1e-5};
+  } else if (c.op == "embedding") {
+    std::uniform_int_distribution<int32_t> id(0, int32_t(c.d1 - 1));
+    std::vector<int32_t> ids(size_t(c.d0));
+    for (auto& x : ids) x = id(rng);
+    auto table = RandomFloats(rng, size_t(c.d1 * c.d2));
+    auto got = RunEmbedding(be, ids, table, c.d2);
+    REQUIRE(got.ok());
+    r = {*got, RefEmbedding(ids, table, c.d2), 0.0, 0.0};
+  } else if (c.op == "bias_add") {
+    auto x = RandomFloats(rng, size_t(c.d0 * c.d1));
+    auto b = RandomFloats(rng, size_t(c.d1));
+    auto got = RunBiasAdd(be, x, b);
+    REQUIRE(got.ok());
+    r = {*got, RefBiasAdd(x, b), 1e-7, 1e-6};
+  } else if (c.op == "rope") {
+    const int64_t hkv = c.d1, hq = 4 * c.d1, d = c.d2;
+    auto q = RandomFloats(rng, size_t(c.d0 * hq * d));
+    auto k = RandomFloats(rng, size_t(c.d0 * hkv * d));
+    std::uniform_int_distribution<int32_t> pos(0, 4095);
+    std::vector<int32_t> positions(size_t(c.d0));
+    for (auto& p : positions) p = pos(rng);
+    std::vector<float> inv_freq(size_t(d / 2));
+    for (int64_t i = 0; i < d / 2; ++i) {
+      inv_freq[size_t(i)] = float(1.0 / std::pow(10000.0, double(2 * i) / double(d)));
+    }
+    auto got = RunRope(be, q, k, positions, inv_freq, hq, hkv, d);
+    REQUIRE(got.ok());
+    // Angles up to 4096 rad: fp32 sin/cos of the same fp32 angle agree to ~1e-6.
+    r = {*got, RefRope(q, k, positions, inv_freq, d), 2e-6, 2e-5};
+  } else if (c.op == "attention") {
+    const int64_t hkv = c.d1, hq = 3 * c.d1, d = c.d2, kv_len = c.d0;
+    const int64_t window = c.d1 % 2 == 0 ? std::max<int64_t>(1, c.d0 / 3) : 0;
+    // New tokens: the last min(5, kv_len) positions (a chunk of prefill or a few decodes).
+    const int64_t tokens = std::min<int64_t>(5, kv_len);
+    std::vector<int32_t> positions;
+    for (int64_t p = kv_len - tokens; p < kv_len; ++p) positions.push_back(int32_t(p));
+    auto q = RandomFloats(rng, size_t(tokens * hq * d));
+    auto k = RandomFloats(rng, size_t(kv_len * hkv * d));
+    auto v = RandomFloats(rng, size_t(kv_len * hkv * d));
+    auto got = RunAttention(be, q, k, v, positions, hq, hkv, d, window);
+    REQUIRE(got.ok());
+    r = {*got, RefAttention(q, k, v, positions, hq, hkv, d, window), 2e-6, 2e-5};
+  } else if (c.op == "top_k") {
+    auto logits = RandomFloats(rng, size_t(c.d0 * c.d1), -4.0f, 4.0f);
+    auto got = RunTopKSoftmax(be, logits, c.d1, c.d2);
+    REQUIRE(got.ok());
+    r = {*got, RefTopKSoftmax(logits, c.d1, c.d2), 1e-6, 1e-5};
+  } else if (c.op == "gather_scatter") {
+    auto src = RandomFloats(rng, size_t(c.d0 * c.d2));
+    std::uniform_int_distribution<int32_t> row(0, int32_t(c.d0 - 1));
+    std::vector<int32_t> index(size_t(c.d1));
+    for (auto& x : index) x = row(rng);
+    auto scale = RandomFloats(rng, size_t(c.d1));
+    auto got = RunGatherScatter(be, src, index, scale, c.d2);
+    REQUIRE(got.ok());
+    // Repeated rows: the sum order differs between backends (atomics on CUDA).
+    r = {*got, RefGatherScatter(src, index, scale, c.d2), 1e-6, 1e-5};
   } else {
     FAIL("unknown op in the parity table: " << c.op);
   }

@@ -17,7 +17,8 @@ namespace {
 std::unique_ptr<ServerApp> StartOnFreePorts() {
   auto config = engine::ParseLaunchConfig(
       configs::kEmbeddedDefaultYaml, "embedded",
-      {"server.http_port=0", "server.grpc_port=0", "device=cpu", "log_level=warn"});
+      {"server.http_port=0", "server.grpc_port=0", "device=cpu", "log_level=warn",
+       "model.path=tests/data/models/llama", "model.served_model_name=tiny"});
   REQUIRE(config.ok());
   auto app = ServerApp::Start(*config);
   REQUIRE(app.ok());
@@ -41,6 +42,7 @@ TEST_CASE("HTTP: /health, /v1/models and OpenAI-shaped errors", "[server]") {
   REQUIRE(body["data"].size() == 1);
   CHECK(body["data"][0]["id"] == "tiny");
   CHECK(body["data"][0]["object"] == "model");
+  CHECK(body["data"][0]["max_model_len"] == 512);
 
   auto missing = http.Get("/v1/nothing-here");
   REQUIRE(missing);
@@ -84,6 +86,8 @@ TEST_CASE("gRPC: Health, ServerInfo and ListModels", "[server]") {
     CHECK(res.backend() == "cpu");
     CHECK(res.served_model_name() == "tiny");
     CHECK(res.effective_config_yaml().find("grpc_port: 0") != std::string::npos);
+    CHECK(res.model_architecture() == "LlamaForCausalLM");
+    CHECK(res.max_model_len() == 512);
   }
   {
     grpc::ClientContext ctx;
@@ -106,8 +110,9 @@ TEST_CASE("health turns 503 once shutdown begins", "[server]") {
 
 TEST_CASE("a port already in use is a clear start-up error", "[server]") {
   auto first = StartOnFreePorts();
-  auto config = engine::ParseLaunchConfig(
-      "", "test", {"server.http_port=" + std::to_string(first->http_port()), "device=cpu"});
+  auto config = engine::ParseLaunchConfig("", "test",
+                                          {"server.http_port=" + std::to_string(first->http_port()),
+                                           "device=cpu", "model.path=tests/data/models/llama"});
   REQUIRE(config.ok());
   auto second = ServerApp::Start(*config);
   REQUIRE_FALSE(second.ok());
@@ -116,12 +121,46 @@ TEST_CASE("a port already in use is a clear start-up error", "[server]") {
 
   auto grpc_clash = engine::ParseLaunchConfig(
       "", "test",
-      {"server.http_port=0", "server.grpc_port=" + std::to_string(first->grpc_port()),
-       "device=cpu"});
+      {"server.http_port=0", "server.grpc_port=" + std::to_string(first->grpc_port()), "device=cpu",
+       "model.path=tests/data/models/llama"});
   REQUIRE(grpc_clash.ok());
   auto third = ServerApp::Start(*grpc_clash);
   REQUIRE_FALSE(third.ok());
   CHECK(std::string(third.status().message()).find("grpc: cannot listen") != std::string::npos);
+}
+
+TEST_CASE("model errors stop start-up with the key or file named", "[server]") {
+  struct Bad {
+    std::vector<std::string> overrides;
+    std::string must_mention;
+  };
+  const std::vector<Bad> cases = {
+      {{"model.path="}, "model.path: required"},
+      {{"model.path=/nonexistent/model"}, "/nonexistent/model"},
+      {{"model.path=tests/data"}, "config.json"},
+      {{"model.path=tests/data/models/llama", "model.max_model_len=100000"}, "model.max_model_len"},
+  };
+  for (const auto& b : cases) {
+    std::vector<std::string> overrides = {"server.http_port=0", "server.grpc_port=0", "device=cpu",
+                                          "log_level=off"};
+    overrides.insert(overrides.end(), b.overrides.begin(), b.overrides.end());
+    auto config = engine::ParseLaunchConfig("", "test", overrides);
+    REQUIRE(config.ok());
+    auto app = ServerApp::Start(*config);
+    REQUIRE_FALSE(app.ok());
+    CHECK_THAT(std::string(app.status().message()), Catch::Contains(b.must_mention));
+  }
+}
+
+TEST_CASE("load_format dummy serves the config's shapes", "[server]") {
+  auto config = engine::ParseLaunchConfig(
+      "", "test",
+      {"server.http_port=0", "server.grpc_port=0", "device=cpu", "log_level=off",
+       "model.path=tests/data/models/mixtral", "model.load_format=dummy"});
+  REQUIRE(config.ok());
+  auto app = ServerApp::Start(*config);
+  REQUIRE(app.ok());
+  CHECK((*app)->context().model_architecture == "MixtralForCausalLM");
 }
 
 }  // namespace

@@ -1,0 +1,47 @@
+#include "engine/model/model_factory.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace arbor::engine {
+
+absl::StatusOr<LoadedModel> LoadModelFromConfig(const ModelSection& section,
+                                                kernels::Backend& backend) {
+  if (section.path.empty()) {
+    return absl::InvalidArgumentError("model.path: required (a Hugging Face model directory)");
+  }
+  struct stat st {};
+  if (stat(section.path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::NotFoundError(
+        absl::StrCat("model.path: \"", section.path, "\" is not a directory"));
+  }
+  LoadedModel out;
+  spdlog::info("loading model from {} (load_format {})", section.path, section.load_format);
+  if (section.load_format == "dummy") {
+    ASSIGN_OR_RETURN(ModelSpec spec, LoadHfConfig(section.path));
+    ASSIGN_OR_RETURN(out.model, Model::Dummy(spec, uint64_t(section.dummy_seed), backend));
+  } else {
+    ASSIGN_OR_RETURN(out.model, Model::Load(section.path, backend));
+  }
+  const ModelSpec& spec = out.model->spec();
+  out.max_model_len =
+      section.max_model_len > 0 ? section.max_model_len : spec.max_position_embeddings;
+  if (out.max_model_len > spec.max_position_embeddings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.max_model_len: ", section.max_model_len, " exceeds the model's ",
+                     "max_position_embeddings ", spec.max_position_embeddings));
+  }
+  spdlog::info("model: {} ({} layers, hidden {}, {} heads / {} kv heads, vocab {}{}), context {}",
+               spec.architecture, spec.num_layers, spec.hidden_size, spec.num_heads,
+               spec.num_kv_heads, spec.vocab_size,
+               spec.num_experts > 0
+                   ? absl::StrCat(", ", spec.num_experts, " experts top-", spec.num_experts_per_tok)
+                   : std::string(),
+               out.max_model_len);
+  return out;
+}
+
+}  // namespace arbor::engine
