@@ -94,6 +94,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const Checkpoint
   std::set<std::string> used;
   size_t bytes = 0;
   const absl::Time start = absl::Now();
+  absl::Time last_report = start;
   auto fill = [&](const std::string& name, const std::vector<int64_t>& shape,
                   bool) -> absl::StatusOr<std::vector<float>> {
     const TensorView* t = ckpt.Find(name);
@@ -110,6 +111,14 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const Checkpoint
     RETURN_IF_ERROR(ReadAsF32(*t, host.data(), host.size()));
     used.insert(name);
     bytes += t->nbytes;
+    // Large checkpoints take a while: report progress every few seconds.
+    if (absl::Now() - last_report > absl::Seconds(3)) {
+      last_report = absl::Now();
+      const double secs = absl::ToDoubleSeconds(last_report - start);
+      spdlog::info("loading: {} of {} tensors, {:.2f} of {:.2f} GB ({:.0f} MB/s)", used.size(),
+                   ckpt.names().size(), double(bytes) / 1e9, double(ckpt.total_bytes()) / 1e9,
+                   double(bytes) / 1e6 / std::max(secs, 1e-9));
+    }
     return host;
   };
   ASSIGN_OR_RETURN(ModelWeights w, Build(spec, backend, fill));
