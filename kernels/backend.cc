@@ -130,23 +130,53 @@ absl::Status ValidateRope(const RopeArgs& a) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateAttention(const AttentionArgs& a) {
-  ARBOR_REQUIRE(RequirePointer("Attention", "q", a.q));
-  ARBOR_REQUIRE(RequirePointer("Attention", "k", a.k));
-  ARBOR_REQUIRE(RequirePointer("Attention", "v", a.v));
-  ARBOR_REQUIRE(RequirePointer("Attention", "out", a.out));
-  ARBOR_REQUIRE(RequirePointer("Attention", "q_positions", a.q_positions));
-  ARBOR_REQUIRE(RequirePositive("Attention", "num_tokens", a.num_tokens));
-  ARBOR_REQUIRE(RequirePositive("Attention", "kv_len", a.kv_len));
-  ARBOR_REQUIRE(RequirePositive("Attention", "num_q_heads", a.num_q_heads));
-  ARBOR_REQUIRE(RequirePositive("Attention", "num_kv_heads", a.num_kv_heads));
-  ARBOR_REQUIRE(RequirePositive("Attention", "head_dim", a.head_dim));
-  if (a.num_q_heads % a.num_kv_heads != 0) {
-    return absl::InvalidArgumentError("Attention: num_kv_heads must divide num_q_heads");
+namespace {
+
+absl::Status ValidatePagedKv(const char* op, const PagedKv& kv) {
+  ARBOR_REQUIRE(RequirePointer(op, "kv.pages", kv.pages));
+  ARBOR_REQUIRE(RequirePositive(op, "kv.block_size", kv.block_size));
+  ARBOR_REQUIRE(RequirePositive(op, "kv.num_layers", kv.num_layers));
+  ARBOR_REQUIRE(RequirePositive(op, "kv.kv_dim", kv.kv_dim));
+  if (kv.layer < 0 || kv.layer >= kv.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": kv.layer outside [0, num_layers)"));
   }
-  if (a.sliding_window < 0) return absl::InvalidArgumentError("Attention: sliding_window < 0");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateKvWrite(const KvWriteArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("KvWrite", "k", a.k));
+  ARBOR_REQUIRE(RequirePointer("KvWrite", "v", a.v));
+  ARBOR_REQUIRE(RequirePointer("KvWrite", "slots", a.slots));
+  ARBOR_REQUIRE(ValidatePagedKv("KvWrite", a.kv));
+  return RequirePositive("KvWrite", "num_tokens", a.num_tokens);
+}
+
+absl::Status ValidatePagedAttention(const PagedAttentionArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("PagedAttention", "q", a.q));
+  ARBOR_REQUIRE(RequirePointer("PagedAttention", "out", a.out));
+  ARBOR_REQUIRE(RequirePointer("PagedAttention", "block_tables", a.block_tables));
+  ARBOR_REQUIRE(RequirePointer("PagedAttention", "token_seq", a.token_seq));
+  ARBOR_REQUIRE(RequirePointer("PagedAttention", "q_positions", a.q_positions));
+  ARBOR_REQUIRE(ValidatePagedKv("PagedAttention", a.kv));
+  ARBOR_REQUIRE(RequirePositive("PagedAttention", "num_tokens", a.num_tokens));
+  ARBOR_REQUIRE(RequirePositive("PagedAttention", "num_seqs", a.num_seqs));
+  ARBOR_REQUIRE(RequirePositive("PagedAttention", "max_blocks", a.max_blocks));
+  ARBOR_REQUIRE(RequirePositive("PagedAttention", "num_q_heads", a.num_q_heads));
+  ARBOR_REQUIRE(RequirePositive("PagedAttention", "num_kv_heads", a.num_kv_heads));
+  ARBOR_REQUIRE(RequirePositive("PagedAttention", "head_dim", a.head_dim));
+  if (a.num_q_heads % a.num_kv_heads != 0) {
+    return absl::InvalidArgumentError("PagedAttention: num_kv_heads must divide num_q_heads");
+  }
+  if (a.num_kv_heads * a.head_dim != a.kv.kv_dim) {
+    return absl::InvalidArgumentError("PagedAttention: num_kv_heads * head_dim != kv.kv_dim");
+  }
+  if (a.sliding_window < 0) {
+    return absl::InvalidArgumentError("PagedAttention: sliding_window < 0");
+  }
   // The CUDA kernel keeps one head's output row in registers: 8 floats a lane, 32 lanes.
-  if (a.head_dim > 256) return absl::InvalidArgumentError("Attention: head_dim > 256");
+  if (a.head_dim > 256) return absl::InvalidArgumentError("PagedAttention: head_dim > 256");
   return absl::OkStatus();
 }
 

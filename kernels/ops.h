@@ -81,18 +81,42 @@ struct RopeArgs {
   int64_t head_dim;
 };
 
-// Causal attention of new tokens over one sequence's cached keys/values (positions 0..kv_len-1),
-// grouped-query: q head h reads kv head h / (num_q_heads / num_kv_heads). Token t at absolute
-// position p attends to kv positions j with j <= p and, when sliding_window > 0,
-// j > p - sliding_window (Mistral's window, Hugging Face's mask).
-struct AttentionArgs {
-  const float* q;              // [num_tokens, num_q_heads, head_dim]
-  const float* k;              // [kv_len, num_kv_heads, head_dim]
-  const float* v;              // [kv_len, num_kv_heads, head_dim]
-  float* out;                  // [num_tokens, num_q_heads, head_dim]
-  const int32_t* q_positions;  // [num_tokens], each < kv_len
+// Paged KV cache: the unified pool's pages (memory/unified_pool.h). A page is one KV block of
+// `block_size` tokens for every layer; element offset inside a page:
+//   ((layer * 2 + {0: K, 1: V}) * block_size + token_in_block) * kv_dim + head * head_dim + d.
+struct PagedKv {
+  float* pages;        // the pool's base
+  int64_t block_size;  // tokens per page
+  int64_t num_layers;
+  int64_t kv_dim;  // num_kv_heads * head_dim
+  int64_t layer;   // the layer this op reads or writes
+};
+
+// Writes new tokens' keys and values into their slots: slot = page * block_size + offset.
+struct KvWriteArgs {
+  const float* k;        // [num_tokens, kv_dim]
+  const float* v;        // [num_tokens, kv_dim]
+  const int32_t* slots;  // [num_tokens]
+  PagedKv kv;
   int64_t num_tokens;
-  int64_t kv_len;
+};
+
+// Causal attention of a batch's new tokens over their sequences' paged keys/values,
+// grouped-query: q head h reads kv head h / (num_q_heads / num_kv_heads). Token t belongs to
+// sequence token_seq[t] and sits at absolute position p = q_positions[t]; it attends to that
+// sequence's positions j with j <= p and, when sliding_window > 0, j > p - sliding_window
+// (Mistral's window, Hugging Face's mask). Position j lives in page
+// block_tables[seq * max_blocks + j / block_size] (entries before the window may be -1).
+struct PagedAttentionArgs {
+  const float* q;  // [num_tokens, num_q_heads, head_dim]
+  float* out;      // [num_tokens, num_q_heads, head_dim]
+  PagedKv kv;
+  const int32_t* block_tables;  // [num_seqs, max_blocks]
+  const int32_t* token_seq;     // [num_tokens]
+  const int32_t* q_positions;   // [num_tokens]
+  int64_t num_tokens;
+  int64_t num_seqs;
+  int64_t max_blocks;
   int64_t num_q_heads;
   int64_t num_kv_heads;
   int64_t head_dim;

@@ -38,48 +38,109 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Dummy(const ModelSpec& spec, uint6
 Model::Model(ModelSpec spec, ModelWeights weights, kernels::Backend& backend)
     : spec_(std::move(spec)), w_(std::move(weights)), be_(backend) {}
 
-absl::StatusOr<SequenceKv> Model::NewSequence(int64_t capacity) {
+size_t Model::KvPageBytes(int64_t block_size) const {
+  return size_t(spec_.num_layers * 2 * block_size * spec_.num_kv_heads * spec_.head_dim) *
+         sizeof(float);
+}
+
+absl::StatusOr<SequenceKv> Model::NewSequence(int64_t capacity, int64_t block_size) {
   if (capacity <= 0 || capacity > spec_.max_position_embeddings) {
     return absl::InvalidArgumentError(
         absl::StrCat("sequence capacity ", capacity,
                      " outside [1, max_position_embeddings=", spec_.max_position_embeddings, "]"));
   }
-  SequenceKv kv;
-  kv.capacity = capacity;
-  const size_t bytes = size_t(capacity * spec_.num_kv_heads * spec_.head_dim) * sizeof(float);
-  for (int64_t l = 0; l < spec_.num_layers; ++l) {
-    ASSIGN_OR_RETURN(DeviceBuffer k, be_.Allocate(bytes));
-    ASSIGN_OR_RETURN(DeviceBuffer v, be_.Allocate(bytes));
-    kv.k.push_back(std::move(k));
-    kv.v.push_back(std::move(v));
-  }
-  return kv;
+  if (block_size <= 0) return absl::InvalidArgumentError("block_size must be > 0");
+  SequenceKv seq;
+  seq.capacity = capacity;
+  seq.block_size = block_size;
+  const int64_t blocks = (capacity + block_size - 1) / block_size;
+  ASSIGN_OR_RETURN(seq.pages, be_.Allocate(size_t(blocks) * KvPageBytes(block_size)));
+  for (int64_t b = 0; b < blocks; ++b) seq.block_table.push_back(int32_t(b));
+  return seq;
 }
 
-absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> tokens, SequenceKv& kv,
+absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> tokens, SequenceKv& seq,
                                                   bool all_positions) {
-  const ModelSpec& s = spec_;
-  const int64_t n = int64_t(tokens.size());
-  if (n == 0) return absl::InvalidArgumentError("Forward: no tokens");
-  if (kv.length + n > kv.capacity) {
-    return absl::OutOfRangeError(absl::StrCat("Forward: ", kv.length, " cached + ", n,
-                                              " new tokens exceed the capacity ", kv.capacity));
+  if (seq.length + int64_t(tokens.size()) > seq.capacity) {
+    return absl::OutOfRangeError(absl::StrCat("Forward: ", seq.length, " cached + ", tokens.size(),
+                                              " new tokens exceed the capacity ", seq.capacity));
   }
-  for (int32_t id : tokens) {
-    if (id < 0 || id >= s.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token id ", id, " outside the vocabulary [0, ", s.vocab_size, ")"));
+  SequenceChunk chunk;
+  chunk.tokens = tokens;
+  chunk.start = seq.length;
+  chunk.block_table = seq.block_table;
+  chunk.logits = all_positions ? SequenceChunk::Logits::kAll : SequenceChunk::Logits::kLast;
+  ASSIGN_OR_RETURN(std::vector<float> logits,
+                   Forward({&chunk, 1}, KvCacheView{seq.pages.as<float>(), seq.block_size}));
+  seq.length += int64_t(tokens.size());
+  return logits;
+}
+
+absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk> chunks,
+                                                  const KvCacheView& kv_view) {
+  const ModelSpec& s = spec_;
+  if (chunks.empty()) return absl::InvalidArgumentError("Forward: empty batch");
+  if (kv_view.pages == nullptr || kv_view.block_size <= 0) {
+    return absl::InvalidArgumentError("Forward: no KV pages");
+  }
+  const int64_t bs = kv_view.block_size;
+  // Host-side plan: per token its id, position, sequence and KV slot; per sequence its block
+  // table (padded to the longest); the rows whose logits are wanted.
+  std::vector<int32_t> ids, positions, token_seq, slots, logit_rows;
+  int64_t max_blocks = 1;
+  for (const auto& c : chunks) max_blocks = std::max<int64_t>(max_blocks, c.block_table.size());
+  std::vector<int32_t> tables(chunks.size() * size_t(max_blocks), -1);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const SequenceChunk& c = chunks[i];
+    const int64_t n = int64_t(c.tokens.size()), end = c.start + n;
+    if (n == 0 || c.start < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", i, " is empty"));
+    }
+    if (end > s.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", i, " reaches position ",
+                                                     end, " > max_position_embeddings ",
+                                                     s.max_position_embeddings));
+    }
+    if (int64_t(c.block_table.size()) * bs < end) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", i, "'s block table (",
+                                                     c.block_table.size(), " blocks) cannot hold ",
+                                                     end, " tokens"));
+    }
+    std::copy(c.block_table.begin(), c.block_table.end(), tables.begin() + i * max_blocks);
+    for (int64_t j = 0; j < n; ++j) {
+      const int32_t id = c.tokens[size_t(j)];
+      if (id < 0 || id >= s.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " outside the vocabulary [0, ", s.vocab_size, ")"));
+      }
+      const int64_t pos = c.start + j;
+      const int32_t page = c.block_table[size_t(pos / bs)];
+      if (page < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Forward: chunk ", i, " writes position ", pos, " to a freed block"));
+      }
+      if (c.logits == SequenceChunk::Logits::kAll ||
+          (c.logits == SequenceChunk::Logits::kLast && j == n - 1)) {
+        logit_rows.push_back(int32_t(ids.size()));
+      }
+      ids.push_back(id);
+      positions.push_back(int32_t(pos));
+      token_seq.push_back(int32_t(i));
+      slots.push_back(int32_t(page * bs + pos % bs));
     }
   }
+  const int64_t n = int64_t(ids.size());
+  const int64_t rows = int64_t(logit_rows.size());
+
   kernels::Stream& st = be_.default_stream();
   const int64_t h = s.hidden_size, d = s.head_dim, q_dim = s.num_heads * d,
                 kv_dim = s.num_kv_heads * d;
   const int64_t mlp_cols = std::max(s.intermediate_size, s.num_experts);
-  // Workspace: x, h [n, hidden]; q, attn [n, q_dim]; k, v [n, kv_dim]; MLP scratch
-  // 3 * [n, intermediate] + gathered rows [n, hidden]; positions and ids.
-  const int64_t floats =
-      2 * n * h + 2 * n * q_dim + 2 * n * kv_dim + 3 * n * mlp_cols + n * h + 4 * n;
-  ASSIGN_OR_RETURN(DeviceBuffer ws, be_.Allocate(size_t(floats) * sizeof(float)));
+  // Workspace (floats): x, hb [n, hidden]; q, attn [n, q_dim]; k, v [n, kv_dim]; MLP scratch
+  // 3 * [n, mlp_cols] + gathered rows [n, hidden]; then the int32 plan.
+  const int64_t floats = 2 * n * h + 2 * n * q_dim + 2 * n * kv_dim + 3 * n * mlp_cols + n * h;
+  const int64_t ints = 4 * n + int64_t(tables.size()) + std::max<int64_t>(rows, 1);
+  ASSIGN_OR_RETURN(DeviceBuffer ws, be_.Allocate(size_t(floats + ints) * sizeof(float)));
   float* x = ws.as<float>();
   float* hb = x + n * h;
   float* q = hb + n * h;
@@ -87,18 +148,24 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> toke
   float* k = attn + n * q_dim;
   float* v = k + n * kv_dim;
   float* scratch = v + n * kv_dim;
-  int32_t* ids = reinterpret_cast<int32_t*>(scratch + 3 * n * mlp_cols + n * h);
-  int32_t* positions = ids + n;
-
-  std::vector<int32_t> pos_host(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) pos_host[size_t(i)] = int32_t(kv.length + i);
-  RETURN_IF_ERROR(be_.CopyToDevice(ids, tokens.data(), size_t(n) * sizeof(int32_t), st));
-  RETURN_IF_ERROR(be_.CopyToDevice(positions, pos_host.data(), size_t(n) * sizeof(int32_t), st));
-  RETURN_IF_ERROR(be_.Embedding({ids, w_.embed.as<float>(), x, n, s.vocab_size, h}, st));
+  int32_t* d_ids = reinterpret_cast<int32_t*>(ws.as<float>() + floats);
+  int32_t* d_pos = d_ids + n;
+  int32_t* d_seq = d_pos + n;
+  int32_t* d_slots = d_seq + n;
+  int32_t* d_tables = d_slots + n;
+  int32_t* d_rows = d_tables + tables.size();
+  std::vector<int32_t> plan;
+  plan.reserve(size_t(ints));
+  for (const auto* part : {&ids, &positions, &token_seq, &slots, &tables, &logit_rows}) {
+    plan.insert(plan.end(), part->begin(), part->end());
+  }
+  RETURN_IF_ERROR(be_.CopyToDevice(d_ids, plan.data(), plan.size() * sizeof(int32_t), st));
+  RETURN_IF_ERROR(be_.Embedding({d_ids, w_.embed.as<float>(), x, n, s.vocab_size, h}, st));
 
   const float scale = 1.0f / std::sqrt(float(d));
   for (int64_t l = 0; l < s.num_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
+    const kernels::PagedKv kv{kv_view.pages, bs, s.num_layers, kv_dim, l};
     RETURN_IF_ERROR(
         be_.RmsNorm({x, L.input_norm.as<float>(), hb, n, h, float(s.rms_norm_eps)}, st));
     RETURN_IF_ERROR(be_.Gemm({hb, L.q.as<float>(), q, n, q_dim, h, 0.0f}, st));
@@ -110,16 +177,12 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> toke
       RETURN_IF_ERROR(be_.BiasAdd({v, L.v_bias.as<float>(), n, kv_dim}, st));
     }
     RETURN_IF_ERROR(
-        be_.Rope({q, k, positions, inv_freq_.as<float>(), n, s.num_heads, s.num_kv_heads, d}, st));
-    const size_t offset = size_t(kv.length * kv_dim);
-    RETURN_IF_ERROR(be_.CopyOnDevice(kv.k[size_t(l)].as<float>() + offset, k,
-                                     size_t(n * kv_dim) * sizeof(float), st));
-    RETURN_IF_ERROR(be_.CopyOnDevice(kv.v[size_t(l)].as<float>() + offset, v,
-                                     size_t(n * kv_dim) * sizeof(float), st));
+        be_.Rope({q, k, d_pos, inv_freq_.as<float>(), n, s.num_heads, s.num_kv_heads, d}, st));
+    RETURN_IF_ERROR(be_.KvWrite({k, v, d_slots, kv, n}, st));
     RETURN_IF_ERROR(
-        be_.Attention({q, kv.k[size_t(l)].as<float>(), kv.v[size_t(l)].as<float>(), attn, positions,
-                       n, kv.length + n, s.num_heads, s.num_kv_heads, d, s.sliding_window, scale},
-                      st));
+        be_.PagedAttention({q, attn, kv, d_tables, d_seq, d_pos, n, int64_t(chunks.size()),
+                            max_blocks, s.num_heads, s.num_kv_heads, d, s.sliding_window, scale},
+                           st));
     RETURN_IF_ERROR(be_.Gemm({attn, L.o.as<float>(), hb, n, h, q_dim, 0.0f}, st));
     if (s.o_bias) RETURN_IF_ERROR(be_.BiasAdd({hb, L.o_bias.as<float>(), n, h}, st));
     RETURN_IF_ERROR(be_.Axpy({hb, x, n * h, 1.0f}, st));
@@ -130,13 +193,16 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> toke
       RETURN_IF_ERROR(Mlp(L, hb, x, n, scratch));
     }
   }
-  kv.length += n;
+  if (rows == 0) {
+    RETURN_IF_ERROR(st.Synchronize());
+    return std::vector<float>();
+  }
 
-  // Final norm and LM head over every position or only the last.
-  const int64_t rows = all_positions ? n : 1;
-  const float* last = x + (n - rows) * h;
+  // The LM head only where logits are wanted: gather those rows, final norm, project.
+  float* gathered = scratch + 3 * n * mlp_cols;  // [rows, hidden], rows <= n
+  RETURN_IF_ERROR(be_.GatherRows({x, d_rows, gathered, rows, n, h}, st));
   RETURN_IF_ERROR(
-      be_.RmsNorm({last, w_.final_norm.as<float>(), hb, rows, h, float(s.rms_norm_eps)}, st));
+      be_.RmsNorm({gathered, w_.final_norm.as<float>(), hb, rows, h, float(s.rms_norm_eps)}, st));
   ASSIGN_OR_RETURN(DeviceBuffer logits_dev,
                    be_.Allocate(size_t(rows * s.vocab_size) * sizeof(float)));
   RETURN_IF_ERROR(be_.Gemm(

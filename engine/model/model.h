@@ -20,10 +20,29 @@
 
 namespace arbor::engine {
 
-// One sequence's keys and values, contiguous per layer: [capacity, num_kv_heads, head_dim].
-// (The engine's paged pool replaces this with block tables; the model code is the same.)
+// Where the KV cache lives: pages laid out as memory/unified_pool.h documents (a page is one
+// block of `block_size` tokens for every layer, K and V). The engine passes the unified pool.
+struct KvCacheView {
+  float* pages = nullptr;  // device pointer to page 0
+  int64_t block_size = 16;
+};
+
+// One sequence's share of a batch: `tokens` at positions [start, start + n), whose KV goes to
+// the pages of `block_table` (which must cover start + n tokens).
+struct SequenceChunk {
+  enum class Logits { kNone, kLast, kAll };
+  absl::Span<const int32_t> tokens;
+  int64_t start = 0;
+  absl::Span<const int32_t> block_table;
+  Logits logits = Logits::kLast;
+};
+
+// A single sequence that owns its pages (block table 0, 1, 2, ...): for tests and tools that
+// run one sequence without the engine's pool.
 struct SequenceKv {
-  std::vector<kernels::DeviceBuffer> k, v;  // one per layer
+  kernels::DeviceBuffer pages;
+  std::vector<int32_t> block_table;
+  int64_t block_size = 16;
   int64_t capacity = 0;
   int64_t length = 0;  // tokens already cached
 };
@@ -39,13 +58,21 @@ class Model {
 
   const ModelSpec& spec() const { return spec_; }
 
-  // A cache for up to `capacity` tokens (<= max_position_embeddings).
-  absl::StatusOr<SequenceKv> NewSequence(int64_t capacity);
+  // Bytes of one KV page (block) for this model in fp32.
+  size_t KvPageBytes(int64_t block_size) const;
 
-  // Runs `tokens` at positions [kv.length, kv.length + n), appends their K/V to `kv` and
-  // returns logits on the host: [n, vocab] when `all_positions`, else [1, vocab] for the last
-  // token. Ids outside the vocabulary and cache overflow are InvalidArgument / OutOfRange.
-  absl::StatusOr<std::vector<float>> Forward(absl::Span<const int32_t> tokens, SequenceKv& kv,
+  // One forward pass over a batch (continuous batching: prefill chunks and decodes mixed).
+  // Writes every chunk's K/V into its pages and returns host logits, one [vocab] row per
+  // requested position, in chunk order. Ids outside the vocabulary, positions past
+  // max_position_embeddings and block tables too short are InvalidArgument naming the chunk.
+  absl::StatusOr<std::vector<float>> Forward(absl::Span<const SequenceChunk> chunks,
+                                             const KvCacheView& kv);
+
+  // A single sequence with its own pages for up to `capacity` tokens.
+  absl::StatusOr<SequenceKv> NewSequence(int64_t capacity, int64_t block_size = 16);
+  // Runs `tokens` after the cached ones of `seq` and returns logits [n, vocab] when
+  // `all_positions`, else [1, vocab]. Cache overflow is OutOfRange.
+  absl::StatusOr<std::vector<float>> Forward(absl::Span<const int32_t> tokens, SequenceKv& seq,
                                              bool all_positions);
 
  private:

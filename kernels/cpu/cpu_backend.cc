@@ -143,9 +143,15 @@ absl::Status CpuBackend::Rope(const RopeArgs& args, Stream&) {
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::Attention(const AttentionArgs& args, Stream&) {
-  if (auto s = ValidateAttention(args); !s.ok()) return s;
-  CpuAttention(args);
+absl::Status CpuBackend::KvWrite(const KvWriteArgs& args, Stream&) {
+  if (auto s = ValidateKvWrite(args); !s.ok()) return s;
+  CpuKvWrite(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::PagedAttention(const PagedAttentionArgs& args, Stream&) {
+  if (auto s = ValidatePagedAttention(args); !s.ok()) return s;
+  CpuPagedAttention(args);
   return absl::OkStatus();
 }
 

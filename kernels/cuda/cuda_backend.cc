@@ -169,9 +169,13 @@ class CudaBackend final : public Backend {
     if (auto st = ValidateRope(a); !st.ok()) return st;
     return CudaStatus(LaunchRope(a, Native(s)), "Rope");
   }
-  absl::Status Attention(const AttentionArgs& a, Stream& s) override {
-    if (auto st = ValidateAttention(a); !st.ok()) return st;
-    return CudaStatus(LaunchAttention(a, Native(s)), "Attention");
+  absl::Status KvWrite(const KvWriteArgs& a, Stream& s) override {
+    if (auto st = ValidateKvWrite(a); !st.ok()) return st;
+    return CudaStatus(LaunchKvWrite(a, Native(s)), "KvWrite");
+  }
+  absl::Status PagedAttention(const PagedAttentionArgs& a, Stream& s) override {
+    if (auto st = ValidatePagedAttention(a); !st.ok()) return st;
+    return CudaStatus(LaunchPagedAttention(a, Native(s)), "PagedAttention");
   }
   absl::Status TopKSoftmax(const TopKSoftmaxArgs& a, Stream& s) override {
     if (auto st = ValidateTopKSoftmax(a); !st.ok()) return st;

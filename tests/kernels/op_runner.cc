@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 namespace arbor::testing {
 namespace {
@@ -159,25 +160,66 @@ absl::StatusOr<std::vector<float>> RunRope(Backend& be, const std::vector<float>
   return oq;
 }
 
-absl::StatusOr<std::vector<float>> RunAttention(Backend& be, const std::vector<float>& q,
-                                                const std::vector<float>& k,
-                                                const std::vector<float>& v,
-                                                const std::vector<int32_t>& positions, int64_t hq,
-                                                int64_t hkv, int64_t d, int64_t window) {
-  ASSIGN_OR_RETURN_T(dq, Upload(be, q));
-  ASSIGN_OR_RETURN_T(dk, Upload(be, k));
-  ASSIGN_OR_RETURN_T(dv, Upload(be, v));
-  ASSIGN_OR_RETURN_T(dp, UploadInts(be, positions));
-  ASSIGN_OR_RETURN_T(dout, Poisoned(be, q.size()));
-  const int64_t kv_len = int64_t(k.size()) / (hkv * d);
-  if (auto s = be.Attention(
-          {dq.as<float>(), dk.as<float>(), dv.as<float>(), dout.as<float>(), dp.as<int32_t>(),
-           int64_t(positions.size()), kv_len, hq, hkv, d, window, 1.0f / std::sqrt(float(d))},
+absl::StatusOr<std::vector<float>> RunPagedAttention(Backend& be, const PagedCase& c) {
+  const int64_t kv_dim = c.hkv * c.d, seqs = int64_t(c.lengths.size());
+  int64_t max_blocks = 1, total_blocks = 0;
+  for (int64_t len : c.lengths) {
+    const int64_t b = (len + c.block_size - 1) / c.block_size;
+    max_blocks = std::max(max_blocks, b);
+    total_blocks += b;
+  }
+  // Pages in shuffled order, with spare pages, so page ids are not positions.
+  const int64_t num_pages = total_blocks + 3;
+  std::vector<int32_t> pages(static_cast<size_t>(num_pages));
+  for (int64_t i = 0; i < num_pages; ++i) pages[size_t(i)] = int32_t(i);
+  std::shuffle(pages.begin(), pages.end(), std::mt19937_64(c.page_seed));
+  std::vector<int32_t> tables(size_t(seqs * max_blocks), -1);
+  std::vector<int32_t> slots, token_seq, positions;
+  std::vector<float> k_rows, v_rows, q_rows;
+  size_t next = 0;
+  for (int64_t s = 0; s < seqs; ++s) {
+    for (int64_t b = 0; b * c.block_size < c.lengths[size_t(s)]; ++b) {
+      tables[size_t(s * max_blocks + b)] = pages[next++];
+    }
+    for (int64_t j = 0; j < c.lengths[size_t(s)]; ++j) {
+      slots.push_back(tables[size_t(s * max_blocks + j / c.block_size)] * int32_t(c.block_size) +
+                      int32_t(j % c.block_size));
+    }
+    k_rows.insert(k_rows.end(), c.k[size_t(s)].begin(), c.k[size_t(s)].end());
+    v_rows.insert(v_rows.end(), c.v[size_t(s)].begin(), c.v[size_t(s)].end());
+    q_rows.insert(q_rows.end(), c.q[size_t(s)].begin(), c.q[size_t(s)].end());
+    for (int64_t j = c.lengths[size_t(s)] - c.new_tokens[size_t(s)]; j < c.lengths[size_t(s)];
+         ++j) {
+      token_seq.push_back(int32_t(s));
+      positions.push_back(int32_t(j));
+    }
+  }
+  const size_t page_elems = size_t(c.num_layers * 2 * c.block_size * kv_dim);
+  ASSIGN_OR_RETURN_T(dpool, Poisoned(be, size_t(num_pages) * page_elems));
+  ASSIGN_OR_RETURN_T(dk, Upload(be, k_rows));
+  ASSIGN_OR_RETURN_T(dv, Upload(be, v_rows));
+  ASSIGN_OR_RETURN_T(dq, Upload(be, q_rows));
+  ASSIGN_OR_RETURN_T(dslots, UploadInts(be, slots));
+  ASSIGN_OR_RETURN_T(dtables, UploadInts(be, tables));
+  ASSIGN_OR_RETURN_T(dseq, UploadInts(be, token_seq));
+  ASSIGN_OR_RETURN_T(dpos, UploadInts(be, positions));
+  ASSIGN_OR_RETURN_T(dout, Poisoned(be, q_rows.size()));
+  const kernels::PagedKv kv{dpool.as<float>(), c.block_size, c.num_layers, kv_dim, c.layer};
+  if (auto s = be.KvWrite(
+          {dk.as<float>(), dv.as<float>(), dslots.as<int32_t>(), kv, int64_t(slots.size())},
           be.default_stream());
       !s.ok()) {
     return s;
   }
-  return Download(be, dout, q.size());
+  if (auto s = be.PagedAttention(
+          {dq.as<float>(), dout.as<float>(), kv, dtables.as<int32_t>(), dseq.as<int32_t>(),
+           dpos.as<int32_t>(), int64_t(token_seq.size()), seqs, max_blocks, c.hq, c.hkv, c.d,
+           c.window, 1.0f / std::sqrt(float(c.d))},
+          be.default_stream());
+      !s.ok()) {
+    return s;
+  }
+  return Download(be, dout, q_rows.size());
 }
 
 absl::StatusOr<std::vector<float>> RunTopKSoftmax(Backend& be, const std::vector<float>& logits,
@@ -264,35 +306,40 @@ std::vector<double> RefRope(const std::vector<float>& q, const std::vector<float
   return out;
 }
 
-std::vector<double> RefAttention(const std::vector<float>& q, const std::vector<float>& k,
-                                 const std::vector<float>& v, const std::vector<int32_t>& positions,
-                                 int64_t hq, int64_t hkv, int64_t d, int64_t window) {
-  const int64_t kv_len = int64_t(k.size()) / (hkv * d);
-  std::vector<double> out(q.size());
-  for (size_t t = 0; t < positions.size(); ++t) {
-    const int64_t p = positions[t];
-    for (int64_t h = 0; h < hq; ++h) {
-      const int64_t kh = h / (hq / hkv);
-      std::vector<double> w;
-      std::vector<int64_t> js;
-      double mx = -INFINITY;
-      for (int64_t j = 0; j < kv_len; ++j) {
-        if (j > p || (window > 0 && j <= p - window)) continue;
-        double dot = 0;
-        for (int64_t c = 0; c < d; ++c) {
-          dot +=
-              double(q[size_t((int64_t(t) * hq + h) * d + c)]) * k[size_t((j * hkv + kh) * d + c)];
+std::vector<double> RefPagedAttention(const PagedCase& c) {
+  std::vector<double> out;
+  for (size_t s = 0; s < c.lengths.size(); ++s) {
+    const auto& k = c.k[s];
+    const auto& v = c.v[s];
+    const auto& q = c.q[s];
+    const int64_t len = c.lengths[s], fresh = c.new_tokens[s];
+    for (int64_t t = 0; t < fresh; ++t) {
+      const int64_t p = len - fresh + t;
+      for (int64_t h = 0; h < c.hq; ++h) {
+        const int64_t kh = h / (c.hq / c.hkv);
+        std::vector<double> w;
+        std::vector<int64_t> js;
+        double mx = -INFINITY;
+        for (int64_t j = 0; j <= p; ++j) {
+          if (c.window > 0 && j <= p - c.window) continue;
+          double dot = 0;
+          for (int64_t e = 0; e < c.d; ++e) {
+            dot +=
+                double(q[size_t((t * c.hq + h) * c.d + e)]) * k[size_t((j * c.hkv + kh) * c.d + e)];
+          }
+          w.push_back(dot / std::sqrt(double(c.d)));
+          js.push_back(j);
+          mx = std::max(mx, w.back());
         }
-        w.push_back(dot / std::sqrt(double(d)));
-        js.push_back(j);
-        mx = std::max(mx, w.back());
-      }
-      double sum = 0;
-      for (auto& x : w) sum += (x = std::exp(x - mx));
-      for (int64_t c = 0; c < d; ++c) {
-        double acc = 0;
-        for (size_t i = 0; i < js.size(); ++i) acc += w[i] * v[size_t((js[i] * hkv + kh) * d + c)];
-        out[size_t((int64_t(t) * hq + h) * d + c)] = acc / sum;
+        double sum = 0;
+        for (auto& x : w) sum += (x = std::exp(x - mx));
+        for (int64_t e = 0; e < c.d; ++e) {
+          double acc = 0;
+          for (size_t i = 0; i < js.size(); ++i) {
+            acc += w[i] * v[size_t((js[i] * c.hkv + kh) * c.d + e)];
+          }
+          out.push_back(acc / sum);
+        }
       }
     }
   }

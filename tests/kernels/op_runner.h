@@ -33,11 +33,16 @@ absl::StatusOr<std::vector<float>> RunRope(kernels::Backend& be, const std::vect
                                            const std::vector<int32_t>& positions,
                                            const std::vector<float>& inv_freq, int64_t hq,
                                            int64_t hkv, int64_t d);
-absl::StatusOr<std::vector<float>> RunAttention(kernels::Backend& be, const std::vector<float>& q,
-                                                const std::vector<float>& k,
-                                                const std::vector<float>& v,
-                                                const std::vector<int32_t>& positions, int64_t hq,
-                                                int64_t hkv, int64_t d, int64_t window);
+// A batch of sequences, each with a full K/V history ([len, hkv * d] per sequence) and new
+// tokens = its last `new_tokens[s]` positions (queries q_per_seq[s]: [new, hq * d]). Writes every
+// history row into shuffled pages with KvWrite, then runs PagedAttention for the new tokens.
+struct PagedCase {
+  std::vector<std::vector<float>> k, v, q;
+  std::vector<int64_t> lengths, new_tokens;
+  int64_t hq, hkv, d, block_size, num_layers, layer, window;
+  uint64_t page_seed;
+};
+absl::StatusOr<std::vector<float>> RunPagedAttention(kernels::Backend& be, const PagedCase& c);
 // Returns weights then expert ids (as floats), concatenated.
 absl::StatusOr<std::vector<float>> RunTopKSoftmax(kernels::Backend& be,
                                                   const std::vector<float>& logits, int64_t experts,
@@ -61,9 +66,7 @@ std::vector<double> RefBiasAdd(const std::vector<float>& x, const std::vector<fl
 std::vector<double> RefRope(const std::vector<float>& q, const std::vector<float>& k,
                             const std::vector<int32_t>& positions,
                             const std::vector<float>& inv_freq, int64_t d);
-std::vector<double> RefAttention(const std::vector<float>& q, const std::vector<float>& k,
-                                 const std::vector<float>& v, const std::vector<int32_t>& positions,
-                                 int64_t hq, int64_t hkv, int64_t d, int64_t window);
+std::vector<double> RefPagedAttention(const PagedCase& c);
 std::vector<double> RefTopKSoftmax(const std::vector<float>& logits, int64_t experts, int64_t k);
 // Gathers rows `index` of src, scales them, scatters them back added onto a copy of src.
 std::vector<double> RefGatherScatter(const std::vector<float>& src,

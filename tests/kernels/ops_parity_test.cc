@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,11 +30,45 @@ struct OpCase {
 // The table. A new op means new rows here and a branch in RunCase.
 const std::vector<OpCase>& Cases() {
   static const std::vector<OpCase> cases = {
-      {"rms_norm", 1, 8, 0},      {"rms_norm", 3, 769, 0}, {"rms_norm", 17, 5125, 0},
-      {"rms_norm", 64, 4096, 0},  {"silu_mul", 1, 0, 0},   {"silu_mul", 769, 0, 0},
-      {"silu_mul", 300001, 0, 0}, {"axpy", 7, 0, 0},       {"axpy", 5125, 0, 0},
-      {"axpy", 1000003, 0, 0},    {"gemm", 1, 1, 1},       {"gemm", 3, 5, 7},
-      {"gemm", 17, 769, 33},      {"gemm", 129, 67, 511},
+      {"rms_norm", 1, 8, 0},
+      {"rms_norm", 3, 769, 0},
+      {"rms_norm", 17, 5125, 0},
+      {"rms_norm", 64, 4096, 0},
+      {"silu_mul", 1, 0, 0},
+      {"silu_mul", 769, 0, 0},
+      {"silu_mul", 300001, 0, 0},
+      {"axpy", 7, 0, 0},
+      {"axpy", 5125, 0, 0},
+      {"axpy", 1000003, 0, 0},
+      {"gemm", 1, 1, 1},
+      {"gemm", 3, 5, 7},
+      {"gemm", 17, 769, 33},
+      {"gemm", 129, 67, 511},
+      // embedding: tokens, vocab, hidden
+      {"embedding", 1, 7, 8},
+      {"embedding", 37, 1001, 769},
+      // bias_add: rows, cols
+      {"bias_add", 1, 3, 0},
+      {"bias_add", 33, 769, 0},
+      // rope: tokens, kv heads (q = 4 * kv), head_dim
+      {"rope", 1, 1, 2},
+      {"rope", 13, 2, 64},
+      {"rope", 7, 3, 128},
+      // attention: sequences, kv heads (q = 3 * kv), head_dim; random lengths up to 70 with
+      // 1-5 new tokens each; block size 16 and no window for odd kv heads, block size 5 and a
+      // window of 7 for even
+      {"attention", 1, 1, 8},
+      {"attention", 3, 2, 64},
+      {"attention", 5, 1, 128},
+      {"attention", 4, 4, 24},
+      {"attention", 2, 2, 256},
+      // top_k: tokens, experts, k
+      {"top_k", 1, 2, 1},
+      {"top_k", 37, 8, 2},
+      {"top_k", 101, 60, 6},
+      // gather_scatter: rows, index count, cols
+      {"gather_scatter", 1, 1, 5},
+      {"gather_scatter", 19, 40, 769},
   };
   return cases;
 }
@@ -101,18 +136,27 @@ Result RunCase(Backend& be, const OpCase& c, std::mt19937_64& rng) {
     // Angles up to 4096 rad: fp32 sin/cos of the same fp32 angle agree to ~1e-6.
     r = {*got, RefRope(q, k, positions, inv_freq, d), 2e-6, 2e-5};
   } else if (c.op == "attention") {
-    const int64_t hkv = c.d1, hq = 3 * c.d1, d = c.d2, kv_len = c.d0;
-    const int64_t window = c.d1 % 2 == 0 ? std::max<int64_t>(1, c.d0 / 3) : 0;
-    // New tokens: the last min(5, kv_len) positions (a chunk of prefill or a few decodes).
-    const int64_t tokens = std::min<int64_t>(5, kv_len);
-    std::vector<int32_t> positions;
-    for (int64_t p = kv_len - tokens; p < kv_len; ++p) positions.push_back(int32_t(p));
-    auto q = RandomFloats(rng, size_t(tokens * hq * d));
-    auto k = RandomFloats(rng, size_t(kv_len * hkv * d));
-    auto v = RandomFloats(rng, size_t(kv_len * hkv * d));
-    auto got = RunAttention(be, q, k, v, positions, hq, hkv, d, window);
+    PagedCase pc;
+    pc.hkv = c.d1;
+    pc.hq = 3 * c.d1;
+    pc.d = c.d2;
+    pc.block_size = c.d1 % 2 == 0 ? 5 : 16;
+    pc.num_layers = 3;
+    pc.layer = 1;
+    pc.window = c.d1 % 2 == 0 ? 7 : 0;
+    pc.page_seed = rng();
+    std::uniform_int_distribution<int64_t> len(1, 70), fresh(1, 5);
+    for (int64_t s = 0; s < c.d0; ++s) {
+      const int64_t n = len(rng);
+      pc.lengths.push_back(n);
+      pc.new_tokens.push_back(std::min(n, fresh(rng)));
+      pc.k.push_back(RandomFloats(rng, size_t(n * pc.hkv * pc.d)));
+      pc.v.push_back(RandomFloats(rng, size_t(n * pc.hkv * pc.d)));
+      pc.q.push_back(RandomFloats(rng, size_t(pc.new_tokens.back() * pc.hq * pc.d)));
+    }
+    auto got = RunPagedAttention(be, pc);
     REQUIRE(got.ok());
-    r = {*got, RefAttention(q, k, v, positions, hq, hkv, d, window), 2e-6, 2e-5};
+    r = {*got, RefPagedAttention(pc), 2e-6, 2e-5};
   } else if (c.op == "top_k") {
     auto logits = RandomFloats(rng, size_t(c.d0 * c.d1), -4.0f, 4.0f);
     auto got = RunTopKSoftmax(be, logits, c.d1, c.d2);
@@ -137,6 +181,15 @@ Result RunCase(Backend& be, const OpCase& c, std::mt19937_64& rng) {
 std::string Describe(const OpCase& c) {
   return c.op + " [" + std::to_string(c.d0) + ", " + std::to_string(c.d1) + ", " +
          std::to_string(c.d2) + "]";
+}
+
+TEST_CASE("the parity table covers every op of the Backend interface", "[kernels]") {
+  std::set<std::string> ops;
+  for (const auto& c : Cases()) ops.insert(c.op);
+  // One entry per op family (attention covers KvWrite + PagedAttention, gather_scatter both
+  // row ops, top_k TopKSoftmax).
+  CHECK(ops == std::set<std::string>{"rms_norm", "silu_mul", "axpy", "gemm", "embedding",
+                                     "bias_add", "rope", "attention", "top_k", "gather_scatter"});
 }
 
 TEST_CASE("every op matches the double reference on the CPU backend", "[kernels]") {

@@ -110,6 +110,55 @@ TEST_CASE("chunked prefill gives the logits of a single prefill", "[model]") {
   }
 }
 
+TEST_CASE("a mixed batch gives each sequence the logits it gets alone", "[model]") {
+  kernels::CpuBackend cpu;
+  for (const char* name : {"mistral-swa", "mixtral", "qwen2"}) {
+    INFO(name);
+    auto model = Model::Load(std::string("tests/data/models/") + name, cpu);
+    REQUIRE(model.ok());
+    const int64_t vocab = (*model)->spec().vocab_size;
+    // Three sequences sharing one pool of pages, in shuffled page order: a prefill, a chunk
+    // after a cached prefix, and a decode.
+    const int64_t bs = 4;
+    auto pool = cpu.Allocate(12 * (*model)->KvPageBytes(bs));
+    REQUIRE(pool.ok());
+    const std::vector<std::vector<int32_t>> prompts = {
+        {5, 9, 13, 17, 21, 25, 29}, {3, 1, 4, 1, 5, 9, 2, 6, 5, 3}, {7, 7, 7, 8, 8}};
+    const std::vector<std::vector<int32_t>> tables = {{7, 2}, {0, 11, 5}, {9, 4}};
+    // First pass: every prompt but its last token, each alone.
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      SequenceChunk c{absl::MakeConstSpan(prompts[i]).first(prompts[i].size() - 1), 0, tables[i],
+                      SequenceChunk::Logits::kNone};
+      REQUIRE((*model)->Forward({&c, 1}, KvCacheView{pool->as<float>(), bs}).ok());
+    }
+    // Alone: the last token of each prompt.
+    std::vector<std::vector<float>> alone;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      SequenceChunk c{absl::MakeConstSpan(prompts[i]).last(1), int64_t(prompts[i].size() - 1),
+                      tables[i], SequenceChunk::Logits::kLast};
+      auto l = (*model)->Forward({&c, 1}, KvCacheView{pool->as<float>(), bs});
+      REQUIRE(l.ok());
+      alone.push_back(*l);
+    }
+    // Together (rewriting the same positions with the same values).
+    std::vector<SequenceChunk> batch;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      batch.push_back({absl::MakeConstSpan(prompts[i]).last(1), int64_t(prompts[i].size() - 1),
+                       tables[i], SequenceChunk::Logits::kLast});
+    }
+    auto together = (*model)->Forward(batch, KvCacheView{pool->as<float>(), bs});
+    REQUIRE(together.ok());
+    REQUIRE(together->size() == 3 * size_t(vocab));
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      for (int64_t c = 0; c < vocab; ++c) {
+        const float want = alone[i][size_t(c)];
+        const float got = (*together)[i * size_t(vocab) + size_t(c)];
+        REQUIRE(std::fabs(got - want) <= 1e-5f * std::max(1.0f, std::fabs(want)));
+      }
+    }
+  }
+}
+
 TEST_CASE("forward rejects bad ids and cache overflow", "[model]") {
   kernels::CpuBackend cpu;
   auto model = Model::Load("tests/data/models/llama", cpu);
@@ -126,6 +175,16 @@ TEST_CASE("forward rejects bad ids and cache overflow", "[model]") {
   CHECK((*model)->Forward(five, *kv, false).status().code() == absl::StatusCode::kOutOfRange);
   CHECK(kv->length == 0);
   CHECK((*model)->NewSequence(100000).status().code() == absl::StatusCode::kInvalidArgument);
+  // A block table too short for the chunk, and a freed (-1) block, are refused by name.
+  const std::vector<int32_t> ids = {1, 2, 3};
+  const std::vector<int32_t> short_table = {0};
+  SequenceChunk chunk{ids, 15, short_table, SequenceChunk::Logits::kLast};
+  auto r2 = (*model)->Forward({&chunk, 1}, KvCacheView{kv->pages.as<float>(), 16});
+  CHECK_THAT(std::string(r2.status().message()), Catch::Contains("block table"));
+  const std::vector<int32_t> freed = {-1};
+  SequenceChunk chunk2{ids, 0, freed, SequenceChunk::Logits::kLast};
+  auto r3 = (*model)->Forward({&chunk2, 1}, KvCacheView{kv->pages.as<float>(), 16});
+  CHECK_THAT(std::string(r3.status().message()), Catch::Contains("freed block"));
 }
 
 TEST_CASE("dummy weights: real shapes, finite logits, deterministic by seed", "[model]") {
