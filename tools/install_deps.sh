@@ -9,7 +9,7 @@ PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev
   prometheus-cpp-dev libcpp-httplib-dev libssl-dev
-  catch2 libopenblas-dev libglpk-dev libre2-dev
+  catch2 libopenblas-dev libglpk-dev libre2-dev libicu-dev
   curl python3 python3-grpcio                # test clients
 )
 

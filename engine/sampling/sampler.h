@@ -1,0 +1,80 @@
+// Token sampling on the host: one logits row in, one token (and its logprobs) out, with the
+// knobs and the processing order of vLLM.
+//
+// Sample() applies, in order:
+//   1. logit_bias                      ApplyLogitsProcessors
+//   2. penalties: repetition over prompt + output, then frequency and presence over output
+//   3. min_tokens: eos and stop_token_ids at -inf while fewer than min_tokens were generated
+//   4. temperature (0 = greedy: argmax of the processed logits, ties to the lowest id)
+//   5. top-k, then top-p, then min-p   FilterCandidates
+//   6. one draw from the kept tokens, renormalised, with the sequence's own RNG
+// Logprobs are the log-softmax of the RAW model logits, before any of the steps above: vLLM's
+// default (`logprobs_mode = raw_logprobs`) and what OpenAI's API reports.
+//
+// NaN logits count as -inf (never drawn). Cost for a vocabulary V: O(V) (one exp per token,
+// none under top-k but for the kept ones) plus O(L) for L prompt and output tokens when
+// penalties are on. top-k is a one-pass selection (a heap of k, nth_element for k > 4096) and
+// top-p a histogram of the mass by weight plus a search of the one bucket where it crosses
+// top_p; neither sorts the vocabulary.
+#ifndef ARBOR_ENGINE_SAMPLING_SAMPLER_H_
+#define ARBOR_ENGINE_SAMPLING_SAMPLER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "engine/sampling/sampling_params.h"
+#include "engine/sampling/sequence_rng.h"
+
+namespace arbor::engine {
+
+struct TokenLogprob {
+  int32_t token;
+  float logprob;  // log-softmax of the raw logits
+};
+
+struct SampleResult {
+  int32_t token = -1;
+  // Filled only when params.logprobs >= 0 (else 0 and empty): the chosen token's logprob, and
+  // the params.logprobs most likely tokens, most likely first (ties: lower id first). The chosen
+  // token is in `top` only if it is one of those.
+  float logprob = 0.0f;
+  std::vector<TokenLogprob> top;
+};
+
+// The tokens that step 6 draws from, with unnormalised weights exp((z - z_max) / T) > 0 in
+// float (as vLLM's float32 softmax; a token below e^-103 of the most likely one has weight 0),
+// z the processed logits. In id order, except under top_p < 1 (then in no particular order).
+struct SamplingCandidates {
+  std::vector<int32_t> tokens;
+  std::vector<float> weights;
+};
+
+// Steps 1-3, in place on `logits` ([vocab]); ids outside [0, vocab) in any list are ignored.
+// `eos_token_ids` are the model's end-of-sequence ids (masked by min_tokens even with
+// ignore_eos, as vLLM does).
+void ApplyLogitsProcessors(absl::Span<float> logits, const SamplingParams& params,
+                           absl::Span<const int32_t> prompt_tokens,
+                           absl::Span<const int32_t> output_tokens,
+                           absl::Span<const int32_t> eos_token_ids);
+
+// Steps 4-5 for temperature > 0 on processed logits ([vocab]). top_k keeps every token tied
+// with the k-th largest logit (vLLM and HF do the same); top_p keeps the most likely tokens
+// until their mass reaches top_p (at least one); min_p keeps tokens whose probability is at
+// least min_p times the largest. Empty only when every logit is -inf or NaN.
+SamplingCandidates FilterCandidates(absl::Span<const float> processed_logits,
+                                    const SamplingParams& params);
+
+// Samples one token from `logits` ([vocab], fp32, the model's raw output for this sequence).
+// Preconditions: `params` passed ValidateSamplingParams(params, logits.size()) and `logits` is
+// not empty (else the result's token is -1). If steps 1-3 leave every logit at -inf (all
+// tokens masked), the argmax of the raw logits is returned. Greedy sampling draws no random
+// numbers; sampling draws exactly one.
+SampleResult Sample(absl::Span<const float> logits, const SamplingParams& params,
+                    absl::Span<const int32_t> prompt_tokens,
+                    absl::Span<const int32_t> output_tokens,
+                    absl::Span<const int32_t> eos_token_ids, SequenceRng& rng);
+
+}  // namespace arbor::engine
+
+#endif  // ARBOR_ENGINE_SAMPLING_SAMPLER_H_
