@@ -58,6 +58,14 @@ absl::StatusOr<std::string> ReadEnum(const YAML::Node& n, const std::string& key
   return v;
 }
 
+absl::StatusOr<bool> ReadBool(const YAML::Node& n, const std::string& key) {
+  bool v = false;
+  if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": expected true or false"));
+  }
+  return v;
+}
+
 const std::map<std::string, Setter>& Schema() {
   static const auto* schema = new std::map<std::string, Setter>{
       {"model.served_model_name",
@@ -104,6 +112,46 @@ const std::map<std::string, Setter>& Schema() {
        [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
          ASSIGN_OR_RETURN(c.log_level,
                           ReadEnum(n, k, {"trace", "debug", "info", "warn", "error", "off"}));
+         return absl::OkStatus();
+       }},
+      {"engine.block_size",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.block_size, ReadInt(n, k, 1, 1024));
+         return absl::OkStatus();
+       }},
+      {"engine.max_num_seqs",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.max_num_seqs, ReadInt(n, k, 1, 65536));
+         return absl::OkStatus();
+       }},
+      {"engine.max_num_batched_tokens",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.max_num_batched_tokens, ReadInt(n, k, 1, 1 << 24));
+         return absl::OkStatus();
+       }},
+      {"engine.pool_bytes",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.pool_bytes, ReadInt(n, k, 0, int64_t{1} << 50));
+         return absl::OkStatus();
+       }},
+      {"engine.pool_fraction",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.pool_fraction, ReadDouble(n, k, 0.01, 0.99));
+         return absl::OkStatus();
+       }},
+      {"engine.enable_prefix_caching",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.enable_prefix_caching, ReadBool(n, k));
+         return absl::OkStatus();
+       }},
+      {"server.api_key",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.api_key, ReadString(n, k));
+         return absl::OkStatus();
+       }},
+      {"server.max_concurrent_requests",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.max_concurrent_requests, ReadInt(n, k, 0, 1 << 20));
          return absl::OkStatus();
        }},
       {"server.host",
@@ -225,11 +273,22 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   out << YAML::EndMap;
   out << YAML::Key << "device" << YAML::Value << c.device;
   out << YAML::Key << "log_level" << YAML::Value << c.log_level;
+  out << YAML::Key << "engine" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "block_size" << YAML::Value << c.engine.block_size;
+  out << YAML::Key << "max_num_seqs" << YAML::Value << c.engine.max_num_seqs;
+  out << YAML::Key << "max_num_batched_tokens" << YAML::Value << c.engine.max_num_batched_tokens;
+  out << YAML::Key << "pool_bytes" << YAML::Value << c.engine.pool_bytes;
+  out << YAML::Key << "pool_fraction" << YAML::Value << c.engine.pool_fraction;
+  out << YAML::Key << "enable_prefix_caching" << YAML::Value << c.engine.enable_prefix_caching;
+  out << YAML::EndMap;
   out << YAML::Key << "server" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "host" << YAML::Value << c.server.host;
   out << YAML::Key << "http_port" << YAML::Value << c.server.http_port;
   out << YAML::Key << "grpc_port" << YAML::Value << c.server.grpc_port;
   out << YAML::Key << "drain_timeout_s" << YAML::Value << c.server.drain_timeout_s;
+  // The key itself is never logged or returned: only whether one is set.
+  out << YAML::Key << "api_key" << YAML::Value << (c.server.api_key.empty() ? "" : "<set>");
+  out << YAML::Key << "max_concurrent_requests" << YAML::Value << c.server.max_concurrent_requests;
   out << YAML::EndMap;
   out << YAML::EndMap;
   return out.c_str();

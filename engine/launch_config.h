@@ -19,17 +19,30 @@ struct ModelSection {
   std::string served_model_name = "arbor";  // the `model` id clients send
 };
 
+// The engine's scheduler and KV pool (engine/engine.h EngineConfig).
+struct EngineSection {
+  int64_t block_size = 16;                // tokens per KV page
+  int64_t max_num_seqs = 64;              // sequences running at once
+  int64_t max_num_batched_tokens = 2048;  // tokens per forward pass (prefill chunking)
+  int64_t pool_bytes = 0;                 // KV pool size; 0: pool_fraction of free memory
+  double pool_fraction = 0.5;
+  bool enable_prefix_caching = true;
+};
+
 struct ServerSection {
   std::string host = "127.0.0.1";
-  int http_port = 8000;           // 0 picks a free port (logged at start-up)
-  int grpc_port = 50051;          // 0 picks a free port
-  double drain_timeout_s = 10.0;  // SIGTERM: how long in-flight requests may finish
+  int http_port = 8000;                 // 0 picks a free port (logged at start-up)
+  int grpc_port = 50051;                // 0 picks a free port
+  double drain_timeout_s = 10.0;        // SIGTERM: how long in-flight requests may finish
+  std::string api_key;                  // non-empty: /v1/* requires "Authorization: Bearer <key>"
+  int64_t max_concurrent_requests = 0;  // 0: unlimited; beyond it 429
 };
 
 struct LaunchConfig {
   ModelSection model;
   std::string device = "auto";     // auto | cpu | cuda
   std::string log_level = "info";  // trace | debug | info | warn | error | off
+  EngineSection engine;
   ServerSection server;
 };
 

@@ -1,0 +1,447 @@
+#include "engine/engine.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace arbor::engine {
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+  }
+  return "?";
+}
+
+namespace {
+
+double SecondsSince(absl::Time t) { return absl::ToDoubleSeconds(absl::Now() - t); }
+
+}  // namespace
+
+Engine::Engine(Model& model, kernels::Backend& backend, const TextStreamFactory* text,
+               const EngineConfig& config)
+    : model_(model), backend_(backend), text_(text), config_(config) {}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Backend& backend,
+                                                       const TextStreamFactory* text,
+                                                       const EngineConfig& config) {
+  const ModelSpec& spec = model.spec();
+  if (config.block_size <= 0 || config.block_size > 1024) {
+    return absl::InvalidArgumentError("engine.block_size must be in [1, 1024]");
+  }
+  if (config.max_num_seqs <= 0)
+    return absl::InvalidArgumentError("engine.max_num_seqs must be > 0");
+  if (config.max_num_batched_tokens <= 0) {
+    return absl::InvalidArgumentError("engine.max_num_batched_tokens must be > 0");
+  }
+  std::unique_ptr<Engine> e(new Engine(model, backend, text, config));
+  e->max_model_len_ =
+      config.max_model_len > 0 ? config.max_model_len : spec.max_position_embeddings;
+  if (e->max_model_len_ > spec.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("max_model_len ", e->max_model_len_,
+                                                   " exceeds max_position_embeddings ",
+                                                   spec.max_position_embeddings));
+  }
+  for (int64_t id : spec.eos_token_ids) e->eos_ids_.push_back(int32_t(id));
+  const size_t page_bytes = model.KvPageBytes(config.block_size);
+  int64_t pages = config.num_pages;
+  if (pages <= 0) {
+    ASSIGN_OR_RETURN(pages, memory::UnifiedPool::PagesFor(backend, page_bytes, config.pool_bytes,
+                                                          config.pool_fraction));
+  }
+  const int64_t needed = (e->max_model_len_ + config.block_size - 1) / config.block_size;
+  if (pages < needed) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the KV pool (", pages, " pages of ", config.block_size,
+                     " tokens) cannot hold one sequence of max_model_len ", e->max_model_len_,
+                     " tokens (", needed,
+                     " pages): give the pool more memory or lower "
+                     "max_model_len"));
+  }
+  ASSIGN_OR_RETURN(e->pool_, memory::UnifiedPool::Create(backend, page_bytes, pages));
+  e->blocks_ = std::make_unique<memory::BlockManager>(*e->pool_, config.block_size,
+                                                      config.enable_prefix_caching);
+  SchedulerConfig sc;
+  sc.max_num_seqs = config.max_num_seqs;
+  sc.max_num_batched_tokens = config.max_num_batched_tokens;
+  sc.sliding_window = spec.sliding_window;
+  sc.total_pages = pages;
+  e->scheduler_ = std::make_unique<Scheduler>(sc, *e->blocks_);
+  spdlog::info(
+      "engine: pool of {} pages x {} tokens ({:.1f} MiB), max_model_len {}, "
+      "max_num_seqs {}, max_num_batched_tokens {}, prefix caching {}",
+      pages, config.block_size, double(pages) * double(page_bytes) / (1 << 20), e->max_model_len_,
+      config.max_num_seqs, config.max_num_batched_tokens,
+      config.enable_prefix_caching ? "on" : "off");
+  e->RefreshStats(0, 0, 0);
+  e->thread_ = std::thread([ptr = e.get()] { ptr->Loop(); });
+  return e;
+}
+
+Engine::~Engine() { Shutdown(); }
+
+absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
+  const ModelSpec& spec = model_.spec();
+  if (!request.callback) return absl::InvalidArgumentError("request has no callback");
+  if (request.prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
+  for (int32_t id : request.prompt) {
+    if (id < 0 || id >= spec.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt: token id ", id, " outside the vocabulary [0, ", spec.vocab_size, ")"));
+    }
+  }
+  RETURN_IF_ERROR(ValidateSamplingParams(request.params, spec.vocab_size));
+  const int64_t prompt_len = int64_t(request.prompt.size());
+  if (prompt_len + int64_t(request.params.max_tokens) > max_model_len_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", prompt_len, " tokens) + max_tokens (", request.params.max_tokens,
+                     ") exceeds the context length ", max_model_len_));
+  }
+  if (!request.params.stop.empty() && text_ == nullptr) {
+    return absl::InvalidArgumentError("stop: stop strings need a tokenizer, and none is loaded");
+  }
+  auto state = std::make_unique<RequestState>();
+  state->arrival = absl::Now();
+  state->metrics.prompt_tokens = prompt_len;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) return absl::UnavailableError("the engine is shutting down");
+  state->id = next_handle_++;
+  state->request = std::move(request);
+  const Handle handle = state->id;
+  incoming_.push_back(std::move(state));
+  cv_.notify_one();
+  return handle;
+}
+
+void Engine::Cancel(Handle handle) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancels_.push_back(handle);
+  cv_.notify_one();
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Engine::ClearPrefixCache() {
+  std::promise<void> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
+    commands_.push_back([this, &done] {
+      blocks_->EvictAllCached();
+      RefreshStats(0, 0, 0);
+      done.set_value();
+    });
+    cv_.notify_one();
+  }
+  done.get_future().wait();
+}
+
+void Engine::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+    cv_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+  if (scheduler_ == nullptr) return;  // Create() failed: nothing was ever queued
+  // The engine thread is gone: finish what is left from this thread.
+  TakeIncoming();
+  for (auto& [id, req] : requests_) {
+    for (auto& seq : req->seqs) {
+      if (!seq->finished) Finish(seq.get(), FinishReason::kAbort, "server shutting down");
+    }
+  }
+  requests_.clear();
+  RefreshStats(0, 0, 0);
+}
+
+void Engine::TakeIncoming() {
+  std::deque<std::unique_ptr<RequestState>> incoming;
+  std::vector<Handle> cancels;
+  std::vector<std::function<void()>> commands;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    incoming.swap(incoming_);
+    cancels.swap(cancels_);
+    commands.swap(commands_);
+  }
+  for (auto& c : commands) c();
+  for (auto& state : incoming) {
+    RequestState* req = state.get();
+    const SamplingParams& p = req->request.params;
+    auto seq = std::make_unique<Sequence>(next_seq_id_++, req, 0, SequenceRng(p.seed, 0));
+    seq->tokens = req->request.prompt;
+    seq->prompt_len = int64_t(seq->tokens.size());
+    if (text_ != nullptr) seq->text = text_->NewStream(p.skip_special_tokens);
+    if (!p.stop.empty()) seq->stops = std::make_unique<StopStringMatcher>(p.stop);
+    req->live = 1;
+    scheduler_->AddWaiting(seq.get());
+    req->seqs.push_back(std::move(seq));
+    requests_[req->id] = std::move(state);
+  }
+  for (Handle h : cancels) {
+    auto it = requests_.find(h);
+    if (it == requests_.end()) continue;
+    it->second->cancelled = true;
+    for (auto& seq : it->second->seqs) {
+      if (!seq->finished) Finish(seq.get(), FinishReason::kAbort, "cancelled");
+    }
+  }
+}
+
+void Engine::Loop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] {
+        return stop_ || !incoming_.empty() || !cancels_.empty() || !commands_.empty() ||
+               !scheduler_->idle();
+      });
+      if (stop_) return;
+    }
+    TakeIncoming();
+    // Requests whose deadline passed before they were ever scheduled are aborted (S-LoRA's
+    // early abort): running them would only produce an answer nobody waits for.
+    const absl::Time now = absl::Now();
+    for (auto& [id, req] : requests_) {
+      if (!req->first_scheduled && req->request.deadline && now > *req->request.deadline) {
+        for (auto& seq : req->seqs) {
+          if (!seq->finished) Finish(seq.get(), FinishReason::kAbort, "deadline exceeded");
+        }
+      }
+    }
+    Step();
+    for (auto it = requests_.begin(); it != requests_.end();) {
+      it = it->second->live == 0 ? requests_.erase(it) : std::next(it);
+    }
+  }
+}
+
+void Engine::Step() {
+  const absl::Time t0 = absl::Now();
+  ScheduleDecision d = scheduler_->Schedule();
+  const double schedule_s = SecondsSince(t0);
+  for (Sequence* seq : d.rejected) {
+    Finish(seq, FinishReason::kAbort, "the sequence needs more KV pages than the whole pool holds");
+  }
+  if (d.run.empty()) {
+    RefreshStats(schedule_s, 0, 0);
+    return;
+  }
+  for (const memory::CopyOp& c : d.copies) {
+    absl::Status s = backend_.CopyOnDevice(pool_->page_ptr(c.dst_page), pool_->page_ptr(c.src_page),
+                                           pool_->page_bytes(), backend_.default_stream());
+    if (!s.ok()) spdlog::error("copy-on-write of page {}: {}", c.src_page, s.ToString());
+  }
+  std::vector<SequenceChunk> chunks;
+  chunks.reserve(d.run.size());
+  for (const ScheduledChunk& c : d.run) {
+    RequestState* req = c.seq->request;
+    if (!req->first_scheduled) {
+      req->first_scheduled = t0;
+      req->metrics.queue_time = t0 - req->arrival;
+    }
+    chunks.push_back({absl::MakeConstSpan(c.seq->tokens).subspan(size_t(c.start), size_t(c.count)),
+                      c.start, blocks_->BlockTable(c.seq->id),
+                      c.sample ? SequenceChunk::Logits::kLast : SequenceChunk::Logits::kNone});
+  }
+  const absl::Time t1 = absl::Now();
+  auto logits =
+      model_.Forward(chunks, KvCacheView{static_cast<float*>(pool_->base()), config_.block_size});
+  const absl::Time t2 = absl::Now();
+  if (!logits.ok()) {
+    spdlog::error("forward pass failed: {}", logits.status().ToString());
+    for (const ScheduledChunk& c : d.run) {
+      if (!c.seq->finished) {
+        Finish(c.seq, FinishReason::kAbort,
+               absl::StrCat("internal error: ", logits.status().message()));
+      }
+    }
+    RefreshStats(schedule_s, absl::ToDoubleSeconds(t2 - t1), 0);
+    return;
+  }
+  const int64_t vocab = model_.spec().vocab_size;
+  int64_t row = 0;
+  int64_t prefill = 0;
+  for (const ScheduledChunk& c : d.run) {
+    prefill += std::max<int64_t>(0, std::min(c.start + c.count, c.seq->prompt_len) - c.start);
+    scheduler_->Computed(c.seq, c.count);
+    if (c.sample) ProcessSample(c.seq, logits->data() + row++ * vocab, vocab);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.prefill_tokens_computed_total += prefill;
+  }
+  RefreshStats(schedule_s, absl::ToDoubleSeconds(t2 - t1),
+               absl::ToDoubleSeconds((t1 - t0) + (absl::Now() - t2)) - schedule_s);
+}
+
+void Engine::Fork(Sequence* parent) {
+  RequestState* req = parent->request;
+  req->forked = true;
+  const SamplingParams& p = req->request.params;
+  for (int32_t i = 1; i < p.n; ++i) {
+    auto child = std::make_unique<Sequence>(next_seq_id_++, req, i, SequenceRng(p.seed, i));
+    child->tokens = parent->tokens;
+    child->prompt_len = parent->prompt_len;
+    child->num_computed = parent->num_computed;
+    if (text_ != nullptr) child->text = text_->NewStream(p.skip_special_tokens);
+    if (!p.stop.empty()) child->stops = std::make_unique<StopStringMatcher>(p.stop);
+    if (absl::Status s = blocks_->Fork(parent->id, child->id); !s.ok()) {
+      spdlog::error("fork of sequence {}: {}", parent->id, s.ToString());
+      continue;
+    }
+    scheduler_->AddRunning(child.get());
+    ++req->live;
+    req->seqs.push_back(std::move(child));
+  }
+}
+
+void Engine::ProcessSample(Sequence* seq, const float* logits, int64_t vocab) {
+  RequestState* req = seq->request;
+  const SamplingParams& p = req->request.params;
+  if (seq->index == 0 && !req->forked) {
+    // n > 1: the siblings share the prompt's pages and sample their first token from the same
+    // logits, each with its own random stream.
+    if (p.n > 1) Fork(seq);
+    req->forked = true;
+    for (size_t i = 1; i < req->seqs.size(); ++i) {
+      ProcessSample(req->seqs[i].get(), logits, vocab);
+    }
+  }
+  if (!req->first_token) {
+    req->first_token = absl::Now();
+    req->metrics.time_to_first_token = *req->first_token - req->arrival;
+  }
+  const SampleResult r =
+      Sample({logits, size_t(vocab)}, p, seq->prompt(), seq->output(), eos_ids_, seq->rng);
+  seq->tokens.push_back(r.token);
+  ++req->metrics.generated_tokens;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.generation_tokens_total;
+  }
+
+  StreamEvent ev;
+  ev.index = seq->index;
+  ev.token_ids.push_back(r.token);
+  if (p.logprobs >= 0) ev.logprobs.push_back(r);
+  const bool min_reached = seq->num_generated() >= p.min_tokens;
+  const bool is_stop_token = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), r.token) !=
+                             p.stop_token_ids.end();
+  const bool is_eos =
+      !p.ignore_eos && std::find(eos_ids_.begin(), eos_ids_.end(), r.token) != eos_ids_.end();
+  std::optional<FinishReason> finish;
+  std::string detail;
+  if (min_reached && (is_stop_token || is_eos)) {
+    finish = FinishReason::kStop;
+    detail = absl::StrCat("token ", r.token);
+  } else {
+    if (seq->text != nullptr) {
+      auto delta = seq->text->Append(r.token);
+      if (!delta.ok()) {
+        Finish(seq, FinishReason::kAbort, std::string(delta.status().message()));
+        return;
+      }
+      if (seq->stops != nullptr) {
+        StopStringMatcher::Result m = seq->stops->Feed(*delta);
+        ev.text = std::move(m.emit);
+        if (m.stopped) {
+          finish = FinishReason::kStop;
+          detail = m.matched;
+        }
+      } else {
+        ev.text = std::move(*delta);
+      }
+    }
+    if (!finish &&
+        (seq->num_generated() >= p.max_tokens || int64_t(seq->tokens.size()) >= max_model_len_)) {
+      finish = FinishReason::kLength;
+    }
+  }
+  req->request.callback(ev);
+  if (finish) Finish(seq, *finish, detail);
+}
+
+void Engine::Finish(Sequence* seq, FinishReason reason, const std::string& detail) {
+  if (seq->finished) return;
+  seq->finished = true;
+  scheduler_->Remove(seq);
+  RequestState* req = seq->request;
+  StreamEvent ev;
+  ev.index = seq->index;
+  ev.finish = reason;
+  ev.finish_detail = detail;
+  // Text held back for a possible stop string or an unfinished character is released at a
+  // normal end; after a stop string or an abort it is dropped.
+  const bool stopped_on_string = seq->stops != nullptr && seq->stops->stopped();
+  if (reason != FinishReason::kAbort && !stopped_on_string && seq->text != nullptr) {
+    auto rest = seq->text->Flush();
+    if (rest.ok()) {
+      if (seq->stops != nullptr) {
+        StopStringMatcher::Result m = seq->stops->Feed(*rest);
+        ev.text = m.emit + (m.stopped ? std::string() : seq->stops->Flush());
+      } else {
+        ev.text = *rest;
+      }
+    }
+  }
+  --req->live;
+  if (!req->forked && req->request.params.n > 1) {
+    // Ended before its prefill did (abort, deadline): the n - 1 siblings were never forked, but
+    // the client still expects every index to finish.
+    req->forked = true;
+    for (int32_t i = 1; i < req->request.params.n; ++i) {
+      StreamEvent sibling;
+      sibling.index = i;
+      sibling.finish = reason;
+      sibling.finish_detail = detail;
+      if (req->request.callback) req->request.callback(sibling);
+    }
+  }
+  if (req->live == 0) {
+    // A request whose siblings were never forked (aborted before its prefill ended) is done.
+    req->metrics.e2e = absl::Now() - req->arrival;
+    ev.metrics = req->metrics;
+    std::lock_guard<std::mutex> lock(mu_);
+    ++(reason == FinishReason::kAbort ? stats_.requests_aborted : stats_.requests_finished);
+    stats_.prompt_tokens_total += req->metrics.prompt_tokens;
+  }
+  if (req->request.callback) req->request.callback(ev);
+}
+
+void Engine::RefreshStats(double scheduler_s, double forward_s, double other_s) {
+  if (blocks_ == nullptr) return;  // Create() failed before the pool existed
+  const memory::BlockManager::Stats b = blocks_->stats();
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.waiting = scheduler_->num_waiting();
+  stats_.running = scheduler_->num_running();
+  stats_.preemptions_total = scheduler_->num_preempted_total();
+  stats_.pages_total = pool_->num_pages();
+  stats_.pages_free = pool_->free_pages();
+  stats_.pages_kv = pool_->pages_of(memory::PageKind::kKv);
+  stats_.pages_adapter = pool_->pages_of(memory::PageKind::kAdapter);
+  stats_.pages_cached_evictable = b.cached_evictable_pages;
+  stats_.prefix_query_tokens = b.prefix_queries_tokens;
+  stats_.prefix_hit_tokens = b.prefix_hit_tokens;
+  stats_.scheduler_seconds_total += scheduler_s;
+  stats_.forward_seconds_total += forward_s;
+  stats_.other_seconds_total += other_s;
+  if (forward_s > 0) ++stats_.iterations;
+}
+
+}  // namespace arbor::engine

@@ -1,0 +1,117 @@
+// engine::Engine: owns the model, the unified page pool, the block manager and the scheduler,
+// and drives them from one thread. Clients (the server's threads) submit requests and get a
+// handle; events stream back through the request's callback; Cancel() frees a request's pages
+// at the next iteration. Nothing here blocks on a client.
+#ifndef ARBOR_ENGINE_ENGINE_H_
+#define ARBOR_ENGINE_ENGINE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model/model.h"
+#include "engine/request.h"
+#include "engine/scheduler.h"
+#include "engine/sequence.h"
+#include "engine/text_stream.h"
+#include "memory/block_manager.h"
+#include "memory/unified_pool.h"
+
+namespace arbor::engine {
+
+struct EngineConfig {
+  int64_t block_size = 16;
+  int64_t num_pages = 0;  // pool pages; 0: derive from pool_bytes
+  size_t pool_bytes = 0;  // 0 with num_pages 0: pool_fraction of free device memory
+  double pool_fraction = 0.5;
+  int64_t max_num_seqs = 64;
+  int64_t max_num_batched_tokens = 2048;
+  int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
+  bool enable_prefix_caching = true;
+};
+
+struct EngineStats {
+  int64_t waiting = 0, running = 0, preemptions_total = 0;
+  int64_t requests_finished = 0, requests_aborted = 0;
+  int64_t prompt_tokens_total = 0, generation_tokens_total = 0;
+  int64_t prefill_tokens_computed_total = 0;  // prompt tokens run through the model
+  int64_t iterations = 0;
+  int64_t pages_total = 0, pages_free = 0, pages_kv = 0, pages_adapter = 0;
+  int64_t pages_cached_evictable = 0;  // KV blocks kept only for the prefix cache
+  int64_t prefix_query_tokens = 0, prefix_hit_tokens = 0;
+  double scheduler_seconds_total = 0;  // Scheduler::Schedule: queues, pages, preemption
+  double forward_seconds_total = 0;    // Model::Forward
+  double other_seconds_total = 0;      // batch assembly, sampling, detokenization, callbacks
+};
+
+class Engine {
+ public:
+  using Handle = uint64_t;
+
+  // `model` and `text` (may be null: no text, and stop strings are refused) must outlive the
+  // engine. Allocates the pool and starts the engine thread.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(Model& model, kernels::Backend& backend,
+                                                        const TextStreamFactory* text,
+                                                        const EngineConfig& config);
+  ~Engine();  // aborts what is left and joins the thread
+
+  // Validates the request (prompt ids, lengths against max_model_len, sampling parameters:
+  // InvalidArgument naming the field) and queues it. Thread-safe.
+  [[nodiscard]] absl::StatusOr<Handle> Submit(Request request);
+  // The request finishes with FinishReason::kAbort within one iteration. Thread-safe; unknown
+  // or finished handles are ignored.
+  void Cancel(Handle handle);
+  EngineStats stats() const;
+  int64_t max_model_len() const { return max_model_len_; }
+  // Runs on the engine thread between iterations: drops every prefix-cache block back to the
+  // pool (tests use it to check that nothing leaked). Returns when done.
+  void ClearPrefixCache();
+  void Shutdown();
+
+ private:
+  Engine(Model& model, kernels::Backend& backend, const TextStreamFactory* text,
+         const EngineConfig& config);
+  void Loop();
+  void Step();
+  void TakeIncoming();
+  void Finish(Sequence* seq, FinishReason reason, const std::string& detail);
+  void ProcessSample(Sequence* seq, const float* logits, int64_t vocab);
+  void Fork(Sequence* parent);
+  void RefreshStats(double scheduler_s, double forward_s, double other_s);
+
+  Model& model_;
+  kernels::Backend& backend_;
+  const TextStreamFactory* text_;
+  EngineConfig config_;
+  int64_t max_model_len_ = 0;
+  std::vector<int32_t> eos_ids_;
+  std::unique_ptr<memory::UnifiedPool> pool_;
+  std::unique_ptr<memory::BlockManager> blocks_;
+  std::unique_ptr<Scheduler> scheduler_;
+
+  // Engine-thread state.
+  std::map<uint64_t, std::unique_ptr<RequestState>> requests_;
+  memory::SeqId next_seq_id_ = 1;
+
+  // Shared with client threads.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<RequestState>> incoming_;
+  std::vector<Handle> cancels_;
+  std::vector<std::function<void()>> commands_;
+  uint64_t next_handle_ = 1;
+  bool stop_ = false;
+  EngineStats stats_;
+  std::thread thread_;
+};
+
+}  // namespace arbor::engine
+
+#endif  // ARBOR_ENGINE_ENGINE_H_

@@ -1,0 +1,57 @@
+// What the server hands the engine (native structs only: no JSON, no protobuf) and what the
+// engine streams back.
+#ifndef ARBOR_ENGINE_REQUEST_H_
+#define ARBOR_ENGINE_REQUEST_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "engine/sampling/sampler.h"
+#include "engine/sampling/sampling_params.h"
+
+namespace arbor::engine {
+
+enum class FinishReason { kStop, kLength, kAbort };
+const char* FinishReasonName(FinishReason reason);  // "stop", "length", "abort"
+
+// Per-request latencies, filled in the final event.
+struct RequestMetrics {
+  absl::Duration queue_time;           // arrival -> first scheduled
+  absl::Duration time_to_first_token;  // arrival -> first token
+  absl::Duration e2e;                  // arrival -> finish
+  int64_t prompt_tokens = 0;
+  int64_t cached_prompt_tokens = 0;  // served from the prefix cache
+  int64_t generated_tokens = 0;      // over all n sequences
+  int64_t preemptions = 0;
+};
+
+// One streamed piece of one of the request's n sequences (`index`).
+struct StreamEvent {
+  int32_t index = 0;
+  std::vector<int32_t> token_ids;         // new tokens (usually one)
+  std::string text;                       // new text (never a partial UTF-8 character)
+  std::vector<SampleResult> logprobs;     // per new token, when logprobs were asked
+  std::optional<FinishReason> finish;     // set on the sequence's last event
+  std::string finish_detail;              // the stop string, the stop token, or why aborted
+  std::optional<RequestMetrics> metrics;  // on the request's very last event
+};
+
+// Called on the engine thread: it must not block (queue the event and return).
+using StreamCallback = std::function<void(const StreamEvent&)>;
+
+struct Request {
+  std::vector<int32_t> prompt;
+  SamplingParams params;
+  int32_t priority = 0;                // higher runs first; FCFS within a priority
+  std::optional<absl::Time> deadline;  // not started by then -> aborted ("deadline")
+  uint64_t cache_salt = 0;             // the adapter: prefixes are shared only within one
+  StreamCallback callback;
+};
+
+}  // namespace arbor::engine
+
+#endif  // ARBOR_ENGINE_REQUEST_H_

@@ -1,0 +1,117 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+
+namespace arbor::engine {
+
+Scheduler::Scheduler(SchedulerConfig config, memory::BlockManager& blocks)
+    : config_(config), blocks_(blocks) {}
+
+namespace {
+
+// Waiting order: higher priority first, then earlier arrival, then request id and index.
+bool RunsBefore(const Sequence* a, const Sequence* b) {
+  const RequestState* ra = a->request;
+  const RequestState* rb = b->request;
+  if (ra->request.priority != rb->request.priority) {
+    return ra->request.priority > rb->request.priority;
+  }
+  if (ra->arrival != rb->arrival) return ra->arrival < rb->arrival;
+  if (ra->id != rb->id) return ra->id < rb->id;
+  return a->index < b->index;
+}
+
+}  // namespace
+
+void Scheduler::InsertWaiting(Sequence* seq) {
+  auto it = std::upper_bound(waiting_.begin(), waiting_.end(), seq,
+                             [](const Sequence* a, const Sequence* b) { return RunsBefore(a, b); });
+  waiting_.insert(it, seq);
+}
+
+void Scheduler::AddWaiting(Sequence* seq) { InsertWaiting(seq); }
+
+void Scheduler::AddRunning(Sequence* seq) {
+  seq->running = true;
+  running_.push_back(seq);
+}
+
+void Scheduler::Remove(Sequence* seq) {
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), seq), waiting_.end());
+  running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
+  if (seq->running) blocks_.Free(seq->id);
+  seq->running = false;
+}
+
+void Scheduler::Preempt(Sequence* seq, ScheduleDecision& d) {
+  running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
+  blocks_.Free(seq->id);
+  seq->running = false;
+  seq->num_computed = 0;
+  ++preemptions_;
+  ++seq->request->metrics.preemptions;
+  InsertWaiting(seq);
+  d.preempted.push_back(seq);
+}
+
+ScheduleDecision Scheduler::Schedule() {
+  ScheduleDecision d;
+  int64_t budget = config_.max_num_batched_tokens;
+
+  // Running sequences, oldest first. A sequence that cannot get pages preempts the newest
+  // running ones (never an older one), itself last.
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Sequence* seq = running_[i];
+    const int64_t need = int64_t(seq->tokens.size()) - seq->num_computed;
+    const int64_t take = std::min(need, budget);
+    std::vector<memory::CopyOp> copies;
+    absl::Status s = blocks_.Append(seq->id, seq->num_computed + take, &copies);
+    while (!s.ok() && running_.back() != seq) {
+      Preempt(running_.back(), d);
+      s = blocks_.Append(seq->id, seq->num_computed + take, &copies);
+    }
+    if (!s.ok()) {
+      Preempt(seq, d);  // the newest of all that remain: recompute it later
+      continue;         // running_[i] is now the next sequence (or the end)
+    }
+    d.copies.insert(d.copies.end(), copies.begin(), copies.end());
+    d.run.push_back(
+        {seq, seq->num_computed, take, seq->num_computed + take == int64_t(seq->tokens.size())});
+    budget -= take;
+    ++i;
+  }
+
+  // Admission, in waiting order; head-of-line blocking keeps FCFS within a priority.
+  while (!waiting_.empty() && budget > 0) {
+    Sequence* seq = waiting_.front();
+    const int64_t n_slots = seq->request->forked ? 1 : seq->request->request.params.n;
+    if (int64_t(running_.size()) + n_slots > config_.max_num_seqs) break;
+    const int64_t len = int64_t(seq->tokens.size());
+    if (blocks_.BlocksFor(len) > config_.total_pages) {
+      waiting_.pop_front();
+      d.rejected.push_back(seq);
+      continue;
+    }
+    auto cached = blocks_.AllocatePrompt(seq->id, seq->tokens, seq->request->request.cache_salt);
+    if (!cached.ok()) break;  // out of pages: wait for running sequences to free some
+    waiting_.pop_front();
+    seq->num_computed = *cached;
+    if (seq->num_generated() == 0) seq->request->metrics.cached_prompt_tokens += *cached;
+    seq->running = true;
+    running_.push_back(seq);
+    const int64_t take = std::min(len - seq->num_computed, budget);
+    d.run.push_back({seq, seq->num_computed, take, seq->num_computed + take == len});
+    budget -= take;
+  }
+  return d;
+}
+
+void Scheduler::Computed(Sequence* seq, int64_t count) {
+  seq->num_computed += count;
+  blocks_.MarkComputed(seq->id, seq->tokens, seq->num_computed);
+  if (config_.sliding_window > 0) {
+    blocks_.FreeOutOfWindow(seq->id, seq->num_computed, config_.sliding_window);
+  }
+}
+
+}  // namespace arbor::engine

@@ -1,0 +1,75 @@
+// Iteration-level scheduling (continuous batching) over the block manager's pages.
+//
+// Each Schedule() call plans one forward pass: running sequences first (decodes and the next
+// chunk of unfinished prefills, oldest first), then waiting sequences by priority and arrival,
+// admitted while their whole prompt gets pages, max_num_seqs allows, and the token budget
+// (max_num_batched_tokens) lasts; long prompts are split into chunks across iterations. When a
+// running sequence cannot get a page, the most recently admitted sequences are preempted by
+// recompute: their pages are freed and they go back to the front of the waiting queue, to be
+// prefilled again (prompt + what they generated) when pages return.
+#ifndef ARBOR_ENGINE_SCHEDULER_H_
+#define ARBOR_ENGINE_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/sequence.h"
+#include "memory/block_manager.h"
+
+namespace arbor::engine {
+
+struct SchedulerConfig {
+  int64_t max_num_seqs = 64;
+  int64_t max_num_batched_tokens = 2048;
+  int64_t sliding_window = 0;  // the model's; blocks out of every window are freed
+  int64_t total_pages = 0;     // the pool's: a prompt needing more can never run
+};
+
+// One planned chunk: tokens [start, start + count) of `seq`.
+struct ScheduledChunk {
+  Sequence* seq;
+  int64_t start;
+  int64_t count;
+  bool sample;  // the chunk ends at the sequence's last token: sample from its logits
+};
+
+struct ScheduleDecision {
+  std::vector<ScheduledChunk> run;
+  std::vector<memory::CopyOp> copies;  // copy-on-write page copies to do before the forward
+  std::vector<Sequence*> preempted;    // freed this iteration, back in the waiting queue
+  std::vector<Sequence*> rejected;     // can never fit the pool: finish them with an error
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerConfig config, memory::BlockManager& blocks);
+
+  void AddWaiting(Sequence* seq);  // a new request's first sequence
+  void AddRunning(Sequence* seq);  // a forked sequence that already holds pages
+  // Drops `seq` from the queues and frees its pages (finish, abort).
+  void Remove(Sequence* seq);
+  [[nodiscard]] ScheduleDecision Schedule();
+  // After the forward pass: `count` more tokens of `seq` are computed.
+  void Computed(Sequence* seq, int64_t count);
+
+  int64_t num_waiting() const { return int64_t(waiting_.size()); }
+  int64_t num_running() const { return int64_t(running_.size()); }
+  int64_t num_preempted_total() const { return preemptions_; }
+  bool idle() const { return waiting_.empty() && running_.empty(); }
+
+ private:
+  void Preempt(Sequence* seq, ScheduleDecision& d);
+  void InsertWaiting(Sequence* seq);
+
+  SchedulerConfig config_;
+  memory::BlockManager& blocks_;
+  std::deque<Sequence*> waiting_;   // priority desc, then arrival (preempted keep their place)
+  std::vector<Sequence*> running_;  // admission order
+  int64_t preemptions_ = 0;
+};
+
+}  // namespace arbor::engine
+
+#endif  // ARBOR_ENGINE_SCHEDULER_H_

@@ -1,0 +1,56 @@
+// Engine-internal state of one generated sequence (one of a request's n).
+#ifndef ARBOR_ENGINE_SEQUENCE_H_
+#define ARBOR_ENGINE_SEQUENCE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "engine/request.h"
+#include "engine/sampling/sequence_rng.h"
+#include "engine/sampling/stop_string_matcher.h"
+#include "engine/text_stream.h"
+#include "memory/block_manager.h"
+
+namespace arbor::engine {
+
+struct RequestState;
+
+struct Sequence {
+  memory::SeqId id = 0;
+  RequestState* request = nullptr;
+  int32_t index = 0;            // which of the request's n samples
+  std::vector<int32_t> tokens;  // prompt + generated
+  int64_t prompt_len = 0;
+  int64_t num_computed = 0;  // leading tokens whose KV is in the pool
+  bool running = false;      // holds pages
+  bool finished = false;
+  SequenceRng rng;
+  std::unique_ptr<TextStream> text;
+  std::unique_ptr<StopStringMatcher> stops;
+
+  Sequence(memory::SeqId id, RequestState* request, int32_t index, SequenceRng rng)
+      : id(id), request(request), index(index), rng(rng) {}
+  int64_t num_generated() const { return int64_t(tokens.size()) - prompt_len; }
+  absl::Span<const int32_t> prompt() const { return {tokens.data(), size_t(prompt_len)}; }
+  absl::Span<const int32_t> output() const {
+    return {tokens.data() + prompt_len, tokens.size() - size_t(prompt_len)};
+  }
+};
+
+struct RequestState {
+  uint64_t id = 0;
+  Request request;
+  absl::Time arrival;
+  std::optional<absl::Time> first_scheduled, first_token;
+  std::vector<std::unique_ptr<Sequence>> seqs;  // seqs[0] first; the rest forked after prefill
+  int32_t live = 0;                             // sequences not finished
+  bool forked = false;
+  bool cancelled = false;
+  RequestMetrics metrics;
+};
+
+}  // namespace arbor::engine
+
+#endif  // ARBOR_ENGINE_SEQUENCE_H_

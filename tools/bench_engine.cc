@@ -1,0 +1,167 @@
+// bench_engine: drives the engine with one wave of concurrent greedy requests and reports
+// iteration throughput and the scheduler's cost per iteration against the forward pass it plans
+// (target: < 5% of a forward of the tiny model at batch 64 on the CPU). Appends its figures to
+// bench/results.json (see BENCHMARKS.md).
+//
+//   bazel run //tools:bench_engine -- [--model DIR] [--batch 64] [--prompt 32] [--gen 64]
+//                                     [--device auto|cpu|cuda] [--results bench/results.json]
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "engine/engine.h"
+#include "kernels/backend_factory.h"
+
+namespace {
+
+struct Args {
+  std::string model = "models/tiny";
+  int batch = 64;
+  int prompt = 32;
+  int gen = 64;
+  std::string device = "auto";
+  std::string results = "bench/results.json";
+};
+
+int Usage(const char* msg) {
+  std::fprintf(stderr, "bench_engine: %s\n", msg);
+  return 2;
+}
+
+void AppendResults(const std::string& path, const nlohmann::json& records) {
+  nlohmann::json all = nlohmann::json::array();
+  std::ifstream in(path);
+  if (in) {
+    all = nlohmann::json::parse(in, nullptr, false);
+    if (!all.is_array()) all = nlohmann::json::array();
+  }
+  for (const auto& r : records) all.push_back(r);
+  std::ofstream(path) << all.dump(2) << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // `bazel run` starts in the runfiles tree; results and relative paths belong to the workspace.
+  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) {
+    if (chdir(ws) != 0) return Usage("cannot enter BUILD_WORKSPACE_DIRECTORY");
+  }
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (i + 1 >= argc) return Usage(("missing value for " + k).c_str());
+    const std::string v = argv[++i];
+    if (k == "--model")
+      a.model = v;
+    else if (k == "--batch")
+      a.batch = std::atoi(v.c_str());
+    else if (k == "--prompt")
+      a.prompt = std::atoi(v.c_str());
+    else if (k == "--gen")
+      a.gen = std::atoi(v.c_str());
+    else if (k == "--device")
+      a.device = v;
+    else if (k == "--results")
+      a.results = v;
+    else
+      return Usage(("unknown flag " + k).c_str());
+  }
+  if (a.batch <= 0 || a.prompt <= 0 || a.gen <= 0) return Usage("sizes must be > 0");
+  spdlog::set_level(spdlog::level::warn);
+  auto pref = arbor::kernels::ParseDevicePreference(a.device, "--device");
+  if (!pref.ok()) return Usage(std::string(pref.status().message()).c_str());
+  auto backend = arbor::kernels::CreateBackend(*pref);
+  if (!backend.ok()) return Usage(std::string(backend.status().message()).c_str());
+  auto info = (*backend)->Info();
+  auto model = arbor::engine::Model::Load(a.model, **backend);
+  if (!model.ok()) return Usage(std::string(model.status().message()).c_str());
+
+  arbor::engine::EngineConfig config;
+  config.max_num_seqs = a.batch;
+  config.max_model_len = a.prompt + a.gen;
+  config.num_pages = int64_t(a.batch) * ((a.prompt + a.gen + 15) / 16 + 1);
+  config.max_num_batched_tokens = std::max(2048, a.batch * a.prompt);
+  auto engine = arbor::engine::Engine::Create(**model, **backend, nullptr, config);
+  if (!engine.ok()) return Usage(std::string(engine.status().message()).c_str());
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  std::mt19937_64 rng(1);
+  std::uniform_int_distribution<int32_t> id(0, int32_t((*model)->spec().vocab_size - 1));
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < a.batch; ++i) {
+    arbor::engine::Request r;
+    for (int t = 0; t < a.prompt; ++t) r.prompt.push_back(id(rng));
+    r.params.temperature = 0.0f;
+    r.params.max_tokens = a.gen;
+    r.params.ignore_eos = true;
+    r.callback = [&](const arbor::engine::StreamEvent& ev) {
+      if (ev.finish) {
+        std::lock_guard<std::mutex> lock(mu);
+        ++done;
+        cv.notify_all();
+      }
+    };
+    if (!(*engine)->Submit(r).ok()) return Usage("submit failed");
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done == a.batch; });
+  }
+  const double wall = absl::ToDoubleSeconds(absl::Now() - start);
+  const arbor::engine::EngineStats s = (*engine)->stats();
+  const double iters = double(std::max<int64_t>(1, s.iterations));
+  const double sched_per_iter = s.scheduler_seconds_total / iters;
+  const double fwd_per_iter = s.forward_seconds_total / iters;
+  const double other_per_iter = s.other_seconds_total / iters;
+  const double tok_s = double(s.generation_tokens_total) / wall;
+  std::printf("device %s | batch %d, prompt %d, gen %d | %lld iterations in %.2f s\n",
+              info.ok() ? info->name.c_str() : "?", a.batch, a.prompt, a.gen,
+              static_cast<long long>(s.iterations), wall);
+  std::printf(
+      "per iteration: forward %.3f ms, scheduler %.4f ms (%.2f%% of forward), "
+      "sampling+bookkeeping %.3f ms\n",
+      fwd_per_iter * 1e3, sched_per_iter * 1e3, 100 * sched_per_iter / fwd_per_iter,
+      other_per_iter * 1e3);
+  std::printf("throughput: %.1f iterations/s, %.0f generated tokens/s\n", iters / wall, tok_s);
+
+  std::string command = "bazel run //tools:bench_engine --";
+  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+  const std::string card = info.ok() ? info->name : "?";
+  const std::string date = absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone());
+  const std::string shape = "batch " + std::to_string(a.batch) + ", prompt " +
+                            std::to_string(a.prompt) + ", gen " + std::to_string(a.gen) + ", " +
+                            a.model;
+  nlohmann::json records = nlohmann::json::array();
+  records.push_back({{"name", "engine scheduler cost per iteration / forward (" + shape + ")"},
+                     {"value", sched_per_iter * 1e3},
+                     {"unit", "ms"},
+                     {"baseline", fwd_per_iter * 1e3},
+                     {"ratio", sched_per_iter / fwd_per_iter},
+                     {"target", "< 0.05"},
+                     {"card", card},
+                     {"date", date},
+                     {"command", command}});
+  records.push_back({{"name", "engine generated tokens/s (" + shape + ")"},
+                     {"value", tok_s},
+                     {"unit", "tokens/s"},
+                     {"baseline", nullptr},
+                     {"ratio", nullptr},
+                     {"target", nullptr},
+                     {"card", card},
+                     {"date", date},
+                     {"command", command}});
+  AppendResults(a.results, records);
+  std::printf("appended 2 records to %s\n", a.results.c_str());
+  return 0;
+}
