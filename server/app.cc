@@ -15,6 +15,8 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const engine::Launch
   app->ctx_->config = config;
   app->ctx_->created_unix_s = absl::ToUnixSeconds(absl::Now());
 
+  app->metrics_ = std::make_unique<Metrics>();
+  app->ctx_->metrics = app->metrics_.get();
   app->http_ = std::make_unique<HttpServer>(app->ctx_.get());
   ASSIGN_OR_RETURN(app->http_port_, app->http_->Start(config.server.host, config.server.http_port));
   spdlog::info("http listening on {}:{}", config.server.host, app->http_port_);
@@ -37,8 +39,29 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const engine::Launch
   ASSIGN_OR_RETURN(engine::LoadedModel loaded,
                    engine::LoadModelFromConfig(config.model, *app->backend_));
   app->model_ = std::move(loaded.model);
+  app->tokenizer_ = std::move(loaded.tokenizer);
+  app->chat_template_ = std::move(loaded.chat_template);
   app->ctx_->model_architecture = app->model_->spec().architecture;
   app->ctx_->max_model_len = loaded.max_model_len;
+  app->ctx_->bos_token = loaded.bos_token;
+  app->ctx_->eos_token = loaded.eos_token;
+
+  engine::EngineConfig ec;
+  ec.block_size = config.engine.block_size;
+  ec.max_num_seqs = config.engine.max_num_seqs;
+  ec.max_num_batched_tokens = config.engine.max_num_batched_tokens;
+  ec.pool_bytes = size_t(config.engine.pool_bytes);
+  ec.pool_fraction = config.engine.pool_fraction;
+  ec.max_model_len = loaded.max_model_len;
+  ec.enable_prefix_caching = config.engine.enable_prefix_caching;
+  if (app->tokenizer_ != nullptr) {
+    app->text_streams_ = std::make_unique<engine::TokenizerTextStreams>(*app->tokenizer_);
+  }
+  ASSIGN_OR_RETURN(app->engine_, engine::Engine::Create(*app->model_, *app->backend_,
+                                                        app->text_streams_.get(), ec));
+  app->ctx_->engine = app->engine_.get();
+  app->ctx_->tokenizer = app->tokenizer_.get();
+  app->ctx_->chat_template = app->chat_template_ ? &*app->chat_template_ : nullptr;
 
   app->grpc_ = std::make_unique<GrpcServer>(app->ctx_.get());
   ASSIGN_OR_RETURN(app->grpc_port_, app->grpc_->Start(config.server.host, config.server.grpc_port));
@@ -55,10 +78,19 @@ void ServerApp::Shutdown(absl::Duration drain) {
   if (stopped_) return;
   stopped_ = true;
   if (ctx_) ctx_->state.set_phase(Phase::kDraining);
-  if (grpc_) grpc_->Stop(drain);
+  // Stop accepting (health is already 503), let in-flight generations finish up to `drain`,
+  // then abort the rest (finish_reason "abort") and close the front ends.
+  const absl::Time deadline = absl::Now() + drain;
+  while (ctx_ && ctx_->in_flight.load() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  if (engine_) engine_->Shutdown();
+  if (grpc_) grpc_->Stop(absl::Seconds(1));
   if (http_) http_->Stop();
   grpc_.reset();
   http_.reset();
+  if (ctx_) ctx_->engine = nullptr;
+  engine_.reset();
   if (ctx_) ctx_->state.set_backend(nullptr);
   model_.reset();
   backend_.reset();

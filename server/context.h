@@ -3,10 +3,14 @@
 #ifndef ARBOR_SERVER_CONTEXT_H_
 #define ARBOR_SERVER_CONTEXT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
+#include "engine/chat_template/chat_template.h"
+#include "engine/engine.h"
 #include "engine/launch_config.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "kernels/backend.h"
 #include "server/serving_state.h"
 
@@ -18,6 +22,13 @@ struct ServerContext {
   kernels::DeviceInfo device;
   std::string model_architecture;  // empty while loading
   int64_t max_model_len = 0;
+  // Set once loading is done (null before): what the generation handlers use.
+  engine::Engine* engine = nullptr;
+  const engine::Tokenizer* tokenizer = nullptr;         // null: token-id prompts only
+  const engine::ChatTemplate* chat_template = nullptr;  // null: no chat endpoint
+  std::string bos_token, eos_token;
+  std::atomic<int64_t> in_flight{0};  // generation requests being served
+  class Metrics* metrics = nullptr;
   int64_t created_unix_s = 0;  // reported as `created` of the models
   ServingState state;
 };

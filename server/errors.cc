@@ -59,8 +59,12 @@ const char* ErrorType(int http) {
 
 }  // namespace
 
-std::string OpenAiErrorJson(const absl::Status& s, const std::string& param) {
+std::string OpenAiErrorJson(const absl::Status& s, const std::string& param_in) {
   const int http = HttpStatusFor(s);
+  std::string param = param_in;
+  if (param.empty()) {
+    if (auto p = s.GetPayload(kParamPayload)) param = std::string(*p);
+  }
   nlohmann::json body = {
       {"error",
        {{"message", std::string(s.message())},

@@ -11,6 +11,9 @@
 
 namespace arbor::server {
 
+// Status payload naming the request field at fault (OpenAI's "param").
+inline constexpr char kParamPayload[] = "arbor.dev/param";
+
 int HttpStatusFor(const absl::Status& status);
 
 // `param` names the offending request field, or is empty.

@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/errors.h"
+#include "server/http_generation.h"
+#include "server/metrics.h"
 
 namespace arbor::server {
 namespace {
@@ -57,6 +59,13 @@ void HttpServer::Routes() {
                                           {"parent", nullptr},
                                           {"max_model_len", ctx_->max_model_len}}})}});
   });
+
+  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.status = 200;
+    res.set_content(ctx_->metrics->Scrape(ctx_->engine), "text/plain; version=0.0.4");
+  });
+
+  RegisterGenerationRoutes(*http_, ctx_);
 
   // Routes that match nothing, and errors httplib raises itself (413 for an oversized body),
   // still answer with OpenAI's error JSON.

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/chat_template/loader.h"
 
 namespace arbor::engine {
 
@@ -34,6 +35,26 @@ absl::StatusOr<LoadedModel> LoadModelFromConfig(const ModelSection& section,
         absl::StrCat("model.max_model_len: ", section.max_model_len, " exceeds the model's ",
                      "max_position_embeddings ", spec.max_position_embeddings));
   }
+  const std::string tok_path = section.path + "/tokenizer.json";
+  if (stat(tok_path.c_str(), &st) == 0) {
+    ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::FromFile(tok_path));
+    if (out.tokenizer->vocab_size() > spec.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(tok_path, ": the tokenizer's vocabulary (", out.tokenizer->vocab_size(),
+                       " ids) is larger than the model's vocab_size ", spec.vocab_size));
+    }
+  } else {
+    spdlog::warn("{} not found: only token-id prompts will be served", tok_path);
+  }
+  auto tmpl = LoadChatTemplate(section.path);
+  if (tmpl.ok()) {
+    out.chat_template = std::move(*tmpl);
+  } else if (tmpl.status().code() != absl::StatusCode::kNotFound) {
+    return tmpl.status();
+  }
+  ASSIGN_OR_RETURN(nlohmann::ordered_json special, LoadSpecialTokens(section.path));
+  if (special.contains("bos_token")) out.bos_token = special["bos_token"].get<std::string>();
+  if (special.contains("eos_token")) out.eos_token = special["eos_token"].get<std::string>();
   spdlog::info("model: {} ({} layers, hidden {}, {} heads / {} kv heads, vocab {}{}), context {}",
                spec.architecture, spec.num_layers, spec.hidden_size, spec.num_heads,
                spec.num_kv_heads, spec.vocab_size,

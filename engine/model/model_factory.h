@@ -5,19 +5,25 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "engine/chat_template/chat_template.h"
 #include "engine/launch_config.h"
 #include "engine/model/model.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace arbor::engine {
 
 struct LoadedModel {
   std::unique_ptr<Model> model;
   int64_t max_model_len = 0;  // the context the server admits (<= max_position_embeddings)
+  std::unique_ptr<Tokenizer> tokenizer;       // null when the directory has no tokenizer.json
+  std::optional<ChatTemplate> chat_template;  // unset when the model has none
+  std::string bos_token, eos_token;           // as the chat template sees them
 };
 
 // model.path must name a Hugging Face directory. load_format auto reads its safetensors;
-// dummy reads only config.json and fills seeded random weights. Errors name the config key or
-// the file at fault.
+// dummy reads only config.json and fills seeded random weights. tokenizer.json and the chat
+// template are loaded when present (a malformed one stops the load). Errors name the config key
+// or the file at fault.
 absl::StatusOr<LoadedModel> LoadModelFromConfig(const ModelSection& section,
                                                 kernels::Backend& backend);
 

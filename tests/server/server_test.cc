@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "absl/time/clock.h"
 #include "configs/embedded_default.h"
 #include "engine/launch_config.h"
 #include "proto/arbor.grpc.pb.h"
@@ -161,6 +162,122 @@ TEST_CASE("load_format dummy serves the config's shapes", "[server]") {
   auto app = ServerApp::Start(*config);
   REQUIRE(app.ok());
   CHECK((*app)->context().model_architecture == "MixtralForCausalLM");
+}
+
+std::unique_ptr<ServerApp> StartTiny(std::vector<std::string> extra = {}) {
+  std::vector<std::string> overrides = {"server.http_port=0", "server.grpc_port=0", "device=cpu",
+                                        "log_level=warn", "engine.pool_bytes=16777216"};
+  overrides.insert(overrides.end(), extra.begin(), extra.end());
+  auto config = engine::ParseLaunchConfig(configs::kEmbeddedDefaultYaml, "embedded", overrides);
+  REQUIRE(config.ok());
+  auto app = ServerApp::Start(*config);
+  INFO(app.status().ToString());
+  REQUIRE(app.ok());
+  return std::move(*app);
+}
+
+TEST_CASE("HTTP completions and chat on the tiny model", "[server]") {
+  auto app = StartTiny();
+  httplib::Client http("127.0.0.1", app->http_port());
+  auto res = http.Post("/v1/completions",
+                       R"({"model": "tiny", "prompt": "In the beginning", "max_tokens": 5,
+                           "temperature": 0, "ignore_eos": true, "logprobs": 2})",
+                       "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  auto body = nlohmann::json::parse(res->body);
+  CHECK(body["object"] == "text_completion");
+  CHECK(body["choices"][0]["finish_reason"] == "length");
+  CHECK(body["usage"]["completion_tokens"] == 5);
+  CHECK(body["choices"][0]["logprobs"]["token_logprobs"].size() == 5);
+  CHECK(body["choices"][0]["logprobs"]["top_logprobs"][0].size() <= 2);
+
+  auto chat = http.Post("/v1/chat/completions",
+                        R"({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}],
+                            "max_tokens": 4, "n": 2, "seed": 3})",
+                        "application/json");
+  REQUIRE(chat);
+  REQUIRE(chat->status == 200);
+  auto cb = nlohmann::json::parse(chat->body);
+  CHECK(cb["object"] == "chat.completion");
+  CHECK(cb["choices"].size() == 2);
+  CHECK(cb["choices"][1]["message"]["role"] == "assistant");
+
+  auto stream = http.Post("/v1/completions",
+                          R"({"model": "tiny", "prompt": "x", "max_tokens": 3, "stream": true,
+                              "stream_options": {"include_usage": true}})",
+                          "application/json");
+  REQUIRE(stream);
+  CHECK(stream->status == 200);
+  CHECK(stream->body.find("data: [DONE]\n\n") != std::string::npos);
+  CHECK(stream->body.find("\"usage\"") != std::string::npos);
+
+  // Validation errors name the field; the server keeps serving.
+  auto bad = http.Post("/v1/completions", R"({"model": "tiny", "prompt": "x", "top_p": 5})",
+                       "application/json");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  CHECK(nlohmann::json::parse(bad->body)["error"]["param"] == "top_p");
+  auto missing =
+      http.Post("/v1/completions", R"({"model": "nope", "prompt": "x"})", "application/json");
+  REQUIRE(missing);
+  CHECK(missing->status == 404);
+  CHECK(nlohmann::json::parse(missing->body)["error"]["message"] ==
+        "The model `nope` does not exist.");
+}
+
+TEST_CASE("a client gone mid-stream is cancelled and its pages freed", "[server]") {
+  auto app = StartTiny();
+  {
+    httplib::Client http("127.0.0.1", app->http_port());
+    int chunks = 0;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = R"({"model": "tiny", "prompt": "x", "max_tokens": 2000, "stream": true,
+                   "ignore_eos": true})";
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      return ++chunks < 3;  // hang up after a few chunks
+    };
+    auto res = http.send(req);
+    CHECK(chunks == 3);
+  }
+  // The engine frees the pages within an iteration of noticing; poll its stats.
+  engine::EngineStats s;
+  for (int i = 0; i < 500; ++i) {
+    s = app->context().engine->stats();
+    if (s.running == 0 && s.pages_kv == s.pages_cached_evictable) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  CHECK(s.running == 0);
+  CHECK(s.pages_kv == s.pages_cached_evictable);
+  CHECK(s.requests_aborted == 1);
+  httplib::Client http("127.0.0.1", app->http_port());
+  auto metrics = http.Get("/metrics");
+  REQUIRE(metrics);
+  CHECK(metrics->body.find("arbor:client_disconnects_total 1") != std::string::npos);
+}
+
+TEST_CASE("API keys and the concurrency limit", "[server]") {
+  auto app = StartTiny({"server.api_key=sekret", "server.max_concurrent_requests=1"});
+  httplib::Client http("127.0.0.1", app->http_port());
+  const std::string body = R"({"model": "tiny", "prompt": "x", "max_tokens": 2})";
+  auto none = http.Post("/v1/completions", body, "application/json");
+  REQUIRE(none);
+  CHECK(none->status == 401);
+  httplib::Headers wrong = {{"Authorization", "Bearer nope"}};
+  auto bad = http.Post("/v1/completions", wrong, body, "application/json");
+  REQUIRE(bad);
+  CHECK(bad->status == 401);
+  httplib::Headers right = {{"Authorization", "Bearer sekret"}};
+  auto ok = http.Post("/v1/completions", right, body, "application/json");
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  // /health stays open for load balancers.
+  auto health = http.Get("/health");
+  REQUIRE(health);
+  CHECK(health->status == 200);
 }
 
 }  // namespace

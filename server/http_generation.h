@@ -1,0 +1,18 @@
+// POST /v1/completions and /v1/chat/completions: OpenAI bodies in, the engine's stream out,
+// as one JSON response or as Server-Sent Events.
+#ifndef ARBOR_SERVER_HTTP_GENERATION_H_
+#define ARBOR_SERVER_HTTP_GENERATION_H_
+
+#include "server/context.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace arbor::server {
+
+void RegisterGenerationRoutes(httplib::Server& http, ServerContext* ctx);
+
+}  // namespace arbor::server
+
+#endif  // ARBOR_SERVER_HTTP_GENERATION_H_

@@ -1,0 +1,56 @@
+// Prometheus metrics (prometheus-cpp), exposed as text at GET /metrics. Names follow vLLM's
+// vllm:* metrics where one exists, as arbor:*. Gauges are read from the engine at scrape time;
+// per-request histograms are observed when a request finishes. No label carries request text.
+#ifndef ARBOR_SERVER_METRICS_H_
+#define ARBOR_SERVER_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "engine/engine.h"
+#include "engine/request.h"
+
+namespace arbor::server {
+
+class Metrics {
+ public:
+  Metrics();
+
+  // A generation request ended: its finish reason (of its last sequence) and latencies.
+  void RequestFinished(engine::FinishReason reason, const engine::RequestMetrics& m);
+  // A request refused before reaching the engine, by HTTP status (400, 401, 404, 429...).
+  void RequestRejected(int http_status);
+  // A streaming client went away before the end.
+  void ClientDisconnected();
+  // Prometheus text exposition; engine gauges are refreshed from `engine` (may be null).
+  std::string Scrape(const engine::Engine* engine);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& success_;
+  prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Counter& disconnects_;
+  prometheus::Counter& prompt_tokens_;
+  prometheus::Counter& generation_tokens_;
+  prometheus::Counter& preemptions_;
+  prometheus::Histogram& ttft_;
+  prometheus::Histogram& tpot_;
+  prometheus::Histogram& e2e_;
+  prometheus::Histogram& queue_;
+  prometheus::Gauge& running_;
+  prometheus::Gauge& waiting_;
+  prometheus::Family<prometheus::Gauge>& pages_;
+  prometheus::Gauge& prefix_hit_rate_;
+  std::mutex mu_;  // serializes scrapes (counters are advanced by deltas of engine totals)
+  engine::EngineStats last_;
+};
+
+}  // namespace arbor::server
+
+#endif  // ARBOR_SERVER_METRICS_H_
