@@ -395,6 +395,11 @@ void Engine::Finish(Sequence* seq, FinishReason reason, const std::string& detai
       if (seq->stops != nullptr) {
         StopStringMatcher::Result m = seq->stops->Feed(*rest);
         ev.text = m.emit + (m.stopped ? std::string() : seq->stops->Flush());
+        if (m.stopped) {
+          // The text the decoder held back (an unfinished character) completed a stop string.
+          ev.finish = FinishReason::kStop;
+          ev.finish_detail = m.matched;
+        }
       } else {
         ev.text = *rest;
       }

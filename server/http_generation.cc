@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "server/auth.h"
 #include "server/errors.h"
 #include "server/metrics.h"
 #include "server/openai_api.h"
@@ -40,24 +41,6 @@ absl::Status WithParam(absl::Status s) {
     s.SetPayload(kParamPayload, absl::Cord(msg.substr(0, end)));
   }
   return s;
-}
-
-// Keys are compared in full whatever their content, so timing says nothing about a prefix.
-bool SameKey(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % std::max<size_t>(1, b.size())];
-  return diff == 0;
-}
-
-absl::Status CheckAuth(const ServerContext& ctx, const httplib::Request& req) {
-  if (ctx.config.server.api_key.empty()) return absl::OkStatus();
-  const std::string header = req.get_header_value("Authorization");
-  const std::string prefix = "Bearer ";
-  if (!absl::StartsWith(header, prefix) ||
-      !SameKey(header.substr(prefix.size()), ctx.config.server.api_key)) {
-    return absl::UnauthenticatedError("missing or invalid API key (Authorization: Bearer ...)");
-  }
-  return absl::OkStatus();
 }
 
 std::string NewId(const char* prefix) {
@@ -152,7 +135,7 @@ void Serve(ServerContext* ctx, const httplib::Request& req, httplib::Response& r
     ctx->metrics->RequestRejected(HttpStatusFor(s));
     server::SendError(r, s);
   };
-  if (absl::Status s = CheckAuth(*ctx, req); !s.ok()) return SendError(res, s);
+  if (absl::Status s = CheckApiKey(ctx->config, req); !s.ok()) return SendError(res, s);
   if (ctx->state.phase() != Phase::kReady || ctx->engine == nullptr) {
     return SendError(res, absl::UnavailableError("the server is not ready (loading or draining)"));
   }

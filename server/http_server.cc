@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "server/auth.h"
 #include "server/errors.h"
 #include "server/http_generation.h"
 #include "server/metrics.h"
@@ -15,6 +16,8 @@ namespace {
 using nlohmann::json;
 
 constexpr size_t kMaxBodyBytes = 8 << 20;  // 413 beyond this
+constexpr int64_t kMinHttpWorkers = 256;
+constexpr int kListenBacklog = 1024;
 
 void SendError(httplib::Response& res, const absl::Status& s, const std::string& param = "") {
   res.status = HttpStatusFor(s);
@@ -38,17 +41,25 @@ void HttpServer::Routes() {
   http_->set_payload_max_length(kMaxBodyBytes);
   // httplib's default adds SO_REUSEPORT, which would let a second server bind the same port and
   // silently take half its traffic. SO_REUSEADDR alone allows a quick restart and no more.
-  http_->set_socket_options([](socket_t sock) {
+  http_->set_socket_options([this](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
+    listen_fd_ = sock;
   });
+  // One worker per connection (a streaming response holds its worker to the end): enough
+  // workers for a burst of streams, and idle keep-alive connections let go quickly.
+  const int workers =
+      int(std::max<int64_t>(kMinHttpWorkers, ctx_->config.server.max_concurrent_requests + 16));
+  http_->new_task_queue = [workers] { return new httplib::ThreadPool(size_t(workers)); };
+  http_->set_keep_alive_timeout(2);
 
   http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (absl::Status s = ctx_->state.Check(); !s.ok()) return SendError(res, s);
     SendJson(res, {{"status", "ok"}});
   });
 
-  http_->Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+  http_->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+    if (absl::Status s = CheckApiKey(ctx_->config, req); !s.ok()) return SendError(res, s);
     const std::string& id = ctx_->config.model.served_model_name;
     SendJson(res, {{"object", "list"},
                    {"data", json::array({{{"id", id},
@@ -71,20 +82,27 @@ void HttpServer::Routes() {
   // still answer with OpenAI's error JSON.
   http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    absl::Status s;
+    std::string message, type = "invalid_request_error";
     switch (res.status) {
       case 404:
-        s = absl::NotFoundError(absl::StrCat("no route for ", req.method, " ", req.path));
+        message = absl::StrCat("no route for ", req.method, " ", req.path);
+        type = "not_found_error";
         break;
       case 413:
-        s = absl::InvalidArgumentError(
-            absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes"));
+        message = absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes");
+        break;
+      case 400:
+        // httplib refuses what it cannot parse: a request line or headers over its limits.
+        message = "malformed request (request line or headers too long or invalid)";
         break;
       default:
-        s = absl::UnknownError(absl::StrCat("HTTP ", res.status));
+        message = absl::StrCat("HTTP ", res.status);
+        type = "server_error";
     }
     const int status = res.status;
-    res.set_content(OpenAiErrorJson(s), "application/json");
+    nlohmann::json body = {
+        {"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}};
+    res.set_content(body.dump(), "application/json");
     res.status = status;
   });
 }
@@ -99,6 +117,9 @@ absl::StatusOr<int> HttpServer::Start(const std::string& host, int port) {
   if (bound <= 0) {
     return absl::UnavailableError(absl::StrCat("http: cannot listen on ", host, ":", port));
   }
+  // Debian's httplib listens with a backlog of 5, which drops connections under a burst;
+  // listen() again on the bound socket raises it (Linux updates the backlog in place).
+  if (listen_fd_ >= 0) ::listen(listen_fd_, kListenBacklog);
   thread_ = std::thread([this] {
     http_->listen_after_bind();
     listen_returned_.store(true);

@@ -32,6 +32,7 @@ class HttpServer {
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
   std::atomic<bool> listen_returned_{false};
+  int listen_fd_ = -1;  // the listening socket, seen through httplib's socket-options hook
 };
 
 }  // namespace arbor::server

@@ -18,6 +18,38 @@ absl::Status FieldError(const std::string& field, const std::string& what) {
   return s;
 }
 
+namespace {
+
+// Offset of the first number literal outside strings that overflows a double, or npos.
+size_t FirstInfiniteNumber(const std::string& body) {
+  bool in_string = false, escaped = false;
+  for (size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      const char* start = body.c_str() + i;
+      char* end = nullptr;
+      const double v = std::strtod(start, &end);
+      if (std::isinf(v)) return i;
+      i += size_t(std::max<ptrdiff_t>(1, end - start)) - 1;
+    }
+  }
+  return std::string::npos;
+}
+
+}  // namespace
+
 absl::StatusOr<json> ParseBody(const std::string& body) {
   // Nesting depth outside strings, counted before parsing: a 4 MB "[[[[..." must not reach a
   // recursive destructor.
@@ -44,7 +76,31 @@ absl::StatusOr<json> ParseBody(const std::string& body) {
       --depth;
     }
   }
-  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::out_of_range& e) {
+    // A number out of range (1e999) is nlohmann's out_of_range.406: name the field it belongs
+    // to (the last key before the first such number).
+    const size_t at = FirstInfiniteNumber(body);
+    const std::string before = body.substr(0, std::min(body.size(), at));
+    const size_t colon = before.find_last_of(':');
+    const size_t close =
+        colon == std::string::npos ? std::string::npos : before.find_last_of('"', colon);
+    const size_t open = close == std::string::npos || close == 0
+                            ? std::string::npos
+                            : before.find_last_of('"', close - 1);
+    const std::string tail = colon == std::string::npos ? "" : before.substr(colon + 1);
+    // The number must follow its key directly ("key": <number>), not sit inside an array.
+    const bool key_value = tail.find_first_not_of(" \t\r\n") == std::string::npos;
+    if (open != std::string::npos && key_value) {
+      return FieldError(before.substr(open + 1, close - open - 1),
+                        std::string("number out of range (") + e.what() + ")");
+    }
+    return absl::InvalidArgumentError("request body holds a number out of range");
+  } catch (const json::exception&) {
+    j = json::value_t::discarded;
+  }
   if (j.is_discarded()) {
     // nlohmann rejects malformed JSON, invalid UTF-8 and unpaired surrogate escapes alike.
     return absl::InvalidArgumentError(

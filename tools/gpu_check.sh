@@ -35,6 +35,16 @@ done
 [ "$ok" -eq 1 ] || status=1
 grep -E 'backend:' "$out/serve.log" || status=1
 grep -q 'backend: cuda' "$out/serve.log" || { echo "server did not pick CUDA"; status=1; }
+# A real generation on the GPU, through the HTTP API.
+curl -sf http://127.0.0.1:18080/v1/completions -H 'Content-Type: application/json' \
+  -d '{"model": "tiny", "prompt": "In the beginning", "max_tokens": 8, "temperature": 0}' \
+  | tee "$out/completion.json" | grep -q '"finish_reason":"length"' || { echo "completion failed"; status=1; }
+echo
+if [ -x "$bundle/bin/bench_engine" ]; then
+  echo "== bench_engine (cuda, then cpu, same host)"
+  "$bundle/run.sh" bench_engine --device cuda --results "$out/results.json" || status=1
+  "$bundle/run.sh" bench_engine --device cpu --results "$out/results.json" || status=1
+fi
 kill -TERM "$pid"; wait "$pid" || status=1
 echo "gpu_check: $([ $status -eq 0 ] && echo OK || echo FAILED)"
 exit $status

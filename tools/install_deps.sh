@@ -12,6 +12,8 @@ PACKAGES=(
   catch2 libopenblas-dev libglpk-dev libre2-dev libicu-dev
   curl python3 python3-grpcio                # test clients
 )
+# Node.js and npm run the official openai client (tests/e2e); most images have them already.
+command -v node >/dev/null && command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -9,6 +9,12 @@ tools/install_deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 bazel build //... || { echo "0 passed, 1 failed"; exit 1; }
 bazel test //... "$@"
 rc=$?
-tools/test_summary.sh
+# Black-box suites against the real binary with clients nobody here wrote (the official openai
+# npm package, curl, a loopback load test): tests/e2e/run.sh prints its own summary line.
+e2e_log=$(mktemp)
+tests/e2e/run.sh bazel-bin/server/arbor 2>&1 | tee "$e2e_log"
+e2e_rc=${PIPESTATUS[0]}
+tools/test_summary.sh "$(grep -a '^arbor-tests: ' "$e2e_log" | tail -n 1)"
 summary_rc=$?
-[ "$rc" -eq 0 ] && [ "$summary_rc" -eq 0 ]
+rm -f "$e2e_log"
+[ "$rc" -eq 0 ] && [ "$e2e_rc" -eq 0 ] && [ "$summary_rc" -eq 0 ]

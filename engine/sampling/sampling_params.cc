@@ -82,9 +82,12 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size)
     return Invalid(absl::StrCat("top_p must be in (0, 1], got ", p.top_p));
   }
   if (auto s = CheckClosed("min_p", p.min_p, 0.0f, 1.0f, "[0, 1]"); !s.ok()) return s;
-  if (!std::isfinite(p.repetition_penalty) || p.repetition_penalty <= 0.0f) {
+  // A multiplier with 1 neutral; like the additive penalties it is bounded by 2 (the range the
+  // robustness spec gives every penalty), which also keeps logits from being scaled wildly.
+  if (!std::isfinite(p.repetition_penalty) || p.repetition_penalty <= 0.0f ||
+      p.repetition_penalty > 2.0f) {
     return Invalid(
-        absl::StrCat("repetition_penalty must be a finite number > 0, got ", p.repetition_penalty));
+        absl::StrCat("repetition_penalty must be in (0, 2], got ", p.repetition_penalty));
   }
   if (auto s = CheckClosed("presence_penalty", p.presence_penalty, -kMaxAbsPresenceOrFrequency,
                            kMaxAbsPresenceOrFrequency, "[-2, 2]");

@@ -53,6 +53,8 @@ TEST_CASE("every out-of-range field is rejected, naming the field", "[sampling][
        "repetition_penalty"},
       {"repetition_penalty nan", [&](auto& p) { p.repetition_penalty = nan; },
        "repetition_penalty"},
+      {"repetition_penalty 2.5", [](auto& p) { p.repetition_penalty = 2.5f; },
+       "repetition_penalty"},
       {"presence_penalty 2.5", [](auto& p) { p.presence_penalty = 2.5f; }, "presence_penalty"},
       {"presence_penalty -2.1", [](auto& p) { p.presence_penalty = -2.1f; }, "presence_penalty"},
       {"presence_penalty -inf", [&](auto& p) { p.presence_penalty = -inf; }, "presence_penalty"},

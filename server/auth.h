@@ -1,0 +1,18 @@
+// API-key checks for the HTTP routes that need them (inference, models, admin).
+#ifndef ARBOR_SERVER_AUTH_H_
+#define ARBOR_SERVER_AUTH_H_
+
+#include <httplib.h>
+
+#include "absl/status/status.h"
+#include "engine/launch_config.h"
+
+namespace arbor::server {
+
+// Ok when no key is configured or the request carries "Authorization: Bearer <key>";
+// Unauthenticated otherwise. Keys are compared in constant time.
+absl::Status CheckApiKey(const engine::LaunchConfig& config, const httplib::Request& req);
+
+}  // namespace arbor::server
+
+#endif  // ARBOR_SERVER_AUTH_H_
