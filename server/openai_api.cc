@@ -20,10 +20,12 @@ absl::Status FieldError(const std::string& field, const std::string& what) {
 
 namespace {
 
-// Offset of the first number literal outside strings that overflows a double, or npos.
-size_t FirstInfiniteNumber(const std::string& body) {
+// Calls visit(i) for every byte offset of `body` outside JSON string literals; visit returns
+// how many bytes it consumed (>= 1) or 0 to stop the scan.
+template <typename Visit>
+void ScanOutsideStrings(const std::string& body, Visit visit) {
   bool in_string = false, escaped = false;
-  for (size_t i = 0; i < body.size(); ++i) {
+  for (size_t i = 0; i < body.size();) {
     const char c = body[i];
     if (in_string) {
       if (escaped) {
@@ -33,19 +35,35 @@ size_t FirstInfiniteNumber(const std::string& body) {
       } else if (c == '"') {
         in_string = false;
       }
+      ++i;
       continue;
     }
     if (c == '"') {
       in_string = true;
-    } else if (c == '-' || (c >= '0' && c <= '9')) {
-      const char* start = body.c_str() + i;
-      char* end = nullptr;
-      const double v = std::strtod(start, &end);
-      if (std::isinf(v)) return i;
-      i += size_t(std::max<ptrdiff_t>(1, end - start)) - 1;
+      ++i;
+      continue;
     }
+    const size_t used = visit(i);
+    if (used == 0) return;
+    i += used;
   }
-  return std::string::npos;
+}
+
+// Offset of the first number literal that overflows a double, or npos.
+size_t FirstInfiniteNumber(const std::string& body) {
+  size_t found = std::string::npos;
+  ScanOutsideStrings(body, [&](size_t i) -> size_t {
+    const char c = body[i];
+    if (c != '-' && (c < '0' || c > '9')) return 1;
+    const char* start = body.c_str() + i;
+    char* end = nullptr;
+    if (std::isinf(std::strtod(start, &end))) {
+      found = i;
+      return 0;
+    }
+    return size_t(std::max<ptrdiff_t>(1, end - start));
+  });
+  return found;
 }
 
 }  // namespace
@@ -54,27 +72,22 @@ absl::StatusOr<json> ParseBody(const std::string& body) {
   // Nesting depth outside strings, counted before parsing: a 4 MB "[[[[..." must not reach a
   // recursive destructor.
   int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : body) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') in_string = true;
+  bool too_deep = false;
+  ScanOutsideStrings(body, [&](size_t i) -> size_t {
+    const char c = body[i];
     if (c == '[' || c == '{') {
       if (++depth > kMaxJsonDepth) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("request body nests deeper than ", kMaxJsonDepth, " levels"));
+        too_deep = true;
+        return 0;
       }
     } else if (c == ']' || c == '}') {
       --depth;
     }
+    return 1;
+  });
+  if (too_deep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request body nests deeper than ", kMaxJsonDepth, " levels"));
   }
   json j;
   try {
