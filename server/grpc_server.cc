@@ -8,31 +8,11 @@
 #include "engine/launch_config.h"
 #include "proto/arbor.grpc.pb.h"
 #include "server/errors.h"
+#include "server/grpc_generation.h"
 #include "server/version.h"
 
 namespace arbor::server {
 namespace {
-
-class GenerationService final : public arbor::v1::Generation::Service {
- public:
-  explicit GenerationService(ServerContext* ctx) : ctx_(ctx) {}
-
-  grpc::Status ListModels(grpc::ServerContext*, const arbor::v1::ListModelsRequest*,
-                          arbor::v1::ListModelsResponse* out) override {
-    out->set_object("list");
-    auto* m = out->add_data();
-    m->set_id(ctx_->config.model.served_model_name);
-    m->set_object("model");
-    m->set_created(ctx_->created_unix_s);
-    m->set_owned_by("arbor");
-    m->set_root(ctx_->config.model.served_model_name);
-    m->set_max_model_len(ctx_->max_model_len);
-    return grpc::Status::OK;
-  }
-
- private:
-  ServerContext* ctx_;
-};
 
 class AdminService final : public arbor::v1::Admin::Service {
  public:
@@ -47,8 +27,9 @@ class AdminService final : public arbor::v1::Admin::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ServerInfo(grpc::ServerContext*, const arbor::v1::ServerInfoRequest*,
+  grpc::Status ServerInfo(grpc::ServerContext* call, const arbor::v1::ServerInfoRequest*,
                           arbor::v1::ServerInfoResponse* out) override {
+    if (auto s = CheckGrpcApiKey(*ctx_, *call); !s.ok()) return s;
     out->set_version(kVersion);
     out->set_backend(ctx_->backend_name);
     out->set_device_name(ctx_->device.name);
@@ -69,7 +50,7 @@ class AdminService final : public arbor::v1::Admin::Service {
 
 GrpcServer::GrpcServer(ServerContext* ctx)
     : ctx_(ctx),
-      generation_(std::make_unique<GenerationService>(ctx)),
+      generation_(NewGenerationService(ctx)),
       admin_(std::make_unique<AdminService>(ctx)) {}
 
 GrpcServer::~GrpcServer() { Stop(absl::ZeroDuration()); }

@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "server/auth.h"
 #include "server/errors.h"
+#include "server/generation.h"
 #include "server/metrics.h"
 #include "server/openai_api.h"
 #include "server/request_channel.h"
@@ -25,105 +26,6 @@ using nlohmann::json;
 void SendError(httplib::Response& res, const absl::Status& s) {
   res.status = HttpStatusFor(s);
   res.set_content(OpenAiErrorJson(s), "application/json");
-}
-
-// Engine-side validation messages start with the field ("temperature must be ..."): name it
-// as OpenAI's "param" too.
-absl::Status WithParam(absl::Status s) {
-  if (s.code() != absl::StatusCode::kInvalidArgument || s.GetPayload(kParamPayload)) return s;
-  const std::string msg(s.message());
-  size_t end = 0;
-  while (end < msg.size() &&
-         (std::islower(static_cast<unsigned char>(msg[end])) || msg[end] == '_')) {
-    ++end;
-  }
-  if (end > 0 && end < msg.size() && (msg[end] == ' ' || msg[end] == ':')) {
-    s.SetPayload(kParamPayload, absl::Cord(msg.substr(0, end)));
-  }
-  return s;
-}
-
-std::string NewId(const char* prefix) {
-  static std::atomic<uint64_t> counter{0};
-  static const uint64_t salt = std::random_device{}();
-  return absl::StrFormat("%s-%016x%08x", prefix, salt, counter.fetch_add(1));
-}
-
-// Counts a generation request as in flight for as long as it lives (shared by the stream).
-class InFlight {
- public:
-  explicit InFlight(ServerContext* ctx) : ctx_(ctx) { ctx_->in_flight.fetch_add(1); }
-  ~InFlight() { ctx_->in_flight.fetch_sub(1); }
-
- private:
-  ServerContext* ctx_;
-};
-
-// What both endpoints hand the engine after their own parsing.
-struct Prepared {
-  engine::Request request;
-  std::string model;
-  bool stream = false;
-  bool include_usage = false;
-  bool with_logprobs = false;
-  bool chat = false;
-};
-
-absl::Status CheckModel(const ServerContext& ctx, const std::string& model) {
-  if (model != ctx.config.model.served_model_name) {
-    absl::Status s = absl::NotFoundError(absl::StrCat("The model `", model, "` does not exist."));
-    s.SetPayload(kParamPayload, absl::Cord("model"));
-    return s;
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const json& body) {
-  ASSIGN_OR_RETURN(CompletionRequest r, ParseCompletionRequest(body));
-  RETURN_IF_ERROR(CheckModel(ctx, r.model));
-  Prepared p;
-  p.model = r.model;
-  p.stream = r.stream;
-  p.include_usage = r.include_usage;
-  p.with_logprobs = r.params.logprobs >= 0;
-  p.request.params = std::move(r.params);
-  if (r.prompt_is_text) {
-    if (ctx.tokenizer == nullptr) {
-      return FieldError("prompt", "this model has no tokenizer: send token ids");
-    }
-    ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(r.prompt_text, true));
-    if (p.request.prompt.empty()) return FieldError("prompt", "encodes to no tokens");
-  } else {
-    p.request.prompt = std::move(r.prompt_ids);
-  }
-  return p;
-}
-
-absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body) {
-  ASSIGN_OR_RETURN(ChatRequest r, ParseChatRequest(body));
-  RETURN_IF_ERROR(CheckModel(ctx, r.model));
-  if (ctx.chat_template == nullptr || ctx.tokenizer == nullptr) {
-    return FieldError("messages", "this model has no chat template; use /v1/completions");
-  }
-  nlohmann::ordered_json context = {{"messages", r.messages},
-                                    {"add_generation_prompt", r.add_generation_prompt},
-                                    {"bos_token", ctx.bos_token},
-                                    {"eos_token", ctx.eos_token}};
-  auto prompt = ctx.chat_template->Render(context);
-  if (!prompt.ok()) {
-    // raise_exception in the template is the template refusing these messages: a 400.
-    return FieldError("messages", std::string(prompt.status().message()));
-  }
-  Prepared p;
-  p.chat = true;
-  p.model = r.model;
-  p.stream = r.stream;
-  p.include_usage = r.include_usage;
-  p.with_logprobs = r.logprobs;
-  p.request.params = std::move(r.params);
-  // The template writes the special tokens itself.
-  ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(*prompt, false));
-  return p;
 }
 
 std::string Sse(const json& chunk) {
@@ -166,12 +68,7 @@ void Serve(ServerContext* ctx, const httplib::Request& req, httplib::Response& r
 
   const std::string id = NewId(chat ? "chatcmpl" : "cmpl");
   const int64_t created = absl::ToUnixSeconds(absl::Now());
-  const engine::Tokenizer* tok = ctx->tokenizer;
-  TokenText token_text = [tok](int32_t t) -> std::string {
-    if (tok == nullptr) return absl::StrCat(t);
-    auto s = tok->Decode({&t, 1}, false);
-    return s.ok() ? *s : std::string();
-  };
+  const TokenText token_text = TokenTextFor(*ctx);
 
   if (!p.stream) {
     std::vector<ChoiceState> choices(static_cast<size_t>(n));

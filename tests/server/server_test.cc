@@ -280,5 +280,166 @@ TEST_CASE("API keys and the concurrency limit", "[server]") {
   CHECK(health->status == 200);
 }
 
+TEST_CASE("gRPC: Complete and ChatComplete stream, Tokenize/Detokenize round-trip", "[server]") {
+  auto app = StartTiny();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  auto gen = arbor::v1::Generation::NewStub(channel);
+
+  arbor::v1::TokenizeRequest treq;
+  treq.set_model("tiny");
+  treq.set_text("In the beginning");
+  treq.set_add_special_tokens(true);
+  arbor::v1::TokenizeResponse tres;
+  {
+    grpc::ClientContext ctx;
+    REQUIRE(gen->Tokenize(&ctx, treq, &tres).ok());
+  }
+  REQUIRE(tres.ids_size() > 1);
+  arbor::v1::DetokenizeRequest dreq;
+  dreq.set_model("tiny");
+  dreq.mutable_ids()->CopyFrom(tres.ids());
+  dreq.set_skip_special_tokens(true);
+  arbor::v1::DetokenizeResponse dres;
+  {
+    grpc::ClientContext ctx;
+    REQUIRE(gen->Detokenize(&ctx, dreq, &dres).ok());
+  }
+  CHECK(dres.text() == "In the beginning");
+
+  arbor::v1::CompletionRequest creq;
+  creq.set_model("tiny");
+  creq.mutable_token_ids()->mutable_ids()->CopyFrom(tres.ids());
+  creq.mutable_sampling()->set_max_tokens(6);
+  creq.mutable_sampling()->set_temperature(0);
+  creq.mutable_sampling()->set_ignore_eos(true);
+  creq.mutable_sampling()->set_logprobs(2);
+  {
+    grpc::ClientContext ctx;
+    auto reader = gen->Complete(&ctx, creq);
+    arbor::v1::CompletionChunk chunk;
+    int tokens = 0;
+    std::string finish;
+    int64_t usage_completion = -1;
+    while (reader->Read(&chunk)) {
+      for (const auto& c : chunk.choices()) {
+        tokens += c.token_ids_size();
+        CHECK(c.logprobs_size() == c.token_ids_size());
+        if (!c.finish_reason().empty()) finish = c.finish_reason();
+      }
+      if (chunk.has_usage()) usage_completion = chunk.usage().completion_tokens();
+    }
+    REQUIRE(reader->Finish().ok());
+    CHECK(tokens == 6);
+    CHECK(finish == "length");
+    CHECK(usage_completion == 6);
+  }
+  arbor::v1::ChatRequest chat;
+  chat.set_model("tiny");
+  auto* m = chat.add_messages();
+  m->set_role("user");
+  m->set_content("Hi");
+  chat.mutable_sampling()->set_max_tokens(3);
+  {
+    grpc::ClientContext ctx;
+    auto reader = gen->ChatComplete(&ctx, chat);
+    arbor::v1::CompletionChunk chunk;
+    int n = 0;
+    while (reader->Read(&chunk)) ++n;
+    CHECK(reader->Finish().ok());
+    CHECK(n >= 2);
+  }
+  // The same field checks as HTTP: a bad temperature names the field.
+  creq.mutable_sampling()->set_temperature(-1);
+  {
+    grpc::ClientContext ctx;
+    auto reader = gen->Complete(&ctx, creq);
+    arbor::v1::CompletionChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    const grpc::Status st = reader->Finish();
+    CHECK(st.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(st.error_message().find("temperature") != std::string::npos);
+  }
+  creq.set_model("nope");
+  {
+    grpc::ClientContext ctx;
+    auto reader = gen->Complete(&ctx, creq);
+    arbor::v1::CompletionChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    CHECK(reader->Finish().error_code() == grpc::StatusCode::NOT_FOUND);
+  }
+}
+
+TEST_CASE("gRPC: a deadline or a cancel aborts the request and frees its pages", "[server]") {
+  auto app = StartTiny();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  auto gen = arbor::v1::Generation::NewStub(channel);
+  arbor::v1::CompletionRequest creq;
+  creq.set_model("tiny");
+  creq.set_text("x");
+  creq.mutable_sampling()->set_max_tokens(2000);
+  creq.mutable_sampling()->set_ignore_eos(true);
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
+    auto reader = gen->Complete(&ctx, creq);
+    arbor::v1::CompletionChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    CHECK(reader->Finish().error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto reader = gen->Complete(&ctx, creq);
+    arbor::v1::CompletionChunk chunk;
+    REQUIRE(reader->Read(&chunk));
+    ctx.TryCancel();
+    while (reader->Read(&chunk)) {
+    }
+    CHECK(reader->Finish().error_code() == grpc::StatusCode::CANCELLED);
+  }
+  engine::EngineStats s;
+  for (int i = 0; i < 500; ++i) {
+    s = app->context().engine->stats();
+    if (s.running == 0 && s.requests_aborted == 2) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  CHECK(s.running == 0);
+  CHECK(s.requests_aborted == 2);
+  CHECK(s.pages_kv == s.pages_cached_evictable);
+}
+
+TEST_CASE("gRPC: every RPC but Health needs the API key when one is set", "[server]") {
+  auto app = StartTiny({"server.api_key=sekret"});
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  auto gen = arbor::v1::Generation::NewStub(channel);
+  auto admin = arbor::v1::Admin::NewStub(channel);
+  {
+    grpc::ClientContext ctx;
+    arbor::v1::ListModelsResponse res;
+    CHECK(gen->ListModels(&ctx, {}, &res).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    arbor::v1::ServerInfoResponse res;
+    CHECK(admin->ServerInfo(&ctx, {}, &res).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer sekret");
+    arbor::v1::ListModelsResponse res;
+    CHECK(gen->ListModels(&ctx, {}, &res).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    arbor::v1::HealthResponse res;
+    CHECK(admin->Health(&ctx, {}, &res).ok());
+  }
+}
+
 }  // namespace
 }  // namespace arbor::server

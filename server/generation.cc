@@ -1,0 +1,109 @@
+#include "server/generation.h"
+
+#include <atomic>
+#include <cctype>
+#include <random>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "server/errors.h"
+
+namespace arbor::server {
+
+using nlohmann::json;
+
+// Engine-side validation messages start with the field ("temperature must be ..."): name it
+// as OpenAI's "param" too.
+absl::Status WithParam(absl::Status s) {
+  if (s.code() != absl::StatusCode::kInvalidArgument || s.GetPayload(kParamPayload)) return s;
+  const std::string msg(s.message());
+  size_t end = 0;
+  while (end < msg.size() &&
+         (std::islower(static_cast<unsigned char>(msg[end])) || msg[end] == '_')) {
+    ++end;
+  }
+  if (end > 0 && end < msg.size() && (msg[end] == ' ' || msg[end] == ':')) {
+    s.SetPayload(kParamPayload, absl::Cord(msg.substr(0, end)));
+  }
+  return s;
+}
+
+std::string NewId(const char* prefix) {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  return absl::StrFormat("%s-%016x%08x", prefix, salt, counter.fetch_add(1));
+}
+
+TokenText TokenTextFor(const ServerContext& ctx) {
+  const engine::Tokenizer* tok = ctx.tokenizer;
+  return [tok](int32_t t) -> std::string {
+    if (tok == nullptr) return absl::StrCat(t);
+    auto s = tok->Decode({&t, 1}, false);
+    return s.ok() ? *s : std::string();
+  };
+}
+
+namespace {
+
+absl::Status CheckModel(const ServerContext& ctx, const std::string& model) {
+  if (model != ctx.config.model.served_model_name) {
+    absl::Status s = absl::NotFoundError(absl::StrCat("The model `", model, "` does not exist."));
+    s.SetPayload(kParamPayload, absl::Cord("model"));
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const json& body) {
+  ASSIGN_OR_RETURN(CompletionRequest r, ParseCompletionRequest(body));
+  RETURN_IF_ERROR(CheckModel(ctx, r.model));
+  Prepared p;
+  p.model = r.model;
+  p.stream = r.stream;
+  p.include_usage = r.include_usage;
+  p.with_logprobs = r.params.logprobs >= 0;
+  p.request.params = std::move(r.params);
+  if (r.prompt_is_text) {
+    if (ctx.tokenizer == nullptr) {
+      return FieldError("prompt", "this model has no tokenizer: send token ids");
+    }
+    ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(r.prompt_text, true));
+    if (p.request.prompt.empty()) return FieldError("prompt", "encodes to no tokens");
+  } else {
+    p.request.prompt = std::move(r.prompt_ids);
+  }
+  return p;
+}
+
+absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body) {
+  ASSIGN_OR_RETURN(ChatRequest r, ParseChatRequest(body));
+  RETURN_IF_ERROR(CheckModel(ctx, r.model));
+  if (ctx.chat_template == nullptr || ctx.tokenizer == nullptr) {
+    return FieldError("messages", "this model has no chat template; use /v1/completions");
+  }
+  nlohmann::ordered_json context = {{"messages", r.messages},
+                                    {"add_generation_prompt", r.add_generation_prompt},
+                                    {"bos_token", ctx.bos_token},
+                                    {"eos_token", ctx.eos_token}};
+  auto prompt = ctx.chat_template->Render(context);
+  if (!prompt.ok()) {
+    // raise_exception in the template is the template refusing these messages: a 400.
+    return FieldError("messages", std::string(prompt.status().message()));
+  }
+  Prepared p;
+  p.chat = true;
+  p.model = r.model;
+  p.stream = r.stream;
+  p.include_usage = r.include_usage;
+  p.with_logprobs = r.logprobs;
+  p.request.params = std::move(r.params);
+  // The template writes the special tokens itself.
+  ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(*prompt, false));
+  return p;
+}
+
+}  // namespace arbor::server

@@ -1,0 +1,55 @@
+// What the HTTP and gRPC front ends share to serve a generation request: field checks into an
+// engine::Request (tokenizing and templating on the caller's thread), response ids, the
+// in-flight count, and token text for logprobs.
+#ifndef ARBOR_SERVER_GENERATION_H_
+#define ARBOR_SERVER_GENERATION_H_
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/request.h"
+#include "server/context.h"
+#include "server/openai_api.h"
+
+namespace arbor::server {
+
+struct Prepared {
+  engine::Request request;  // callback still unset
+  std::string model;
+  bool stream = false;
+  bool include_usage = false;
+  bool with_logprobs = false;
+  bool chat = false;
+};
+
+// An OpenAI completions / chat body (already parsed JSON) checked and turned into a request.
+// Unknown model: NotFound "The model `X` does not exist.".
+absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const nlohmann::json& body);
+absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const nlohmann::json& body);
+
+// Engine-side validation messages start with the field ("temperature must be ..."): name it
+// as the status's param payload too.
+absl::Status WithParam(absl::Status s);
+
+// "cmpl-..." / "chatcmpl-...": unique within the process and not guessable across restarts.
+std::string NewId(const char* prefix);
+
+// The token's text for logprob displays (may be a partial character).
+TokenText TokenTextFor(const ServerContext& ctx);
+
+// Counts a generation request as in flight for as long as it lives.
+class InFlight {
+ public:
+  explicit InFlight(ServerContext* ctx) : ctx_(ctx) { ctx_->in_flight.fetch_add(1); }
+  ~InFlight() { ctx_->in_flight.fetch_sub(1); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  ServerContext* ctx_;
+};
+
+}  // namespace arbor::server
+
+#endif  // ARBOR_SERVER_GENERATION_H_
