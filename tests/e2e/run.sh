@@ -171,6 +171,13 @@ if start_server load --set server.max_concurrent_requests=512 --set engine.max_n
   stop_server load "$SERVER_PID"
 fi
 
+# ---------------------------------------------------------------- 4. SIGTERM drain
+echo "== drain suite"
+python3 "$HERE/drain_test.py" "$ARBOR" >"$LOGS/drain.out" 2>&1
+grep -v '^arbor-tests:' "$LOGS/drain.out" | sed 's/^/   /'
+add_counts drain "$LOGS/drain.out"
+grep '^arbor-tests:' "$LOGS/drain.out" | sed 's/^arbor-tests:/   drain:/'
+
 trap - EXIT
 echo "(logs in $LOGS)"
 echo "arbor-tests: $PASSED passed, $FAILED failed, 0 skipped"
