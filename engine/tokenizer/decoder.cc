@@ -3,6 +3,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "engine/tokenizer/byte_level.h"
+#include "engine/tokenizer/replace_pattern.h"
 #include "engine/tokenizer/split_regex.h"
 #include "engine/tokenizer/utf8.h"
 
@@ -233,20 +234,8 @@ absl::StatusOr<std::unique_ptr<Decoder>> Decoder::FromJson(const Json& j, const 
                                                      static_cast<size_t>(stop)));
   }
   if (type == "Replace") {
-    ASSIGN_OR_RETURN(const json_fields::Pattern pattern,
-                     json_fields::GetPattern(j, "pattern", path));
+    ASSIGN_OR_RETURN(std::unique_ptr<SplitRegex> re, ReplacePattern(j, path));
     ASSIGN_OR_RETURN(std::string content, json_fields::GetString(j, "content", path));
-    std::unique_ptr<SplitRegex> re;
-    if (pattern.is_regex) {
-      auto compiled = SplitRegex::Compile(pattern.text);
-      if (!compiled.ok()) {
-        return json_fields::Error(json_fields::Child(path, "pattern.Regex"),
-                                  ToStd(compiled.status().message()));
-      }
-      re = std::move(*compiled);
-    } else {
-      re = SplitRegex::Literal(pattern.text);
-    }
     return std::unique_ptr<Decoder>(new ReplaceDecoder(std::move(re), std::move(content)));
   }
   if (type == "Metaspace") {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/status_macros.h"
+#include "engine/tokenizer/replace_pattern.h"
 #include "engine/tokenizer/split_regex.h"
 
 namespace arbor::engine {
@@ -102,20 +103,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> Normalizer::FromJson(const Json& j,
     return std::unique_ptr<Normalizer>(new PrependNormalizer(std::move(prefix)));
   }
   if (type == "Replace") {
-    ASSIGN_OR_RETURN(const json_fields::Pattern pattern,
-                     json_fields::GetPattern(j, "pattern", path));
+    ASSIGN_OR_RETURN(std::unique_ptr<SplitRegex> re, ReplacePattern(j, path));
     ASSIGN_OR_RETURN(std::string content, json_fields::GetString(j, "content", path));
-    std::unique_ptr<SplitRegex> re;
-    if (pattern.is_regex) {
-      auto compiled = SplitRegex::Compile(pattern.text);
-      if (!compiled.ok()) {
-        return json_fields::Error(json_fields::Child(path, "pattern.Regex"),
-                                  ToStd(compiled.status().message()));
-      }
-      re = std::move(*compiled);
-    } else {
-      re = SplitRegex::Literal(pattern.text);
-    }
     return std::unique_ptr<Normalizer>(new ReplaceNormalizer(std::move(re), std::move(content)));
   }
   UErrorCode err = U_ZERO_ERROR;
