@@ -35,7 +35,28 @@ wait "$pid"
 rc=$?
 check "SIGTERM exits 0" [ "$rc" -eq 0 ]
 check "log shows drain" grep -q 'draining' "$log"
-[ "$fail" -eq 0 ] || cat "$log"
+
+# /health is 503 while the model loads (a 470 MB dummy model takes a moment), then 200.
+port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log2=$(mktemp)
+"$ARBOR" serve --port "$port2" --grpc-port 0 --device cpu --set model.path=tests/data/configs/llama-medium \
+  --set model.load_format=dummy --set engine.pool_bytes=67108864 >"$log2" 2>&1 &
+pid2=$!
+saw_503=0
+saw_200=0
+for _ in $(seq 1 3000); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port2/health")
+  [ "$code" = "503" ] && saw_503=1
+  if [ "$code" = "200" ]; then saw_200=1; break; fi
+  sleep 0.01
+done
+check "health is 503 while loading" [ "$saw_503" -eq 1 ]
+check "health turns 200 once loaded" [ "$saw_200" -eq 1 ]
+kill -TERM "$pid2"
+wait "$pid2"
+check "SIGTERM after loading exits 0" [ "$?" -eq 0 ]
+[ "$fail" -eq 0 ] || cat "$log" "$log2"
+rm -f "$log2"
 rm -f "$log"
 echo "arbor-tests: $pass passed, $fail failed, 0 skipped"
 [ "$fail" -eq 0 ]
