@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -137,7 +138,19 @@ int main(int argc, char** argv) {
 
   std::string command = "bazel run //tools:bench_engine --";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
-  const std::string card = info.ok() ? info->name : "?";
+  std::string card = info.ok() ? info->name : "?";
+  if (card == "cpu") {
+    // Name the processor: "cpu" alone cannot tell a laptop from a 16-core server.
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+      if (line.rfind("model name", 0) == 0) {
+        card = "cpu (" + std::to_string(std::thread::hardware_concurrency()) + " threads, " +
+               line.substr(line.find(':') + 2) + ")";
+        break;
+      }
+    }
+  }
   const std::string date = absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone());
   const std::string shape = "batch " + std::to_string(a.batch) + ", prompt " +
                             std::to_string(a.prompt) + ", gen " + std::to_string(a.gen) + ", " +
