@@ -110,6 +110,8 @@ absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
   if (!request.params.stop.empty() && text_ == nullptr) {
     return absl::InvalidArgumentError("stop: stop strings need a tokenizer, and none is loaded");
   }
+  // The adapter's id salts the prefix cache: prompts under different adapters never share KV.
+  if (request.adapter != nullptr) request.cache_salt = request.adapter->id;
   auto state = std::make_unique<RequestState>();
   state->arrival = absl::Now();
   state->metrics.prompt_tokens = prompt_len;
@@ -257,7 +259,8 @@ void Engine::Step() {
     }
     chunks.push_back({absl::MakeConstSpan(c.seq->tokens).subspan(size_t(c.start), size_t(c.count)),
                       c.start, blocks_->BlockTable(c.seq->id),
-                      c.sample ? SequenceChunk::Logits::kLast : SequenceChunk::Logits::kNone});
+                      c.sample ? SequenceChunk::Logits::kLast : SequenceChunk::Logits::kNone,
+                      req->request.adapter.get()});
   }
   const absl::Time t1 = absl::Now();
   auto logits =

@@ -70,6 +70,8 @@ class Engine {
   void Cancel(Handle handle);
   EngineStats stats() const;
   int64_t max_model_len() const { return max_model_len_; }
+  // The unified pool: LoRA adapters take their pages from it (engine/lora/adapter_store.h).
+  memory::UnifiedPool& pool() { return *pool_; }
   // Runs on the engine thread between iterations: drops every prefix-cache block back to the
   // pool (tests use it to check that nothing leaked). Returns when done.
   void ClearPrefixCache();

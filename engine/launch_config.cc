@@ -144,6 +144,21 @@ const std::map<std::string, Setter>& Schema() {
          ASSIGN_OR_RETURN(c.engine.enable_prefix_caching, ReadBool(n, k));
          return absl::OkStatus();
        }},
+      {"engine.max_lora_rank",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.max_lora_rank, ReadInt(n, k, 1, 1024));
+         return absl::OkStatus();
+       }},
+      {"server.admin_key",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.admin_key, ReadString(n, k));
+         return absl::OkStatus();
+       }},
+      {"server.adapter_root",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.adapter_root, ReadString(n, k));
+         return absl::OkStatus();
+       }},
       {"server.api_key",
        [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
          ASSIGN_OR_RETURN(c.server.api_key, ReadString(n, k));
@@ -280,6 +295,7 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   out << YAML::Key << "pool_bytes" << YAML::Value << c.engine.pool_bytes;
   out << YAML::Key << "pool_fraction" << YAML::Value << c.engine.pool_fraction;
   out << YAML::Key << "enable_prefix_caching" << YAML::Value << c.engine.enable_prefix_caching;
+  out << YAML::Key << "max_lora_rank" << YAML::Value << c.engine.max_lora_rank;
   out << YAML::EndMap;
   out << YAML::Key << "server" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "host" << YAML::Value << c.server.host;
@@ -289,6 +305,8 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   // The key itself is never logged or returned: only whether one is set.
   out << YAML::Key << "api_key" << YAML::Value << (c.server.api_key.empty() ? "" : "<set>");
   out << YAML::Key << "max_concurrent_requests" << YAML::Value << c.server.max_concurrent_requests;
+  out << YAML::Key << "admin_key" << YAML::Value << (c.server.admin_key.empty() ? "" : "<set>");
+  out << YAML::Key << "adapter_root" << YAML::Value << c.server.adapter_root;
   out << YAML::EndMap;
   out << YAML::EndMap;
   return out.c_str();

@@ -27,6 +27,7 @@ struct EngineSection {
   int64_t pool_bytes = 0;                 // KV pool size; 0: pool_fraction of free memory
   double pool_fraction = 0.5;
   bool enable_prefix_caching = true;
+  int64_t max_lora_rank = 64;  // LoRA adapters of higher rank are refused
 };
 
 struct ServerSection {
@@ -36,6 +37,8 @@ struct ServerSection {
   double drain_timeout_s = 10.0;        // SIGTERM: how long in-flight requests may finish
   std::string api_key;                  // non-empty: /v1/* requires "Authorization: Bearer <key>"
   int64_t max_concurrent_requests = 0;  // 0: unlimited; beyond it 429
+  std::string admin_key;     // admin routes (adapters) need "Bearer <admin_key>"; empty: disabled
+  std::string adapter_root;  // adapters must resolve under this directory; empty: disabled
 };
 
 struct LaunchConfig {

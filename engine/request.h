@@ -5,11 +5,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "engine/lora/adapter.h"
 #include "engine/sampling/sampler.h"
 #include "engine/sampling/sampling_params.h"
 
@@ -46,9 +48,10 @@ using StreamCallback = std::function<void(const StreamEvent&)>;
 struct Request {
   std::vector<int32_t> prompt;
   SamplingParams params;
-  int32_t priority = 0;                // higher runs first; FCFS within a priority
-  std::optional<absl::Time> deadline;  // not started by then -> aborted ("deadline")
-  uint64_t cache_salt = 0;             // the adapter: prefixes are shared only within one
+  int32_t priority = 0;                        // higher runs first; FCFS within a priority
+  std::optional<absl::Time> deadline;          // not started by then -> aborted ("deadline")
+  std::shared_ptr<const LoraAdapter> adapter;  // null: the base model
+  uint64_t cache_salt = 0;  // set from the adapter: prefixes are shared only within one
   StreamCallback callback;
 };
 

@@ -60,6 +60,10 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const engine::Launch
   ASSIGN_OR_RETURN(app->engine_, engine::Engine::Create(*app->model_, *app->backend_,
                                                         app->text_streams_.get(), ec));
   app->ctx_->engine = app->engine_.get();
+  app->adapters_ = std::make_unique<engine::AdapterStore>(
+      app->engine_->pool(), *app->backend_, app->model_->spec(), config.server.adapter_root,
+      config.engine.max_lora_rank);
+  app->ctx_->adapters = app->adapters_.get();
   app->ctx_->tokenizer = app->tokenizer_.get();
   app->ctx_->chat_template = app->chat_template_ ? &*app->chat_template_ : nullptr;
 
@@ -89,8 +93,12 @@ void ServerApp::Shutdown(absl::Duration drain) {
   if (http_) http_->Stop();
   grpc_.reset();
   http_.reset();
-  if (ctx_) ctx_->engine = nullptr;
-  engine_.reset();
+  if (ctx_) {
+    ctx_->engine = nullptr;
+    ctx_->adapters = nullptr;
+  }
+  engine_.reset();  // requests release their adapters first
+  adapters_.reset();
   if (ctx_) ctx_->state.set_backend(nullptr);
   model_.reset();
   backend_.reset();

@@ -42,6 +42,7 @@ class ServerApp {
   std::optional<engine::ChatTemplate> chat_template_;
   std::unique_ptr<engine::TokenizerTextStreams> text_streams_;
   std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<engine::AdapterStore> adapters_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<GrpcServer> grpc_;
   int http_port_ = 0;

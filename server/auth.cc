@@ -18,13 +18,26 @@ bool SameKey(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+bool BearerMatches(const std::string& authorization, const std::string& key) {
+  const std::string prefix = "Bearer ";
+  return absl::StartsWith(authorization, prefix) &&
+         SameKey(authorization.substr(prefix.size()), key);
+}
+
 absl::Status CheckApiKey(const engine::LaunchConfig& config, const httplib::Request& req) {
   if (config.server.api_key.empty()) return absl::OkStatus();
-  const std::string header = req.get_header_value("Authorization");
-  const std::string prefix = "Bearer ";
-  if (!absl::StartsWith(header, prefix) ||
-      !SameKey(header.substr(prefix.size()), config.server.api_key)) {
+  if (!BearerMatches(req.get_header_value("Authorization"), config.server.api_key)) {
     return absl::UnauthenticatedError("missing or invalid API key (Authorization: Bearer ...)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckAdminKey(const engine::LaunchConfig& config, const std::string& authorization) {
+  if (config.server.admin_key.empty()) {
+    return absl::PermissionDeniedError("admin routes are disabled: set server.admin_key");
+  }
+  if (!BearerMatches(authorization, config.server.admin_key)) {
+    return absl::UnauthenticatedError("missing or invalid admin key (Authorization: Bearer ...)");
   }
   return absl::OkStatus();
 }

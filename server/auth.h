@@ -13,6 +13,13 @@ namespace arbor::server {
 // Unauthenticated otherwise. Keys are compared in constant time.
 absl::Status CheckApiKey(const engine::LaunchConfig& config, const httplib::Request& req);
 
+// Admin routes: PermissionDenied when no admin key is configured (they are off by default),
+// Unauthenticated unless the request carries "Authorization: Bearer <admin_key>".
+absl::Status CheckAdminKey(const engine::LaunchConfig& config, const std::string& authorization);
+
+// Constant-time key comparison of "Bearer <key>" headers.
+bool BearerMatches(const std::string& authorization, const std::string& key);
+
 }  // namespace arbor::server
 
 #endif  // ARBOR_SERVER_AUTH_H_

@@ -10,6 +10,7 @@
 #include "engine/chat_template/chat_template.h"
 #include "engine/engine.h"
 #include "engine/launch_config.h"
+#include "engine/lora/adapter_store.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/backend.h"
 #include "server/serving_state.h"
@@ -27,7 +28,8 @@ struct ServerContext {
   const engine::Tokenizer* tokenizer = nullptr;         // null: token-id prompts only
   const engine::ChatTemplate* chat_template = nullptr;  // null: no chat endpoint
   std::string bos_token, eos_token;
-  std::atomic<int64_t> in_flight{0};  // generation requests being served
+  engine::AdapterStore* adapters = nullptr;  // registered LoRA adapters
+  std::atomic<int64_t> in_flight{0};         // generation requests being served
   class Metrics* metrics = nullptr;
   int64_t created_unix_s = 0;  // reported as `created` of the models
   ServingState state;

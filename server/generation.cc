@@ -47,21 +47,25 @@ TokenText TokenTextFor(const ServerContext& ctx) {
 
 namespace {
 
-absl::Status CheckModel(const ServerContext& ctx, const std::string& model) {
-  if (model != ctx.config.model.served_model_name) {
-    absl::Status s = absl::NotFoundError(absl::StrCat("The model `", model, "` does not exist."));
-    s.SetPayload(kParamPayload, absl::Cord("model"));
-    return s;
+// The base model, or a registered adapter (held for the request's lifetime).
+absl::StatusOr<std::shared_ptr<const engine::LoraAdapter>> ResolveModel(const ServerContext& ctx,
+                                                                        const std::string& model) {
+  if (model == ctx.config.model.served_model_name) return nullptr;
+  if (ctx.adapters != nullptr) {
+    if (auto adapter = ctx.adapters->Find(model)) return adapter;
   }
-  return absl::OkStatus();
+  absl::Status s = absl::NotFoundError(absl::StrCat("The model `", model, "` does not exist."));
+  s.SetPayload(kParamPayload, absl::Cord("model"));
+  return s;
 }
 
 }  // namespace
 
 absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const json& body) {
   ASSIGN_OR_RETURN(CompletionRequest r, ParseCompletionRequest(body));
-  RETURN_IF_ERROR(CheckModel(ctx, r.model));
+  ASSIGN_OR_RETURN(auto adapter, ResolveModel(ctx, r.model));
   Prepared p;
+  p.request.adapter = std::move(adapter);
   p.model = r.model;
   p.stream = r.stream;
   p.include_usage = r.include_usage;
@@ -81,7 +85,7 @@ absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const json&
 
 absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body) {
   ASSIGN_OR_RETURN(ChatRequest r, ParseChatRequest(body));
-  RETURN_IF_ERROR(CheckModel(ctx, r.model));
+  ASSIGN_OR_RETURN(auto adapter, ResolveModel(ctx, r.model));
   if (ctx.chat_template == nullptr || ctx.tokenizer == nullptr) {
     return FieldError("messages", "this model has no chat template; use /v1/completions");
   }
@@ -95,6 +99,7 @@ absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body)
     return FieldError("messages", std::string(prompt.status().message()));
   }
   Prepared p;
+  p.request.adapter = std::move(adapter);
   p.chat = true;
   p.model = r.model;
   p.stream = r.stream;

@@ -69,6 +69,18 @@ class GenerationService final : public arbor::v1::Generation::Service {
     m->set_owned_by("arbor");
     m->set_root(ctx_->config.model.served_model_name);
     m->set_max_model_len(ctx_->max_model_len);
+    if (ctx_->adapters != nullptr) {
+      for (const auto& a : ctx_->adapters->List()) {
+        auto* am = out->add_data();
+        am->set_id(a.name);
+        am->set_object("model");
+        am->set_created(ctx_->created_unix_s);
+        am->set_owned_by("arbor");
+        am->set_root(ctx_->config.model.served_model_name);
+        am->set_parent(ctx_->config.model.served_model_name);
+        am->set_max_model_len(ctx_->max_model_len);
+      }
+    }
     return grpc::Status::OK;
   }
 
@@ -131,7 +143,8 @@ class GenerationService final : public arbor::v1::Generation::Service {
 
  private:
   grpc::Status CheckServed(const std::string& model) {
-    if (model != ctx_->config.model.served_model_name) {
+    if (model != ctx_->config.model.served_model_name &&
+        (ctx_->adapters == nullptr || ctx_->adapters->Find(model) == nullptr)) {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
                           absl::StrCat("The model `", model, "` does not exist."));
     }

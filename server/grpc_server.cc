@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/launch_config.h"
 #include "proto/arbor.grpc.pb.h"
+#include "server/auth.h"
 #include "server/errors.h"
 #include "server/grpc_generation.h"
 #include "server/version.h"
@@ -42,6 +43,52 @@ class AdminService final : public arbor::v1::Admin::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status RegisterAdapter(grpc::ServerContext* call,
+                               const arbor::v1::RegisterAdapterRequest* req,
+                               arbor::v1::AdapterInfo* out) override {
+    if (auto s = CheckAdmin(*call); !s.ok()) return s;
+    if (req->name() == ctx_->config.model.served_model_name) {
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "name: that is the base model's name");
+    }
+    auto info = ctx_->adapters->Register(req->name(), req->path());
+    if (!info.ok()) return ToGrpcStatus(info.status());
+    Fill(*info, out);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status UnregisterAdapter(grpc::ServerContext* call,
+                                 const arbor::v1::UnregisterAdapterRequest* req,
+                                 arbor::v1::UnregisterAdapterResponse*) override {
+    if (auto s = CheckAdmin(*call); !s.ok()) return s;
+    return ToGrpcStatus(ctx_->adapters->Unregister(req->name()));
+  }
+
+  grpc::Status ListAdapters(grpc::ServerContext* call, const arbor::v1::ListAdaptersRequest*,
+                            arbor::v1::ListAdaptersResponse* out) override {
+    if (auto s = CheckAdmin(*call); !s.ok()) return s;
+    for (const auto& info : ctx_->adapters->List()) Fill(info, out->add_adapters());
+    return grpc::Status::OK;
+  }
+
+ private:
+  grpc::Status CheckAdmin(const grpc::ServerContext& call) {
+    const auto& md = call.client_metadata();
+    auto it = md.find("authorization");
+    const std::string header =
+        it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+    if (auto s = CheckAdminKey(ctx_->config, header); !s.ok()) return ToGrpcStatus(s);
+    if (ctx_->adapters == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "not ready");
+    return grpc::Status::OK;
+  }
+
+  static void Fill(const engine::AdapterInfo& info, arbor::v1::AdapterInfo* out) {
+    out->set_name(info.name);
+    out->set_path(info.path);
+    out->set_rank(info.rank);
+    out->set_pages(info.pages);
+  }
+
+ public:
  private:
   ServerContext* ctx_;
 };

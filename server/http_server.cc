@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/auth.h"
 #include "server/errors.h"
+#include "server/http_admin.h"
 #include "server/http_generation.h"
 #include "server/metrics.h"
 
@@ -61,14 +62,25 @@ void HttpServer::Routes() {
   http_->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     if (absl::Status s = CheckApiKey(ctx_->config, req); !s.ok()) return SendError(res, s);
     const std::string& id = ctx_->config.model.served_model_name;
-    SendJson(res, {{"object", "list"},
-                   {"data", json::array({{{"id", id},
-                                          {"object", "model"},
-                                          {"created", ctx_->created_unix_s},
-                                          {"owned_by", "arbor"},
-                                          {"root", id},
-                                          {"parent", nullptr},
-                                          {"max_model_len", ctx_->max_model_len}}})}});
+    json data = json::array({{{"id", id},
+                              {"object", "model"},
+                              {"created", ctx_->created_unix_s},
+                              {"owned_by", "arbor"},
+                              {"root", id},
+                              {"parent", nullptr},
+                              {"max_model_len", ctx_->max_model_len}}});
+    if (ctx_->adapters != nullptr) {
+      for (const auto& a : ctx_->adapters->List()) {
+        data.push_back({{"id", a.name},
+                        {"object", "model"},
+                        {"created", ctx_->created_unix_s},
+                        {"owned_by", "arbor"},
+                        {"root", id},
+                        {"parent", id},
+                        {"max_model_len", ctx_->max_model_len}});
+      }
+    }
+    SendJson(res, {{"object", "list"}, {"data", data}});
   });
 
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
@@ -77,6 +89,7 @@ void HttpServer::Routes() {
   });
 
   RegisterGenerationRoutes(*http_, ctx_);
+  RegisterAdminRoutes(*http_, ctx_);
 
   // Routes that match nothing, and errors httplib raises itself (413 for an oversized body),
   // still answer with OpenAI's error JSON.

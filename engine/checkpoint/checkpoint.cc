@@ -85,6 +85,12 @@ int64_t TensorView::numel() const {
 
 Checkpoint::~Checkpoint() = default;
 
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::OpenFile(const std::string& path) {
+  std::unique_ptr<Checkpoint> ckpt(new Checkpoint());
+  RETURN_IF_ERROR(ckpt->AddFile(path));
+  return ckpt;
+}
+
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& model_dir) {
   const auto start = std::chrono::steady_clock::now();
   struct stat st;

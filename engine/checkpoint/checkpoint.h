@@ -51,6 +51,10 @@ class Checkpoint {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(
       const std::string& model_dir);
 
+  // One safetensors file by path (a PEFT adapter's adapter_model.safetensors). Errors as Open.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Checkpoint>> OpenFile(
+      const std::string& path);
+
   ~Checkpoint();
   Checkpoint(const Checkpoint&) = delete;
   Checkpoint& operator=(const Checkpoint&) = delete;

@@ -60,7 +60,7 @@ absl::StatusOr<SequenceKv> Model::NewSequence(int64_t capacity, int64_t block_si
 }
 
 absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> tokens, SequenceKv& seq,
-                                                  bool all_positions) {
+                                                  bool all_positions, const LoraAdapter* adapter) {
   if (seq.length + int64_t(tokens.size()) > seq.capacity) {
     return absl::OutOfRangeError(absl::StrCat("Forward: ", seq.length, " cached + ", tokens.size(),
                                               " new tokens exceed the capacity ", seq.capacity));
@@ -70,6 +70,7 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> toke
   chunk.start = seq.length;
   chunk.block_table = seq.block_table;
   chunk.logits = all_positions ? SequenceChunk::Logits::kAll : SequenceChunk::Logits::kLast;
+  chunk.adapter = adapter;
   ASSIGN_OR_RETURN(std::vector<float> logits,
                    Forward({&chunk, 1}, KvCacheView{seq.pages.as<float>(), seq.block_size}));
   seq.length += int64_t(tokens.size());
@@ -132,6 +133,54 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
   const int64_t n = int64_t(ids.size());
   const int64_t rows = int64_t(logit_rows.size());
 
+  // LoRA: the batch's tokens grouped by adapter, uploaded once for every layer.
+  std::vector<const LoraAdapter*> adapters;
+  std::vector<std::vector<int32_t>> adapter_rows;
+  {
+    int32_t token = 0;
+    for (const auto& c : chunks) {
+      if (c.adapter != nullptr) {
+        auto it = std::find(adapters.begin(), adapters.end(), c.adapter);
+        if (it == adapters.end()) {
+          adapters.push_back(c.adapter);
+          adapter_rows.emplace_back();
+          it = adapters.end() - 1;
+        }
+        auto& rows_of = adapter_rows[size_t(it - adapters.begin())];
+        for (size_t j = 0; j < c.tokens.size(); ++j) rows_of.push_back(token + int32_t(j));
+      }
+      token += int32_t(c.tokens.size());
+    }
+  }
+  LoraPass lora;
+  DeviceBuffer lora_ws;
+  if (!adapters.empty()) {
+    int64_t max_rank = 0;
+    for (const auto* a : adapters) max_rank = std::max(max_rank, a->rank);
+    const int64_t max_features =
+        std::max({s.hidden_size, s.intermediate_size, s.num_heads * s.head_dim});
+    const int64_t lora_floats = n * (2 * max_features + max_rank) + 2 * n;
+    ASSIGN_OR_RETURN(lora_ws, be_.Allocate(size_t(lora_floats) * sizeof(float)));
+    lora.n = n;
+    lora.gathered = lora_ws.as<float>();
+    lora.mid = lora.gathered + n * max_features;
+    lora.out = lora.mid + n * max_rank;
+    int32_t* d_rows = reinterpret_cast<int32_t*>(lora.out + n * max_features);
+    float* d_scales = reinterpret_cast<float*>(d_rows + n);
+    std::vector<int32_t> all_rows;
+    std::vector<float> all_scales;
+    for (size_t i = 0; i < adapters.size(); ++i) {
+      lora.groups.push_back({adapters[i], d_rows + all_rows.size(), d_scales + all_rows.size(),
+                             int64_t(adapter_rows[i].size())});
+      all_rows.insert(all_rows.end(), adapter_rows[i].begin(), adapter_rows[i].end());
+      all_scales.insert(all_scales.end(), adapter_rows[i].size(), adapters[i]->scale);
+    }
+    RETURN_IF_ERROR(
+        be_.CopyToDevice(d_rows, all_rows.data(), all_rows.size() * 4, be_.default_stream()));
+    RETURN_IF_ERROR(
+        be_.CopyToDevice(d_scales, all_scales.data(), all_scales.size() * 4, be_.default_stream()));
+  }
+
   kernels::Stream& st = be_.default_stream();
   const int64_t h = s.hidden_size, d = s.head_dim, q_dim = s.num_heads * d,
                 kv_dim = s.num_kv_heads * d;
@@ -171,6 +220,9 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
     RETURN_IF_ERROR(be_.Gemm({hb, L.q.as<float>(), q, n, q_dim, h, 0.0f}, st));
     RETURN_IF_ERROR(be_.Gemm({hb, L.k.as<float>(), k, n, kv_dim, h, 0.0f}, st));
     RETURN_IF_ERROR(be_.Gemm({hb, L.v.as<float>(), v, n, kv_dim, h, 0.0f}, st));
+    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraQ, hb, h, q, q_dim));
+    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraK, hb, h, k, kv_dim));
+    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraV, hb, h, v, kv_dim));
     if (s.qkv_bias) {
       RETURN_IF_ERROR(be_.BiasAdd({q, L.q_bias.as<float>(), n, q_dim}, st));
       RETURN_IF_ERROR(be_.BiasAdd({k, L.k_bias.as<float>(), n, kv_dim}, st));
@@ -184,13 +236,14 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
                             max_blocks, s.num_heads, s.num_kv_heads, d, s.sliding_window, scale},
                            st));
     RETURN_IF_ERROR(be_.Gemm({attn, L.o.as<float>(), hb, n, h, q_dim, 0.0f}, st));
+    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraO, attn, q_dim, hb, h));
     if (s.o_bias) RETURN_IF_ERROR(be_.BiasAdd({hb, L.o_bias.as<float>(), n, h}, st));
     RETURN_IF_ERROR(be_.Axpy({hb, x, n * h, 1.0f}, st));
     RETURN_IF_ERROR(be_.RmsNorm({x, L.post_norm.as<float>(), hb, n, h, float(s.rms_norm_eps)}, st));
     if (s.num_experts > 0) {
       RETURN_IF_ERROR(Moe(L, hb, x, n, scratch));
     } else {
-      RETURN_IF_ERROR(Mlp(L, hb, x, n, scratch));
+      RETURN_IF_ERROR(Mlp(L, hb, x, n, scratch, lora, l));
     }
   }
   if (rows == 0) {
@@ -215,7 +268,24 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
 }
 
 // x += down(silu(gate(h)) * up(h)); h: [n, hidden].
-absl::Status Model::Mlp(const LayerWeights& L, float* h, float* x, int64_t n, float* scratch) {
+absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, const float* x,
+                              int64_t in_features, float* y, int64_t out_features) {
+  kernels::Stream& st = be_.default_stream();
+  for (const LoraGroup& g : pass.groups) {
+    const LoraMatrix& m = g.adapter->layers[size_t(layer)][size_t(target)];
+    if (m.a == nullptr) continue;
+    const int64_t r = g.adapter->rank;
+    RETURN_IF_ERROR(be_.GatherRows({x, g.rows, pass.gathered, g.count, pass.n, in_features}, st));
+    RETURN_IF_ERROR(be_.Gemm({pass.gathered, m.a, pass.mid, g.count, r, in_features, 0.0f}, st));
+    RETURN_IF_ERROR(be_.Gemm({pass.mid, m.b, pass.out, g.count, out_features, r, 0.0f}, st));
+    RETURN_IF_ERROR(
+        be_.ScatterAddRows({pass.out, g.rows, g.scales, y, g.count, pass.n, out_features}, st));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Model::Mlp(const LayerWeights& L, float* h, float* x, int64_t n, float* scratch,
+                        const LoraPass& lora, int64_t layer) {
   kernels::Stream& st = be_.default_stream();
   const int64_t hid = spec_.hidden_size, inter = spec_.intermediate_size;
   float* g = scratch;
@@ -223,8 +293,11 @@ absl::Status Model::Mlp(const LayerWeights& L, float* h, float* x, int64_t n, fl
   float* out = u + n * inter;
   RETURN_IF_ERROR(be_.Gemm({h, L.gate.as<float>(), g, n, inter, hid, 0.0f}, st));
   RETURN_IF_ERROR(be_.Gemm({h, L.up.as<float>(), u, n, inter, hid, 0.0f}, st));
+  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraGate, h, hid, g, inter));
+  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraUp, h, hid, u, inter));
   RETURN_IF_ERROR(be_.SiluMul({g, u, g, n * inter}, st));
   RETURN_IF_ERROR(be_.Gemm({g, L.down.as<float>(), out, n, hid, inter, 0.0f}, st));
+  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraDown, g, inter, out, hid));
   return be_.Axpy({out, x, n * hid, 1.0f}, st);
 }
 

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/lora/adapter.h"
 #include "engine/model/hf_config.h"
 #include "engine/model/weights.h"
 #include "kernels/backend.h"
@@ -35,6 +36,7 @@ struct SequenceChunk {
   int64_t start = 0;
   absl::Span<const int32_t> block_table;
   Logits logits = Logits::kLast;
+  const LoraAdapter* adapter = nullptr;  // applied to this chunk's tokens (null: base model)
 };
 
 // A single sequence that owns its pages (block table 0, 1, 2, ...): for tests and tools that
@@ -73,11 +75,30 @@ class Model {
   // Runs `tokens` after the cached ones of `seq` and returns logits [n, vocab] when
   // `all_positions`, else [1, vocab]. Cache overflow is OutOfRange.
   absl::StatusOr<std::vector<float>> Forward(absl::Span<const int32_t> tokens, SequenceKv& seq,
-                                             bool all_positions);
+                                             bool all_positions,
+                                             const LoraAdapter* adapter = nullptr);
 
  private:
   Model(ModelSpec spec, ModelWeights weights, kernels::Backend& backend);
-  absl::Status Mlp(const LayerWeights& L, float* h, float* x, int64_t n, float* scratch);
+  // Tokens of one adapter in the batch, as device index and per-row scale arrays.
+  struct LoraGroup {
+    const LoraAdapter* adapter;
+    const int32_t* rows;
+    const float* scales;
+    int64_t count;
+  };
+  struct LoraPass {
+    std::vector<LoraGroup> groups;
+    float* gathered = nullptr;  // [n, max features]
+    float* mid = nullptr;       // [n, max rank]
+    float* out = nullptr;       // [n, max features]
+    int64_t n = 0;
+  };
+  // y[t] += scale * B (A x[t]) for every token t of every adapter that targets (layer, target).
+  absl::Status ApplyLora(const LoraPass& pass, int64_t layer, int target, const float* x,
+                         int64_t in_features, float* y, int64_t out_features);
+  absl::Status Mlp(const LayerWeights& L, float* h, float* x, int64_t n, float* scratch,
+                   const LoraPass& lora, int64_t layer);
   absl::Status Moe(const LayerWeights& L, float* h, float* x, int64_t n, float* scratch);
 
   ModelSpec spec_;

@@ -4,6 +4,7 @@
 #include <httplib.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "absl/time/clock.h"
@@ -439,6 +440,91 @@ TEST_CASE("gRPC: every RPC but Health needs the API key when one is set", "[serv
     arbor::v1::HealthResponse res;
     CHECK(admin->Health(&ctx, {}, &res).ok());
   }
+}
+
+TEST_CASE("adapters: admin REST and gRPC, serving an adapter by name as PEFT does", "[server]") {
+  auto config = engine::ParseLaunchConfig(
+      "", "test",
+      {"server.http_port=0", "server.grpc_port=0", "device=cpu", "log_level=warn",
+       "model.path=tests/data/models/llama", "engine.pool_bytes=4194304", "server.admin_key=root",
+       "server.adapter_root=tests/data/adapters"});
+  REQUIRE(config.ok());
+  auto started = ServerApp::Start(*config);
+  REQUIRE(started.ok());
+  auto& app = *started;
+  httplib::Client http("127.0.0.1", app->http_port());
+  const httplib::Headers admin = {{"Authorization", "Bearer root"}};
+  auto post = [&](const std::string& body, const httplib::Headers& h) {
+    auto res = http.Post("/v1/adapters", h, body, "application/json");
+    REQUIRE(res);
+    return res->status;
+  };
+  CHECK(post(R"({"name": "all", "path": "llama-lora-all"})", {}) == 401);
+  CHECK(post(R"({"name": "all", "path": "llama-lora-all"})", {{"Authorization", "Bearer no"}}) ==
+        401);
+  CHECK(post(R"({"name": "x", "path": "../models/llama"})", admin) == 403);
+  CHECK(post(R"({"name": "x", "path": "/etc"})", admin) == 403);
+  CHECK(post(R"({"name": "x", "path": "missing"})", admin) == 404);
+  CHECK(post(R"({"name": "x"})", admin) == 400);
+  CHECK(post(R"({"name": "all", "path": "llama-lora-all"})", admin) == 200);
+  CHECK(post(R"({"name": "all", "path": "llama-lora-qv"})", admin) == 409);
+  auto models = http.Get("/v1/models");
+  REQUIRE(models);
+  CHECK(models->body.find("\"all\"") != std::string::npos);
+
+  // Greedy tokens through the server with the adapter equal PEFT's.
+  std::ifstream in("tests/data/adapters/llama-lora-all/reference.json");
+  const auto ref = nlohmann::json::parse(in);
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  auto gen = arbor::v1::Generation::NewStub(channel);
+  auto greedy = [&](const std::string& model) {
+    arbor::v1::CompletionRequest req;
+    req.set_model(model);
+    for (int32_t id : ref["prompts"][1]["ids"]) req.mutable_token_ids()->add_ids(id);
+    req.mutable_sampling()->set_max_tokens(8);
+    req.mutable_sampling()->set_temperature(0);
+    req.mutable_sampling()->set_ignore_eos(true);
+    grpc::ClientContext ctx;
+    auto reader = gen->Complete(&ctx, req);
+    arbor::v1::CompletionChunk chunk;
+    std::vector<int32_t> ids;
+    while (reader->Read(&chunk)) {
+      for (const auto& c : chunk.choices())
+        ids.insert(ids.end(), c.token_ids().begin(), c.token_ids().end());
+    }
+    CHECK(reader->Finish().error_code() == grpc::StatusCode::OK);
+    return ids;
+  };
+  CHECK(greedy("all") == ref["prompts"][1]["greedy"].get<std::vector<int32_t>>());
+  CHECK(greedy("arbor") != greedy("all"));  // "arbor": the default served name
+
+  auto admin_stub = arbor::v1::Admin::NewStub(channel);
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer root");
+    arbor::v1::ListAdaptersResponse res;
+    REQUIRE(admin_stub->ListAdapters(&ctx, {}, &res).ok());
+    REQUIRE(res.adapters_size() == 1);
+    CHECK(res.adapters(0).rank() == 4);
+  }
+  {
+    grpc::ClientContext ctx;
+    arbor::v1::RegisterAdapterRequest req;
+    req.set_name("qv");
+    req.set_path("llama-lora-qv");
+    arbor::v1::AdapterInfo info;
+    CHECK(admin_stub->RegisterAdapter(&ctx, req, &info).error_code() ==
+          grpc::StatusCode::UNAUTHENTICATED);  // no admin key in the call
+  }
+  auto del = http.Delete("/v1/adapters/all", admin);
+  REQUIRE(del);
+  CHECK(del->status == 200);
+  auto gone =
+      http.Post("/v1/completions", R"({"model": "all", "prompt": [1, 2]})", "application/json");
+  REQUIRE(gone);
+  CHECK(gone->status == 404);
+  CHECK(app->context().engine->pool().pages_of(memory::PageKind::kAdapter) == 0);
 }
 
 }  // namespace

@@ -1,0 +1,70 @@
+#include "server/http_admin.h"
+
+#include <httplib.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/auth.h"
+#include "server/errors.h"
+#include "server/openai_api.h"
+
+namespace arbor::server {
+namespace {
+
+using nlohmann::json;
+
+void Reply(httplib::Response& res, const absl::Status& s, const json& ok_body = {}) {
+  res.status = HttpStatusFor(s);
+  res.set_content(s.ok() ? ok_body.dump() : OpenAiErrorJson(s), "application/json");
+}
+
+}  // namespace
+
+json AdapterJson(const engine::AdapterInfo& info) {
+  return {{"name", info.name}, {"path", info.path}, {"rank", info.rank}, {"pages", info.pages}};
+}
+
+void RegisterAdminRoutes(httplib::Server& http, ServerContext* ctx) {
+  http.Post("/v1/adapters", [ctx](const httplib::Request& req, httplib::Response& res) {
+    if (auto s = CheckAdminKey(ctx->config, req.get_header_value("Authorization")); !s.ok()) {
+      return Reply(res, s);
+    }
+    if (ctx->adapters == nullptr) return Reply(res, absl::UnavailableError("not ready"));
+    auto body = ParseBody(req.body);
+    if (!body.ok()) return Reply(res, body.status());
+    const auto name = body->find("name");
+    const auto path = body->find("path");
+    if (name == body->end() || !name->is_string()) {
+      return Reply(res, FieldError("name", "is required (a string)"));
+    }
+    if (path == body->end() || !path->is_string()) {
+      return Reply(res, FieldError("path", "is required (a directory under the adapter root)"));
+    }
+    if (*name == ctx->config.model.served_model_name) {
+      return Reply(res, absl::AlreadyExistsError("name: that is the base model's name"));
+    }
+    auto info = ctx->adapters->Register(name->get<std::string>(), path->get<std::string>());
+    if (!info.ok()) return Reply(res, info.status());
+    Reply(res, absl::OkStatus(), AdapterJson(*info));
+  });
+  http.Delete(
+      R"(/v1/adapters/([^/]+))", [ctx](const httplib::Request& req, httplib::Response& res) {
+        if (auto s = CheckAdminKey(ctx->config, req.get_header_value("Authorization")); !s.ok()) {
+          return Reply(res, s);
+        }
+        if (ctx->adapters == nullptr) return Reply(res, absl::UnavailableError("not ready"));
+        const std::string name = req.matches[1];
+        Reply(res, ctx->adapters->Unregister(name), json{{"name", name}, {"deleted", true}});
+      });
+  http.Get("/v1/adapters", [ctx](const httplib::Request& req, httplib::Response& res) {
+    if (auto s = CheckAdminKey(ctx->config, req.get_header_value("Authorization")); !s.ok()) {
+      return Reply(res, s);
+    }
+    json list = json::array();
+    if (ctx->adapters != nullptr) {
+      for (const auto& info : ctx->adapters->List()) list.push_back(AdapterJson(info));
+    }
+    Reply(res, absl::OkStatus(), json{{"object", "list"}, {"data", list}});
+  });
+}
+
+}  // namespace arbor::server
