@@ -478,10 +478,10 @@ TEST_CASE("adapters: admin REST and gRPC, serving an adapter by name as PEFT doe
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
                                      grpc::InsecureChannelCredentials());
   auto gen = arbor::v1::Generation::NewStub(channel);
-  auto greedy = [&](const std::string& model) {
+  auto greedy = [&](const std::string& model, const nlohmann::json& reference) {
     arbor::v1::CompletionRequest req;
     req.set_model(model);
-    for (int32_t id : ref["prompts"][1]["ids"]) req.mutable_token_ids()->add_ids(id);
+    for (int32_t id : reference["prompts"][1]["ids"]) req.mutable_token_ids()->add_ids(id);
     req.mutable_sampling()->set_max_tokens(8);
     req.mutable_sampling()->set_temperature(0);
     req.mutable_sampling()->set_ignore_eos(true);
@@ -496,8 +496,8 @@ TEST_CASE("adapters: admin REST and gRPC, serving an adapter by name as PEFT doe
     CHECK(reader->Finish().error_code() == grpc::StatusCode::OK);
     return ids;
   };
-  CHECK(greedy("all") == ref["prompts"][1]["greedy"].get<std::vector<int32_t>>());
-  CHECK(greedy("arbor") != greedy("all"));  // "arbor": the default served name
+  CHECK(greedy("all", ref) == ref["prompts"][1]["greedy"].get<std::vector<int32_t>>());
+  CHECK(greedy("arbor", ref) != greedy("all", ref));  // "arbor": the default served name
 
   auto admin_stub = arbor::v1::Admin::NewStub(channel);
   {
@@ -516,6 +516,37 @@ TEST_CASE("adapters: admin REST and gRPC, serving an adapter by name as PEFT doe
     arbor::v1::AdapterInfo info;
     CHECK(admin_stub->RegisterAdapter(&ctx, req, &info).error_code() ==
           grpc::StatusCode::UNAUTHENTICATED);  // no admin key in the call
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer root");
+    arbor::v1::RegisterAdapterRequest req;
+    req.set_name("qv");
+    req.set_path("llama-lora-qv");
+    arbor::v1::AdapterInfo info;
+    REQUIRE(admin_stub->RegisterAdapter(&ctx, req, &info).ok());
+    CHECK(info.rank() == 8);
+    CHECK(info.pages() > 0);
+  }
+  std::ifstream qv_in("tests/data/adapters/llama-lora-qv/reference.json");
+  const auto qv_ref = nlohmann::json::parse(qv_in);
+  CHECK(greedy("qv", qv_ref) == qv_ref["prompts"][1]["greedy"].get<std::vector<int32_t>>());
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer root");
+    arbor::v1::UnregisterAdapterRequest req;
+    req.set_name("qv");
+    arbor::v1::UnregisterAdapterResponse res;
+    REQUIRE(admin_stub->UnregisterAdapter(&ctx, req, &res).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer root");
+    arbor::v1::UnregisterAdapterRequest req;
+    req.set_name("qv");
+    arbor::v1::UnregisterAdapterResponse res;
+    CHECK(admin_stub->UnregisterAdapter(&ctx, req, &res).error_code() ==
+          grpc::StatusCode::NOT_FOUND);
   }
   auto del = http.Delete("/v1/adapters/all", admin);
   REQUIRE(del);
