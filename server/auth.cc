@@ -25,8 +25,12 @@ bool BearerMatches(const std::string& authorization, const std::string& key) {
 }
 
 absl::Status CheckApiKey(const engine::LaunchConfig& config, const httplib::Request& req) {
+  return CheckApiKey(config, req.get_header_value("Authorization"));
+}
+
+absl::Status CheckApiKey(const engine::LaunchConfig& config, const std::string& authorization) {
   if (config.server.api_key.empty()) return absl::OkStatus();
-  if (!BearerMatches(req.get_header_value("Authorization"), config.server.api_key)) {
+  if (!BearerMatches(authorization, config.server.api_key)) {
     return absl::UnauthenticatedError("missing or invalid API key (Authorization: Bearer ...)");
   }
   return absl::OkStatus();

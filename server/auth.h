@@ -12,6 +12,8 @@ namespace arbor::server {
 // Ok when no key is configured or the request carries "Authorization: Bearer <key>";
 // Unauthenticated otherwise. Keys are compared in constant time.
 absl::Status CheckApiKey(const engine::LaunchConfig& config, const httplib::Request& req);
+// The same check on an Authorization value (HTTP header or gRPC metadata).
+absl::Status CheckApiKey(const engine::LaunchConfig& config, const std::string& authorization);
 
 // Admin routes: PermissionDenied when no admin key is configured (they are off by default),
 // Unauthenticated unless the request carries "Authorization: Bearer <admin_key>".

@@ -36,6 +36,15 @@ std::string NewId(const char* prefix) {
   return absl::StrFormat("%s-%016x%08x", prefix, salt, counter.fetch_add(1));
 }
 
+std::vector<ServedModel> ServedModels(const ServerContext& ctx) {
+  const std::string& base = ctx.config.model.served_model_name;
+  std::vector<ServedModel> out = {{base, ""}};
+  if (ctx.adapters != nullptr) {
+    for (const auto& a : ctx.adapters->List()) out.push_back({a.name, base});
+  }
+  return out;
+}
+
 TokenText TokenTextFor(const ServerContext& ctx) {
   const engine::Tokenizer* tok = ctx.tokenizer;
   return [tok](int32_t t) -> std::string {

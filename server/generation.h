@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/request.h"
@@ -27,6 +28,14 @@ struct Prepared {
 // Unknown model: NotFound "The model `X` does not exist.".
 absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const nlohmann::json& body);
 absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const nlohmann::json& body);
+
+// What /v1/models and Generation.ListModels list: the base model, then every adapter (whose
+// parent is the base model).
+struct ServedModel {
+  std::string id;
+  std::string parent;  // "" for the base model
+};
+std::vector<ServedModel> ServedModels(const ServerContext& ctx);
 
 // Engine-side validation messages start with the field ("temperature must be ..."): name it
 // as the status's param payload too.

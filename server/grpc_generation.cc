@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/arbor.grpc.pb.h"
+#include "server/auth.h"
 #include "server/errors.h"
 #include "server/generation.h"
 #include "server/metrics.h"
@@ -62,24 +63,15 @@ class GenerationService final : public arbor::v1::Generation::Service {
                           arbor::v1::ListModelsResponse* out) override {
     if (auto s = CheckGrpcApiKey(*ctx_, *call); !s.ok()) return s;
     out->set_object("list");
-    auto* m = out->add_data();
-    m->set_id(ctx_->config.model.served_model_name);
-    m->set_object("model");
-    m->set_created(ctx_->created_unix_s);
-    m->set_owned_by("arbor");
-    m->set_root(ctx_->config.model.served_model_name);
-    m->set_max_model_len(ctx_->max_model_len);
-    if (ctx_->adapters != nullptr) {
-      for (const auto& a : ctx_->adapters->List()) {
-        auto* am = out->add_data();
-        am->set_id(a.name);
-        am->set_object("model");
-        am->set_created(ctx_->created_unix_s);
-        am->set_owned_by("arbor");
-        am->set_root(ctx_->config.model.served_model_name);
-        am->set_parent(ctx_->config.model.served_model_name);
-        am->set_max_model_len(ctx_->max_model_len);
-      }
+    for (const ServedModel& sm : ServedModels(*ctx_)) {
+      auto* m = out->add_data();
+      m->set_id(sm.id);
+      m->set_object("model");
+      m->set_created(ctx_->created_unix_s);
+      m->set_owned_by("arbor");
+      m->set_root(ctx_->config.model.served_model_name);
+      m->set_parent(sm.parent);
+      m->set_max_model_len(ctx_->max_model_len);
     }
     return grpc::Status::OK;
   }
@@ -237,17 +229,14 @@ class GenerationService final : public arbor::v1::Generation::Service {
 
 }  // namespace
 
-grpc::Status CheckGrpcApiKey(const ServerContext& ctx, const grpc::ServerContext& call) {
-  const std::string& key = ctx.config.server.api_key;
-  if (key.empty()) return grpc::Status::OK;
+std::string AuthorizationOf(const grpc::ServerContext& call) {
   const auto& md = call.client_metadata();
   auto it = md.find("authorization");
-  const std::string want = "Bearer " + key;
-  if (it == md.end() || std::string(it->second.data(), it->second.size()) != want) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "missing or invalid API key (metadata authorization: Bearer ...)");
-  }
-  return grpc::Status::OK;
+  return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+}
+
+grpc::Status CheckGrpcApiKey(const ServerContext& ctx, const grpc::ServerContext& call) {
+  return ToGrpcStatus(CheckApiKey(ctx.config, AuthorizationOf(call)));
 }
 
 std::unique_ptr<grpc::Service> NewGenerationService(ServerContext* ctx) {

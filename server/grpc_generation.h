@@ -7,12 +7,16 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <string>
 
 #include "server/context.h"
 
 namespace arbor::server {
 
 std::unique_ptr<grpc::Service> NewGenerationService(ServerContext* ctx);
+
+// The call's "authorization" metadata ("" when absent).
+std::string AuthorizationOf(const grpc::ServerContext& call);
 
 // UNAUTHENTICATED unless no key is configured or the call carries "authorization: Bearer <key>".
 grpc::Status CheckGrpcApiKey(const ServerContext& ctx, const grpc::ServerContext& call);

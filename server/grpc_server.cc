@@ -72,11 +72,9 @@ class AdminService final : public arbor::v1::Admin::Service {
 
  private:
   grpc::Status CheckAdmin(const grpc::ServerContext& call) {
-    const auto& md = call.client_metadata();
-    auto it = md.find("authorization");
-    const std::string header =
-        it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
-    if (auto s = CheckAdminKey(ctx_->config, header); !s.ok()) return ToGrpcStatus(s);
+    if (auto s = CheckAdminKey(ctx_->config, AuthorizationOf(call)); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     if (ctx_->adapters == nullptr) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "not ready");
     return grpc::Status::OK;
   }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/auth.h"
 #include "server/errors.h"
+#include "server/generation.h"
 #include "server/http_admin.h"
 #include "server/http_generation.h"
 #include "server/metrics.h"
@@ -61,24 +62,16 @@ void HttpServer::Routes() {
 
   http_->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     if (absl::Status s = CheckApiKey(ctx_->config, req); !s.ok()) return SendError(res, s);
-    const std::string& id = ctx_->config.model.served_model_name;
-    json data = json::array({{{"id", id},
-                              {"object", "model"},
-                              {"created", ctx_->created_unix_s},
-                              {"owned_by", "arbor"},
-                              {"root", id},
-                              {"parent", nullptr},
-                              {"max_model_len", ctx_->max_model_len}}});
-    if (ctx_->adapters != nullptr) {
-      for (const auto& a : ctx_->adapters->List()) {
-        data.push_back({{"id", a.name},
-                        {"object", "model"},
-                        {"created", ctx_->created_unix_s},
-                        {"owned_by", "arbor"},
-                        {"root", id},
-                        {"parent", id},
-                        {"max_model_len", ctx_->max_model_len}});
-      }
+    const std::string& base = ctx_->config.model.served_model_name;
+    json data = json::array();
+    for (const ServedModel& m : ServedModels(*ctx_)) {
+      data.push_back({{"id", m.id},
+                      {"object", "model"},
+                      {"created", ctx_->created_unix_s},
+                      {"owned_by", "arbor"},
+                      {"root", base},
+                      {"parent", m.parent.empty() ? json(nullptr) : json(m.parent)},
+                      {"max_model_len", ctx_->max_model_len}});
     }
     SendJson(res, {{"object", "list"}, {"data", data}});
   });

@@ -17,10 +17,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(model_dir));
   ASSIGN_OR_RETURN(ModelWeights w, LoadWeights(spec, *ckpt, backend));
   std::unique_ptr<Model> m(new Model(std::move(spec), std::move(w), backend));
-  ASSIGN_OR_RETURN(m->inv_freq_, backend.Allocate(sizeof(float) * size_t(m->spec_.head_dim / 2)));
-  const std::vector<float> inv = RopeInvFreq(m->spec_.rope, m->spec_.head_dim);
-  RETURN_IF_ERROR(backend.CopyToDevice(m->inv_freq_.data(), inv.data(), inv.size() * sizeof(float),
-                                       backend.default_stream()));
+  RETURN_IF_ERROR(m->UploadRopeTable());
   return m;
 }
 
@@ -28,15 +25,19 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Dummy(const ModelSpec& spec, uint6
                                                     kernels::Backend& backend) {
   ASSIGN_OR_RETURN(ModelWeights w, DummyWeights(spec, seed, backend));
   std::unique_ptr<Model> m(new Model(spec, std::move(w), backend));
-  ASSIGN_OR_RETURN(m->inv_freq_, backend.Allocate(sizeof(float) * size_t(spec.head_dim / 2)));
-  const std::vector<float> inv = RopeInvFreq(spec.rope, spec.head_dim);
-  RETURN_IF_ERROR(backend.CopyToDevice(m->inv_freq_.data(), inv.data(), inv.size() * sizeof(float),
-                                       backend.default_stream()));
+  RETURN_IF_ERROR(m->UploadRopeTable());
   return m;
 }
 
 Model::Model(ModelSpec spec, ModelWeights weights, kernels::Backend& backend)
     : spec_(std::move(spec)), w_(std::move(weights)), be_(backend) {}
+
+absl::Status Model::UploadRopeTable() {
+  const std::vector<float> inv = RopeInvFreq(spec_.rope, spec_.head_dim);
+  ASSIGN_OR_RETURN(inv_freq_, be_.Allocate(inv.size() * sizeof(float)));
+  return be_.CopyToDevice(inv_freq_.data(), inv.data(), inv.size() * sizeof(float),
+                          be_.default_stream());
+}
 
 size_t Model::KvPageBytes(int64_t block_size) const {
   return size_t(spec_.num_layers * 2 * block_size * spec_.num_kv_heads * spec_.head_dim) *

@@ -80,6 +80,7 @@ class Model {
 
  private:
   Model(ModelSpec spec, ModelWeights weights, kernels::Backend& backend);
+  absl::Status UploadRopeTable();  // inv_freq_ for the spec's rope scaling
   // Tokens of one adapter in the batch, as device index and per-row scale arrays.
   struct LoraGroup {
     const LoraAdapter* adapter;
