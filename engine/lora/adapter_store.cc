@@ -66,8 +66,12 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name,
 
   // Layout: matrices packed into pages in order; a matrix never straddles two pages (the GEMM
   // reads it contiguously), so one larger than a page is refused.
+  // Each placement says where its matrix goes, so the copy below needs no second walk that
+  // must visit the matrices in the same order.
   struct Placement {
-    const std::vector<float>* data;
+    size_t layer;
+    int target;
+    int ab;  // 0: A, 1: B
     int64_t page_index;
     size_t offset;
   };
@@ -75,13 +79,14 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name,
   const size_t page_bytes = pool_.page_bytes();
   int64_t page_index = -1;
   size_t used = page_bytes;
-  for (const auto& layer : host.layers) {
-    for (const auto& [a, b] : layer) {
-      for (const std::vector<float>* m : {&a, &b}) {
-        if (m->empty()) continue;
-        const size_t bytes = (m->size() * sizeof(float) + 255) / 256 * 256;
+  for (size_t l = 0; l < host.layers.size(); ++l) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      const auto& [a, b] = host.layers[l][size_t(t)];
+      if (a.empty()) continue;
+      for (int ab = 0; ab < 2; ++ab) {
+        const size_t bytes = ((ab == 0 ? a : b).size() * sizeof(float) + 255) / 256 * 256;
         if (bytes > page_bytes) {
-          return absl::InvalidArgumentError(absl::StrCat(real, ": a ", m->size() * sizeof(float),
+          return absl::InvalidArgumentError(absl::StrCat(real, ": a ", bytes,
                                                          "-byte LoRA matrix exceeds a pool page (",
                                                          page_bytes, " bytes)"));
         }
@@ -89,7 +94,7 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name,
           ++page_index;
           used = 0;
         }
-        plan.push_back({m, page_index, used});
+        plan.push_back({l, t, ab, page_index, used});
         used += bytes;
       }
     }
@@ -106,21 +111,15 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name,
   adapter->rank = host.rank;
   adapter->scale = host.scale;
   adapter->layers.resize(host.layers.size());
-  size_t next = 0;
-  for (size_t l = 0; l < host.layers.size(); ++l) {
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      const auto& [a, b] = host.layers[l][size_t(t)];
-      if (a.empty()) continue;
-      float* dst[2] = {nullptr, nullptr};
-      for (int ab = 0; ab < 2; ++ab) {
-        const Placement& p = plan[next++];
-        dst[ab] = reinterpret_cast<float*>(
-            static_cast<char*>(pool_.page_ptr(pages[size_t(p.page_index)])) + p.offset);
-        RETURN_IF_ERROR(backend_.CopyToDevice(
-            dst[ab], p.data->data(), p.data->size() * sizeof(float), backend_.default_stream()));
-      }
-      adapter->layers[l][size_t(t)] = {dst[0], dst[1]};
-    }
+  for (const Placement& p : plan) {
+    const auto& [a, b] = host.layers[p.layer][size_t(p.target)];
+    const std::vector<float>& src = p.ab == 0 ? a : b;
+    float* dst = reinterpret_cast<float*>(
+        static_cast<char*>(pool_.page_ptr(pages[size_t(p.page_index)])) + p.offset);
+    RETURN_IF_ERROR(backend_.CopyToDevice(dst, src.data(), src.size() * sizeof(float),
+                                          backend_.default_stream()));
+    LoraMatrix& m = adapter->layers[p.layer][size_t(p.target)];
+    (p.ab == 0 ? m.a : m.b) = dst;
   }
   RETURN_IF_ERROR(backend_.default_stream().Synchronize());
   AdapterInfo info{name, real, host.rank, int64_t(pages.size())};
