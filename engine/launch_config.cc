@@ -189,6 +189,16 @@ const std::map<std::string, Setter>& Schema() {
          ASSIGN_OR_RETURN(c.server.drain_timeout_s, ReadDouble(n, k, 0.0, 3600.0));
          return absl::OkStatus();
        }},
+      {"server.request_timeout_s",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.request_timeout_s, ReadDouble(n, k, 0.0, 86400.0));
+         return absl::OkStatus();
+       }},
+      {"server.read_timeout_s",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.read_timeout_s, ReadDouble(n, k, 0.1, 3600.0));
+         return absl::OkStatus();
+       }},
   };
   return *schema;
 }
@@ -302,6 +312,8 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   out << YAML::Key << "http_port" << YAML::Value << c.server.http_port;
   out << YAML::Key << "grpc_port" << YAML::Value << c.server.grpc_port;
   out << YAML::Key << "drain_timeout_s" << YAML::Value << c.server.drain_timeout_s;
+  out << YAML::Key << "request_timeout_s" << YAML::Value << c.server.request_timeout_s;
+  out << YAML::Key << "read_timeout_s" << YAML::Value << c.server.read_timeout_s;
   // The key itself is never logged or returned: only whether one is set.
   out << YAML::Key << "api_key" << YAML::Value << (c.server.api_key.empty() ? "" : "<set>");
   out << YAML::Key << "max_concurrent_requests" << YAML::Value << c.server.max_concurrent_requests;

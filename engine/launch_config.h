@@ -35,6 +35,8 @@ struct ServerSection {
   int http_port = 8000;                 // 0 picks a free port (logged at start-up)
   int grpc_port = 50051;                // 0 picks a free port
   double drain_timeout_s = 10.0;        // SIGTERM: how long in-flight requests may finish
+  double request_timeout_s = 600.0;     // a generation running longer is aborted; 0: no limit
+  double read_timeout_s = 30.0;         // an HTTP request must arrive whole within this (408)
   std::string api_key;                  // non-empty: /v1/* requires "Authorization: Bearer <key>"
   int64_t max_concurrent_requests = 0;  // 0: unlimited; beyond it 429
   std::string admin_key;     // admin routes (adapters) need "Bearer <admin_key>"; empty: disabled

@@ -24,10 +24,6 @@ bool BearerMatches(const std::string& authorization, const std::string& key) {
          SameKey(authorization.substr(prefix.size()), key);
 }
 
-absl::Status CheckApiKey(const engine::LaunchConfig& config, const httplib::Request& req) {
-  return CheckApiKey(config, req.get_header_value("Authorization"));
-}
-
 absl::Status CheckApiKey(const engine::LaunchConfig& config, const std::string& authorization) {
   if (config.server.api_key.empty()) return absl::OkStatus();
   if (!BearerMatches(authorization, config.server.api_key)) {

@@ -2,17 +2,13 @@
 #ifndef ARBOR_SERVER_AUTH_H_
 #define ARBOR_SERVER_AUTH_H_
 
-#include <httplib.h>
-
 #include "absl/status/status.h"
 #include "engine/launch_config.h"
 
 namespace arbor::server {
 
-// Ok when no key is configured or the request carries "Authorization: Bearer <key>";
-// Unauthenticated otherwise. Keys are compared in constant time.
-absl::Status CheckApiKey(const engine::LaunchConfig& config, const httplib::Request& req);
-// The same check on an Authorization value (HTTP header or gRPC metadata).
+// Ok when no key is configured or `authorization` (the HTTP header or gRPC metadata) is
+// "Bearer <key>"; Unauthenticated otherwise. Keys are compared in constant time.
 absl::Status CheckApiKey(const engine::LaunchConfig& config, const std::string& authorization);
 
 // Admin routes: PermissionDenied when no admin key is configured (they are off by default),

@@ -1,7 +1,5 @@
 #include "server/http_admin.h"
 
-#include <httplib.h>
-
 #include "absl/strings/str_cat.h"
 #include "server/auth.h"
 #include "server/errors.h"
@@ -12,9 +10,8 @@ namespace {
 
 using nlohmann::json;
 
-void Reply(httplib::Response& res, const absl::Status& s, const json& ok_body = {}) {
-  res.status = HttpStatusFor(s);
-  res.set_content(s.ok() ? ok_body.dump() : OpenAiErrorJson(s), "application/json");
+void Reply(http::ResponseWriter& w, const absl::Status& s, const json& ok_body = {}) {
+  w.Send(HttpStatusFor(s), "application/json", s.ok() ? ok_body.dump() : OpenAiErrorJson(s));
 }
 
 }  // namespace
@@ -23,9 +20,9 @@ json AdapterJson(const engine::AdapterInfo& info) {
   return {{"name", info.name}, {"path", info.path}, {"rank", info.rank}, {"pages", info.pages}};
 }
 
-void RegisterAdminRoutes(httplib::Server& http, ServerContext* ctx) {
-  http.Post("/v1/adapters", [ctx](const httplib::Request& req, httplib::Response& res) {
-    if (auto s = CheckAdminKey(ctx->config, req.get_header_value("Authorization")); !s.ok()) {
+void RegisterAdminRoutes(http::Router& router, ServerContext* ctx) {
+  router.Post("/v1/adapters", [ctx](const http::Request& req, http::ResponseWriter& res) {
+    if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
       return Reply(res, s);
     }
     if (ctx->adapters == nullptr) return Reply(res, absl::UnavailableError("not ready"));
@@ -46,17 +43,17 @@ void RegisterAdminRoutes(httplib::Server& http, ServerContext* ctx) {
     if (!info.ok()) return Reply(res, info.status());
     Reply(res, absl::OkStatus(), AdapterJson(*info));
   });
-  http.Delete(
-      R"(/v1/adapters/([^/]+))", [ctx](const httplib::Request& req, httplib::Response& res) {
-        if (auto s = CheckAdminKey(ctx->config, req.get_header_value("Authorization")); !s.ok()) {
+  router.Delete(
+      "/v1/adapters/{name}", [ctx](const http::Request& req, http::ResponseWriter& res) {
+        if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
           return Reply(res, s);
         }
         if (ctx->adapters == nullptr) return Reply(res, absl::UnavailableError("not ready"));
-        const std::string name = req.matches[1];
+        const std::string& name = req.params[0];
         Reply(res, ctx->adapters->Unregister(name), json{{"name", name}, {"deleted", true}});
       });
-  http.Get("/v1/adapters", [ctx](const httplib::Request& req, httplib::Response& res) {
-    if (auto s = CheckAdminKey(ctx->config, req.get_header_value("Authorization")); !s.ok()) {
+  router.Get("/v1/adapters", [ctx](const http::Request& req, http::ResponseWriter& res) {
+    if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
       return Reply(res, s);
     }
     json list = json::array();

@@ -6,14 +6,11 @@
 #include <nlohmann/json.hpp>
 
 #include "server/context.h"
-
-namespace httplib {
-class Server;
-}
+#include "server/http/router.h"
 
 namespace arbor::server {
 
-void RegisterAdminRoutes(httplib::Server& http, ServerContext* ctx);
+void RegisterAdminRoutes(http::Router& router, ServerContext* ctx);
 
 nlohmann::json AdapterJson(const engine::AdapterInfo& info);
 

@@ -1,11 +1,6 @@
 #include "server/http_generation.h"
 
-#include <httplib.h>
-
-#include <atomic>
-#include <cctype>
 #include <memory>
-#include <random>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -23,137 +18,156 @@ namespace {
 
 using nlohmann::json;
 
-void SendError(httplib::Response& res, const absl::Status& s) {
-  res.status = HttpStatusFor(s);
-  res.set_content(OpenAiErrorJson(s), "application/json");
+void SendError(http::ResponseWriter& w, const absl::Status& s) {
+  w.Send(HttpStatusFor(s), "application/json", OpenAiErrorJson(s));
 }
 
 std::string Sse(const json& chunk) {
   return "data: " + chunk.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
 }
 
-void Serve(ServerContext* ctx, const httplib::Request& req, httplib::Response& res, bool chat) {
-  auto SendError = [&](httplib::Response& r, const absl::Status& s) {
+// After a client has gone: the request was cancelled and finishes (abort) within one engine
+// iteration. Wait for its last event so the abort is counted with the other finishes.
+void DrainAborted(RequestChannel& channel, Metrics* metrics) {
+  engine::StreamEvent ev;
+  while (!channel.Drained()) {
+    if (channel.Pop(&ev, absl::Milliseconds(100)) && ev.metrics) {
+      metrics->RequestFinished(*ev.finish, *ev.metrics);
+    }
+  }
+}
+
+void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w, bool chat) {
+  auto Reject = [&](const absl::Status& s) {
     ctx->metrics->RequestRejected(HttpStatusFor(s));
-    server::SendError(r, s);
+    SendError(w, s);
   };
-  if (absl::Status s = CheckApiKey(ctx->config, req); !s.ok()) return SendError(res, s);
+  if (absl::Status s = CheckApiKey(ctx->config, req.Header("Authorization")); !s.ok()) {
+    return Reject(s);
+  }
   if (ctx->state.phase() != Phase::kReady || ctx->engine == nullptr) {
-    return SendError(res, absl::UnavailableError("the server is not ready (loading or draining)"));
+    return Reject(absl::UnavailableError("the server is not ready (loading or draining)"));
   }
-  const std::string content_type = req.get_header_value("Content-Type");
+  const std::string content_type = req.Header("Content-Type");
   if (!content_type.empty() && !absl::StrContains(content_type, "application/json")) {
-    return SendError(res, absl::InvalidArgumentError("Content-Type must be application/json, got " +
-                                                     content_type));
+    return Reject(
+        absl::InvalidArgumentError("Content-Type must be application/json, got " + content_type));
   }
-  auto in_flight = std::make_shared<InFlight>(ctx);
+  InFlight in_flight(ctx);
   const int64_t limit = ctx->config.server.max_concurrent_requests;
   if (limit > 0 && ctx->in_flight.load() > limit) {
-    return SendError(res,
-                     absl::ResourceExhaustedError(absl::StrCat(
-                         "too many concurrent requests (max_concurrent_requests ", limit, ")")));
+    return Reject(absl::ResourceExhaustedError(
+        absl::StrCat("too many concurrent requests (max_concurrent_requests ", limit, ")")));
   }
   auto body = ParseBody(req.body);
-  if (!body.ok()) return SendError(res, body.status());
+  if (!body.ok()) return Reject(body.status());
   auto prepared = chat ? PrepareChat(*ctx, *body) : PrepareCompletion(*ctx, *body);
-  if (!prepared.ok()) return SendError(res, prepared.status());
+  if (!prepared.ok()) return Reject(prepared.status());
   Prepared p = std::move(*prepared);
 
   const int n = p.request.params.n;
   auto channel = std::make_shared<RequestChannel>(n);
   p.request.callback = channel->Callback();
   const int64_t prompt_tokens = int64_t(p.request.prompt.size());
-  auto handle = ctx->engine->Submit(std::move(p.request));
-  if (!handle.ok()) return SendError(res, WithParam(handle.status()));
+  engine::Engine* eng = ctx->engine;
+  auto handle = eng->Submit(std::move(p.request));
+  if (!handle.ok()) return Reject(WithParam(handle.status()));
 
   const std::string id = NewId(chat ? "chatcmpl" : "cmpl");
   const int64_t created = absl::ToUnixSeconds(absl::Now());
   const TokenText token_text = TokenTextFor(*ctx);
+  Metrics* metrics = ctx->metrics;
+  // A client that hangs up (seen by a failed write, or by polling its socket while the engine
+  // works) cancels the request; its pages are freed at the engine's next iteration.
+  auto Abandon = [&] {
+    eng->Cancel(*handle);
+    metrics->ClientDisconnected();
+    DrainAborted(*channel, metrics);
+  };
+  // Between events (at most every kWatch): watch the client, and cancel a generation that runs
+  // past server.request_timeout_s (it then finishes with "abort" like any cancelled request).
+  constexpr absl::Duration kPoll = absl::Milliseconds(50);
+  constexpr absl::Duration kWatch = absl::Milliseconds(20);
+  const double timeout_s = ctx->config.server.request_timeout_s;
+  const absl::Time timeout_at =
+      timeout_s > 0 ? absl::Now() + absl::Seconds(timeout_s) : absl::InfiniteFuture();
+  bool timed_out = false;
+  absl::Time next_watch = absl::Now() + kWatch;
+  auto ClientStillThere = [&] {
+    const absl::Time now = absl::Now();
+    if (now < next_watch) return true;
+    next_watch = now + kWatch;
+    if (w.ClientGone()) return false;
+    if (!timed_out && now >= timeout_at) {
+      timed_out = true;
+      eng->Cancel(*handle);
+      metrics->RequestTimedOut();
+    }
+    return true;
+  };
 
   if (!p.stream) {
     std::vector<ChoiceState> choices(static_cast<size_t>(n));
     engine::StreamEvent ev;
     int64_t completion_tokens = 0;
     while (!channel->Drained()) {
-      if (!channel->Pop(&ev, absl::Milliseconds(100))) continue;
+      if (!ClientStillThere()) return Abandon();
+      if (!channel->Pop(&ev, kPoll)) continue;
       ChoiceState& c = choices[size_t(ev.index)];
       c.text += ev.text;
       c.token_ids.insert(c.token_ids.end(), ev.token_ids.begin(), ev.token_ids.end());
       c.logprobs.insert(c.logprobs.end(), ev.logprobs.begin(), ev.logprobs.end());
       completion_tokens += int64_t(ev.token_ids.size());
       if (ev.finish) c.finish = ev.finish;
-      if (ev.metrics) ctx->metrics->RequestFinished(*ev.finish, *ev.metrics);
+      if (ev.metrics) metrics->RequestFinished(*ev.finish, *ev.metrics);
     }
     const Usage usage{prompt_tokens, completion_tokens};
     const json out =
         chat
             ? ChatResponse(id, created, p.model, choices, usage, p.with_logprobs, token_text)
             : CompletionResponse(id, created, p.model, choices, usage, p.with_logprobs, token_text);
-    res.status = 200;
-    res.set_content(out.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+    w.Send(200, "application/json", out.dump(-1, ' ', false, json::error_handler_t::replace));
     return;
   }
 
-  // Streaming: one SSE chunk per event, a usage chunk if asked, then [DONE]. A client that
-  // goes away makes a write fail: the releaser cancels the request, freeing its pages at the
-  // engine's next iteration.
-  struct StreamState {
-    std::vector<bool> started;
-    int64_t completion_tokens = 0;
-    bool done = false;
-  };
-  auto state = std::make_shared<StreamState>();
-  state->started.assign(size_t(n), false);
-  engine::Engine* eng = ctx->engine;
-  Metrics* metrics = ctx->metrics;
-  const engine::Engine::Handle h = *handle;
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [=](size_t, httplib::DataSink& sink) {
-        engine::StreamEvent ev;
-        while (channel->Pop(&ev, absl::Milliseconds(50))) {
-          state->completion_tokens += int64_t(ev.token_ids.size());
-          if (ev.metrics) metrics->RequestFinished(*ev.finish, *ev.metrics);
-          const bool first = !state->started[size_t(ev.index)];
-          state->started[size_t(ev.index)] = true;
-          const json chunk =
-              chat ? ChatChunk(id, created, p.model, ev, first, p.with_logprobs, token_text)
-                   : CompletionChunk(id, created, p.model, ev, p.with_logprobs, token_text);
-          const std::string text = Sse(chunk);
-          if (!sink.is_writable() || !sink.write(text.data(), text.size())) return false;
-        }
-        if (channel->Drained()) {
-          std::string tail;
-          if (p.include_usage) {
-            tail += Sse(UsageChunk(id, created, p.model,
-                                   chat ? "chat.completion.chunk" : "text_completion",
-                                   {prompt_tokens, state->completion_tokens}));
-          }
-          tail += "data: [DONE]\n\n";
-          if (!sink.write(tail.data(), tail.size())) return false;
-          state->done = true;
-          sink.done();
-        }
-        return sink.is_writable();
-      },
-      [=](bool) {
-        if (!state->done) {
-          eng->Cancel(h);
-          metrics->ClientDisconnected();
-        }
-        (void)in_flight;  // released with the stream
-      });
+  // Streaming: one SSE chunk per event, a usage chunk if asked, then [DONE].
+  if (!w.BeginStream(200, "text/event-stream", {{"Cache-Control", "no-cache"}})) return Abandon();
+  std::vector<bool> started(size_t(n), false);
+  int64_t completion_tokens = 0;
+  engine::StreamEvent ev;
+  while (!channel->Drained()) {
+    if (!ClientStillThere()) return Abandon();
+    if (!channel->Pop(&ev, kPoll)) continue;
+    completion_tokens += int64_t(ev.token_ids.size());
+    if (ev.metrics) metrics->RequestFinished(*ev.finish, *ev.metrics);
+    const bool first = !started[size_t(ev.index)];
+    started[size_t(ev.index)] = true;
+    const json chunk = chat
+                           ? ChatChunk(id, created, p.model, ev, first, p.with_logprobs, token_text)
+                           : CompletionChunk(id, created, p.model, ev, p.with_logprobs, token_text);
+    if (!w.Write(Sse(chunk))) {
+      if (!channel->Drained()) return Abandon();
+      metrics->ClientDisconnected();  // it left as the last event went out: nothing to cancel
+      return;
+    }
+  }
+  std::string tail;
+  if (p.include_usage) {
+    tail += Sse(UsageChunk(id, created, p.model, chat ? "chat.completion.chunk" : "text_completion",
+                           {prompt_tokens, completion_tokens}));
+  }
+  tail += "data: [DONE]\n\n";
+  if (w.Write(tail)) w.End();
 }
 
 }  // namespace
 
-void RegisterGenerationRoutes(httplib::Server& http, ServerContext* ctx) {
-  http.Post("/v1/completions", [ctx](const httplib::Request& req, httplib::Response& res) {
-    Serve(ctx, req, res, /*chat=*/false);
+void RegisterGenerationRoutes(http::Router& router, ServerContext* ctx) {
+  router.Post("/v1/completions", [ctx](const http::Request& req, http::ResponseWriter& w) {
+    Serve(ctx, req, w, /*chat=*/false);
   });
-  http.Post("/v1/chat/completions", [ctx](const httplib::Request& req, httplib::Response& res) {
-    Serve(ctx, req, res, /*chat=*/true);
+  router.Post("/v1/chat/completions", [ctx](const http::Request& req, http::ResponseWriter& w) {
+    Serve(ctx, req, w, /*chat=*/true);
   });
 }
 

@@ -4,14 +4,11 @@
 #define ARBOR_SERVER_HTTP_GENERATION_H_
 
 #include "server/context.h"
-
-namespace httplib {
-class Server;
-}
+#include "server/http/router.h"
 
 namespace arbor::server {
 
-void RegisterGenerationRoutes(httplib::Server& http, ServerContext* ctx);
+void RegisterGenerationRoutes(http::Router& router, ServerContext* ctx);
 
 }  // namespace arbor::server
 

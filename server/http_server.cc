@@ -1,7 +1,5 @@
 #include "server/http_server.h"
 
-#include <httplib.h>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -17,51 +15,56 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kMaxBodyBytes = 8 << 20;  // 413 beyond this
-constexpr int64_t kMinHttpWorkers = 256;
-constexpr int kListenBacklog = 1024;
+// Beyond these a request is refused before it reaches a route (robustness case 10).
+constexpr size_t kMaxHeaderBytes = 64 << 10;  // 431
+constexpr size_t kMaxBodyBytes = 8 << 20;     // 413
+constexpr int64_t kMinConnections = 256;
 
-void SendError(httplib::Response& res, const absl::Status& s, const std::string& param = "") {
-  res.status = HttpStatusFor(s);
-  res.set_content(OpenAiErrorJson(s, param), "application/json");
+void SendError(http::ResponseWriter& w, const absl::Status& s) {
+  w.Send(HttpStatusFor(s), "application/json", OpenAiErrorJson(s));
 }
 
-void SendJson(httplib::Response& res, const json& body) {
-  res.status = 200;
-  res.set_content(body.dump(), "application/json");
+void SendJson(http::ResponseWriter& w, const json& body) {
+  w.Send(200, "application/json", body.dump());
+}
+
+// OpenAI's error JSON for what the transport refuses itself (no route, limits, timeouts).
+std::string TransportErrorBody(int status, const std::string& message) {
+  const char* type = status == 404   ? "not_found_error"
+                     : status >= 500 ? "server_error"
+                                     : "invalid_request_error";
+  return json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}}
+      .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace
 
-HttpServer::HttpServer(ServerContext* ctx) : ctx_(ctx), http_(std::make_unique<httplib::Server>()) {
+HttpServer::HttpServer(ServerContext* ctx) : ctx_(ctx) {
   Routes();
+  http::ListenerOptions options;
+  options.limits.max_header_bytes = kMaxHeaderBytes;
+  options.limits.max_body_bytes = kMaxBodyBytes;
+  // One thread per connection (a streaming response holds its thread to the end): room for a
+  // burst of streams beyond the request limit, whose extra requests then get a clean 429.
+  options.max_connections =
+      int(std::max<int64_t>(kMinConnections, ctx_->config.server.max_concurrent_requests + 64));
+  options.request_timeout = absl::Seconds(ctx_->config.server.read_timeout_s);
+  options.error_body = TransportErrorBody;
+  listener_ = std::make_unique<http::Listener>(&router_, std::move(options));
 }
 
 HttpServer::~HttpServer() { Stop(); }
 
 void HttpServer::Routes() {
-  http_->set_payload_max_length(kMaxBodyBytes);
-  // httplib's default adds SO_REUSEPORT, which would let a second server bind the same port and
-  // silently take half its traffic. SO_REUSEADDR alone allows a quick restart and no more.
-  http_->set_socket_options([this](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
-    listen_fd_ = sock;
-  });
-  // One worker per connection (a streaming response holds its worker to the end): enough
-  // workers for a burst of streams, and idle keep-alive connections let go quickly.
-  const int workers =
-      int(std::max<int64_t>(kMinHttpWorkers, ctx_->config.server.max_concurrent_requests + 16));
-  http_->new_task_queue = [workers] { return new httplib::ThreadPool(size_t(workers)); };
-  http_->set_keep_alive_timeout(2);
-
-  http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    if (absl::Status s = ctx_->state.Check(); !s.ok()) return SendError(res, s);
-    SendJson(res, {{"status", "ok"}});
+  router_.Get("/health", [this](const http::Request&, http::ResponseWriter& w) {
+    if (absl::Status s = ctx_->state.Check(); !s.ok()) return SendError(w, s);
+    SendJson(w, {{"status", "ok"}});
   });
 
-  http_->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
-    if (absl::Status s = CheckApiKey(ctx_->config, req); !s.ok()) return SendError(res, s);
+  router_.Get("/v1/models", [this](const http::Request& req, http::ResponseWriter& w) {
+    if (absl::Status s = CheckApiKey(ctx_->config, req.Header("Authorization")); !s.ok()) {
+      return SendError(w, s);
+    }
     const std::string& base = ctx_->config.model.served_model_name;
     json data = json::array();
     for (const ServedModel& m : ServedModels(*ctx_)) {
@@ -73,72 +76,23 @@ void HttpServer::Routes() {
                       {"parent", m.parent.empty() ? json(nullptr) : json(m.parent)},
                       {"max_model_len", ctx_->max_model_len}});
     }
-    SendJson(res, {{"object", "list"}, {"data", data}});
+    SendJson(w, {{"object", "list"}, {"data", data}});
   });
 
-  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.status = 200;
-    res.set_content(ctx_->metrics->Scrape(ctx_->engine), "text/plain; version=0.0.4");
+  router_.Get("/metrics", [this](const http::Request&, http::ResponseWriter& w) {
+    w.Send(200, "text/plain; version=0.0.4", ctx_->metrics->Scrape(ctx_->engine));
   });
 
-  RegisterGenerationRoutes(*http_, ctx_);
-  RegisterAdminRoutes(*http_, ctx_);
-
-  // Routes that match nothing, and errors httplib raises itself (413 for an oversized body),
-  // still answer with OpenAI's error JSON.
-  http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    std::string message, type = "invalid_request_error";
-    switch (res.status) {
-      case 404:
-        message = absl::StrCat("no route for ", req.method, " ", req.path);
-        type = "not_found_error";
-        break;
-      case 413:
-        message = absl::StrCat("request body exceeds ", kMaxBodyBytes, " bytes");
-        break;
-      case 400:
-        // httplib refuses what it cannot parse: a request line or headers over its limits.
-        message = "malformed request (request line or headers too long or invalid)";
-        break;
-      default:
-        message = absl::StrCat("HTTP ", res.status);
-        type = "server_error";
-    }
-    const int status = res.status;
-    nlohmann::json body = {
-        {"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}};
-    res.set_content(body.dump(), "application/json");
-    res.status = status;
-  });
+  RegisterGenerationRoutes(router_, ctx_);
+  RegisterAdminRoutes(router_, ctx_);
 }
 
 absl::StatusOr<int> HttpServer::Start(const std::string& host, int port) {
-  int bound = -1;
-  if (port == 0) {
-    bound = http_->bind_to_any_port(host);
-  } else if (http_->bind_to_port(host, port)) {
-    bound = port;
-  }
-  if (bound <= 0) {
-    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", host, ":", port));
-  }
-  // Debian's httplib listens with a backlog of 5, which drops connections under a burst;
-  // listen() again on the bound socket raises it (Linux updates the backlog in place).
-  if (listen_fd_ >= 0) ::listen(listen_fd_, kListenBacklog);
-  thread_ = std::thread([this] {
-    http_->listen_after_bind();
-    listen_returned_.store(true);
-  });
-  // httplib's stop() is a no-op until the accept loop runs: wait for it, so a Stop() that
-  // follows at once (a failed start-up) cannot leave the loop running and the join hanging.
-  while (!http_->is_running() && !listen_returned_.load()) std::this_thread::yield();
-  return bound;
+  return listener_->Start(host, port);
 }
 
 void HttpServer::Stop() {
-  if (http_) http_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (listener_) listener_->Stop();
 }
 
 }  // namespace arbor::server

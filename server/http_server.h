@@ -1,18 +1,15 @@
-// The HTTP front end (cpp-httplib, Debian's libcpp-httplib-dev): OpenAI-style REST routes.
+// The HTTP front end: OpenAI-style REST routes on the server's own HTTP/1.1 transport
+// (server/http: Boost.Beast's parser under hard limits, one thread per connection).
 #ifndef ARBOR_SERVER_HTTP_SERVER_H_
 #define ARBOR_SERVER_HTTP_SERVER_H_
 
-#include <atomic>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
 #include "server/context.h"
-
-namespace httplib {
-class Server;
-}
+#include "server/http/listener.h"
+#include "server/http/router.h"
 
 namespace arbor::server {
 
@@ -21,18 +18,16 @@ class HttpServer {
   explicit HttpServer(ServerContext* ctx);
   ~HttpServer();
 
-  // Binds host:port (port 0 picks a free one) and serves on a background thread.
+  // Binds host:port (port 0 picks a free one) and serves on background threads.
   absl::StatusOr<int> Start(const std::string& host, int port);
-  // Stops accepting and closes connections; returns when the serving thread has ended.
+  // Stops accepting and closes connections; returns when every connection thread has ended.
   void Stop();
 
  private:
   void Routes();
   ServerContext* ctx_;
-  std::unique_ptr<httplib::Server> http_;
-  std::thread thread_;
-  std::atomic<bool> listen_returned_{false};
-  int listen_fd_ = -1;  // the listening socket, seen through httplib's socket-options hook
+  http::Router router_;
+  std::unique_ptr<http::Listener> listener_;
 };
 
 }  // namespace arbor::server

@@ -32,9 +32,14 @@ Metrics::Metrics()
                     .Register(*registry_)),
       disconnects_(BuildCounter()
                        .Name("arbor:client_disconnects_total")
-                       .Help("Streaming clients that went away before the end.")
+                       .Help("Clients that went away before the end (their requests aborted).")
                        .Register(*registry_)
                        .Add({})),
+      timeouts_(BuildCounter()
+                    .Name("arbor:request_timeouts_total")
+                    .Help("Generations cancelled at server.request_timeout_s.")
+                    .Register(*registry_)
+                    .Add({})),
       prompt_tokens_(BuildCounter()
                          .Name("arbor:prompt_tokens_total")
                          .Help("Prompt tokens of finished and aborted requests.")
@@ -107,6 +112,8 @@ void Metrics::RequestRejected(int http_status) {
 }
 
 void Metrics::ClientDisconnected() { disconnects_.Increment(); }
+
+void Metrics::RequestTimedOut() { timeouts_.Increment(); }
 
 std::string Metrics::Scrape(const engine::Engine* engine) {
   std::lock_guard<std::mutex> lock(mu_);

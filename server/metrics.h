@@ -26,8 +26,10 @@ class Metrics {
   void RequestFinished(engine::FinishReason reason, const engine::RequestMetrics& m);
   // A request refused before reaching the engine, by HTTP status (400, 401, 404, 429...).
   void RequestRejected(int http_status);
-  // A streaming client went away before the end.
+  // A client went away before the end (its request was cancelled).
   void ClientDisconnected();
+  // A generation ran past server.request_timeout_s and was cancelled.
+  void RequestTimedOut();
   // Prometheus text exposition; engine gauges are refreshed from `engine` (may be null).
   std::string Scrape(const engine::Engine* engine);
 
@@ -36,6 +38,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& success_;
   prometheus::Family<prometheus::Counter>& rejected_;
   prometheus::Counter& disconnects_;
+  prometheus::Counter& timeouts_;
   prometheus::Counter& prompt_tokens_;
   prometheus::Counter& generation_tokens_;
   prometheus::Counter& preemptions_;

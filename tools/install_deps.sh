@@ -8,7 +8,8 @@ PACKAGES=(
   g++ clang libclang-rt-14-dev               # compilers; clang's runtime for libFuzzer/ASan
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev
-  prometheus-cpp-dev libcpp-httplib-dev libssl-dev
+  prometheus-cpp-dev libboost1.81-dev libssl-dev
+  libcpp-httplib-dev                         # the HTTP client of the C++ server tests
   catch2 libopenblas-dev libglpk-dev libre2-dev libicu-dev
   curl python3 python3-grpcio                # test clients
 )

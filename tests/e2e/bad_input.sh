@@ -265,14 +265,11 @@ pad = 'a' * (9 * 1024 * 1024)
 sys.stdout.write('{\"model\":\"$MODEL\",\"prompt\":\"' + pad + '\",\"max_tokens\":1}')" >"$TMP/big"
 expect_err body_9MiB_413 413 "" "" -- -X POST "$BASE/v1/completions" "${AUTH[@]}" "${JSON[@]}" -H 'Expect:' --data-binary @"$TMP/big"
 rm -f "$TMP/big"
-# Headers over 64 KB: the spec asks 431; 400 is tolerated (recorded with VERBOSE=1).
+# Headers over 64 KB: 431 (more header cases, chunked floods and slow clients: http_limits.py).
 big_header=$(python3 -c "print('x' * 70000)")
 printf '%s' "{$P,\"max_tokens\":2}" >"$TMP/req"
-expect_err headers_over_64KB 431,400 "" "" -- -X POST "$BASE/v1/completions" "${AUTH[@]}" "${JSON[@]}" \
+expect_err headers_over_64KB 431 "" "" -- -X POST "$BASE/v1/completions" "${AUTH[@]}" "${JSON[@]}" \
   -H "X-Padding: $big_header" --data-binary @"$TMP/req"
-if [[ "$VERBOSE" == 1 ]]; then
-  echo "  [headers_over_64KB] got $(curl -s -o /dev/null -w '%{http_code}' -X POST "$BASE/v1/completions" "${AUTH[@]}" "${JSON[@]}" -H "X-Padding: $big_header" --data-binary @"$TMP/req")"
-fi
 
 # ---------------------------------------------------------------- 24. structures that explode
 python3 -c "
@@ -306,7 +303,7 @@ expect_err missing_api_key_bad_body 401 "" "" -- -X POST "$BASE/v1/completions" 
 
 # ---------------------------------------------------------------- routes and methods
 expect_err unknown_route 404 "" "" -- -X POST "$BASE/v1/nope" "${AUTH[@]}" "${JSON[@]}" --data-binary '{}'
-expect_err get_on_completions 404,405 "" "" -- "$BASE/v1/completions" "${AUTH[@]}"
+expect_err get_on_completions 405 "" "" -- "$BASE/v1/completions" "${AUTH[@]}"
 
 echo "arbor-tests: $PASSED passed, $FAILED failed, 0 skipped"
 [[ $FAILED -eq 0 ]]

@@ -2,7 +2,7 @@
 """Load test for Arbor's streaming completions (python3 stdlib only, loopback only).
 
 200 concurrent streaming /v1/completions; about 30% of the clients close their socket
-mid-stream. Every client that stays connected must get a complete, well-formed SSE stream
+mid-stream. Then 200 long requests (half streamed) whose clients give up after 0.5 s (spec case 12). Every client that stays connected must get a complete, well-formed SSE stream
 ending in `data: [DONE]`; afterwards the server must be healthy, answer a new request within
 5 s, and its Prometheus `/metrics` must show no KV pages in use.
 
@@ -204,6 +204,79 @@ def post(host, port, path, obj, key, timeout=10):
         conn.close()
 
 
+def counter(metrics_text, name):
+    """Value of the sample `name` (with its labels, exactly as exposed), 0 when absent."""
+    for line in metrics_text.splitlines():
+        if line.startswith(name + ' '):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def impatient_client(args, host, port, idx, stream, outcome):
+    """A long request whose client gives up after 0.5 s without an answer, and closes."""
+    body = json.dumps({'model': args.model, 'prompt': 'a long story number %d' % idx,
+                       'max_tokens': 1500, 'ignore_eos': True, 'stream': stream})
+    headers = {'Content-Type': 'application/json'}
+    if args.key:
+        headers['Authorization'] = 'Bearer ' + args.key
+    conn = http.client.HTTPConnection(host, port, timeout=0.5)
+    try:
+        conn.request('POST', '/v1/completions', body=body, headers=headers)
+        resp = conn.getresponse()
+        while resp.read1(65536):
+            pass
+        outcome[idx] = 'finished'  # the whole answer within 0.5 s: not a timeout
+    except socket.timeout:
+        outcome[idx] = 'timed out'
+    except (OSError, http.client.HTTPException) as e:
+        outcome[idx] = '%s: %s' % (type(e).__name__, e)
+    finally:
+        conn.close()
+
+
+def impatient_phase(args, host, port, case):
+    """Spec case 12 (vLLM's test): 200 long requests whose clients time out at 0.5 s; then a new
+    request completes within 5 s, every page comes back and each abort is counted."""
+    _, before = get(host, port, '/metrics', args.key)
+    outcome = {}
+    threads = [threading.Thread(target=impatient_client, args=(args, host, port, i, i % 2 == 0, outcome),
+                                daemon=True) for i in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    gave_up = sum(1 for v in outcome.values() if v == 'timed out')
+    odd = sorted({v for v in outcome.values() if v not in ('timed out', 'finished')})
+    case('impatient_clients_time_out', gave_up >= args.clients // 2 and not odd,
+         '%d of %d clients timed out (want >= half); other outcomes: %s' % (gave_up, args.clients, odd[:3]))
+    t1 = time.monotonic()
+    try:
+        st, body = post(host, port, '/v1/completions',
+                        {'model': args.model, 'prompt': 'after the impatient ones', 'max_tokens': 8},
+                        args.key, timeout=5)
+        dt = time.monotonic() - t1
+        case('new_request_within_5s_after_timeouts', st == 200 and dt < 5.0,
+             'status %s in %.2f s: %s' % (st, dt, body[:200]))
+    except (OSError, http.client.HTTPException) as e:
+        case('new_request_within_5s_after_timeouts', False, '%s: %s' % (type(e).__name__, e))
+    t2 = time.monotonic()
+    while True:
+        _, after = get(host, port, '/metrics', args.key)
+        found = kv_pages(after)
+        aborted = (counter(after, 'arbor:request_success_total{finished_reason="abort"}') -
+                   counter(before, 'arbor:request_success_total{finished_reason="abort"}'))
+        if (found and found[1] == 0 and aborted >= gave_up) or time.monotonic() - t2 > 10:
+            break
+        time.sleep(0.2)
+    case('kv_pages_idle_after_timeouts', found is not None and found[1] == 0,
+         '%s ten seconds after the clients gave up' % (found,))
+    dropped = (counter(after, 'arbor:client_disconnects_total') -
+               counter(before, 'arbor:client_disconnects_total'))
+    case('timeouts_counted_as_disconnects_and_aborts', dropped >= gave_up and aborted >= gave_up,
+         'arbor:client_disconnects_total +%g, request_success_total{abort} +%g, want >= %d each' % (
+             dropped, aborted, gave_up))
+
+
 def kv_pages(metrics_text):
     """(gauge name, value) of the first KV-pages gauge found, or None."""
     for line in metrics_text.splitlines():
@@ -353,6 +426,8 @@ def main():
     case('disconnects_counted_in_metrics', bool(grew),
          'no arbor metric named like *abort*/*dropped*/*disconnect* grew (present: %s)' % (
              ', '.join(sorted(aborts_after)) or 'none'))
+
+    impatient_phase(args, host, port, case)
 
     print('# %d clients (%d hung up mid-stream, %d meant to but got the whole stream first) in %.1f s; '
           'peak %d streams live at once' % (args.clients, len(leavers), len(early), wall, peak), file=sys.stderr)

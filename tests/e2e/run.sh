@@ -3,6 +3,8 @@
 #   1. tests/e2e/openai   — the official `openai` npm client (node --test)
 #   2. tests/e2e/bad_input.sh — raw-HTTP negative cases with curl
 #   3. tests/e2e/load_test.py — 200 concurrent streams with random disconnects, then /metrics
+#   4. tests/e2e/http_limits.py — 431/413/408/400 transport limits, request timeouts, hang-ups
+#   5. tests/e2e/drain_test.py — SIGTERM drain
 # Each suite gets its own server on a free loopback port, with the options it needs; each
 # server is stopped with SIGTERM and must exit 0.
 #
@@ -171,7 +173,19 @@ if start_server load --set server.max_concurrent_requests=512 --set engine.max_n
   stop_server load "$SERVER_PID"
 fi
 
-# ---------------------------------------------------------------- 4. SIGTERM drain
+# ---------------------------------------------------------------- 4. transport limits, timeouts
+echo "== http limits suite"
+if start_server http_limits --set server.api_key="$KEY" --set server.read_timeout_s=1 \
+    --set server.request_timeout_s=0.5; then
+  python3 "$HERE/http_limits.py" --url "http://127.0.0.1:$SERVER_PORT" --pid "$SERVER_PID" --key "$KEY" \
+    >"$LOGS/http_limits.out" 2>&1
+  grep -v '^arbor-tests:' "$LOGS/http_limits.out" | sed 's/^/   /'
+  add_counts http_limits "$LOGS/http_limits.out"
+  grep '^arbor-tests:' "$LOGS/http_limits.out" | sed 's/^arbor-tests:/   http_limits:/'
+  stop_server http_limits "$SERVER_PID"
+fi
+
+# ---------------------------------------------------------------- 5. SIGTERM drain
 echo "== drain suite"
 python3 "$HERE/drain_test.py" "$ARBOR" >"$LOGS/drain.out" 2>&1
 grep -v '^arbor-tests:' "$LOGS/drain.out" | sed 's/^/   /'

@@ -23,6 +23,8 @@ TEST_CASE("overrides replace values and are read as YAML scalars", "[config]") {
   CHECK(c->server.http_port == 9001);
   CHECK(c->device == "cpu");
   CHECK(c->server.drain_timeout_s == 0.5);
+  CHECK(c->server.request_timeout_s == 600.0);  // defaults
+  CHECK(c->server.read_timeout_s == 30.0);
 }
 
 TEST_CASE("an override creates a missing section", "[config]") {
@@ -46,6 +48,9 @@ TEST_CASE("errors name the key and the source", "[config]") {
       {"device: tpu\n", {}, "device: expected one of auto, cpu, cuda"},
       {"log_level: loud\n", {}, "log_level"},
       {"server:\n  drain_timeout_s: .inf\n", {}, "server.drain_timeout_s"},
+      {"server:\n  request_timeout_s: -1\n", {}, "server.request_timeout_s"},
+      {"server:\n  read_timeout_s: 0\n", {}, "server.read_timeout_s"},
+      {"server:\n  read_timeout_s: fast\n", {}, "server.read_timeout_s"},
       {"model:\n  served_model_name: ''\n", {}, "model.served_model_name"},
       {"server: 5\n", {}, "server: unknown key"},
       {"- a\n- b\n", {}, "mapping"},

@@ -1,0 +1,58 @@
+// Incremental HTTP/1.1 request parsing (Boost.Beast's parser) with hard limits: bytes in from a
+// socket, whole requests out. Pure: no I/O, so tests and the fuzzer drive it with plain strings.
+//
+// Limits (robustness case 10): request line + headers over `max_header_bytes` -> 431; a body
+// over `max_body_bytes` (by Content-Length, before any of it is read, or as chunks arrive) ->
+// 413; a chunked body of more than `max_chunks` chunks, or whose framing grows past twice the
+// body limit -> 413. Memory is bounded by the limits whatever the client sends.
+#ifndef ARBOR_SERVER_HTTP_REQUEST_READER_H_
+#define ARBOR_SERVER_HTTP_REQUEST_READER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "server/http/message.h"
+
+namespace arbor::server::http {
+
+struct Limits {
+  size_t max_header_bytes = 64 << 10;
+  size_t max_body_bytes = 8 << 20;
+  size_t max_chunks = 1 << 16;
+};
+
+class RequestReader {
+ public:
+  explicit RequestReader(const Limits& limits);
+  ~RequestReader();
+
+  enum class Result { kNeedMore, kHeaderDone, kComplete, kError };
+  // Parses from the front of `buffer`, erasing what it consumed (bytes of a following
+  // pipelined request stay). kHeaderDone is returned once per request, when its header is
+  // complete and the body is still to come (the caller may answer "100 Continue"); call again to
+  // go on. After kComplete, Take() the request; after kError, answer error_status() and close.
+  Result Feed(std::string& buffer);
+
+  bool expects_continue() const;  // "Expect: 100-continue" on the current request
+  bool keep_alive() const;        // valid once the header is done
+  bool http10() const;            // HTTP/1.0 request: no chunked responses
+  Request Take();                 // the completed request; the reader is ready for the next
+  int error_status() const { return error_status_; }  // 400, 413 or 431
+  const std::string& error_message() const { return error_message_; }
+
+ private:
+  struct State;
+  void Reset();
+  Result Fail(int status, std::string message);
+
+  Limits limits_;
+  std::unique_ptr<State> state_;
+  int error_status_ = 0;
+  std::string error_message_;
+};
+
+}  // namespace arbor::server::http
+
+#endif  // ARBOR_SERVER_HTTP_REQUEST_READER_H_

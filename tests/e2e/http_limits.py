@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""Transport limits and timeouts of Arbor's HTTP server, over raw sockets (python3 stdlib only).
+
+Spec: shared/specs/robustness.md case 10 (431 for headers over 64 KB, 413 for bodies over the
+limit, a flood of tiny chunks rejected with bounded memory), request smuggling shapes, slow
+clients (408), server.request_timeout_s, and a non-streaming client that hangs up. After every
+case the server must still answer; at the end no KV page may be in use.
+
+The server must run with: --set server.read_timeout_s=1 --set server.request_timeout_s=0.5
+
+  tests/e2e/http_limits.py --url http://127.0.0.1:PORT --pid PID [--key KEY]
+
+Prints one line per failed case, then `arbor-tests: N passed, M failed, 0 skipped`.
+"""
+
+import argparse
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+
+BODY_LIMIT = 8 << 20
+
+
+class Conn:
+    """One raw HTTP/1.1 connection: send bytes, read responses (Content-Length or chunked)."""
+
+    def __init__(self, host, port, timeout=10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b''
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError('connection closed')
+        self.buf += chunk
+
+    def _line(self):
+        while b'\r\n' not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b'\r\n', 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def response(self, until_close=False):
+        """(status, headers dict lower-cased, body bytes) of the next response."""
+        status = int(self._line().split(b' ', 2)[1])
+        headers = {}
+        while True:
+            line = self._line()
+            if not line:
+                break
+            k, v = line.split(b':', 1)
+            headers[k.decode().strip().lower()] = v.decode().strip()
+        if status == 100:
+            return status, headers, b''
+        if headers.get('transfer-encoding', '').lower() == 'chunked':
+            body = b''
+            while True:
+                size = int(self._line().split(b';')[0], 16)
+                if size == 0:
+                    self._line()
+                    break
+                body += self._exact(size)
+                self._exact(2)
+            return status, headers, body
+        if 'content-length' in headers:
+            return status, headers, self._exact(int(headers['content-length']))
+        if until_close:
+            try:
+                while True:
+                    self._fill()
+            except EOFError:
+                pass
+            body, self.buf = self.buf, b''
+            return status, headers, body
+        return status, headers, b''
+
+    def closed_by_peer(self, wait=3.0):
+        self.sock.settimeout(wait)
+        try:
+            return self.sock.recv(1) == b''
+        except (socket.timeout, OSError):
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def error_ok(status, body, want):
+    """The OpenAI error envelope with code == status == want; returns a problem string or ''."""
+    if status != want:
+        return 'status %d, want %d: %r' % (status, want, body[:200])
+    try:
+        err = json.loads(body)['error']
+    except (ValueError, KeyError, TypeError):
+        return 'not an OpenAI error body: %r' % body[:200]
+    if err.get('code') != want or not err.get('message') or 'type' not in err or 'param' not in err:
+        return 'bad error object %r' % err
+    return ''
+
+
+def rss_kib(pid):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--url', required=True)
+    ap.add_argument('--pid', type=int, required=True, help='the server process (its memory is watched)')
+    ap.add_argument('--key', default='')
+    ap.add_argument('--model', default='tiny')
+    args = ap.parse_args()
+    u = urllib.parse.urlparse(args.url)
+    host, port = u.hostname, u.port
+    if host not in ('127.0.0.1', 'localhost', '::1'):
+        print('http_limits.py: --url must be loopback', file=sys.stderr)
+        return 2
+    auth = ('Authorization: Bearer %s\r\n' % args.key) if args.key else ''
+    passed, failed = 0, 0
+
+    def case(name, problem):
+        nonlocal passed, failed
+        if not problem:
+            passed += 1
+        else:
+            failed += 1
+            print('FAIL %s: %s' % (name, problem))
+
+    def request(raw, until_close=False, timeout=10.0):
+        c = Conn(host, port, timeout)
+        try:
+            c.send(raw)
+            return c.response(until_close)
+        finally:
+            c.close()
+
+    def completion(body):
+        data = json.dumps(body).encode()
+        return ('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n'
+                'Content-Length: %d\r\n\r\n' % (auth, len(data))).encode() + data
+
+    def healthy(name):
+        """After each case: a normal completion still works."""
+        try:
+            st, _, body = request(completion({'model': args.model, 'prompt': 'still there', 'max_tokens': 2}))
+            return '' if st == 200 else '%s: normal completion afterwards got %d %r' % (name, st, body[:200])
+        except (OSError, EOFError) as e:
+            return '%s: normal completion afterwards failed: %s' % (name, e)
+
+    def check(name, fn):
+        try:
+            problem = fn()
+        except (OSError, EOFError, ValueError) as e:
+            problem = '%s: %s' % (type(e).__name__, e)
+        case(name, problem or healthy(name))
+
+    # ------------------------------------------------------------ header limits (431)
+    def headers_just_under():
+        st, _, body = request(b'GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ' + b'a' * 60000 + b'\r\n\r\n')
+        return '' if st == 200 else 'a 60 KB header got %d %r' % (st, body[:200])
+    check('header_60KB_accepted', headers_just_under)
+
+    def one_big_header():
+        st, _, body = request(b'GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ' + b'a' * 70000 + b'\r\n\r\n')
+        return error_ok(st, body, 431)
+    check('header_70KB_431', one_big_header)
+
+    def many_small_headers():
+        lines = b''.join(b'X-H%d: %s\r\n' % (i, b'v' * 90) for i in range(1000))
+        st, _, body = request(b'GET /health HTTP/1.1\r\nHost: x\r\n' + lines + b'\r\n')
+        return error_ok(st, body, 431)
+    check('1000_headers_100KB_431', many_small_headers)
+
+    def long_uri():
+        st, _, body = request(b'GET /health?' + b'q' * 70000 + b' HTTP/1.1\r\nHost: x\r\n\r\n')
+        return error_ok(st, body, 431)
+    check('request_target_70KB_431', long_uri)
+
+    def endless_header():
+        # Header bytes that never end: refused at the limit, not buffered without bound.
+        c = Conn(host, port)
+        try:
+            c.send(b'GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ')
+            try:
+                for _ in range(64):
+                    c.send(b'b' * 4096)
+            except OSError:
+                pass  # the server answered and closed while we were still sending
+            st, _, body = c.response()
+            return error_ok(st, body, 431)
+        finally:
+            c.close()
+    check('unterminated_header_431', endless_header)
+
+    # ------------------------------------------------------------ body limits (413)
+    def declared_too_big():
+        c = Conn(host, port, timeout=5)
+        try:
+            # Only the header is sent: the refusal must not wait for a body.
+            c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n'
+                    'Content-Length: %d\r\n\r\n' % (auth, 9 << 20)).encode())
+            st, _, body = c.response()
+            return error_ok(st, body, 413)
+        finally:
+            c.close()
+    check('content_length_9MiB_413_before_body', declared_too_big)
+
+    def chunked_too_big():
+        c = Conn(host, port)
+        try:
+            c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n'
+                    'Transfer-Encoding: chunked\r\n\r\n' % auth).encode())
+            piece = b'%x\r\n%s\r\n' % (65536, b'a' * 65536)
+            try:
+                for _ in range(9 * 16):
+                    c.send(piece)
+            except OSError:
+                pass
+            st, _, body = c.response()
+            return error_ok(st, body, 413)
+        finally:
+            c.close()
+    check('chunked_body_9MiB_413', chunked_too_big)
+
+    def chunk_flood():
+        before = rss_kib(args.pid)
+        c = Conn(host, port)
+        peak = before
+        try:
+            c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n'
+                    'Transfer-Encoding: chunked\r\n\r\n' % auth).encode())
+            try:
+                for i in range(100):
+                    c.send(b'1\r\na\r\n' * 5000)  # 500,000 one-byte chunks in all
+                    if i % 10 == 0:
+                        peak = max(peak, rss_kib(args.pid))
+            except OSError:
+                pass
+            st, _, body = c.response()
+            problem = error_ok(st, body, 413)
+        finally:
+            c.close()
+        peak = max(peak, rss_kib(args.pid))
+        if not problem and peak - before > 64 * 1024:
+            problem = 'server RSS grew by %d KiB during the flood' % (peak - before)
+        return problem
+    check('tiny_chunk_flood_413_bounded_memory', chunk_flood)
+
+    # ------------------------------------------------------------ malformed framing (400)
+    def smuggle_cl_te():
+        body = b'0\r\n\r\n'
+        st, _, out = request(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n'
+                             b'Transfer-Encoding: chunked\r\n\r\n' + body)
+        return error_ok(st, out, 400)
+    check('content_length_and_chunked_400', smuggle_cl_te)
+
+    def two_lengths():
+        st, _, out = request(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n'
+                             b'Content-Length: 3\r\n\r\n{}x')
+        return error_ok(st, out, 400)
+    check('two_content_lengths_400', two_lengths)
+
+    def garbage_line():
+        st, _, out = request(b'\x16\x03\x01 hello there\r\n\r\n')
+        return error_ok(st, out, 400)
+    check('garbage_request_line_400', garbage_line)
+
+    def wrong_method():
+        st, h, out = request(b'GET /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n')
+        p = error_ok(st, out, 405)
+        return p or ('' if h.get('allow') == 'POST' else 'Allow header %r' % h.get('allow'))
+    check('get_on_completions_405_with_allow', wrong_method)
+
+    # ------------------------------------------------------------ connection behaviour
+    def pipelined():
+        c = Conn(host, port)
+        try:
+            c.send(b'GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n')
+            a, b = c.response(), c.response()
+            return '' if (a[0], b[0]) == (200, 404) else 'pipelined answers %d, %d' % (a[0], b[0])
+        finally:
+            c.close()
+    check('pipelined_requests_in_order', pipelined)
+
+    def expect_continue():
+        data = json.dumps({'model': args.model, 'prompt': 'hi', 'max_tokens': 2}).encode()
+        c = Conn(host, port)
+        try:
+            c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n'
+                    'Content-Length: %d\r\nExpect: 100-continue\r\n\r\n' % (auth, len(data))).encode())
+            st, _, _ = c.response()
+            if st != 100:
+                return 'got %d before the body, want 100' % st
+            c.send(data)
+            st, _, body = c.response()
+            return '' if st == 200 else 'after 100 Continue: %d %r' % (st, body[:200])
+        finally:
+            c.close()
+    check('expect_100_continue', expect_continue)
+
+    def http10_stream():
+        data = json.dumps({'model': args.model, 'prompt': 'hi', 'max_tokens': 3, 'stream': True}).encode()
+        st, h, body = request(('POST /v1/completions HTTP/1.0\r\n%sContent-Type: application/json\r\n'
+                               'Content-Length: %d\r\n\r\n' % (auth, len(data))).encode() + data,
+                              until_close=True)
+        if st != 200 or 'chunked' in h.get('transfer-encoding', ''):
+            return 'HTTP/1.0 stream: %d %r' % (st, h)
+        return '' if body.rstrip().endswith(b'data: [DONE]') else 'HTTP/1.0 stream body %r' % body[-200:]
+    check('http10_streaming_ends_with_close', http10_stream)
+
+    def slow_client():
+        c = Conn(host, port)
+        try:
+            c.send(b'GET /health HTTP/1.1\r\nHost: x\r\n')  # and never the blank line
+            t0 = time.monotonic()
+            st, _, body = c.response()
+            dt = time.monotonic() - t0
+            p = error_ok(st, body, 408)
+            return p or ('' if dt < 5 else '408 came after %.1f s (read_timeout_s 1)' % dt)
+        finally:
+            c.close()
+    check('stalled_request_408', slow_client)
+
+    # ------------------------------------------------------------ request timeout (0.5 s)
+    def metric(name):
+        st, _, body = request(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+        for line in body.decode().splitlines():
+            if line.startswith(name + ' '):
+                return float(line.split()[-1])
+        return 0.0
+
+    def timed_out_generations():
+        before = metric('arbor:request_timeouts_total')
+        outcomes = [None] * 16
+
+        def one(i):
+            body = {'model': args.model, 'prompt': 'tell me everything %d' % i, 'max_tokens': 2000,
+                    'ignore_eos': True, 'stream': i % 2 == 1}
+            t0 = time.monotonic()
+            try:
+                st, _, out = request(completion(body), timeout=20)
+                dt = time.monotonic() - t0
+                if body['stream']:
+                    events = [json.loads(l[6:]) for l in out.decode().splitlines()
+                              if l.startswith('data: {')]
+                    finish = [c['finish_reason'] for e in events for c in e['choices'] if c['finish_reason']]
+                    done = out.rstrip().endswith(b'data: [DONE]')
+                else:
+                    finish = [c['finish_reason'] for c in json.loads(out)['choices']]
+                    done = True
+                outcomes[i] = (st, finish, done, dt)
+            except (OSError, EOFError, ValueError) as e:
+                outcomes[i] = ('error', str(e), False, 0)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(outcomes))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        bad = [o for o in outcomes if not o or o[0] != 200 or o[1] != ['abort'] or not o[2] or o[3] > 5]
+        if bad:
+            return '%d of %d requests did not end as aborted within 5 s: %r' % (len(bad), len(outcomes), bad[:3])
+        grew = metric('arbor:request_timeouts_total') - before
+        return '' if grew >= len(outcomes) else 'arbor:request_timeouts_total grew by %g' % grew
+    check('request_timeout_aborts_json_and_stream', timed_out_generations)
+
+    def nonstream_hangup():
+        before = metric('arbor:client_disconnects_total')
+        c = Conn(host, port)
+        c.send(completion({'model': args.model, 'prompt': 'and then', 'max_tokens': 2000, 'ignore_eos': True}))
+        time.sleep(0.1)
+        c.close()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3:
+            if metric('arbor:client_disconnects_total') > before:
+                return ''
+            time.sleep(0.05)
+        return 'a non-streaming client that hung up was not noticed within 3 s'
+    check('nonstream_client_hangup_cancels', nonstream_hangup)
+
+    # ------------------------------------------------------------ nothing leaked
+    def pages_idle():
+        t0 = time.monotonic()
+        v = None
+        while time.monotonic() - t0 < 10:
+            v = metric('arbor:pool_pages{kind="kv"}')
+            if v == 0:
+                return ''
+            time.sleep(0.2)
+        return 'arbor:pool_pages{kind="kv"} = %s ten seconds after the last case' % v
+    check('kv_pages_idle_at_end', pages_idle)
+
+    print('arbor-tests: %d passed, %d failed, 0 skipped' % (passed, failed))
+    return 0 if failed == 0 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
