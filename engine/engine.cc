@@ -117,6 +117,7 @@ absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
   state->metrics.prompt_tokens = prompt_len;
   std::lock_guard<std::mutex> lock(mu_);
   if (stop_) return absl::UnavailableError("the engine is shutting down");
+  if (!failure_.ok()) return absl::UnavailableError(failure_.message());
   state->id = next_handle_++;
   state->request = std::move(request);
   const Handle handle = state->id;
@@ -129,6 +130,11 @@ void Engine::Cancel(Handle handle) {
   std::lock_guard<std::mutex> lock(mu_);
   cancels_.push_back(handle);
   cv_.notify_one();
+}
+
+absl::Status Engine::Health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
 }
 
 EngineStats Engine::stats() const {
@@ -162,13 +168,17 @@ void Engine::Shutdown() {
   if (scheduler_ == nullptr) return;  // Create() failed: nothing was ever queued
   // The engine thread is gone: finish what is left from this thread.
   TakeIncoming();
-  for (auto& [id, req] : requests_) {
-    for (auto& seq : req->seqs) {
-      if (!seq->finished) Finish(seq.get(), FinishReason::kAbort, "server shutting down");
-    }
-  }
+  AbortAll("server shutting down");
   requests_.clear();
   RefreshStats(0, 0, 0);
+}
+
+void Engine::AbortAll(const std::string& detail) {
+  for (auto& [id, req] : requests_) {
+    for (auto& seq : req->seqs) {
+      if (!seq->finished) Finish(seq.get(), FinishReason::kAbort, detail);
+    }
+  }
 }
 
 void Engine::TakeIncoming() {
@@ -216,6 +226,12 @@ void Engine::Loop() {
       if (stop_) return;
     }
     TakeIncoming();
+    if (absl::Status failed = Health(); !failed.ok()) {
+      // Requests that were queued as the failure happened.
+      AbortAll(std::string(failed.message()));
+      requests_.clear();
+      continue;
+    }
     // Requests whose deadline passed before they were ever scheduled are aborted (S-LoRA's
     // early abort): running them would only produce an answer nobody waits for.
     const absl::Time now = absl::Now();
@@ -267,13 +283,14 @@ void Engine::Step() {
       model_.Forward(chunks, KvCacheView{static_cast<float*>(pool_->base()), config_.block_size});
   const absl::Time t2 = absl::Now();
   if (!logits.ok()) {
-    spdlog::error("forward pass failed: {}", logits.status().ToString());
-    for (const ScheduledChunk& c : d.run) {
-      if (!c.seq->finished) {
-        Finish(c.seq, FinishReason::kAbort,
-               absl::StrCat("internal error: ", logits.status().message()));
-      }
+    spdlog::critical("forward pass failed; the engine stops serving: {}",
+                     logits.status().ToString());
+    const std::string why = absl::StrCat("engine failure: ", logits.status().message());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      failure_ = absl::InternalError(why);
     }
+    AbortAll(why);
     RefreshStats(schedule_s, absl::ToDoubleSeconds(t2 - t1), 0);
     return;
   }

@@ -69,6 +69,10 @@ class Engine {
   // or finished handles are ignored.
   void Cancel(Handle handle);
   EngineStats stats() const;
+  // Ok until a forward pass fails. A failure is sticky (the device or the engine's state can no
+  // longer be trusted): every request is aborted, Submit refuses new ones with Unavailable, and
+  // the server's /health turns 503 so that the process gets restarted.
+  absl::Status Health() const;
   int64_t max_model_len() const { return max_model_len_; }
   // The unified pool: LoRA adapters take their pages from it (engine/lora/adapter_store.h).
   memory::UnifiedPool& pool() { return *pool_; }
@@ -84,6 +88,7 @@ class Engine {
   void Step();
   void TakeIncoming();
   void Finish(Sequence* seq, FinishReason reason, const std::string& detail);
+  void AbortAll(const std::string& detail);  // every live sequence, on the engine thread
   void ProcessSample(Sequence* seq, const float* logits, int64_t vocab);
   void Fork(Sequence* parent);
   void RefreshStats(double scheduler_s, double forward_s, double other_s);
@@ -110,6 +115,7 @@ class Engine {
   std::vector<std::function<void()>> commands_;
   uint64_t next_handle_ = 1;
   bool stop_ = false;
+  absl::Status failure_;  // the first failed forward pass (sticky)
   EngineStats stats_;
   std::thread thread_;
 };

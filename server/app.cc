@@ -9,7 +9,8 @@
 
 namespace arbor::server {
 
-absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const engine::LaunchConfig& config) {
+absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
+    const engine::LaunchConfig& config, std::unique_ptr<kernels::Backend> backend) {
   std::unique_ptr<ServerApp> app(new ServerApp());
   app->ctx_ = std::make_unique<ServerContext>();
   app->ctx_->config = config;
@@ -21,14 +22,18 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const engine::Launch
   ASSIGN_OR_RETURN(app->http_port_, app->http_->Start(config.server.host, config.server.http_port));
   spdlog::info("http listening on {}:{}", config.server.host, app->http_port_);
 
-  ASSIGN_OR_RETURN(kernels::DevicePreference pref,
-                   kernels::ParseDevicePreference(config.device, "device"));
-  auto backend = kernels::CreateBackend(pref);
-  if (!backend.ok()) {
-    return absl::Status(backend.status().code(),
-                        absl::StrCat("device: ", backend.status().message()));
+  if (backend != nullptr) {
+    app->backend_ = std::move(backend);
+  } else {
+    ASSIGN_OR_RETURN(kernels::DevicePreference pref,
+                     kernels::ParseDevicePreference(config.device, "device"));
+    auto created = kernels::CreateBackend(pref);
+    if (!created.ok()) {
+      return absl::Status(created.status().code(),
+                          absl::StrCat("device: ", created.status().message()));
+    }
+    app->backend_ = std::move(*created);
   }
-  app->backend_ = std::move(*backend);
   ASSIGN_OR_RETURN(app->ctx_->device, app->backend_->Info());
   app->ctx_->backend_name = kernels::DeviceKindName(app->backend_->kind());
   spdlog::info("backend: {} ({}, {:.1f} GiB, device={} in config)", app->ctx_->backend_name,
@@ -60,6 +65,7 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(const engine::Launch
   ASSIGN_OR_RETURN(app->engine_, engine::Engine::Create(*app->model_, *app->backend_,
                                                         app->text_streams_.get(), ec));
   app->ctx_->engine = app->engine_.get();
+  app->ctx_->state.set_engine(app->engine_.get());
   app->adapters_ = std::make_unique<engine::AdapterStore>(
       app->engine_->pool(), *app->backend_, app->model_->spec(), config.server.adapter_root,
       config.engine.max_lora_rank);
@@ -96,6 +102,7 @@ void ServerApp::Shutdown(absl::Duration drain) {
   if (ctx_) {
     ctx_->engine = nullptr;
     ctx_->adapters = nullptr;
+    ctx_->state.set_engine(nullptr);
   }
   engine_.reset();  // requests release their adapters first
   adapters_.reset();

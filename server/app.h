@@ -22,7 +22,9 @@ namespace arbor::server {
 class ServerApp {
  public:
   // Starts both front ends and the backend; an error names what failed (port, device).
-  static absl::StatusOr<std::unique_ptr<ServerApp>> Start(const engine::LaunchConfig& config);
+  // `backend` replaces the one `config.device` picks (tests inject failing devices).
+  static absl::StatusOr<std::unique_ptr<ServerApp>> Start(
+      const engine::LaunchConfig& config, std::unique_ptr<kernels::Backend> backend = nullptr);
   ~ServerApp();
 
   int http_port() const { return http_port_; }

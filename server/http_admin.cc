@@ -43,15 +43,14 @@ void RegisterAdminRoutes(http::Router& router, ServerContext* ctx) {
     if (!info.ok()) return Reply(res, info.status());
     Reply(res, absl::OkStatus(), AdapterJson(*info));
   });
-  router.Delete(
-      "/v1/adapters/{name}", [ctx](const http::Request& req, http::ResponseWriter& res) {
-        if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
-          return Reply(res, s);
-        }
-        if (ctx->adapters == nullptr) return Reply(res, absl::UnavailableError("not ready"));
-        const std::string& name = req.params[0];
-        Reply(res, ctx->adapters->Unregister(name), json{{"name", name}, {"deleted", true}});
-      });
+  router.Delete("/v1/adapters/{name}", [ctx](const http::Request& req, http::ResponseWriter& res) {
+    if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
+      return Reply(res, s);
+    }
+    if (ctx->adapters == nullptr) return Reply(res, absl::UnavailableError("not ready"));
+    const std::string& name = req.params[0];
+    Reply(res, ctx->adapters->Unregister(name), json{{"name", name}, {"deleted", true}});
+  });
   router.Get("/v1/adapters", [ctx](const http::Request& req, http::ResponseWriter& res) {
     if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
       return Reply(res, s);

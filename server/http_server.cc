@@ -33,7 +33,8 @@ std::string TransportErrorBody(int status, const std::string& message) {
   const char* type = status == 404   ? "not_found_error"
                      : status >= 500 ? "server_error"
                                      : "invalid_request_error";
-  return json{{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}}
+  return json{
+      {"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}}
       .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

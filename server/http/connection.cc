@@ -23,8 +23,8 @@ int MillisUntil(absl::Time deadline) {
 }
 
 absl::string_view Reason(int status) {
-  const auto r = boost::beast::http::obsolete_reason(boost::beast::http::int_to_status(
-      static_cast<unsigned>(status)));
+  const auto r = boost::beast::http::obsolete_reason(
+      boost::beast::http::int_to_status(static_cast<unsigned>(status)));
   return r.empty() ? absl::string_view("Unknown") : absl::string_view(r.data(), r.size());
 }
 

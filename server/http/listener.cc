@@ -39,8 +39,8 @@ absl::StatusOr<int> Listener::Start(const std::string& host, int port) {
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   addrinfo* found = nullptr;
   const std::string service = std::to_string(port);
-  if (const int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints,
-                                   &found);
+  if (const int rc =
+          ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found);
       rc != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("server.host: cannot resolve '", host, "': ", ::gai_strerror(rc)));
@@ -62,8 +62,8 @@ absl::StatusOr<int> Listener::Start(const std::string& host, int port) {
   }
   ::freeaddrinfo(found);
   if (listen_fd_ < 0) {
-    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", host, ":", port, ": ",
-                                               why));
+    return absl::UnavailableError(
+        absl::StrCat("http: cannot listen on ", host, ":", port, ": ", why));
   }
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
@@ -178,8 +178,8 @@ void Listener::Dispatch(Request& request, Connection& conn) {
     if (m.status == 405) extra.emplace_back("Allow", m.allow);
     return SendError(conn, m.status,
                      m.status == 405
-                         ? absl::StrCat("method ", request.method, " not allowed on ",
-                                        request.path, " (allowed: ", m.allow, ")")
+                         ? absl::StrCat("method ", request.method, " not allowed on ", request.path,
+                                        " (allowed: ", m.allow, ")")
                          : absl::StrCat("no route for ", request.method, " ", request.path),
                      extra);
   }

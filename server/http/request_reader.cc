@@ -16,8 +16,7 @@ namespace beast_http = boost::beast::http;
 struct RequestReader::State {
   std::optional<beast_http::request_parser<beast_http::string_body>> parser;
   // Beast keeps a reference to the chunk callback: it lives here, beside the parser.
-  std::function<void(std::uint64_t, boost::beast::string_view, boost::beast::error_code&)>
-      on_chunk;
+  std::function<void(std::uint64_t, boost::beast::string_view, boost::beast::error_code&)> on_chunk;
   size_t chunks = 0;
   size_t header_bytes = 0;     // request line + headers consumed so far
   size_t body_wire_bytes = 0;  // bytes consumed after the header (body + chunk framing)
@@ -97,8 +96,8 @@ RequestReader::Result RequestReader::Feed(std::string& buffer) {
                                     " bytes"));
     }
     if (s.too_many_chunks) {
-      return Fail(413, absl::StrCat("chunked request body has more than ", limits_.max_chunks,
-                                    " chunks"));
+      return Fail(
+          413, absl::StrCat("chunked request body has more than ", limits_.max_chunks, " chunks"));
     }
     if (ec == beast_http::error::body_limit) {
       return Fail(413, absl::StrCat("request body exceeds ", limits_.max_body_bytes, " bytes"));

@@ -21,8 +21,8 @@ class Router {
   struct Match {
     const Handler* handler = nullptr;  // null: no route
     std::vector<std::string> params;
-    int status = 404;     // when no handler: 404 (no such path) or 405 (other methods only)
-    std::string allow;    // for 405: the methods the path takes, "GET, POST"
+    int status = 404;   // when no handler: 404 (no such path) or 405 (other methods only)
+    std::string allow;  // for 405: the methods the path takes, "GET, POST"
   };
   Match Find(std::string_view method, std::string_view path) const;
 

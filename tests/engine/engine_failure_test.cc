@@ -1,0 +1,118 @@
+// A device that fails mid-run (robustness case 17): the engine aborts every request, refuses new
+// ones, reports the failure through Health(), and hands every page back.
+#include <catch2/catch.hpp>
+#include <condition_variable>
+#include <mutex>
+
+#include "engine/engine.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/faulty_backend.h"
+
+namespace arbor::engine {
+namespace {
+
+struct Outcome {
+  std::mutex mu;
+  std::condition_variable cv;
+  int64_t tokens = 0;
+  std::optional<FinishReason> finish;
+  std::string detail;
+
+  StreamCallback Callback() {
+    return [this](const StreamEvent& ev) {
+      std::lock_guard<std::mutex> lock(mu);
+      tokens += int64_t(ev.token_ids.size());
+      if (ev.finish) {
+        finish = ev.finish;
+        detail = ev.finish_detail;
+      }
+      cv.notify_all();
+    };
+  }
+  template <typename Pred>
+  bool WaitFor(Pred pred) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(30), pred);
+  }
+};
+
+Request LongRequest(Outcome& out, int32_t first_token) {
+  Request r;
+  r.prompt = {first_token, 5, 6, 7, 8};
+  r.params.max_tokens = 1000;
+  r.params.ignore_eos = true;
+  r.params.temperature = 0;
+  r.callback = out.Callback();
+  return r;
+}
+
+TEST_CASE("a device failure mid-decode aborts everything, sticks, and frees every page",
+          "[engine]") {
+  testing::FaultyBackend device(std::make_unique<kernels::CpuBackend>());
+  auto model = Model::Load("models/tiny", device);
+  REQUIRE(model.ok());
+  EngineConfig c;
+  c.num_pages = 256;
+  c.max_model_len = 1100;
+  auto engine = Engine::Create(**model, device, nullptr, c);
+  INFO(engine.status().ToString());
+  REQUIRE(engine.ok());
+  Engine& e = **engine;
+  REQUIRE(e.Health().ok());
+
+  Outcome running, queued_behind;
+  REQUIRE(e.Submit(LongRequest(running, 1)).ok());
+  REQUIRE(running.WaitFor([&] { return running.tokens >= 5; }));
+  REQUIRE(e.Submit(LongRequest(queued_behind, 2)).ok());
+  device.Fail(absl::InternalError("injected: an illegal memory access was encountered"));
+
+  REQUIRE(running.WaitFor([&] { return running.finish.has_value(); }));
+  REQUIRE(queued_behind.WaitFor([&] { return queued_behind.finish.has_value(); }));
+  CHECK(*running.finish == FinishReason::kAbort);
+  CHECK(*queued_behind.finish == FinishReason::kAbort);
+  CHECK(running.tokens < 1000);
+  CHECK_THAT(running.detail, Catch::Contains("engine failure"));
+  CHECK_THAT(running.detail, Catch::Contains("illegal memory access"));
+
+  // Sticky: Health() says why, and new requests are refused rather than queued forever.
+  const absl::Status health = e.Health();
+  CHECK_FALSE(health.ok());
+  CHECK_THAT(std::string(health.message()), Catch::Contains("illegal memory access"));
+  Outcome late;
+  const auto refused = e.Submit(LongRequest(late, 3));
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().code() == absl::StatusCode::kUnavailable);
+
+  // Every KV page is back (the prefix cache may keep full blocks: drop it first).
+  e.ClearPrefixCache();
+  const EngineStats s = e.stats();
+  CHECK(s.pages_kv == 0);
+  CHECK(s.pages_free == s.pages_total);
+  CHECK(s.running == 0);
+  CHECK(s.waiting == 0);
+}
+
+TEST_CASE("a healthy engine reports ok after many steps on the same wrapper", "[engine]") {
+  // The control: the wrapper itself changes nothing until told to fail.
+  testing::FaultyBackend device(std::make_unique<kernels::CpuBackend>());
+  auto model = Model::Load("models/tiny", device);
+  REQUIRE(model.ok());
+  EngineConfig c;
+  c.num_pages = 96;
+  c.max_model_len = 1100;
+  auto engine = Engine::Create(**model, device, nullptr, c);
+  INFO(engine.status().ToString());
+  REQUIRE(engine.ok());
+  Outcome out;
+  Request r = LongRequest(out, 1);
+  r.params.max_tokens = 20;
+  REQUIRE((*engine)->Submit(std::move(r)).ok());
+  REQUIRE(out.WaitFor([&] { return out.finish.has_value(); }));
+  CHECK(*out.finish == FinishReason::kLength);
+  CHECK(out.tokens == 20);
+  CHECK((*engine)->Health().ok());
+  CHECK(device.ops() > 0);
+}
+
+}  // namespace
+}  // namespace arbor::engine

@@ -1,0 +1,106 @@
+// A Backend that forwards to a real one until told to fail: then, like a CUDA device after a
+// sticky error, every op and Health() return the failure. Tests use it to check what the engine
+// and the server do when the device dies mid-run (robustness case 17).
+#ifndef ARBOR_TESTS_FAULTY_BACKEND_H_
+#define ARBOR_TESTS_FAULTY_BACKEND_H_
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+#include "kernels/backend.h"
+
+namespace arbor::testing {
+
+class FaultyBackend : public kernels::Backend {
+ public:
+  explicit FaultyBackend(std::unique_ptr<kernels::Backend> inner) : inner_(std::move(inner)) {}
+
+  // From now on every op fails with `why` (sticky). With `health_reports_it` false, Health()
+  // stays ok: a failure only the engine sees.
+  void Fail(absl::Status why, bool health_reports_it = true) {
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = std::move(why);
+    health_reports_.store(health_reports_it);
+    failed_.store(true);
+  }
+  // Ops that reached the device since construction (counted before forwarding).
+  int64_t ops() const { return ops_.load(); }
+
+  kernels::DeviceKind kind() const override { return inner_->kind(); }
+  absl::StatusOr<kernels::DeviceInfo> Info() const override { return inner_->Info(); }
+  absl::Status Health() override {
+    if (failed_.load() && health_reports_.load()) return failure();
+    return inner_->Health();
+  }
+  // Buffers are the inner backend's (it frees them), so they outlive a failure cleanly.
+  absl::StatusOr<kernels::DeviceBuffer> Allocate(size_t bytes) override {
+    if (failed_.load()) return failure();
+    return inner_->Allocate(bytes);
+  }
+  absl::Status CopyToDevice(void* dst, const void* src, size_t n, kernels::Stream& s) override {
+    return Op([&] { return inner_->CopyToDevice(dst, src, n, s); });
+  }
+  absl::Status CopyToHost(void* dst, const void* src, size_t n, kernels::Stream& s) override {
+    return Op([&] { return inner_->CopyToHost(dst, src, n, s); });
+  }
+  absl::Status CopyOnDevice(void* dst, const void* src, size_t n, kernels::Stream& s) override {
+    return Op([&] { return inner_->CopyOnDevice(dst, src, n, s); });
+  }
+  absl::Status Fill(void* dst, uint8_t v, size_t n, kernels::Stream& s) override {
+    return Op([&] { return inner_->Fill(dst, v, n, s); });
+  }
+  absl::StatusOr<std::unique_ptr<kernels::Stream>> CreateStream() override {
+    return inner_->CreateStream();
+  }
+  absl::StatusOr<std::unique_ptr<kernels::Event>> CreateEvent() override {
+    return inner_->CreateEvent();
+  }
+  kernels::Stream& default_stream() override { return inner_->default_stream(); }
+
+#define ARBOR_FAULTY_OP(Name)                                                    \
+  absl::Status Name(const kernels::Name##Args& a, kernels::Stream& s) override { \
+    return Op([&] { return inner_->Name(a, s); });                               \
+  }
+  ARBOR_FAULTY_OP(RmsNorm)
+  ARBOR_FAULTY_OP(SiluMul)
+  ARBOR_FAULTY_OP(Axpy)
+  ARBOR_FAULTY_OP(Gemm)
+  ARBOR_FAULTY_OP(Embedding)
+  ARBOR_FAULTY_OP(BiasAdd)
+  ARBOR_FAULTY_OP(Rope)
+  ARBOR_FAULTY_OP(KvWrite)
+  ARBOR_FAULTY_OP(PagedAttention)
+  ARBOR_FAULTY_OP(TopKSoftmax)
+  ARBOR_FAULTY_OP(GatherRows)
+  ARBOR_FAULTY_OP(ScatterAddRows)
+#undef ARBOR_FAULTY_OP
+
+ protected:
+  // Never reached: every DeviceBuffer handed out belongs to the inner backend.
+  void Free(void*) override {}
+
+ private:
+  absl::Status failure() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
+  }
+  template <typename F>
+  absl::Status Op(F&& f) {
+    if (failed_.load()) return failure();
+    ops_.fetch_add(1);
+    return f();
+  }
+
+  std::unique_ptr<kernels::Backend> inner_;
+  mutable std::mutex mu_;
+  absl::Status failure_;
+  std::atomic<bool> failed_{false};
+  std::atomic<bool> health_reports_{true};
+  std::atomic<int64_t> ops_{0};
+};
+
+}  // namespace arbor::testing
+
+#endif  // ARBOR_TESTS_FAULTY_BACKEND_H_
