@@ -36,6 +36,25 @@ struct Outcome {
   }
 };
 
+// The tiny model and an engine on a FaultyBackend over the CPU backend.
+struct Rig {
+  testing::FaultyBackend device{std::make_unique<kernels::CpuBackend>()};
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Engine> engine;
+  explicit Rig(int64_t pages) {
+    auto m = Model::Load("models/tiny", device);
+    REQUIRE(m.ok());
+    model = std::move(*m);
+    EngineConfig c;
+    c.num_pages = pages;
+    c.max_model_len = 1100;
+    auto e = Engine::Create(*model, device, nullptr, c);
+    INFO(e.status().ToString());
+    REQUIRE(e.ok());
+    engine = std::move(*e);
+  }
+};
+
 Request LongRequest(Outcome& out, int32_t first_token) {
   Request r;
   r.prompt = {first_token, 5, 6, 7, 8};
@@ -48,16 +67,9 @@ Request LongRequest(Outcome& out, int32_t first_token) {
 
 TEST_CASE("a device failure mid-decode aborts everything, sticks, and frees every page",
           "[engine]") {
-  testing::FaultyBackend device(std::make_unique<kernels::CpuBackend>());
-  auto model = Model::Load("models/tiny", device);
-  REQUIRE(model.ok());
-  EngineConfig c;
-  c.num_pages = 256;
-  c.max_model_len = 1100;
-  auto engine = Engine::Create(**model, device, nullptr, c);
-  INFO(engine.status().ToString());
-  REQUIRE(engine.ok());
-  Engine& e = **engine;
+  Rig rig(256);
+  testing::FaultyBackend& device = rig.device;
+  Engine& e = *rig.engine;
   REQUIRE(e.Health().ok());
 
   Outcome running, queued_behind;
@@ -94,24 +106,16 @@ TEST_CASE("a device failure mid-decode aborts everything, sticks, and frees ever
 
 TEST_CASE("a healthy engine reports ok after many steps on the same wrapper", "[engine]") {
   // The control: the wrapper itself changes nothing until told to fail.
-  testing::FaultyBackend device(std::make_unique<kernels::CpuBackend>());
-  auto model = Model::Load("models/tiny", device);
-  REQUIRE(model.ok());
-  EngineConfig c;
-  c.num_pages = 96;
-  c.max_model_len = 1100;
-  auto engine = Engine::Create(**model, device, nullptr, c);
-  INFO(engine.status().ToString());
-  REQUIRE(engine.ok());
+  Rig rig(96);
   Outcome out;
   Request r = LongRequest(out, 1);
   r.params.max_tokens = 20;
-  REQUIRE((*engine)->Submit(std::move(r)).ok());
+  REQUIRE(rig.engine->Submit(std::move(r)).ok());
   REQUIRE(out.WaitFor([&] { return out.finish.has_value(); }));
   CHECK(*out.finish == FinishReason::kLength);
   CHECK(out.tokens == 20);
-  CHECK((*engine)->Health().ok());
-  CHECK(device.ops() > 0);
+  CHECK(rig.engine->Health().ok());
+  CHECK(rig.device.ops() > 0);
 }
 
 }  // namespace
