@@ -32,6 +32,8 @@ class Connection : public ResponseWriter {
   // Stops writing, then reads and drops what the client still sends for a moment, so a client
   // that is mid-body when refused gets the refusal rather than a reset.
   void LingeringClose();
+  // Gives up on the response under way: nothing more is written and the connection closes.
+  void Abort() { broken_ = true; }
 
   void Send(int status, std::string_view content_type, std::string_view body,
             const Headers& extra = {}) override;

@@ -140,7 +140,11 @@ void Listener::Serve(int fd) {
     while ((r = reader.Feed(buffer)) == RequestReader::Result::kNeedMore ||
            r == RequestReader::Result::kHeaderDone) {
       if (r == RequestReader::Result::kHeaderDone) {
-        if (reader.expects_continue() && !conn.WriteAll("HTTP/1.1 100 Continue\r\n\r\n")) return;
+        // HTTP/1.0 clients' expectations are ignored (RFC 9110 10.1.1).
+        if (reader.expects_continue() && !reader.http10() &&
+            !conn.WriteAll("HTTP/1.1 100 Continue\r\n\r\n")) {
+          return;
+        }
         continue;
       }
       const Connection::ReadStatus rs = conn.ReadSome(buffer, deadline);
@@ -184,12 +188,21 @@ void Listener::Dispatch(Request& request, Connection& conn) {
                      extra);
   }
   request.params = std::move(m.params);
+  // A bug in a handler must cost one request, not the process.
+  std::string raised;
   try {
     (*m.handler)(request, conn);
   } catch (const std::exception& e) {
-    // A bug in a handler must cost one request, not the process.
-    spdlog::error("http: {} {} raised: {}", request.method, request.path, e.what());
-    if (!conn.responded()) SendError(conn, 500, "internal error");
+    raised = e.what();
+  } catch (...) {
+    raised = "an exception that is not a std::exception";
+  }
+  if (!raised.empty()) {
+    spdlog::error("http: {} {} raised: {}", request.method, request.path, raised);
+    if (!conn.responded()) return SendError(conn, 500, "internal error");
+    // A stream cut short must not look complete: no final chunk, and the connection closes.
+    if (conn.streaming() && !conn.ended()) conn.Abort();
+    return;
   }
   if (!conn.responded()) {
     spdlog::error("http: {} {} sent no response", request.method, request.path);

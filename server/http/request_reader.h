@@ -3,8 +3,10 @@
 //
 // Limits (robustness case 10): request line + headers over `max_header_bytes` -> 431; a body
 // over `max_body_bytes` (by Content-Length, before any of it is read, or as chunks arrive) ->
-// 413; a chunked body of more than `max_chunks` chunks, or whose framing grows past twice the
-// body limit -> 413. Memory is bounded by the limits whatever the client sends.
+// 413; a chunked body of more than `max_chunks` data chunks, whose framing grows past twice the
+// body limit, or with a chunk-size line or trailers longer than `max_header_bytes` -> 413; a
+// Transfer-Encoding that does not end in chunked -> 400, other codings -> 501. Memory is bounded
+// by the limits whatever the client sends.
 #ifndef ARBOR_SERVER_HTTP_REQUEST_READER_H_
 #define ARBOR_SERVER_HTTP_REQUEST_READER_H_
 
@@ -39,13 +41,14 @@ class RequestReader {
   bool keep_alive() const;        // valid once the header is done
   bool http10() const;            // HTTP/1.0 request: no chunked responses
   Request Take();                 // the completed request; the reader is ready for the next
-  int error_status() const { return error_status_; }  // 400, 413 or 431
+  int error_status() const { return error_status_; }  // 400, 413, 431 or 501
   const std::string& error_message() const { return error_message_; }
 
  private:
   struct State;
   void Reset();
   Result Fail(int status, std::string message);
+  Result CheckFraming();
 
   Limits limits_;
   std::unique_ptr<State> state_;

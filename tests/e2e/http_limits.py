@@ -255,7 +255,30 @@ def main():
         return problem
     check('tiny_chunk_flood_413_bounded_memory', chunk_flood)
 
+    def endless_chunk_extension():
+        # A chunk-size line that never ends: refused at 64 KiB, not buffered without bound.
+        c = Conn(host, port)
+        try:
+            c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sTransfer-Encoding: chunked\r\n\r\n1;e=' %
+                    auth).encode())
+            try:
+                for _ in range(256):
+                    c.send(b'x' * 4096)
+            except OSError:
+                pass
+            st, _, body = c.response()
+            return error_ok(st, body, 413)
+        finally:
+            c.close()
+    check('endless_chunk_extension_413', endless_chunk_extension)
+
     # ------------------------------------------------------------ malformed framing (400)
+    def te_not_chunked():
+        st, _, out = request(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n'
+                             b'GET /health HTTP/1.1\r\n\r\n')
+        return error_ok(st, out, 400)
+    check('transfer_encoding_gzip_400', te_not_chunked)
+
     def smuggle_cl_te():
         body = b'0\r\n\r\n'
         st, _, out = request(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n'
