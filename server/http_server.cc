@@ -81,7 +81,7 @@ void HttpServer::Routes() {
   });
 
   router_.Get("/metrics", [this](const http::Request&, http::ResponseWriter& w) {
-    w.Send(200, "text/plain; version=0.0.4", ctx_->metrics->Scrape(ctx_->engine));
+    w.Send(200, "text/plain; version=0.0.4", ctx_->metrics->Scrape(ctx_->engine, ctx_->adapters));
   });
 
   RegisterGenerationRoutes(router_, ctx_);

@@ -94,7 +94,17 @@ Metrics::Metrics()
                            .Name("arbor:prefix_cache_hit_rate")
                            .Help("Prompt tokens served from the prefix cache / tokens looked up.")
                            .Register(*registry_)
-                           .Add({})) {}
+                           .Add({})),
+      adapters_loaded_(BuildGauge()
+                           .Name("arbor:lora_adapters_loaded")
+                           .Help("LoRA adapters registered (servable by name).")
+                           .Register(*registry_)
+                           .Add({})),
+      adapters_resident_(BuildGauge()
+                             .Name("arbor:lora_adapters_resident")
+                             .Help("LoRA adapters whose weights hold pages of the unified pool.")
+                             .Register(*registry_)
+                             .Add({})) {}
 
 void Metrics::RequestFinished(engine::FinishReason reason, const engine::RequestMetrics& m) {
   success_.Add({{"finished_reason", engine::FinishReasonName(reason)}}).Increment();
@@ -115,8 +125,16 @@ void Metrics::ClientDisconnected() { disconnects_.Increment(); }
 
 void Metrics::RequestTimedOut() { timeouts_.Increment(); }
 
-std::string Metrics::Scrape(const engine::Engine* engine) {
+std::string Metrics::Scrape(const engine::Engine* engine, const engine::AdapterStore* adapters) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (adapters != nullptr) {
+    const std::vector<engine::AdapterInfo> list = adapters->List();
+    adapters_loaded_.Set(double(list.size()));
+    // Every registered adapter keeps its weights in pool pages (no eviction to host yet), so
+    // resident counts those that hold pages.
+    adapters_resident_.Set(double(std::count_if(
+        list.begin(), list.end(), [](const engine::AdapterInfo& a) { return a.pages > 0; })));
+  }
   if (engine != nullptr) {
     const engine::EngineStats s = engine->stats();
     prompt_tokens_.Increment(

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "engine/lora/adapter_store.h"
 #include "engine/request.h"
 
 namespace arbor::server {
@@ -30,8 +31,9 @@ class Metrics {
   void ClientDisconnected();
   // A generation ran past server.request_timeout_s and was cancelled.
   void RequestTimedOut();
-  // Prometheus text exposition; engine gauges are refreshed from `engine` (may be null).
-  std::string Scrape(const engine::Engine* engine);
+  // Prometheus text exposition; gauges are refreshed from `engine` and `adapters` (either may
+  // be null: not loaded yet).
+  std::string Scrape(const engine::Engine* engine, const engine::AdapterStore* adapters);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -50,6 +52,8 @@ class Metrics {
   prometheus::Gauge& waiting_;
   prometheus::Family<prometheus::Gauge>& pages_;
   prometheus::Gauge& prefix_hit_rate_;
+  prometheus::Gauge& adapters_loaded_;
+  prometheus::Gauge& adapters_resident_;
   std::mutex mu_;  // serializes scrapes (counters are advanced by deltas of engine totals)
   engine::EngineStats last_;
 };

@@ -528,6 +528,13 @@ TEST_CASE("adapters: admin REST and gRPC, serving an adapter by name as PEFT doe
     CHECK(info.rank() == 8);
     CHECK(info.pages() > 0);
   }
+  auto adapter_gauges = [&] {
+    auto m = http.Get("/metrics");
+    REQUIRE(m);
+    return std::make_pair(m->body.find("arbor:lora_adapters_loaded 2\n") != std::string::npos,
+                          m->body.find("arbor:lora_adapters_resident 2\n") != std::string::npos);
+  };
+  CHECK(adapter_gauges() == std::make_pair(true, true));  // "all" and "qv"
   std::ifstream qv_in("tests/data/adapters/llama-lora-qv/reference.json");
   const auto qv_ref = nlohmann::json::parse(qv_in);
   CHECK(greedy("qv", qv_ref) == qv_ref["prompts"][1]["greedy"].get<std::vector<int32_t>>());
@@ -556,6 +563,10 @@ TEST_CASE("adapters: admin REST and gRPC, serving an adapter by name as PEFT doe
   REQUIRE(gone);
   CHECK(gone->status == 404);
   CHECK(app->context().engine->pool().pages_of(memory::PageKind::kAdapter) == 0);
+  auto after = http.Get("/metrics");
+  REQUIRE(after);
+  CHECK(after->body.find("arbor:lora_adapters_loaded 0\n") != std::string::npos);
+  CHECK(after->body.find("arbor:lora_adapters_resident 0\n") != std::string::npos);
 }
 
 }  // namespace
