@@ -82,6 +82,7 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
                                                   const KvCacheView& kv_view) {
   const ModelSpec& s = spec_;
   if (chunks.empty()) return absl::InvalidArgumentError("Forward: empty batch");
+  std::lock_guard<std::mutex> lock(forward_mu_);
   if (kv_view.pages == nullptr || kv_view.block_size <= 0) {
     return absl::InvalidArgumentError("Forward: no KV pages");
   }
@@ -154,16 +155,15 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
     }
   }
   LoraPass lora;
-  DeviceBuffer lora_ws;
   if (!adapters.empty()) {
     int64_t max_rank = 0;
     for (const auto* a : adapters) max_rank = std::max(max_rank, a->rank);
     const int64_t max_features =
         std::max({s.hidden_size, s.intermediate_size, s.num_heads * s.head_dim});
     const int64_t lora_floats = n * (2 * max_features + max_rank) + 2 * n;
-    ASSIGN_OR_RETURN(lora_ws, be_.Allocate(size_t(lora_floats) * sizeof(float)));
+    ASSIGN_OR_RETURN(void* lora_ws, lora_.Get(be_, size_t(lora_floats) * sizeof(float)));
     lora.n = n;
-    lora.gathered = lora_ws.as<float>();
+    lora.gathered = static_cast<float*>(lora_ws);
     lora.mid = lora.gathered + n * max_features;
     lora.out = lora.mid + n * max_rank;
     int32_t* d_rows = reinterpret_cast<int32_t*>(lora.out + n * max_features);
@@ -190,15 +190,15 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
   // 3 * [n, mlp_cols] + gathered rows [n, hidden]; then the int32 plan.
   const int64_t floats = 2 * n * h + 2 * n * q_dim + 2 * n * kv_dim + 3 * n * mlp_cols + n * h;
   const int64_t ints = 4 * n + int64_t(tables.size()) + std::max<int64_t>(rows, 1);
-  ASSIGN_OR_RETURN(DeviceBuffer ws, be_.Allocate(size_t(floats + ints) * sizeof(float)));
-  float* x = ws.as<float>();
+  ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, size_t(floats + ints) * sizeof(float)));
+  float* x = static_cast<float*>(ws);
   float* hb = x + n * h;
   float* q = hb + n * h;
   float* attn = q + n * q_dim;
   float* k = attn + n * q_dim;
   float* v = k + n * kv_dim;
   float* scratch = v + n * kv_dim;
-  int32_t* d_ids = reinterpret_cast<int32_t*>(ws.as<float>() + floats);
+  int32_t* d_ids = reinterpret_cast<int32_t*>(x + floats);
   int32_t* d_pos = d_ids + n;
   int32_t* d_seq = d_pos + n;
   int32_t* d_slots = d_seq + n;
@@ -257,13 +257,12 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
   RETURN_IF_ERROR(be_.GatherRows({x, d_rows, gathered, rows, n, h}, st));
   RETURN_IF_ERROR(
       be_.RmsNorm({gathered, w_.final_norm.as<float>(), hb, rows, h, float(s.rms_norm_eps)}, st));
-  ASSIGN_OR_RETURN(DeviceBuffer logits_dev,
-                   be_.Allocate(size_t(rows * s.vocab_size) * sizeof(float)));
+  ASSIGN_OR_RETURN(void* logits_dev, logits_.Get(be_, size_t(rows * s.vocab_size) * sizeof(float)));
   RETURN_IF_ERROR(be_.Gemm(
-      {hb, w_.head().as<float>(), logits_dev.as<float>(), rows, s.vocab_size, h, 0.0f}, st));
+      {hb, w_.head().as<float>(), static_cast<float*>(logits_dev), rows, s.vocab_size, h, 0.0f},
+      st));
   std::vector<float> logits(size_t(rows * s.vocab_size));
-  RETURN_IF_ERROR(
-      be_.CopyToHost(logits.data(), logits_dev.data(), logits.size() * sizeof(float), st));
+  RETURN_IF_ERROR(be_.CopyToHost(logits.data(), logits_dev, logits.size() * sizeof(float), st));
   RETURN_IF_ERROR(st.Synchronize());
   return logits;
 }
@@ -310,8 +309,8 @@ absl::Status Model::Moe(const LayerWeights& L, float* h, float* x, int64_t n, fl
                 experts = spec_.num_experts, k = spec_.num_experts_per_tok;
   float* router_logits = scratch;  // [n, experts] (reuses the first MLP scratch block)
   RETURN_IF_ERROR(be_.Gemm({h, L.router.as<float>(), router_logits, n, experts, hid, 0.0f}, st));
-  ASSIGN_OR_RETURN(DeviceBuffer route, be_.Allocate(size_t(2 * n * k) * sizeof(float)));
-  float* weights = route.as<float>();
+  ASSIGN_OR_RETURN(void* route, route_.Get(be_, size_t(2 * n * k) * sizeof(float)));
+  float* weights = static_cast<float*>(route);
   int32_t* chosen = reinterpret_cast<int32_t*>(weights + n * k);
   RETURN_IF_ERROR(be_.TopKSoftmax({router_logits, weights, chosen, n, experts, k, true}, st));
   std::vector<float> w_host(size_t(n * k));
@@ -336,9 +335,9 @@ absl::Status Model::Moe(const LayerWeights& L, float* h, float* x, int64_t n, fl
   }
   begin[size_t(experts)] = int64_t(tokens_by_expert.size());
   const int64_t total = begin[size_t(experts)];
-  ASSIGN_OR_RETURN(DeviceBuffer plan, be_.Allocate(size_t(2 * total) * sizeof(float)));
-  int32_t* idx_dev = plan.as<int32_t>();
-  float* w_dev = plan.as<float>() + total;
+  ASSIGN_OR_RETURN(void* plan, plan_.Get(be_, size_t(2 * total) * sizeof(float)));
+  int32_t* idx_dev = static_cast<int32_t*>(plan);
+  float* w_dev = static_cast<float*>(plan) + total;
   RETURN_IF_ERROR(be_.CopyToDevice(idx_dev, tokens_by_expert.data(), size_t(total) * 4, st));
   RETURN_IF_ERROR(be_.CopyToDevice(w_dev, weight_by_expert.data(), size_t(total) * 4, st));
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "absl/types/span.h"
 #include "engine/lora/adapter.h"
 #include "engine/model/hf_config.h"
+#include "engine/model/scratch.h"
 #include "engine/model/weights.h"
 #include "kernels/backend.h"
 
@@ -106,6 +108,13 @@ class Model {
   ModelWeights w_;
   kernels::Backend& be_;
   kernels::DeviceBuffer inv_freq_;  // [head_dim / 2]
+  // Forward's device buffers, reused from pass to pass (forward_mu_ serializes passes).
+  std::mutex forward_mu_;
+  Scratch workspace_;  // activations and the int32 plan
+  Scratch lora_;       // LoRA gather/mid/out rows and the adapter row plan
+  Scratch logits_;     // [rows, vocab]
+  Scratch route_;      // MoE top-k weights and experts [n, k] x 2
+  Scratch plan_;       // MoE tokens and weights grouped by expert
 };
 
 }  // namespace arbor::engine
