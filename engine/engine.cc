@@ -7,6 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/sampling/sampler.h"
+#include "engine/sampling/sampling_params.h"
 
 namespace arbor::engine {
 
@@ -44,6 +46,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   if (config.max_num_batched_tokens <= 0) {
     return absl::InvalidArgumentError("engine.max_num_batched_tokens must be > 0");
   }
+  if (config.max_scored_logits_bytes <= 0) {
+    return absl::InvalidArgumentError("engine.max_scored_logits_bytes must be > 0");
+  }
   std::unique_ptr<Engine> e(new Engine(model, backend, text, config));
   e->max_model_len_ =
       config.max_model_len > 0 ? config.max_model_len : spec.max_position_embeddings;
@@ -76,6 +81,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   sc.max_num_batched_tokens = config.max_num_batched_tokens;
   sc.sliding_window = spec.sliding_window;
   sc.total_pages = pages;
+  sc.max_scored_rows = std::max<int64_t>(
+      1, config.max_scored_logits_bytes / (spec.vocab_size * int64_t(sizeof(float))));
   e->scheduler_ = std::make_unique<Scheduler>(sc, *e->blocks_);
   spdlog::info(
       "engine: pool of {} pages x {} tokens ({:.1f} MiB), max_model_len {}, "
@@ -101,10 +108,24 @@ absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
     }
   }
   RETURN_IF_ERROR(ValidateSamplingParams(request.params, spec.vocab_size));
-  const int64_t prompt_len = int64_t(request.prompt.size());
-  if (prompt_len + int64_t(request.params.max_tokens) > max_model_len_) {
+  if (request.prompt_logprobs < -1 || request.prompt_logprobs > kMaxLogprobs) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt_logprobs must be in [-1, ", kMaxLogprobs,
+                                                   "], got ", request.prompt_logprobs));
+  }
+  if (request.prompt_logprobs > spec.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt_logprobs ", request.prompt_logprobs,
+                                                   " exceeds the vocabulary size ",
+                                                   spec.vocab_size));
+  }
+  if (request.score_only && request.params.n != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("prompt (", prompt_len, " tokens) + max_tokens (", request.params.max_tokens,
+        absl::StrCat("n must be 1 for a score-only request, got ", request.params.n));
+  }
+  const int64_t prompt_len = int64_t(request.prompt.size());
+  const int64_t max_tokens = request.score_only ? 0 : request.params.max_tokens;
+  if (prompt_len + max_tokens > max_model_len_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", prompt_len, " tokens) + max_tokens (", max_tokens,
                      ") exceeds the context length ", max_model_len_));
   }
   if (!request.params.stop.empty() && text_ == nullptr) {
@@ -273,10 +294,13 @@ void Engine::Step() {
       req->first_scheduled = t0;
       req->metrics.queue_time = t0 - req->arrival;
     }
+    // A scored chunk takes the logits of every position (rows bounded by the scheduler);
+    // Cut Cross-Entropy will replace these materialised rows with fused log-probs.
+    const SequenceChunk::Logits rows = c.score    ? SequenceChunk::Logits::kAll
+                                       : c.sample ? SequenceChunk::Logits::kLast
+                                                  : SequenceChunk::Logits::kNone;
     chunks.push_back({absl::MakeConstSpan(c.seq->tokens).subspan(size_t(c.start), size_t(c.count)),
-                      c.start, blocks_->BlockTable(c.seq->id),
-                      c.sample ? SequenceChunk::Logits::kLast : SequenceChunk::Logits::kNone,
-                      req->request.adapter.get()});
+                      c.start, blocks_->BlockTable(c.seq->id), rows, req->request.adapter.get()});
   }
   const absl::Time t1 = absl::Now();
   auto logits =
@@ -300,7 +324,17 @@ void Engine::Step() {
   for (const ScheduledChunk& c : d.run) {
     prefill += std::max<int64_t>(0, std::min(c.start + c.count, c.seq->prompt_len) - c.start);
     scheduler_->Computed(c.seq, c.count);
-    if (c.sample) ProcessSample(c.seq, logits->data() + row++ * vocab, vocab);
+    // This chunk's rows: all of them when scored, else one when sampled; the last samples.
+    const float* rows = logits->data() + row * vocab;
+    const int64_t num_rows = c.score ? c.count : (c.sample ? 1 : 0);
+    row += num_rows;
+    if (c.score) StreamPromptLogprobs(c.seq, c.start, c.count, rows, vocab);
+    if (c.sample) {
+      ProcessSample(c.seq, rows + (num_rows - 1) * vocab, vocab);
+    } else if (c.seq->request->request.score_only &&
+               c.start + c.count == int64_t(c.seq->tokens.size())) {
+      Finish(c.seq, FinishReason::kLength, "");
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -319,6 +353,7 @@ void Engine::Fork(Sequence* parent) {
     child->tokens = parent->tokens;
     child->prompt_len = parent->prompt_len;
     child->num_computed = parent->num_computed;
+    child->next_prompt_logprob = parent->prompt_len;  // the prompt's came with index 0's events
     if (text_ != nullptr) child->text = text_->NewStream(p.skip_special_tokens);
     if (!p.stop.empty()) child->stops = std::make_unique<StopStringMatcher>(p.stop);
     if (absl::Status s = blocks_->Fork(parent->id, child->id); !s.ok()) {
@@ -329,6 +364,28 @@ void Engine::Fork(Sequence* parent) {
     ++req->live;
     req->seqs.push_back(std::move(child));
   }
+}
+
+void Engine::StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, const float* logits,
+                                  int64_t vocab) {
+  // Row j (position start + j) scores prompt token start + j + 1; the last prompt position
+  // predicts past the prompt and scores nothing. Positions streamed before a preemption are
+  // not sent again when the prompt is recomputed.
+  const int64_t first = std::max(seq->next_prompt_logprob, start + 1);
+  const int64_t last = std::min(start + count, seq->prompt_len - 1);
+  if (first > last) return;
+  RequestState* req = seq->request;
+  StreamEvent ev;
+  ev.index = seq->index;
+  ev.prompt_logprobs.reserve(size_t(last - first + 1));
+  for (int64_t pos = first; pos <= last; ++pos) {
+    const float* row = logits + (pos - 1 - start) * vocab;
+    SampleResult r =
+        TokenLogprobs({row, size_t(vocab)}, seq->tokens[size_t(pos)], req->request.prompt_logprobs);
+    ev.prompt_logprobs.push_back({pos, r.token, r.logprob, std::move(r.top)});
+  }
+  seq->next_prompt_logprob = last + 1;
+  req->request.callback(ev);
 }
 
 void Engine::ProcessSample(Sequence* seq, const float* logits, int64_t vocab) {

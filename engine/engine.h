@@ -35,6 +35,13 @@ struct EngineConfig {
   int64_t max_num_batched_tokens = 2048;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
+  // Bound on the logits of the chunks that score their prompt (prompt_logprobs), per iteration:
+  // such a chunk materialises a [rows, vocab] fp32 logits matrix on the device and on the host,
+  // so its rows are capped at max(1, max_scored_logits_bytes / (vocab * 4)) (65,536 rows at a
+  // 1,024-token vocabulary, 441 at Qwen2's 151,936) on top of max_num_batched_tokens. Cut
+  // Cross-Entropy (kernels/cce*, its own issue) will compute prompt log-probs without
+  // materialising the logits and lift this cap.
+  int64_t max_scored_logits_bytes = int64_t(256) << 20;
 };
 
 struct EngineStats {
@@ -62,8 +69,8 @@ class Engine {
                                                         const EngineConfig& config);
   ~Engine();  // aborts what is left and joins the thread
 
-  // Validates the request (prompt ids, lengths against max_model_len, sampling parameters:
-  // InvalidArgument naming the field) and queues it. Thread-safe.
+  // Validates the request (prompt ids, lengths against max_model_len, sampling parameters,
+  // prompt_logprobs, score_only: InvalidArgument naming the field) and queues it. Thread-safe.
   [[nodiscard]] absl::StatusOr<Handle> Submit(Request request);
   // The request finishes with FinishReason::kAbort within one iteration. Thread-safe; unknown
   // or finished handles are ignored.
@@ -90,6 +97,10 @@ class Engine {
   void Finish(Sequence* seq, FinishReason reason, const std::string& detail);
   void AbortAll(const std::string& detail);  // every live sequence, on the engine thread
   void ProcessSample(Sequence* seq, const float* logits, int64_t vocab);
+  // A scored chunk's logits ([count, vocab], row j at position start + j) to the prompt
+  // log-probs of positions start + 1 .. start + count not streamed yet.
+  void StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, const float* logits,
+                            int64_t vocab);
   void Fork(Sequence* parent);
   void RefreshStats(double scheduler_s, double forward_s, double other_s);
 

@@ -21,6 +21,13 @@ bool RunsBefore(const Sequence* a, const Sequence* b) {
   return a->index < b->index;
 }
 
+// Tokens [start, start + take) of `seq`; a score-only request never samples.
+ScheduledChunk Plan(Sequence* seq, int64_t take, bool score) {
+  const int64_t start = seq->num_computed;
+  const bool at_end = start + take == int64_t(seq->tokens.size());
+  return {seq, start, take, at_end && !seq->request->request.score_only, score};
+}
+
 }  // namespace
 
 void Scheduler::InsertWaiting(Sequence* seq) {
@@ -57,13 +64,20 @@ void Scheduler::Preempt(Sequence* seq, ScheduleDecision& d) {
 ScheduleDecision Scheduler::Schedule() {
   ScheduleDecision d;
   int64_t budget = config_.max_num_batched_tokens;
+  int64_t scored_rows = config_.max_scored_rows;
 
   // Running sequences, oldest first. A sequence that cannot get pages preempts the newest
-  // running ones (never an older one), itself last.
+  // running ones (never an older one), itself last. A scoring sequence with no logits rows
+  // left this iteration waits for the next one, holding its pages.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence* seq = running_[i];
+    const bool score = seq->scores_prompt();
+    if (score && scored_rows == 0) {
+      ++i;
+      continue;
+    }
     const int64_t need = int64_t(seq->tokens.size()) - seq->num_computed;
-    const int64_t take = std::min(need, budget);
+    const int64_t take = std::min({need, budget, score ? scored_rows : need});
     std::vector<memory::CopyOp> copies;
     absl::Status s = blocks_.Append(seq->id, seq->num_computed + take, &copies);
     while (!s.ok() && running_.back() != seq) {
@@ -75,9 +89,9 @@ ScheduleDecision Scheduler::Schedule() {
       continue;         // running_[i] is now the next sequence (or the end)
     }
     d.copies.insert(d.copies.end(), copies.begin(), copies.end());
-    d.run.push_back(
-        {seq, seq->num_computed, take, seq->num_computed + take == int64_t(seq->tokens.size())});
+    d.run.push_back(Plan(seq, take, score));
     budget -= take;
+    if (score) scored_rows -= take;
     ++i;
   }
 
@@ -86,22 +100,28 @@ ScheduleDecision Scheduler::Schedule() {
     Sequence* seq = waiting_.front();
     const int64_t n_slots = seq->request->forked ? 1 : seq->request->request.params.n;
     if (int64_t(running_.size()) + n_slots > config_.max_num_seqs) break;
+    const bool score = seq->scores_prompt();
+    if (score && scored_rows == 0) break;
     const int64_t len = int64_t(seq->tokens.size());
     if (blocks_.BlocksFor(len) > config_.total_pages) {
       waiting_.pop_front();
       d.rejected.push_back(seq);
       continue;
     }
-    auto cached = blocks_.AllocatePrompt(seq->id, seq->tokens, seq->request->request.cache_salt);
+    // A cached block carries KV but no logits: a scoring prompt is computed from token 0.
+    auto cached = blocks_.AllocatePrompt(seq->id, seq->tokens, seq->request->request.cache_salt,
+                                         /*read_cache=*/!score);
     if (!cached.ok()) break;  // out of pages: wait for running sequences to free some
     waiting_.pop_front();
     seq->num_computed = *cached;
     if (seq->num_generated() == 0) seq->request->metrics.cached_prompt_tokens += *cached;
     seq->running = true;
     running_.push_back(seq);
-    const int64_t take = std::min(len - seq->num_computed, budget);
-    d.run.push_back({seq, seq->num_computed, take, seq->num_computed + take == len});
+    const int64_t need = len - seq->num_computed;
+    const int64_t take = std::min({need, budget, score ? scored_rows : need});
+    d.run.push_back(Plan(seq, take, score));
     budget -= take;
+    if (score) scored_rows -= take;
   }
   return d;
 }

@@ -7,6 +7,11 @@
 // running sequence cannot get a page, the most recently admitted sequences are preempted by
 // recompute: their pages are freed and they go back to the front of the waiting queue, to be
 // prefilled again (prompt + what they generated) when pages return.
+//
+// Sequences that score their prompt (prompt log-probs) want the logits of every position of a
+// chunk: they are admitted without reading the prefix cache, and their chunks share a budget of
+// max_scored_rows logits rows per iteration, so a long scored prompt is split further than the
+// token budget alone would split it.
 #ifndef ARBOR_ENGINE_SCHEDULER_H_
 #define ARBOR_ENGINE_SCHEDULER_H_
 
@@ -25,6 +30,8 @@ struct SchedulerConfig {
   int64_t max_num_batched_tokens = 2048;
   int64_t sliding_window = 0;  // the model's; blocks out of every window are freed
   int64_t total_pages = 0;     // the pool's: a prompt needing more can never run
+  // Logits rows ([vocab] each) that scoring chunks may ask for in one iteration, >= 1.
+  int64_t max_scored_rows = 1 << 16;
 };
 
 // One planned chunk: tokens [start, start + count) of `seq`.
@@ -33,6 +40,7 @@ struct ScheduledChunk {
   int64_t start;
   int64_t count;
   bool sample;  // the chunk ends at the sequence's last token: sample from its logits
+  bool score;   // the sequence scores its prompt: logits of every position of the chunk
 };
 
 struct ScheduleDecision {

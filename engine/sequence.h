@@ -26,6 +26,9 @@ struct Sequence {
   int64_t num_computed = 0;  // leading tokens whose KV is in the pool
   bool running = false;      // holds pages
   bool finished = false;
+  // The next prompt position whose log-prob is to be streamed (prompt_logprobs requests);
+  // survives preemption, so a recomputed prompt does not stream a position twice.
+  int64_t next_prompt_logprob = 1;
   SequenceRng rng;
   std::unique_ptr<TextStream> text;
   std::unique_ptr<StopStringMatcher> stops;
@@ -37,6 +40,9 @@ struct Sequence {
   absl::Span<const int32_t> output() const {
     return {tokens.data() + prompt_len, tokens.size() - size_t(prompt_len)};
   }
+  // Prompt log-probs are still to come: its chunks need the logits of every position, so it
+  // must be computed from token 0 rather than from the prefix cache.
+  bool scores_prompt() const;
 };
 
 struct RequestState {
@@ -50,6 +56,10 @@ struct RequestState {
   bool cancelled = false;
   RequestMetrics metrics;
 };
+
+inline bool Sequence::scores_prompt() const {
+  return request->request.prompt_logprobs >= 0 && next_prompt_logprob < prompt_len;
+}
 
 }  // namespace arbor::engine
 

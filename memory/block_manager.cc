@@ -157,7 +157,7 @@ absl::Status BlockManager::Missing(SeqId seq) const {
 }
 
 absl::StatusOr<int64_t> BlockManager::AllocatePrompt(SeqId seq, absl::Span<const int32_t> tokens,
-                                                     uint64_t cache_salt) {
+                                                     uint64_t cache_salt, bool read_cache) {
   if (seqs_.contains(seq)) {
     return absl::AlreadyExistsError(absl::StrCat("BlockManager: sequence ", seq, " exists"));
   }
@@ -168,7 +168,7 @@ absl::StatusOr<int64_t> BlockManager::AllocatePrompt(SeqId seq, absl::Span<const
   const int64_t n = int64_t(tokens.size());
   std::vector<Digest> keys;
   std::vector<int32_t> hits;
-  LookupPrefix(tokens, cache_salt, &keys, &hits);
+  if (read_cache) LookupPrefix(tokens, cache_salt, &keys, &hits);
 
   // Hit blocks no sequence references sit in the LRU: pin them so the eviction that makes room
   // for the rest cannot take them.
@@ -200,7 +200,7 @@ absl::StatusOr<int64_t> BlockManager::AllocatePrompt(SeqId seq, absl::Span<const
   s.salt = cache_salt;
   s.keys = std::move(keys);
   const int64_t computed = int64_t(s.keys.size()) * block_size_;
-  if (prefix_caching_) {
+  if (prefix_caching_ && read_cache) {
     stats_.prefix_queries_tokens += n;
     stats_.prefix_hit_tokens += computed;
   }

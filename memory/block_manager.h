@@ -77,8 +77,11 @@ class BlockManager {
   // ((n - 1) / block_size) * block_size so that at least one token is recomputed and the model
   // yields logits. All or nothing: ResourceExhausted (not enough free + evictable pages) leaves
   // no trace; AlreadyExists if `seq` is known; InvalidArgument for no tokens.
+  // `read_cache` false skips the lookup (and its stats): every block is fresh and 0 is returned,
+  // for a prompt whose every position's logits are wanted (prompt log-probs). Its blocks are
+  // still registered by MarkComputed as they are written.
   [[nodiscard]] absl::StatusOr<int64_t> AllocatePrompt(SeqId seq, absl::Span<const int32_t> tokens,
-                                                       uint64_t cache_salt);
+                                                       uint64_t cache_salt, bool read_cache = true);
 
   // Grows `seq` to hold `new_total_tokens`; a count it already holds is a no-op (the chunks of
   // a prompt that AllocatePrompt sized in full). If its last block is partial and shared (after

@@ -104,8 +104,10 @@ void ServerApp::Shutdown(absl::Duration drain) {
     ctx_->adapters = nullptr;
     ctx_->state.set_engine(nullptr);
   }
-  engine_.reset();  // requests release their adapters first
+  // engine_->Shutdown() finished every request, so only the store holds adapters now; their
+  // pages go back to the engine's pool, which must still be there.
   adapters_.reset();
+  engine_.reset();
   if (ctx_) ctx_->state.set_backend(nullptr);
   model_.reset();
   backend_.reset();

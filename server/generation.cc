@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "engine/sampling/sampling_params.h"
 #include "server/errors.h"
 
 namespace arbor::server {
@@ -88,6 +89,37 @@ absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const json&
     if (p.request.prompt.empty()) return FieldError("prompt", "encodes to no tokens");
   } else {
     p.request.prompt = std::move(r.prompt_ids);
+  }
+  return p;
+}
+
+absl::StatusOr<Prepared> PrepareScore(const ServerContext& ctx, const ScoreInput& in) {
+  const bool has_text = !in.prompt_text.empty(), has_ids = !in.prompt_ids.empty();
+  if (has_text && has_ids) {
+    return FieldError("prompt", "give either prompt or prompt_token_ids, not both");
+  }
+  if (!has_text && !has_ids) {
+    return FieldError("prompt", "one of prompt and prompt_token_ids is required");
+  }
+  if (in.top_logprobs < 0 || in.top_logprobs > engine::kMaxLogprobs) {
+    return FieldError("top_logprobs", absl::StrCat("must be in [0, ", engine::kMaxLogprobs,
+                                                   "], got ", in.top_logprobs));
+  }
+  ASSIGN_OR_RETURN(auto adapter, ResolveModel(ctx, in.model));
+  Prepared p;
+  p.request.adapter = std::move(adapter);
+  p.model = in.model;
+  p.request.score_only = true;
+  p.request.prompt_logprobs = in.top_logprobs;
+  if (has_text) {
+    if (ctx.tokenizer == nullptr) {
+      return FieldError("prompt", "this model has no tokenizer: send prompt_token_ids");
+    }
+    ASSIGN_OR_RETURN(p.request.prompt,
+                     ctx.tokenizer->Encode(in.prompt_text, in.add_special_tokens));
+    if (p.request.prompt.empty()) return FieldError("prompt", "encodes to no tokens");
+  } else {
+    p.request.prompt = in.prompt_ids;
   }
   return p;
 }

@@ -29,6 +29,20 @@ struct Prepared {
 absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const nlohmann::json& body);
 absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const nlohmann::json& body);
 
+// A Score request's fields (Generation.Score).
+struct ScoreInput {
+  std::string model;
+  std::string prompt_text;          // "" when not given
+  std::vector<int32_t> prompt_ids;  // empty when not given
+  int32_t top_logprobs = 0;
+  bool add_special_tokens = true;  // for a text prompt
+};
+
+// A Score checked and turned into a score-only request with prompt_logprobs = top_logprobs:
+// exactly one of the prompt fields, top_logprobs in [0, 20] (InvalidArgument naming the field),
+// the model resolved as PrepareCompletion does. The engine checks the ids and the length.
+absl::StatusOr<Prepared> PrepareScore(const ServerContext& ctx, const ScoreInput& in);
+
 // What /v1/models and Generation.ListModels list: the base model, then every adapter (whose
 // parent is the base model).
 struct ServedModel {

@@ -1,6 +1,8 @@
 #include "server/grpc_generation.h"
 
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "proto/arbor.grpc.pb.h"
@@ -105,6 +107,70 @@ class GenerationService final : public arbor::v1::Generation::Service {
     return Run(call, body, /*chat=*/true, out);
   }
 
+  // Prompt log-probs: one score-only engine request; the reply lists every prompt token, the
+  // first without a log-prob.
+  grpc::Status Score(grpc::ServerContext* call, const arbor::v1::ScoreRequest* req,
+                     arbor::v1::ScoreResponse* out) override {
+    if (auto s = CheckReady(call); !s.ok()) return s;
+    InFlight in_flight(ctx_);
+    if (auto s = CheckConcurrency(); !s.ok()) return s;
+    ScoreInput in;
+    in.model = req->model();
+    in.prompt_text = req->prompt();
+    in.prompt_ids.assign(req->prompt_token_ids().begin(), req->prompt_token_ids().end());
+    in.top_logprobs = req->top_logprobs();
+    if (req->has_add_special_tokens()) in.add_special_tokens = req->add_special_tokens();
+    auto prepared = PrepareScore(*ctx_, in);
+    if (!prepared.ok()) return Refuse(ctx_, prepared.status());
+    const TokenText token_text = TokenTextFor(*ctx_);
+    const int64_t n = int64_t(prepared->request.prompt.size());
+    out->set_model(prepared->model);
+    out->set_prompt_tokens(n);
+    for (int32_t id : prepared->request.prompt) {
+      auto* t = out->add_prompt_logprobs();
+      t->set_token_id(id);
+      t->set_token(token_text(id));
+    }
+    // The engine streams positions 1..n-1 once each, in order, over one or more events.
+    int64_t scored = 0;
+    double total = 0;
+    std::optional<engine::FinishReason> finish;
+    std::string finish_detail;
+    const grpc::Status relayed =
+        Relay(call, std::move(prepared->request), [&](const engine::StreamEvent& ev) {
+          for (const engine::PromptLogprob& e : ev.prompt_logprobs) {
+            if (e.position < 1 || e.position >= n) continue;  // counted as missing below
+            auto* t = out->mutable_prompt_logprobs(int(e.position));
+            t->set_has_logprob(true);
+            t->set_logprob(e.logprob);
+            for (const engine::TokenLogprob& alt : e.top) {
+              auto* a = t->add_top_logprobs();
+              a->set_token_id(alt.token);
+              a->set_token(token_text(alt.token));
+              a->set_logprob(alt.logprob);
+            }
+            total += double(e.logprob);
+            ++scored;
+          }
+          if (ev.finish) {
+            finish = ev.finish;
+            finish_detail = ev.finish_detail;
+          }
+          return true;
+        });
+    if (!relayed.ok()) return relayed;
+    if (finish == engine::FinishReason::kAbort) {
+      return grpc::Status(grpc::StatusCode::ABORTED,
+                          absl::StrCat("the request was aborted: ", finish_detail));
+    }
+    if (scored != n - 1) {
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          absl::StrCat("scored ", scored, " of ", n - 1, " prompt positions"));
+    }
+    out->set_total_logprob(total);
+    return grpc::Status::OK;
+  }
+
   grpc::Status Tokenize(grpc::ServerContext* call, const arbor::v1::TokenizeRequest* req,
                         arbor::v1::TokenizeResponse* out) override {
     if (auto s = CheckGrpcApiKey(*ctx_, *call); !s.ok()) return s;
@@ -143,34 +209,36 @@ class GenerationService final : public arbor::v1::Generation::Service {
     return grpc::Status::OK;
   }
 
-  // Streams one request: a message per engine event, then one with usage. A cancelled call or
-  // an expired deadline cancels the engine request (its pages are freed at the next iteration).
-  grpc::Status Run(grpc::ServerContext* call, const json& body, bool chat,
-                   grpc::ServerWriter<arbor::v1::CompletionChunk>* out) {
+  // What every generation RPC checks first: the API key, then that the server is ready.
+  grpc::Status CheckReady(grpc::ServerContext* call) {
     if (auto s = CheckGrpcApiKey(*ctx_, *call); !s.ok()) return s;
     if (ctx_->state.phase() != Phase::kReady || ctx_->engine == nullptr) {
       return Refuse(ctx_, absl::UnavailableError("the server is not ready (loading or draining)"));
     }
-    InFlight in_flight(ctx_);
+    return grpc::Status::OK;
+  }
+
+  // Over server.max_concurrent_requests, this call counted (by its InFlight).
+  grpc::Status CheckConcurrency() {
     const int64_t limit = ctx_->config.server.max_concurrent_requests;
     if (limit > 0 && ctx_->in_flight.load() > limit) {
       return Refuse(ctx_,
                     absl::ResourceExhaustedError(absl::StrCat(
                         "too many concurrent requests (max_concurrent_requests ", limit, ")")));
     }
-    auto prepared = chat ? PrepareChat(*ctx_, body) : PrepareCompletion(*ctx_, body);
-    if (!prepared.ok()) return Refuse(ctx_, prepared.status());
-    Prepared p = std::move(*prepared);
-    auto channel = std::make_shared<RequestChannel>(p.request.params.n);
-    p.request.callback = channel->Callback();
-    const int64_t prompt_tokens = int64_t(p.request.prompt.size());
-    auto handle = ctx_->engine->Submit(std::move(p.request));
-    if (!handle.ok()) return Refuse(ctx_, WithParam(handle.status()));
+    return grpc::Status::OK;
+  }
 
-    const std::string id = NewId(chat ? "chatcmpl" : "cmpl");
-    const int64_t created = absl::ToUnixSeconds(absl::Now());
-    const TokenText token_text = TokenTextFor(*ctx_);
-    int64_t completion_tokens = 0;
+  // Submits `request` and hands its events to `on_event` until every sequence has finished,
+  // recording the finished request in the metrics. A cancelled call or an expired deadline
+  // cancels the engine request (its pages are freed at the next iteration), as does on_event
+  // returning false (the client went away).
+  grpc::Status Relay(grpc::ServerContext* call, engine::Request request,
+                     const std::function<bool(const engine::StreamEvent&)>& on_event) {
+    auto channel = std::make_shared<RequestChannel>(request.params.n);
+    request.callback = channel->Callback();
+    auto handle = ctx_->engine->Submit(std::move(request));
+    if (!handle.ok()) return Refuse(ctx_, WithParam(handle.status()));
     engine::StreamEvent ev;
     while (!channel->Drained()) {
       if (call->IsCancelled()) {
@@ -182,37 +250,59 @@ class GenerationService final : public arbor::v1::Generation::Service {
             expired ? "deadline exceeded" : "cancelled by the client");
       }
       if (!channel->Pop(&ev, absl::Milliseconds(50))) continue;
-      completion_tokens += int64_t(ev.token_ids.size());
       if (ev.metrics) ctx_->metrics->RequestFinished(*ev.finish, *ev.metrics);
-      arbor::v1::CompletionChunk chunk;
-      chunk.set_id(id);
-      chunk.set_created(created);
-      chunk.set_model(p.model);
-      auto* c = chunk.add_choices();
-      c->set_index(ev.index);
-      c->set_text(ev.text);
-      for (size_t i = 0; i < ev.token_ids.size(); ++i) {
-        c->add_token_ids(ev.token_ids[i]);
-        if (i < ev.logprobs.size()) {
-          auto* lp = c->add_logprobs();
-          lp->set_token(ev.token_ids[i]);
-          lp->set_text(token_text(ev.token_ids[i]));
-          lp->set_logprob(ev.logprobs[i].logprob);
-          for (const auto& alt : ev.logprobs[i].top) {
-            auto* a = lp->add_top_logprobs();
-            a->set_token(alt.token);
-            a->set_text(token_text(alt.token));
-            a->set_logprob(alt.logprob);
-          }
-        }
-      }
-      if (ev.finish) c->set_finish_reason(engine::FinishReasonName(*ev.finish));
-      if (!out->Write(chunk)) {
+      if (!on_event(ev)) {
         ctx_->engine->Cancel(*handle);
         ctx_->metrics->ClientDisconnected();
         return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
       }
     }
+    return grpc::Status::OK;
+  }
+
+  // Streams one request: a message per engine event, then one with usage.
+  grpc::Status Run(grpc::ServerContext* call, const json& body, bool chat,
+                   grpc::ServerWriter<arbor::v1::CompletionChunk>* out) {
+    if (auto s = CheckReady(call); !s.ok()) return s;
+    InFlight in_flight(ctx_);
+    if (auto s = CheckConcurrency(); !s.ok()) return s;
+    auto prepared = chat ? PrepareChat(*ctx_, body) : PrepareCompletion(*ctx_, body);
+    if (!prepared.ok()) return Refuse(ctx_, prepared.status());
+    Prepared p = std::move(*prepared);
+    const int64_t prompt_tokens = int64_t(p.request.prompt.size());
+    const std::string id = NewId(chat ? "chatcmpl" : "cmpl");
+    const int64_t created = absl::ToUnixSeconds(absl::Now());
+    const TokenText token_text = TokenTextFor(*ctx_);
+    int64_t completion_tokens = 0;
+    const grpc::Status relayed =
+        Relay(call, std::move(p.request), [&](const engine::StreamEvent& ev) {
+          completion_tokens += int64_t(ev.token_ids.size());
+          arbor::v1::CompletionChunk chunk;
+          chunk.set_id(id);
+          chunk.set_created(created);
+          chunk.set_model(p.model);
+          auto* c = chunk.add_choices();
+          c->set_index(ev.index);
+          c->set_text(ev.text);
+          for (size_t i = 0; i < ev.token_ids.size(); ++i) {
+            c->add_token_ids(ev.token_ids[i]);
+            if (i < ev.logprobs.size()) {
+              auto* lp = c->add_logprobs();
+              lp->set_token(ev.token_ids[i]);
+              lp->set_text(token_text(ev.token_ids[i]));
+              lp->set_logprob(ev.logprobs[i].logprob);
+              for (const auto& alt : ev.logprobs[i].top) {
+                auto* a = lp->add_top_logprobs();
+                a->set_token(alt.token);
+                a->set_text(token_text(alt.token));
+                a->set_logprob(alt.logprob);
+              }
+            }
+          }
+          if (ev.finish) c->set_finish_reason(engine::FinishReasonName(*ev.finish));
+          return out->Write(chunk);
+        });
+    if (!relayed.ok()) return relayed;
     arbor::v1::CompletionChunk last;
     last.set_id(id);
     last.set_created(created);

@@ -108,7 +108,8 @@ Metrics::Metrics()
 
 void Metrics::RequestFinished(engine::FinishReason reason, const engine::RequestMetrics& m) {
   success_.Add({{"finished_reason", engine::FinishReasonName(reason)}}).Increment();
-  ttft_.Observe(absl::ToDoubleSeconds(m.time_to_first_token));
+  // A request that generated nothing (a Score, or one aborted first) has no first token.
+  if (m.generated_tokens > 0) ttft_.Observe(absl::ToDoubleSeconds(m.time_to_first_token));
   e2e_.Observe(absl::ToDoubleSeconds(m.e2e));
   queue_.Observe(absl::ToDoubleSeconds(m.queue_time));
   if (m.generated_tokens > 1) {

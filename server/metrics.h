@@ -23,7 +23,8 @@ class Metrics {
  public:
   Metrics();
 
-  // A generation request ended: its finish reason (of its last sequence) and latencies.
+  // A generation or score request ended: its finish reason (of its last sequence) and
+  // latencies (time to first token only when it generated one).
   void RequestFinished(engine::FinishReason reason, const engine::RequestMetrics& m);
   // A request refused before reaching the engine, by HTTP status (400, 401, 404, 429...).
   void RequestRejected(int http_status);

@@ -427,4 +427,11 @@ SampleResult Sample(absl::Span<const float> logits, const SamplingParams& params
   return result;
 }
 
+SampleResult TokenLogprobs(absl::Span<const float> logits, int32_t token, int32_t top_k) {
+  SampleResult result;
+  result.token = token;
+  FillLogprobs(logits, top_k, result);
+  return result;
+}
+
 }  // namespace arbor::engine

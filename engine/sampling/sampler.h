@@ -75,6 +75,13 @@ SampleResult Sample(absl::Span<const float> logits, const SamplingParams& params
                     absl::Span<const int32_t> output_tokens,
                     absl::Span<const int32_t> eos_token_ids, SequenceRng& rng);
 
+// The log-probs Sample reports under params.logprobs = top_k, for a token the caller names
+// instead of one it draws: `token`'s log-softmax in `logits` ([vocab], raw fp32, not processed)
+// and the top_k most likely tokens (0 <= top_k; capped at the vocabulary). Prompt log-probs
+// score each prompt token this way on the logits of the position before it. Precondition:
+// `token` in [0, logits.size()).
+SampleResult TokenLogprobs(absl::Span<const float> logits, int32_t token, int32_t top_k);
+
 }  // namespace arbor::engine
 
 #endif  // ARBOR_ENGINE_SAMPLING_SAMPLER_H_

@@ -149,6 +149,38 @@ TEST_CASE("sequences under different cache salts never share blocks", "[memory][
   f.EndAllFree({1, 2, 3});
 }
 
+TEST_CASE("a prompt allocated without reading the cache is computed in full, then cached",
+          "[memory][block_manager]") {
+  // Prompt log-probs need every position's logits: no block may come from the cache.
+  Fixture f(40, 4);
+  const auto prompt = Tokens(7, 33);  // 9 blocks, 8 full
+  REQUIRE(f.bm->AllocatePrompt(1, prompt, 0).ok());
+  f.bm->MarkComputed(1, prompt, 33);
+  f.bm->Free(1);
+  CHECK(f.bm->stats().cached_evictable_pages == 8);
+  const auto queried = f.bm->stats().prefix_queries_tokens;
+
+  auto c2 = f.bm->AllocatePrompt(2, prompt, 0, /*read_cache=*/false);
+  REQUIRE(c2.ok());
+  CHECK(*c2 == 0);
+  CHECK(f.bm->stats().prefix_queries_tokens == queried);  // no lookup, no stats
+  CHECK(f.bm->stats().cached_evictable_pages == 8);       // the cached blocks stay unreferenced
+  CHECK(f.bm->BlockTable(2).size() == 9);
+  // Its blocks duplicate cached keys: they stay private and go back to the pool when freed.
+  f.bm->MarkComputed(2, prompt, 33);
+  f.Check();
+  f.bm->Free(2);
+  CHECK(f.bm->stats().cached_evictable_pages == 8);
+
+  // A prompt nobody cached yet is registered as it is computed, for later readers.
+  const auto other = Tokens(100, 9);
+  REQUIRE(f.bm->AllocatePrompt(3, other, 0, /*read_cache=*/false).ok());
+  f.bm->MarkComputed(3, other, 9);
+  CHECK(f.bm->CachedPrefixTokens(other, 0) == 8);
+  f.Check();
+  f.EndAllFree({3});
+}
+
 TEST_CASE("a block's key names its whole prefix, not just its own tokens",
           "[memory][block_manager]") {
   // KV depends on every earlier token: block y computed after x is not block y after z.

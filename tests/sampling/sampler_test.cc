@@ -586,6 +586,38 @@ TEST_CASE("logprobs 0, -1, the whole vocabulary, and ties", "[sampling][logprobs
   CHECK(mass == Approx(1.0).margin(1e-6));
 }
 
+TEST_CASE("TokenLogprobs scores a named token as Sample reports a drawn one",
+          "[sampling][logprobs]") {
+  std::mt19937 gen(5);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (size_t vocab : {3u, 769u}) {
+    INFO("vocab " << vocab);
+    std::vector<float> logits(vocab);
+    for (float& l : logits) l = normal(gen);
+    const auto expected = LogSoftmax(logits);
+    // The least likely token: never what greedy sampling would pick.
+    const auto least =
+        static_cast<int32_t>(std::min_element(logits.begin(), logits.end()) - logits.begin());
+    const SampleResult r = TokenLogprobs(logits, least, 2);
+    CHECK(r.token == least);
+    CHECK(r.logprob == Approx(expected[least]).margin(1e-5));
+    REQUIRE(r.top.size() == 2);
+    // The same alternatives as Sample's logprobs for its greedy token.
+    SamplingParams p;
+    p.temperature = 0.0f;
+    p.logprobs = 2;
+    SequenceRng rng(1);
+    const SampleResult drawn = SampleOnce(logits, p, rng);
+    for (size_t k = 0; k < 2; ++k) {
+      CHECK(r.top[k].token == drawn.top[k].token);
+      CHECK(r.top[k].logprob == drawn.top[k].logprob);
+    }
+    // top_k past the vocabulary is capped; 0 gives none.
+    CHECK(TokenLogprobs(logits, 0, 50).top.size() == std::min<size_t>(vocab, 50));
+    CHECK(TokenLogprobs(logits, 0, 0).top.empty());
+  }
+}
+
 TEST_CASE("a 152k vocabulary with every knob on", "[sampling][large]") {
   constexpr size_t kVocab = 151936;
   std::mt19937 gen(8);

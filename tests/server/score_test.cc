@@ -1,0 +1,376 @@
+// Generation.Score over gRPC against the real ServerApp on loopback: text and token-id prompts,
+// top_logprobs, PEFT's and transformers' log-softmax through an adapter and the base model,
+// the error codes it shares with Complete, and the pool all free afterwards.
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "configs/embedded_default.h"
+#include "engine/launch_config.h"
+#include "proto/arbor.grpc.pb.h"
+#include "server/app.h"
+
+namespace arbor::server {
+namespace {
+
+std::unique_ptr<ServerApp> Start(const std::string& yaml, std::vector<std::string> extra) {
+  std::vector<std::string> overrides = {"server.http_port=0", "server.grpc_port=0", "device=cpu",
+                                        "log_level=warn"};
+  overrides.insert(overrides.end(), extra.begin(), extra.end());
+  auto config = engine::ParseLaunchConfig(yaml, "test", overrides);
+  REQUIRE(config.ok());
+  auto app = ServerApp::Start(*config);
+  INFO(app.status().ToString());
+  REQUIRE(app.ok());
+  return std::move(*app);
+}
+
+// The embedded default: the tiny model with its tokenizer, served as "tiny".
+std::unique_ptr<ServerApp> StartTiny(std::vector<std::string> extra = {}) {
+  extra.insert(extra.begin(), "engine.pool_bytes=16777216");
+  return Start(configs::kEmbeddedDefaultYaml, std::move(extra));
+}
+
+// The llama fixture (no tokenizer) with its PEFT adapters registrable under the admin key.
+std::unique_ptr<ServerApp> StartLlama(const std::string& pool_bytes) {
+  return Start("", {"model.path=tests/data/models/llama", "server.admin_key=root",
+                    "server.adapter_root=tests/data/adapters", "engine.pool_bytes=" + pool_bytes});
+}
+
+// Registers tests/data/adapters/<path> as `name`; returns its pool pages.
+int64_t Register(ServerApp& app, const std::string& name, const std::string& path) {
+  auto admin = arbor::v1::Admin::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(app.grpc_port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer root");
+  arbor::v1::RegisterAdapterRequest req;
+  req.set_name(name);
+  req.set_path(path);
+  arbor::v1::AdapterInfo info;
+  const grpc::Status st = admin->RegisterAdapter(&ctx, req, &info);
+  INFO(st.error_message());
+  REQUIRE(st.ok());
+  return info.pages();
+}
+
+std::unique_ptr<arbor::v1::Generation::Stub> Stub(ServerApp& app) {
+  return arbor::v1::Generation::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(app.grpc_port()), grpc::InsecureChannelCredentials()));
+}
+
+struct Scored {
+  grpc::Status status;
+  arbor::v1::ScoreResponse response;
+};
+
+Scored CallScore(arbor::v1::Generation::Stub& gen, const arbor::v1::ScoreRequest& req,
+                 const std::string& api_key = "") {
+  grpc::ClientContext ctx;
+  if (!api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + api_key);
+  Scored out;
+  out.status = gen.Score(&ctx, req, &out.response);
+  return out;
+}
+
+arbor::v1::ScoreRequest ScoreIds(const std::string& model, const std::vector<int32_t>& ids,
+                                 int32_t top) {
+  arbor::v1::ScoreRequest req;
+  req.set_model(model);
+  for (int32_t id : ids) req.add_prompt_token_ids(id);
+  req.set_top_logprobs(top);
+  return req;
+}
+
+// The shape every Score reply has: one entry per prompt token, the first without a log-prob,
+// `top` alternatives in descending order, and the total the sum of the log-probs.
+void CheckShape(const arbor::v1::ScoreResponse& res, const std::vector<int32_t>& ids, int32_t top) {
+  REQUIRE(res.prompt_logprobs_size() == int(ids.size()));
+  CHECK(res.prompt_tokens() == int64_t(ids.size()));
+  double total = 0;
+  for (int i = 0; i < res.prompt_logprobs_size(); ++i) {
+    INFO("position " << i);
+    const arbor::v1::ScoredToken& t = res.prompt_logprobs(i);
+    CHECK(t.token_id() == ids[size_t(i)]);
+    if (i == 0) {
+      CHECK_FALSE(t.has_logprob());
+      CHECK(t.top_logprobs_size() == 0);
+      continue;
+    }
+    CHECK(t.has_logprob());
+    CHECK(t.logprob() <= 0.0f);
+    REQUIRE(t.top_logprobs_size() == top);
+    for (int j = 1; j < top; ++j) {
+      CHECK(t.top_logprobs(j - 1).logprob() >= t.top_logprobs(j).logprob());
+    }
+    // The token is among the alternatives exactly when it is at least as likely as the last.
+    if (top > 0 && t.logprob() > t.top_logprobs(top - 1).logprob()) {
+      const bool listed = std::any_of(t.top_logprobs().begin(), t.top_logprobs().end(),
+                                      [&](const auto& a) { return a.token_id() == t.token_id(); });
+      CHECK(listed);
+    }
+    total += double(t.logprob());
+  }
+  CHECK(res.total_logprob() == Approx(total).margin(1e-6));
+}
+
+// The engine frees pages within an iteration of a request's end: wait for nothing running, then
+// drop the prefix cache and expect every KV page back in the pool.
+void RequireAllFree(ServerApp& app) {
+  engine::Engine& e = *app.context().engine;
+  engine::EngineStats s;
+  for (int i = 0; i < 500; ++i) {
+    s = e.stats();
+    if (s.running == 0 && s.waiting == 0) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  e.ClearPrefixCache();
+  s = e.stats();
+  CHECK(s.running == 0);
+  CHECK(s.waiting == 0);
+  CHECK(s.pages_kv == 0);
+  CHECK(s.pages_free + s.pages_adapter == s.pages_total);
+}
+
+TEST_CASE("Score: text and token-id prompts, top_logprobs, and the refusals", "[server][score]") {
+  auto app = StartTiny();
+  auto gen = Stub(*app);
+
+  // The text is tokenized as Complete does: with the tokenizer's special tokens by default.
+  auto tokenize = [&](bool special) {
+    arbor::v1::TokenizeRequest req;
+    req.set_model("tiny");
+    req.set_text("In the beginning God created");
+    req.set_add_special_tokens(special);
+    arbor::v1::TokenizeResponse res;
+    grpc::ClientContext ctx;
+    REQUIRE(gen->Tokenize(&ctx, req, &res).ok());
+    return std::vector<int32_t>(res.ids().begin(), res.ids().end());
+  };
+  const std::vector<int32_t> ids = tokenize(true), plain = tokenize(false);
+  REQUIRE(ids.size() > plain.size());
+
+  arbor::v1::ScoreRequest text;
+  text.set_model("tiny");
+  text.set_prompt("In the beginning God created");
+  text.set_top_logprobs(3);
+  const Scored by_text = CallScore(*gen, text);
+  INFO(by_text.status.error_message());
+  REQUIRE(by_text.status.ok());
+  CHECK(by_text.response.model() == "tiny");
+  CheckShape(by_text.response, ids, 3);
+  for (const auto& t : by_text.response.prompt_logprobs()) CHECK_FALSE(t.token().empty());
+
+  // The same ids sent as ids: the same log-probs.
+  const Scored by_ids = CallScore(*gen, ScoreIds("tiny", ids, 3));
+  REQUIRE(by_ids.status.ok());
+  CheckShape(by_ids.response, ids, 3);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    const auto& a = by_text.response.prompt_logprobs(int(i));
+    const auto& b = by_ids.response.prompt_logprobs(int(i));
+    CHECK(b.logprob() == Approx(a.logprob()).margin(1e-5));
+    for (int j = 0; j < 3; ++j) {
+      CHECK(b.top_logprobs(j).token_id() == a.top_logprobs(j).token_id());
+      CHECK(b.top_logprobs(j).token() == a.top_logprobs(j).token());
+    }
+  }
+
+  // Without special tokens; with no alternatives.
+  text.set_add_special_tokens(false);
+  text.set_top_logprobs(0);
+  const Scored no_bos = CallScore(*gen, text);
+  REQUIRE(no_bos.status.ok());
+  CheckShape(no_bos.response, plain, 0);
+
+  // Refusals, each naming what is wrong; the server keeps serving.
+  auto refused = [&](const arbor::v1::ScoreRequest& req, grpc::StatusCode code,
+                     const std::string& mention) {
+    const Scored r = CallScore(*gen, req);
+    CHECK(r.status.error_code() == code);
+    CHECK_THAT(r.status.error_message(), Catch::Contains(mention));
+  };
+  arbor::v1::ScoreRequest both = ScoreIds("tiny", ids, 1);
+  both.set_prompt("x");
+  refused(both, grpc::StatusCode::INVALID_ARGUMENT, "not both");
+  refused(ScoreIds("tiny", {}, 1), grpc::StatusCode::INVALID_ARGUMENT, "prompt");
+  refused(ScoreIds("tiny", ids, 21), grpc::StatusCode::INVALID_ARGUMENT, "top_logprobs");
+  refused(ScoreIds("tiny", ids, -1), grpc::StatusCode::INVALID_ARGUMENT, "top_logprobs");
+  refused(ScoreIds("nope", ids, 1), grpc::StatusCode::NOT_FOUND,
+          "The model `nope` does not exist.");
+  refused(ScoreIds("tiny", {1, 5000}, 1), grpc::StatusCode::INVALID_ARGUMENT, "5000");
+  // Longer than the context: the prompt and the context length named.
+  const int64_t max_len = app->context().max_model_len;
+  const std::vector<int32_t> too_long(size_t(max_len + 1), 7);
+  refused(ScoreIds("tiny", too_long, 0), grpc::StatusCode::INVALID_ARGUMENT,
+          std::to_string(max_len + 1) + " tokens");
+  refused(ScoreIds("tiny", too_long, 0), grpc::StatusCode::INVALID_ARGUMENT,
+          "context length " + std::to_string(max_len));
+  // A prompt of exactly the context length is scored: nothing is generated after it.
+  const Scored whole =
+      CallScore(*gen, ScoreIds("tiny", std::vector<int32_t>(size_t(max_len), 9), 1));
+  INFO(whole.status.error_message());
+  CHECK(whole.status.ok());
+
+  // Counted like other requests: finished with reason "length", no first token observed.
+  httplib::Client http("127.0.0.1", app->http_port());
+  auto metrics = http.Get("/metrics");
+  REQUIRE(metrics);
+  CHECK_THAT(metrics->body,
+             Catch::Contains("arbor:request_success_total{finished_reason=\"length\"} 4"));
+  CHECK_THAT(metrics->body, Catch::Contains("arbor:time_to_first_token_seconds_count 0"));
+  CHECK_THAT(metrics->body, Catch::Contains("arbor:request_rejected_total{code=\"400\"} 7"));
+  CHECK_THAT(metrics->body, Catch::Contains("arbor:request_rejected_total{code=\"404\"} 1"));
+  RequireAllFree(*app);
+}
+
+std::vector<double> LogSoftmax(const std::vector<double>& x) {
+  const double max = *std::max_element(x.begin(), x.end());
+  double sum = 0;
+  for (double v : x) sum += std::exp(v - max);
+  std::vector<double> out;
+  for (double v : x) out.push_back(v - max - std::log(sum));
+  return out;
+}
+
+// Every prompt of `reference_json` (ids and the reference's fp32 logits at every position)
+// scored through `model`: each log-prob and alternative within 2e-4 of the row's largest
+// |logit| of the log-softmax of the reference logits (the engine's prompt log-probs test holds
+// the same bound).
+void CheckReference(arbor::v1::Generation::Stub& gen, const std::string& model,
+                    const std::string& reference_json) {
+  INFO("model " << model << " against " << reference_json);
+  std::ifstream in(reference_json);
+  REQUIRE(in);
+  const auto ref = nlohmann::json::parse(in);
+  for (const auto& p : ref["prompts"]) {
+    const auto ids = p["ids"].get<std::vector<int32_t>>();
+    const auto logits = p["logits"].get<std::vector<std::vector<double>>>();
+    const Scored r = CallScore(gen, ScoreIds(model, ids, 4));
+    INFO(r.status.error_message());
+    REQUIRE(r.status.ok());
+    CheckShape(r.response, ids, 4);
+    int bad = 0;
+    for (size_t i = 1; i < ids.size(); ++i) {
+      const std::vector<double> want = LogSoftmax(logits[i - 1]);
+      double scale = 1;
+      for (double v : logits[i - 1]) scale = std::max(scale, std::fabs(v));
+      const auto& t = r.response.prompt_logprobs(int(i));
+      if (!(std::fabs(t.logprob() - want[size_t(ids[i])]) <= 2e-4 * scale)) ++bad;
+      for (const auto& a : t.top_logprobs()) {
+        if (!(std::fabs(a.logprob() - want[size_t(a.token_id())]) <= 2e-4 * scale)) ++bad;
+      }
+    }
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("Score through an adapter matches PEFT, and the base model transformers",
+          "[server][score]") {
+  auto app = StartLlama("16777216");
+  auto gen = Stub(*app);
+  Register(*app, "all", "llama-lora-all");
+  CheckReference(*gen, "all", "tests/data/adapters/llama-lora-all/reference.json");
+  CheckReference(*gen, "arbor", "tests/data/models/llama/reference.json");  // the default name
+  // This model has no tokenizer: text prompts are refused, naming the field to use.
+  arbor::v1::ScoreRequest text;
+  text.set_model("all");
+  text.set_prompt("hello");
+  const Scored r = CallScore(*gen, text);
+  CHECK(r.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK_THAT(r.status.error_message(), Catch::Contains("prompt_token_ids"));
+  CHECK(CallScore(*gen, ScoreIds("qv", {1, 2}, 0)).status.error_code() ==
+        grpc::StatusCode::NOT_FOUND);
+  RequireAllFree(*app);
+}
+
+TEST_CASE("Score: API key, readiness and the concurrency limit, as Complete", "[server][score]") {
+  auto app = StartTiny({"server.api_key=sekret", "server.max_concurrent_requests=1"});
+  auto gen = Stub(*app);
+  const arbor::v1::ScoreRequest req = ScoreIds("tiny", {1, 2, 3}, 1);
+  CHECK(CallScore(*gen, req).status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(CallScore(*gen, req, "nope").status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(CallScore(*gen, req, "sekret").status.ok());
+
+  // One generation stream in flight takes the only slot.
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer sekret");
+    arbor::v1::CompletionRequest creq;
+    creq.set_model("tiny");
+    creq.set_text("x");
+    creq.mutable_sampling()->set_max_tokens(2000);
+    creq.mutable_sampling()->set_ignore_eos(true);
+    auto reader = gen->Complete(&ctx, creq);
+    arbor::v1::CompletionChunk chunk;
+    REQUIRE(reader->Read(&chunk));
+    const Scored busy = CallScore(*gen, req, "sekret");
+    CHECK(busy.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK_THAT(busy.status.error_message(), Catch::Contains("max_concurrent_requests"));
+    ctx.TryCancel();
+    while (reader->Read(&chunk)) {
+    }
+    CHECK(reader->Finish().error_code() == grpc::StatusCode::CANCELLED);
+  }
+  RequireAllFree(*app);
+  app->context().state.set_phase(Phase::kDraining);
+  CHECK(CallScore(*gen, req, "sekret").status.error_code() == grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_CASE("Score: a deadline or a cancel aborts the request and frees its pages",
+          "[server][score]") {
+  // 34 pages of 16 tokens (8 KiB each for this model); an adapter takes some of them, so a
+  // 512-token Score (32 pages) waits for pages for as long as its call lasts.
+  auto app = StartLlama(std::to_string(34 * 8192));
+  const int64_t adapter_pages = Register(*app, "all", "llama-lora-all");
+  REQUIRE(app->context().engine->stats().pages_total == 34);
+  REQUIRE(adapter_pages >= 3);
+  auto gen = Stub(*app);
+
+  // Waits until the engine holds `n` waiting requests: 1 once the Score is queued, 0 once the
+  // engine has aborted it.
+  auto wait_queued = [&](int64_t n) {
+    for (int i = 0; i < 1000 && app->context().engine->stats().waiting != n; ++i) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return app->context().engine->stats().waiting == n;
+  };
+  const arbor::v1::ScoreRequest req = ScoreIds("arbor", std::vector<int32_t>(512, 5), 2);
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    arbor::v1::ScoreResponse res;
+    grpc::Status st;
+    std::thread call([&] { st = gen->Score(&ctx, req, &res); });
+    const bool queued = wait_queued(1);
+    call.join();
+    CHECK(queued);
+    CHECK(st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+    CHECK(wait_queued(0));
+  }
+  {
+    grpc::ClientContext ctx;
+    arbor::v1::ScoreResponse res;
+    grpc::Status st;
+    std::thread call([&] { st = gen->Score(&ctx, req, &res); });
+    const bool queued = wait_queued(1);
+    ctx.TryCancel();
+    call.join();
+    CHECK(queued);
+    CHECK(st.error_code() == grpc::StatusCode::CANCELLED);
+    CHECK(wait_queued(0));
+  }
+  const engine::EngineStats s = app->context().engine->stats();
+  CHECK(s.requests_aborted == 2);
+  CHECK(s.requests_finished == 0);
+  CHECK(s.pages_adapter == adapter_pages);
+  RequireAllFree(*app);
+}
+
+}  // namespace
+}  // namespace arbor::server
