@@ -108,6 +108,13 @@ absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
     }
   }
   RETURN_IF_ERROR(ValidateSamplingParams(request.params, spec.vocab_size));
+  // The n sequences of a request are admitted together: more than max_num_seqs could never
+  // run, and first-come-first-served would leave every later request waiting behind it.
+  if (request.params.n > config_.max_num_seqs) {
+    return absl::InvalidArgumentError(absl::StrCat("n: ", request.params.n,
+                                                   " sequences exceed engine.max_num_seqs (",
+                                                   config_.max_num_seqs, ")"));
+  }
   if (request.prompt_logprobs < -1 || request.prompt_logprobs > kMaxLogprobs) {
     return absl::InvalidArgumentError(absl::StrCat("prompt_logprobs must be in [-1, ", kMaxLogprobs,
                                                    "], got ", request.prompt_logprobs));

@@ -152,4 +152,18 @@ absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body)
   return p;
 }
 
+void DrainCancelled(RequestChannel& channel, Metrics& metrics) {
+  engine::StreamEvent ev;
+  while (!channel.Drained()) {
+    if (channel.Pop(&ev, absl::Milliseconds(100)) && ev.metrics) {
+      metrics.RequestFinished(*ev.finish, *ev.metrics);
+    }
+  }
+}
+
+absl::Time RequestTimeoutAt(const ServerContext& ctx) {
+  const double s = ctx.config.server.request_timeout_s;
+  return s > 0 ? absl::Now() + absl::Seconds(s) : absl::InfiniteFuture();
+}
+
 }  // namespace arbor::server

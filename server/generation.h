@@ -11,7 +11,9 @@
 #include "absl/status/statusor.h"
 #include "engine/request.h"
 #include "server/context.h"
+#include "server/metrics.h"
 #include "server/openai_api.h"
+#include "server/request_channel.h"
 
 namespace arbor::server {
 
@@ -62,6 +64,13 @@ std::string NewId(const char* prefix);
 TokenText TokenTextFor(const ServerContext& ctx);
 
 // Counts a generation request as in flight for as long as it lives.
+// After a request was cancelled (client gone, timeout): it finishes with "abort" within one
+// engine iteration. Waits for its last event so the abort is counted with the other finishes.
+void DrainCancelled(RequestChannel& channel, Metrics& metrics);
+
+// When a generation that starts now runs into server.request_timeout_s (InfiniteFuture: none).
+absl::Time RequestTimeoutAt(const ServerContext& ctx);
+
 class InFlight {
  public:
   explicit InFlight(ServerContext* ctx) : ctx_(ctx) { ctx_->in_flight.fetch_add(1); }

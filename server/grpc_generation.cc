@@ -239,22 +239,32 @@ class GenerationService final : public arbor::v1::Generation::Service {
     request.callback = channel->Callback();
     auto handle = ctx_->engine->Submit(std::move(request));
     if (!handle.ok()) return Refuse(ctx_, WithParam(handle.status()));
+    // Cancels the engine request and waits for its abort, so it is counted with the finishes.
+    auto Abandon = [&](grpc::StatusCode code, const std::string& why) {
+      ctx_->engine->Cancel(*handle);
+      DrainCancelled(*channel, *ctx_->metrics);
+      return grpc::Status(code, why);
+    };
+    const absl::Time timeout_at = RequestTimeoutAt(*ctx_);
     engine::StreamEvent ev;
     while (!channel->Drained()) {
       if (call->IsCancelled()) {
-        ctx_->engine->Cancel(*handle);
         ctx_->metrics->ClientDisconnected();
         const bool expired = call->deadline() < std::chrono::system_clock::now();
-        return grpc::Status(
-            expired ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED,
-            expired ? "deadline exceeded" : "cancelled by the client");
+        return Abandon(expired ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED,
+                       expired ? "deadline exceeded" : "cancelled by the client");
+      }
+      if (absl::Now() >= timeout_at) {
+        ctx_->metrics->RequestTimedOut();
+        return Abandon(grpc::StatusCode::DEADLINE_EXCEEDED,
+                       absl::StrCat("the request ran past server.request_timeout_s (",
+                                    ctx_->config.server.request_timeout_s, " s)"));
       }
       if (!channel->Pop(&ev, absl::Milliseconds(50))) continue;
       if (ev.metrics) ctx_->metrics->RequestFinished(*ev.finish, *ev.metrics);
       if (!on_event(ev)) {
-        ctx_->engine->Cancel(*handle);
         ctx_->metrics->ClientDisconnected();
-        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        return Abandon(grpc::StatusCode::CANCELLED, "the client went away");
       }
     }
     return grpc::Status::OK;

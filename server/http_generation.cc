@@ -26,17 +26,6 @@ std::string Sse(const json& chunk) {
   return "data: " + chunk.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
 }
 
-// After a client has gone: the request was cancelled and finishes (abort) within one engine
-// iteration. Wait for its last event so the abort is counted with the other finishes.
-void DrainAborted(RequestChannel& channel, Metrics* metrics) {
-  engine::StreamEvent ev;
-  while (!channel.Drained()) {
-    if (channel.Pop(&ev, absl::Milliseconds(100)) && ev.metrics) {
-      metrics->RequestFinished(*ev.finish, *ev.metrics);
-    }
-  }
-}
-
 void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w, bool chat) {
   auto Reject = [&](const absl::Status& s) {
     ctx->metrics->RequestRejected(HttpStatusFor(s));
@@ -82,15 +71,13 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
   auto Abandon = [&] {
     eng->Cancel(*handle);
     metrics->ClientDisconnected();
-    DrainAborted(*channel, metrics);
+    DrainCancelled(*channel, *metrics);
   };
   // Between events (at most every kWatch): watch the client, and cancel a generation that runs
   // past server.request_timeout_s (it then finishes with "abort" like any cancelled request).
   constexpr absl::Duration kPoll = absl::Milliseconds(50);
   constexpr absl::Duration kWatch = absl::Milliseconds(20);
-  const double timeout_s = ctx->config.server.request_timeout_s;
-  const absl::Time timeout_at =
-      timeout_s > 0 ? absl::Now() + absl::Seconds(timeout_s) : absl::InfiniteFuture();
+  const absl::Time timeout_at = RequestTimeoutAt(*ctx);
   bool timed_out = false;
   absl::Time next_watch = absl::Now() + kWatch;
   auto ClientStillThere = [&] {

@@ -259,7 +259,7 @@ TEST_CASE("a request not started before its deadline is aborted", "[engine]") {
 
 TEST_CASE("bad requests are refused at submit, naming the field", "[engine]") {
   Fixture f;
-  auto e = f.NewEngine(200);
+  auto e = f.NewEngine(200, /*max_num_seqs=*/8);
   auto submit = [&](Request r) {
     r.callback = [](const StreamEvent&) {};
     return e->Submit(r).status();
@@ -277,6 +277,11 @@ TEST_CASE("bad requests are refused at submit, naming the field", "[engine]") {
   Request stops = Greedy({1}, 4);
   stops.params.stop = {"x"};
   CHECK_THAT(std::string(submit(stops).message()), Catch::Contains("stop"));
+  Request too_wide = Greedy({1}, 4);  // max_num_seqs is 8 here
+  too_wide.params.n = 9;
+  too_wide.params.temperature = 1;
+  CHECK_THAT(std::string(submit(too_wide).message()),
+             Catch::Contains("n: 9") && Catch::Contains("max_num_seqs"));
   Request no_callback = Greedy({1}, 4);
   CHECK_FALSE(e->Submit(no_callback).ok());
   // Let the accepted request finish before checking the pool.

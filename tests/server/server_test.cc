@@ -413,6 +413,42 @@ TEST_CASE("gRPC: a deadline or a cancel aborts the request and frees its pages",
   CHECK(s.pages_kv == s.pages_cached_evictable);
 }
 
+TEST_CASE("gRPC: server.request_timeout_s ends a long generation with DEADLINE_EXCEEDED",
+          "[server]") {
+  auto app = StartTiny({"server.request_timeout_s=0.3"});
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
+                                     grpc::InsecureChannelCredentials());
+  auto gen = arbor::v1::Generation::NewStub(channel);
+  arbor::v1::CompletionRequest creq;
+  creq.set_model("tiny");
+  creq.set_text("x");
+  creq.mutable_sampling()->set_max_tokens(2000);
+  creq.mutable_sampling()->set_ignore_eos(true);
+  grpc::ClientContext ctx;  // no client deadline: the server's own limit ends it
+  const absl::Time t0 = absl::Now();
+  auto reader = gen->Complete(&ctx, creq);
+  arbor::v1::CompletionChunk chunk;
+  int64_t tokens = 0;
+  while (reader->Read(&chunk)) {
+    for (const auto& c : chunk.choices()) tokens += c.token_ids_size();
+  }
+  const grpc::Status st = reader->Finish();
+  CHECK(st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  CHECK_THAT(st.error_message(), Catch::Contains("server.request_timeout_s"));
+  CHECK(tokens < 2000);
+  CHECK(absl::Now() - t0 < absl::Seconds(5));
+  // Counted as a timeout and as an abort; every page back.
+  httplib::Client http("127.0.0.1", app->http_port());
+  auto m = http.Get("/metrics");
+  REQUIRE(m);
+  CHECK(m->body.find("arbor:request_timeouts_total 1\n") != std::string::npos);
+  CHECK(m->body.find("arbor:request_success_total{finished_reason=\"abort\"} 1\n") !=
+        std::string::npos);
+  const engine::EngineStats s = app->context().engine->stats();
+  CHECK(s.running == 0);
+  CHECK(s.pages_kv == s.pages_cached_evictable);
+}
+
 TEST_CASE("gRPC: every RPC but Health needs the API key when one is set", "[server]") {
   auto app = StartTiny({"server.api_key=sekret"});
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
