@@ -518,6 +518,7 @@ void Engine::RefreshStats(double scheduler_s, double forward_s, double other_s) 
   const memory::BlockManager::Stats b = blocks_->stats();
   std::lock_guard<std::mutex> lock(mu_);
   stats_.waiting = scheduler_->num_waiting();
+  stats_.preempted_waiting = scheduler_->num_preempted_waiting();
   stats_.running = scheduler_->num_running();
   stats_.preemptions_total = scheduler_->num_preempted_total();
   stats_.pages_total = pool_->num_pages();

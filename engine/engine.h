@@ -46,6 +46,7 @@ struct EngineConfig {
 
 struct EngineStats {
   int64_t waiting = 0, running = 0, preemptions_total = 0;
+  int64_t preempted_waiting = 0;  // of `waiting`: preempted, to be resumed by recompute
   int64_t requests_finished = 0, requests_aborted = 0;
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0;
   int64_t prefill_tokens_computed_total = 0;  // prompt tokens run through the model

@@ -36,6 +36,11 @@ void Scheduler::InsertWaiting(Sequence* seq) {
   waiting_.insert(it, seq);
 }
 
+int64_t Scheduler::num_preempted_waiting() const {
+  return std::count_if(waiting_.begin(), waiting_.end(),
+                       [](const Sequence* s) { return s->preempted; });
+}
+
 void Scheduler::AddWaiting(Sequence* seq) { InsertWaiting(seq); }
 
 void Scheduler::AddRunning(Sequence* seq) {
@@ -55,6 +60,7 @@ void Scheduler::Preempt(Sequence* seq, ScheduleDecision& d) {
   blocks_.Free(seq->id);
   seq->running = false;
   seq->num_computed = 0;
+  seq->preempted = true;
   ++preemptions_;
   ++seq->request->metrics.preemptions;
   InsertWaiting(seq);
@@ -116,6 +122,7 @@ ScheduleDecision Scheduler::Schedule() {
     seq->num_computed = *cached;
     if (seq->num_generated() == 0) seq->request->metrics.cached_prompt_tokens += *cached;
     seq->running = true;
+    seq->preempted = false;
     running_.push_back(seq);
     const int64_t need = len - seq->num_computed;
     const int64_t take = std::min({need, budget, score ? scored_rows : need});

@@ -63,6 +63,9 @@ class Scheduler {
   void Computed(Sequence* seq, int64_t count);
 
   int64_t num_waiting() const { return int64_t(waiting_.size()); }
+  // Waiting sequences that were preempted (counted on demand: the queue is short next to a
+  // forward pass).
+  int64_t num_preempted_waiting() const;
   int64_t num_running() const { return int64_t(running_.size()); }
   int64_t num_preempted_total() const { return preemptions_; }
   bool idle() const { return waiting_.empty() && running_.empty(); }

@@ -25,6 +25,7 @@ struct Sequence {
   int64_t prompt_len = 0;
   int64_t num_computed = 0;  // leading tokens whose KV is in the pool
   bool running = false;      // holds pages
+  bool preempted = false;    // lost its pages to preemption and waits to be resumed
   bool finished = false;
   // The next prompt position whose log-prob is to be streamed (prompt_logprobs requests);
   // survives preemption, so a recomputed prompt does not stream a position twice.

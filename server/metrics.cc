@@ -85,6 +85,11 @@ Metrics::Metrics()
                    .Help("Sequences waiting for admission (new or preempted).")
                    .Register(*registry_)
                    .Add({})),
+      preempted_(BuildGauge()
+                     .Name("arbor:num_requests_preempted")
+                     .Help("Sequences preempted (pages freed) and waiting to be recomputed.")
+                     .Register(*registry_)
+                     .Add({})),
       pages_(BuildGauge()
                  .Name("arbor:pool_pages")
                  .Help("Unified pool pages by owner: kv, kv_cached (prefix cache, evictable), "
@@ -146,6 +151,7 @@ std::string Metrics::Scrape(const engine::Engine* engine, const engine::AdapterS
         double(std::max<int64_t>(0, s.preemptions_total - last_.preemptions_total)));
     running_.Set(double(s.running));
     waiting_.Set(double(s.waiting));
+    preempted_.Set(double(s.preempted_waiting));
     pages_.Add({{"kind", "kv"}}).Set(double(s.pages_kv - s.pages_cached_evictable));
     pages_.Add({{"kind", "kv_cached"}}).Set(double(s.pages_cached_evictable));
     pages_.Add({{"kind", "adapter"}}).Set(double(s.pages_adapter));

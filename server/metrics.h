@@ -51,6 +51,7 @@ class Metrics {
   prometheus::Histogram& queue_;
   prometheus::Gauge& running_;
   prometheus::Gauge& waiting_;
+  prometheus::Gauge& preempted_;
   prometheus::Family<prometheus::Gauge>& pages_;
   prometheus::Gauge& prefix_hit_rate_;
   prometheus::Gauge& adapters_loaded_;

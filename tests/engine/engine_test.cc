@@ -122,12 +122,17 @@ std::vector<Request> MixedRequests(uint64_t seed) {
   return out;
 }
 
+// `observe`, if set, runs on the engine thread with every event.
 std::vector<std::vector<std::vector<int32_t>>> RunAll(Engine& e, std::vector<Request> reqs,
-                                                      bool one_at_a_time) {
+                                                      bool one_at_a_time,
+                                                      std::function<void()> observe = nullptr) {
   std::vector<std::unique_ptr<Collector>> cs;
   for (auto& r : reqs) {
     cs.push_back(std::make_unique<Collector>(r.params.n));
-    r.callback = cs.back()->Callback();
+    r.callback = [collect = cs.back()->Callback(), observe](const StreamEvent& ev) {
+      if (observe) observe();
+      collect(ev);
+    };
     REQUIRE(e.Submit(r).ok());
     if (one_at_a_time) cs.back()->Wait();
   }
@@ -152,9 +157,16 @@ TEST_CASE("each request yields the same greedy tokens alone and in a mixed batch
 
   // A pool of 14 pages (224 tokens) for 32 requests of up to 130 + 24 tokens forces preemption.
   auto small = f.NewEngine(14, 64, 64, 200);
-  const auto squeezed = RunAll(*small, MixedRequests(11), false);
+  // Stats are those of the previous iteration: a victim waits at least one iteration (its pages
+  // went to the sequence that needed them), so the gauge shows it.
+  int64_t most_preempted_waiting = 0;
+  const auto squeezed = RunAll(*small, MixedRequests(11), false, [&] {
+    most_preempted_waiting = std::max(most_preempted_waiting, small->stats().preempted_waiting);
+  });
   CHECK(squeezed == alone);
   CHECK(small->stats().preemptions_total > 0);
+  CHECK(most_preempted_waiting > 0);
+  CHECK(small->stats().preempted_waiting == 0);
   RequireAllFree(*small);
 }
 
