@@ -120,18 +120,19 @@ void CheckShape(const arbor::v1::ScoreResponse& res, const std::vector<int32_t>&
   CHECK(res.total_logprob() == Approx(total).margin(1e-6));
 }
 
-// The engine frees pages within an iteration of a request's end: wait for nothing running, then
-// drop the prefix cache and expect every KV page back in the pool.
+// The engine frees pages within an iteration of a request's end: wait for nothing running, with
+// the prefix cache dropped, and expect every KV page back in the pool. Stats are refreshed at the
+// end of an engine iteration, after its events went out, so a client can finish before they show
+// it; ClearPrefixCache runs on the engine thread and refreshes them, so each look is current.
 void RequireAllFree(ServerApp& app) {
   engine::Engine& e = *app.context().engine;
   engine::EngineStats s;
   for (int i = 0; i < 500; ++i) {
+    e.ClearPrefixCache();
     s = e.stats();
-    if (s.running == 0 && s.waiting == 0) break;
+    if (s.running == 0 && s.waiting == 0 && s.pages_kv == 0) break;
     absl::SleepFor(absl::Milliseconds(10));
   }
-  e.ClearPrefixCache();
-  s = e.stats();
   CHECK(s.running == 0);
   CHECK(s.waiting == 0);
   CHECK(s.pages_kv == 0);
