@@ -80,6 +80,9 @@ absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const json&
   p.stream = r.stream;
   p.include_usage = r.include_usage;
   p.with_logprobs = r.params.logprobs >= 0;
+  p.echo = r.echo;
+  // echo + logprobs k: every prompt position's log-prob and top k, as OpenAI's legacy API.
+  if (r.echo && p.with_logprobs) p.request.prompt_logprobs = r.params.logprobs;
   p.request.params = std::move(r.params);
   if (r.prompt_is_text) {
     if (ctx.tokenizer == nullptr) {
@@ -87,8 +90,15 @@ absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const json&
     }
     ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(r.prompt_text, true));
     if (p.request.prompt.empty()) return FieldError("prompt", "encodes to no tokens");
+    if (r.echo) p.echo_text = r.prompt_text;
   } else {
     p.request.prompt = std::move(r.prompt_ids);
+    if (r.echo && ctx.tokenizer != nullptr) {
+      // A token-id prompt is echoed as its decoded text (special tokens kept, as sent).
+      auto text = ctx.tokenizer->Decode(p.request.prompt, /*skip_special_tokens=*/false);
+      if (!text.ok()) return FieldError("prompt", std::string(text.status().message()));
+      p.echo_text = std::move(*text);
+    }
   }
   return p;
 }

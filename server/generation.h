@@ -24,6 +24,10 @@ struct Prepared {
   bool include_usage = false;
   bool with_logprobs = false;
   bool chat = false;
+  // Completions' echo: the prompt text leading each choice (its log-probs come from the engine
+  // when logprobs were asked).
+  bool echo = false;
+  std::string echo_text;
 };
 
 // An OpenAI completions / chat body (already parsed JSON) checked and turned into a request.

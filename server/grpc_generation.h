@@ -1,6 +1,6 @@
 // gRPC Generation service: ListModels, Complete / ChatComplete (server-streaming), Score
-// (prompt log-probs), Tokenize and Detokenize. Requests are checked by the same code as the HTTP routes (server/generation.h),
-// so a field error reads the same over both.
+// (prompt log-probs), Tokenize and Detokenize. Requests are checked by the same code as the HTTP
+// routes (server/generation.h), so a field error reads the same over both.
 #ifndef ARBOR_SERVER_GRPC_GENERATION_H_
 #define ARBOR_SERVER_GRPC_GENERATION_H_
 

@@ -58,6 +58,10 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
   auto channel = std::make_shared<RequestChannel>(n);
   p.request.callback = channel->Callback();
   const int64_t prompt_tokens = int64_t(p.request.prompt.size());
+  // echo: the prompt's text and ids; its log-probs arrive in the prefill's events (sequence 0's),
+  // before any generated token.
+  EchoedPrompt echo{p.echo_text, p.request.prompt, {}};
+  const EchoedPrompt* echoed = p.echo ? &echo : nullptr;
   engine::Engine* eng = ctx->engine;
   auto handle = eng->Submit(std::move(p.request));
   if (!handle.ok()) return Reject(WithParam(handle.status()));
@@ -100,6 +104,8 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
     while (!channel->Drained()) {
       if (!ClientStillThere()) return Abandon();
       if (!channel->Pop(&ev, kPoll)) continue;
+      echo.logprobs.insert(echo.logprobs.end(), ev.prompt_logprobs.begin(),
+                           ev.prompt_logprobs.end());
       ChoiceState& c = choices[size_t(ev.index)];
       c.text += ev.text;
       c.token_ids.insert(c.token_ids.end(), ev.token_ids.begin(), ev.token_ids.end());
@@ -110,9 +116,9 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
     }
     const Usage usage{prompt_tokens, completion_tokens};
     const json out =
-        chat
-            ? ChatResponse(id, created, p.model, choices, usage, p.with_logprobs, token_text)
-            : CompletionResponse(id, created, p.model, choices, usage, p.with_logprobs, token_text);
+        chat ? ChatResponse(id, created, p.model, choices, usage, p.with_logprobs, token_text)
+             : CompletionResponse(id, created, p.model, choices, usage, p.with_logprobs, token_text,
+                                  echoed);
     w.Send(200, "application/json", out.dump(-1, ' ', false, json::error_handler_t::replace));
     return;
   }
@@ -125,10 +131,20 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
   while (!channel->Drained()) {
     if (!ClientStillThere()) return Abandon();
     if (!channel->Pop(&ev, kPoll)) continue;
+    echo.logprobs.insert(echo.logprobs.end(), ev.prompt_logprobs.begin(), ev.prompt_logprobs.end());
+    // An event with only prompt log-probs makes no chunk of its own: echo sends them.
+    if (ev.token_ids.empty() && ev.text.empty() && !ev.finish) continue;
     completion_tokens += int64_t(ev.token_ids.size());
     if (ev.metrics) metrics->RequestFinished(*ev.finish, *ev.metrics);
     const bool first = !started[size_t(ev.index)];
     started[size_t(ev.index)] = true;
+    if (first && echoed != nullptr &&
+        !w.Write(
+            Sse(EchoChunk(id, created, p.model, ev.index, echo, p.with_logprobs, token_text)))) {
+      if (!channel->Drained()) return Abandon();
+      metrics->ClientDisconnected();
+      return;
+    }
     const json chunk = chat
                            ? ChatChunk(id, created, p.model, ev, first, p.with_logprobs, token_text)
                            : CompletionChunk(id, created, p.model, ev, p.with_logprobs, token_text);

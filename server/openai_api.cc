@@ -278,9 +278,9 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(const json& body) {
   } else {
     return FieldError("prompt", "must be a string or a list of token ids");
   }
-  if (const json* echo = Find(body, "echo");
-      echo != nullptr && echo->is_boolean() && echo->get<bool>()) {
-    return FieldError("echo", "echo is not supported yet");
+  if (const json* echo = Find(body, "echo")) {
+    if (!echo->is_boolean()) return FieldError("echo", "must be a boolean");
+    r.echo = echo->get<bool>();
   }
   if (const json* v = Find(body, "best_of");
       v != nullptr && !(v->is_number_integer() && v->get<int64_t>() == 1)) {
@@ -369,11 +369,35 @@ json UsageJson(const Usage& u) {
 }
 
 // Completions' logprobs: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}.
+// With `echo`, the prompt's tokens come first; its first token has null log-probs, as OpenAI's.
 json CompletionLogprobs(const std::vector<int32_t>& ids,
-                        const std::vector<engine::SampleResult>& lps, const TokenText& text) {
+                        const std::vector<engine::SampleResult>& lps, const TokenText& text,
+                        const EchoedPrompt* echo = nullptr) {
   json tokens = json::array(), token_lps = json::array(), tops = json::array(),
        offsets = json::array();
   int64_t offset = 0;
+  if (echo != nullptr) {
+    // Offsets index the choice's text. A prompt token whose text is not at the current offset
+    // (a BOS the tokenizer added, which the echoed prompt does not show) takes no width.
+    for (size_t i = 0; i < echo->ids.size(); ++i) {
+      const std::string t = text(echo->ids[i]);
+      tokens.push_back(t);
+      offsets.push_back(offset);
+      if (echo->text.compare(size_t(offset), t.size(), t) == 0) offset += int64_t(t.size());
+      const engine::PromptLogprob* lp =
+          i >= 1 && i - 1 < echo->logprobs.size() ? &echo->logprobs[i - 1] : nullptr;
+      if (lp == nullptr) {
+        token_lps.push_back(nullptr);
+        tops.push_back(nullptr);
+        continue;
+      }
+      token_lps.push_back(lp->logprob);
+      json top = json::object();
+      for (const auto& alt : lp->top) top[text(alt.token)] = alt.logprob;
+      tops.push_back(top);
+    }
+    offset = int64_t(echo->text.size());  // the generated text follows the whole prompt
+  }
   for (size_t i = 0; i < lps.size() && i < ids.size(); ++i) {
     const std::string t = text(ids[i]);
     tokens.push_back(t);
@@ -416,15 +440,15 @@ json ChatLogprobs(const std::vector<int32_t>& ids, const std::vector<engine::Sam
 
 json CompletionResponse(const std::string& id, int64_t created, const std::string& model,
                         const std::vector<ChoiceState>& choices, const Usage& usage,
-                        bool with_logprobs, const TokenText& token_text) {
+                        bool with_logprobs, const TokenText& token_text, const EchoedPrompt* echo) {
   json out_choices = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceState& c = choices[i];
     out_choices.push_back(
         {{"index", i},
-         {"text", c.text},
-         {"logprobs",
-          with_logprobs ? CompletionLogprobs(c.token_ids, c.logprobs, token_text) : json(nullptr)},
+         {"text", echo != nullptr ? echo->text + c.text : c.text},
+         {"logprobs", with_logprobs ? CompletionLogprobs(c.token_ids, c.logprobs, token_text, echo)
+                                    : json(nullptr)},
          {"finish_reason", ReasonJson(c.finish)}});
   }
   return {{"id", id},       {"object", "text_completion"}, {"created", created},
@@ -457,6 +481,20 @@ json CompletionChunk(const std::string& id, int64_t created, const std::string& 
       {"logprobs",
        with_logprobs ? CompletionLogprobs(ev.token_ids, ev.logprobs, token_text) : json(nullptr)},
       {"finish_reason", ReasonJson(ev.finish)}};
+  return {{"id", id},
+          {"object", "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})}};
+}
+
+json EchoChunk(const std::string& id, int64_t created, const std::string& model, int32_t index,
+               const EchoedPrompt& echo, bool with_logprobs, const TokenText& token_text) {
+  json choice = {
+      {"index", index},
+      {"text", echo.text},
+      {"logprobs", with_logprobs ? CompletionLogprobs({}, {}, token_text, &echo) : json(nullptr)},
+      {"finish_reason", nullptr}};
   return {{"id", id},
           {"object", "text_completion"},
           {"created", created},

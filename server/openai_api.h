@@ -34,6 +34,7 @@ struct CompletionRequest {
   engine::SamplingParams params;
   bool stream = false;
   bool include_usage = false;
+  bool echo = false;  // the prompt leads each choice's text (and its logprobs, when asked)
 };
 
 struct ChatRequest {
@@ -48,6 +49,14 @@ struct ChatRequest {
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(const nlohmann::json& body);
 absl::StatusOr<ChatRequest> ParseChatRequest(const nlohmann::json& body);
+
+// The prompt as `echo` shows it: its text, its ids, and (with logprobs) the log-prob of each
+// position >= 1 given the ones before, from the engine's prompt log-probs.
+struct EchoedPrompt {
+  std::string text;
+  std::vector<int32_t> ids;
+  std::vector<engine::PromptLogprob> logprobs;  // positions 1..n-1, in order
+};
 
 // Text of one choice as it accumulates.
 struct ChoiceState {
@@ -65,9 +74,15 @@ struct Usage {
 // Decodes one token for logprob displays ("token" fields); may be a partial character.
 using TokenText = std::function<std::string(int32_t)>;
 
+// `echo` (may be null) leads every choice's text and logprobs.
 nlohmann::json CompletionResponse(const std::string& id, int64_t created, const std::string& model,
                                   const std::vector<ChoiceState>& choices, const Usage& usage,
-                                  bool with_logprobs, const TokenText& token_text);
+                                  bool with_logprobs, const TokenText& token_text,
+                                  const EchoedPrompt* echo = nullptr);
+// The stream chunk that echoes the prompt for choice `index`, before its first token.
+nlohmann::json EchoChunk(const std::string& id, int64_t created, const std::string& model,
+                         int32_t index, const EchoedPrompt& echo, bool with_logprobs,
+                         const TokenText& token_text);
 nlohmann::json ChatResponse(const std::string& id, int64_t created, const std::string& model,
                             const std::vector<ChoiceState>& choices, const Usage& usage,
                             bool with_logprobs, const TokenText& token_text);

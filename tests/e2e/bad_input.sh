@@ -171,6 +171,7 @@ comp  type_stream_string             400 stream  "{$P,\"stream\":\"yes\"}"
 comp  type_seed_string               400 seed    "{$P,\"seed\":\"abc\"}"
 comp  type_logprobs_string           400 logprobs "{$P,\"logprobs\":\"3\"}"
 comp  type_logit_bias_list           400 logit_bias "{$P,\"logit_bias\":[1,2]}"
+comp  type_echo_string               400 echo "{$P,\"echo\":\"yes\"}"
 chat  type_chat_logprobs_string      400 logprobs "{$MSG,\"logprobs\":\"yes\"}"
 
 # ---------------------------------------------------------------- 3. max_tokens

@@ -373,5 +373,69 @@ TEST_CASE("Score: a deadline or a cancel aborts the request and frees its pages"
   RequireAllFree(*app);
 }
 
+// OpenAI's legacy echo on /v1/completions: the prompt leads the text, and with logprobs its
+// tokens lead the logprobs, the first with nulls; the prompt's log-probs are the Score RPC's.
+TEST_CASE("HTTP completions echo: prompt log-probs as Score's, JSON and stream",
+          "[server][score]") {
+  auto app = StartTiny();
+  const std::vector<int32_t> ids = {1, 40, 41, 42, 43, 44, 45};
+  const Scored scored = CallScore(*Stub(*app), ScoreIds("tiny", ids, 2));
+  REQUIRE(scored.status.ok());
+  httplib::Client http("127.0.0.1", app->http_port());
+  nlohmann::json body = {{"model", "tiny"},  {"prompt", ids}, {"max_tokens", 3},
+                         {"temperature", 0}, {"echo", true},  {"logprobs", 2}};
+  auto res = http.Post("/v1/completions", body.dump(), "application/json");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const auto j = nlohmann::json::parse(res->body);
+  const auto& choice = j["choices"][0];
+  const auto& lp = choice["logprobs"];
+  REQUIRE(lp["tokens"].size() == ids.size() + 3);
+  CHECK(lp["token_logprobs"][0].is_null());
+  CHECK(lp["top_logprobs"][0].is_null());
+  for (size_t i = 1; i < ids.size(); ++i) {
+    INFO("prompt position " << i);
+    const auto& want = scored.response.prompt_logprobs(int(i));
+    CHECK(lp["token_logprobs"][i].get<double>() == Approx(want.logprob()).margin(1e-5));
+    CHECK(lp["top_logprobs"][i].size() <= 2);
+  }
+  const std::string text = choice["text"];
+  const std::string prompt_text = *app->context().tokenizer->Decode(ids, false);
+  CHECK(text.rfind(prompt_text, 0) == 0);  // the prompt leads
+  CHECK(j["usage"]["prompt_tokens"] == ids.size());
+  CHECK(j["usage"]["completion_tokens"] == 3);
+  // The same generation without echo: the generated part is unchanged.
+  body["echo"] = false;
+  auto plain = http.Post("/v1/completions", body.dump(), "application/json");
+  REQUIRE(plain);
+  CHECK(prompt_text + nlohmann::json::parse(plain->body)["choices"][0]["text"].get<std::string>() ==
+        text);
+
+  // Streamed: one chunk echoes the prompt (text and log-probs) before the first token.
+  body["echo"] = true;
+  body["stream"] = true;
+  auto streamed = http.Post("/v1/completions", body.dump(), "application/json");
+  REQUIRE(streamed);
+  REQUIRE(streamed->status == 200);
+  std::vector<nlohmann::json> chunks;
+  size_t at = 0;
+  while ((at = streamed->body.find("data: {", at)) != std::string::npos) {
+    const size_t end = streamed->body.find("\n\n", at);
+    chunks.push_back(nlohmann::json::parse(streamed->body.substr(at + 6, end - at - 6)));
+    at = end;
+  }
+  REQUIRE(chunks.size() >= 2);
+  const auto& first = chunks[0]["choices"][0];
+  CHECK(first["text"] == prompt_text);
+  REQUIRE(first["logprobs"]["token_logprobs"].size() == ids.size());
+  CHECK(first["logprobs"]["token_logprobs"][0].is_null());
+  CHECK(first["logprobs"]["token_logprobs"][ids.size() - 1].get<double>() ==
+        Approx(scored.response.prompt_logprobs(int(ids.size()) - 1).logprob()).margin(1e-5));
+  std::string joined;
+  for (const auto& c : chunks) joined += c["choices"][0]["text"].get<std::string>();
+  CHECK(joined == text);
+  RequireAllFree(*app);
+}
+
 }  // namespace
 }  // namespace arbor::server

@@ -238,6 +238,31 @@ test('completions: logprobs shape', T, async () => {
   }
 });
 
+test('completions: echo with logprobs leads with the prompt (first token null), as the legacy API', T, async () => {
+  const prompt = 'Echo this prompt';
+  const base = { model: MODEL, prompt, max_tokens: 4, logprobs: 1, ...greedy };
+  const plain = await client.completions.create(base);
+  const r = await client.completions.create({ ...base, echo: true });
+  assert.equal(r.choices[0].text, prompt + plain.choices[0].text, 'text is the prompt then the completion');
+  const lp = r.choices[0].logprobs;
+  const p = r.usage.prompt_tokens;
+  assert.equal(lp.tokens.length, p + 4, 'prompt tokens then the 4 generated ones');
+  assert.equal(lp.token_logprobs[0], null, "the first prompt token has no logprob");
+  assert.equal(lp.top_logprobs[0], null);
+  for (let i = 1; i < p + 4; i++) {
+    assert.ok(Number.isFinite(lp.token_logprobs[i]) && lp.token_logprobs[i] <= 1e-6, `logprob ${i}`);
+    if (i > 0) assert.ok(lp.text_offset[i] >= lp.text_offset[i - 1], 'text_offset is non-decreasing');
+  }
+  assert.equal(lp.text_offset[p], prompt.length, 'the completion starts after the prompt');
+  assert.deepEqual(lp.token_logprobs.slice(p), plain.choices[0].logprobs.token_logprobs,
+    'the generated part is the same as without echo');
+  let streamed = '';
+  for await (const chunk of await client.completions.create({ ...base, echo: true, stream: true })) {
+    for (const c of chunk.choices) streamed += c.text ?? '';
+  }
+  assert.equal(streamed, r.choices[0].text, 'the stream echoes the prompt too');
+});
+
 test('completions: streaming concatenation equals the non-streamed text', T, async () => {
   const base = { model: MODEL, prompt: 'Streaming completions', max_tokens: 24, ...greedy };
   const whole = await client.completions.create(base);
