@@ -373,16 +373,21 @@ TEST_CASE("gRPC: Complete and ChatComplete stream, Tokenize/Detokenize round-tri
   }
 }
 
-TEST_CASE("gRPC: a deadline or a cancel aborts the request and frees its pages", "[server]") {
-  auto app = StartTiny();
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
-                                     grpc::InsecureChannelCredentials());
-  auto gen = arbor::v1::Generation::NewStub(channel);
+// 2,000 tokens of the tiny model: long enough to be cut short by a cancel or a deadline.
+arbor::v1::CompletionRequest LongCompletion() {
   arbor::v1::CompletionRequest creq;
   creq.set_model("tiny");
   creq.set_text("x");
   creq.mutable_sampling()->set_max_tokens(2000);
   creq.mutable_sampling()->set_ignore_eos(true);
+  return creq;
+}
+
+TEST_CASE("gRPC: a deadline or a cancel aborts the request and frees its pages", "[server]") {
+  auto app = StartTiny();
+  auto gen = arbor::v1::Generation::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials()));
+  const arbor::v1::CompletionRequest creq = LongCompletion();
   {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
@@ -416,14 +421,9 @@ TEST_CASE("gRPC: a deadline or a cancel aborts the request and frees its pages",
 TEST_CASE("gRPC: server.request_timeout_s ends a long generation with DEADLINE_EXCEEDED",
           "[server]") {
   auto app = StartTiny({"server.request_timeout_s=0.3"});
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(app->grpc_port()),
-                                     grpc::InsecureChannelCredentials());
-  auto gen = arbor::v1::Generation::NewStub(channel);
-  arbor::v1::CompletionRequest creq;
-  creq.set_model("tiny");
-  creq.set_text("x");
-  creq.mutable_sampling()->set_max_tokens(2000);
-  creq.mutable_sampling()->set_ignore_eos(true);
+  auto gen = arbor::v1::Generation::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(app->grpc_port()), grpc::InsecureChannelCredentials()));
+  const arbor::v1::CompletionRequest creq = LongCompletion();
   grpc::ClientContext ctx;  // no client deadline: the server's own limit ends it
   const absl::Time t0 = absl::Now();
   auto reader = gen->Complete(&ctx, creq);
