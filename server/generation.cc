@@ -162,6 +162,22 @@ absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body)
   return p;
 }
 
+absl::Status CheckServing(const ServerContext& ctx) {
+  if (ctx.state.phase() != Phase::kReady || ctx.engine == nullptr) {
+    return absl::UnavailableError("the server is not ready (loading or draining)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckConcurrencyLimit(const ServerContext& ctx) {
+  const int64_t limit = ctx.config.server.max_concurrent_requests;
+  if (limit > 0 && ctx.in_flight.load() > limit) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too many concurrent requests (max_concurrent_requests ", limit, ")"));
+  }
+  return absl::OkStatus();
+}
+
 void DrainCancelled(RequestChannel& channel, Metrics& metrics) {
   engine::StreamEvent ev;
   while (!channel.Drained()) {

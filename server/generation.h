@@ -68,6 +68,11 @@ std::string NewId(const char* prefix);
 TokenText TokenTextFor(const ServerContext& ctx);
 
 // Counts a generation request as in flight for as long as it lives.
+// Unavailable unless the server is ready for generations (loaded, not draining).
+absl::Status CheckServing(const ServerContext& ctx);
+// ResourceExhausted over server.max_concurrent_requests; the caller's own InFlight is counted.
+absl::Status CheckConcurrencyLimit(const ServerContext& ctx);
+
 // After a request was cancelled (client gone, timeout): it finishes with "abort" within one
 // engine iteration. Waits for its last event so the abort is counted with the other finishes.
 void DrainCancelled(RequestChannel& channel, Metrics& metrics);

@@ -212,20 +212,13 @@ class GenerationService final : public arbor::v1::Generation::Service {
   // What every generation RPC checks first: the API key, then that the server is ready.
   grpc::Status CheckReady(grpc::ServerContext* call) {
     if (auto s = CheckGrpcApiKey(*ctx_, *call); !s.ok()) return s;
-    if (ctx_->state.phase() != Phase::kReady || ctx_->engine == nullptr) {
-      return Refuse(ctx_, absl::UnavailableError("the server is not ready (loading or draining)"));
-    }
+    if (auto s = CheckServing(*ctx_); !s.ok()) return Refuse(ctx_, s);
     return grpc::Status::OK;
   }
 
   // Over server.max_concurrent_requests, this call counted (by its InFlight).
   grpc::Status CheckConcurrency() {
-    const int64_t limit = ctx_->config.server.max_concurrent_requests;
-    if (limit > 0 && ctx_->in_flight.load() > limit) {
-      return Refuse(ctx_,
-                    absl::ResourceExhaustedError(absl::StrCat(
-                        "too many concurrent requests (max_concurrent_requests ", limit, ")")));
-    }
+    if (auto s = CheckConcurrencyLimit(*ctx_); !s.ok()) return Refuse(ctx_, s);
     return grpc::Status::OK;
   }
 

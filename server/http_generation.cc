@@ -34,20 +34,14 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
   if (absl::Status s = CheckApiKey(ctx->config, req.Header("Authorization")); !s.ok()) {
     return Reject(s);
   }
-  if (ctx->state.phase() != Phase::kReady || ctx->engine == nullptr) {
-    return Reject(absl::UnavailableError("the server is not ready (loading or draining)"));
-  }
+  if (absl::Status s = CheckServing(*ctx); !s.ok()) return Reject(s);
   const std::string content_type = req.Header("Content-Type");
   if (!content_type.empty() && !absl::StrContains(content_type, "application/json")) {
     return Reject(
         absl::InvalidArgumentError("Content-Type must be application/json, got " + content_type));
   }
   InFlight in_flight(ctx);
-  const int64_t limit = ctx->config.server.max_concurrent_requests;
-  if (limit > 0 && ctx->in_flight.load() > limit) {
-    return Reject(absl::ResourceExhaustedError(
-        absl::StrCat("too many concurrent requests (max_concurrent_requests ", limit, ")")));
-  }
+  if (absl::Status s = CheckConcurrencyLimit(*ctx); !s.ok()) return Reject(s);
   auto body = ParseBody(req.body);
   if (!body.ok()) return Reject(body.status());
   auto prepared = chat ? PrepareChat(*ctx, *body) : PrepareCompletion(*ctx, *body);
