@@ -53,21 +53,24 @@ const char* ErrorType(int http) {
     case 503:
       return "service_unavailable_error";
     default:
-      return "server_error";
+      return http < 500 ? "invalid_request_error" : "server_error";
   }
 }
 
 }  // namespace
 
 std::string OpenAiErrorJson(const absl::Status& s, const std::string& param_in) {
-  const int http = HttpStatusFor(s);
   std::string param = param_in;
   if (param.empty()) {
     if (auto p = s.GetPayload(kParamPayload)) param = std::string(*p);
   }
+  return OpenAiErrorJson(HttpStatusFor(s), std::string(s.message()), param);
+}
+
+std::string OpenAiErrorJson(int http, const std::string& message, const std::string& param) {
   nlohmann::json body = {
       {"error",
-       {{"message", std::string(s.message())},
+       {{"message", message},
         {"type", ErrorType(http)},
         {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
         {"code", http}}}};

@@ -18,6 +18,10 @@ int HttpStatusFor(const absl::Status& status);
 
 // `param` names the offending request field, or is empty.
 std::string OpenAiErrorJson(const absl::Status& status, const std::string& param = "");
+// The same envelope for an HTTP status raised without a Status (the transport's own 405, 408,
+// 413, 431...).
+std::string OpenAiErrorJson(int http_status, const std::string& message,
+                            const std::string& param = "");
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 

@@ -28,16 +28,6 @@ void SendJson(http::ResponseWriter& w, const json& body) {
   w.Send(200, "application/json", body.dump());
 }
 
-// OpenAI's error JSON for what the transport refuses itself (no route, limits, timeouts).
-std::string TransportErrorBody(int status, const std::string& message) {
-  const char* type = status == 404   ? "not_found_error"
-                     : status >= 500 ? "server_error"
-                                     : "invalid_request_error";
-  return json{
-      {"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}}}}
-      .dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 }  // namespace
 
 HttpServer::HttpServer(ServerContext* ctx) : ctx_(ctx) {
@@ -50,7 +40,10 @@ HttpServer::HttpServer(ServerContext* ctx) : ctx_(ctx) {
   options.max_connections =
       int(std::max<int64_t>(kMinConnections, ctx_->config.server.max_concurrent_requests + 64));
   options.request_timeout = absl::Seconds(ctx_->config.server.read_timeout_s);
-  options.error_body = TransportErrorBody;
+  // What the transport refuses itself (no route, limits, timeouts) gets OpenAI's error JSON.
+  options.error_body = [](int status, const std::string& message) {
+    return OpenAiErrorJson(status, message);
+  };
   listener_ = std::make_unique<http::Listener>(&router_, std::move(options));
 }
 
