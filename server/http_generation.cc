@@ -78,7 +78,8 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
   const absl::Time timeout_at = RequestTimeoutAt(*ctx);
   bool timed_out = false;
   absl::Time next_watch = absl::Now() + kWatch;
-  auto ClientStillThere = [&] {
+  // False when the client has gone.
+  auto Watch = [&] {
     const absl::Time now = absl::Now();
     if (now < next_watch) return true;
     next_watch = now + kWatch;
@@ -96,7 +97,7 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
     engine::StreamEvent ev;
     int64_t completion_tokens = 0;
     while (!channel->Drained()) {
-      if (!ClientStillThere()) return Abandon();
+      if (!Watch()) return Abandon();
       if (!channel->Pop(&ev, kPoll)) continue;
       echo.logprobs.insert(echo.logprobs.end(), ev.prompt_logprobs.begin(),
                            ev.prompt_logprobs.end());
@@ -123,7 +124,7 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
   int64_t completion_tokens = 0;
   engine::StreamEvent ev;
   while (!channel->Drained()) {
-    if (!ClientStillThere()) return Abandon();
+    if (!Watch()) return Abandon();
     if (!channel->Pop(&ev, kPoll)) continue;
     echo.logprobs.insert(echo.logprobs.end(), ev.prompt_logprobs.begin(), ev.prompt_logprobs.end());
     // An event with only prompt log-probs makes no chunk of its own: echo sends them.
