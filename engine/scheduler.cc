@@ -71,6 +71,16 @@ ScheduleDecision Scheduler::Schedule() {
   ScheduleDecision d;
   int64_t budget = config_.max_num_batched_tokens;
   int64_t scored_rows = config_.max_scored_rows;
+  // How many of `seq`'s uncomputed tokens fit this iteration's token and scored-row budgets.
+  auto Take = [&](const Sequence* seq, bool score) {
+    const int64_t need = int64_t(seq->tokens.size()) - seq->num_computed;
+    return std::min({need, budget, score ? scored_rows : need});
+  };
+  auto Run = [&](Sequence* seq, int64_t take, bool score) {
+    d.run.push_back(Plan(seq, take, score));
+    budget -= take;
+    if (score) scored_rows -= take;
+  };
 
   // Running sequences, oldest first. A sequence that cannot get pages preempts the newest
   // running ones (never an older one), itself last. A scoring sequence with no logits rows
@@ -82,8 +92,7 @@ ScheduleDecision Scheduler::Schedule() {
       ++i;
       continue;
     }
-    const int64_t need = int64_t(seq->tokens.size()) - seq->num_computed;
-    const int64_t take = std::min({need, budget, score ? scored_rows : need});
+    const int64_t take = Take(seq, score);
     std::vector<memory::CopyOp> copies;
     absl::Status s = blocks_.Append(seq->id, seq->num_computed + take, &copies);
     while (!s.ok() && running_.back() != seq) {
@@ -95,9 +104,7 @@ ScheduleDecision Scheduler::Schedule() {
       continue;         // running_[i] is now the next sequence (or the end)
     }
     d.copies.insert(d.copies.end(), copies.begin(), copies.end());
-    d.run.push_back(Plan(seq, take, score));
-    budget -= take;
-    if (score) scored_rows -= take;
+    Run(seq, take, score);
     ++i;
   }
 
@@ -124,11 +131,7 @@ ScheduleDecision Scheduler::Schedule() {
     seq->running = true;
     seq->preempted = false;
     running_.push_back(seq);
-    const int64_t need = len - seq->num_computed;
-    const int64_t take = std::min({need, budget, score ? scored_rows : need});
-    d.run.push_back(Plan(seq, take, score));
-    budget -= take;
-    if (score) scored_rows -= take;
+    Run(seq, Take(seq, score), score);
   }
   return d;
 }
