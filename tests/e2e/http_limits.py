@@ -185,21 +185,30 @@ def main():
     for name, raw in big_headers:
         check(name, lambda raw=raw: error_ok(*request(raw)[::2], 431))
 
-    def endless_header():
-        # Header bytes that never end: refused at the limit, not buffered without bound.
+    def flood(head, piece, times, want, watch=None):
+        """Sends `head`, then `piece` `times` times (or until the server hangs up on us), and
+        expects the error `want`; `watch(i)` runs between pieces."""
         c = Conn(host, port)
         try:
-            c.send(b'GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ')
+            c.send(head)
             try:
-                for _ in range(64):
-                    c.send(b'b' * 4096)
+                for i in range(times):
+                    c.send(piece)
+                    if watch:
+                        watch(i)
             except OSError:
                 pass  # the server answered and closed while we were still sending
             st, _, body = c.response()
-            return error_ok(st, body, 431)
+            return error_ok(st, body, want)
         finally:
             c.close()
-    check('unterminated_header_431', endless_header)
+
+    chunked_head = ('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n'
+                    'Transfer-Encoding: chunked\r\n\r\n' % auth).encode()
+
+    # Header bytes that never end: refused at the limit, not buffered without bound.
+    check('unterminated_header_431',
+          lambda: flood(b'GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ', b'b' * 4096, 64, 431))
 
     # ------------------------------------------------------------ body limits (413)
     def declared_too_big():
@@ -214,63 +223,25 @@ def main():
             c.close()
     check('content_length_9MiB_413_before_body', declared_too_big)
 
-    def chunked_too_big():
-        c = Conn(host, port)
-        try:
-            c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n'
-                    'Transfer-Encoding: chunked\r\n\r\n' % auth).encode())
-            piece = b'%x\r\n%s\r\n' % (65536, b'a' * 65536)
-            try:
-                for _ in range(9 * 16):
-                    c.send(piece)
-            except OSError:
-                pass
-            st, _, body = c.response()
-            return error_ok(st, body, 413)
-        finally:
-            c.close()
-    check('chunked_body_9MiB_413', chunked_too_big)
+    check('chunked_body_9MiB_413',
+          lambda: flood(chunked_head, b'%x\r\n%s\r\n' % (65536, b'a' * 65536), 9 * 16, 413))
 
     def chunk_flood():
         before = rss_kib(args.pid)
-        c = Conn(host, port)
-        peak = before
-        try:
-            c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n'
-                    'Transfer-Encoding: chunked\r\n\r\n' % auth).encode())
-            try:
-                for i in range(100):
-                    c.send(b'1\r\na\r\n' * 5000)  # 500,000 one-byte chunks in all
-                    if i % 10 == 0:
-                        peak = max(peak, rss_kib(args.pid))
-            except OSError:
-                pass
-            st, _, body = c.response()
-            problem = error_ok(st, body, 413)
-        finally:
-            c.close()
-        peak = max(peak, rss_kib(args.pid))
-        if not problem and peak - before > 64 * 1024:
-            problem = 'server RSS grew by %d KiB during the flood' % (peak - before)
+        peak = [before]
+
+        def watch(i):
+            if i % 10 == 0:
+                peak[0] = max(peak[0], rss_kib(args.pid))
+        problem = flood(chunked_head, b'1\r\na\r\n' * 5000, 100, 413, watch)  # 500,000 chunks
+        grew = max(peak[0], rss_kib(args.pid)) - before
+        if not problem and grew > 64 * 1024:
+            problem = 'server RSS grew by %d KiB during the flood' % grew
         return problem
     check('tiny_chunk_flood_413_bounded_memory', chunk_flood)
 
-    def endless_chunk_extension():
-        # A chunk-size line that never ends: refused at 64 KiB, not buffered without bound.
-        c = Conn(host, port)
-        try:
-            c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sTransfer-Encoding: chunked\r\n\r\n1;e=' %
-                    auth).encode())
-            try:
-                for _ in range(256):
-                    c.send(b'x' * 4096)
-            except OSError:
-                pass
-            st, _, body = c.response()
-            return error_ok(st, body, 413)
-        finally:
-            c.close()
-    check('endless_chunk_extension_413', endless_chunk_extension)
+    # A chunk-size line that never ends: refused at 64 KiB, not buffered without bound.
+    check('endless_chunk_extension_413', lambda: flood(chunked_head + b'1;e=', b'x' * 4096, 256, 413))
 
     # ------------------------------------------------------------ malformed framing (400)
     malformed = [
