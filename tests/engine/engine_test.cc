@@ -12,52 +12,10 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer_text_stream.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/engine/collector.h"
 
 namespace arbor::engine {
 namespace {
-
-// Collects one request's events; Wait() returns once every sequence has finished.
-class Collector {
- public:
-  explicit Collector(int n) : tokens_(size_t(n)), finish_(size_t(n)) {}
-  StreamCallback Callback() {
-    return [this](const StreamEvent& ev) {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto& t = tokens_[size_t(ev.index)];
-      t.insert(t.end(), ev.token_ids.begin(), ev.token_ids.end());
-      if (ev.finish) {
-        finish_[size_t(ev.index)] = *ev.finish;
-        ++finished_;
-      }
-      if (ev.metrics) metrics_ = *ev.metrics;
-      cv_.notify_all();
-    };
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return finished_ == int(tokens_.size()); });
-  }
-  std::vector<std::vector<int32_t>> tokens() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return tokens_;
-  }
-  std::vector<std::optional<FinishReason>> finish() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return finish_;
-  }
-  RequestMetrics metrics() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return metrics_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::vector<int32_t>> tokens_;
-  std::vector<std::optional<FinishReason>> finish_;
-  int finished_ = 0;
-  RequestMetrics metrics_;
-};
 
 struct Fixture {
   kernels::CpuBackend cpu;
