@@ -20,10 +20,12 @@ int HexValue(char c) {
 }
 
 // All token bytes through the byte-level alphabet (a token with any other character is taken
-// as raw UTF-8), then one lossy UTF-8 decode of the whole: a single output string.
+// as raw UTF-8), then one lossy UTF-8 decode of the whole (unless raw_bytes): a single output
+// string.
 class ByteLevelDecoder : public Decoder {
  public:
-  std::vector<std::string> DecodeChain(std::vector<std::string> tokens) const override {
+  std::vector<std::string> DecodeChain(std::vector<std::string> tokens,
+                                       bool raw_bytes) const override {
     std::string bytes;
     for (const std::string& t : tokens) {
       const size_t mark = bytes.size();
@@ -43,21 +45,23 @@ class ByteLevelDecoder : public Decoder {
         bytes.append(t);
       }
     }
+    if (raw_bytes) return {bytes};
     return {utf8::Lossy(bytes)};
   }
   void AddTraits(DecoderTraits*) const override {}
 };
 
-// Runs of "<0xNN>" tokens become their bytes as text when valid UTF-8, else one U+FFFD per
-// byte; other tokens pass through.
+// Runs of "<0xNN>" tokens become their bytes as text when valid UTF-8 (or raw_bytes), else one
+// U+FFFD per byte; other tokens pass through.
 class ByteFallbackDecoder : public Decoder {
  public:
-  std::vector<std::string> DecodeChain(std::vector<std::string> tokens) const override {
+  std::vector<std::string> DecodeChain(std::vector<std::string> tokens,
+                                       bool raw_bytes) const override {
     std::vector<std::string> out;
     std::string run;
     auto flush = [&]() {
       if (run.empty()) return;
-      if (utf8::IsValid(run)) {
+      if (raw_bytes || utf8::IsValid(run)) {
         out.push_back(run);
       } else {
         for (size_t i = 0; i < run.size(); ++i) out.emplace_back(utf8::kReplacement);
@@ -81,7 +85,8 @@ class ByteFallbackDecoder : public Decoder {
 
 class FuseDecoder : public Decoder {
  public:
-  std::vector<std::string> DecodeChain(std::vector<std::string> tokens) const override {
+  std::vector<std::string> DecodeChain(std::vector<std::string> tokens,
+                                       bool /*raw_bytes*/) const override {
     return {absl::StrJoin(tokens, "")};
   }
   void AddTraits(DecoderTraits*) const override {}
@@ -92,7 +97,8 @@ class StripDecoder : public Decoder {
  public:
   StripDecoder(std::string content, size_t start, size_t stop)
       : content_(std::move(content)), start_(start), stop_(stop) {}
-  std::vector<std::string> DecodeChain(std::vector<std::string> tokens) const override {
+  std::vector<std::string> DecodeChain(std::vector<std::string> tokens,
+                                       bool /*raw_bytes*/) const override {
     for (std::string& t : tokens) {
       size_t begin = 0;
       for (size_t k = 0; k < start_ && t.compare(begin, content_.size(), content_) == 0 &&
@@ -127,7 +133,8 @@ class ReplaceDecoder : public Decoder {
  public:
   ReplaceDecoder(std::unique_ptr<SplitRegex> pattern, std::string content)
       : pattern_(std::move(pattern)), content_(std::move(content)) {}
-  std::vector<std::string> DecodeChain(std::vector<std::string> tokens) const override {
+  std::vector<std::string> DecodeChain(std::vector<std::string> tokens,
+                                       bool /*raw_bytes*/) const override {
     for (std::string& t : tokens) {
       const auto matches = pattern_->FindAll(t);
       if (matches.empty()) continue;
@@ -156,7 +163,8 @@ class MetaspaceDecoder : public Decoder {
  public:
   MetaspaceDecoder(std::string replacement, bool drop_in_first)
       : replacement_(std::move(replacement)), drop_in_first_(drop_in_first) {}
-  std::vector<std::string> DecodeChain(std::vector<std::string> tokens) const override {
+  std::vector<std::string> DecodeChain(std::vector<std::string> tokens,
+                                       bool /*raw_bytes*/) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       std::string out;
       const std::string& t = tokens[i];
@@ -183,8 +191,9 @@ class SequenceDecoder : public Decoder {
  public:
   explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> parts)
       : parts_(std::move(parts)) {}
-  std::vector<std::string> DecodeChain(std::vector<std::string> tokens) const override {
-    for (const auto& p : parts_) tokens = p->DecodeChain(std::move(tokens));
+  std::vector<std::string> DecodeChain(std::vector<std::string> tokens,
+                                       bool raw_bytes) const override {
+    for (const auto& p : parts_) tokens = p->DecodeChain(std::move(tokens), raw_bytes);
     return tokens;
   }
   void AddTraits(DecoderTraits* traits) const override {

@@ -27,7 +27,10 @@ struct DecoderTraits {
 class Decoder {
  public:
   virtual ~Decoder() = default;
-  virtual std::vector<std::string> DecodeChain(std::vector<std::string> tokens) const = 0;
+  // raw_bytes: leave bytes that are not valid UTF-8 as they are instead of turning them into
+  // U+FFFD (ByteLevel, ByteFallback), so a token's own bytes can be told apart.
+  virtual std::vector<std::string> DecodeChain(std::vector<std::string> tokens,
+                                               bool raw_bytes) const = 0;
   virtual void AddTraits(DecoderTraits* traits) const = 0;
 
   // The decoder described by `j` at `path`; null -> nullptr.

@@ -126,8 +126,8 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
   return ids;
 }
 
-absl::StatusOr<Tokenizer::StreamText> Tokenizer::DecodeForStream(absl::Span<const int32_t> ids,
-                                                                 bool skip_special_tokens) const {
+absl::StatusOr<std::string> Tokenizer::DecodeImpl(absl::Span<const int32_t> ids,
+                                                  bool skip_special_tokens, bool raw_bytes) const {
   const Impl& t = *impl_;
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
@@ -140,13 +140,23 @@ absl::StatusOr<Tokenizer::StreamText> Tokenizer::DecodeForStream(absl::Span<cons
     if (skip_special_tokens && t.added.IsSpecialContent(*token)) continue;
     tokens.push_back(*token);
   }
+  if (t.decoder == nullptr) return absl::StrJoin(tokens, " ");
+  return absl::StrJoin(t.decoder->DecodeChain(std::move(tokens), raw_bytes), "");
+}
+
+absl::StatusOr<Tokenizer::StreamText> Tokenizer::DecodeForStream(absl::Span<const int32_t> ids,
+                                                                 bool skip_special_tokens) const {
+  const Impl& t = *impl_;
   StreamText out;
-  unsigned char byte = 0;
-  const bool ends_in_byte_token = !tokens.empty() && ParseByteToken(tokens.back(), &byte);
-  if (t.decoder != nullptr) {
-    out.text = absl::StrJoin(t.decoder->DecodeChain(std::move(tokens)), "");
-  } else {
-    out.text = absl::StrJoin(tokens, " ");
+  ASSIGN_OR_RETURN(out.text, DecodeImpl(ids, skip_special_tokens, /*raw_bytes=*/false));
+  // The last token that was decoded (special tokens may have been skipped).
+  bool ends_in_byte_token = false;
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+    const std::string* token = t.Token(*it);
+    if (skip_special_tokens && t.added.IsSpecialContent(*token)) continue;
+    unsigned char byte = 0;
+    ends_in_byte_token = ParseByteToken(*token, &byte);
+    break;
   }
   const DecoderTraits& traits = t.decoder_traits;
   out.tail_final = !absl::EndsWith(out.text, ToAbsl(utf8::kReplacement)) &&
@@ -159,6 +169,11 @@ absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids,
                                               bool skip_special_tokens) const {
   ASSIGN_OR_RETURN(StreamText out, DecodeForStream(ids, skip_special_tokens));
   return std::move(out.text);
+}
+
+absl::StatusOr<std::string> Tokenizer::DecodeBytes(absl::Span<const int32_t> ids,
+                                                   bool skip_special_tokens) const {
+  return DecodeImpl(ids, skip_special_tokens, /*raw_bytes=*/true);
 }
 
 int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }

@@ -48,6 +48,12 @@ class Tokenizer {
   [[nodiscard]] absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids,
                                                    bool skip_special_tokens) const;
 
+  // The bytes Decode turns into text, before bytes that are not valid UTF-8 become U+FFFD: a
+  // byte-fallback or byte-level token that holds part of a character keeps its own bytes.
+  // Decode(ids) == utf8 lossy decode of DecodeBytes(ids).
+  [[nodiscard]] absl::StatusOr<std::string> DecodeBytes(absl::Span<const int32_t> ids,
+                                                        bool skip_special_tokens) const;
+
   // One more than the largest id, counting added tokens: the size of an embedding table.
   int32_t vocab_size() const;
   // The id of a token string (added tokens first, then the model vocabulary).
@@ -70,6 +76,9 @@ class Tokenizer {
   };
   absl::StatusOr<StreamText> DecodeForStream(absl::Span<const int32_t> ids,
                                              bool skip_special_tokens) const;
+  // The decoder's output over `ids`; raw_bytes as Decoder::DecodeChain.
+  absl::StatusOr<std::string> DecodeImpl(absl::Span<const int32_t> ids, bool skip_special_tokens,
+                                         bool raw_bytes) const;
 
   explicit Tokenizer(std::unique_ptr<const Impl> impl);
   std::unique_ptr<const Impl> impl_;

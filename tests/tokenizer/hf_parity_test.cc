@@ -1,7 +1,7 @@
 // Token ids and decoded text against Hugging Face tokenizers, on every case of every fixture
 // (tests/data/tokenizers/<name>/cases.json, written by tools/fixtures/make_tokenizers.py):
-// Encode with and without special tokens, Decode skipping and keeping special tokens, and
-// streaming decode, whose chunks must be valid UTF-8 and add up to the full decode.
+// Encode with and without special tokens, Decode skipping and keeping special tokens, streaming
+// decode, whose chunks must be valid UTF-8 and add up to the full decode, and DecodeBytes.
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -77,6 +77,22 @@ void CheckStream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool ski
   }
 }
 
+// DecodeBytes keeps a token's bytes where they are not valid UTF-8; where they are, they are
+// HF's text, and where they are not, HF's text shows U+FFFD.
+void CheckBytes(const Tokenizer& tok, const std::vector<int32_t>& ids, bool skip,
+                const std::string& want, Mismatches* bad) {
+  auto raw = tok.DecodeBytes(ids, skip);
+  if (!raw.ok()) {
+    bad->Add("bytes " + Show(ids) + ": " + std::string(raw.status().message()));
+    return;
+  }
+  const bool valid = utf8::IsValid(*raw);
+  if (valid ? *raw != want : want.find(utf8::kReplacement) == std::string::npos) {
+    bad->Add("bytes " + Show(ids) + " skip=" + std::to_string(skip) + ": got " + Quote(*raw) +
+             ", want " + Quote(want));
+  }
+}
+
 void CheckFixture(const std::string& name) {
   auto tok = Tokenizer::FromFile(testing::TokenizerFixturePath(name, "tokenizer.json"));
   INFO(tok.status().ToString());
@@ -108,6 +124,7 @@ void CheckFixture(const std::string& name) {
                 (dec.ok() ? Quote(*dec) : "error") + ", want " + Quote(want_text));
       }
       CheckStream(**tok, want, skip, want_text, &bad);
+      CheckBytes(**tok, want, skip, want_text, &bad);
     }
     ++checked;
   }
@@ -121,6 +138,7 @@ void CheckFixture(const std::string& name) {
                 (dec.ok() ? Quote(*dec) : "error") + ", want " + Quote(want_text));
       }
       CheckStream(**tok, ids, skip, want_text, &bad);
+      CheckBytes(**tok, ids, skip, want_text, &bad);
     }
     ++checked;
   }
