@@ -97,9 +97,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
 
 Engine::~Engine() { Shutdown(); }
 
-absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
+absl::Status Engine::Validate(const Request& request) const {
   const ModelSpec& spec = model_.spec();
-  if (!request.callback) return absl::InvalidArgumentError("request has no callback");
   if (request.prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
   for (int32_t id : request.prompt) {
     if (id < 0 || id >= spec.vocab_size) {
@@ -138,6 +137,13 @@ absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
   if (!request.params.stop.empty() && text_ == nullptr) {
     return absl::InvalidArgumentError("stop: stop strings need a tokenizer, and none is loaded");
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
+  if (!request.callback) return absl::InvalidArgumentError("request has no callback");
+  RETURN_IF_ERROR(Validate(request));
+  const int64_t prompt_len = int64_t(request.prompt.size());
   // The adapter's id salts the prefix cache: prompts under different adapters never share KV.
   if (request.adapter != nullptr) request.cache_salt = request.adapter->id;
   auto state = std::make_unique<RequestState>();
@@ -166,8 +172,21 @@ absl::Status Engine::Health() const {
 }
 
 EngineStats Engine::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s = stats_;
+  }
+  if (pool_ != nullptr) {
+    // Adapters take and return pool pages outside the engine thread (registration): read the
+    // pool now rather than as of the last iteration, which may be long ago on an idle server.
+    s.pages_total = pool_->num_pages();
+    s.pages_free = pool_->free_pages();
+    s.pages_kv = pool_->pages_of(memory::PageKind::kKv);
+    s.pages_adapter = pool_->pages_of(memory::PageKind::kAdapter);
+    s.pages_cached_evictable = std::min(s.pages_cached_evictable, s.pages_kv);
+  }
+  return s;
 }
 
 void Engine::ClearPrefixCache() {
@@ -282,6 +301,9 @@ void Engine::Step() {
   ScheduleDecision d = scheduler_->Schedule();
   const double schedule_s = SecondsSince(t0);
   for (Sequence* seq : d.rejected) {
+    spdlog::warn(
+        "request {} sequence {}: aborted, it needs more KV pages than the whole pool holds",
+        seq->request->id, seq->index);
     Finish(seq, FinishReason::kAbort, "the sequence needs more KV pages than the whole pool holds");
   }
   if (d.run.empty()) {
@@ -438,6 +460,9 @@ void Engine::ProcessSample(Sequence* seq, const float* logits, int64_t vocab) {
     if (seq->text != nullptr) {
       auto delta = seq->text->Append(r.token);
       if (!delta.ok()) {
+        // Never end a sequence without saying why in the log.
+        spdlog::error("request {} sequence {}: detokenizing token {} failed, aborting it: {}",
+                      req->id, seq->index, r.token, delta.status().ToString());
         Finish(seq, FinishReason::kAbort, std::string(delta.status().message()));
         return;
       }

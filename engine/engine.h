@@ -70,8 +70,12 @@ class Engine {
                                                         const EngineConfig& config);
   ~Engine();  // aborts what is left and joins the thread
 
-  // Validates the request (prompt ids, lengths against max_model_len, sampling parameters,
-  // prompt_logprobs, score_only: InvalidArgument naming the field) and queues it. Thread-safe.
+  // Checks a request as Submit does (prompt ids, lengths against max_model_len, sampling
+  // parameters, prompt_logprobs, score_only: InvalidArgument naming the field), without
+  // queueing it: a front end that submits several requests for one client call checks them
+  // all first. Thread-safe.
+  [[nodiscard]] absl::Status Validate(const Request& request) const;
+  // Validates the request and queues it. Thread-safe.
   [[nodiscard]] absl::StatusOr<Handle> Submit(Request request);
   // The request finishes with FinishReason::kAbort within one iteration. Thread-safe; unknown
   // or finished handles are ignored.

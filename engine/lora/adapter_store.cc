@@ -17,6 +17,8 @@ std::string RealPath(const std::string& path) {
 
 bool ValidName(const std::string& name) {
   if (name.empty() || name.size() > 128) return false;
+  // "." and ".." would name the directory itself or its parent in /v1/adapters/{name}.
+  if (name == "." || name == "..") return false;
   for (char c : name) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
       return false;
@@ -39,7 +41,7 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name,
                                                    const std::string& path) {
   if (!ValidName(name)) {
     return absl::InvalidArgumentError(
-        "name: 1-128 characters of letters, digits, '-', '_' and '.'");
+        "name: 1-128 characters of letters, digits, '-', '_' and '.' (not . or ..)");
   }
   if (root_.empty()) {
     return absl::PermissionDeniedError("adapters are disabled: set server.adapter_root");
