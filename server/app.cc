@@ -6,8 +6,22 @@
 #include "common/status_macros.h"
 #include "engine/model/model_factory.h"
 #include "kernels/backend_factory.h"
+#include "server/version.h"
 
 namespace arbor::server {
+namespace {
+
+// "fp_" and 10 hex digits of an FNV-1a hash of the version, the backend and the effective
+// config: the same server setup always reports the same fingerprint, a changed one another.
+std::string SystemFingerprint(const engine::LaunchConfig& config, const std::string& backend) {
+  const std::string what =
+      absl::StrCat(kVersion, "\n", backend, "\n", engine::LaunchConfigToYaml(config));
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : what) h = (h ^ c) * 1099511628211ull;
+  return absl::StrCat("fp_", absl::Hex(h >> 24, absl::kZeroPad10));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
     const engine::LaunchConfig& config, std::unique_ptr<kernels::Backend> backend) {
@@ -36,6 +50,7 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
   }
   ASSIGN_OR_RETURN(app->ctx_->device, app->backend_->Info());
   app->ctx_->backend_name = kernels::DeviceKindName(app->backend_->kind());
+  app->ctx_->system_fingerprint = SystemFingerprint(config, app->ctx_->backend_name);
   spdlog::info("backend: {} ({}, {:.1f} GiB, device={} in config)", app->ctx_->backend_name,
                app->ctx_->device.name, double(app->ctx_->device.total_memory) / (1 << 30),
                config.device);

@@ -32,6 +32,8 @@ struct ServerContext {
   std::atomic<int64_t> in_flight{0};         // generation requests being served
   class Metrics* metrics = nullptr;
   int64_t created_unix_s = 0;  // reported as `created` of the models
+  // OpenAI's system_fingerprint: names the build and the effective config the model runs with.
+  std::string system_fingerprint;
   ServingState state;
 };
 

@@ -1,7 +1,9 @@
 #include "server/generation.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <limits>
 #include <random>
 
 #include "absl/strings/cord.h"
@@ -25,7 +27,8 @@ absl::Status WithParam(absl::Status s) {
          (std::islower(static_cast<unsigned char>(msg[end])) || msg[end] == '_')) {
     ++end;
   }
-  if (end > 0 && end < msg.size() && (msg[end] == ' ' || msg[end] == ':')) {
+  // "logit_bias[0] (token 9): ..." names logit_bias too.
+  if (end > 0 && end < msg.size() && (msg[end] == ' ' || msg[end] == ':' || msg[end] == '[')) {
     s.SetPayload(kParamPayload, absl::Cord(msg.substr(0, end)));
   }
   return s;
@@ -46,6 +49,16 @@ std::vector<ServedModel> ServedModels(const ServerContext& ctx) {
   return out;
 }
 
+json ModelJson(const ServerContext& ctx, const ServedModel& m) {
+  return {{"id", m.id},
+          {"object", "model"},
+          {"created", ctx.created_unix_s},
+          {"owned_by", "arbor"},
+          {"root", ctx.config.model.served_model_name},
+          {"parent", m.parent.empty() ? json(nullptr) : json(m.parent)},
+          {"max_model_len", ctx.max_model_len}};
+}
+
 TokenText TokenTextFor(const ServerContext& ctx) {
   const engine::Tokenizer* tok = ctx.tokenizer;
   return [tok](int32_t t) -> std::string {
@@ -55,9 +68,18 @@ TokenText TokenTextFor(const ServerContext& ctx) {
   };
 }
 
-namespace {
+ResponseMeta MetaFor(const ServerContext& ctx, const Prepared& p) {
+  ResponseMeta meta;
+  meta.id = NewId(p.chat ? "chatcmpl" : "cmpl");
+  meta.created = absl::ToUnixSeconds(absl::Now());
+  meta.model = p.model;
+  meta.system_fingerprint = ctx.system_fingerprint;
+  meta.with_logprobs = p.with_logprobs;
+  meta.token_text = TokenTextFor(ctx);
+  meta.tokenizer = ctx.tokenizer;
+  return meta;
+}
 
-// The base model, or a registered adapter (held for the request's lifetime).
 absl::StatusOr<std::shared_ptr<const engine::LoraAdapter>> ResolveModel(const ServerContext& ctx,
                                                                         const std::string& model) {
   if (model == ctx.config.model.served_model_name) return nullptr;
@@ -69,38 +91,52 @@ absl::StatusOr<std::shared_ptr<const engine::LoraAdapter>> ResolveModel(const Se
   return s;
 }
 
-}  // namespace
-
-absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const json& body) {
+absl::StatusOr<std::vector<Prepared>> PrepareCompletions(const ServerContext& ctx,
+                                                         const json& body) {
   ASSIGN_OR_RETURN(CompletionRequest r, ParseCompletionRequest(body));
   ASSIGN_OR_RETURN(auto adapter, ResolveModel(ctx, r.model));
-  Prepared p;
-  p.request.adapter = std::move(adapter);
-  p.model = r.model;
-  p.stream = r.stream;
-  p.include_usage = r.include_usage;
-  p.with_logprobs = r.params.logprobs >= 0;
-  p.echo = r.echo;
-  // echo + logprobs k: every prompt position's log-prob and top k, as OpenAI's legacy API.
-  if (r.echo && p.with_logprobs) p.request.prompt_logprobs = r.params.logprobs;
-  p.request.params = std::move(r.params);
-  if (r.prompt_is_text) {
-    if (ctx.tokenizer == nullptr) {
-      return FieldError("prompt", "this model has no tokenizer: send token ids");
+  std::vector<Prepared> out;
+  out.reserve(r.prompts.size());
+  for (PromptInput& in : r.prompts) {
+    Prepared p;
+    p.request.adapter = adapter;
+    p.model = r.model;
+    p.stream = r.stream;
+    p.include_usage = r.include_usage;
+    p.with_logprobs = r.params.logprobs >= 0;
+    p.echo = r.echo;
+    p.request.params = r.params;
+    // echo + logprobs k: every prompt position's log-prob and top k, as OpenAI's legacy API.
+    if (r.echo && p.with_logprobs) p.request.prompt_logprobs = r.params.logprobs;
+    p.request.score_only = r.score_only;
+    if (in.is_text) {
+      if (ctx.tokenizer == nullptr) {
+        return FieldError("prompt", "this model has no tokenizer: send token ids");
+      }
+      ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(in.text, true));
+      if (p.request.prompt.empty()) return FieldError("prompt", "encodes to no tokens");
+      if (r.echo) {
+        p.echo_text = std::move(in.text);
+        p.echo_text_prompt = true;
+      }
+    } else {
+      p.request.prompt = std::move(in.ids);
+      if (r.echo && ctx.tokenizer != nullptr) {
+        // A token-id prompt is echoed as its decoded text (special tokens kept, as sent).
+        auto text = ctx.tokenizer->Decode(p.request.prompt, /*skip_special_tokens=*/false);
+        if (!text.ok()) return FieldError("prompt", std::string(text.status().message()));
+        p.echo_text = std::move(*text);
+      }
     }
-    ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(r.prompt_text, true));
-    if (p.request.prompt.empty()) return FieldError("prompt", "encodes to no tokens");
-    if (r.echo) p.echo_text = r.prompt_text;
-  } else {
-    p.request.prompt = std::move(r.prompt_ids);
-    if (r.echo && ctx.tokenizer != nullptr) {
-      // A token-id prompt is echoed as its decoded text (special tokens kept, as sent).
-      auto text = ctx.tokenizer->Decode(p.request.prompt, /*skip_special_tokens=*/false);
-      if (!text.ok()) return FieldError("prompt", std::string(text.status().message()));
-      p.echo_text = std::move(*text);
-    }
+    out.push_back(std::move(p));
   }
-  return p;
+  return out;
+}
+
+absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const json& body) {
+  ASSIGN_OR_RETURN(std::vector<Prepared> all, PrepareCompletions(ctx, body));
+  if (all.size() != 1) return FieldError("prompt", "one prompt per request here");
+  return std::move(all[0]);
 }
 
 absl::StatusOr<Prepared> PrepareScore(const ServerContext& ctx, const ScoreInput& in) {
@@ -134,14 +170,14 @@ absl::StatusOr<Prepared> PrepareScore(const ServerContext& ctx, const ScoreInput
   return p;
 }
 
-absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body) {
-  ASSIGN_OR_RETURN(ChatRequest r, ParseChatRequest(body));
-  ASSIGN_OR_RETURN(auto adapter, ResolveModel(ctx, r.model));
+absl::StatusOr<std::string> RenderChat(const ServerContext& ctx,
+                                       const nlohmann::ordered_json& messages,
+                                       bool add_generation_prompt) {
   if (ctx.chat_template == nullptr || ctx.tokenizer == nullptr) {
     return FieldError("messages", "this model has no chat template; use /v1/completions");
   }
-  nlohmann::ordered_json context = {{"messages", r.messages},
-                                    {"add_generation_prompt", r.add_generation_prompt},
+  nlohmann::ordered_json context = {{"messages", messages},
+                                    {"add_generation_prompt", add_generation_prompt},
                                     {"bos_token", ctx.bos_token},
                                     {"eos_token", ctx.eos_token}};
   auto prompt = ctx.chat_template->Render(context);
@@ -149,6 +185,13 @@ absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body)
     // raise_exception in the template is the template refusing these messages: a 400.
     return FieldError("messages", std::string(prompt.status().message()));
   }
+  return prompt;
+}
+
+absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body) {
+  ASSIGN_OR_RETURN(ChatRequest r, ParseChatRequest(body));
+  ASSIGN_OR_RETURN(auto adapter, ResolveModel(ctx, r.model));
+  ASSIGN_OR_RETURN(const std::string prompt, RenderChat(ctx, r.messages, r.add_generation_prompt));
   Prepared p;
   p.request.adapter = std::move(adapter);
   p.chat = true;
@@ -158,7 +201,14 @@ absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body)
   p.with_logprobs = r.logprobs;
   p.request.params = std::move(r.params);
   // The template writes the special tokens itself.
-  ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(*prompt, false));
+  ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(prompt, false));
+  if (!r.max_tokens_set) {
+    // Until EOS or the end of the context. A prompt that fills the context keeps 1, so the
+    // engine's length check names the prompt.
+    const int64_t room = ctx.max_model_len - int64_t(p.request.prompt.size());
+    p.request.params.max_tokens =
+        int32_t(std::clamp<int64_t>(room, 1, std::numeric_limits<int32_t>::max()));
+  }
   return p;
 }
 

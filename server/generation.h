@@ -25,15 +25,32 @@ struct Prepared {
   bool with_logprobs = false;
   bool chat = false;
   // Completions' echo: the prompt text leading each choice (its log-probs come from the engine
-  // when logprobs were asked).
+  // when logprobs were asked). echo_text_prompt: the text is the prompt as sent (else the
+  // decode of token ids).
   bool echo = false;
   std::string echo_text;
+  bool echo_text_prompt = false;
 };
 
-// An OpenAI completions / chat body (already parsed JSON) checked and turned into a request.
-// Unknown model: NotFound "The model `X` does not exist.".
+// An OpenAI completions / chat body (already parsed JSON) checked and turned into requests.
+// Unknown model: NotFound "The model `X` does not exist.". Completions: one request per prompt
+// (`prompt` may batch several); PrepareCompletion takes exactly one (gRPC's shape).
+absl::StatusOr<std::vector<Prepared>> PrepareCompletions(const ServerContext& ctx,
+                                                         const nlohmann::json& body);
 absl::StatusOr<Prepared> PrepareCompletion(const ServerContext& ctx, const nlohmann::json& body);
+// Chat without max_tokens generates until EOS or the end of the context, as OpenAI and vLLM.
 absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const nlohmann::json& body);
+
+// A chat's messages through the model's chat template (a template's raise_exception is a 400
+// naming messages).
+absl::StatusOr<std::string> RenderChat(const ServerContext& ctx,
+                                       const nlohmann::ordered_json& messages,
+                                       bool add_generation_prompt);
+
+// The base model (null), or a registered adapter (held for the request's lifetime). Unknown:
+// NotFound "The model `X` does not exist." naming model.
+absl::StatusOr<std::shared_ptr<const engine::LoraAdapter>> ResolveModel(const ServerContext& ctx,
+                                                                        const std::string& model);
 
 // A Score request's fields (Generation.Score).
 struct ScoreInput {
@@ -56,6 +73,8 @@ struct ServedModel {
   std::string parent;  // "" for the base model
 };
 std::vector<ServedModel> ServedModels(const ServerContext& ctx);
+// The model object /v1/models lists and /v1/models/{id} returns.
+nlohmann::json ModelJson(const ServerContext& ctx, const ServedModel& m);
 
 // Engine-side validation messages start with the field ("temperature must be ..."): name it
 // as the status's param payload too.
@@ -64,8 +83,12 @@ absl::Status WithParam(absl::Status s);
 // "cmpl-..." / "chatcmpl-...": unique within the process and not guessable across restarts.
 std::string NewId(const char* prefix);
 
-// The token's text for logprob displays (may be a partial character).
+// The token's text for logprob displays (may be a partial character); "" for an id the
+// tokenizer lacks.
 TokenText TokenTextFor(const ServerContext& ctx);
+
+// The shared fields of a response to `p`, with a fresh id.
+ResponseMeta MetaFor(const ServerContext& ctx, const Prepared& p);
 
 // Counts a generation request as in flight for as long as it lives.
 // Unavailable unless the server is ready for generations (loaded, not draining).

@@ -2,9 +2,11 @@
 
 #include <memory>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "common/status_macros.h"
 #include "server/auth.h"
 #include "server/errors.h"
@@ -12,6 +14,7 @@
 #include "server/metrics.h"
 #include "server/openai_api.h"
 #include "server/request_channel.h"
+#include "server/token_spans.h"
 
 namespace arbor::server {
 namespace {
@@ -26,6 +29,40 @@ std::string Sse(const json& chunk) {
   return "data: " + chunk.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
 }
 
+// Whether a Content-Type names JSON: the media type before any parameters, compared without
+// regard to case (RFC 9110 8.3.1), so "Application/JSON; charset=utf-8" is JSON.
+bool IsJsonMediaType(const std::string& content_type) {
+  const std::string media(absl::StripAsciiWhitespace(
+      absl::string_view(content_type).substr(0, content_type.find(';'))));
+  return absl::EqualsIgnoreCase(media, "application/json");
+}
+
+// Every choice's offsets and bytes, as its tokens arrive (only when logprobs show them).
+class ChoiceSpans {
+ public:
+  ChoiceSpans(const ServerContext& ctx, bool enabled, bool skip_special, int n,
+              const std::vector<EchoedPrompt*>& echo_of_prompt)
+      : enabled_(enabled) {
+    if (!enabled_) return;
+    for (size_t i = 0; i < echo_of_prompt.size(); ++i) {
+      const EchoedPrompt* echo = echo_of_prompt[i];
+      const int64_t lead = echo != nullptr ? CharCount(echo->text) : 0;
+      for (int j = 0; j < n; ++j) spans_.emplace_back(ctx.tokenizer, skip_special, lead);
+    }
+  }
+  // The spans of `ids`, the next tokens of choice `index`.
+  std::vector<TokenSpan> Next(int32_t index, const std::vector<int32_t>& ids) {
+    std::vector<TokenSpan> out;
+    if (!enabled_ || index < 0 || size_t(index) >= spans_.size()) return out;
+    for (int32_t id : ids) out.push_back(spans_[size_t(index)].Next(id));
+    return out;
+  }
+
+ private:
+  bool enabled_;
+  std::vector<TokenSpans> spans_;
+};
+
 void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w, bool chat) {
   auto Reject = [&](const absl::Status& s) {
     ctx->metrics->RequestRejected(HttpStatusFor(s));
@@ -36,7 +73,7 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
   }
   if (absl::Status s = CheckServing(*ctx); !s.ok()) return Reject(s);
   const std::string content_type = req.Header("Content-Type");
-  if (!content_type.empty() && !absl::StrContains(content_type, "application/json")) {
+  if (!content_type.empty() && !IsJsonMediaType(content_type)) {
     return Reject(
         absl::InvalidArgumentError("Content-Type must be application/json, got " + content_type));
   }
@@ -44,30 +81,68 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
   if (absl::Status s = CheckConcurrencyLimit(*ctx); !s.ok()) return Reject(s);
   auto body = ParseBody(req.body);
   if (!body.ok()) return Reject(body.status());
-  auto prepared = chat ? PrepareChat(*ctx, *body) : PrepareCompletion(*ctx, *body);
-  if (!prepared.ok()) return Reject(prepared.status());
-  Prepared p = std::move(*prepared);
-
-  const int n = p.request.params.n;
-  auto channel = std::make_shared<RequestChannel>(n);
-  p.request.callback = channel->Callback();
-  const int64_t prompt_tokens = int64_t(p.request.prompt.size());
-  // echo: the prompt's text and ids; its log-probs arrive in the prefill's events (sequence 0's),
-  // before any generated token.
-  EchoedPrompt echo{p.echo_text, p.request.prompt, {}};
-  const EchoedPrompt* echoed = p.echo ? &echo : nullptr;
+  // Chat is one request; completions one per prompt (`prompt` may be a list).
+  std::vector<Prepared> prepared;
+  if (chat) {
+    auto one = PrepareChat(*ctx, *body);
+    if (!one.ok()) return Reject(one.status());
+    prepared.push_back(std::move(*one));
+  } else {
+    auto all = PrepareCompletions(*ctx, *body);
+    if (!all.ok()) return Reject(all.status());
+    prepared = std::move(*all);
+  }
   engine::Engine* eng = ctx->engine;
-  auto handle = eng->Submit(std::move(p.request));
-  if (!handle.ok()) return Reject(WithParam(handle.status()));
+  // All or none: every prompt is checked before the first one is queued.
+  for (const Prepared& p : prepared) {
+    if (absl::Status s = eng->Validate(p.request); !s.ok()) return Reject(WithParam(s));
+  }
+  const Prepared& lead = prepared[0];
+  const int n = lead.request.params.n;
+  const int total = n * int(prepared.size());
+  const bool skip_special = lead.request.params.skip_special_tokens;
+  const ResponseMeta meta = MetaFor(*ctx, lead);
 
-  const std::string id = NewId(chat ? "chatcmpl" : "cmpl");
-  const int64_t created = absl::ToUnixSeconds(absl::Now());
-  const TokenText token_text = TokenTextFor(*ctx);
+  // echo: each prompt's text and ids; its log-probs arrive in its prefill's events (on its
+  // first choice's index), before any generated token.
+  std::vector<EchoedPrompt> echoes(prepared.size());
+  std::vector<EchoedPrompt*> echo_of_prompt(prepared.size(), nullptr);
+  int64_t prompt_tokens = 0;
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    const Prepared& p = prepared[i];
+    prompt_tokens += int64_t(p.request.prompt.size());
+    if (!p.echo) continue;
+    echoes[i] = {p.echo_text,
+                 p.request.prompt,
+                 meta.with_logprobs ? EchoOffsets(ctx->tokenizer, p.echo_text, p.request.prompt,
+                                                  p.echo_text_prompt)
+                                    : std::vector<int64_t>(),
+                 {}};
+    echo_of_prompt[i] = &echoes[i];
+  }
+  auto EchoOf = [&](int32_t index) { return echo_of_prompt[size_t(index / n)]; };
+  ChoiceSpans spans(*ctx, meta.with_logprobs, skip_special, n, echo_of_prompt);
+
+  auto channel = std::make_shared<RequestChannel>(total);
+  std::vector<engine::Engine::Handle> handles;
   Metrics* metrics = ctx->metrics;
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    prepared[i].request.callback = channel->Callback(int32_t(i) * n);
+    auto handle = eng->Submit(std::move(prepared[i].request));
+    if (!handle.ok()) {
+      // Validated above, so only a shutdown or an engine failure gets here.
+      channel->Forget(int(prepared.size() - i) * n);
+      for (auto h : handles) eng->Cancel(h);
+      DrainCancelled(*channel, *metrics);
+      return Reject(WithParam(handle.status()));
+    }
+    handles.push_back(*handle);
+  }
+
   // A client that hangs up (seen by a failed write, or by polling its socket while the engine
   // works) cancels the request; its pages are freed at the engine's next iteration.
   auto Abandon = [&] {
-    eng->Cancel(*handle);
+    for (auto h : handles) eng->Cancel(h);
     metrics->ClientDisconnected();
     DrainCancelled(*channel, *metrics);
   };
@@ -86,24 +161,32 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
     if (w.ClientGone()) return false;
     if (!timed_out && now >= timeout_at) {
       timed_out = true;
-      eng->Cancel(*handle);
+      for (auto h : handles) eng->Cancel(h);
       metrics->RequestTimedOut();
     }
     return true;
   };
+  auto TakePromptLogprobs = [&](const engine::StreamEvent& ev) {
+    if (ev.prompt_logprobs.empty()) return;
+    if (EchoedPrompt* echo = EchoOf(ev.index)) {
+      echo->logprobs.insert(echo->logprobs.end(), ev.prompt_logprobs.begin(),
+                            ev.prompt_logprobs.end());
+    }
+  };
 
-  if (!p.stream) {
-    std::vector<ChoiceState> choices(static_cast<size_t>(n));
+  if (!lead.stream) {
+    std::vector<ChoiceState> choices(static_cast<size_t>(total));
+    for (int k = 0; k < total; ++k) choices[size_t(k)].echo = EchoOf(k);
     engine::StreamEvent ev;
     int64_t completion_tokens = 0;
     while (!channel->Drained()) {
       if (!Watch()) return Abandon();
       if (!channel->Pop(&ev, kPoll)) continue;
-      echo.logprobs.insert(echo.logprobs.end(), ev.prompt_logprobs.begin(),
-                           ev.prompt_logprobs.end());
+      TakePromptLogprobs(ev);
       ChoiceState& c = choices[size_t(ev.index)];
       c.text += ev.text;
       c.token_ids.insert(c.token_ids.end(), ev.token_ids.begin(), ev.token_ids.end());
+      for (TokenSpan& s : spans.Next(ev.index, ev.token_ids)) c.spans.push_back(std::move(s));
       c.logprobs.insert(c.logprobs.end(), ev.logprobs.begin(), ev.logprobs.end());
       completion_tokens += int64_t(ev.token_ids.size());
       if (ev.finish) c.finish = ev.finish;
@@ -111,47 +194,48 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
     }
     const Usage usage{prompt_tokens, completion_tokens};
     const json out =
-        chat ? ChatResponse(id, created, p.model, choices, usage, p.with_logprobs, token_text)
-             : CompletionResponse(id, created, p.model, choices, usage, p.with_logprobs, token_text,
-                                  echoed);
+        chat ? ChatResponse(meta, choices, usage) : CompletionResponse(meta, choices, usage);
     w.Send(200, "application/json", out.dump(-1, ' ', false, json::error_handler_t::replace));
     return;
   }
 
   // Streaming: one SSE chunk per event, a usage chunk if asked, then [DONE].
   if (!w.BeginStream(200, "text/event-stream", {{"Cache-Control", "no-cache"}})) return Abandon();
-  std::vector<bool> started(size_t(n), false);
+  std::vector<bool> started(size_t(total), false);
   int64_t completion_tokens = 0;
   engine::StreamEvent ev;
+  // False when the client has gone: the request is cancelled unless it already ended.
+  auto Send = [&](const json& chunk) {
+    if (w.Write(Sse(chunk))) return true;
+    if (!channel->Drained()) {
+      Abandon();
+    } else {
+      metrics->ClientDisconnected();  // it left as the last event went out: nothing to cancel
+    }
+    return false;
+  };
   while (!channel->Drained()) {
     if (!Watch()) return Abandon();
     if (!channel->Pop(&ev, kPoll)) continue;
-    echo.logprobs.insert(echo.logprobs.end(), ev.prompt_logprobs.begin(), ev.prompt_logprobs.end());
+    TakePromptLogprobs(ev);
     // An event with only prompt log-probs makes no chunk of its own: echo sends them.
     if (ev.token_ids.empty() && ev.text.empty() && !ev.finish) continue;
     completion_tokens += int64_t(ev.token_ids.size());
     if (ev.metrics) metrics->RequestFinished(*ev.finish, *ev.metrics);
     const bool first = !started[size_t(ev.index)];
     started[size_t(ev.index)] = true;
-    if (first && echoed != nullptr &&
-        !w.Write(
-            Sse(EchoChunk(id, created, p.model, ev.index, echo, p.with_logprobs, token_text)))) {
-      if (!channel->Drained()) return Abandon();
-      metrics->ClientDisconnected();
+    if (first && !chat && EchoOf(ev.index) != nullptr &&
+        !Send(EchoChunk(meta, ev.index, *EchoOf(ev.index)))) {
       return;
     }
-    const json chunk = chat
-                           ? ChatChunk(id, created, p.model, ev, first, p.with_logprobs, token_text)
-                           : CompletionChunk(id, created, p.model, ev, p.with_logprobs, token_text);
-    if (!w.Write(Sse(chunk))) {
-      if (!channel->Drained()) return Abandon();
-      metrics->ClientDisconnected();  // it left as the last event went out: nothing to cancel
+    const std::vector<TokenSpan> ev_spans = spans.Next(ev.index, ev.token_ids);
+    if (!Send(chat ? ChatChunk(meta, ev, first, ev_spans) : CompletionChunk(meta, ev, ev_spans))) {
       return;
     }
   }
   std::string tail;
-  if (p.include_usage) {
-    tail += Sse(UsageChunk(id, created, p.model, chat ? "chat.completion.chunk" : "text_completion",
+  if (lead.include_usage) {
+    tail += Sse(UsageChunk(meta, chat ? "chat.completion.chunk" : "text_completion",
                            {prompt_tokens, completion_tokens}));
   }
   tail += "data: [DONE]\n\n";

@@ -2,12 +2,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/auth.h"
 #include "server/errors.h"
 #include "server/generation.h"
 #include "server/http_admin.h"
 #include "server/http_generation.h"
+#include "server/http_tokenize.h"
 #include "server/metrics.h"
 
 namespace arbor::server {
@@ -25,7 +29,24 @@ void SendError(http::ResponseWriter& w, const absl::Status& s) {
 }
 
 void SendJson(http::ResponseWriter& w, const json& body) {
-  w.Send(200, "application/json", body.dump());
+  w.Send(200, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+// "%2F" -> "/"; a malformed escape stays as it is.
+std::string PercentDecoded(const std::string& s) {
+  std::string out;
+  auto hex = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() &&
+        absl::ascii_isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        absl::ascii_isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -59,25 +80,36 @@ void HttpServer::Routes() {
     if (absl::Status s = CheckApiKey(ctx_->config, req.Header("Authorization")); !s.ok()) {
       return SendError(w, s);
     }
-    const std::string& base = ctx_->config.model.served_model_name;
     json data = json::array();
-    for (const ServedModel& m : ServedModels(*ctx_)) {
-      data.push_back({{"id", m.id},
-                      {"object", "model"},
-                      {"created", ctx_->created_unix_s},
-                      {"owned_by", "arbor"},
-                      {"root", base},
-                      {"parent", m.parent.empty() ? json(nullptr) : json(m.parent)},
-                      {"max_model_len", ctx_->max_model_len}});
-    }
+    for (const ServedModel& m : ServedModels(*ctx_)) data.push_back(ModelJson(*ctx_, m));
     SendJson(w, {{"object", "list"}, {"data", data}});
   });
+
+  // The OpenAI SDK's models.retrieve. Model ids often hold one '/' ("org/name"), sent as is or
+  // percent-encoded.
+  auto retrieve = [this](const http::Request& req, http::ResponseWriter& w) {
+    if (absl::Status s = CheckApiKey(ctx_->config, req.Header("Authorization")); !s.ok()) {
+      return SendError(w, s);
+    }
+    std::vector<std::string> parts;
+    for (const std::string& p : req.params) parts.push_back(PercentDecoded(p));
+    const std::string id = absl::StrJoin(parts, "/");
+    for (const ServedModel& m : ServedModels(*ctx_)) {
+      if (m.id == id) return SendJson(w, ModelJson(*ctx_, m));
+    }
+    absl::Status s = absl::NotFoundError(absl::StrCat("The model `", id, "` does not exist."));
+    s.SetPayload(kParamPayload, absl::Cord("model"));
+    SendError(w, s);
+  };
+  router_.Get("/v1/models/{id}", retrieve);
+  router_.Get("/v1/models/{org}/{name}", retrieve);
 
   router_.Get("/metrics", [this](const http::Request&, http::ResponseWriter& w) {
     w.Send(200, "text/plain; version=0.0.4", ctx_->metrics->Scrape(ctx_->engine, ctx_->adapters));
   });
 
   RegisterGenerationRoutes(router_, ctx_);
+  RegisterTokenizeRoutes(router_, ctx_);
   RegisterAdminRoutes(router_, ctx_);
 }
 

@@ -123,6 +123,21 @@ absl::StatusOr<json> ParseBody(const std::string& body) {
   return j;
 }
 
+std::optional<int64_t> IntegerValue(const json& v) {
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    return u > uint64_t(std::numeric_limits<int64_t>::max()) ? std::numeric_limits<int64_t>::max()
+                                                             : int64_t(u);
+  }
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float()) {
+    // 8.0 is 8, as vLLM (pydantic) takes it; 8.5, inf and values past int64 are not integers.
+    const double d = v.get<double>();
+    if (std::isfinite(d) && d == std::trunc(d) && std::fabs(d) < 9.2e18) return int64_t(d);
+  }
+  return std::nullopt;
+}
+
 namespace {
 
 const json* Find(const json& j, const char* key) {
@@ -134,15 +149,12 @@ const json* Find(const json& j, const char* key) {
 absl::Status ReadInt(const json& j, const char* key, int64_t lo, int64_t hi, int32_t* out) {
   const json* v = Find(j, key);
   if (v == nullptr) return absl::OkStatus();
-  if (!v->is_number_integer()) return FieldError(key, "must be an integer, got " + v->dump());
-  if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(hi)) {
+  const std::optional<int64_t> x = IntegerValue(*v);
+  if (!x.has_value()) return FieldError(key, "must be an integer, got " + v->dump());
+  if (*x < lo || *x > hi) {
     return FieldError(key, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v->dump()));
   }
-  const int64_t x = v->get<int64_t>();
-  if (x < lo || x > hi) {
-    return FieldError(key, absl::StrCat("must be in [", lo, ", ", hi, "], got ", x));
-  }
-  *out = int32_t(x);
+  *out = int32_t(*x);
   return absl::OkStatus();
 }
 
@@ -172,19 +184,46 @@ absl::Status ReadModel(const json& j, std::string* out) {
   return absl::OkStatus();
 }
 
-// The sampling fields completions and chat share.
-absl::Status ReadSampling(const json& j, engine::SamplingParams& p, bool* stream,
-                          bool* include_usage) {
+// What completions and chat share: the sampling fields, stream and its options.
+struct SamplingFields {
+  engine::SamplingParams params;
+  int32_t max_tokens = -1;  // as given (0 is the caller's to judge); -1: not given
+  bool stream = false;
+  bool include_usage = false;
+};
+
+// Fields this server does not implement are refused by name rather than silently dropped.
+absl::Status RefuseUnsupported(const json& j) {
   // A template in the request would run client-chosen code in the server (robustness 11).
-  for (const char* refused : {"chat_template", "chat_template_kwargs", "guided_json",
-                              "guided_regex", "guided_grammar", "response_format", "tools"}) {
+  for (const char* refused :
+       {"chat_template", "chat_template_kwargs", "guided_json", "guided_regex", "guided_grammar",
+        "guided_choice", "tools", "functions", "function_call"}) {
     if (Find(j, refused) != nullptr) {
       return FieldError(refused, "is not supported by this server");
     }
   }
+  // {"type": "text"} is the default: plain text, which is what the server produces.
+  if (const json* v = Find(j, "response_format")) {
+    const json* type = v->is_object() ? Find(*v, "type") : nullptr;
+    if (type == nullptr || !type->is_string()) {
+      return FieldError("response_format", "must be an object with a string `type`");
+    }
+    if (*type != "text") {
+      return FieldError("response_format",
+                        "type `" + type->get<std::string>() +
+                            "` is not supported by this server (only `text`: no guided decoding)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadSampling(const json& j, SamplingFields* out) {
+  RETURN_IF_ERROR(RefuseUnsupported(j));
+  engine::SamplingParams& p = out->params;
   constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
-  RETURN_IF_ERROR(ReadInt(j, "max_tokens", 1, kIntMax, &p.max_tokens));
-  RETURN_IF_ERROR(ReadInt(j, "max_completion_tokens", 1, kIntMax, &p.max_tokens));
+  RETURN_IF_ERROR(ReadInt(j, "max_tokens", 0, kIntMax, &out->max_tokens));
+  RETURN_IF_ERROR(ReadInt(j, "max_completion_tokens", 0, kIntMax, &out->max_tokens));
+  if (out->max_tokens >= 1) p.max_tokens = out->max_tokens;
   RETURN_IF_ERROR(ReadInt(j, "n", 1, engine::kMaxSamplingN, &p.n));
   RETURN_IF_ERROR(ReadInt(j, "top_k", -1, kIntMax, &p.top_k));
   RETURN_IF_ERROR(ReadInt(j, "min_tokens", 0, kIntMax, &p.min_tokens));
@@ -196,10 +235,15 @@ absl::Status ReadSampling(const json& j, engine::SamplingParams& p, bool* stream
   RETURN_IF_ERROR(ReadFloat(j, "repetition_penalty", &p.repetition_penalty));
   RETURN_IF_ERROR(ReadBool(j, "ignore_eos", &p.ignore_eos));
   RETURN_IF_ERROR(ReadBool(j, "skip_special_tokens", &p.skip_special_tokens));
-  RETURN_IF_ERROR(ReadBool(j, "stream", stream));
+  RETURN_IF_ERROR(ReadBool(j, "stream", &out->stream));
   if (const json* v = Find(j, "seed")) {
-    if (!v->is_number_integer()) return FieldError("seed", "must be an integer");
-    p.seed = v->is_number_unsigned() ? v->get<uint64_t>() : uint64_t(v->get<int64_t>());
+    if (v->is_number_unsigned()) {
+      p.seed = v->get<uint64_t>();
+    } else if (const std::optional<int64_t> x = IntegerValue(*v)) {
+      p.seed = uint64_t(*x);
+    } else {
+      return FieldError("seed", "must be an integer");
+    }
   }
   if (const json* v = Find(j, "stop")) {
     if (v->is_string()) {
@@ -221,8 +265,13 @@ absl::Status ReadSampling(const json& j, engine::SamplingParams& p, bool* stream
     if (!v->is_array()) return FieldError("stop_token_ids", "must be a list of integers");
     if (v->size() > engine::kMaxStopTokenIds) return FieldError("stop_token_ids", "too many ids");
     for (const auto& id : *v) {
-      if (!id.is_number_integer()) return FieldError("stop_token_ids", "must hold integers");
-      p.stop_token_ids.push_back(int32_t(id.get<int64_t>()));
+      const std::optional<int64_t> x = IntegerValue(id);
+      if (!x.has_value()) return FieldError("stop_token_ids", "must hold integers");
+      if (*x < 0 || *x > std::numeric_limits<int32_t>::max()) {
+        return FieldError("stop_token_ids",
+                          absl::StrCat("token id ", id.dump(), " is out of range"));
+      }
+      p.stop_token_ids.push_back(int32_t(*x));
     }
   }
   if (const json* v = Find(j, "logit_bias")) {
@@ -239,8 +288,11 @@ absl::Status ReadSampling(const json& j, engine::SamplingParams& p, bool* stream
     }
   }
   if (const json* v = Find(j, "stream_options")) {
+    if (!out->stream) {
+      return FieldError("stream_options", "is only allowed when stream is true");
+    }
     if (!v->is_object()) return FieldError("stream_options", "must be an object");
-    RETURN_IF_ERROR(ReadBool(*v, "include_usage", include_usage));
+    RETURN_IF_ERROR(ReadBool(*v, "include_usage", &out->include_usage));
   }
   if (const json* v = Find(j, "user"); v != nullptr && !v->is_string()) {
     return FieldError("user", "must be a string");
@@ -248,65 +300,122 @@ absl::Status ReadSampling(const json& j, engine::SamplingParams& p, bool* stream
   return absl::OkStatus();
 }
 
+// One prompt's token ids (`where` names it in errors).
+absl::StatusOr<std::vector<int32_t>> ReadIds(const json& list) {
+  std::vector<int32_t> ids;
+  ids.reserve(list.size());
+  for (const auto& id : list) {
+    const std::optional<int64_t> x = IntegerValue(id);
+    if (!x.has_value()) return FieldError("prompt", "token ids must be integers, got " + id.dump());
+    if (*x < 0 || *x > INT32_MAX) {
+      return FieldError("prompt", absl::StrCat("token id ", id.dump(), " is out of range"));
+    }
+    ids.push_back(int32_t(*x));
+  }
+  return ids;
+}
+
+// `prompt`: a string, token ids, or a list of either (OpenAI's batched form).
+absl::StatusOr<std::vector<PromptInput>> ReadPrompts(const json& body) {
+  const json* prompt = Find(body, "prompt");
+  if (prompt == nullptr) return FieldError("prompt", "is required");
+  std::vector<PromptInput> out;
+  auto add_text = [&](const json& v) -> absl::Status {
+    PromptInput in;
+    in.text = v.get<std::string>();
+    if (in.text.empty()) return FieldError("prompt", "must not be empty");
+    out.push_back(std::move(in));
+    return absl::OkStatus();
+  };
+  if (prompt->is_string()) {
+    RETURN_IF_ERROR(add_text(*prompt));
+    return out;
+  }
+  if (!prompt->is_array()) {
+    return FieldError("prompt", "must be a string, a list of token ids, or a list of those");
+  }
+  if (prompt->empty()) return FieldError("prompt", "must not be empty");
+  if ((*prompt)[0].is_number()) {
+    PromptInput in;
+    in.is_text = false;
+    ASSIGN_OR_RETURN(in.ids, ReadIds(*prompt));
+    out.push_back(std::move(in));
+    return out;
+  }
+  if (prompt->size() > kMaxPromptsPerRequest) {
+    return FieldError("prompt", absl::StrCat("at most ", kMaxPromptsPerRequest,
+                                             " prompts per request, got ", prompt->size()));
+  }
+  for (const json& item : *prompt) {
+    if (item.is_string()) {
+      RETURN_IF_ERROR(add_text(item));
+    } else if (item.is_array() && !item.empty()) {
+      PromptInput in;
+      in.is_text = false;
+      ASSIGN_OR_RETURN(in.ids, ReadIds(item));
+      out.push_back(std::move(in));
+    } else if (item.is_array()) {
+      return FieldError("prompt", "must not hold an empty list of token ids");
+    } else {
+      return FieldError(
+          "prompt",
+          "a list of prompts must hold strings or lists of token ids, got " + item.dump());
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(const json& body) {
   CompletionRequest r;
   RETURN_IF_ERROR(ReadModel(body, &r.model));
-  const json* prompt = Find(body, "prompt");
-  if (prompt == nullptr) return FieldError("prompt", "is required");
-  if (prompt->is_string()) {
-    r.prompt_text = prompt->get<std::string>();
-    if (r.prompt_text.empty()) return FieldError("prompt", "must not be empty");
-  } else if (prompt->is_array() && !prompt->empty() && (*prompt)[0].is_number()) {
-    r.prompt_is_text = false;
-    for (const auto& id : *prompt) {
-      if (!id.is_number_integer()) {
-        return FieldError("prompt", "token ids must be integers, got " + id.dump());
-      }
-      const int64_t x = id.is_number_unsigned() && id.get<uint64_t>() > uint64_t(INT32_MAX)
-                            ? int64_t(INT32_MAX) + 1
-                            : id.get<int64_t>();
-      if (x < 0 || x > INT32_MAX)
-        return FieldError("prompt", absl::StrCat("token id ", id.dump(), " is out of range"));
-      r.prompt_ids.push_back(int32_t(x));
-    }
-  } else if (prompt->is_array() && prompt->empty()) {
-    return FieldError("prompt", "must not be empty");
-  } else if (prompt->is_array()) {
-    return FieldError("prompt", "lists of prompts are not supported: send one request per prompt");
-  } else {
-    return FieldError("prompt", "must be a string or a list of token ids");
-  }
+  ASSIGN_OR_RETURN(r.prompts, ReadPrompts(body));
   if (const json* echo = Find(body, "echo")) {
     if (!echo->is_boolean()) return FieldError("echo", "must be a boolean");
     r.echo = echo->get<bool>();
   }
-  if (const json* v = Find(body, "best_of");
-      v != nullptr && !(v->is_number_integer() && v->get<int64_t>() == 1)) {
+  if (const json* v = Find(body, "best_of"); v != nullptr && IntegerValue(*v) != 1) {
     return FieldError("best_of", "only best_of 1 is supported");
   }
-  RETURN_IF_ERROR(ReadSampling(body, r.params, &r.stream, &r.include_usage));
+  // Fill-in-the-middle needs a model trained for it and its template: not implemented.
+  if (const json* v = Find(body, "suffix")) {
+    if (!v->is_string()) return FieldError("suffix", "must be a string");
+    if (!v->get<std::string>().empty()) {
+      return FieldError("suffix", "is not supported by this server");
+    }
+  }
+  SamplingFields f;
+  RETURN_IF_ERROR(ReadSampling(body, &f));
+  r.params = std::move(f.params);
+  r.stream = f.stream;
+  r.include_usage = f.include_usage;
+  r.max_tokens_set = f.max_tokens >= 0;
+  if (f.max_tokens == 0) {
+    // OpenAI's legacy scoring request: echo the prompt (with its log-probs), generate nothing.
+    if (!r.echo) return FieldError("max_tokens", "must be at least 1 (0 only with echo: true)");
+    if (r.params.n != 1) return FieldError("n", "must be 1 when max_tokens is 0");
+    r.score_only = true;
+    r.params.max_tokens = 1;  // validated by the engine, unused by a score-only request
+  }
   if (const json* v = Find(body, "logprobs")) {
-    if (!v->is_number_integer()) return FieldError("logprobs", "must be an integer");
-    const int64_t k = v->get<int64_t>();
-    if (k < 0 || k > engine::kMaxLogprobs) {
+    const std::optional<int64_t> k = IntegerValue(*v);
+    if (!k.has_value()) return FieldError("logprobs", "must be an integer");
+    if (*k < 0 || *k > engine::kMaxLogprobs) {
       return FieldError("logprobs", absl::StrCat("must be in [0, ", engine::kMaxLogprobs, "]"));
     }
-    r.params.logprobs = int32_t(k);
+    r.params.logprobs = int32_t(*k);
   }
   return r;
 }
 
-absl::StatusOr<ChatRequest> ParseChatRequest(const json& body) {
-  ChatRequest r;
-  RETURN_IF_ERROR(ReadModel(body, &r.model));
+absl::StatusOr<ordered_json> ParseMessages(const json& body) {
   const json* messages = Find(body, "messages");
   if (messages == nullptr || !messages->is_array()) {
     return FieldError("messages", "must be a list of messages");
   }
   if (messages->empty()) return FieldError("messages", "must not be empty");
-  r.messages = ordered_json::array();
+  ordered_json out = ordered_json::array();
   for (size_t i = 0; i < messages->size(); ++i) {
     const json& m = (*messages)[i];
     const std::string where = absl::StrCat("messages[", i, "]");
@@ -342,10 +451,27 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const json& body) {
     if (const json* name = Find(m, "name"); name != nullptr && name->is_string()) {
       msg["name"] = name->get<std::string>();
     }
-    r.messages.push_back(std::move(msg));
+    out.push_back(std::move(msg));
   }
+  return out;
+}
+
+absl::StatusOr<ChatRequest> ParseChatRequest(const json& body) {
+  ChatRequest r;
+  RETURN_IF_ERROR(ReadModel(body, &r.model));
+  ASSIGN_OR_RETURN(r.messages, ParseMessages(body));
   RETURN_IF_ERROR(ReadBool(body, "add_generation_prompt", &r.add_generation_prompt));
-  RETURN_IF_ERROR(ReadSampling(body, r.params, &r.stream, &r.include_usage));
+  SamplingFields f;
+  RETURN_IF_ERROR(ReadSampling(body, &f));
+  if (f.max_tokens == 0) {
+    return FieldError(
+        Find(body, "max_completion_tokens") != nullptr ? "max_completion_tokens" : "max_tokens",
+        "must be at least 1");
+  }
+  r.params = std::move(f.params);
+  r.stream = f.stream;
+  r.include_usage = f.include_usage;
+  r.max_tokens_set = f.max_tokens >= 1;
   RETURN_IF_ERROR(ReadBool(body, "logprobs", &r.logprobs));
   int32_t top = 0;
   RETURN_IF_ERROR(ReadInt(body, "top_logprobs", 0, engine::kMaxLogprobs, &top));
@@ -368,22 +494,30 @@ json UsageJson(const Usage& u) {
           {"total_tokens", u.prompt_tokens + u.completion_tokens}};
 }
 
+json BytesJson(std::string_view s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(int(c));
+  return b;
+}
+
+json TopJson(const ResponseMeta& meta, const std::vector<engine::TokenLogprob>& top) {
+  json out = json::object();
+  for (const auto& alt : top) out[meta.token_text(alt.token)] = alt.logprob;
+  return out;
+}
+
 // Completions' logprobs: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}.
 // With `echo`, the prompt's tokens come first; its first token has null log-probs, as OpenAI's.
-json CompletionLogprobs(const std::vector<int32_t>& ids,
-                        const std::vector<engine::SampleResult>& lps, const TokenText& text,
-                        const EchoedPrompt* echo = nullptr) {
+// text_offset counts characters of the choice's text (echoed prompt included).
+json CompletionLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& ids,
+                        const std::vector<engine::SampleResult>& lps,
+                        const std::vector<TokenSpan>& spans, const EchoedPrompt* echo) {
   json tokens = json::array(), token_lps = json::array(), tops = json::array(),
        offsets = json::array();
-  int64_t offset = 0;
   if (echo != nullptr) {
-    // Offsets index the choice's text. A prompt token whose text is not at the current offset
-    // (a BOS the tokenizer added, which the echoed prompt does not show) takes no width.
     for (size_t i = 0; i < echo->ids.size(); ++i) {
-      const std::string t = text(echo->ids[i]);
-      tokens.push_back(t);
-      offsets.push_back(offset);
-      if (echo->text.compare(size_t(offset), t.size(), t) == 0) offset += int64_t(t.size());
+      tokens.push_back(meta.token_text(echo->ids[i]));
+      offsets.push_back(i < echo->offsets.size() ? echo->offsets[i] : 0);
       const engine::PromptLogprob* lp =
           i >= 1 && i - 1 < echo->logprobs.size() ? &echo->logprobs[i - 1] : nullptr;
       if (lp == nullptr) {
@@ -392,21 +526,14 @@ json CompletionLogprobs(const std::vector<int32_t>& ids,
         continue;
       }
       token_lps.push_back(lp->logprob);
-      json top = json::object();
-      for (const auto& alt : lp->top) top[text(alt.token)] = alt.logprob;
-      tops.push_back(top);
+      tops.push_back(TopJson(meta, lp->top));
     }
-    offset = int64_t(echo->text.size());  // the generated text follows the whole prompt
   }
   for (size_t i = 0; i < lps.size() && i < ids.size(); ++i) {
-    const std::string t = text(ids[i]);
-    tokens.push_back(t);
+    tokens.push_back(meta.token_text(ids[i]));
     token_lps.push_back(lps[i].logprob);
-    json top = json::object();
-    for (const auto& alt : lps[i].top) top[text(alt.token)] = alt.logprob;
-    tops.push_back(top);
-    offsets.push_back(offset);
-    offset += int64_t(t.size());
+    tops.push_back(TopJson(meta, lps[i].top));
+    offsets.push_back(i < spans.size() ? spans[i].offset : 0);
   }
   return {{"tokens", tokens},
           {"token_logprobs", token_lps},
@@ -415,115 +542,125 @@ json CompletionLogprobs(const std::vector<int32_t>& ids,
 }
 
 // Chat's logprobs: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
-json ChatLogprobs(const std::vector<int32_t>& ids, const std::vector<engine::SampleResult>& lps,
-                  const TokenText& text) {
-  auto bytes = [](const std::string& s) {
-    json b = json::array();
-    for (unsigned char c : s) b.push_back(int(c));
-    return b;
-  };
+// A token's bytes are its own (a byte-fallback piece of a character has its one byte), so they
+// concatenate to the content; an alternative's are those of the token alone.
+json ChatLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& ids,
+                  const std::vector<engine::SampleResult>& lps,
+                  const std::vector<TokenSpan>& spans) {
+  const bool own_bytes = meta.tokenizer != nullptr;
   json content = json::array();
   for (size_t i = 0; i < lps.size() && i < ids.size(); ++i) {
-    const std::string t = text(ids[i]);
+    const std::string t = meta.token_text(ids[i]);
     json top = json::array();
     for (const auto& alt : lps[i].top) {
-      const std::string at = text(alt.token);
-      top.push_back({{"token", at}, {"logprob", alt.logprob}, {"bytes", bytes(at)}});
+      const std::string at = meta.token_text(alt.token);
+      top.push_back({{"token", at},
+                     {"logprob", alt.logprob},
+                     {"bytes", BytesJson(own_bytes ? TokenBytes(meta.tokenizer, alt.token) : at)}});
     }
-    content.push_back(
-        {{"token", t}, {"logprob", lps[i].logprob}, {"bytes", bytes(t)}, {"top_logprobs", top}});
+    const std::string_view bytes =
+        own_bytes ? std::string_view(i < spans.size() ? spans[i].bytes : std::string()) : t;
+    content.push_back({{"token", t},
+                       {"logprob", lps[i].logprob},
+                       {"bytes", BytesJson(bytes)},
+                       {"top_logprobs", top}});
   }
   return {{"content", content}};
 }
 
+// The fields every response and chunk starts with.
+json Envelope(const ResponseMeta& meta, const char* object) {
+  return {{"id", meta.id},
+          {"object", object},
+          {"created", meta.created},
+          {"model", meta.model},
+          {"system_fingerprint", meta.system_fingerprint}};
+}
+
 }  // namespace
 
-json CompletionResponse(const std::string& id, int64_t created, const std::string& model,
-                        const std::vector<ChoiceState>& choices, const Usage& usage,
-                        bool with_logprobs, const TokenText& token_text, const EchoedPrompt* echo) {
+json CompletionResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
+                        const Usage& usage) {
   json out_choices = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceState& c = choices[i];
     out_choices.push_back(
         {{"index", i},
-         {"text", echo != nullptr ? echo->text + c.text : c.text},
-         {"logprobs", with_logprobs ? CompletionLogprobs(c.token_ids, c.logprobs, token_text, echo)
-                                    : json(nullptr)},
+         {"text", c.echo != nullptr ? c.echo->text + c.text : c.text},
+         {"logprobs", meta.with_logprobs
+                          ? CompletionLogprobs(meta, c.token_ids, c.logprobs, c.spans, c.echo)
+                          : json(nullptr)},
          {"finish_reason", ReasonJson(c.finish)}});
   }
-  return {{"id", id},       {"object", "text_completion"}, {"created", created},
-          {"model", model}, {"choices", out_choices},      {"usage", UsageJson(usage)}};
+  json out = Envelope(meta, "text_completion");
+  out["choices"] = std::move(out_choices);
+  out["usage"] = UsageJson(usage);
+  return out;
 }
 
-json ChatResponse(const std::string& id, int64_t created, const std::string& model,
-                  const std::vector<ChoiceState>& choices, const Usage& usage, bool with_logprobs,
-                  const TokenText& token_text) {
+json ChatResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
+                  const Usage& usage) {
   json out_choices = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceState& c = choices[i];
     out_choices.push_back(
         {{"index", i},
          {"message", {{"role", "assistant"}, {"content", c.text}}},
-         {"logprobs",
-          with_logprobs ? ChatLogprobs(c.token_ids, c.logprobs, token_text) : json(nullptr)},
+         {"logprobs", meta.with_logprobs ? ChatLogprobs(meta, c.token_ids, c.logprobs, c.spans)
+                                         : json(nullptr)},
          {"finish_reason", ReasonJson(c.finish)}});
   }
-  return {{"id", id},       {"object", "chat.completion"}, {"created", created},
-          {"model", model}, {"choices", out_choices},      {"usage", UsageJson(usage)}};
+  json out = Envelope(meta, "chat.completion");
+  out["choices"] = std::move(out_choices);
+  out["usage"] = UsageJson(usage);
+  return out;
 }
 
-json CompletionChunk(const std::string& id, int64_t created, const std::string& model,
-                     const engine::StreamEvent& ev, bool with_logprobs,
-                     const TokenText& token_text) {
-  json choice = {
-      {"index", ev.index},
-      {"text", ev.text},
-      {"logprobs",
-       with_logprobs ? CompletionLogprobs(ev.token_ids, ev.logprobs, token_text) : json(nullptr)},
-      {"finish_reason", ReasonJson(ev.finish)}};
-  return {{"id", id},
-          {"object", "text_completion"},
-          {"created", created},
-          {"model", model},
-          {"choices", json::array({choice})}};
+json CompletionChunk(const ResponseMeta& meta, const engine::StreamEvent& ev,
+                     const std::vector<TokenSpan>& spans) {
+  json choice = {{"index", ev.index},
+                 {"text", ev.text},
+                 {"logprobs", meta.with_logprobs ? CompletionLogprobs(meta, ev.token_ids,
+                                                                      ev.logprobs, spans, nullptr)
+                                                 : json(nullptr)},
+                 {"finish_reason", ReasonJson(ev.finish)}};
+  json out = Envelope(meta, "text_completion");
+  out["choices"] = json::array({choice});
+  return out;
 }
 
-json EchoChunk(const std::string& id, int64_t created, const std::string& model, int32_t index,
-               const EchoedPrompt& echo, bool with_logprobs, const TokenText& token_text) {
-  json choice = {
-      {"index", index},
-      {"text", echo.text},
-      {"logprobs", with_logprobs ? CompletionLogprobs({}, {}, token_text, &echo) : json(nullptr)},
-      {"finish_reason", nullptr}};
-  return {{"id", id},
-          {"object", "text_completion"},
-          {"created", created},
-          {"model", model},
-          {"choices", json::array({choice})}};
+json EchoChunk(const ResponseMeta& meta, int32_t index, const EchoedPrompt& echo) {
+  json choice = {{"index", index},
+                 {"text", echo.text},
+                 {"logprobs",
+                  meta.with_logprobs ? CompletionLogprobs(meta, {}, {}, {}, &echo) : json(nullptr)},
+                 {"finish_reason", nullptr}};
+  json out = Envelope(meta, "text_completion");
+  out["choices"] = json::array({choice});
+  return out;
 }
 
-json ChatChunk(const std::string& id, int64_t created, const std::string& model,
-               const engine::StreamEvent& ev, bool first, bool with_logprobs,
-               const TokenText& token_text) {
+json ChatChunk(const ResponseMeta& meta, const engine::StreamEvent& ev, bool first,
+               const std::vector<TokenSpan>& spans) {
   json delta = json::object();
   if (first) delta["role"] = "assistant";
   if (!ev.text.empty() || !ev.finish) delta["content"] = ev.text;
-  json choice = {{"index", ev.index},
-                 {"delta", delta},
-                 {"logprobs", with_logprobs ? ChatLogprobs(ev.token_ids, ev.logprobs, token_text)
-                                            : json(nullptr)},
-                 {"finish_reason", ReasonJson(ev.finish)}};
-  return {{"id", id},
-          {"object", "chat.completion.chunk"},
-          {"created", created},
-          {"model", model},
-          {"choices", json::array({choice})}};
+  json choice = {
+      {"index", ev.index},
+      {"delta", delta},
+      {"logprobs",
+       meta.with_logprobs ? ChatLogprobs(meta, ev.token_ids, ev.logprobs, spans) : json(nullptr)},
+      {"finish_reason", ReasonJson(ev.finish)}};
+  json out = Envelope(meta, "chat.completion.chunk");
+  out["choices"] = json::array({choice});
+  return out;
 }
 
-json UsageChunk(const std::string& id, int64_t created, const std::string& model,
-                const char* object, const Usage& usage) {
-  return {{"id", id},       {"object", object},         {"created", created},
-          {"model", model}, {"choices", json::array()}, {"usage", UsageJson(usage)}};
+json UsageChunk(const ResponseMeta& meta, const char* object, const Usage& usage) {
+  json out = Envelope(meta, object);
+  out["choices"] = json::array();
+  out["usage"] = UsageJson(usage);
+  return out;
 }
 
 }  // namespace arbor::server

@@ -5,7 +5,9 @@
 #define ARBOR_SERVER_OPENAI_API_H_
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,7 +15,9 @@
 #include "absl/status/statusor.h"
 #include "engine/request.h"
 #include "engine/sampling/sampling_params.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "server/errors.h"
+#include "server/token_spans.h"
 
 namespace arbor::server {
 
@@ -26,15 +30,30 @@ inline constexpr int kMaxJsonDepth = 64;
 // kMaxJsonDepth and non-object bodies are InvalidArgument.
 absl::StatusOr<nlohmann::json> ParseBody(const std::string& body);
 
+// Most prompts one completions request may batch (`prompt` as a list): each is its own engine
+// request, so this bounds what one HTTP request can queue.
+inline constexpr size_t kMaxPromptsPerRequest = 1024;
+
+// One prompt of a completions request: text, or token ids.
+struct PromptInput {
+  bool is_text = true;
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
 struct CompletionRequest {
   std::string model;
-  bool prompt_is_text = true;
-  std::string prompt_text;
-  std::vector<int32_t> prompt_ids;
+  // `prompt` as a string or token ids (one entry), or a list of those (one entry each). The
+  // response has prompts.size() * n choices: choice i * n + j is sample j of prompt i.
+  std::vector<PromptInput> prompts;
   engine::SamplingParams params;
+  bool max_tokens_set = false;  // the client gave max_tokens (else the legacy default, 16)
   bool stream = false;
   bool include_usage = false;
   bool echo = false;  // the prompt leads each choice's text (and its logprobs, when asked)
+  // echo with max_tokens 0 (OpenAI's legacy scoring request): nothing is generated, each
+  // choice is its prompt (with its log-probs when asked), finish_reason "length".
+  bool score_only = false;
 };
 
 struct ChatRequest {
@@ -42,28 +61,40 @@ struct ChatRequest {
   nlohmann::ordered_json messages;  // [{role, content (string)}, ...] as the template sees them
   bool add_generation_prompt = true;
   engine::SamplingParams params;
+  // Unset: chat generates until EOS or the end of the context, as OpenAI and vLLM do.
+  bool max_tokens_set = false;
   bool stream = false;
   bool include_usage = false;
   bool logprobs = false;  // chat's logprobs flag; params.logprobs holds top_logprobs or -1
 };
 
+// The value of an integer field: a JSON integer, or a float with an integral value (8.0), as
+// vLLM accepts; nullopt for anything else (8.5, "8", true).
+std::optional<int64_t> IntegerValue(const nlohmann::json& v);
+
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(const nlohmann::json& body);
 absl::StatusOr<ChatRequest> ParseChatRequest(const nlohmann::json& body);
+// `messages` of a chat body (also /tokenize's): [{role, content, name?}] with text content.
+absl::StatusOr<nlohmann::ordered_json> ParseMessages(const nlohmann::json& body);
 
-// The prompt as `echo` shows it: its text, its ids, and (with logprobs) the log-prob of each
-// position >= 1 given the ones before, from the engine's prompt log-probs.
+// The prompt as `echo` shows it: its text, its ids, where each id starts in the text
+// (characters), and (with logprobs) the log-prob of each position >= 1 given the ones before,
+// from the engine's prompt log-probs.
 struct EchoedPrompt {
   std::string text;
   std::vector<int32_t> ids;
+  std::vector<int64_t> offsets;                 // per id: its text_offset
   std::vector<engine::PromptLogprob> logprobs;  // positions 1..n-1, in order
 };
 
-// Text of one choice as it accumulates.
+// One choice as it accumulates.
 struct ChoiceState {
   std::string text;
   std::vector<int32_t> token_ids;
+  std::vector<TokenSpan> spans;  // per token id: its bytes and text offset
   std::vector<engine::SampleResult> logprobs;
   std::optional<engine::FinishReason> finish;
+  const EchoedPrompt* echo = nullptr;  // completions' echo: leads the text and the logprobs
 };
 
 struct Usage {
@@ -74,27 +105,30 @@ struct Usage {
 // Decodes one token for logprob displays ("token" fields); may be a partial character.
 using TokenText = std::function<std::string(int32_t)>;
 
-// `echo` (may be null) leads every choice's text and logprobs.
-nlohmann::json CompletionResponse(const std::string& id, int64_t created, const std::string& model,
-                                  const std::vector<ChoiceState>& choices, const Usage& usage,
-                                  bool with_logprobs, const TokenText& token_text,
-                                  const EchoedPrompt* echo = nullptr);
+// What every response and stream chunk of one request shares.
+struct ResponseMeta {
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+  std::string system_fingerprint;
+  bool with_logprobs = false;
+  TokenText token_text;
+  const engine::Tokenizer* tokenizer = nullptr;  // null: a model served without one
+};
+
+nlohmann::json CompletionResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
+                                  const Usage& usage);
 // The stream chunk that echoes the prompt for choice `index`, before its first token.
-nlohmann::json EchoChunk(const std::string& id, int64_t created, const std::string& model,
-                         int32_t index, const EchoedPrompt& echo, bool with_logprobs,
-                         const TokenText& token_text);
-nlohmann::json ChatResponse(const std::string& id, int64_t created, const std::string& model,
-                            const std::vector<ChoiceState>& choices, const Usage& usage,
-                            bool with_logprobs, const TokenText& token_text);
-// One stream chunk for one event (chat: `first` adds the assistant role to the delta).
-nlohmann::json CompletionChunk(const std::string& id, int64_t created, const std::string& model,
-                               const engine::StreamEvent& ev, bool with_logprobs,
-                               const TokenText& token_text);
-nlohmann::json ChatChunk(const std::string& id, int64_t created, const std::string& model,
-                         const engine::StreamEvent& ev, bool first, bool with_logprobs,
-                         const TokenText& token_text);
-nlohmann::json UsageChunk(const std::string& id, int64_t created, const std::string& model,
-                          const char* object, const Usage& usage);
+nlohmann::json EchoChunk(const ResponseMeta& meta, int32_t index, const EchoedPrompt& echo);
+nlohmann::json ChatResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
+                            const Usage& usage);
+// One stream chunk for one event; `spans` are its tokens' (chat: `first` adds the assistant
+// role to the delta).
+nlohmann::json CompletionChunk(const ResponseMeta& meta, const engine::StreamEvent& ev,
+                               const std::vector<TokenSpan>& spans);
+nlohmann::json ChatChunk(const ResponseMeta& meta, const engine::StreamEvent& ev, bool first,
+                         const std::vector<TokenSpan>& spans);
+nlohmann::json UsageChunk(const ResponseMeta& meta, const char* object, const Usage& usage);
 
 }  // namespace arbor::server
 

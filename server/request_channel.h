@@ -13,19 +13,31 @@
 
 namespace arbor::server {
 
+// One channel may carry several engine requests (a completions call with a list of prompts):
+// each one's callback shifts its event indexes, so that they number the client's choices.
 class RequestChannel : public std::enable_shared_from_this<RequestChannel> {
  public:
+  // `n`: how many sequences (over every request) will finish.
   explicit RequestChannel(int n) : n_(n) {}
 
-  // The engine callback; holds the channel alive while the engine may still call it.
-  engine::StreamCallback Callback() {
+  // The engine callback; holds the channel alive while the engine may still call it. Events
+  // come out with `index_offset` added to their index.
+  engine::StreamCallback Callback(int32_t index_offset = 0) {
     auto self = shared_from_this();
-    return [self](const engine::StreamEvent& ev) {
+    return [self, index_offset](const engine::StreamEvent& ev) {
       std::lock_guard<std::mutex> lock(self->mu_);
       if (ev.finish) ++self->finished_;
       self->events_.push_back(ev);
+      self->events_.back().index += index_offset;
       self->cv_.notify_all();
     };
+  }
+
+  // `sequences` of the n will never finish here (their request was never submitted).
+  void Forget(int sequences) {
+    std::lock_guard<std::mutex> lock(mu_);
+    n_ -= sequences;
+    cv_.notify_all();
   }
 
   // Pops the next event, waiting up to `timeout`; false if none came.
@@ -51,7 +63,7 @@ class RequestChannel : public std::enable_shared_from_this<RequestChannel> {
   }
 
  private:
-  const int n_;
+  int n_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<engine::StreamEvent> events_;

@@ -255,6 +255,20 @@ if u["prompt_tokens"] != int(sys.argv[2]) - 1 or u["completion_tokens"] != 1:
 elif ! why=$(sanity); then fail context_minus_1_plus_1_accepted "$why"
 else PASSED=$((PASSED + 1)); fi
 
+# ---------------------------------------------------------------- fields refused by name, never dropped
+comp  suffix_not_supported           400 suffix "{$P,\"suffix\":\" and so on\"}"
+chat  functions_not_supported        400 functions "{$MSG,\"functions\":[{\"name\":\"f\",\"parameters\":{}}]}"
+chat  function_call_not_supported    400 function_call "{$MSG,\"function_call\":\"auto\"}"
+chat  response_format_json_object    400 response_format "{$MSG,\"response_format\":{\"type\":\"json_object\"}}"
+chat  response_format_not_object     400 response_format "{$MSG,\"response_format\":\"text\"}"
+comp  stream_options_without_stream  400 stream_options "{$P,\"stream_options\":{\"include_usage\":true}}"
+comp  prompt_list_with_number        400 prompt "{$M,\"prompt\":[\"a\",5]}"
+comp  prompt_list_with_empty_ids     400 prompt "{$M,\"prompt\":[[1,2],[]]}"
+comp  prompt_list_bad_id             400 prompt "{$M,\"prompt\":[\"fine\",[1,$VOCAB]]}"
+comp  max_tokens_0_without_echo      400 max_tokens "{$P,\"max_tokens\":0}"
+comp  max_tokens_0_echo_n2           400 n "{$P,\"max_tokens\":0,\"echo\":true,\"n\":2}"
+comp  n_fraction                     400 n "{$P,\"n\":1.5}"
+
 # ---------------------------------------------------------------- 9. unknown model
 comp  unknown_model                  404 "" "{\"model\":\"no-such-model\",\"prompt\":\"Hi\"}" 'The model `no-such-model` does not exist.'
 chat  chat_unknown_model             404 "" "{\"model\":\"no-such-model\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}" 'The model `no-such-model` does not exist.'

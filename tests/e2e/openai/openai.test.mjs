@@ -394,6 +394,78 @@ test('chat: logprobs and top_logprobs shape', T, async () => {
   assert.ok(none.choices[0].logprobs == null, 'no logprobs unless asked');
 });
 
+// ------------------------------------------------- request shapes real clients send (issue 9)
+
+test('models.retrieve returns the served model; an unknown id is NotFoundError', T, async () => {
+  const m = await client.models.retrieve(MODEL);
+  assert.equal(m.id, MODEL);
+  assert.equal(m.object, 'model');
+  await expectError(client.models.retrieve('no-such-model'), OpenAI.NotFoundError, 404);
+});
+
+test('completions: a list of prompts gives len(prompt) x n choices (LangChain batching)', T, async () => {
+  const r = await client.completions.create({
+    model: MODEL, prompt: ['Once upon a time', 'The sky'], n: 2, max_tokens: 3, ...greedy,
+  });
+  checkEnvelope(r, 'text_completion');
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2, 3]);
+  assert.equal(r.choices[0].text, r.choices[1].text, 'greedy samples of one prompt agree');
+  assert.equal(r.choices[2].text, r.choices[3].text, 'greedy samples of one prompt agree');
+  checkUsage(r.usage, { completion: 12 });
+  const ids = await client.completions.create({ model: MODEL, prompt: [[1, 2, 3], [4, 5]], max_tokens: 2, ...greedy });
+  assert.equal(ids.choices.length, 2);
+  checkUsage(ids.usage, { prompt: 5, completion: 4 });
+});
+
+test('completions: echo with max_tokens 0 scores the prompt (evaluation harnesses)', T, async () => {
+  const prompt = 'The quick brown fox';
+  const r = await client.completions.create({ model: MODEL, prompt, echo: true, max_tokens: 0, logprobs: 1 });
+  const c = r.choices[0];
+  assert.equal(c.text, prompt);
+  assert.equal(c.finish_reason, 'length');
+  checkUsage(r.usage, { completion: 0 });
+  assert.equal(c.logprobs.token_logprobs[0], null, 'the first token has no log-prob');
+  assert.ok(c.logprobs.token_logprobs.slice(1).every((x) => Number.isFinite(x) && x <= 1e-6));
+  const offsets = c.logprobs.text_offset;
+  assert.equal(offsets.length, r.usage.prompt_tokens);
+  assert.ok(offsets.every((o, i) => i === 0 || o >= offsets[i - 1]), 'offsets never go back');
+  assert.ok(offsets[offsets.length - 1] < prompt.length, 'offsets index the text in characters');
+});
+
+test('chat: without max_tokens it generates to the end of the context, not 16 tokens', T, async () => {
+  const r = await client.chat.completions.create({ model: MODEL, messages, ...greedy });
+  checkUsage(r.usage);
+  assert.equal(r.usage.prompt_tokens + r.usage.completion_tokens, CONTEXT);
+  assert.equal(r.choices[0].finish_reason, 'length');
+});
+
+test('chat: response_format text is accepted; responses carry a system_fingerprint', T, async () => {
+  const r = await client.chat.completions.create({
+    model: MODEL, messages, max_tokens: 2, response_format: { type: 'text' }, ...greedy,
+  });
+  assert.equal(typeof r.system_fingerprint, 'string');
+  assert.ok(r.system_fingerprint.startsWith('fp_'));
+  await expectError(client.chat.completions.create({
+    model: MODEL, messages, max_tokens: 2, response_format: { type: 'json_object' },
+  }), OpenAI.BadRequestError, 400);
+});
+
+test('POST /tokenize and /detokenize (vLLM\'s routes) round-trip', T, async () => {
+  const post = async (path, body) => {
+    const res = await fetch(`${BASE}${path}`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
+      body: JSON.stringify(body),
+    });
+    assert.equal(res.status, 200, `${path}: ${res.status}`);
+    return res.json();
+  };
+  const t = await post('/tokenize', { model: MODEL, prompt: 'Hello world', add_special_tokens: false });
+  assert.equal(t.count, t.tokens.length);
+  assert.equal(t.max_model_len, CONTEXT);
+  const d = await post('/detokenize', { model: MODEL, tokens: t.tokens });
+  assert.equal(d.prompt, 'Hello world');
+});
+
 // ----------------------------------------------------------------------------- auth, errors
 
 test('auth: a wrong key gives AuthenticationError 401', T, async () => {
