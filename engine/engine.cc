@@ -310,10 +310,28 @@ void Engine::Step() {
     RefreshStats(schedule_s, 0, 0);
     return;
   }
-  for (const memory::CopyOp& c : d.copies) {
-    absl::Status s = backend_.CopyOnDevice(pool_->page_ptr(c.dst_page), pool_->page_ptr(c.src_page),
-                                           pool_->page_bytes(), backend_.default_stream());
-    if (!s.ok()) spdlog::error("copy-on-write of page {}: {}", c.src_page, s.ToString());
+  // Copy-on-write of shared last blocks. A sequence whose copy fails would compute over a page
+  // that never received its prefix: its request is aborted and its chunks dropped.
+  for (const ScheduledCopy& c : d.copies) {
+    if (c.seq->finished) continue;
+    absl::Status s =
+        backend_.CopyOnDevice(pool_->page_ptr(c.op.dst_page), pool_->page_ptr(c.op.src_page),
+                              pool_->page_bytes(), backend_.default_stream());
+    if (s.ok()) continue;
+    RequestState* req = c.seq->request;
+    spdlog::error("request {}: copy-on-write of page {} failed, aborting the request: {}", req->id,
+                  c.op.src_page, s.ToString());
+    const std::string why = absl::StrCat("copy-on-write failed: ", s.message());
+    for (auto& seq : req->seqs) {
+      if (!seq->finished) Finish(seq.get(), FinishReason::kAbort, why);
+    }
+  }
+  d.run.erase(std::remove_if(d.run.begin(), d.run.end(),
+                             [](const ScheduledChunk& c) { return c.seq->finished; }),
+              d.run.end());
+  if (d.run.empty()) {
+    RefreshStats(schedule_s, 0, 0);
+    return;
   }
   std::vector<SequenceChunk> chunks;
   chunks.reserve(d.run.size());
@@ -332,8 +350,7 @@ void Engine::Step() {
                       c.start, blocks_->BlockTable(c.seq->id), rows, req->request.adapter.get()});
   }
   const absl::Time t1 = absl::Now();
-  auto logits =
-      model_.Forward(chunks, KvCacheView{static_cast<float*>(pool_->base()), config_.block_size});
+  auto logits = model_.Forward(chunks, KvCacheView{pool_->base(), config_.block_size});
   const absl::Time t2 = absl::Now();
   if (!logits.ok()) {
     spdlog::critical("forward pass failed; the engine stops serving: {}",

@@ -93,9 +93,8 @@ const std::map<std::string, Setter>& Schema() {
        }},
       {"model.dtype",
        [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
-         // The forward pass computes in fp32 on both backends today; half-precision compute
-         // comes with the CUDA fast path.
-         ASSIGN_OR_RETURN(c.model.dtype, ReadEnum(n, k, {"auto", "float32"}));
+         ASSIGN_OR_RETURN(c.model.dtype,
+                          ReadEnum(n, k, {"auto", "bfloat16", "float16", "float32"}));
          return absl::OkStatus();
        }},
       {"model.max_model_len",
@@ -142,6 +141,12 @@ const std::map<std::string, Setter>& Schema() {
       {"engine.enable_prefix_caching",
        [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
          ASSIGN_OR_RETURN(c.engine.enable_prefix_caching, ReadBool(n, k));
+         return absl::OkStatus();
+       }},
+      {"engine.kv_cache_dtype",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.kv_cache_dtype,
+                          ReadEnum(n, k, {"auto", "bfloat16", "float16", "float32"}));
          return absl::OkStatus();
        }},
       {"engine.max_lora_rank",
@@ -305,6 +310,7 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   out << YAML::Key << "pool_bytes" << YAML::Value << c.engine.pool_bytes;
   out << YAML::Key << "pool_fraction" << YAML::Value << c.engine.pool_fraction;
   out << YAML::Key << "enable_prefix_caching" << YAML::Value << c.engine.enable_prefix_caching;
+  out << YAML::Key << "kv_cache_dtype" << YAML::Value << c.engine.kv_cache_dtype;
   out << YAML::Key << "max_lora_rank" << YAML::Value << c.engine.max_lora_rank;
   out << YAML::EndMap;
   out << YAML::Key << "server" << YAML::Value << YAML::BeginMap;

@@ -11,10 +11,12 @@
 namespace arbor::engine {
 
 struct ModelSection {
-  std::string path;                         // a Hugging Face model directory
-  std::string load_format = "auto";         // auto (safetensors) | dummy (random weights)
-  int64_t dummy_seed = 0;                   // seed of `load_format: dummy`
-  std::string dtype = "auto";               // auto | float32: the compute dtype
+  std::string path;                  // a Hugging Face model directory
+  std::string load_format = "auto";  // auto (safetensors) | dummy (random weights)
+  int64_t dummy_seed = 0;            // seed of `load_format: dummy`
+  // auto | bfloat16 | float16 | float32: weights and activations (model_factory.h resolves
+  // auto: a 16-bit checkpoint's dtype on CUDA, bf16 for an fp32 one; fp32 on the CPU).
+  std::string dtype = "auto";
   int64_t max_model_len = 0;                // 0: the model's max_position_embeddings
   std::string served_model_name = "arbor";  // the `model` id clients send
 };
@@ -27,7 +29,8 @@ struct EngineSection {
   int64_t pool_bytes = 0;                 // KV pool size; 0: pool_fraction of free memory
   double pool_fraction = 0.5;
   bool enable_prefix_caching = true;
-  int64_t max_lora_rank = 64;  // LoRA adapters of higher rank are refused
+  std::string kv_cache_dtype = "auto";  // auto (the model's dtype) | bfloat16 | float16 | float32
+  int64_t max_lora_rank = 64;           // LoRA adapters of higher rank are refused
 };
 
 struct ServerSection {

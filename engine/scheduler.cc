@@ -103,7 +103,7 @@ ScheduleDecision Scheduler::Schedule() {
       Preempt(seq, d);  // the newest of all that remain: recompute it later
       continue;         // running_[i] is now the next sequence (or the end)
     }
-    d.copies.insert(d.copies.end(), copies.begin(), copies.end());
+    for (const memory::CopyOp& c : copies) d.copies.push_back({c, seq});
     Run(seq, take, score);
     ++i;
   }

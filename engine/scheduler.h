@@ -43,11 +43,17 @@ struct ScheduledChunk {
   bool score;   // the sequence scores its prompt: logits of every position of the chunk
 };
 
+// A copy-on-write page copy the next chunk of `seq` needs before the forward.
+struct ScheduledCopy {
+  memory::CopyOp op;
+  Sequence* seq;
+};
+
 struct ScheduleDecision {
   std::vector<ScheduledChunk> run;
-  std::vector<memory::CopyOp> copies;  // copy-on-write page copies to do before the forward
-  std::vector<Sequence*> preempted;    // freed this iteration, back in the waiting queue
-  std::vector<Sequence*> rejected;     // can never fit the pool: finish them with an error
+  std::vector<ScheduledCopy> copies;  // copy-on-write page copies to do before the forward
+  std::vector<Sequence*> preempted;   // freed this iteration, back in the waiting queue
+  std::vector<Sequence*> rejected;    // can never fit the pool: finish them with an error
 };
 
 class Scheduler {

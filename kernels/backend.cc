@@ -1,5 +1,7 @@
 #include "kernels/backend.h"
 
+#include <cmath>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -42,174 +44,231 @@ void DeviceBuffer::Release() {
 
 namespace {
 
-absl::Status RequirePositive(const char* op, const char* field, int64_t v) {
-  if (v <= 0)
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", field, " must be > 0, got ", v));
-  return absl::OkStatus();
-}
-
-absl::Status RequirePointer(const char* op, const char* field, const void* p) {
-  if (p == nullptr) return absl::InvalidArgumentError(absl::StrCat(op, ": ", field, " is null"));
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::Status ValidateRmsNorm(const RmsNormArgs& a) {
-  for (auto [f, p] :
-       {std::pair<const char*, const void*>{"x", a.x}, {"weight", a.weight}, {"y", a.y}}) {
-    if (auto s = RequirePointer("RmsNorm", f, p); !s.ok()) return s;
-  }
-  if (auto s = RequirePositive("RmsNorm", "rows", a.rows); !s.ok()) return s;
-  if (auto s = RequirePositive("RmsNorm", "cols", a.cols); !s.ok()) return s;
-  if (!(a.eps > 0.0f)) return absl::InvalidArgumentError("RmsNorm: eps must be > 0");
-  return absl::OkStatus();
-}
-
-absl::Status ValidateSiluMul(const SiluMulArgs& a) {
-  for (auto [f, p] :
-       {std::pair<const char*, const void*>{"gate", a.gate}, {"up", a.up}, {"out", a.out}}) {
-    if (auto s = RequirePointer("SiluMul", f, p); !s.ok()) return s;
-  }
-  return RequirePositive("SiluMul", "n", a.n);
-}
-
-absl::Status ValidateAxpy(const AxpyArgs& a) {
-  for (auto [f, p] : {std::pair<const char*, const void*>{"x", a.x}, {"y", a.y}}) {
-    if (auto s = RequirePointer("Axpy", f, p); !s.ok()) return s;
-  }
-  return RequirePositive("Axpy", "n", a.n);
-}
-
-absl::Status ValidateGemm(const GemmArgs& a) {
-  for (auto [f, p] : {std::pair<const char*, const void*>{"a", a.a}, {"b", a.b}, {"c", a.c}}) {
-    if (auto s = RequirePointer("Gemm", f, p); !s.ok()) return s;
-  }
-  if (auto s = RequirePositive("Gemm", "m", a.m); !s.ok()) return s;
-  if (auto s = RequirePositive("Gemm", "n", a.n); !s.ok()) return s;
-  if (auto s = RequirePositive("Gemm", "k", a.k); !s.ok()) return s;
-  // cuBLAS takes int dimensions; refuse what would wrap rather than compute garbage.
-  constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
-  if (a.m > kMaxDim || a.n > kMaxDim || a.k > kMaxDim) {
-    return absl::InvalidArgumentError("Gemm: a dimension exceeds 2^31-1");
-  }
-  return absl::OkStatus();
-}
-
 #define ARBOR_REQUIRE(expr)                    \
   do {                                         \
     if (auto s_ = (expr); !s_.ok()) return s_; \
   } while (0)
 
-absl::Status ValidateEmbedding(const EmbeddingArgs& a) {
-  ARBOR_REQUIRE(RequirePointer("Embedding", "ids", a.ids));
-  ARBOR_REQUIRE(RequirePointer("Embedding", "table", a.table));
-  ARBOR_REQUIRE(RequirePointer("Embedding", "out", a.out));
-  ARBOR_REQUIRE(RequirePositive("Embedding", "num_tokens", a.num_tokens));
-  ARBOR_REQUIRE(RequirePositive("Embedding", "vocab", a.vocab));
-  return RequirePositive("Embedding", "hidden", a.hidden);
+absl::Status Invalid(const char* op, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
 }
 
-absl::Status ValidateBiasAdd(const BiasAddArgs& a) {
-  ARBOR_REQUIRE(RequirePointer("BiasAdd", "x", a.x));
-  ARBOR_REQUIRE(RequirePointer("BiasAdd", "bias", a.bias));
-  ARBOR_REQUIRE(RequirePositive("BiasAdd", "rows", a.rows));
-  return RequirePositive("BiasAdd", "cols", a.cols);
-}
-
-absl::Status ValidateRope(const RopeArgs& a) {
-  ARBOR_REQUIRE(RequirePointer("Rope", "q", a.q));
-  ARBOR_REQUIRE(RequirePointer("Rope", "k", a.k));
-  ARBOR_REQUIRE(RequirePointer("Rope", "positions", a.positions));
-  ARBOR_REQUIRE(RequirePointer("Rope", "inv_freq", a.inv_freq));
-  ARBOR_REQUIRE(RequirePositive("Rope", "num_tokens", a.num_tokens));
-  ARBOR_REQUIRE(RequirePositive("Rope", "num_q_heads", a.num_q_heads));
-  ARBOR_REQUIRE(RequirePositive("Rope", "num_kv_heads", a.num_kv_heads));
-  ARBOR_REQUIRE(RequirePositive("Rope", "head_dim", a.head_dim));
-  if (a.head_dim % 2 != 0) return absl::InvalidArgumentError("Rope: head_dim must be even");
+absl::Status RequirePositive(const char* op, const char* field, int64_t v) {
+  if (v <= 0) return Invalid(op, absl::StrCat(field, " must be > 0, got ", v));
   return absl::OkStatus();
 }
 
-namespace {
+absl::Status RequirePointer(const char* op, const char* field, const void* p) {
+  if (p == nullptr) return Invalid(op, absl::StrCat(field, " is null"));
+  return absl::OkStatus();
+}
+
+// A float tensor with data, a positive shape and a stride that covers its columns. Kernels
+// index with 64-bit offsets; cuBLASLt takes 32-bit dimensions and leading dimensions.
+absl::Status RequireTensor(const char* op, const char* field, const Tensor& t) {
+  if (t.data == nullptr) return Invalid(op, absl::StrCat(field, " is null"));
+  if (!IsFloat(t.dtype)) {
+    return Invalid(op, absl::StrCat(field, " has dtype ", DTypeName(t.dtype), ", not a float"));
+  }
+  if (t.rows <= 0 || t.cols <= 0) {
+    return Invalid(op, absl::StrCat(field, " has shape [", t.rows, ", ", t.cols, "]"));
+  }
+  if (t.stride < t.cols) {
+    return Invalid(op, absl::StrCat(field, " has stride ", t.stride, " < cols ", t.cols));
+  }
+  constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
+  if (t.rows > kMaxDim || t.stride > kMaxDim) {
+    return Invalid(op, absl::StrCat(field, " exceeds 2^31-1 rows or stride"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequireShape(const char* op, const char* field, const Tensor& t, int64_t rows,
+                          int64_t cols) {
+  if (t.rows != rows || t.cols != cols) {
+    return Invalid(
+        op, absl::StrCat(field, " is [", t.rows, ", ", t.cols, "], want [", rows, ", ", cols, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequireDType(const char* op, const char* field, const Tensor& t, DType want) {
+  if (t.dtype != want) {
+    return Invalid(op, absl::StrCat(field, " is ", DTypeName(t.dtype), ", want ", DTypeName(want)));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ValidatePagedKv(const char* op, const PagedKv& kv) {
   ARBOR_REQUIRE(RequirePointer(op, "kv.pages", kv.pages));
+  if (!IsFloat(kv.dtype)) return Invalid(op, "kv.dtype is not a float type");
   ARBOR_REQUIRE(RequirePositive(op, "kv.block_size", kv.block_size));
   ARBOR_REQUIRE(RequirePositive(op, "kv.num_layers", kv.num_layers));
   ARBOR_REQUIRE(RequirePositive(op, "kv.kv_dim", kv.kv_dim));
   if (kv.layer < 0 || kv.layer >= kv.num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": kv.layer outside [0, num_layers)"));
+    return Invalid(op, "kv.layer outside [0, num_layers)");
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status ValidateKvWrite(const KvWriteArgs& a) {
-  ARBOR_REQUIRE(RequirePointer("KvWrite", "k", a.k));
-  ARBOR_REQUIRE(RequirePointer("KvWrite", "v", a.v));
-  ARBOR_REQUIRE(RequirePointer("KvWrite", "slots", a.slots));
-  ARBOR_REQUIRE(ValidatePagedKv("KvWrite", a.kv));
-  return RequirePositive("KvWrite", "num_tokens", a.num_tokens);
+absl::Status ValidateLinear(const LinearArgs& a) {
+  ARBOR_REQUIRE(RequireTensor("Linear", "x", a.x));
+  ARBOR_REQUIRE(RequireTensor("Linear", "w", a.w));
+  ARBOR_REQUIRE(RequireTensor("Linear", "y", a.y));
+  ARBOR_REQUIRE(RequireDType("Linear", "w", a.w, a.x.dtype));
+  if (a.y.dtype != a.x.dtype && a.y.dtype != DType::kF32) {
+    return Invalid("Linear", absl::StrCat("y is ", DTypeName(a.y.dtype), ": want x's dtype (",
+                                          DTypeName(a.x.dtype), ") or f32"));
+  }
+  if (a.x.cols != a.w.cols) {
+    return Invalid("Linear", absl::StrCat("x has ", a.x.cols, " columns, w has ", a.w.cols));
+  }
+  ARBOR_REQUIRE(RequireShape("Linear", "y", a.y, a.x.rows, a.w.rows));
+  if (a.w.cols > (int64_t{1} << 31) - 1) return Invalid("Linear", "k exceeds 2^31-1");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAddRmsNorm(const AddRmsNormArgs& a) {
+  ARBOR_REQUIRE(RequireTensor("AddRmsNorm", "x", a.x));
+  ARBOR_REQUIRE(RequireTensor("AddRmsNorm", "y", a.y));
+  ARBOR_REQUIRE(RequirePointer("AddRmsNorm", "weight", a.weight));
+  ARBOR_REQUIRE(RequireShape("AddRmsNorm", "y", a.y, a.x.rows, a.x.cols));
+  ARBOR_REQUIRE(RequireDType("AddRmsNorm", "y", a.y, a.x.dtype));
+  if (!a.delta.empty()) {
+    ARBOR_REQUIRE(RequireTensor("AddRmsNorm", "delta", a.delta));
+    ARBOR_REQUIRE(RequireShape("AddRmsNorm", "delta", a.delta, a.x.rows, a.x.cols));
+    ARBOR_REQUIRE(RequireDType("AddRmsNorm", "delta", a.delta, a.x.dtype));
+  }
+  if (!(a.eps > 0.0f)) return Invalid("AddRmsNorm", "eps must be > 0");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSiluMul(const SiluMulArgs& a) {
+  ARBOR_REQUIRE(RequireTensor("SiluMul", "gate_up", a.gate_up));
+  ARBOR_REQUIRE(RequireTensor("SiluMul", "out", a.out));
+  ARBOR_REQUIRE(RequireShape("SiluMul", "gate_up", a.gate_up, a.out.rows, 2 * a.out.cols));
+  return RequireDType("SiluMul", "out", a.out, a.gate_up.dtype);
+}
+
+absl::Status ValidateEmbedding(const EmbeddingArgs& a) {
+  ARBOR_REQUIRE(RequirePointer("Embedding", "ids", a.ids));
+  ARBOR_REQUIRE(RequireTensor("Embedding", "table", a.table));
+  ARBOR_REQUIRE(RequireTensor("Embedding", "out", a.out));
+  ARBOR_REQUIRE(RequireDType("Embedding", "out", a.out, a.table.dtype));
+  if (a.out.cols != a.table.cols) {
+    return Invalid("Embedding",
+                   absl::StrCat("out has ", a.out.cols, " columns, the table ", a.table.cols));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRopeKvWrite(const RopeKvWriteArgs& a) {
+  const char* op = "RopeKvWrite";
+  ARBOR_REQUIRE(RequireTensor(op, "qkv", a.qkv));
+  ARBOR_REQUIRE(RequirePointer(op, "positions", a.positions));
+  ARBOR_REQUIRE(RequirePointer(op, "inv_freq", a.inv_freq));
+  ARBOR_REQUIRE(RequirePointer(op, "slots", a.slots));
+  ARBOR_REQUIRE(ValidatePagedKv(op, a.kv));
+  ARBOR_REQUIRE(RequirePositive(op, "num_q_heads", a.num_q_heads));
+  ARBOR_REQUIRE(RequirePositive(op, "num_kv_heads", a.num_kv_heads));
+  ARBOR_REQUIRE(RequirePositive(op, "head_dim", a.head_dim));
+  if (a.head_dim % 2 != 0) return Invalid(op, "head_dim must be even");
+  if (a.qkv.cols != (a.num_q_heads + 2 * a.num_kv_heads) * a.head_dim) {
+    return Invalid(op, absl::StrCat("qkv has ", a.qkv.cols, " columns, want (", a.num_q_heads,
+                                    " + 2 * ", a.num_kv_heads, ") * ", a.head_dim));
+  }
+  if (a.num_kv_heads * a.head_dim != a.kv.kv_dim) {
+    return Invalid(op, "num_kv_heads * head_dim != kv.kv_dim");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidatePagedAttention(const PagedAttentionArgs& a) {
-  ARBOR_REQUIRE(RequirePointer("PagedAttention", "q", a.q));
-  ARBOR_REQUIRE(RequirePointer("PagedAttention", "out", a.out));
-  ARBOR_REQUIRE(RequirePointer("PagedAttention", "block_tables", a.block_tables));
-  ARBOR_REQUIRE(RequirePointer("PagedAttention", "token_seq", a.token_seq));
-  ARBOR_REQUIRE(RequirePointer("PagedAttention", "q_positions", a.q_positions));
-  ARBOR_REQUIRE(ValidatePagedKv("PagedAttention", a.kv));
-  ARBOR_REQUIRE(RequirePositive("PagedAttention", "num_tokens", a.num_tokens));
-  ARBOR_REQUIRE(RequirePositive("PagedAttention", "num_seqs", a.num_seqs));
-  ARBOR_REQUIRE(RequirePositive("PagedAttention", "max_blocks", a.max_blocks));
-  ARBOR_REQUIRE(RequirePositive("PagedAttention", "num_q_heads", a.num_q_heads));
-  ARBOR_REQUIRE(RequirePositive("PagedAttention", "num_kv_heads", a.num_kv_heads));
-  ARBOR_REQUIRE(RequirePositive("PagedAttention", "head_dim", a.head_dim));
-  if (a.num_q_heads % a.num_kv_heads != 0) {
-    return absl::InvalidArgumentError("PagedAttention: num_kv_heads must divide num_q_heads");
-  }
+  const char* op = "PagedAttention";
+  ARBOR_REQUIRE(RequireTensor(op, "q", a.q));
+  ARBOR_REQUIRE(RequireTensor(op, "out", a.out));
+  ARBOR_REQUIRE(RequirePointer(op, "block_tables", a.block_tables));
+  ARBOR_REQUIRE(RequirePointer(op, "token_seq", a.token_seq));
+  ARBOR_REQUIRE(RequirePointer(op, "q_positions", a.q_positions));
+  ARBOR_REQUIRE(ValidatePagedKv(op, a.kv));
+  ARBOR_REQUIRE(RequirePositive(op, "num_seqs", a.num_seqs));
+  ARBOR_REQUIRE(RequirePositive(op, "max_blocks", a.max_blocks));
+  ARBOR_REQUIRE(RequirePositive(op, "num_q_heads", a.num_q_heads));
+  ARBOR_REQUIRE(RequirePositive(op, "num_kv_heads", a.num_kv_heads));
+  ARBOR_REQUIRE(RequirePositive(op, "head_dim", a.head_dim));
+  ARBOR_REQUIRE(RequireShape(op, "q", a.q, a.q.rows, a.num_q_heads * a.head_dim));
+  ARBOR_REQUIRE(RequireShape(op, "out", a.out, a.q.rows, a.num_q_heads * a.head_dim));
+  ARBOR_REQUIRE(RequireDType(op, "out", a.out, a.q.dtype));
+  if (a.num_q_heads % a.num_kv_heads != 0)
+    return Invalid(op, "num_kv_heads must divide num_q_heads");
   if (a.num_kv_heads * a.head_dim != a.kv.kv_dim) {
-    return absl::InvalidArgumentError("PagedAttention: num_kv_heads * head_dim != kv.kv_dim");
+    return Invalid(op, "num_kv_heads * head_dim != kv.kv_dim");
   }
-  if (a.sliding_window < 0) {
-    return absl::InvalidArgumentError("PagedAttention: sliding_window < 0");
-  }
+  if (a.sliding_window < 0) return Invalid(op, "sliding_window < 0");
   // The CUDA kernel keeps one head's output row in registers: 8 floats a lane, 32 lanes.
-  if (a.head_dim > 256) return absl::InvalidArgumentError("PagedAttention: head_dim > 256");
+  if (a.head_dim > 256) return Invalid(op, "head_dim > 256");
   return absl::OkStatus();
 }
 
 absl::Status ValidateTopKSoftmax(const TopKSoftmaxArgs& a) {
-  ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "logits", a.logits));
+  ARBOR_REQUIRE(RequireTensor("TopKSoftmax", "logits", a.logits));
   ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "weights", a.weights));
   ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "experts", a.experts));
-  ARBOR_REQUIRE(RequirePositive("TopKSoftmax", "num_tokens", a.num_tokens));
-  ARBOR_REQUIRE(RequirePositive("TopKSoftmax", "num_experts", a.num_experts));
   ARBOR_REQUIRE(RequirePositive("TopKSoftmax", "k", a.k));
-  if (a.k > a.num_experts || a.k > 16) {
-    return absl::InvalidArgumentError("TopKSoftmax: k must be <= num_experts and <= 16");
+  if (a.k > a.logits.cols || a.k > 16) {
+    return Invalid("TopKSoftmax", "k must be <= num_experts and <= 16");
   }
   return absl::OkStatus();
 }
 
 absl::Status ValidateGatherRows(const GatherRowsArgs& a) {
-  ARBOR_REQUIRE(RequirePointer("GatherRows", "src", a.src));
+  ARBOR_REQUIRE(RequireTensor("GatherRows", "src", a.src));
   ARBOR_REQUIRE(RequirePointer("GatherRows", "index", a.index));
-  ARBOR_REQUIRE(RequirePointer("GatherRows", "dst", a.dst));
-  ARBOR_REQUIRE(RequirePositive("GatherRows", "num_rows", a.num_rows));
-  ARBOR_REQUIRE(RequirePositive("GatherRows", "src_rows", a.src_rows));
-  return RequirePositive("GatherRows", "cols", a.cols);
+  ARBOR_REQUIRE(RequireTensor("GatherRows", "dst", a.dst));
+  ARBOR_REQUIRE(RequireDType("GatherRows", "dst", a.dst, a.src.dtype));
+  if (a.dst.cols != a.src.cols) return Invalid("GatherRows", "dst and src column counts differ");
+  return absl::OkStatus();
 }
 
 absl::Status ValidateScatterAddRows(const ScatterAddRowsArgs& a) {
-  ARBOR_REQUIRE(RequirePointer("ScatterAddRows", "src", a.src));
+  ARBOR_REQUIRE(RequireTensor("ScatterAddRows", "src", a.src));
   ARBOR_REQUIRE(RequirePointer("ScatterAddRows", "index", a.index));
   ARBOR_REQUIRE(RequirePointer("ScatterAddRows", "scale", a.scale));
-  ARBOR_REQUIRE(RequirePointer("ScatterAddRows", "dst", a.dst));
-  ARBOR_REQUIRE(RequirePositive("ScatterAddRows", "num_rows", a.num_rows));
-  ARBOR_REQUIRE(RequirePositive("ScatterAddRows", "dst_rows", a.dst_rows));
-  return RequirePositive("ScatterAddRows", "cols", a.cols);
+  ARBOR_REQUIRE(RequireTensor("ScatterAddRows", "dst", a.dst));
+  ARBOR_REQUIRE(RequireDType("ScatterAddRows", "dst", a.dst, a.src.dtype));
+  if (a.dst.cols != a.src.cols) {
+    return Invalid("ScatterAddRows", "dst and src column counts differ");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMoeCombine(const MoeCombineArgs& a) {
+  ARBOR_REQUIRE(RequireTensor("MoeCombine", "expert_out", a.expert_out));
+  ARBOR_REQUIRE(RequirePointer("MoeCombine", "rows", a.rows));
+  ARBOR_REQUIRE(RequirePointer("MoeCombine", "weights", a.weights));
+  ARBOR_REQUIRE(RequireTensor("MoeCombine", "out", a.out));
+  ARBOR_REQUIRE(RequirePositive("MoeCombine", "k", a.k));
+  ARBOR_REQUIRE(RequireDType("MoeCombine", "out", a.out, a.expert_out.dtype));
+  if (a.out.cols != a.expert_out.cols) {
+    return Invalid("MoeCombine", "out and expert_out column counts differ");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRandomFill(const RandomFillArgs& a) {
+  ARBOR_REQUIRE(RequireTensor("RandomFill", "out", a.out));
+  if (!(a.lo < a.hi) || !std::isfinite(a.lo) || !std::isfinite(a.hi)) {
+    return Invalid("RandomFill", "needs finite lo < hi");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateConvert(const ConvertArgs& a) {
+  ARBOR_REQUIRE(RequireTensor("Convert", "src", a.src));
+  ARBOR_REQUIRE(RequireTensor("Convert", "dst", a.dst));
+  return RequireShape("Convert", "dst", a.dst, a.src.rows, a.src.cols);
 }
 
 #undef ARBOR_REQUIRE

@@ -96,19 +96,20 @@ class Backend {
   // The stream ops run on when the caller has no other.
   virtual Stream& default_stream() = 0;
 
-  // Ops (kernels/ops.h). Each checks its arguments and returns InvalidArgument on bad shapes.
-  virtual absl::Status RmsNorm(const RmsNormArgs& args, Stream& stream) = 0;
+  // Ops (kernels/ops.h). Each checks its arguments and returns InvalidArgument on bad shapes
+  // or dtypes.
+  virtual absl::Status Linear(const LinearArgs& args, Stream& stream) = 0;
+  virtual absl::Status AddRmsNorm(const AddRmsNormArgs& args, Stream& stream) = 0;
   virtual absl::Status SiluMul(const SiluMulArgs& args, Stream& stream) = 0;
-  virtual absl::Status Axpy(const AxpyArgs& args, Stream& stream) = 0;
-  virtual absl::Status Gemm(const GemmArgs& args, Stream& stream) = 0;
   virtual absl::Status Embedding(const EmbeddingArgs& args, Stream& stream) = 0;
-  virtual absl::Status BiasAdd(const BiasAddArgs& args, Stream& stream) = 0;
-  virtual absl::Status Rope(const RopeArgs& args, Stream& stream) = 0;
-  virtual absl::Status KvWrite(const KvWriteArgs& args, Stream& stream) = 0;
+  virtual absl::Status RopeKvWrite(const RopeKvWriteArgs& args, Stream& stream) = 0;
   virtual absl::Status PagedAttention(const PagedAttentionArgs& args, Stream& stream) = 0;
   virtual absl::Status TopKSoftmax(const TopKSoftmaxArgs& args, Stream& stream) = 0;
   virtual absl::Status GatherRows(const GatherRowsArgs& args, Stream& stream) = 0;
   virtual absl::Status ScatterAddRows(const ScatterAddRowsArgs& args, Stream& stream) = 0;
+  virtual absl::Status MoeCombine(const MoeCombineArgs& args, Stream& stream) = 0;
+  virtual absl::Status RandomFill(const RandomFillArgs& args, Stream& stream) = 0;
+  virtual absl::Status Convert(const ConvertArgs& args, Stream& stream) = 0;
 
  protected:
   friend class DeviceBuffer;
@@ -116,18 +117,18 @@ class Backend {
 };
 
 // Argument checks shared by both backends, so they reject exactly the same inputs.
-absl::Status ValidateRmsNorm(const RmsNormArgs& args);
+absl::Status ValidateLinear(const LinearArgs& args);
+absl::Status ValidateAddRmsNorm(const AddRmsNormArgs& args);
 absl::Status ValidateSiluMul(const SiluMulArgs& args);
-absl::Status ValidateAxpy(const AxpyArgs& args);
-absl::Status ValidateGemm(const GemmArgs& args);
 absl::Status ValidateEmbedding(const EmbeddingArgs& args);
-absl::Status ValidateBiasAdd(const BiasAddArgs& args);
-absl::Status ValidateRope(const RopeArgs& args);
-absl::Status ValidateKvWrite(const KvWriteArgs& args);
+absl::Status ValidateRopeKvWrite(const RopeKvWriteArgs& args);
 absl::Status ValidatePagedAttention(const PagedAttentionArgs& args);
 absl::Status ValidateTopKSoftmax(const TopKSoftmaxArgs& args);
 absl::Status ValidateGatherRows(const GatherRowsArgs& args);
 absl::Status ValidateScatterAddRows(const ScatterAddRowsArgs& args);
+absl::Status ValidateMoeCombine(const MoeCombineArgs& args);
+absl::Status ValidateRandomFill(const RandomFillArgs& args);
+absl::Status ValidateConvert(const ConvertArgs& args);
 
 }  // namespace arbor::kernels
 

@@ -1,104 +1,98 @@
 // Argument structs of the ops every backend implements. Both backends take the same struct, so a
 // reference and a kernel cannot disagree on a constant by accident. Pointers are device pointers
-// of the backend that runs the op; every tensor is contiguous, row-major, fp32 unless a dtype
-// field says otherwise. Plain structs: usable from .cu files.
+// of the backend that runs the op. Tensors are typed views (kernels/tensor.h): activations,
+// weights and the KV cache are f32, bf16 or f16 (an op's tensors share one dtype unless a field
+// says otherwise); math is in fp32.
+//
+// Rounding. Where transformers computes a step in a 16-bit dtype, it rounds that step's result;
+// each op states where it rounds, and the CPU reference and the CUDA kernel round at the same
+// points (kernels/dtype.h RoundTo), so CPU-vs-GPU parity in bf16 is a matter of accumulation
+// order, not of different arithmetic. In f32 every rounding is the identity.
+//
+// Plain structs: usable from .cu files.
 #ifndef ARBOR_KERNELS_OPS_H_
 #define ARBOR_KERNELS_OPS_H_
 
 #include <cstdint>
 
 #include "kernels/dtype.h"
+#include "kernels/tensor.h"
 
 namespace arbor::kernels {
 
-// y = x / sqrt(mean(x^2) + eps) * weight, row by row.
-struct RmsNormArgs {
-  const float* x;       // [rows, cols]
-  const float* weight;  // [cols]
-  float* y;             // [rows, cols]; may alias x
-  int64_t rows;
-  int64_t cols;
-  float eps;
+// y = x W^T (+ bias) (+ y when accumulate): a linear layer whose weight is stored
+// [out_features, in_features] as in Hugging Face checkpoints. x [m, k] and w [n, k] share a
+// dtype; y [m, n] has that dtype or f32 (the LM head writes fp32 logits); bias [n] has w's dtype
+// or is null. fp32 accumulation, then one rounding of acc + bias (+ y) to y's dtype, as
+// torch.addmm and cuBLAS with beta = 1 do. With accumulate false, y may hold garbage (NaN).
+struct LinearArgs {
+  Tensor x;
+  Tensor w;
+  const void* bias = nullptr;
+  Tensor y;
+  bool accumulate = false;
 };
 
-// out = silu(gate) * up: the SwiGLU activation of a LLaMA MLP.
+// The residual add and RMSNorm of a decoder layer, fused: when `delta` is given,
+// x = round(x + delta) (x is the residual stream, updated in place); then
+// y = round(round(x * rsqrt(mean(x^2) + eps)) * weight), row by row, with the mean over the
+// rounded x in fp32 (LlamaRMSNorm's arithmetic). weight [cols] in x's dtype. y must not
+// alias x or delta.
+struct AddRmsNormArgs {
+  Tensor x;      // [rows, cols]
+  Tensor delta;  // [rows, cols], or empty (data null): a plain RMSNorm of x
+  const void* weight = nullptr;
+  Tensor y;  // [rows, cols]
+  float eps = 1e-6f;
+};
+
+// SwiGLU on a fused gate_up projection: out = round(round(silu(gate)) * up) with
+// gate = in[:, :inter] and up = in[:, inter:] (silu and the product each rounded, as torch).
 struct SiluMulArgs {
-  const float* gate;  // [n]
-  const float* up;    // [n]
-  float* out;         // [n]; may alias gate or up
-  int64_t n;
+  Tensor gate_up;  // [n, 2 * inter]
+  Tensor out;      // [n, inter]; may not alias gate_up
 };
 
-// y = alpha * x + y (residual adds, scaled accumulation).
-struct AxpyArgs {
-  const float* x;  // [n]
-  float* y;        // [n]
-  int64_t n;
-  float alpha;
-};
-
-// C = A * B^T + beta * C with A [m, k] and B [n, k]: the layout of a linear layer whose weight
-// is stored [out_features, in_features] as in Hugging Face checkpoints.
-struct GemmArgs {
-  const float* a;  // [m, k]
-  const float* b;  // [n, k]
-  float* c;        // [m, n]
-  int64_t m;
-  int64_t n;
-  int64_t k;
-  float beta;  // 0 overwrites C (C may then hold garbage, even NaN)
-};
-
-// out[t] = table[ids[t]]: token embeddings. Ids must lie in [0, vocab) (checked by the caller:
-// the CPU reference asserts nothing, the CUDA kernel writes zeros for an out-of-range id).
+// out[t] = table[ids[t]]: token embeddings. Ids must lie in [0, table.rows) (checked by the
+// caller: the CPU reference and the CUDA kernel write zeros for an out-of-range id).
 struct EmbeddingArgs {
-  const int32_t* ids;  // [num_tokens]
-  const float* table;  // [vocab, hidden]
-  float* out;          // [num_tokens, hidden]
-  int64_t num_tokens;
-  int64_t vocab;
-  int64_t hidden;
-};
-
-// x[r, :] += bias: the q/k/v (and o) biases of Qwen2 and of Llama with attention_bias.
-struct BiasAddArgs {
-  float* x;           // [rows, cols]
-  const float* bias;  // [cols]
-  int64_t rows;
-  int64_t cols;
-};
-
-// Rotary position embedding in place, Hugging Face's rotate_half layout: dimension i pairs with
-// i + head_dim/2. inv_freq already carries any scaling (linear, llama3), computed on the host.
-struct RopeArgs {
-  float* q;                  // [num_tokens, num_q_heads, head_dim]
-  float* k;                  // [num_tokens, num_kv_heads, head_dim]
-  const int32_t* positions;  // [num_tokens]
-  const float* inv_freq;     // [head_dim / 2]
-  int64_t num_tokens;
-  int64_t num_q_heads;
-  int64_t num_kv_heads;
-  int64_t head_dim;
+  const int32_t* ids = nullptr;  // [out.rows]
+  Tensor table;                  // [vocab, hidden]
+  Tensor out;                    // [num_tokens, hidden], table's dtype
 };
 
 // Paged KV cache: the unified pool's pages (memory/unified_pool.h). A page is one KV block of
 // `block_size` tokens for every layer; element offset inside a page:
 //   ((layer * 2 + {0: K, 1: V}) * block_size + token_in_block) * kv_dim + head * head_dim + d.
+// Elements are of `dtype` (engine.kv_cache_dtype). fp8 KV will add per-layer scales here: the
+// page layout stays, one scale per (layer, K/V) in a small table beside the pool.
 struct PagedKv {
-  float* pages;        // the pool's base
-  int64_t block_size;  // tokens per page
-  int64_t num_layers;
-  int64_t kv_dim;  // num_kv_heads * head_dim
-  int64_t layer;   // the layer this op reads or writes
+  void* pages = nullptr;  // the pool's base
+  DType dtype = DType::kF32;
+  int64_t block_size = 16;  // tokens per page
+  int64_t num_layers = 0;
+  int64_t kv_dim = 0;  // num_kv_heads * head_dim
+  int64_t layer = 0;   // the layer this op reads or writes
 };
 
-// Writes new tokens' keys and values into their slots: slot = page * block_size + offset.
-struct KvWriteArgs {
-  const float* k;        // [num_tokens, kv_dim]
-  const float* v;        // [num_tokens, kv_dim]
-  const int32_t* slots;  // [num_tokens]
+// Rotary position embedding of the q and k parts of a fused qkv projection, in place, then the
+// keys and values written to their KV slots (slot = page * block_size + offset).
+// qkv [n, (num_q_heads + 2 * num_kv_heads) * head_dim]: q heads, then k heads, then v heads.
+// Hugging Face's rotate_half layout: dimension i pairs with i + head_dim/2. inv_freq carries any
+// scaling (linear, llama3), computed on the host; cos/sin are fp32 of the fp32 angle
+// position * inv_freq[i], times attention_factor, rounded to qkv's dtype, and
+// x'[i] = round(round(x[i] cos) - round(x[i + half] sin)) (and the mirror), as torch in bf16.
+// The KV pages may have another dtype than qkv: values are rounded into it.
+struct RopeKvWriteArgs {
+  Tensor qkv;
+  const int32_t* positions = nullptr;  // [n]
+  const float* inv_freq = nullptr;     // [head_dim / 2]
+  float attention_factor = 1.0f;
+  const int32_t* slots = nullptr;  // [n]
   PagedKv kv;
-  int64_t num_tokens;
+  int64_t num_q_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
 };
 
 // Causal attention of a batch's new tokens over their sequences' paged keys/values,
@@ -107,55 +101,77 @@ struct KvWriteArgs {
 // sequence's positions j with j <= p and, when sliding_window > 0, j > p - sliding_window
 // (Mistral's window, Hugging Face's mask). Position j lives in page
 // block_tables[seq * max_blocks + j / block_size] (entries before the window may be -1).
+// Softmax and the weighted sum in fp32; out rounded once.
 struct PagedAttentionArgs {
-  const float* q;  // [num_tokens, num_q_heads, head_dim]
-  float* out;      // [num_tokens, num_q_heads, head_dim]
+  Tensor q;    // [num_tokens, num_q_heads * head_dim] (a column slice of qkv)
+  Tensor out;  // [num_tokens, num_q_heads * head_dim], q's dtype
   PagedKv kv;
-  const int32_t* block_tables;  // [num_seqs, max_blocks]
-  const int32_t* token_seq;     // [num_tokens]
-  const int32_t* q_positions;   // [num_tokens]
-  int64_t num_tokens;
-  int64_t num_seqs;
-  int64_t max_blocks;
-  int64_t num_q_heads;
-  int64_t num_kv_heads;
-  int64_t head_dim;
-  int64_t sliding_window;  // 0: no window
-  float scale;             // usually 1/sqrt(head_dim)
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks]
+  const int32_t* token_seq = nullptr;     // [num_tokens]
+  const int32_t* q_positions = nullptr;   // [num_tokens]
+  int64_t num_seqs = 0;
+  int64_t max_blocks = 0;
+  int64_t num_q_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t sliding_window = 0;  // 0: no window
+  float scale = 1.0f;          // usually 1/sqrt(head_dim)
 };
 
-// MoE routing: softmax over each token's expert logits, keep the top k (ties: lower expert id
-// first), optionally renormalise the kept weights to sum to 1 (Mixtral does).
+// MoE routing: softmax (fp32) over each token's expert logits, keep the top k (ties: lower
+// expert id first), optionally renormalise the kept weights to sum to 1 (Mixtral does).
 struct TopKSoftmaxArgs {
-  const float* logits;  // [num_tokens, num_experts]
-  float* weights;       // [num_tokens, k]
-  int32_t* experts;     // [num_tokens, k]
-  int64_t num_tokens;
-  int64_t num_experts;
-  int64_t k;
-  bool renormalize;
+  Tensor logits;               // [num_tokens, num_experts], any float dtype
+  float* weights = nullptr;    // [num_tokens, k]
+  int32_t* experts = nullptr;  // [num_tokens, k]
+  int64_t k = 0;
+  bool renormalize = true;
 };
 
-// dst[i, :] = src[index[i], :]: gathers the tokens routed to one expert.
+// dst[i, :] = src[index[i], :]: gathers rows (the tokens of one adapter or one expert).
 struct GatherRowsArgs {
-  const float* src;      // [src_rows, cols]
-  const int32_t* index;  // [num_rows], each in [0, src_rows)
-  float* dst;            // [num_rows, cols]
-  int64_t num_rows;
-  int64_t src_rows;
-  int64_t cols;
+  Tensor src;                      // [src_rows, cols]
+  const int32_t* index = nullptr;  // [dst.rows], each in [0, src.rows)
+  Tensor dst;                      // [count, cols], src's dtype
 };
 
-// dst[index[i], :] += scale[i] * src[i, :]: adds an expert's weighted output back to its tokens.
-// Rows of `index` may repeat (the CUDA kernel adds atomically).
+// dst[index[i], :] = round(dst[index[i], :] + round(scale[i] * src[i, :])): adds a LoRA
+// product back to its tokens, as PEFT's `result + lora_B(lora_A(x)) * scaling`. Indexes must
+// not repeat (each token once per adapter), so no two rows race.
 struct ScatterAddRowsArgs {
-  const float* src;      // [num_rows, cols]
-  const int32_t* index;  // [num_rows], each in [0, dst_rows)
-  const float* scale;    // [num_rows]
-  float* dst;            // [dst_rows, cols]
-  int64_t num_rows;
-  int64_t dst_rows;
-  int64_t cols;
+  Tensor src;                      // [count, cols]
+  const int32_t* index = nullptr;  // [src.rows], each in [0, dst.rows), distinct
+  const float* scale = nullptr;    // [src.rows]
+  Tensor dst;                      // [dst_rows, cols], src's dtype
+};
+
+// The un-permute and weighting of a mixture of experts: out[t] = sum over t's k experts, in
+// ascending expert order, of round(w * expert_out[row]), each add rounded, starting from 0
+// (transformers' index_add_ of each expert's weighted output in expert order), with the routing
+// weight w rounded to out's dtype first. rows[t * k + j] and weights[t * k + j] are token t's
+// j-th expert in ascending expert order.
+struct MoeCombineArgs {
+  Tensor expert_out;               // [total, hidden]: every (token, expert) pair's output row
+  const int32_t* rows = nullptr;   // [num_tokens, k]
+  const float* weights = nullptr;  // [num_tokens, k]
+  Tensor out;                      // [num_tokens, hidden]
+  int64_t k = 0;
+};
+
+// Seeded uniform values in [lo, hi) rounded to out's dtype (kernels/philox.h): dummy weights,
+// the same on every backend for the same seed and stream.
+struct RandomFillArgs {
+  Tensor out;
+  uint64_t seed = 0;
+  uint64_t stream = 0;  // one per tensor
+  float lo = -1.0f;
+  float hi = 1.0f;
+};
+
+// dst = round(src) into dst's dtype, element by element (same shape).
+struct ConvertArgs {
+  Tensor src;
+  Tensor dst;
 };
 
 }  // namespace arbor::kernels

@@ -56,8 +56,9 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
                config.device);
   app->ctx_->state.set_backend(app->backend_.get());
 
-  ASSIGN_OR_RETURN(engine::LoadedModel loaded,
-                   engine::LoadModelFromConfig(config.model, *app->backend_));
+  ASSIGN_OR_RETURN(
+      engine::LoadedModel loaded,
+      engine::LoadModelFromConfig(config.model, *app->backend_, config.engine.kv_cache_dtype));
   app->model_ = std::move(loaded.model);
   app->tokenizer_ = std::move(loaded.tokenizer);
   app->chat_template_ = std::move(loaded.chat_template);
@@ -83,7 +84,7 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
   app->ctx_->state.set_engine(app->engine_.get());
   app->adapters_ = std::make_unique<engine::AdapterStore>(
       app->engine_->pool(), *app->backend_, app->model_->spec(), config.server.adapter_root,
-      config.engine.max_lora_rank);
+      config.engine.max_lora_rank, app->model_->dtype());
   app->ctx_->adapters = app->adapters_.get();
   app->ctx_->tokenizer = app->tokenizer_.get();
   app->ctx_->chat_template = app->chat_template_ ? &*app->chat_template_ : nullptr;

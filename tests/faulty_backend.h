@@ -25,6 +25,8 @@ class FaultyBackend : public kernels::Backend {
     health_reports_.store(health_reports_it);
     failed_.store(true);
   }
+  // While set, only CopyOnDevice fails (not sticky): a copy-on-write that does not happen.
+  void FailCopiesOnDevice(bool fail) { fail_copies_.store(fail); }
   // Ops that reached the device since construction (counted before forwarding).
   int64_t ops() const { return ops_.load(); }
 
@@ -46,6 +48,7 @@ class FaultyBackend : public kernels::Backend {
     return Op([&] { return inner_->CopyToHost(dst, src, n, s); });
   }
   absl::Status CopyOnDevice(void* dst, const void* src, size_t n, kernels::Stream& s) override {
+    if (fail_copies_.load()) return absl::InternalError("injected: device copy failed");
     return Op([&] { return inner_->CopyOnDevice(dst, src, n, s); });
   }
   absl::Status Fill(void* dst, uint8_t v, size_t n, kernels::Stream& s) override {
@@ -63,18 +66,18 @@ class FaultyBackend : public kernels::Backend {
   absl::Status Name(const kernels::Name##Args& a, kernels::Stream& s) override { \
     return Op([&] { return inner_->Name(a, s); });                               \
   }
-  ARBOR_FAULTY_OP(RmsNorm)
+  ARBOR_FAULTY_OP(Linear)
+  ARBOR_FAULTY_OP(AddRmsNorm)
   ARBOR_FAULTY_OP(SiluMul)
-  ARBOR_FAULTY_OP(Axpy)
-  ARBOR_FAULTY_OP(Gemm)
   ARBOR_FAULTY_OP(Embedding)
-  ARBOR_FAULTY_OP(BiasAdd)
-  ARBOR_FAULTY_OP(Rope)
-  ARBOR_FAULTY_OP(KvWrite)
+  ARBOR_FAULTY_OP(RopeKvWrite)
   ARBOR_FAULTY_OP(PagedAttention)
   ARBOR_FAULTY_OP(TopKSoftmax)
   ARBOR_FAULTY_OP(GatherRows)
   ARBOR_FAULTY_OP(ScatterAddRows)
+  ARBOR_FAULTY_OP(MoeCombine)
+  ARBOR_FAULTY_OP(RandomFill)
+  ARBOR_FAULTY_OP(Convert)
 #undef ARBOR_FAULTY_OP
 
  protected:
@@ -98,6 +101,7 @@ class FaultyBackend : public kernels::Backend {
   absl::Status failure_;
   std::atomic<bool> failed_{false};
   std::atomic<bool> health_reports_{true};
+  std::atomic<bool> fail_copies_{false};
   std::atomic<int64_t> ops_{0};
 };
 

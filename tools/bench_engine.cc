@@ -4,7 +4,8 @@
 // bench/results.json (see BENCHMARKS.md).
 //
 //   bazel run //tools:bench_engine -- [--model DIR] [--batch 64] [--prompt 32] [--gen 64]
-//                                     [--device auto|cpu|cuda] [--results bench/results.json]
+//                                     [--device auto|cpu|cuda] [--dtype auto|bfloat16|float32]
+//                                     [--results bench/results.json]
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
@@ -20,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
+#include "engine/model/model_factory.h"
 #include "kernels/backend_factory.h"
 
 namespace {
@@ -30,6 +32,7 @@ struct Args {
   int prompt = 32;
   int gen = 64;
   std::string device = "auto";
+  std::string dtype = "auto";  // model.dtype: auto is bf16 on CUDA, fp32 on the CPU
   std::string results = "bench/results.json";
 };
 
@@ -71,6 +74,8 @@ int main(int argc, char** argv) {
       a.gen = std::atoi(v.c_str());
     else if (k == "--device")
       a.device = v;
+    else if (k == "--dtype")
+      a.dtype = v;
     else if (k == "--results")
       a.results = v;
     else
@@ -83,7 +88,11 @@ int main(int argc, char** argv) {
   auto backend = arbor::kernels::CreateBackend(*pref);
   if (!backend.ok()) return Usage(std::string(backend.status().message()).c_str());
   auto info = (*backend)->Info();
-  auto model = arbor::engine::Model::Load(a.model, **backend);
+  auto spec = arbor::engine::LoadHfConfig(a.model);
+  if (!spec.ok()) return Usage(std::string(spec.status().message()).c_str());
+  const arbor::engine::ModelOptions options =
+      arbor::engine::ResolveDtypes(a.dtype, "auto", (*backend)->kind(), spec->torch_dtype);
+  auto model = arbor::engine::Model::Load(a.model, **backend, options);
   if (!model.ok()) return Usage(std::string(model.status().message()).c_str());
 
   arbor::engine::EngineConfig config;
@@ -154,7 +163,7 @@ int main(int argc, char** argv) {
   const std::string date = absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone());
   const std::string shape = "batch " + std::to_string(a.batch) + ", prompt " +
                             std::to_string(a.prompt) + ", gen " + std::to_string(a.gen) + ", " +
-                            a.model;
+                            a.model + ", " + arbor::kernels::DTypeName(options.dtype);
   nlohmann::json records = nlohmann::json::array();
   records.push_back({{"name", "engine scheduler cost per iteration / forward (" + shape + ")"},
                      {"value", sched_per_iter * 1e3},

@@ -1,6 +1,7 @@
 // LoRA adapters (PEFT format) for the served model: reading and checking a PEFT directory, and
 // the adapter as the forward pass uses it — per layer and target module, device pointers to
-// A [rank, in] and B [out, rank] inside unified-pool pages, and the scale alpha / rank.
+// A [rank, in] and B [out, rank] (in the model's dtype) inside unified-pool pages, and the
+// scale alpha / rank.
 #ifndef ARBOR_ENGINE_LORA_ADAPTER_H_
 #define ARBOR_ENGINE_LORA_ADAPTER_H_
 
@@ -18,10 +19,11 @@ enum LoraTarget : int { kLoraQ, kLoraK, kLoraV, kLoraO, kLoraGate, kLoraUp, kLor
 inline constexpr int kNumLoraTargets = 7;
 const char* LoraTargetName(int target);  // "q_proj", ...
 
-// Device pointers of one (layer, target); both null when the adapter does not touch it.
+// Device pointers of one (layer, target), in the model's dtype; both null when the adapter
+// does not touch it.
 struct LoraMatrix {
-  const float* a = nullptr;  // [rank, in_features]
-  const float* b = nullptr;  // [out_features, rank]
+  const void* a = nullptr;  // [rank, in_features]
+  const void* b = nullptr;  // [out_features, rank]
 };
 
 struct LoraAdapter {

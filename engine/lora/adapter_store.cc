@@ -30,12 +30,14 @@ bool ValidName(const std::string& name) {
 }  // namespace
 
 AdapterStore::AdapterStore(memory::UnifiedPool& pool, kernels::Backend& backend,
-                           const ModelSpec& spec, std::string root, int64_t max_rank)
+                           const ModelSpec& spec, std::string root, int64_t max_rank,
+                           kernels::DType dtype)
     : pool_(pool),
       backend_(backend),
       spec_(spec),
       root_(root.empty() ? std::string() : RealPath(root)),
-      max_rank_(max_rank) {}
+      max_rank_(max_rank),
+      dtype_(dtype) {}
 
 absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name,
                                                    const std::string& path) {
@@ -86,7 +88,8 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name,
       const auto& [a, b] = host.layers[l][size_t(t)];
       if (a.empty()) continue;
       for (int ab = 0; ab < 2; ++ab) {
-        const size_t bytes = ((ab == 0 ? a : b).size() * sizeof(float) + 255) / 256 * 256;
+        const size_t bytes =
+            ((ab == 0 ? a : b).size() * kernels::DTypeSize(dtype_) + 255) / 256 * 256;
         if (bytes > page_bytes) {
           return absl::InvalidArgumentError(absl::StrCat(real, ": a ", bytes,
                                                          "-byte LoRA matrix exceeds a pool page (",
@@ -113,13 +116,19 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name,
   adapter->rank = host.rank;
   adapter->scale = host.scale;
   adapter->layers.resize(host.layers.size());
+  std::vector<uint8_t> narrow;
   for (const Placement& p : plan) {
     const auto& [a, b] = host.layers[p.layer][size_t(p.target)];
     const std::vector<float>& src = p.ab == 0 ? a : b;
-    float* dst = reinterpret_cast<float*>(
-        static_cast<char*>(pool_.page_ptr(pages[size_t(p.page_index)])) + p.offset);
-    RETURN_IF_ERROR(backend_.CopyToDevice(dst, src.data(), src.size() * sizeof(float),
-                                          backend_.default_stream()));
+    void* dst = static_cast<char*>(pool_.page_ptr(pages[size_t(p.page_index)])) + p.offset;
+    // PEFT's fp32 (or bf16) matrices, rounded to the model's dtype as PEFT casts them.
+    narrow.resize(src.size() * kernels::DTypeSize(dtype_));
+    for (size_t i = 0; i < src.size(); ++i) {
+      kernels::StoreFromFloat(narrow.data(), dtype_, int64_t(i), src[i]);
+    }
+    RETURN_IF_ERROR(
+        backend_.CopyToDevice(dst, narrow.data(), narrow.size(), backend_.default_stream()));
+    RETURN_IF_ERROR(backend_.default_stream().Synchronize());  // `narrow` is reused
     LoraMatrix& m = adapter->layers[p.layer][size_t(p.target)];
     (p.ab == 0 ? m.a : m.b) = dst;
   }

@@ -30,8 +30,9 @@ struct AdapterInfo {
 class AdapterStore {
  public:
   // `root`: adapters must live under it (empty: registration refused). `max_rank` caps r.
+  // Adapters are stored in `dtype`, the model's.
   AdapterStore(memory::UnifiedPool& pool, kernels::Backend& backend, const ModelSpec& spec,
-               std::string root, int64_t max_rank);
+               std::string root, int64_t max_rank, kernels::DType dtype = kernels::DType::kF32);
 
   // PermissionDenied: path outside the root (or adapters disabled, or a URL); NotFound: no such
   // directory; AlreadyExists: the name is taken (or names the base model); InvalidArgument: a
@@ -47,6 +48,7 @@ class AdapterStore {
   const ModelSpec& spec_;
   const std::string root_;  // realpath of the configured root, "" when disabled
   const int64_t max_rank_;
+  const kernels::DType dtype_;
   std::atomic<uint64_t> next_id_{1};
   mutable std::mutex mu_;
   std::map<std::string, std::pair<std::shared_ptr<const LoraAdapter>, AdapterInfo>> adapters_;

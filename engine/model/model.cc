@@ -10,38 +10,67 @@
 namespace arbor::engine {
 
 using kernels::DeviceBuffer;
+using kernels::DType;
+using kernels::Tensor;
+
+namespace {
+
+// Bump allocation of a pass's buffers from one workspace, each 256-byte aligned (cuBLASLt's
+// fastest kernels want aligned operands). A dry run (base null) only adds up the bytes.
+class Carver {
+ public:
+  explicit Carver(void* base) : base_(static_cast<char*>(base)) {}
+  void* Take(size_t bytes) {
+    void* p = base_ == nullptr ? nullptr : base_ + used_;
+    used_ += (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
+    return p;
+  }
+  Tensor Take(DType dtype, int64_t rows, int64_t cols) {
+    return kernels::View(Take(size_t(rows * cols) * kernels::DTypeSize(dtype)), dtype, rows, cols);
+  }
+  size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  size_t used_ = 0;
+};
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& model_dir,
-                                                   kernels::Backend& backend) {
+                                                   kernels::Backend& backend,
+                                                   ModelOptions options) {
   ASSIGN_OR_RETURN(ModelSpec spec, LoadHfConfig(model_dir));
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(model_dir));
-  ASSIGN_OR_RETURN(ModelWeights w, LoadWeights(spec, *ckpt, backend));
-  std::unique_ptr<Model> m(new Model(std::move(spec), std::move(w), backend));
+  ASSIGN_OR_RETURN(ModelWeights w, LoadWeights(spec, *ckpt, options.dtype, backend));
+  std::unique_ptr<Model> m(new Model(std::move(spec), std::move(w), options, backend));
   RETURN_IF_ERROR(m->UploadRopeTable());
   return m;
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Dummy(const ModelSpec& spec, uint64_t seed,
-                                                    kernels::Backend& backend) {
-  ASSIGN_OR_RETURN(ModelWeights w, DummyWeights(spec, seed, backend));
-  std::unique_ptr<Model> m(new Model(spec, std::move(w), backend));
+                                                    kernels::Backend& backend,
+                                                    ModelOptions options) {
+  ASSIGN_OR_RETURN(ModelWeights w, DummyWeights(spec, seed, options.dtype, backend));
+  std::unique_ptr<Model> m(new Model(spec, std::move(w), options, backend));
   RETURN_IF_ERROR(m->UploadRopeTable());
   return m;
 }
 
-Model::Model(ModelSpec spec, ModelWeights weights, kernels::Backend& backend)
-    : spec_(std::move(spec)), w_(std::move(weights)), be_(backend) {}
+Model::Model(ModelSpec spec, ModelWeights weights, ModelOptions options, kernels::Backend& backend)
+    : spec_(std::move(spec)), w_(std::move(weights)), options_(options), be_(backend) {}
 
 absl::Status Model::UploadRopeTable() {
   const std::vector<float> inv = RopeInvFreq(spec_.rope, spec_.head_dim);
   ASSIGN_OR_RETURN(inv_freq_, be_.Allocate(inv.size() * sizeof(float)));
-  return be_.CopyToDevice(inv_freq_.data(), inv.data(), inv.size() * sizeof(float),
-                          be_.default_stream());
+  RETURN_IF_ERROR(be_.CopyToDevice(inv_freq_.data(), inv.data(), inv.size() * sizeof(float),
+                                   be_.default_stream()));
+  return be_.default_stream().Synchronize();
 }
 
 size_t Model::KvPageBytes(int64_t block_size) const {
   return size_t(spec_.num_layers * 2 * block_size * spec_.num_kv_heads * spec_.head_dim) *
-         sizeof(float);
+         kernels::DTypeSize(options_.kv_dtype);
 }
 
 absl::StatusOr<SequenceKv> Model::NewSequence(int64_t capacity, int64_t block_size) {
@@ -73,7 +102,7 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> toke
   chunk.logits = all_positions ? SequenceChunk::Logits::kAll : SequenceChunk::Logits::kLast;
   chunk.adapter = adapter;
   ASSIGN_OR_RETURN(std::vector<float> logits,
-                   Forward({&chunk, 1}, KvCacheView{seq.pages.as<float>(), seq.block_size}));
+                   Forward({&chunk, 1}, KvCacheView{seq.pages.data(), seq.block_size}));
   seq.length += int64_t(tokens.size());
   return logits;
 }
@@ -81,6 +110,7 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> toke
 absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk> chunks,
                                                   const KvCacheView& kv_view) {
   const ModelSpec& s = spec_;
+  const DType dt = options_.dtype;
   if (chunks.empty()) return absl::InvalidArgumentError("Forward: empty batch");
   std::lock_guard<std::mutex> lock(forward_mu_);
   if (kv_view.pages == nullptr || kv_view.block_size <= 0) {
@@ -134,6 +164,7 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
   }
   const int64_t n = int64_t(ids.size());
   const int64_t rows = int64_t(logit_rows.size());
+  kernels::Stream& st = be_.default_stream();
 
   // LoRA: the batch's tokens grouped by adapter, uploaded once for every layer.
   std::vector<const LoraAdapter*> adapters;
@@ -160,14 +191,20 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
     for (const auto* a : adapters) max_rank = std::max(max_rank, a->rank);
     const int64_t max_features =
         std::max({s.hidden_size, s.intermediate_size, s.num_heads * s.head_dim});
-    const int64_t lora_floats = n * (2 * max_features + max_rank) + 2 * n;
-    ASSIGN_OR_RETURN(void* lora_ws, lora_.Get(be_, size_t(lora_floats) * sizeof(float)));
+    const size_t elem = kernels::DTypeSize(dt);
+    auto carve = [&](Carver& c) {
+      lora.gathered = c.Take(size_t(n * max_features) * elem);
+      lora.mid = c.Take(size_t(n * max_rank) * elem);
+      lora.out = c.Take(size_t(n * max_features) * elem);
+      return std::make_pair(static_cast<int32_t*>(c.Take(size_t(n) * 4)),
+                            static_cast<float*>(c.Take(size_t(n) * 4)));
+    };
+    Carver dry(nullptr);
+    carve(dry);
+    ASSIGN_OR_RETURN(void* lora_ws, lora_.Get(be_, dry.used()));
+    Carver real(lora_ws);
+    const auto [d_rows, d_scales] = carve(real);
     lora.n = n;
-    lora.gathered = static_cast<float*>(lora_ws);
-    lora.mid = lora.gathered + n * max_features;
-    lora.out = lora.mid + n * max_rank;
-    int32_t* d_rows = reinterpret_cast<int32_t*>(lora.out + n * max_features);
-    float* d_scales = reinterpret_cast<float*>(d_rows + n);
     std::vector<int32_t> all_rows;
     std::vector<float> all_scales;
     for (size_t i = 0; i < adapters.size(); ++i) {
@@ -176,190 +213,240 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
       all_rows.insert(all_rows.end(), adapter_rows[i].begin(), adapter_rows[i].end());
       all_scales.insert(all_scales.end(), adapter_rows[i].size(), adapters[i]->scale);
     }
-    RETURN_IF_ERROR(
-        be_.CopyToDevice(d_rows, all_rows.data(), all_rows.size() * 4, be_.default_stream()));
-    RETURN_IF_ERROR(
-        be_.CopyToDevice(d_scales, all_scales.data(), all_scales.size() * 4, be_.default_stream()));
+    RETURN_IF_ERROR(be_.CopyToDevice(d_rows, all_rows.data(), all_rows.size() * 4, st));
+    RETURN_IF_ERROR(be_.CopyToDevice(d_scales, all_scales.data(), all_scales.size() * 4, st));
   }
 
-  kernels::Stream& st = be_.default_stream();
   const int64_t h = s.hidden_size, d = s.head_dim, q_dim = s.num_heads * d,
-                kv_dim = s.num_kv_heads * d;
-  const int64_t mlp_cols = std::max(s.intermediate_size, s.num_experts);
-  // Workspace (floats): x, hb [n, hidden]; q, attn [n, q_dim]; k, v [n, kv_dim]; MLP scratch
-  // 3 * [n, mlp_cols] + gathered rows [n, hidden]; then the int32 plan.
-  const int64_t floats = 2 * n * h + 2 * n * q_dim + 2 * n * kv_dim + 3 * n * mlp_cols + n * h;
-  const int64_t ints = 4 * n + int64_t(tables.size()) + std::max<int64_t>(rows, 1);
-  ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, size_t(floats + ints) * sizeof(float)));
-  float* x = static_cast<float*>(ws);
-  float* hb = x + n * h;
-  float* q = hb + n * h;
-  float* attn = q + n * q_dim;
-  float* k = attn + n * q_dim;
-  float* v = k + n * kv_dim;
-  float* scratch = v + n * kv_dim;
-  int32_t* d_ids = reinterpret_cast<int32_t*>(x + floats);
+                kv_dim = s.num_kv_heads * d, inter = s.intermediate_size;
+  const bool moe = s.num_experts > 0;
+  // The workspace: the activations (model dtype), then the int32 plan.
+  Activations a;
+  int32_t* d_plan = nullptr;
+  const size_t plan_ints = 4 * size_t(n) + tables.size() + size_t(std::max<int64_t>(rows, 1));
+  auto carve = [&](Carver& c) {
+    a.x = c.Take(dt, n, h);
+    a.hb = c.Take(dt, n, h);
+    a.qkv = c.Take(dt, n, q_dim + 2 * kv_dim);
+    a.attn = c.Take(dt, n, q_dim);
+    a.delta = c.Take(dt, n, h);
+    a.gate_up = c.Take(dt, n, 2 * inter);
+    a.act = c.Take(dt, n, inter);
+    if (moe) {
+      a.router = c.Take(dt, n, s.num_experts);
+      a.rows = c.Take(dt, n, h);
+      a.experts = c.Take(dt, n * s.num_experts_per_tok, h);
+    }
+    d_plan = static_cast<int32_t*>(c.Take(plan_ints * sizeof(int32_t)));
+  };
+  Carver dry(nullptr);
+  carve(dry);
+  ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, dry.used()));
+  Carver real(ws);
+  carve(real);
+  int32_t* d_ids = d_plan;
   int32_t* d_pos = d_ids + n;
   int32_t* d_seq = d_pos + n;
   int32_t* d_slots = d_seq + n;
   int32_t* d_tables = d_slots + n;
   int32_t* d_rows = d_tables + tables.size();
   std::vector<int32_t> plan;
-  plan.reserve(size_t(ints));
+  plan.reserve(plan_ints);
   for (const auto* part : {&ids, &positions, &token_seq, &slots, &tables, &logit_rows}) {
     plan.insert(plan.end(), part->begin(), part->end());
   }
-  RETURN_IF_ERROR(be_.CopyToDevice(d_ids, plan.data(), plan.size() * sizeof(int32_t), st));
-  RETURN_IF_ERROR(be_.Embedding({d_ids, w_.embed.as<float>(), x, n, s.vocab_size, h}, st));
+  RETURN_IF_ERROR(be_.CopyToDevice(d_plan, plan.data(), plan.size() * sizeof(int32_t), st));
+  RETURN_IF_ERROR(
+      be_.Embedding({d_ids, kernels::View(w_.embed.data(), dt, s.vocab_size, h), a.x}, st));
 
+  auto weight = [&](const DeviceBuffer& buf, int64_t out, int64_t in) {
+    return kernels::View(buf.data(), dt, out, in);
+  };
   const float scale = 1.0f / std::sqrt(float(d));
+  const float eps = float(s.rms_norm_eps);
   for (int64_t l = 0; l < s.num_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
-    const kernels::PagedKv kv{kv_view.pages, bs, s.num_layers, kv_dim, l};
+    const kernels::PagedKv kv{kv_view.pages, options_.kv_dtype, bs, s.num_layers, kv_dim, l};
+    // The previous layer's MLP output joins the residual stream here (none before layer 0).
     RETURN_IF_ERROR(
-        be_.RmsNorm({x, L.input_norm.as<float>(), hb, n, h, float(s.rms_norm_eps)}, st));
-    RETURN_IF_ERROR(be_.Gemm({hb, L.q.as<float>(), q, n, q_dim, h, 0.0f}, st));
-    RETURN_IF_ERROR(be_.Gemm({hb, L.k.as<float>(), k, n, kv_dim, h, 0.0f}, st));
-    RETURN_IF_ERROR(be_.Gemm({hb, L.v.as<float>(), v, n, kv_dim, h, 0.0f}, st));
-    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraQ, hb, h, q, q_dim));
-    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraK, hb, h, k, kv_dim));
-    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraV, hb, h, v, kv_dim));
-    if (s.qkv_bias) {
-      RETURN_IF_ERROR(be_.BiasAdd({q, L.q_bias.as<float>(), n, q_dim}, st));
-      RETURN_IF_ERROR(be_.BiasAdd({k, L.k_bias.as<float>(), n, kv_dim}, st));
-      RETURN_IF_ERROR(be_.BiasAdd({v, L.v_bias.as<float>(), n, kv_dim}, st));
-    }
+        be_.AddRmsNorm({a.x, l == 0 ? Tensor{} : a.delta, L.input_norm.data(), a.hb, eps}, st));
+    RETURN_IF_ERROR(be_.Linear(
+        {a.hb, weight(L.qkv, q_dim + 2 * kv_dim, h), L.qkv_bias.data(), a.qkv, false}, st));
+    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraQ, a.hb, kernels::Columns(a.qkv, 0, q_dim)));
+    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraK, a.hb, kernels::Columns(a.qkv, q_dim, kv_dim)));
     RETURN_IF_ERROR(
-        be_.Rope({q, k, d_pos, inv_freq_.as<float>(), n, s.num_heads, s.num_kv_heads, d}, st));
-    RETURN_IF_ERROR(be_.KvWrite({k, v, d_slots, kv, n}, st));
+        ApplyLora(lora, l, kLoraV, a.hb, kernels::Columns(a.qkv, q_dim + kv_dim, kv_dim)));
+    kernels::RopeKvWriteArgs rope;
+    rope.qkv = a.qkv;
+    rope.positions = d_pos;
+    rope.inv_freq = inv_freq_.as<float>();
+    rope.slots = d_slots;
+    rope.kv = kv;
+    rope.num_q_heads = s.num_heads;
+    rope.num_kv_heads = s.num_kv_heads;
+    rope.head_dim = d;
+    RETURN_IF_ERROR(be_.RopeKvWrite(rope, st));
+    kernels::PagedAttentionArgs attn;
+    attn.q = kernels::Columns(a.qkv, 0, q_dim);
+    attn.out = a.attn;
+    attn.kv = kv;
+    attn.block_tables = d_tables;
+    attn.token_seq = d_seq;
+    attn.q_positions = d_pos;
+    attn.num_seqs = int64_t(chunks.size());
+    attn.max_blocks = max_blocks;
+    attn.num_q_heads = s.num_heads;
+    attn.num_kv_heads = s.num_kv_heads;
+    attn.head_dim = d;
+    attn.sliding_window = s.sliding_window;
+    attn.scale = scale;
+    RETURN_IF_ERROR(be_.PagedAttention(attn, st));
     RETURN_IF_ERROR(
-        be_.PagedAttention({q, attn, kv, d_tables, d_seq, d_pos, n, int64_t(chunks.size()),
-                            max_blocks, s.num_heads, s.num_kv_heads, d, s.sliding_window, scale},
-                           st));
-    RETURN_IF_ERROR(be_.Gemm({attn, L.o.as<float>(), hb, n, h, q_dim, 0.0f}, st));
-    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraO, attn, q_dim, hb, h));
-    if (s.o_bias) RETURN_IF_ERROR(be_.BiasAdd({hb, L.o_bias.as<float>(), n, h}, st));
-    RETURN_IF_ERROR(be_.Axpy({hb, x, n * h, 1.0f}, st));
-    RETURN_IF_ERROR(be_.RmsNorm({x, L.post_norm.as<float>(), hb, n, h, float(s.rms_norm_eps)}, st));
-    if (s.num_experts > 0) {
-      RETURN_IF_ERROR(Moe(L, hb, x, n, scratch));
+        be_.Linear({a.attn, weight(L.o, h, q_dim), L.o_bias.data(), a.delta, false}, st));
+    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraO, a.attn, a.delta));
+    RETURN_IF_ERROR(be_.AddRmsNorm({a.x, a.delta, L.post_norm.data(), a.hb, eps}, st));
+    if (moe) {
+      RETURN_IF_ERROR(Moe(L, a));
     } else {
-      RETURN_IF_ERROR(Mlp(L, hb, x, n, scratch, lora, l));
+      RETURN_IF_ERROR(Mlp(L, a, lora, l));
     }
   }
+  // The last MLP output joins the stream; the final norm of every row (cheap next to the LM
+  // head), then the LM head only where logits are wanted.
+  RETURN_IF_ERROR(be_.AddRmsNorm({a.x, a.delta, w_.final_norm.data(), a.hb, eps}, st));
   if (rows == 0) {
     RETURN_IF_ERROR(st.Synchronize());
     return std::vector<float>();
   }
-
-  // The LM head only where logits are wanted: gather those rows, final norm, project.
-  float* gathered = scratch + 3 * n * mlp_cols;  // [rows, hidden], rows <= n
-  RETURN_IF_ERROR(be_.GatherRows({x, d_rows, gathered, rows, n, h}, st));
-  RETURN_IF_ERROR(
-      be_.RmsNorm({gathered, w_.final_norm.as<float>(), hb, rows, h, float(s.rms_norm_eps)}, st));
+  const Tensor gathered = kernels::Rows(a.x, 0, rows);  // x is no longer needed
+  RETURN_IF_ERROR(be_.GatherRows({a.hb, d_rows, gathered}, st));
   ASSIGN_OR_RETURN(void* logits_dev, logits_.Get(be_, size_t(rows * s.vocab_size) * sizeof(float)));
-  RETURN_IF_ERROR(be_.Gemm(
-      {hb, w_.head().as<float>(), static_cast<float*>(logits_dev), rows, s.vocab_size, h, 0.0f},
-      st));
+  const Tensor logits_view = kernels::View(logits_dev, DType::kF32, rows, s.vocab_size);
+  RETURN_IF_ERROR(
+      be_.Linear({gathered, weight(w_.head(), s.vocab_size, h), nullptr, logits_view, false}, st));
   std::vector<float> logits(size_t(rows * s.vocab_size));
   RETURN_IF_ERROR(be_.CopyToHost(logits.data(), logits_dev, logits.size() * sizeof(float), st));
   RETURN_IF_ERROR(st.Synchronize());
   return logits;
 }
 
-// x += down(silu(gate(h)) * up(h)); h: [n, hidden].
-absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, const float* x,
-                              int64_t in_features, float* y, int64_t out_features) {
+absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, const Tensor& x,
+                              const Tensor& y) {
   kernels::Stream& st = be_.default_stream();
+  const DType dt = options_.dtype;
   for (const LoraGroup& g : pass.groups) {
     const LoraMatrix& m = g.adapter->layers[size_t(layer)][size_t(target)];
     if (m.a == nullptr) continue;
     const int64_t r = g.adapter->rank;
-    RETURN_IF_ERROR(be_.GatherRows({x, g.rows, pass.gathered, g.count, pass.n, in_features}, st));
-    RETURN_IF_ERROR(be_.Gemm({pass.gathered, m.a, pass.mid, g.count, r, in_features, 0.0f}, st));
-    RETURN_IF_ERROR(be_.Gemm({pass.mid, m.b, pass.out, g.count, out_features, r, 0.0f}, st));
-    RETURN_IF_ERROR(
-        be_.ScatterAddRows({pass.out, g.rows, g.scales, y, g.count, pass.n, out_features}, st));
+    const Tensor gathered = kernels::View(pass.gathered, dt, g.count, x.cols);
+    const Tensor mid = kernels::View(pass.mid, dt, g.count, r);
+    const Tensor out = kernels::View(pass.out, dt, g.count, y.cols);
+    RETURN_IF_ERROR(be_.GatherRows({x, g.rows, gathered}, st));
+    RETURN_IF_ERROR(be_.Linear({gathered, kernels::View(m.a, dt, r, x.cols), nullptr, mid}, st));
+    RETURN_IF_ERROR(be_.Linear({mid, kernels::View(m.b, dt, y.cols, r), nullptr, out}, st));
+    RETURN_IF_ERROR(be_.ScatterAddRows({out, g.rows, g.scales, y}, st));
   }
   return absl::OkStatus();
 }
 
-absl::Status Model::Mlp(const LayerWeights& L, float* h, float* x, int64_t n, float* scratch,
-                        const LoraPass& lora, int64_t layer) {
+// delta = down(silu(gate(hb)) * up(hb)), gate and up one fused projection.
+absl::Status Model::Mlp(const LayerWeights& L, const Activations& a, const LoraPass& lora,
+                        int64_t layer) {
   kernels::Stream& st = be_.default_stream();
+  const DType dt = options_.dtype;
   const int64_t hid = spec_.hidden_size, inter = spec_.intermediate_size;
-  float* g = scratch;
-  float* u = g + n * inter;
-  float* out = u + n * inter;
-  RETURN_IF_ERROR(be_.Gemm({h, L.gate.as<float>(), g, n, inter, hid, 0.0f}, st));
-  RETURN_IF_ERROR(be_.Gemm({h, L.up.as<float>(), u, n, inter, hid, 0.0f}, st));
-  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraGate, h, hid, g, inter));
-  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraUp, h, hid, u, inter));
-  RETURN_IF_ERROR(be_.SiluMul({g, u, g, n * inter}, st));
-  RETURN_IF_ERROR(be_.Gemm({g, L.down.as<float>(), out, n, hid, inter, 0.0f}, st));
-  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraDown, g, inter, out, hid));
-  return be_.Axpy({out, x, n * hid, 1.0f}, st);
+  RETURN_IF_ERROR(be_.Linear(
+      {a.hb, kernels::View(L.gate_up.data(), dt, 2 * inter, hid), nullptr, a.gate_up}, st));
+  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraGate, a.hb, kernels::Columns(a.gate_up, 0, inter)));
+  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraUp, a.hb, kernels::Columns(a.gate_up, inter, inter)));
+  RETURN_IF_ERROR(be_.SiluMul({a.gate_up, a.act}, st));
+  RETURN_IF_ERROR(
+      be_.Linear({a.act, kernels::View(L.down.data(), dt, hid, inter), nullptr, a.delta}, st));
+  return ApplyLora(lora, layer, kLoraDown, a.act, a.delta);
 }
 
-// Mixtral's sparse MLP: route each token to its top-k experts (softmax, renormalised), run
-// each expert on the tokens routed to it, and add the weighted outputs back.
-absl::Status Model::Moe(const LayerWeights& L, float* h, float* x, int64_t n, float* scratch) {
+// Mixtral's sparse MLP: route each token to its top-k experts (softmax, renormalised), run each
+// expert on the tokens routed to it, and sum the weighted outputs per token in expert order.
+// The routing comes back to the host to group tokens by expert (the device-side grouped GEMM
+// of the MoE step removes this round trip).
+absl::Status Model::Moe(const LayerWeights& L, const Activations& a) {
   kernels::Stream& st = be_.default_stream();
-  const int64_t hid = spec_.hidden_size, inter = spec_.intermediate_size,
+  const DType dt = options_.dtype;
+  const int64_t n = a.hb.rows, hid = spec_.hidden_size, inter = spec_.intermediate_size,
                 experts = spec_.num_experts, k = spec_.num_experts_per_tok;
-  float* router_logits = scratch;  // [n, experts] (reuses the first MLP scratch block)
-  RETURN_IF_ERROR(be_.Gemm({h, L.router.as<float>(), router_logits, n, experts, hid, 0.0f}, st));
+  RETURN_IF_ERROR(
+      be_.Linear({a.hb, kernels::View(L.router.data(), dt, experts, hid), nullptr, a.router}, st));
   ASSIGN_OR_RETURN(void* route, route_.Get(be_, size_t(2 * n * k) * sizeof(float)));
   float* weights = static_cast<float*>(route);
   int32_t* chosen = reinterpret_cast<int32_t*>(weights + n * k);
-  RETURN_IF_ERROR(be_.TopKSoftmax({router_logits, weights, chosen, n, experts, k, true}, st));
+  RETURN_IF_ERROR(be_.TopKSoftmax({a.router, weights, chosen, k, true}, st));
   std::vector<float> w_host(size_t(n * k));
   std::vector<int32_t> e_host(size_t(n * k));
   RETURN_IF_ERROR(be_.CopyToHost(w_host.data(), weights, w_host.size() * sizeof(float), st));
   RETURN_IF_ERROR(be_.CopyToHost(e_host.data(), chosen, e_host.size() * sizeof(int32_t), st));
+  RETURN_IF_ERROR(st.Synchronize());
 
-  // Per expert: the tokens routed to it and their weights, uploaded once for all experts.
+  // Every (token, expert) pair gets a row of a.experts, grouped by expert: the tokens of
+  // expert e are rows [begin[e], begin[e + 1]). For the combine, each token's pairs in
+  // ascending expert order: their rows and weights.
   std::vector<int32_t> tokens_by_expert;
-  std::vector<float> weight_by_expert;
   std::vector<int64_t> begin(size_t(experts + 1), 0);
+  std::vector<int32_t> pair_row(size_t(n * k));
   for (int64_t e = 0; e < experts; ++e) {
     begin[size_t(e)] = int64_t(tokens_by_expert.size());
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t i = 0; i < k; ++i) {
         if (e_host[size_t(t * k + i)] == e) {
+          pair_row[size_t(t * k + i)] = int32_t(tokens_by_expert.size());
           tokens_by_expert.push_back(int32_t(t));
-          weight_by_expert.push_back(w_host[size_t(t * k + i)]);
         }
       }
     }
   }
   begin[size_t(experts)] = int64_t(tokens_by_expert.size());
+  std::vector<int32_t> combine_rows(size_t(n * k));
+  std::vector<float> combine_weights(size_t(n * k));
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<int64_t> order(static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i) order[size_t(i)] = i;
+    std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) {
+      return e_host[size_t(t * k + x)] < e_host[size_t(t * k + y)];
+    });
+    for (int64_t j = 0; j < k; ++j) {
+      combine_rows[size_t(t * k + j)] = pair_row[size_t(t * k + order[size_t(j)])];
+      combine_weights[size_t(t * k + j)] = w_host[size_t(t * k + order[size_t(j)])];
+    }
+  }
   const int64_t total = begin[size_t(experts)];
-  ASSIGN_OR_RETURN(void* plan, plan_.Get(be_, size_t(2 * total) * sizeof(float)));
+  ASSIGN_OR_RETURN(void* plan, plan_.Get(be_, size_t(total + 2 * n * k) * sizeof(int32_t)));
   int32_t* idx_dev = static_cast<int32_t*>(plan);
-  float* w_dev = static_cast<float*>(plan) + total;
+  int32_t* rows_dev = idx_dev + total;
+  float* weights_dev = reinterpret_cast<float*>(rows_dev + n * k);
   RETURN_IF_ERROR(be_.CopyToDevice(idx_dev, tokens_by_expert.data(), size_t(total) * 4, st));
-  RETURN_IF_ERROR(be_.CopyToDevice(w_dev, weight_by_expert.data(), size_t(total) * 4, st));
+  RETURN_IF_ERROR(be_.CopyToDevice(rows_dev, combine_rows.data(), size_t(n * k) * 4, st));
+  RETURN_IF_ERROR(be_.CopyToDevice(weights_dev, combine_weights.data(), size_t(n * k) * 4, st));
 
-  // scratch: g, u [n, inter], out [n, hidden], gathered rows [n, hidden] (a token appears at
-  // most once per expert, so n rows suffice).
-  float* g = scratch;
-  float* u = g + n * inter;
-  float* out = u + n * inter;
-  float* rows = out + n * std::max(inter, experts);
+  const size_t elem = kernels::DTypeSize(dt);
   for (int64_t e = 0; e < experts; ++e) {
     const int64_t m = begin[size_t(e + 1)] - begin[size_t(e)];
     if (m == 0) continue;
-    const ExpertWeights& E = L.experts[size_t(e)];
-    const int32_t* idx = idx_dev + begin[size_t(e)];
-    RETURN_IF_ERROR(be_.GatherRows({h, idx, rows, m, n, hid}, st));
-    RETURN_IF_ERROR(be_.Gemm({rows, E.gate.as<float>(), g, m, inter, hid, 0.0f}, st));
-    RETURN_IF_ERROR(be_.Gemm({rows, E.up.as<float>(), u, m, inter, hid, 0.0f}, st));
-    RETURN_IF_ERROR(be_.SiluMul({g, u, g, m * inter}, st));
-    RETURN_IF_ERROR(be_.Gemm({g, E.down.as<float>(), out, m, hid, inter, 0.0f}, st));
-    RETURN_IF_ERROR(be_.ScatterAddRows({out, idx, w_dev + begin[size_t(e)], x, m, n, hid}, st));
+    const Tensor rows = kernels::Rows(a.rows, 0, m);
+    const Tensor gate_up = kernels::Rows(a.gate_up, 0, m);
+    const Tensor act = kernels::Rows(a.act, 0, m);
+    const void* w_gate_up =
+        static_cast<const char*>(L.experts_gate_up.data()) + size_t(e * 2 * inter * hid) * elem;
+    const void* w_down =
+        static_cast<const char*>(L.experts_down.data()) + size_t(e * hid * inter) * elem;
+    RETURN_IF_ERROR(be_.GatherRows({a.hb, idx_dev + begin[size_t(e)], rows}, st));
+    RETURN_IF_ERROR(
+        be_.Linear({rows, kernels::View(w_gate_up, dt, 2 * inter, hid), nullptr, gate_up}, st));
+    RETURN_IF_ERROR(be_.SiluMul({gate_up, act}, st));
+    RETURN_IF_ERROR(be_.Linear({act, kernels::View(w_down, dt, hid, inter), nullptr,
+                                kernels::Rows(a.experts, begin[size_t(e)], m)},
+                               st));
   }
-  return absl::OkStatus();
+  return be_.MoeCombine({kernels::Rows(a.experts, 0, total), rows_dev, weights_dev, a.delta, k},
+                        st);
 }
 
 }  // namespace arbor::engine

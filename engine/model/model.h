@@ -1,9 +1,12 @@
 // engine::Model: the forward pass of every supported architecture, written once against
-// kernels::Backend (CPU reference or CUDA).
+// kernels::Backend (CPU reference or CUDA), in one activation dtype (f32, bf16 or f16) with a
+// KV cache of its own dtype.
 //
-// Per layer: RMSNorm -> q/k/v (+bias) -> RoPE -> append K/V to the cache -> causal attention
-// (GQA, optional sliding window) -> o (+bias) -> residual -> RMSNorm -> SwiGLU MLP or MoE
-// (softmax top-k routing) -> residual; then the final norm and the LM head.
+// Per layer: residual add + RMSNorm -> fused qkv (+bias, +LoRA) -> RoPE and the K/V write ->
+// causal attention (GQA, optional sliding window) -> o (+bias, +LoRA) -> residual add + RMSNorm
+// -> fused gate_up, SwiGLU, down (+LoRA) or MoE (softmax top-k routing); then the last residual
+// add, the final norm and the LM head (fp32 logits) on the rows whose logits are wanted. The
+// residual adds ride in the next norm, which rounds them as transformers does in bf16.
 #ifndef ARBOR_ENGINE_MODEL_MODEL_H_
 #define ARBOR_ENGINE_MODEL_MODEL_H_
 
@@ -24,10 +27,17 @@
 namespace arbor::engine {
 
 // Where the KV cache lives: pages laid out as memory/unified_pool.h documents (a page is one
-// block of `block_size` tokens for every layer, K and V). The engine passes the unified pool.
+// block of `block_size` tokens for every layer, K and V), in the model's kv_dtype(). The engine
+// passes the unified pool.
 struct KvCacheView {
-  float* pages = nullptr;  // device pointer to page 0
+  void* pages = nullptr;  // device pointer to page 0
   int64_t block_size = 16;
+};
+
+// The dtypes a model runs in (model.dtype and engine.kv_cache_dtype, resolved).
+struct ModelOptions {
+  kernels::DType dtype = kernels::DType::kF32;     // weights and activations
+  kernels::DType kv_dtype = kernels::DType::kF32;  // the KV cache
 };
 
 // One sequence's share of a batch: `tokens` at positions [start, start + n), whose KV goes to
@@ -55,14 +65,19 @@ class Model {
  public:
   // Loads config.json (+ generation_config.json) and the safetensors weights of `model_dir`.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& model_dir,
-                                                     kernels::Backend& backend);
+                                                     kernels::Backend& backend,
+                                                     ModelOptions options = {});
   // `load_format: dummy`: the shapes of the spec, seeded random weights.
   static absl::StatusOr<std::unique_ptr<Model>> Dummy(const ModelSpec& spec, uint64_t seed,
-                                                      kernels::Backend& backend);
+                                                      kernels::Backend& backend,
+                                                      ModelOptions options = {});
 
   const ModelSpec& spec() const { return spec_; }
+  kernels::DType dtype() const { return options_.dtype; }
+  kernels::DType kv_dtype() const { return options_.kv_dtype; }
+  size_t weight_bytes() const { return w_.bytes; }
 
-  // Bytes of one KV page (block) for this model in fp32.
+  // Bytes of one KV page (block) for this model in its kv_dtype().
   size_t KvPageBytes(int64_t block_size) const;
 
   // One forward pass over a batch (continuous batching: prefill chunks and decodes mixed).
@@ -81,7 +96,7 @@ class Model {
                                              const LoraAdapter* adapter = nullptr);
 
  private:
-  Model(ModelSpec spec, ModelWeights weights, kernels::Backend& backend);
+  Model(ModelSpec spec, ModelWeights weights, ModelOptions options, kernels::Backend& backend);
   absl::Status UploadRopeTable();  // inv_freq_ for the spec's rope scaling
   // Tokens of one adapter in the batch, as device index and per-row scale arrays.
   struct LoraGroup {
@@ -92,20 +107,35 @@ class Model {
   };
   struct LoraPass {
     std::vector<LoraGroup> groups;
-    float* gathered = nullptr;  // [n, max features]
-    float* mid = nullptr;       // [n, max rank]
-    float* out = nullptr;       // [n, max features]
+    void* gathered = nullptr;  // [n, max features]
+    void* mid = nullptr;       // [n, max rank]
+    void* out = nullptr;       // [n, max features]
     int64_t n = 0;
   };
-  // y[t] += scale * B (A x[t]) for every token t of every adapter that targets (layer, target).
-  absl::Status ApplyLora(const LoraPass& pass, int64_t layer, int target, const float* x,
-                         int64_t in_features, float* y, int64_t out_features);
-  absl::Status Mlp(const LayerWeights& L, float* h, float* x, int64_t n, float* scratch,
-                   const LoraPass& lora, int64_t layer);
-  absl::Status Moe(const LayerWeights& L, float* h, float* x, int64_t n, float* scratch);
+  // The activations of one pass (model dtype), carved from the workspace.
+  struct Activations {
+    kernels::Tensor x;        // [n, hidden]: the residual stream
+    kernels::Tensor hb;       // [n, hidden]: the normed input of a sublayer
+    kernels::Tensor qkv;      // [n, q_dim + 2 kv_dim]
+    kernels::Tensor attn;     // [n, q_dim]
+    kernels::Tensor delta;    // [n, hidden]: a sublayer's output, added by the next norm
+    kernels::Tensor gate_up;  // [n, 2 inter]
+    kernels::Tensor act;      // [n, inter]
+    kernels::Tensor router;   // [n, num_experts] (MoE)
+    kernels::Tensor rows;     // [n, hidden]: tokens gathered for one expert
+    kernels::Tensor experts;  // [n * k, hidden]: every (token, expert) output (MoE)
+  };
+  // y[t] += scale * B (A x[t]) for every token t of every adapter that targets (layer, target);
+  // x [n, in_features], y [n, out_features] (views; y may be a column slice).
+  absl::Status ApplyLora(const LoraPass& pass, int64_t layer, int target, const kernels::Tensor& x,
+                         const kernels::Tensor& y);
+  absl::Status Mlp(const LayerWeights& L, const Activations& a, const LoraPass& lora,
+                   int64_t layer);
+  absl::Status Moe(const LayerWeights& L, const Activations& a);
 
   ModelSpec spec_;
   ModelWeights w_;
+  ModelOptions options_;
   kernels::Backend& be_;
   kernels::DeviceBuffer inv_freq_;  // [head_dim / 2]
   // Forward's device buffers, reused from pass to pass (forward_mu_ serializes passes).

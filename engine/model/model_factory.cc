@@ -9,8 +9,33 @@
 
 namespace arbor::engine {
 
+namespace {
+
+kernels::DType Named(const std::string& name) {
+  if (name == "bfloat16") return kernels::DType::kBF16;
+  if (name == "float16") return kernels::DType::kF16;
+  return kernels::DType::kF32;
+}
+
+}  // namespace
+
+ModelOptions ResolveDtypes(const std::string& dtype, const std::string& kv_cache_dtype,
+                           kernels::DeviceKind device, const std::string& torch_dtype) {
+  ModelOptions o;
+  if (dtype != "auto") {
+    o.dtype = Named(dtype);
+  } else if (device == kernels::DeviceKind::kCpu) {
+    o.dtype = kernels::DType::kF32;
+  } else {
+    o.dtype = torch_dtype == "float16" ? kernels::DType::kF16 : kernels::DType::kBF16;
+  }
+  o.kv_dtype = kv_cache_dtype == "auto" ? o.dtype : Named(kv_cache_dtype);
+  return o;
+}
+
 absl::StatusOr<LoadedModel> LoadModelFromConfig(const ModelSection& section,
-                                                kernels::Backend& backend) {
+                                                kernels::Backend& backend,
+                                                const std::string& kv_cache_dtype) {
   if (section.path.empty()) {
     return absl::InvalidArgumentError("model.path: required (a Hugging Face model directory)");
   }
@@ -21,11 +46,19 @@ absl::StatusOr<LoadedModel> LoadModelFromConfig(const ModelSection& section,
   }
   LoadedModel out;
   spdlog::info("loading model from {} (load_format {})", section.path, section.load_format);
-  if (section.load_format == "dummy") {
-    ASSIGN_OR_RETURN(ModelSpec spec, LoadHfConfig(section.path));
-    ASSIGN_OR_RETURN(out.model, Model::Dummy(spec, uint64_t(section.dummy_seed), backend));
-  } else {
-    ASSIGN_OR_RETURN(out.model, Model::Load(section.path, backend));
+  {
+    ASSIGN_OR_RETURN(const ModelSpec spec, LoadHfConfig(section.path));
+    const ModelOptions options =
+        ResolveDtypes(section.dtype, kv_cache_dtype, backend.kind(), spec.torch_dtype);
+    spdlog::info("dtype {} (model.dtype {}, checkpoint {}), KV cache {}",
+                 kernels::DTypeName(options.dtype), section.dtype, spec.torch_dtype,
+                 kernels::DTypeName(options.kv_dtype));
+    if (section.load_format == "dummy") {
+      ASSIGN_OR_RETURN(out.model,
+                       Model::Dummy(spec, uint64_t(section.dummy_seed), backend, options));
+    } else {
+      ASSIGN_OR_RETURN(out.model, Model::Load(section.path, backend, options));
+    }
   }
   const ModelSpec& spec = out.model->spec();
   out.max_model_len =

@@ -23,9 +23,16 @@ struct LoadedModel {
 // model.path must name a Hugging Face directory. load_format auto reads its safetensors;
 // dummy reads only config.json and fills seeded random weights. tokenizer.json and the chat
 // template are loaded when present (a malformed one stops the load). Errors name the config key
-// or the file at fault.
+// or the file at fault. `kv_cache_dtype` is engine.kv_cache_dtype.
 absl::StatusOr<LoadedModel> LoadModelFromConfig(const ModelSection& section,
-                                                kernels::Backend& backend);
+                                                kernels::Backend& backend,
+                                                const std::string& kv_cache_dtype = "auto");
+
+// model.dtype and engine.kv_cache_dtype resolved for a backend and a checkpoint saved in
+// `torch_dtype`: "auto" is the checkpoint's dtype on CUDA when it is bf16 or fp16, bf16 for an
+// fp32 checkpoint, and fp32 on the CPU (the reference); the KV cache's "auto" is the model's.
+ModelOptions ResolveDtypes(const std::string& dtype, const std::string& kv_cache_dtype,
+                           kernels::DeviceKind device, const std::string& torch_dtype);
 
 }  // namespace arbor::engine
 

@@ -2,8 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <functional>
-#include <random>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -16,70 +16,120 @@ namespace {
 
 using kernels::Backend;
 using kernels::DeviceBuffer;
+using kernels::DType;
+using kernels::Tensor;
 
-// Where each weight comes from: a name and its expected shape. The filler produces the values,
-// so checkpoint loading and dummy weights share every name and shape.
-using Filler = std::function<absl::StatusOr<std::vector<float>>(
-    const std::string& name, const std::vector<int64_t>& shape, bool is_norm)>;
+enum class WeightKind { kMatrix, kNorm, kBias };
 
-absl::StatusOr<DeviceBuffer> Upload(Backend& be, const std::vector<float>& host) {
-  ASSIGN_OR_RETURN(DeviceBuffer buf, be.Allocate(host.size() * sizeof(float)));
-  RETURN_IF_ERROR(
-      be.CopyToDevice(buf.data(), host.data(), host.size() * sizeof(float), be.default_stream()));
-  return buf;
-}
+// Where each weight comes from: given its Hugging Face name and shape, a source writes its
+// values into `dst` (a contiguous device view of exactly that many elements, inside a fused
+// buffer). Checkpoint loading and dummy weights share every name, shape and place.
+using Source =
+    std::function<absl::Status(const std::string& name, const std::vector<int64_t>& shape,
+                               WeightKind kind, const Tensor& dst)>;
 
-absl::StatusOr<ModelWeights> Build(const ModelSpec& s, Backend& be, const Filler& fill) {
+class Builder {
+ public:
+  Builder(Backend& be, DType dtype, const Source& source)
+      : be_(be), dtype_(dtype), source_(source) {}
+
+  // A buffer of `rows` x `cols` elements.
+  absl::StatusOr<DeviceBuffer> Alloc(int64_t rows, int64_t cols) {
+    const size_t bytes = size_t(rows * cols) * kernels::DTypeSize(dtype_);
+    bytes_ += bytes;
+    return be_.Allocate(bytes);
+  }
+  // Rows [row, row + shape rows) of `buf` (a [*, cols] matrix, cols = the shape's last
+  // dimension) from the weight `name`.
+  absl::Status Fill(const DeviceBuffer& buf, int64_t row, const std::string& name,
+                    const std::vector<int64_t>& shape, WeightKind kind) {
+    const int64_t rows = shape.size() == 2 ? shape[0] : 1;
+    const int64_t cols = shape.back();
+    char* at = static_cast<char*>(buf.data()) + size_t(row * cols) * kernels::DTypeSize(dtype_);
+    return source_(name, shape, kind, kernels::View(static_cast<void*>(at), dtype_, rows, cols));
+  }
+  // A buffer holding just the weight `name`.
+  absl::StatusOr<DeviceBuffer> One(const std::string& name, const std::vector<int64_t>& shape,
+                                   WeightKind kind = WeightKind::kMatrix) {
+    ASSIGN_OR_RETURN(DeviceBuffer buf, Alloc(shape.size() == 2 ? shape[0] : 1, shape.back()));
+    RETURN_IF_ERROR(Fill(buf, 0, name, shape, kind));
+    return buf;
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Backend& be_;
+  DType dtype_;
+  const Source& source_;
+  size_t bytes_ = 0;
+};
+
+absl::StatusOr<ModelWeights> Build(const ModelSpec& s, DType dtype, Backend& be,
+                                   const Source& source) {
   const ArchitectureTraits* traits = FindArchitecture(s.architecture);
   if (traits == nullptr) return absl::InvalidArgumentError("unsupported architecture");
-  auto get = [&](const std::string& name, std::vector<int64_t> shape,
-                 bool is_norm = false) -> absl::StatusOr<DeviceBuffer> {
-    ASSIGN_OR_RETURN(std::vector<float> host, fill(name, shape, is_norm));
-    return Upload(be, host);
-  };
+  Builder b(be, dtype, source);
   const int64_t h = s.hidden_size, q_dim = s.num_heads * s.head_dim,
-                kv_dim = s.num_kv_heads * s.head_dim, inter = s.intermediate_size;
+                kv_dim = s.num_kv_heads * s.head_dim, inter = s.intermediate_size,
+                qkv_rows = q_dim + 2 * kv_dim;
+  constexpr WeightKind kNorm = WeightKind::kNorm, kBias = WeightKind::kBias,
+                       kMatrix = WeightKind::kMatrix;
   ModelWeights w;
-  ASSIGN_OR_RETURN(w.embed, get("model.embed_tokens.weight", {s.vocab_size, h}));
+  w.dtype = dtype;
+  ASSIGN_OR_RETURN(w.embed, b.One("model.embed_tokens.weight", {s.vocab_size, h}));
   for (int64_t l = 0; l < s.num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     LayerWeights L;
-    ASSIGN_OR_RETURN(L.input_norm, get(p + "input_layernorm.weight", {h}, true));
-    ASSIGN_OR_RETURN(L.post_norm, get(p + "post_attention_layernorm.weight", {h}, true));
-    ASSIGN_OR_RETURN(L.q, get(p + "self_attn.q_proj.weight", {q_dim, h}));
-    ASSIGN_OR_RETURN(L.k, get(p + "self_attn.k_proj.weight", {kv_dim, h}));
-    ASSIGN_OR_RETURN(L.v, get(p + "self_attn.v_proj.weight", {kv_dim, h}));
-    ASSIGN_OR_RETURN(L.o, get(p + "self_attn.o_proj.weight", {h, q_dim}));
+    ASSIGN_OR_RETURN(L.input_norm, b.One(p + "input_layernorm.weight", {h}, kNorm));
+    ASSIGN_OR_RETURN(L.post_norm, b.One(p + "post_attention_layernorm.weight", {h}, kNorm));
+    ASSIGN_OR_RETURN(L.qkv, b.Alloc(qkv_rows, h));
+    RETURN_IF_ERROR(b.Fill(L.qkv, 0, p + "self_attn.q_proj.weight", {q_dim, h}, kMatrix));
+    RETURN_IF_ERROR(b.Fill(L.qkv, q_dim, p + "self_attn.k_proj.weight", {kv_dim, h}, kMatrix));
+    RETURN_IF_ERROR(
+        b.Fill(L.qkv, q_dim + kv_dim, p + "self_attn.v_proj.weight", {kv_dim, h}, kMatrix));
     if (s.qkv_bias) {
-      ASSIGN_OR_RETURN(L.q_bias, get(p + "self_attn.q_proj.bias", {q_dim}));
-      ASSIGN_OR_RETURN(L.k_bias, get(p + "self_attn.k_proj.bias", {kv_dim}));
-      ASSIGN_OR_RETURN(L.v_bias, get(p + "self_attn.v_proj.bias", {kv_dim}));
+      // One row of qkv_rows: the biases side by side (column offsets of a [1, n] matrix).
+      ASSIGN_OR_RETURN(L.qkv_bias, b.Alloc(1, qkv_rows));
+      const size_t elem = kernels::DTypeSize(dtype);
+      auto part = [&](int64_t col, const std::string& name, int64_t n) {
+        char* at = static_cast<char*>(L.qkv_bias.data()) + size_t(col) * elem;
+        return source(name, {n}, kBias, kernels::View(static_cast<void*>(at), dtype, 1, n));
+      };
+      RETURN_IF_ERROR(part(0, p + "self_attn.q_proj.bias", q_dim));
+      RETURN_IF_ERROR(part(q_dim, p + "self_attn.k_proj.bias", kv_dim));
+      RETURN_IF_ERROR(part(q_dim + kv_dim, p + "self_attn.v_proj.bias", kv_dim));
     }
+    ASSIGN_OR_RETURN(L.o, b.One(p + "self_attn.o_proj.weight", {h, q_dim}));
     if (s.o_bias) {
-      ASSIGN_OR_RETURN(L.o_bias, get(p + "self_attn.o_proj.bias", {h}));
+      ASSIGN_OR_RETURN(L.o_bias, b.One(p + "self_attn.o_proj.bias", {h}, kBias));
     }
     const std::string mlp = p + traits->mlp_prefix + ".";
     if (traits->moe) {
-      ASSIGN_OR_RETURN(L.router, get(mlp + "gate.weight", {s.num_experts, h}));
+      ASSIGN_OR_RETURN(L.router, b.One(mlp + "gate.weight", {s.num_experts, h}));
+      ASSIGN_OR_RETURN(L.experts_gate_up, b.Alloc(s.num_experts * 2 * inter, h));
+      ASSIGN_OR_RETURN(L.experts_down, b.Alloc(s.num_experts * h, inter));
       for (int64_t e = 0; e < s.num_experts; ++e) {
         const std::string ep = absl::StrCat(mlp, "experts.", e, ".");
-        ExpertWeights E;
-        ASSIGN_OR_RETURN(E.gate, get(ep + "w1.weight", {inter, h}));
-        ASSIGN_OR_RETURN(E.down, get(ep + "w2.weight", {h, inter}));
-        ASSIGN_OR_RETURN(E.up, get(ep + "w3.weight", {inter, h}));
-        L.experts.push_back(std::move(E));
+        RETURN_IF_ERROR(
+            b.Fill(L.experts_gate_up, e * 2 * inter, ep + "w1.weight", {inter, h}, kMatrix));
+        RETURN_IF_ERROR(b.Fill(L.experts_gate_up, e * 2 * inter + inter, ep + "w3.weight",
+                               {inter, h}, kMatrix));
+        RETURN_IF_ERROR(b.Fill(L.experts_down, e * h, ep + "w2.weight", {h, inter}, kMatrix));
       }
     } else {
-      ASSIGN_OR_RETURN(L.gate, get(mlp + "gate_proj.weight", {inter, h}));
-      ASSIGN_OR_RETURN(L.up, get(mlp + "up_proj.weight", {inter, h}));
-      ASSIGN_OR_RETURN(L.down, get(mlp + "down_proj.weight", {h, inter}));
+      ASSIGN_OR_RETURN(L.gate_up, b.Alloc(2 * inter, h));
+      RETURN_IF_ERROR(b.Fill(L.gate_up, 0, mlp + "gate_proj.weight", {inter, h}, kMatrix));
+      RETURN_IF_ERROR(b.Fill(L.gate_up, inter, mlp + "up_proj.weight", {inter, h}, kMatrix));
+      ASSIGN_OR_RETURN(L.down, b.One(mlp + "down_proj.weight", {h, inter}));
     }
     w.layers.push_back(std::move(L));
   }
-  ASSIGN_OR_RETURN(w.final_norm, get("model.norm.weight", {h}, true));
+  ASSIGN_OR_RETURN(w.final_norm, b.One("model.norm.weight", {h}, kNorm));
   if (!s.tie_word_embeddings) {
-    ASSIGN_OR_RETURN(w.lm_head, get("lm_head.weight", {s.vocab_size, h}));
+    ASSIGN_OR_RETURN(w.lm_head, b.One("lm_head.weight", {s.vocab_size, h}));
   }
+  RETURN_IF_ERROR(be.default_stream().Synchronize());
+  w.bytes = b.bytes();
   return w;
 }
 
@@ -87,16 +137,31 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
+std::optional<DType> AsDType(StDtype t) {
+  switch (t) {
+    case StDtype::kF32:
+      return DType::kF32;
+    case StDtype::kF16:
+      return DType::kF16;
+    case StDtype::kBF16:
+      return DType::kBF16;
+    default:
+      return std::nullopt;
+  }
+}
+
 }  // namespace
 
-absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const Checkpoint& ckpt,
+absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const Checkpoint& ckpt, DType dtype,
                                          Backend& backend) {
   std::set<std::string> used;
   size_t bytes = 0;
   const absl::Time start = absl::Now();
   absl::Time last_report = start;
-  auto fill = [&](const std::string& name, const std::vector<int64_t>& shape,
-                  bool) -> absl::StatusOr<std::vector<float>> {
+  std::vector<float> wide;
+  std::vector<uint8_t> narrow;
+  auto source = [&](const std::string& name, const std::vector<int64_t>& shape, WeightKind,
+                    const Tensor& dst) -> absl::Status {
     const TensorView* t = ckpt.Find(name);
     if (t == nullptr) {
       return absl::InvalidArgumentError(
@@ -107,8 +172,21 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const Checkpoint
                                                      ShapeString(t->shape),
                                                      ", config.json implies ", ShapeString(shape)));
     }
-    std::vector<float> host(static_cast<size_t>(t->numel()));
-    RETURN_IF_ERROR(ReadAsF32(*t, host.data(), host.size()));
+    kernels::Stream& st = backend.default_stream();
+    if (AsDType(t->dtype) == dtype) {
+      // Already in the layout's dtype: straight from the mapping to the device.
+      RETURN_IF_ERROR(backend.CopyToDevice(dst.data, t->data, t->nbytes, st));
+    } else {
+      wide.resize(static_cast<size_t>(t->numel()));
+      RETURN_IF_ERROR(ReadAsF32(*t, wide.data(), wide.size()));
+      narrow.resize(wide.size() * kernels::DTypeSize(dtype));
+      for (size_t i = 0; i < wide.size(); ++i) {
+        kernels::StoreFromFloat(narrow.data(), dtype, int64_t(i), wide[i]);
+      }
+      RETURN_IF_ERROR(backend.CopyToDevice(dst.data, narrow.data(), narrow.size(), st));
+      // The staging buffers are reused for the next tensor: the copy must be done with them.
+      RETURN_IF_ERROR(st.Synchronize());
+    }
     used.insert(name);
     bytes += t->nbytes;
     // Large checkpoints take a while: report progress every few seconds.
@@ -119,9 +197,9 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const Checkpoint
                    ckpt.names().size(), double(bytes) / 1e9, double(ckpt.total_bytes()) / 1e9,
                    double(bytes) / 1e6 / std::max(secs, 1e-9));
     }
-    return host;
+    return absl::OkStatus();
   };
-  ASSIGN_OR_RETURN(ModelWeights w, Build(spec, backend, fill));
+  ASSIGN_OR_RETURN(ModelWeights w, Build(spec, dtype, backend, source));
   // A tied model may still carry lm_head.weight; anything else unused is worth a warning (a
   // rotary cache, say), not an error: transformers ignores such tensors too.
   for (const auto& name : ckpt.names()) {
@@ -130,26 +208,28 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const Checkpoint
     }
   }
   const double secs = absl::ToDoubleSeconds(absl::Now() - start);
-  spdlog::info("loaded {} tensors, {:.1f} MB in {:.2f}s ({:.0f} MB/s)", used.size(),
-               double(bytes) / 1e6, secs, double(bytes) / 1e6 / std::max(secs, 1e-9));
+  spdlog::info("loaded {} tensors, {:.1f} MB in {:.2f}s ({:.0f} MB/s) as {}", used.size(),
+               double(bytes) / 1e6, secs, double(bytes) / 1e6 / std::max(secs, 1e-9),
+               kernels::DTypeName(dtype));
   return w;
 }
 
-absl::StatusOr<ModelWeights> DummyWeights(const ModelSpec& spec, uint64_t seed, Backend& backend) {
-  std::mt19937_64 rng(seed);
-  auto fill = [&](const std::string&, const std::vector<int64_t>& shape,
-                  bool is_norm) -> absl::StatusOr<std::vector<float>> {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::vector<float> host(static_cast<size_t>(n));
-    // Scaled like a trained model's weights so activations stay finite through many layers.
-    const float stddev = shape.size() == 2 ? float(1.0 / std::sqrt(double(shape[1]))) : 0.02f;
-    std::normal_distribution<float> normal(0.0f, stddev);
-    std::uniform_real_distribution<float> near_one(0.9f, 1.1f);
-    for (auto& x : host) x = is_norm ? near_one(rng) : normal(rng);
-    return host;
+absl::StatusOr<ModelWeights> DummyWeights(const ModelSpec& spec, uint64_t seed, DType dtype,
+                                          Backend& backend) {
+  uint64_t stream = 0;  // one Philox stream per weight, in Build's order
+  auto source = [&](const std::string&, const std::vector<int64_t>& shape, WeightKind kind,
+                    const Tensor& dst) -> absl::Status {
+    float lo = -0.035f, hi = 0.035f;
+    if (kind == WeightKind::kNorm) {
+      lo = 0.9f;
+      hi = 1.1f;
+    } else if (kind == WeightKind::kMatrix) {
+      hi = float(std::sqrt(3.0 / double(shape.back())));
+      lo = -hi;
+    }
+    return backend.RandomFill({dst, seed, stream++, lo, hi}, backend.default_stream());
   };
-  return Build(spec, backend, fill);
+  return Build(spec, dtype, backend, source);
 }
 
 }  // namespace arbor::engine

@@ -101,9 +101,15 @@ absl::StatusOr<std::unique_ptr<Event>> CpuBackend::CreateEvent() {
   return std::unique_ptr<Event>(std::make_unique<CpuEvent>());
 }
 
-absl::Status CpuBackend::RmsNorm(const RmsNormArgs& args, Stream&) {
-  if (auto s = ValidateRmsNorm(args); !s.ok()) return s;
-  CpuRmsNorm(args);
+absl::Status CpuBackend::Linear(const LinearArgs& args, Stream&) {
+  if (auto s = ValidateLinear(args); !s.ok()) return s;
+  CpuLinear(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::AddRmsNorm(const AddRmsNormArgs& args, Stream&) {
+  if (auto s = ValidateAddRmsNorm(args); !s.ok()) return s;
+  CpuAddRmsNorm(args);
   return absl::OkStatus();
 }
 
@@ -113,39 +119,15 @@ absl::Status CpuBackend::SiluMul(const SiluMulArgs& args, Stream&) {
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::Axpy(const AxpyArgs& args, Stream&) {
-  if (auto s = ValidateAxpy(args); !s.ok()) return s;
-  CpuAxpy(args);
-  return absl::OkStatus();
-}
-
-absl::Status CpuBackend::Gemm(const GemmArgs& args, Stream&) {
-  if (auto s = ValidateGemm(args); !s.ok()) return s;
-  CpuGemm(args);
-  return absl::OkStatus();
-}
-
 absl::Status CpuBackend::Embedding(const EmbeddingArgs& args, Stream&) {
   if (auto s = ValidateEmbedding(args); !s.ok()) return s;
   CpuEmbedding(args);
   return absl::OkStatus();
 }
 
-absl::Status CpuBackend::BiasAdd(const BiasAddArgs& args, Stream&) {
-  if (auto s = ValidateBiasAdd(args); !s.ok()) return s;
-  CpuBiasAdd(args);
-  return absl::OkStatus();
-}
-
-absl::Status CpuBackend::Rope(const RopeArgs& args, Stream&) {
-  if (auto s = ValidateRope(args); !s.ok()) return s;
-  CpuRope(args);
-  return absl::OkStatus();
-}
-
-absl::Status CpuBackend::KvWrite(const KvWriteArgs& args, Stream&) {
-  if (auto s = ValidateKvWrite(args); !s.ok()) return s;
-  CpuKvWrite(args);
+absl::Status CpuBackend::RopeKvWrite(const RopeKvWriteArgs& args, Stream&) {
+  if (auto s = ValidateRopeKvWrite(args); !s.ok()) return s;
+  CpuRopeKvWrite(args);
   return absl::OkStatus();
 }
 
@@ -170,6 +152,24 @@ absl::Status CpuBackend::GatherRows(const GatherRowsArgs& args, Stream&) {
 absl::Status CpuBackend::ScatterAddRows(const ScatterAddRowsArgs& args, Stream&) {
   if (auto s = ValidateScatterAddRows(args); !s.ok()) return s;
   CpuScatterAddRows(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::MoeCombine(const MoeCombineArgs& args, Stream&) {
+  if (auto s = ValidateMoeCombine(args); !s.ok()) return s;
+  CpuMoeCombine(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::RandomFill(const RandomFillArgs& args, Stream&) {
+  if (auto s = ValidateRandomFill(args); !s.ok()) return s;
+  CpuRandomFill(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Convert(const ConvertArgs& args, Stream&) {
+  if (auto s = ValidateConvert(args); !s.ok()) return s;
+  CpuConvert(args);
   return absl::OkStatus();
 }
 

@@ -1,5 +1,6 @@
 // The CPU backend: the reference every CUDA op is tested against, and the backend CI and the
-// embedded default config run on. Plain loops with fp32 accumulation; OpenBLAS for GEMM.
+// embedded default config run on. Plain loops with fp32 math (rounding to 16-bit dtypes where
+// kernels/ops.h says); OpenBLAS for GEMM.
 #ifndef ARBOR_KERNELS_CPU_CPU_BACKEND_H_
 #define ARBOR_KERNELS_CPU_CPU_BACKEND_H_
 
@@ -28,18 +29,18 @@ class CpuBackend final : public Backend {
   absl::StatusOr<std::unique_ptr<Event>> CreateEvent() override;
   Stream& default_stream() override { return *default_stream_; }
 
-  absl::Status RmsNorm(const RmsNormArgs& args, Stream& stream) override;
+  absl::Status Linear(const LinearArgs& args, Stream& stream) override;
+  absl::Status AddRmsNorm(const AddRmsNormArgs& args, Stream& stream) override;
   absl::Status SiluMul(const SiluMulArgs& args, Stream& stream) override;
-  absl::Status Axpy(const AxpyArgs& args, Stream& stream) override;
-  absl::Status Gemm(const GemmArgs& args, Stream& stream) override;
   absl::Status Embedding(const EmbeddingArgs& args, Stream& stream) override;
-  absl::Status BiasAdd(const BiasAddArgs& args, Stream& stream) override;
-  absl::Status Rope(const RopeArgs& args, Stream& stream) override;
-  absl::Status KvWrite(const KvWriteArgs& args, Stream& stream) override;
+  absl::Status RopeKvWrite(const RopeKvWriteArgs& args, Stream& stream) override;
   absl::Status PagedAttention(const PagedAttentionArgs& args, Stream& stream) override;
   absl::Status TopKSoftmax(const TopKSoftmaxArgs& args, Stream& stream) override;
   absl::Status GatherRows(const GatherRowsArgs& args, Stream& stream) override;
   absl::Status ScatterAddRows(const ScatterAddRowsArgs& args, Stream& stream) override;
+  absl::Status MoeCombine(const MoeCombineArgs& args, Stream& stream) override;
+  absl::Status RandomFill(const RandomFillArgs& args, Stream& stream) override;
+  absl::Status Convert(const ConvertArgs& args, Stream& stream) override;
 
  protected:
   void Free(void* data) override;
@@ -49,18 +50,18 @@ class CpuBackend final : public Backend {
 };
 
 // The reference implementations, callable without a backend object (tests, tools).
-void CpuRmsNorm(const RmsNormArgs& args);
+void CpuLinear(const LinearArgs& args);
+void CpuAddRmsNorm(const AddRmsNormArgs& args);
 void CpuSiluMul(const SiluMulArgs& args);
-void CpuAxpy(const AxpyArgs& args);
-void CpuGemm(const GemmArgs& args);
 void CpuEmbedding(const EmbeddingArgs& args);
-void CpuBiasAdd(const BiasAddArgs& args);
-void CpuRope(const RopeArgs& args);
-void CpuKvWrite(const KvWriteArgs& args);
+void CpuRopeKvWrite(const RopeKvWriteArgs& args);
 void CpuPagedAttention(const PagedAttentionArgs& args);
 void CpuTopKSoftmax(const TopKSoftmaxArgs& args);
 void CpuGatherRows(const GatherRowsArgs& args);
 void CpuScatterAddRows(const ScatterAddRowsArgs& args);
+void CpuMoeCombine(const MoeCombineArgs& args);
+void CpuRandomFill(const RandomFillArgs& args);
+void CpuConvert(const ConvertArgs& args);
 
 }  // namespace arbor::kernels
 

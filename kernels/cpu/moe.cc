@@ -1,5 +1,5 @@
-// CPU references for mixture-of-experts routing and the row gather/scatter that dispatches
-// tokens to experts.
+// CPU references for mixture-of-experts routing and combining, and the row gather/scatter that
+// dispatches tokens to experts and adapters.
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -9,22 +9,22 @@
 namespace arbor::kernels {
 
 void CpuTopKSoftmax(const TopKSoftmaxArgs& a) {
-  std::vector<double> probs(size_t(a.num_experts));
-  std::vector<bool> taken(size_t(a.num_experts));
-  for (int64_t t = 0; t < a.num_tokens; ++t) {
-    const float* logits = a.logits + t * a.num_experts;
+  const int64_t experts = a.logits.cols;
+  std::vector<double> probs(static_cast<size_t>(experts));
+  std::vector<bool> taken(static_cast<size_t>(experts));
+  for (int64_t t = 0; t < a.logits.rows; ++t) {
     double max_logit = -INFINITY;
-    for (int64_t e = 0; e < a.num_experts; ++e) max_logit = std::fmax(max_logit, logits[e]);
+    for (int64_t e = 0; e < experts; ++e) max_logit = std::fmax(max_logit, a.logits.Load(t, e));
     double sum = 0;
-    for (int64_t e = 0; e < a.num_experts; ++e) {
-      probs[size_t(e)] = std::exp(double(logits[e]) - max_logit);
+    for (int64_t e = 0; e < experts; ++e) {
+      probs[size_t(e)] = std::exp(double(a.logits.Load(t, e)) - max_logit);
       sum += probs[size_t(e)];
     }
     std::fill(taken.begin(), taken.end(), false);
     double kept = 0;
     for (int64_t i = 0; i < a.k; ++i) {
       int64_t best = -1;
-      for (int64_t e = 0; e < a.num_experts; ++e) {
+      for (int64_t e = 0; e < experts; ++e) {
         if (!taken[size_t(e)] && (best < 0 || probs[size_t(e)] > probs[size_t(best)])) best = e;
       }
       taken[size_t(best)] = true;
@@ -41,18 +41,36 @@ void CpuTopKSoftmax(const TopKSoftmaxArgs& a) {
 }
 
 void CpuGatherRows(const GatherRowsArgs& a) {
-  for (int64_t i = 0; i < a.num_rows; ++i) {
-    std::memcpy(a.dst + i * a.cols, a.src + int64_t(a.index[i]) * a.cols,
-                size_t(a.cols) * sizeof(float));
+  const size_t elem = DTypeSize(a.src.dtype);
+  for (int64_t i = 0; i < a.dst.rows; ++i) {
+    std::memcpy(static_cast<char*>(a.dst.data) + a.dst.At(i, 0) * elem,
+                static_cast<const char*>(a.src.data) + a.src.At(a.index[i], 0) * elem,
+                size_t(a.dst.cols) * elem);
   }
 }
 
 void CpuScatterAddRows(const ScatterAddRowsArgs& a) {
-  for (int64_t i = 0; i < a.num_rows; ++i) {
-    float* dst = a.dst + int64_t(a.index[i]) * a.cols;
-    const float* src = a.src + i * a.cols;
+  const DType t = a.dst.dtype;
+  for (int64_t i = 0; i < a.src.rows; ++i) {
+    const int64_t r = a.index[i];
     const float s = a.scale[i];
-    for (int64_t c = 0; c < a.cols; ++c) dst[c] += s * src[c];
+    for (int64_t c = 0; c < a.src.cols; ++c) {
+      a.dst.Store(r, c, a.dst.Load(r, c) + RoundTo(t, s * a.src.Load(i, c)));
+    }
+  }
+}
+
+void CpuMoeCombine(const MoeCombineArgs& a) {
+  const DType t = a.out.dtype;
+  for (int64_t tok = 0; tok < a.out.rows; ++tok) {
+    for (int64_t c = 0; c < a.out.cols; ++c) {
+      float acc = 0.0f;
+      for (int64_t j = 0; j < a.k; ++j) {
+        const float w = RoundTo(t, a.weights[tok * a.k + j]);
+        acc = RoundTo(t, acc + RoundTo(t, w * a.expert_out.Load(a.rows[tok * a.k + j], c)));
+      }
+      a.out.Store(tok, c, acc);
+    }
   }
 }
 

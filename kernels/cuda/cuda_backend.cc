@@ -1,10 +1,10 @@
 #include "kernels/cuda/cuda_backend.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/lt_linear.h"
 #include "kernels/cuda_status.h"
 
 namespace arbor::kernels {
@@ -60,11 +60,11 @@ class CudaEvent final : public Event {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int ordinal, cudaStream_t stream, cublasHandle_t cublas)
-      : ordinal_(ordinal), default_stream_(stream, /*owned=*/true), cublas_(cublas) {}
+  CudaBackend(int ordinal, cudaStream_t stream, std::unique_ptr<LtLinear> linear)
+      : ordinal_(ordinal), default_stream_(stream, /*owned=*/true), linear_(std::move(linear)) {}
   ~CudaBackend() override {
     cudaSetDevice(ordinal_);
-    cublasDestroy(cublas_);
+    linear_.reset();
   }
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
@@ -145,33 +145,21 @@ class CudaBackend final : public Backend {
   }
   Stream& default_stream() override { return default_stream_; }
 
-  absl::Status RmsNorm(const RmsNormArgs& a, Stream& s) override {
-    if (auto st = ValidateRmsNorm(a); !st.ok()) return st;
-    return CudaStatus(LaunchRmsNorm(a, Native(s)), "RmsNorm");
+  absl::Status AddRmsNorm(const AddRmsNormArgs& a, Stream& s) override {
+    if (auto st = ValidateAddRmsNorm(a); !st.ok()) return st;
+    return CudaStatus(LaunchAddRmsNorm(a, Native(s)), "AddRmsNorm");
   }
   absl::Status SiluMul(const SiluMulArgs& a, Stream& s) override {
     if (auto st = ValidateSiluMul(a); !st.ok()) return st;
     return CudaStatus(LaunchSiluMul(a, Native(s)), "SiluMul");
   }
-  absl::Status Axpy(const AxpyArgs& a, Stream& s) override {
-    if (auto st = ValidateAxpy(a); !st.ok()) return st;
-    return CudaStatus(LaunchAxpy(a, Native(s)), "Axpy");
-  }
   absl::Status Embedding(const EmbeddingArgs& a, Stream& s) override {
     if (auto st = ValidateEmbedding(a); !st.ok()) return st;
     return CudaStatus(LaunchEmbedding(a, Native(s)), "Embedding");
   }
-  absl::Status BiasAdd(const BiasAddArgs& a, Stream& s) override {
-    if (auto st = ValidateBiasAdd(a); !st.ok()) return st;
-    return CudaStatus(LaunchBiasAdd(a, Native(s)), "BiasAdd");
-  }
-  absl::Status Rope(const RopeArgs& a, Stream& s) override {
-    if (auto st = ValidateRope(a); !st.ok()) return st;
-    return CudaStatus(LaunchRope(a, Native(s)), "Rope");
-  }
-  absl::Status KvWrite(const KvWriteArgs& a, Stream& s) override {
-    if (auto st = ValidateKvWrite(a); !st.ok()) return st;
-    return CudaStatus(LaunchKvWrite(a, Native(s)), "KvWrite");
+  absl::Status RopeKvWrite(const RopeKvWriteArgs& a, Stream& s) override {
+    if (auto st = ValidateRopeKvWrite(a); !st.ok()) return st;
+    return CudaStatus(LaunchRopeKvWrite(a, Native(s)), "RopeKvWrite");
   }
   absl::Status PagedAttention(const PagedAttentionArgs& a, Stream& s) override {
     if (auto st = ValidatePagedAttention(a); !st.ok()) return st;
@@ -189,16 +177,21 @@ class CudaBackend final : public Backend {
     if (auto st = ValidateScatterAddRows(a); !st.ok()) return st;
     return CudaStatus(LaunchScatterAddRows(a, Native(s)), "ScatterAddRows");
   }
-  absl::Status Gemm(const GemmArgs& a, Stream& s) override {
-    if (auto st = ValidateGemm(a); !st.ok()) return st;
-    // Row-major C[m,n] = A[m,k] B[n,k]^T is column-major C^T[n,m] = B[n,k] (as B^T stored) x A^T.
-    if (auto st = CublasStatus(cublasSetStream(cublas_, Native(s)), "cublasSetStream"); !st.ok()) {
-      return st;
-    }
-    const float alpha = 1.0f;
-    return CublasStatus(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(a.n), int(a.m), int(a.k),
-                                    &alpha, a.b, int(a.k), a.a, int(a.k), &a.beta, a.c, int(a.n)),
-                        "cublasSgemm");
+  absl::Status MoeCombine(const MoeCombineArgs& a, Stream& s) override {
+    if (auto st = ValidateMoeCombine(a); !st.ok()) return st;
+    return CudaStatus(LaunchMoeCombine(a, Native(s)), "MoeCombine");
+  }
+  absl::Status RandomFill(const RandomFillArgs& a, Stream& s) override {
+    if (auto st = ValidateRandomFill(a); !st.ok()) return st;
+    return CudaStatus(LaunchRandomFill(a, Native(s)), "RandomFill");
+  }
+  absl::Status Convert(const ConvertArgs& a, Stream& s) override {
+    if (auto st = ValidateConvert(a); !st.ok()) return st;
+    return CudaStatus(LaunchConvert(a, Native(s)), "Convert");
+  }
+  absl::Status Linear(const LinearArgs& a, Stream& s) override {
+    if (auto st = ValidateLinear(a); !st.ok()) return st;
+    return linear_->Run(a, Native(s));
   }
 
  protected:
@@ -207,7 +200,7 @@ class CudaBackend final : public Backend {
  private:
   int ordinal_;
   CudaStream default_stream_;
-  cublasHandle_t cublas_;
+  std::unique_ptr<LtLinear> linear_;
 };
 
 }  // namespace
@@ -241,12 +234,13 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int ordinal) {
       !s.ok()) {
     return s;
   }
-  cublasHandle_t cublas = nullptr;
-  if (auto s = CublasStatus(cublasCreate(&cublas), "cublasCreate"); !s.ok()) {
+  auto linear = LtLinear::Create();
+  if (!linear.ok()) {
     cudaStreamDestroy(stream);
-    return s;
+    return linear.status();
   }
-  return std::unique_ptr<Backend>(std::make_unique<CudaBackend>(ordinal, stream, cublas));
+  return std::unique_ptr<Backend>(
+      std::make_unique<CudaBackend>(ordinal, stream, std::move(*linear)));
 }
 
 }  // namespace arbor::kernels

@@ -1,4 +1,5 @@
-// The CUDA backend: one device, a cuBLAS handle, kernels from kernels/cuda/*.cu.
+// The CUDA backend: one device, cuBLASLt for Linear (kernels/cuda/lt_linear.h), kernels from
+// kernels/cuda/*.cu.
 // A CUDA error never aborts the process: the op returns Internal and the backend reports
 // itself unhealthy (Health()), so the server can answer 503 and let its supervisor restart it.
 #ifndef ARBOR_KERNELS_CUDA_CUDA_BACKEND_H_

@@ -1,5 +1,6 @@
 // Host launchers of the CUDA kernels. Raw pointers and plain structs only (no Abseil): each
 // returns the cudaError_t of its launch; kernels/cuda_status.h turns that into absl::Status.
+// Linear is not here: it runs through cuBLASLt (kernels/cuda/lt_linear.h).
 #ifndef ARBOR_KERNELS_CUDA_LAUNCH_H_
 #define ARBOR_KERNELS_CUDA_LAUNCH_H_
 
@@ -9,17 +10,17 @@
 
 namespace arbor::kernels {
 
-cudaError_t LaunchRmsNorm(const RmsNormArgs& args, cudaStream_t stream);
+cudaError_t LaunchAddRmsNorm(const AddRmsNormArgs& args, cudaStream_t stream);
 cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);
-cudaError_t LaunchAxpy(const AxpyArgs& args, cudaStream_t stream);
 cudaError_t LaunchEmbedding(const EmbeddingArgs& args, cudaStream_t stream);
-cudaError_t LaunchBiasAdd(const BiasAddArgs& args, cudaStream_t stream);
-cudaError_t LaunchRope(const RopeArgs& args, cudaStream_t stream);
-cudaError_t LaunchKvWrite(const KvWriteArgs& args, cudaStream_t stream);
+cudaError_t LaunchRopeKvWrite(const RopeKvWriteArgs& args, cudaStream_t stream);
 cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t stream);
 cudaError_t LaunchTopKSoftmax(const TopKSoftmaxArgs& args, cudaStream_t stream);
 cudaError_t LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream);
 cudaError_t LaunchScatterAddRows(const ScatterAddRowsArgs& args, cudaStream_t stream);
+cudaError_t LaunchMoeCombine(const MoeCombineArgs& args, cudaStream_t stream);
+cudaError_t LaunchRandomFill(const RandomFillArgs& args, cudaStream_t stream);
+cudaError_t LaunchConvert(const ConvertArgs& args, cudaStream_t stream);
 
 }  // namespace arbor::kernels
 

@@ -1,9 +1,8 @@
-// Per-token model ops on CUDA: embedding lookup, bias add, RoPE, and the row gather/scatter of
-// MoE dispatch. Grid-stride loops; simple by design (none of these is a hot spot yet).
+// Per-token model ops on CUDA: embedding lookup, RoPE with the KV write, and the row gather and
+// scatter-add that dispatch tokens to adapters and experts.
 #include <cuda_runtime.h>
 
-#include <algorithm>
-
+#include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/launch.h"
 
 namespace arbor::kernels {
@@ -11,88 +10,115 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned Blocks(int64_t n) {
-  return unsigned(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 132 * 16)));
+// Copies row `src_row` of src to row `dst_row` of dst, both of `elem`-byte elements.
+__device__ __forceinline__ void CopyRow(const Tensor& src, int64_t src_row, const Tensor& dst,
+                                        int64_t dst_row, int64_t c, size_t elem) {
+  if (elem == 2) {
+    static_cast<uint16_t*>(dst.data)[dst.At(dst_row, c)] =
+        static_cast<const uint16_t*>(src.data)[src.At(src_row, c)];
+  } else {
+    static_cast<uint32_t*>(dst.data)[dst.At(dst_row, c)] =
+        static_cast<const uint32_t*>(src.data)[src.At(src_row, c)];
+  }
 }
 
-#define GRID_STRIDE(i, n)                                                   \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
-       i += int64_t(gridDim.x) * blockDim.x)
-
-__global__ void EmbeddingKernel(EmbeddingArgs a) {
-  GRID_STRIDE(i, a.num_tokens * a.hidden) {
-    const int64_t t = i / a.hidden;
-    const int64_t c = i % a.hidden;
+__global__ void EmbeddingKernel(EmbeddingArgs a, size_t elem) {
+  ARBOR_GRID_STRIDE(i, a.out.rows * a.out.cols) {
+    const int64_t t = i / a.out.cols, c = i % a.out.cols;
     const int64_t id = a.ids[t];
-    a.out[i] = (id >= 0 && id < a.vocab) ? a.table[id * a.hidden + c] : 0.0f;
+    if (id >= 0 && id < a.table.rows) {
+      CopyRow(a.table, id, a.out, t, c, elem);
+    } else {
+      StoreFromFloat(a.out.data, a.out.dtype, a.out.At(t, c), 0.0f);
+    }
   }
 }
 
-__global__ void BiasAddKernel(BiasAddArgs a) {
-  GRID_STRIDE(i, a.rows * a.cols) { a.x[i] += a.bias[i % a.cols]; }
-}
-
-// One thread per (token, head, pair i): rotates (x[i], x[i + half]).
-__global__ void RopeKernel(RopeArgs a) {
-  const int64_t half = a.head_dim / 2;
-  const int64_t heads = a.num_q_heads + a.num_kv_heads;
-  GRID_STRIDE(idx, a.num_tokens * heads * half) {
-    const int64_t i = idx % half;
-    const int64_t h = (idx / half) % heads;
-    const int64_t t = idx / (half * heads);
-    float* x = h < a.num_q_heads ? a.q + (t * a.num_q_heads + h) * a.head_dim
-                                 : a.k + (t * a.num_kv_heads + (h - a.num_q_heads)) * a.head_dim;
-    // Precise sinf/cosf (not the __sinf intrinsics): angles reach thousands of radians.
-    const float angle = float(a.positions[t]) * a.inv_freq[i];
-    float s, c;
-    sincosf(angle, &s, &c);
-    const float x0 = x[i];
-    const float x1 = x[i + half];
-    x[i] = x0 * c - x1 * s;
-    x[i + half] = x1 * c + x0 * s;
+__global__ void GatherRowsKernel(GatherRowsArgs a, size_t elem) {
+  ARBOR_GRID_STRIDE(i, a.dst.rows * a.dst.cols) {
+    const int64_t r = i / a.dst.cols, c = i % a.dst.cols;
+    CopyRow(a.src, a.index[r], a.dst, r, c, elem);
   }
 }
 
-__global__ void GatherRowsKernel(GatherRowsArgs a) {
-  GRID_STRIDE(i, a.num_rows * a.cols) {
-    const int64_t r = i / a.cols;
-    a.dst[i] = a.src[int64_t(a.index[r]) * a.cols + i % a.cols];
-  }
-}
-
+// Indexes are distinct (ValidateScatterAddRows' contract), so no two threads update one element.
+template <DType D>
 __global__ void ScatterAddRowsKernel(ScatterAddRowsArgs a) {
-  GRID_STRIDE(i, a.num_rows * a.cols) {
-    const int64_t r = i / a.cols;
-    atomicAdd(a.dst + int64_t(a.index[r]) * a.cols + i % a.cols, a.scale[r] * a.src[i]);
+  ARBOR_GRID_STRIDE(i, a.src.rows * a.src.cols) {
+    const int64_t r = i / a.src.cols, c = i % a.src.cols;
+    const int64_t at = a.dst.At(a.index[r], c);
+    const float add = RoundTo(D, a.scale[r] * LoadAsFloat(a.src.data, D, a.src.At(r, c)));
+    StoreFromFloat(a.dst.data, D, at, LoadAsFloat(a.dst.data, D, at) + add);
+  }
+}
+
+// Element offset of (slot, K or V) in the pages for the view's layer.
+__device__ __forceinline__ int64_t KvOffset(const PagedKv& kv, int64_t slot, int kv_index) {
+  const int64_t page = slot / kv.block_size, off = slot % kv.block_size;
+  const int64_t page_elems = kv.num_layers * 2 * kv.block_size * kv.kv_dim;
+  return page * page_elems + ((kv.layer * 2 + kv_index) * kv.block_size + off) * kv.kv_dim;
+}
+
+// One block per token: the threads rotate every (q or k head, pair i), then, once the block's
+// rotated k is visible to all, copy k and v into the token's slot.
+template <DType D>
+__global__ void RopeKvWriteKernel(RopeKvWriteArgs a) {
+  const int64_t t = blockIdx.x;
+  const int64_t d = a.head_dim, half = d / 2;
+  const int64_t heads = a.num_q_heads + a.num_kv_heads;
+  const float pos = float(a.positions[t]);
+  for (int64_t idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
+    const int64_t h = idx / half, i = idx % half;
+    // Precise sincosf (not the __sinf intrinsics): angles reach thousands of radians.
+    float s, c;
+    sincosf(pos * a.inv_freq[i], &s, &c);
+    c = RoundTo(D, c * a.attention_factor);
+    s = RoundTo(D, s * a.attention_factor);
+    const int64_t at0 = a.qkv.At(t, h * d + i), at1 = at0 + half;
+    const float x0 = LoadAsFloat(a.qkv.data, D, at0), x1 = LoadAsFloat(a.qkv.data, D, at1);
+    StoreFromFloat(a.qkv.data, D, at0, RoundTo(D, x0 * c) - RoundTo(D, x1 * s));
+    StoreFromFloat(a.qkv.data, D, at1, RoundTo(D, x1 * c) + RoundTo(D, x0 * s));
+  }
+  __syncthreads();
+  const int64_t kv_dim = a.num_kv_heads * d, q_dim = a.num_q_heads * d;
+  const int64_t slot = a.slots[t];
+  const int64_t k_at = KvOffset(a.kv, slot, 0), v_at = KvOffset(a.kv, slot, 1);
+  for (int64_t c = threadIdx.x; c < kv_dim; c += blockDim.x) {
+    StoreFromFloat(a.kv.pages, a.kv.dtype, k_at + c,
+                   LoadAsFloat(a.qkv.data, D, a.qkv.At(t, q_dim + c)));
+    StoreFromFloat(a.kv.pages, a.kv.dtype, v_at + c,
+                   LoadAsFloat(a.qkv.data, D, a.qkv.At(t, q_dim + kv_dim + c)));
   }
 }
 
 }  // namespace
 
 cudaError_t LaunchEmbedding(const EmbeddingArgs& a, cudaStream_t s) {
-  EmbeddingKernel<<<Blocks(a.num_tokens * a.hidden), kThreads, 0, s>>>(a);
-  return cudaGetLastError();
-}
-
-cudaError_t LaunchBiasAdd(const BiasAddArgs& a, cudaStream_t s) {
-  BiasAddKernel<<<Blocks(a.rows * a.cols), kThreads, 0, s>>>(a);
-  return cudaGetLastError();
-}
-
-cudaError_t LaunchRope(const RopeArgs& a, cudaStream_t s) {
-  RopeKernel<<<Blocks(a.num_tokens * (a.num_q_heads + a.num_kv_heads) * (a.head_dim / 2)), kThreads,
-               0, s>>>(a);
+  EmbeddingKernel<<<GridFor(a.out.rows * a.out.cols, kThreads), kThreads, 0, s>>>(
+      a, DTypeSize(a.out.dtype));
   return cudaGetLastError();
 }
 
 cudaError_t LaunchGatherRows(const GatherRowsArgs& a, cudaStream_t s) {
-  GatherRowsKernel<<<Blocks(a.num_rows * a.cols), kThreads, 0, s>>>(a);
+  GatherRowsKernel<<<GridFor(a.dst.rows * a.dst.cols, kThreads), kThreads, 0, s>>>(
+      a, DTypeSize(a.dst.dtype));
   return cudaGetLastError();
 }
 
 cudaError_t LaunchScatterAddRows(const ScatterAddRowsArgs& a, cudaStream_t s) {
-  ScatterAddRowsKernel<<<Blocks(a.num_rows * a.cols), kThreads, 0, s>>>(a);
-  return cudaGetLastError();
+  return WithFloatType(a.dst.dtype, [&](auto tag) {
+    ScatterAddRowsKernel<decltype(tag)::value>
+        <<<GridFor(a.src.rows * a.src.cols, kThreads), kThreads, 0, s>>>(a);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t LaunchRopeKvWrite(const RopeKvWriteArgs& a, cudaStream_t s) {
+  if (a.qkv.rows > 0x7fffffff) return cudaErrorInvalidValue;
+  return WithFloatType(a.qkv.dtype, [&](auto tag) {
+    RopeKvWriteKernel<decltype(tag)::value><<<unsigned(a.qkv.rows), kThreads, 0, s>>>(a);
+    return cudaGetLastError();
+  });
 }
 
 }  // namespace arbor::kernels

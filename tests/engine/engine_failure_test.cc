@@ -118,5 +118,48 @@ TEST_CASE("a healthy engine reports ok after many steps on the same wrapper", "[
   CHECK(rig.device.ops() > 0);
 }
 
+TEST_CASE("a failed copy-on-write aborts its request only, and its pages come back", "[engine]") {
+  Rig rig(96);
+  Engine& e = *rig.engine;
+  // n = 2 over a 5-token prompt: the forks share the prompt's partial last block, so the first
+  // decode step copies it for one of them. That copy fails.
+  rig.device.FailCopiesOnDevice(true);
+  Outcome forked, alone;
+  Request r = LongRequest(forked, 1);
+  r.params.n = 2;
+  r.params.max_tokens = 20;
+  std::vector<FinishReason> finishes;
+  std::string detail;
+  std::mutex mu;
+  std::condition_variable cv;
+  r.callback = [&](const StreamEvent& ev) {
+    if (!ev.finish) return;
+    std::lock_guard<std::mutex> lock(mu);
+    finishes.push_back(*ev.finish);
+    detail = ev.finish_detail;
+    cv.notify_all();
+  };
+  REQUIRE(e.Submit(std::move(r)).ok());
+  Request other = LongRequest(alone, 3);
+  other.params.max_tokens = 20;
+  REQUIRE(e.Submit(std::move(other)).ok());
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return finishes.size() == 2; }));
+  }
+  CHECK(finishes == std::vector<FinishReason>{FinishReason::kAbort, FinishReason::kAbort});
+  CHECK_THAT(detail, Catch::Contains("copy-on-write"));
+  // The other request needs no copy: it runs to its end, and the engine stays healthy.
+  REQUIRE(alone.WaitFor([&] { return alone.finish.has_value(); }));
+  CHECK(*alone.finish == FinishReason::kLength);
+  CHECK(alone.tokens == 20);
+  CHECK(e.Health().ok());
+  rig.device.FailCopiesOnDevice(false);
+  e.ClearPrefixCache();
+  const EngineStats s = e.stats();
+  CHECK(s.pages_kv == 0);
+  CHECK(s.pages_free == s.pages_total);
+}
+
 }  // namespace
 }  // namespace arbor::engine

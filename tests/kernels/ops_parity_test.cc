@@ -1,11 +1,10 @@
-// One parity table of op cases (rows below), run on every backend present: the CPU always, the
+// The parity table (tests/kernels/op_cases.cc) run on every backend present: the CPU always, the
 // CUDA backend where a GPU is visible ([gpu] cases). Every case draws fresh random inputs, uses
-// odd sizes, poisons the output, and compares every element with a dtype-specific tolerance to a
-// double-precision reference; the CUDA cases also compare against the CPU backend.
-#include <algorithm>
+// odd sizes and strided views, poisons its outputs, and compares every element with a
+// dtype-specific tolerance to a double-precision reference that rounds where the op rounds;
+// the CUDA cases also compare against the CPU backend.
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <functional>
 #include <memory>
 #include <random>
 #include <set>
@@ -14,191 +13,42 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "tests/kernels/op_runner.h"
+#include "kernels/philox.h"
+#include "tests/kernels/op_cases.h"
 #include "tests/test_util.h"
 
 namespace arbor::testing {
 namespace {
 
 using kernels::Backend;
-
-struct OpCase {
-  std::string op;
-  int64_t d0, d1, d2;  // rows/cols, n, or m/n/k depending on the op
-};
-
-// The table. A new op means new rows here and a branch in RunCase.
-const std::vector<OpCase>& Cases() {
-  static const std::vector<OpCase> cases = {
-      {"rms_norm", 1, 8, 0},
-      {"rms_norm", 3, 769, 0},
-      {"rms_norm", 17, 5125, 0},
-      {"rms_norm", 64, 4096, 0},
-      {"silu_mul", 1, 0, 0},
-      {"silu_mul", 769, 0, 0},
-      {"silu_mul", 300001, 0, 0},
-      {"axpy", 7, 0, 0},
-      {"axpy", 5125, 0, 0},
-      {"axpy", 1000003, 0, 0},
-      {"gemm", 1, 1, 1},
-      {"gemm", 3, 5, 7},
-      {"gemm", 17, 769, 33},
-      {"gemm", 129, 67, 511},
-      // embedding: tokens, vocab, hidden
-      {"embedding", 1, 7, 8},
-      {"embedding", 37, 1001, 769},
-      // bias_add: rows, cols
-      {"bias_add", 1, 3, 0},
-      {"bias_add", 33, 769, 0},
-      // rope: tokens, kv heads (q = 4 * kv), head_dim
-      {"rope", 1, 1, 2},
-      {"rope", 13, 2, 64},
-      {"rope", 7, 3, 128},
-      // attention: sequences, kv heads (q = 3 * kv), head_dim; random lengths up to 70 with
-      // 1-5 new tokens each; block size 16 and no window for odd kv heads, block size 5 and a
-      // window of 7 for even
-      {"attention", 1, 1, 8},
-      {"attention", 3, 2, 64},
-      {"attention", 5, 1, 128},
-      {"attention", 4, 4, 24},
-      {"attention", 2, 2, 256},
-      // top_k: tokens, experts, k
-      {"top_k", 1, 2, 1},
-      {"top_k", 37, 8, 2},
-      {"top_k", 101, 60, 6},
-      // gather_scatter: rows, index count, cols
-      {"gather_scatter", 1, 1, 5},
-      {"gather_scatter", 19, 40, 769},
-  };
-  return cases;
-}
-
-struct Result {
-  std::vector<float> got;
-  std::vector<double> want;
-  double atol, rtol;
-};
-
-Result RunCase(Backend& be, const OpCase& c, std::mt19937_64& rng) {
-  Result r;
-  if (c.op == "rms_norm") {
-    auto x = RandomFloats(rng, size_t(c.d0 * c.d1), -3.0f, 3.0f);
-    auto w = RandomFloats(rng, size_t(c.d1), 0.5f, 1.5f);
-    auto got = RunRmsNorm(be, x, w, c.d0, c.d1, 1e-5f);
-    REQUIRE(got.ok());
-    r = {*got, RefRmsNorm(x, w, c.d0, c.d1, 1e-5f), 1e-6, 2e-5};
-  } else if (c.op == "silu_mul") {
-    auto g = RandomFloats(rng, size_t(c.d0), -8.0f, 8.0f);
-    auto u = RandomFloats(rng, size_t(c.d0));
-    auto got = RunSiluMul(be, g, u);
-    REQUIRE(got.ok());
-    r = {*got, RefSiluMul(g, u), 1e-6, 2e-5};
-  } else if (c.op == "axpy") {
-    auto x = RandomFloats(rng, size_t(c.d0));
-    auto y = RandomFloats(rng, size_t(c.d0));
-    auto got = RunAxpy(be, x, y, -0.75f);
-    REQUIRE(got.ok());
-    r = {*got, RefAxpy(x, y, -0.75f), 1e-6, 1e-6};
-  } else if (c.op == "gemm") {
-    auto a = RandomFloats(rng, size_t(c.d0 * c.d2));
-    auto b = RandomFloats(rng, size_t(c.d1 * c.d2));
-    auto got = RunGemm(be, a, b, c.d0, c.d1, c.d2);
-    REQUIRE(got.ok());
-    // fp32 accumulation over k terms of size <= 1.
-    r = {*got, RefGemm(a, b, c.d0, c.d1, c.d2), 2e-6 * double(c.d2), 1e-5};
-  } else if (c.op == "embedding") {
-    std::uniform_int_distribution<int32_t> id(0, int32_t(c.d1 - 1));
-    std::vector<int32_t> ids(size_t(c.d0));
-    for (auto& x : ids) x = id(rng);
-    auto table = RandomFloats(rng, size_t(c.d1 * c.d2));
-    auto got = RunEmbedding(be, ids, table, c.d2);
-    REQUIRE(got.ok());
-    r = {*got, RefEmbedding(ids, table, c.d2), 0.0, 0.0};
-  } else if (c.op == "bias_add") {
-    auto x = RandomFloats(rng, size_t(c.d0 * c.d1));
-    auto b = RandomFloats(rng, size_t(c.d1));
-    auto got = RunBiasAdd(be, x, b);
-    REQUIRE(got.ok());
-    r = {*got, RefBiasAdd(x, b), 1e-7, 1e-6};
-  } else if (c.op == "rope") {
-    const int64_t hkv = c.d1, hq = 4 * c.d1, d = c.d2;
-    auto q = RandomFloats(rng, size_t(c.d0 * hq * d));
-    auto k = RandomFloats(rng, size_t(c.d0 * hkv * d));
-    std::uniform_int_distribution<int32_t> pos(0, 4095);
-    std::vector<int32_t> positions(size_t(c.d0));
-    for (auto& p : positions) p = pos(rng);
-    std::vector<float> inv_freq(size_t(d / 2));
-    for (int64_t i = 0; i < d / 2; ++i) {
-      inv_freq[size_t(i)] = float(1.0 / std::pow(10000.0, double(2 * i) / double(d)));
-    }
-    auto got = RunRope(be, q, k, positions, inv_freq, hq, hkv, d);
-    REQUIRE(got.ok());
-    // Angles up to 4096 rad: fp32 sin/cos of the same fp32 angle agree to ~1e-6.
-    r = {*got, RefRope(q, k, positions, inv_freq, d), 2e-6, 2e-5};
-  } else if (c.op == "attention") {
-    PagedCase pc;
-    pc.hkv = c.d1;
-    pc.hq = 3 * c.d1;
-    pc.d = c.d2;
-    pc.block_size = c.d1 % 2 == 0 ? 5 : 16;
-    pc.num_layers = 3;
-    pc.layer = 1;
-    pc.window = c.d1 % 2 == 0 ? 7 : 0;
-    pc.page_seed = rng();
-    std::uniform_int_distribution<int64_t> len(1, 70), fresh(1, 5);
-    for (int64_t s = 0; s < c.d0; ++s) {
-      const int64_t n = len(rng);
-      pc.lengths.push_back(n);
-      pc.new_tokens.push_back(std::min(n, fresh(rng)));
-      pc.k.push_back(RandomFloats(rng, size_t(n * pc.hkv * pc.d)));
-      pc.v.push_back(RandomFloats(rng, size_t(n * pc.hkv * pc.d)));
-      pc.q.push_back(RandomFloats(rng, size_t(pc.new_tokens.back() * pc.hq * pc.d)));
-    }
-    auto got = RunPagedAttention(be, pc);
-    REQUIRE(got.ok());
-    r = {*got, RefPagedAttention(pc), 2e-6, 2e-5};
-  } else if (c.op == "top_k") {
-    auto logits = RandomFloats(rng, size_t(c.d0 * c.d1), -4.0f, 4.0f);
-    auto got = RunTopKSoftmax(be, logits, c.d1, c.d2);
-    REQUIRE(got.ok());
-    r = {*got, RefTopKSoftmax(logits, c.d1, c.d2), 1e-6, 1e-5};
-  } else if (c.op == "gather_scatter") {
-    auto src = RandomFloats(rng, size_t(c.d0 * c.d2));
-    std::uniform_int_distribution<int32_t> row(0, int32_t(c.d0 - 1));
-    std::vector<int32_t> index(size_t(c.d1));
-    for (auto& x : index) x = row(rng);
-    auto scale = RandomFloats(rng, size_t(c.d1));
-    auto got = RunGatherScatter(be, src, index, scale, c.d2);
-    REQUIRE(got.ok());
-    // Repeated rows: the sum order differs between backends (atomics on CUDA).
-    r = {*got, RefGatherScatter(src, index, scale, c.d2), 1e-6, 1e-5};
-  } else {
-    FAIL("unknown op in the parity table: " << c.op);
-  }
-  return r;
-}
-
-std::string Describe(const OpCase& c) {
-  return c.op + " [" + std::to_string(c.d0) + ", " + std::to_string(c.d1) + ", " +
-         std::to_string(c.d2) + "]";
-}
+using kernels::DType;
 
 TEST_CASE("the parity table covers every op of the Backend interface", "[kernels]") {
   std::set<std::string> ops;
-  for (const auto& c : Cases()) ops.insert(c.op);
-  // One entry per op family (attention covers KvWrite + PagedAttention, gather_scatter both
-  // row ops, top_k TopKSoftmax).
-  CHECK(ops == std::set<std::string>{"rms_norm", "silu_mul", "axpy", "gemm", "embedding",
-                                     "bias_add", "rope", "attention", "top_k", "gather_scatter"});
+  for (const auto& c : OpCases()) ops.insert(c.op);
+  // One entry per op family (gather_scatter covers GatherRows and ScatterAddRows).
+  CHECK(ops == std::set<std::string>{"linear", "add_rms_norm", "silu_mul", "embedding",
+                                     "rope_kv_write", "attention", "top_k", "gather_scatter",
+                                     "moe_combine", "random_fill", "convert"});
+  // Every op runs in f32 and bf16 (and the arithmetic ones in f16).
+  for (const std::string& op : ops) {
+    std::set<DType> dtypes;
+    for (const auto& c : OpCases()) {
+      if (c.op == op) dtypes.insert(c.dtype);
+    }
+    INFO(op);
+    CHECK(dtypes.count(DType::kF32) == 1);
+    CHECK(dtypes.count(DType::kBF16) == 1);
+  }
 }
 
 TEST_CASE("every op matches the double reference on the CPU backend", "[kernels]") {
   kernels::CpuBackend cpu;
   std::mt19937_64 rng(Catch::rngSeed());
-  for (const auto& c : Cases()) {
+  for (const auto& c : OpCases()) {
     INFO(Describe(c));
-    const Result r = RunCase(cpu, c, rng);
-    CHECK(CompareAll(r.got, r.want, r.atol, r.rtol) == "");
+    const CaseResult r = RunCase(cpu, c, rng);
+    CHECK(Compare(r.got, r.want, r.dtype, r.ulps, r.atol) == "");
   }
 }
 
@@ -207,33 +57,110 @@ TEST_CASE("every op on CUDA matches the double reference and the CPU backend", "
   REQUIRE(cuda.ok());
   kernels::CpuBackend cpu;
   std::mt19937_64 rng(Catch::rngSeed() + 1);
-  for (const auto& c : Cases()) {
+  for (const auto& c : OpCases()) {
     INFO(Describe(c));
-    // Same inputs on both backends: re-seed a copy of the generator for each.
+    // Same inputs on both backends: a copy of the generator for each.
     std::mt19937_64 rng_gpu = rng, rng_cpu = rng;
-    const Result g = RunCase(**cuda, c, rng_gpu);
-    const Result h = RunCase(cpu, c, rng_cpu);
+    const CaseResult g = RunCase(**cuda, c, rng_gpu);
+    const CaseResult h = RunCase(cpu, c, rng_cpu);
     rng.discard(1);
-    CHECK(CompareAll(g.got, g.want, g.atol, g.rtol) == "");
-    CHECK(CompareAll(g.got, h.got, 2 * g.atol, 2 * g.rtol) == "");
+    CHECK(Compare(g.got, g.want, g.dtype, g.ulps, g.atol) == "");
+    // Against the CPU: the same roundings, so only accumulation order may move a value (by a
+    // unit of a 16-bit dtype where a sum lands near a rounding boundary).
+    const std::vector<double> cpu_got(h.got.begin(), h.got.end());
+    CHECK(Compare(g.got, cpu_got, g.dtype, 2 * g.ulps + (g.dtype == DType::kF32 ? 0 : 1),
+                  2 * g.atol) == "");
   }
   REQUIRE((*cuda)->Health().ok());
 }
 
+TEST_CASE("16-bit conversions round to nearest even and keep NaN and infinity", "[kernels]") {
+  using kernels::Bf16ToFloat;
+  using kernels::F16ToFloat;
+  using kernels::FloatToBf16;
+  using kernels::FloatToF16;
+  CHECK(FloatToBf16(1.0f) == 0x3f80);
+  CHECK(FloatToBf16(-2.0f) == 0xc000);
+  // 1 + 2^-8 is halfway between bf16 1 and 1 + 2^-7: ties to even (1).
+  CHECK(FloatToBf16(1.00390625f) == 0x3f80);
+  CHECK(FloatToBf16(1.01171875f) == 0x3f82);  // 1 + 3 * 2^-8: halfway, to even (up)
+  CHECK(std::isnan(Bf16ToFloat(FloatToBf16(NAN))));
+  CHECK(Bf16ToFloat(FloatToBf16(INFINITY)) == INFINITY);
+  CHECK(Bf16ToFloat(FloatToBf16(3.4e38f)) == INFINITY);  // rounds past the largest bf16
+  CHECK(FloatToF16(1.0f) == 0x3c00);
+  CHECK(FloatToF16(65504.0f) == 0x7bff);
+  CHECK(FloatToF16(65519.0f) == 0x7bff);
+  CHECK(FloatToF16(65520.0f) == 0x7c00);                  // halfway to the next binade: infinity
+  CHECK(FloatToF16(5.9604644775390625e-08f) == 0x0001);   // 2^-24, the least subnormal
+  CHECK(FloatToF16(2.98023223876953125e-08f) == 0x0000);  // 2^-25: halfway, to even (0)
+  CHECK(FloatToF16(6.103515625e-05f) == 0x0400);          // 2^-14, the least normal
+  CHECK(FloatToF16(-0.0f) == 0x8000);
+  CHECK(std::isnan(F16ToFloat(FloatToF16(NAN))));
+  // Every f16 and every bf16 value survives a round trip through float.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = F16ToFloat(uint16_t(h));
+    if (std::isnan(f)) continue;
+    REQUIRE(FloatToF16(f) == h);
+    const float b = Bf16ToFloat(uint16_t(h));
+    if (std::isnan(b)) continue;
+    REQUIRE(FloatToBf16(b) == h);
+  }
+}
+
+TEST_CASE("kernels' Philox4x32-10 matches Random123's known-answer vectors", "[kernels]") {
+  using kernels::Philox4;
+  auto eq = [](Philox4 a, std::array<uint32_t, 4> b) {
+    return a.v[0] == b[0] && a.v[1] == b[1] && a.v[2] == b[2] && a.v[3] == b[3];
+  };
+  CHECK(eq(kernels::Philox4x32x10({{0, 0, 0, 0}}, 0, 0),
+           {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
+  CHECK(eq(kernels::Philox4x32x10({{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}}, 0xffffffff,
+                                  0xffffffff),
+           {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
+  CHECK(eq(kernels::Philox4x32x10({{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}}, 0xa4093822,
+                                  0x299f31d0),
+           {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+  // Uniform values fill [lo, hi) evenly.
+  double sum = 0;
+  float lo = 1, hi = -1;
+  for (uint64_t i = 0; i < 100000; ++i) {
+    const float u = kernels::PhiloxUniform(42, 7, i, -1.0f, 1.0f);
+    sum += u;
+    lo = std::min(lo, u);
+    hi = std::max(hi, u);
+  }
+  CHECK(std::fabs(sum / 100000) < 0.01);
+  CHECK(lo >= -1.0f);
+  CHECK(lo < -0.999f);
+  CHECK(hi < 1.0f);
+  CHECK(hi > 0.999f);
+}
+
 TEST_CASE("ops reject bad arguments the same way on every backend", "[kernels]") {
   kernels::CpuBackend cpu;
-  float buf[4] = {};
-  CHECK(cpu.RmsNorm({buf, buf, buf, 0, 4, 1e-5f}, cpu.default_stream()).code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(cpu.RmsNorm({buf, buf, buf, 1, 4, 0.0f}, cpu.default_stream()).code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(cpu.SiluMul({nullptr, buf, buf, 4}, cpu.default_stream()).code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(cpu.Axpy({buf, buf, -1, 1.0f}, cpu.default_stream()).code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(cpu.Gemm({buf, buf, buf, 1, int64_t{1} << 32, 1, 0.0f}, cpu.default_stream()).code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(cpu.Allocate(0).status().code() == absl::StatusCode::kInvalidArgument);
+  float buf[64] = {};
+  auto t = [&](int64_t rows, int64_t cols, DType d = DType::kF32) {
+    return kernels::Tensor{buf, d, rows, cols, cols};
+  };
+  auto& st = cpu.default_stream();
+  const auto invalid = absl::StatusCode::kInvalidArgument;
+  CHECK(cpu.AddRmsNorm({t(0, 4), {}, buf, t(0, 4), 1e-5f}, st).code() == invalid);
+  CHECK(cpu.AddRmsNorm({t(1, 4), {}, buf, t(1, 4), 0.0f}, st).code() == invalid);
+  CHECK(cpu.AddRmsNorm({t(1, 4), t(1, 4, DType::kBF16), buf, t(1, 4), 1e-5f}, st).code() ==
+        invalid);
+  CHECK(cpu.SiluMul({t(2, 4), t(2, 3)}, st).code() == invalid);
+  // Linear: mismatched k, mixed input dtypes, a 16-bit output of f32 inputs, a short stride.
+  CHECK(cpu.Linear({t(2, 4), t(3, 5), nullptr, t(2, 3)}, st).code() == invalid);
+  CHECK(cpu.Linear({t(2, 4), t(3, 4, DType::kBF16), nullptr, t(2, 3)}, st).code() == invalid);
+  CHECK(cpu.Linear({t(2, 4), t(3, 4), nullptr, t(2, 3, DType::kBF16)}, st).code() == invalid);
+  kernels::Tensor short_stride = t(2, 4);
+  short_stride.stride = 3;
+  CHECK(cpu.Linear({short_stride, t(3, 4), nullptr, t(2, 3)}, st).code() == invalid);
+  CHECK(cpu.Linear({t(2, 4, DType::kI32), t(3, 4, DType::kI32), nullptr, t(2, 3)}, st).code() ==
+        invalid);
+  CHECK(cpu.Convert({t(2, 4), t(4, 2)}, st).code() == invalid);
+  CHECK(cpu.RandomFill({t(2, 4), 1, 0, 1.0f, 1.0f}, st).code() == invalid);
+  CHECK(cpu.Allocate(0).status().code() == invalid);
 }
 
 TEST_CASE("cuda smoke: device info, memory round trip, events", "[kernels][gpu]") {

@@ -1,0 +1,60 @@
+// The one place a runtime dtype becomes a kernel's template argument: kernels take their
+// activations' dtype as a compile-time constant so loads and stores specialise, and every
+// float dtype (f32, bf16, f16) gets one instantiation.
+#ifndef ARBOR_KERNELS_CUDA_DISPATCH_CUH_
+#define ARBOR_KERNELS_CUDA_DISPATCH_CUH_
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/dtype.h"
+
+namespace arbor::kernels {
+
+template <DType D>
+using DTypeTag = std::integral_constant<DType, D>;
+
+// Calls f(DTypeTag<t>) for a float dtype; cudaErrorInvalidValue for any other.
+template <typename F>
+cudaError_t WithFloatType(DType t, F&& f) {
+  switch (t) {
+    case DType::kF32:
+      return f(DTypeTag<DType::kF32>{});
+    case DType::kBF16:
+      return f(DTypeTag<DType::kBF16>{});
+    case DType::kF16:
+      return f(DTypeTag<DType::kF16>{});
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+// Grid size for a grid-stride loop over n items: enough blocks to fill an H100 (132 SMs x 16
+// resident blocks), never a block per item.
+inline unsigned GridFor(int64_t n, int threads) {
+  return unsigned(std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, 132 * 16)));
+}
+
+#define ARBOR_GRID_STRIDE(i, n)                                             \
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
+       i += int64_t(gridDim.x) * blockDim.x)
+
+// Sum of `v` over the block (all threads return it). `scratch` holds one float per warp;
+// blockDim.x must be a multiple of 32 and at most 1024.
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  __syncthreads();  // scratch may still be read from a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < warps ? scratch[lane] : 0.0f;
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+}  // namespace arbor::kernels
+
+#endif  // ARBOR_KERNELS_CUDA_DISPATCH_CUH_

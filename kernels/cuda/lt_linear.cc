@@ -1,0 +1,168 @@
+#include "kernels/cuda/lt_linear.h"
+
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda_status.h"
+
+namespace arbor::kernels {
+namespace {
+
+cudaDataType_t CudaType(DType t) {
+  switch (t) {
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
+    default:
+      return CUDA_R_32F;
+  }
+}
+
+// The largest power of two up to 256 that divides the address (cuBLASLt's alignment classes).
+int Alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int align = 256;
+  while (align > 1 && a % uintptr_t(align) != 0) align /= 2;
+  return align;
+}
+
+// Owners of the cuBLASLt descriptors a call creates (host-side objects, cheap to make).
+struct OpDesc {
+  cublasLtMatmulDesc_t d = nullptr;
+  ~OpDesc() {
+    if (d != nullptr) cublasLtMatmulDescDestroy(d);
+  }
+};
+struct Layout {
+  cublasLtMatrixLayout_t d = nullptr;
+  ~Layout() {
+    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
+  }
+};
+struct Preference {
+  cublasLtMatmulPreference_t d = nullptr;
+  ~Preference() {
+    if (d != nullptr) cublasLtMatmulPreferenceDestroy(d);
+  }
+};
+
+#define ARBOR_LT(call)                                              \
+  do {                                                              \
+    if (auto s_ = CublasStatus((call), #call); !s_.ok()) return s_; \
+  } while (0)
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LtLinear>> LtLinear::Create() {
+  cublasLtHandle_t handle = nullptr;
+  ARBOR_LT(cublasLtCreate(&handle));
+  void* workspace = nullptr;
+  if (auto s =
+          CudaStatus(cudaMalloc(&workspace, kWorkspaceBytes), "cudaMalloc(cuBLASLt workspace)");
+      !s.ok()) {
+    cublasLtDestroy(handle);
+    return s;
+  }
+  return std::unique_ptr<LtLinear>(new LtLinear(handle, workspace));
+}
+
+LtLinear::~LtLinear() {
+  cublasLtDestroy(handle_);
+  cudaFree(workspace_);
+}
+
+size_t LtLinear::cached_algorithms() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return algorithms_.size();
+}
+
+absl::Status LtLinear::Run(const LinearArgs& a, cudaStream_t stream) {
+  // Row-major y[m, n] = x[m, k] w[n, k]^T is column-major y^T[n, m] = op_T(w) x^T, where w is a
+  // column-major [k, n] matrix with leading dimension w.stride and x a [k, m] one.
+  const int64_t m = a.x.rows, n = a.w.rows, k = a.x.cols;
+  const cudaDataType_t in_type = CudaType(a.x.dtype), out_type = CudaType(a.y.dtype);
+  OpDesc op;
+  ARBOR_LT(cublasLtMatmulDescCreate(&op.d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+  ARBOR_LT(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+  ARBOR_LT(
+      cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+  if (a.bias != nullptr) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    ARBOR_LT(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                            sizeof(epilogue)));
+    ARBOR_LT(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a.bias,
+                                            sizeof(a.bias)));
+    ARBOR_LT(cublasLtMatmulDescSetAttribute(op.d, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &in_type,
+                                            sizeof(in_type)));
+  }
+  Layout la, lb, lc;
+  ARBOR_LT(cublasLtMatrixLayoutCreate(&la.d, in_type, uint64_t(k), uint64_t(n), a.w.stride));
+  ARBOR_LT(cublasLtMatrixLayoutCreate(&lb.d, in_type, uint64_t(k), uint64_t(m), a.x.stride));
+  ARBOR_LT(cublasLtMatrixLayoutCreate(&lc.d, out_type, uint64_t(n), uint64_t(m), a.y.stride));
+
+  const Key key{m,
+                n,
+                k,
+                a.w.stride,
+                a.x.stride,
+                a.y.stride,
+                int(a.x.dtype),
+                int(a.y.dtype),
+                a.bias != nullptr,
+                a.accumulate,
+                Alignment(a.w.data),
+                Alignment(a.x.data),
+                Alignment(a.y.data),
+                a.bias != nullptr ? Alignment(a.bias) : 256};
+  cublasLtMatmulAlgo_t algo;
+  bool cached = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = algorithms_.find(key);
+    if (it != algorithms_.end()) {
+      algo = it->second;
+      cached = true;
+    }
+  }
+  if (!cached) {
+    Preference pref;
+    ARBOR_LT(cublasLtMatmulPreferenceCreate(&pref.d));
+    const uint64_t ws = kWorkspaceBytes;
+    ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &ws, sizeof(ws)));
+    const uint32_t align_a = uint32_t(std::get<10>(key)), align_b = uint32_t(std::get<11>(key)),
+                   align_c = uint32_t(std::get<12>(key));
+    ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(
+        pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
+    ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(
+        pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
+    ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(
+        pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
+    ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(
+        pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    ARBOR_LT(cublasLtMatmulAlgoGetHeuristic(handle_, op.d, la.d, lb.d, lc.d, lc.d, pref.d, 1,
+                                            &result, &found));
+    if (found == 0) {
+      return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for Linear m=", m,
+                                              " n=", n, " k=", k, " (", DTypeName(a.x.dtype),
+                                              " -> ", DTypeName(a.y.dtype), ")"));
+    }
+    algo = result.algo;
+    std::lock_guard<std::mutex> lock(mu_);
+    algorithms_.emplace(key, algo);
+  }
+  const float alpha = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
+  ARBOR_LT(cublasLtMatmul(handle_, op.d, &alpha, a.w.data, la.d, a.x.data, lb.d, &beta, a.y.data,
+                          lc.d, a.y.data, lc.d, &algo, workspace_, kWorkspaceBytes, stream));
+  return absl::OkStatus();
+}
+
+#undef ARBOR_LT
+
+}  // namespace arbor::kernels

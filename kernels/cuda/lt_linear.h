@@ -1,0 +1,55 @@
+// Linear (kernels/ops.h) on cuBLASLt: bf16/f16 (or f32) operands with fp32 accumulation, the
+// bias as an epilogue, accumulation into y through beta = 1, a workspace allocated once, and
+// the algorithm chosen by cuBLASLt's heuristic once per shape and cached (decode steps repeat the
+// same few shapes every step, so the heuristic's host cost is paid once per shape).
+#ifndef ARBOR_KERNELS_CUDA_LT_LINEAR_H_
+#define ARBOR_KERNELS_CUDA_LT_LINEAR_H_
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/ops.h"
+
+namespace arbor::kernels {
+
+class LtLinear {
+ public:
+  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+  // Creates the cuBLASLt handle and the workspace on the current device.
+  static absl::StatusOr<std::unique_ptr<LtLinear>> Create();
+  ~LtLinear();
+  LtLinear(const LtLinear&) = delete;
+  LtLinear& operator=(const LtLinear&) = delete;
+
+  // Runs one validated Linear on `stream`.
+  absl::Status Run(const LinearArgs& args, cudaStream_t stream);
+
+  size_t cached_algorithms() const;
+
+ private:
+  LtLinear(cublasLtHandle_t handle, void* workspace) : handle_(handle), workspace_(workspace) {}
+
+  // Everything an algorithm choice depends on: the shape, the leading dimensions, the dtypes,
+  // the epilogue, beta, and each pointer's alignment (a column slice of a fused output may be
+  // only 2-byte aligned; the heuristic must know).
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, bool, bool,
+                         int, int, int, int>;
+
+  cublasLtHandle_t handle_;
+  void* workspace_;
+  mutable std::mutex mu_;
+  std::map<Key, cublasLtMatmulAlgo_t> algorithms_;
+};
+
+}  // namespace arbor::kernels
+
+#endif  // ARBOR_KERNELS_CUDA_LT_LINEAR_H_

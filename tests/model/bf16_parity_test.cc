@@ -1,0 +1,134 @@
+// The forward pass in bf16 (weights, activations and KV cache), on every fixture model
+// (tests/data/models): on the CPU against the fp32 forward of the same model, and on CUDA
+// ([gpu]) against the CPU's bf16 forward, which rounds at the same points (kernels/ops.h), so
+// the two differ only by accumulation order. Logits are compared relative to the element or,
+// near zero, to the row's RMS; greedy tokens must agree wherever the reference's top-2 gap is
+// above the tolerance.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/model/model.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
+
+namespace arbor::engine {
+namespace {
+
+const char* kModels[] = {
+    "llama", "llama-tied-llama3rope", "llama-linear-mqa-hd24", "mistral-swa", "qwen2", "mixtral"};
+
+constexpr ModelOptions kBf16{kernels::DType::kBF16, kernels::DType::kBF16};
+
+std::vector<std::vector<int32_t>> Prompts(const std::string& dir) {
+  std::ifstream in(dir + "/reference.json");
+  REQUIRE(in);
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  std::vector<std::vector<int32_t>> out;
+  for (const auto& p : ref["prompts"]) {
+    out.push_back(p["ids"].get<std::vector<int32_t>>());
+  }
+  return out;
+}
+
+struct Run {
+  std::vector<float> logits;    // [prompt, vocab], every position
+  std::vector<int32_t> greedy;  // 8 tokens decoded one at a time through the cache
+  std::vector<float> gaps;      // top-2 gap of the logits each greedy token came from
+};
+
+Run Generate(Model& model, const std::vector<int32_t>& ids) {
+  const int64_t vocab = model.spec().vocab_size;
+  auto kv = model.NewSequence(64);
+  REQUIRE(kv.ok());
+  auto logits = model.Forward(ids, *kv, /*all_positions=*/true);
+  REQUIRE(logits.ok());
+  Run r;
+  r.logits = *logits;
+  std::vector<float> last(logits->end() - vocab, logits->end());
+  for (int i = 0; i < 8; ++i) {
+    std::vector<float> sorted = last;
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+    const int32_t next = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
+    r.greedy.push_back(next);
+    r.gaps.push_back(sorted[0] - sorted[1]);
+    auto step = model.Forward({&next, 1}, *kv, /*all_positions=*/false);
+    REQUIRE(step.ok());
+    last = *step;
+  }
+  return r;
+}
+
+// Worst |got - want| / max(|want|, row RMS) over every logit; greedy tokens compared up to the
+// first step whose reference gap is within `gap_tolerance` (after it, the sequences may part).
+void Compare(const Run& got, const Run& want, int64_t vocab, double tolerance,
+             double gap_tolerance) {
+  REQUIRE(got.logits.size() == want.logits.size());
+  double worst = 0;
+  for (size_t row = 0; row * size_t(vocab) < want.logits.size(); ++row) {
+    double sum_sq = 0;
+    for (int64_t c = 0; c < vocab; ++c) {
+      const double w = want.logits[row * size_t(vocab) + size_t(c)];
+      sum_sq += w * w;
+    }
+    const double rms = std::sqrt(sum_sq / double(vocab));
+    for (int64_t c = 0; c < vocab; ++c) {
+      const double w = want.logits[row * size_t(vocab) + size_t(c)];
+      const double g = got.logits[row * size_t(vocab) + size_t(c)];
+      const double err = std::fabs(g - w) / std::max(std::fabs(w), rms);
+      worst = std::isnan(err) ? INFINITY : std::max(worst, err);
+    }
+  }
+  WARN("worst relative logit error " << worst << " (tolerance " << tolerance << ")");
+  CHECK(worst <= tolerance);
+  for (size_t i = 0; i < want.greedy.size(); ++i) {
+    if (want.gaps[i] <= gap_tolerance) break;
+    INFO("greedy step " << i << ", reference top-2 gap " << want.gaps[i]);
+    CHECK(got.greedy[i] == want.greedy[i]);
+    if (got.greedy[i] != want.greedy[i]) break;
+  }
+}
+
+TEST_CASE("CPU bf16 forward tracks the fp32 forward on every fixture", "[model]") {
+  kernels::CpuBackend cpu;
+  for (const char* name : kModels) {
+    const std::string dir = std::string("tests/data/models/") + name;
+    INFO("model " << name);
+    auto fp32 = Model::Load(dir, cpu);
+    auto bf16 = Model::Load(dir, cpu, kBf16);
+    REQUIRE(fp32.ok());
+    REQUIRE(bf16.ok());
+    CHECK((*bf16)->KvPageBytes(16) * 2 == (*fp32)->KvPageBytes(16));
+    for (const auto& ids : Prompts(dir)) {
+      INFO("prompt of " << ids.size() << " tokens");
+      // Rounding every weight and activation to 8 significant bits over two layers.
+      Compare(Generate(**bf16, ids), Generate(**fp32, ids), (*fp32)->spec().vocab_size, 0.15, 0.5);
+    }
+  }
+}
+
+TEST_CASE("CUDA bf16 forward matches the CPU bf16 reference on every fixture", "[model][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  kernels::CpuBackend cpu;
+  for (const char* name : kModels) {
+    const std::string dir = std::string("tests/data/models/") + name;
+    INFO("model " << name);
+    auto on_gpu = Model::Load(dir, **cuda, kBf16);
+    auto on_cpu = Model::Load(dir, cpu, kBf16);
+    REQUIRE(on_gpu.ok());
+    REQUIRE(on_cpu.ok());
+    for (const auto& ids : Prompts(dir)) {
+      INFO("prompt of " << ids.size() << " tokens");
+      // Same roundings; only accumulation order differs (a bf16 unit here and there).
+      Compare(Generate(**on_gpu, ids), Generate(**on_cpu, ids), (*on_cpu)->spec().vocab_size, 0.03,
+              0.1);
+    }
+  }
+  REQUIRE((*cuda)->Health().ok());
+}
+
+}  // namespace
+}  // namespace arbor::engine
