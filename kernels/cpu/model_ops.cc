@@ -1,7 +1,10 @@
 // CPU references for the per-token model ops: embedding lookup, RoPE with the KV write, and the
 // seeded fill of dummy weights.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/philox.h"
@@ -65,11 +68,22 @@ void CpuRopeKvWrite(const RopeKvWriteArgs& a) {
 }
 
 void CpuRandomFill(const RandomFillArgs& a) {
-  for (int64_t r = 0; r < a.out.rows; ++r) {
-    for (int64_t c = 0; c < a.out.cols; ++c) {
-      a.out.Store(r, c, PhiloxUniform(a.seed, a.stream, uint64_t(r * a.out.cols + c), a.lo, a.hi));
-    }
+  // Rows split over the machine's threads: a 1B-parameter dummy model is a billion draws.
+  const int64_t threads = std::max<int64_t>(
+      1, std::min<int64_t>(std::thread::hardware_concurrency(), a.out.rows * a.out.cols / 65536));
+  const int64_t per = (a.out.rows + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  for (int64_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&a, first = t * per, last = std::min(a.out.rows, (t + 1) * per)] {
+      for (int64_t r = first; r < last; ++r) {
+        for (int64_t c = 0; c < a.out.cols; ++c) {
+          a.out.Store(r, c,
+                      PhiloxUniform(a.seed, a.stream, uint64_t(r * a.out.cols + c), a.lo, a.hi));
+        }
+      }
+    });
   }
+  for (auto& th : pool) th.join();
 }
 
 }  // namespace arbor::kernels

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/model/hf_config.h"
 #include "engine/model/model.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
@@ -128,6 +129,57 @@ TEST_CASE("CUDA bf16 forward matches the CPU bf16 reference on every fixture", "
     }
   }
   REQUIRE((*cuda)->Health().ok());
+}
+
+TEST_CASE("a 1B-parameter dummy model in bf16 on CUDA tracks the fp32 CPU reference",
+          "[model][gpu]") {
+  // Llama-3.2-1B's shape; the same seeded weights on both backends (the GPU's rounded to bf16).
+  auto spec = LoadHfConfig("tools/bench/llama3.2-1b");
+  REQUIRE(spec.ok());
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  kernels::CpuBackend cpu;
+  auto on_gpu = Model::Dummy(*spec, 11, **cuda, kBf16);
+  auto on_cpu = Model::Dummy(*spec, 11, cpu);
+  REQUIRE(on_gpu.ok());
+  REQUIRE(on_cpu.ok());
+  const std::vector<int32_t> ids = {128000, 791,  4062, 14198, 39935, 35308, 927,   279,
+                                    16053,  5679, 13,   578,   4062,  14198, 39935, 374};
+  // Logits at every position: 16 rows of 128256.
+  auto g = (*on_gpu)->NewSequence(32);
+  auto c = (*on_cpu)->NewSequence(32);
+  REQUIRE(g.ok());
+  REQUIRE(c.ok());
+  auto lg = (*on_gpu)->Forward(ids, *g, true);
+  auto lc = (*on_cpu)->Forward(ids, *c, true);
+  REQUIRE(lg.ok());
+  REQUIRE(lc.ok());
+  const int64_t vocab = spec->vocab_size;
+  double worst = 0;
+  int agree = 0, decisive = 0;
+  for (size_t row = 0; row < ids.size(); ++row) {
+    const float* want = lc->data() + row * size_t(vocab);
+    const float* got = lg->data() + row * size_t(vocab);
+    double sum_sq = 0;
+    for (int64_t i = 0; i < vocab; ++i) sum_sq += double(want[i]) * want[i];
+    const double rms = std::sqrt(sum_sq / double(vocab));
+    for (int64_t i = 0; i < vocab; ++i) {
+      const double err =
+          std::fabs(double(got[i]) - want[i]) / std::max(std::fabs(double(want[i])), rms);
+      worst = std::isnan(err) ? INFINITY : std::max(worst, err);
+    }
+    std::vector<float> top(want, want + vocab);
+    std::partial_sort(top.begin(), top.begin() + 2, top.end(), std::greater<float>());
+    if (top[0] - top[1] > 0.1 * rms) {
+      ++decisive;
+      agree +=
+          std::max_element(got, got + vocab) - got == std::max_element(want, want + vocab) - want;
+    }
+  }
+  WARN("worst relative logit error " << worst << "; argmax agrees on " << agree << " of "
+                                     << decisive << " decisive positions");
+  CHECK(worst <= 0.25);
+  CHECK(agree == decisive);
 }
 
 }  // namespace
