@@ -1,15 +1,21 @@
 // Listener (server/http/listener.h) on 127.0.0.1, spoken to over raw POSIX sockets so that every
 // byte on the wire is the test's choice: keep-alive and pipelining, the transport's own errors
-// (400, 404, 405, 408, 413, 431, 500, 503) with error_body's bodies, 100 Continue, the idle and
-// request timeouts, chunked and HTTP/1.0 streaming, ClientGone() and a prompt Stop().
+// (400, 404, 405, 408, 413, 431, 500, 503) with error_body's bodies, 100 Continue, the idle,
+// header and request timeouts, chunked and HTTP/1.0 streaming, ClientGone() and a prompt Stop();
+// and what the event loop brings: idle connections that cost no thread and starve no one, the
+// eviction of the longest-idle connection at max_connections (503 only when all are busy), and a
+// client's hang-up not logged as a server error.
 //
 // Waits are on the event meant (a response, a close, a promise a handler keeps); timing checks
 // have generous bounds, so a loaded machine slows the suite but does not fail it.
 #include "server/http/listener.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,9 +23,11 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -498,35 +506,144 @@ TEST_CASE("an idle keep-alive connection is closed after idle_timeout", "[http][
   }
 }
 
-TEST_CASE("max_connections = 2: a third connection gets 503", "[http][listener]") {
+// The number of this process's threads.
+int ThreadCount() {
+  int n = 0;
+  DIR* dir = ::opendir("/proc/self/task");
+  REQUIRE(dir != nullptr);
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  ::closedir(dir);
+  return n;
+}
+
+TEST_CASE("300 idle connections hold no thread and starve no new client", "[http][listener]") {
+  Router router;
+  AddBasicRoutes(router);
+  TestServer server(&router, TestOptions());  // the default max_connections
+  const int threads_before = ThreadCount();
+  std::vector<std::unique_ptr<Client>> idle;
+  for (int i = 0; i < 300; ++i) {
+    idle.push_back(std::make_unique<Client>(server.port()));
+    // Half of them begin a head and never end it; the others send nothing at all.
+    if (i % 2 == 0) idle.back()->Send("GET /hello HTTP/1.1\r\n");
+  }
+  Client fresh(server.port());  // accepted after all of them
+  const Clock::time_point start = Clock::now();
+  fresh.Send(Get("/items/1"));
+  const Response r = MustRead(fresh);
+  INFO("answered after " << MillisSince(start) << " ms");
+  CHECK(r.status == 200);
+  CHECK(r.body == "item 1");
+  CHECK(ThreadCount() - threads_before < 16);  // not one thread per connection
+  // None of them had to make room.
+  int closed = 0;
+  for (auto& c : idle) closed += c->ClosedByServer(milliseconds(1));
+  CHECK(closed == 0);
+}
+
+TEST_CASE("at max_connections a new client closes the longest-idle connection",
+          "[http][listener]") {
   Router router;
   AddBasicRoutes(router);
   ListenerOptions options = TestOptions();
   options.max_connections = 2;
   TestServer server(&router, options);
-  // Two admitted connections, each proven open by a response.
+  SECTION("of two silent connections, the older") {
+    Client a(server.port());
+    Client b(server.port());  // the kernel queues connections in order: accepted after a
+    Client c(server.port());
+    c.Send(Get("/items/3"));
+    CHECK(MustRead(c).body == "item 3");
+    CHECK(a.ClosedByServer());
+    b.Send(Get("/items/2"));
+    CHECK(MustRead(b).body == "item 2");
+  }
+  SECTION("a partial head counts as idle since its connection opened") {
+    Client a(server.port());
+    a.Send("GET /hello HTTP/1.1\r\n");  // never finished
+    Client b(server.port());
+    b.Send(Get("/items/1"));
+    CHECK(MustRead(b).body == "item 1");
+    Client c(server.port());
+    c.Send(Get("/items/3"));
+    CHECK(MustRead(c).body == "item 3");
+    CHECK(a.ClosedByServer());
+    b.Send(Get("/items/2"));
+    CHECK(MustRead(b).body == "item 2");
+  }
+  SECTION("a connection used since is no longer the longest idle") {
+    Client a(server.port());
+    Client b(server.port());
+    a.Send(Get("/items/1"));  // a is idle again after this, more recently than b
+    CHECK(MustRead(a).body == "item 1");
+    Client c(server.port());
+    c.Send(Get("/items/3"));
+    CHECK(MustRead(c).body == "item 3");
+    CHECK(b.ClosedByServer());
+    a.Send(Get("/items/2"));
+    CHECK(MustRead(a).body == "item 2");
+  }
+}
+
+// A route whose handler holds its connection until the test opens the gate (or the client goes,
+// as at Stop()): a connection busy in a handler for as long as the test needs.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  int entered = 0;
+  bool open = false;
+
+  bool WaitEntered(int n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, kWait, [&] { return entered >= n; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+};
+
+void AddGateRoute(Router& r, Gate* gate) {
+  r.Get("/block", [gate](const Request&, ResponseWriter& w) {
+    std::unique_lock<std::mutex> lock(gate->mu);
+    ++gate->entered;
+    gate->cv.notify_all();
+    while (!gate->open && !w.ClientGone()) gate->cv.wait_for(lock, milliseconds(10));
+    lock.unlock();
+    w.Send(200, "text/plain", "unblocked");
+  });
+}
+
+TEST_CASE("at max_connections with every connection in a handler, a new client gets 503",
+          "[http][listener]") {
+  Gate gate;  // outlives the server, whose handlers use it
+  Router router;
+  AddBasicRoutes(router);
+  AddGateRoute(router, &gate);
+  ListenerOptions options = TestOptions();
+  options.max_connections = 2;
+  TestServer server(&router, options);
   Client a(server.port());
   Client b(server.port());
-  a.Send(Get("/items/1"));
-  b.Send(Get("/items/2"));
-  CHECK(MustRead(a).status == 200);
-  CHECK(MustRead(b).status == 200);
+  a.Send(Get("/block"));
+  b.Send(Get("/block"));
+  REQUIRE(gate.WaitEntered(2));
 
   Client third(server.port());
-  third.Send(Get("/items/3"));
-  const Response r = MustRead(third);
+  const Response r = MustRead(third);  // refused as it is accepted
   CHECK(r.status == 503);
-  CHECK(r.body == TestErrorBody(503, "too many open connections (2)"));
+  CHECK(r.body == TestErrorBody(503, "too many open connections (2), all of them busy"));
   CHECK(r.Header("Connection") == "close");
   CHECK(third.ClosedByServer());
 
-  // The admitted ones are unaffected.
-  a.Send(Get("/items/4"));
-  CHECK(MustRead(a).body == "item 4");
-
-  // Once one closes, its slot is free again (the server notices the close asynchronously, so a
-  // new connection may still meet a 503 for a moment).
-  b.Close();
+  gate.Open();
+  CHECK(MustRead(a).body == "unblocked");
+  CHECK(MustRead(b).body == "unblocked");
+  // Idle again, they make room for the next client (once the loop has them back: until then a
+  // new client may still meet a 503).
   const Clock::time_point start = Clock::now();
   int status = 0;
   while (status != 200 && Clock::now() - start < kWait) {
@@ -742,6 +859,143 @@ TEST_CASE("Stop() returns promptly with idle and waiting connections open", "[ht
   CHECK(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0);
   ::close(fd);
   server.listener().Stop();  // a second Stop() is harmless
+}
+
+TEST_CASE("request headers must arrive within header_timeout of their first byte",
+          "[http][listener]") {
+  Router router;
+  AddBasicRoutes(router);
+  ListenerOptions options = TestOptions();
+  options.header_timeout = absl::Milliseconds(300);  // request_timeout and idle_timeout: 30 s
+  TestServer server(&router, options);
+  SECTION("a head that stalls is 408 at the header timeout") {
+    Client c(server.port());
+    const Clock::time_point start = Clock::now();
+    c.Send("GET /hello HTTP/1.1\r\nHost: t\r\n");
+    const Response r = MustRead(c);
+    const long long ms = MillisSince(start);
+    INFO("408 after " << ms << " ms");
+    CHECK(r.status == 408);
+    CHECK(r.body == TestErrorBody(408, "request headers not received within 300ms"));
+    CHECK(ms >= 250);
+    CHECK(ms < 3000);
+    CHECK(c.ClosedByServer());
+  }
+  SECTION("a head that keeps trickling in is 408 all the same") {
+    Client c(server.port());
+    const Clock::time_point start = Clock::now();
+    c.Send("GET /hello HTTP/1.1\r\n");
+    // A header line every 50 ms (the pace is the client's behaviour under test), until the 408.
+    bool refused = false;
+    for (int i = 0; i < 60 && !refused; ++i) {
+      c.Send("X-Drip: 1\r\n");
+      refused = c.WaitFor("HTTP/1.1 408", milliseconds(50));
+    }
+    INFO("408 after " << MillisSince(start) << " ms");
+    CHECK(refused);
+    CHECK(MillisSince(start) < 3000);
+  }
+  SECTION("a body that takes longer than the header timeout is not cut short") {
+    Client c(server.port());
+    c.Send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
+    // Twice the header timeout passes without an answer; then the rest of the body.
+    CHECK_FALSE(c.WaitFor("HTTP/1.1", milliseconds(600)));
+    c.Send("cd");
+    const Response r = MustRead(c);
+    CHECK(r.status == 200);
+    CHECK(r.body == "abcd");
+  }
+}
+
+// What is logged through spdlog's default logger (where the listener logs) while it lives.
+class LogCapture {
+ public:
+  struct Line {
+    spdlog::level::level_enum level;
+    std::string text;
+  };
+
+  LogCapture() : sink_(std::make_shared<Sink>()), previous_(spdlog::default_logger()) {
+    auto logger = std::make_shared<spdlog::logger>("listener_test_capture", sink_);
+    logger->set_level(spdlog::level::trace);
+    spdlog::set_default_logger(logger);
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+
+  // The first line that contains `needle`, waiting for it up to kWait.
+  std::optional<Line> WaitFor(std::string_view needle) { return sink_->WaitFor(needle); }
+  std::vector<Line> Lines() { return sink_->Lines(); }
+
+ private:
+  class Sink : public spdlog::sinks::base_sink<std::mutex> {
+   public:
+    std::optional<Line> WaitFor(std::string_view needle) {
+      std::unique_lock<std::mutex> lock(lines_mu_);
+      std::optional<Line> found;
+      cv_.wait_for(lock, kWait, [&] {
+        for (const Line& l : lines_) {
+          if (l.text.find(needle) != std::string::npos) found = l;
+        }
+        return found.has_value();
+      });
+      return found;
+    }
+    std::vector<Line> Lines() {
+      std::lock_guard<std::mutex> lock(lines_mu_);
+      return lines_;
+    }
+
+   protected:
+    void sink_it_(const spdlog::details::log_msg& msg) override {
+      std::lock_guard<std::mutex> lock(lines_mu_);
+      lines_.push_back({msg.level, std::string(msg.payload.data(), msg.payload.size())});
+      cv_.notify_all();
+    }
+    void flush_() override {}
+
+   private:
+    std::mutex lines_mu_;
+    std::condition_variable cv_;
+    std::vector<Line> lines_;
+  };
+
+  std::shared_ptr<Sink> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+TEST_CASE("a client that hangs up before a non-streaming answer is no server error",
+          "[http][listener]") {
+  LogCapture log;  // before the server: the logger is restored once the server has stopped
+  std::promise<void> entered;
+  Router router;
+  router.Get("/gone", [&entered](const Request&, ResponseWriter& w) {
+    entered.set_value();
+    // As a generation does: wait on the engine, watching the client, and give up without an
+    // answer once it is gone.
+    while (!w.ClientGone()) std::this_thread::sleep_for(milliseconds(2));
+  });
+  router.Get("/silent", [](const Request&, ResponseWriter&) {});
+  TestServer server(&router, TestOptions());
+  Client c(server.port());
+  c.Send(Get("/gone"));
+  REQUIRE(entered.get_future().wait_for(kWait) == std::future_status::ready);
+  c.Close();
+  // The listener says what became of the request once the handler has returned.
+  const std::optional<LogCapture::Line> line = log.WaitFor("GET /gone");
+  REQUIRE(line.has_value());
+  INFO("logged: " << line->text);
+  CHECK(line->level < spdlog::level::warn);
+  // A handler that answers a client still there with nothing is one, all the same.
+  Client still_there(server.port());
+  still_there.Send(Get("/silent"));
+  CHECK(MustRead(still_there).status == 500);
+  const std::optional<LogCapture::Line> silent = log.WaitFor("GET /silent sent no response");
+  REQUIRE(silent.has_value());
+  CHECK(silent->level == spdlog::level::err);
+  for (const LogCapture::Line& l : log.Lines()) {
+    INFO(l.text);
+    CHECK((l.level < spdlog::level::warn || l.text.find("/silent") != std::string::npos));
+  }
 }
 
 }  // namespace
