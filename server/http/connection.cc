@@ -48,7 +48,8 @@ void Connection::Send(int status, std::string_view content_type, std::string_vie
   std::string out = ResponseHead(status, content_type, extra);
   if (StatusHasContent(status)) absl::StrAppend(&out, "Content-Length: ", body.size(), "\r\n");
   absl::StrAppend(&out, "Connection: ", framing_.keep_alive ? "keep-alive" : "close", "\r\n\r\n");
-  if (!StatusHasContent(status)) body = {};
+  // HEAD: the Content-Length of the body GET would get, and not the body.
+  if (framing_.head || !StatusHasContent(status)) body = {};
   // One write for small answers; a large body goes out without a copy.
   if (body.size() <= 16384) {
     out.append(body.data(), body.size());
@@ -62,7 +63,10 @@ bool Connection::BeginStream(int status, std::string_view content_type, const He
   if (responded_) return false;
   responded_ = streaming_ = true;
   std::string out = ResponseHead(status, content_type, extra);
-  if (framing_.http10) {
+  if (framing_.head) {
+    // No body follows, so the connection needs no close to end one.
+    absl::StrAppend(&out, "Connection: ", framing_.keep_alive ? "keep-alive" : "close", "\r\n\r\n");
+  } else if (framing_.http10) {
     // HTTP/1.0 has no chunked coding: the end of the body is the close.
     framing_.keep_alive = false;
     out += "Connection: close\r\n\r\n";
@@ -75,7 +79,7 @@ bool Connection::BeginStream(int status, std::string_view content_type, const He
 
 bool Connection::Write(std::string_view data) {
   if (!streaming_ || ended_) return false;
-  if (data.empty()) return !broken_;  // an empty chunk would end the body
+  if (data.empty() || framing_.head) return !broken_;  // an empty chunk would end the body
   if (framing_.http10) return WriteAll(data);
   std::string out = absl::StrCat(absl::Hex(data.size()), "\r\n");
   out.append(data.data(), data.size());
@@ -86,7 +90,7 @@ bool Connection::Write(std::string_view data) {
 void Connection::End() {
   if (!streaming_ || ended_) return;
   ended_ = true;
-  if (!framing_.http10) WriteAll("0\r\n\r\n");
+  if (!framing_.http10 && !framing_.head) WriteAll("0\r\n\r\n");
 }
 
 bool Connection::ClientGone() {

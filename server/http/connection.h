@@ -18,6 +18,7 @@ namespace arbor::server::http {
 struct ResponseFraming {
   bool keep_alive = false;
   bool http10 = false;  // no chunked coding: a stream ends with the close
+  bool head = false;    // a HEAD request: the head of the GET response, never a body
 };
 
 class Connection : public ResponseWriter {

@@ -307,7 +307,7 @@ void Listener::Loop::OnRequest(const std::shared_ptr<Session>& session, Request 
 void Listener::Loop::Dispatch(const std::shared_ptr<Session>& session, const Handler* handler,
                               Request request, bool keep) {
   const Session::RequestInfo& info = session->request_info();
-  ResponseFraming framing{keep && info.keep_alive, info.http10};
+  ResponseFraming framing{keep && info.keep_alive, info.http10, info.head};
   Entry& e = sessions_.at(session.get());
   const int fd = session->Handover();
   Unlist(e);

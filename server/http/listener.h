@@ -7,7 +7,7 @@
 // carry another request then goes back to the loop.
 //
 // Errors the transport raises itself (400, 404, 405, 408, 413, 431, 500, 501, 503) get the body
-// `error_body` writes.
+// `error_body` writes. HEAD is answered as GET without the body, and no answer to HEAD has one.
 #ifndef ARBOR_SERVER_HTTP_LISTENER_H_
 #define ARBOR_SERVER_HTTP_LISTENER_H_
 

@@ -164,6 +164,11 @@ bool RequestReader::keep_alive() const { return state_->parser->get().keep_alive
 
 bool RequestReader::http10() const { return state_->parser->get().version() < 11; }
 
+std::string RequestReader::method() const {
+  const auto m = state_->parser->get().method_string();
+  return std::string(m.data(), m.size());
+}
+
 Request RequestReader::Take() {
   auto msg = state_->parser->release();
   Request r;

@@ -43,6 +43,9 @@ class RequestReader {
   Request Take();                 // the completed request; the reader is ready for the next
   int error_status() const { return error_status_; }  // 400, 413, 431 or 501
   const std::string& error_message() const { return error_message_; }
+  // The current request's method ("" before its request line is parsed): after kHeaderDone,
+  // and after a kError that came later. Transport errors use it to frame their answer (HEAD).
+  std::string method() const;
 
  private:
   struct State;

@@ -66,6 +66,7 @@ void Session::BeginRequest() {
 void Session::CaptureHeader() {
   info_.keep_alive = reader_.keep_alive();
   info_.http10 = reader_.http10();
+  info_.head = reader_.method() == "HEAD";
 }
 
 // Parses what is buffered and reads what the socket holds, until a request is complete, an
@@ -104,6 +105,7 @@ bool Session::ParseBuffered() {
         }
         continue;
       case RequestReader::Result::kError:
+        CaptureHeader();  // what there is of it: no body for HEAD
         Error(reader_.error_status(), reader_.error_message(), {}, /*keep_open=*/false);
         return false;
       case RequestReader::Result::kComplete:
@@ -148,7 +150,7 @@ void Session::Respond(int status, std::string_view content_type, std::string_vie
   std::string out = ResponseHead(status, content_type, extra);
   if (StatusHasContent(status)) absl::StrAppend(&out, "Content-Length: ", body.size(), "\r\n");
   absl::StrAppend(&out, "Connection: ", keep ? "keep-alive" : "close", "\r\n\r\n");
-  if (StatusHasContent(status)) out.append(body.data(), body.size());
+  if (!info_.head && StatusHasContent(status)) out.append(body.data(), body.size());
   Write(std::move(out), keep ? After::kNextRequest : After::kLinger);
 }
 

@@ -56,6 +56,7 @@ class Session : public std::enable_shared_from_this<Session> {
   struct RequestInfo {
     bool keep_alive = false;
     bool http10 = false;
+    bool head = false;  // a HEAD request: answers carry no body
   };
 
   // `socket` is connected and non-blocking.

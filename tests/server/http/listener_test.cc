@@ -3,8 +3,8 @@
 // (400, 404, 405, 408, 413, 431, 500, 503) with error_body's bodies, 100 Continue, the idle,
 // header and request timeouts, chunked and HTTP/1.0 streaming, ClientGone() and a prompt Stop();
 // and what the event loop brings: idle connections that cost no thread and starve no one, the
-// eviction of the longest-idle connection at max_connections (503 only when all are busy), and a
-// client's hang-up not logged as a server error.
+// eviction of the longest-idle connection at max_connections (503 only when all are busy), HEAD,
+// and a client's hang-up not logged as a server error.
 //
 // Waits are on the event meant (a response, a close, a promise a handler keeps); timing checks
 // have generous bounds, so a loaded machine slows the suite but does not fail it.
@@ -95,8 +95,9 @@ class Client {
   }
 
   // The next response (a 1xx one too), or nullopt on timeout or a close before it was whole;
-  // why() then says which.
-  std::optional<Response> Read(milliseconds timeout = kWait) {
+  // why() then says which. `head`: the response to a HEAD request, which has no body whatever
+  // its Content-Length says.
+  std::optional<Response> Read(milliseconds timeout = kWait, bool head_request = false) {
     const Clock::time_point deadline = Clock::now() + timeout;
     size_t head_end;
     while ((head_end = buf_.find("\r\n\r\n")) == std::string::npos) {
@@ -122,7 +123,7 @@ class Client {
       head.remove_prefix(end + 2);
     }
     buf_.erase(0, head_end + 4);
-    if (r.status / 100 == 1) return r;
+    if (r.status / 100 == 1 || r.status == 204 || head_request) return r;
     if (r.Header("Transfer-Encoding") == "chunked") {
       r.chunked = true;
       if (!ReadChunked(deadline, &r.body)) return std::nullopt;
@@ -292,6 +293,14 @@ Response MustRead(Client& c, milliseconds timeout = kWait) {
   return *r;
 }
 
+// The same for the response to a HEAD request.
+Response MustReadHead(Client& c) {
+  auto r = c.Read(kWait, /*head_request=*/true);
+  INFO("client: " << c.why());
+  REQUIRE(r.has_value());
+  return *r;
+}
+
 TEST_CASE("keep-alive: two requests on one connection", "[http][listener]") {
   Router router;
   AddBasicRoutes(router);
@@ -368,8 +377,8 @@ TEST_CASE("404 and 405 bodies come from error_body; the connection stays usable"
   c.Send(Post("/hello", "x"));
   const Response wrong = MustRead(c);
   CHECK(wrong.status == 405);
-  CHECK(wrong.Header("Allow") == "GET");
-  CHECK(wrong.body == TestErrorBody(405, "method POST not allowed on /hello (allowed: GET)"));
+  CHECK(wrong.Header("Allow") == "GET, HEAD");
+  CHECK(wrong.body == TestErrorBody(405, "method POST not allowed on /hello (allowed: GET, HEAD)"));
 
   c.Send(Get("/items/5"));
   CHECK(MustRead(c).body == "item 5");
@@ -904,6 +913,61 @@ TEST_CASE("request headers must arrive within header_timeout of their first byte
     const Response r = MustRead(c);
     CHECK(r.status == 200);
     CHECK(r.body == "abcd");
+  }
+}
+
+TEST_CASE("HEAD is answered as GET without the body, and keep-alive survives it",
+          "[http][listener]") {
+  Router router;
+  AddBasicRoutes(router);
+  std::promise<std::string> problems;
+  AddStreamRoute(router, &problems);
+  TestServer server(&router, TestOptions());
+  Client c(server.port());
+  SECTION("a GET route") {
+    c.Send("HEAD /hello?x=2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    const Response head = MustReadHead(c);
+    CHECK(head.status == 200);
+    CHECK(head.Header("Content-Length") == std::to_string(std::string("hello /hello").size()));
+    CHECK(head.Header("Content-Type") == "text/plain");
+    CHECK(head.Header("X-Query") == "/hello?x=2");
+    CHECK(head.Header("Connection") == "keep-alive");
+    // Nothing of a body came between: the next response on the connection is read cleanly.
+    c.Send(Get("/hello"));
+    const Response get = MustRead(c);
+    CHECK(get.status == 200);
+    CHECK(get.body == "hello /hello");
+    CHECK(c.buffered().empty());
+  }
+  SECTION("a streaming GET route: the head of the stream, no chunks") {
+    c.Send("HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    const Response head = MustReadHead(c);
+    CHECK(head.status == 200);
+    CHECK(head.Header("Content-Type") == "text/event-stream");
+    CHECK(HandlerProblems(problems).empty());
+    c.Send(Get("/items/7"));
+    CHECK(MustRead(c).body == "item 7");
+    CHECK(c.buffered().empty());
+  }
+  SECTION("the transport's own answers: 404 and 405 without their bodies") {
+    c.Send("HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    const Response missing = MustReadHead(c);
+    CHECK(missing.status == 404);
+    CHECK(missing.Header("Content-Length") ==
+          std::to_string(TestErrorBody(404, "no route for HEAD /nope").size()));
+    c.Send("HEAD /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+    const Response wrong = MustReadHead(c);
+    CHECK(wrong.status == 405);
+    CHECK(wrong.Header("Allow") == "POST");
+    c.Send(Get("/items/8"));
+    CHECK(MustRead(c).body == "item 8");
+    CHECK(c.buffered().empty());
+  }
+  SECTION("a transport error before the request is whole") {
+    c.Send("HEAD /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(70 << 10, 'b') + "\r\n\r\n");
+    const Response big = MustReadHead(c);
+    CHECK(big.status == 431);
+    CHECK(c.ClosedByServer());  // and nothing before the close
   }
 }
 
