@@ -41,6 +41,7 @@ HttpServer::HttpServer(ServerContext* ctx) : ctx_(ctx) {
   options.idle_timeout = absl::Seconds(server.idle_timeout_s);
   options.header_timeout = absl::Seconds(server.header_timeout_s);
   options.request_timeout = absl::Seconds(server.read_timeout_s);
+  options.cors_allowed_origins = server.cors_allowed_origins;
   // What the transport refuses itself (no route, limits, timeouts) gets OpenAI's error JSON.
   options.error_body = [](int status, const std::string& message) {
     return OpenAiErrorJson(status, message);

@@ -45,7 +45,7 @@ void Connection::Send(int status, std::string_view content_type, std::string_vie
                       const Headers& extra) {
   if (responded_) return;
   responded_ = true;
-  std::string out = ResponseHead(status, content_type, extra);
+  std::string out = ResponseHead(status, content_type, extra, framing_.always);
   if (StatusHasContent(status)) absl::StrAppend(&out, "Content-Length: ", body.size(), "\r\n");
   absl::StrAppend(&out, "Connection: ", framing_.keep_alive ? "keep-alive" : "close", "\r\n\r\n");
   // HEAD: the Content-Length of the body GET would get, and not the body.
@@ -62,7 +62,7 @@ void Connection::Send(int status, std::string_view content_type, std::string_vie
 bool Connection::BeginStream(int status, std::string_view content_type, const Headers& extra) {
   if (responded_) return false;
   responded_ = streaming_ = true;
-  std::string out = ResponseHead(status, content_type, extra);
+  std::string out = ResponseHead(status, content_type, extra, framing_.always);
   if (framing_.head) {
     // No body follows, so the connection needs no close to end one.
     absl::StrAppend(&out, "Connection: ", framing_.keep_alive ? "keep-alive" : "close", "\r\n\r\n");

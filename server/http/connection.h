@@ -19,6 +19,7 @@ struct ResponseFraming {
   bool keep_alive = false;
   bool http10 = false;  // no chunked coding: a stream ends with the close
   bool head = false;    // a HEAD request: the head of the GET response, never a body
+  Headers always;       // added to the response whatever it is (CORS)
 };
 
 class Connection : public ResponseWriter {

@@ -28,6 +28,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/http/connection.h"
+#include "server/http/cors.h"
 #include "server/http/session.h"
 
 namespace arbor::server::http {
@@ -135,6 +136,7 @@ class Listener::Loop final : public Session::Host {
   void OnRelease(Session* session) override;
   void OnClosed(Session* session) override;
 
+  void Preflight(const std::shared_ptr<Session>& session, Request request, bool keep);
   void Dispatch(const std::shared_ptr<Session>& session, const Handler* handler, Request request,
                 bool keep);
   void RunHandler(const Handler& handler, const Request& request, Connection& conn) const;
@@ -142,6 +144,7 @@ class Listener::Loop final : public Session::Host {
 
   const Router* router_;
   ListenerOptions options_;
+  CorsPolicy cors_;
   // Declared first, destroyed last: every socket and timer below belongs to it.
   asio::io_context io_;
   tcp::acceptor acceptor_{io_};
@@ -166,11 +169,15 @@ class Listener::Loop final : public Session::Host {
 };
 
 Listener::Loop::Loop(const Router* router, ListenerOptions options)
-    : router_(router), options_(std::move(options)), scratch_(kReadChunk) {
+    : router_(router),
+      options_(std::move(options)),
+      cors_(options_.cors_allowed_origins),
+      scratch_(kReadChunk) {
   if (!options_.error_body) {
     options_.error_body = [](int, const std::string& message) { return message; };
   }
   shared_.options = &options_;
+  shared_.cors = &cors_;
   shared_.host = this;
   shared_.scratch = &scratch_;
 }
@@ -289,6 +296,9 @@ void Listener::Loop::OnClosed(Session* session) {
 
 void Listener::Loop::OnRequest(const std::shared_ptr<Session>& session, Request request) {
   const bool keep = !stopping_.load();
+  if (cors_.enabled() && request.method == "OPTIONS" && !request.Header("Origin").empty()) {
+    return Preflight(session, std::move(request), keep);
+  }
   Router::Match m = router_->Find(request.method, request.path);
   if (m.handler == nullptr) {
     if (m.status == 405) {
@@ -304,10 +314,33 @@ void Listener::Loop::OnRequest(const std::shared_ptr<Session>& session, Request 
   Dispatch(session, m.handler, std::move(request), keep);
 }
 
+// A browser asks whether it may send a cross-origin request: answered here, never by a handler
+// (the preflight carries no credentials, so a handler would refuse it).
+void Listener::Loop::Preflight(const std::shared_ptr<Session>& session, Request request,
+                               bool keep) {
+  Router::Match m = router_->Find("OPTIONS", request.path);
+  if (m.handler != nullptr) {  // a route of its own for OPTIONS
+    request.params = std::move(m.params);
+    return Dispatch(session, m.handler, std::move(request), keep);
+  }
+  if (m.status == 404) {
+    return session->Error(404, absl::StrCat("no route for OPTIONS ", request.path), {}, keep);
+  }
+  const std::string origin = request.Header("Origin");
+  if (!cors_.Allows(origin)) {
+    return session->Error(
+        403, absl::StrCat("origin ", origin, " is not allowed (server.cors_allowed_origins)"), {},
+        keep);
+  }
+  session->Respond(204, "", "",
+                   CorsPolicy::Preflight(m.allow, request.Header("Access-Control-Request-Headers")),
+                   keep);
+}
+
 void Listener::Loop::Dispatch(const std::shared_ptr<Session>& session, const Handler* handler,
                               Request request, bool keep) {
   const Session::RequestInfo& info = session->request_info();
-  ResponseFraming framing{keep && info.keep_alive, info.http10, info.head};
+  ResponseFraming framing{keep && info.keep_alive, info.http10, info.head, info.cors};
   Entry& e = sessions_.at(session.get());
   const int fd = session->Handover();
   Unlist(e);

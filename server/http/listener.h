@@ -6,8 +6,10 @@
 // their response straight to the socket, which they hold until they return; a connection that may
 // carry another request then goes back to the loop.
 //
-// Errors the transport raises itself (400, 404, 405, 408, 413, 431, 500, 501, 503) get the body
-// `error_body` writes. HEAD is answered as GET without the body, and no answer to HEAD has one.
+// Errors the transport raises itself (400, 403, 404, 405, 408, 413, 431, 500, 501, 503) get the
+// body `error_body` writes. HEAD is answered as GET without the body, and no answer to HEAD has
+// one. With `cors_allowed_origins`, CORS preflights are answered here and every answer carries
+// the CORS headers (server/http/cors.h).
 #ifndef ARBOR_SERVER_HTTP_LISTENER_H_
 #define ARBOR_SERVER_HTTP_LISTENER_H_
 
@@ -37,6 +39,8 @@ struct ListenerOptions {
   absl::Duration header_timeout = absl::Seconds(10);
   absl::Duration request_timeout = absl::Seconds(30);
   absl::Duration write_timeout = absl::Seconds(30);  // a client that reads nothing is dropped
+  // Origins browsers may call from ("https://app.example"), or {"*"}; empty: no CORS.
+  std::vector<std::string> cors_allowed_origins;
   // The JSON body of a transport-level error.
   std::function<std::string(int status, const std::string& message)> error_body;
 };

@@ -23,7 +23,8 @@ void AppendFields(std::string* head, const Headers& fields) {
 
 }  // namespace
 
-std::string ResponseHead(int status, std::string_view content_type, const Headers& extra) {
+std::string ResponseHead(int status, std::string_view content_type, const Headers& extra,
+                         const Headers& more) {
   std::string head = absl::StrCat("HTTP/1.1 ", status, " ", Reason(status), "\r\n");
   if (!content_type.empty()) {
     absl::StrAppend(&head,
@@ -31,6 +32,7 @@ std::string ResponseHead(int status, std::string_view content_type, const Header
                     "\r\n");
   }
   AppendFields(&head, extra);
+  AppendFields(&head, more);
   return head;
 }
 

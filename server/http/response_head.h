@@ -12,9 +12,10 @@
 
 namespace arbor::server::http {
 
-// "HTTP/1.1 <status> <reason>\r\n", then Content-Type (when not empty) and `extra`, each
-// "Name: value\r\n".
-std::string ResponseHead(int status, std::string_view content_type, const Headers& extra);
+// "HTTP/1.1 <status> <reason>\r\n", then Content-Type (when not empty), `extra` and `more`, each
+// "Name: value\r\n". `more` is what the connection adds to every response (CORS).
+std::string ResponseHead(int status, std::string_view content_type, const Headers& extra,
+                         const Headers& more = {});
 
 // Whether a response with this status may have a body and a Content-Length (RFC 9110 6.4.1 and
 // 8.6: not 1xx, 204 or 304).

@@ -67,6 +67,7 @@ void Session::CaptureHeader() {
   info_.keep_alive = reader_.keep_alive();
   info_.http10 = reader_.http10();
   info_.head = reader_.method() == "HEAD";
+  info_.cors = shared_.cors->ForOrigin(reader_.Field("Origin"));
 }
 
 // Parses what is buffered and reads what the socket holds, until a request is complete, an
@@ -105,7 +106,7 @@ bool Session::ParseBuffered() {
         }
         continue;
       case RequestReader::Result::kError:
-        CaptureHeader();  // what there is of it: no body for HEAD
+        CaptureHeader();  // what there is of it: no body for HEAD, CORS for a browser
         Error(reader_.error_status(), reader_.error_message(), {}, /*keep_open=*/false);
         return false;
       case RequestReader::Result::kComplete:
@@ -147,7 +148,7 @@ void Session::OnReadable() {
 void Session::Respond(int status, std::string_view content_type, std::string_view body,
                       const Headers& extra, bool keep_open) {
   const bool keep = keep_open && info_.keep_alive;
-  std::string out = ResponseHead(status, content_type, extra);
+  std::string out = ResponseHead(status, content_type, extra, info_.cors);
   if (StatusHasContent(status)) absl::StrAppend(&out, "Content-Length: ", body.size(), "\r\n");
   absl::StrAppend(&out, "Connection: ", keep ? "keep-alive" : "close", "\r\n\r\n");
   if (!info_.head && StatusHasContent(status)) out.append(body.data(), body.size());

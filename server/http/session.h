@@ -1,6 +1,6 @@
 // One client connection while the event loop owns it (server/http/listener.h). It reads and
 // parses requests (RequestReader, under its limits), keeps the idle, header and request
-// deadlines, writes the transport's own answers (errors, 100 Continue) without
+// deadlines, writes the transport's own answers (errors, 100 Continue, preflights) without
 // blocking the loop, and closes with a lingering close after an error. A complete request goes to
 // the Host, which answers it here (Respond, Error) or hands the socket to a handler thread
 // (Handover) until Resume().
@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "server/http/cors.h"
 #include "server/http/listener.h"
 #include "server/http/message.h"
 #include "server/http/request_reader.h"
@@ -48,6 +49,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // What every session of one listener shares; owned by the listener.
   struct Shared {
     const ListenerOptions* options = nullptr;
+    const CorsPolicy* cors = nullptr;
     Host* host = nullptr;
     std::vector<char>* scratch = nullptr;  // the loop's read buffer
   };
@@ -57,6 +59,7 @@ class Session : public std::enable_shared_from_this<Session> {
     bool keep_alive = false;
     bool http10 = false;
     bool head = false;  // a HEAD request: answers carry no body
+    Headers cors;       // CORS headers every answer carries (CorsPolicy::ForOrigin)
   };
 
   // `socket` is connected and non-blocking.

@@ -4,7 +4,7 @@
 // header and request timeouts, chunked and HTTP/1.0 streaming, ClientGone() and a prompt Stop();
 // and what the event loop brings: idle connections that cost no thread and starve no one, the
 // eviction of the longest-idle connection at max_connections (503 only when all are busy), HEAD,
-// and a client's hang-up not logged as a server error.
+// CORS, and a client's hang-up not logged as a server error.
 //
 // Waits are on the event meant (a response, a close, a promise a handler keeps); timing checks
 // have generous bounds, so a loaded machine slows the suite but does not fail it.
@@ -968,6 +968,153 @@ TEST_CASE("HEAD is answered as GET without the body, and keep-alive survives it"
     const Response big = MustReadHead(c);
     CHECK(big.status == 431);
     CHECK(c.ClosedByServer());  // and nothing before the close
+  }
+}
+
+// A POST route that refuses like an API-key check: 401, counting its calls.
+void AddGuardedRoute(Router& r, std::atomic<int>* calls) {
+  r.Post("/guarded", [calls](const Request&, ResponseWriter& w) {
+    ++*calls;
+    w.Send(401, "application/json", "{\"error\":\"no key\"}");
+  });
+}
+
+constexpr char kOrigin[] = "Origin: https://app.example\r\n";
+
+TEST_CASE("CORS: every answer to an allowed Origin carries Access-Control-Allow-Origin",
+          "[http][listener]") {
+  std::atomic<int> calls{0};
+  Router router;
+  AddBasicRoutes(router);
+  AddGuardedRoute(router, &calls);
+  ListenerOptions options = TestOptions();
+  options.cors_allowed_origins = {"https://app.example", "http://localhost:3000"};
+  options.limits.max_body_bytes = 1000;
+  options.request_timeout = absl::Milliseconds(300);
+  TestServer server(&router, options);
+  auto check_cors = [](const Response& r) {
+    CHECK(r.Header("Access-Control-Allow-Origin") == "https://app.example");
+    CHECK(r.Header("Vary") == "Origin");
+  };
+  SECTION("a handler's answer, and its 401") {
+    Client c(server.port());
+    c.Send(Get("/hello", kOrigin));
+    const Response ok = MustRead(c);
+    CHECK(ok.status == 200);
+    check_cors(ok);
+    c.Send("POST /guarded HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Content-Length: 2\r\n\r\n{}");
+    const Response refused = MustRead(c);
+    CHECK(refused.status == 401);
+    check_cors(refused);
+  }
+  SECTION("the transport's 404, 405, 413 and 408") {
+    Client c(server.port());
+    c.Send(Get("/nope", kOrigin));
+    const Response missing = MustRead(c);
+    CHECK(missing.status == 404);
+    check_cors(missing);
+    c.Send("POST /hello HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Content-Length: 0\r\n\r\n");
+    const Response wrong = MustRead(c);
+    CHECK(wrong.status == 405);
+    check_cors(wrong);
+    Client big(server.port());
+    big.Send("POST /echo HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+             "Content-Length: 1001\r\n\r\n");
+    const Response too_big = MustRead(big);
+    CHECK(too_big.status == 413);
+    check_cors(too_big);
+    Client slow(server.port());
+    slow.Send("POST /echo HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+              "Content-Length: 10\r\n\r\nabc");
+    const Response late = MustRead(slow);
+    CHECK(late.status == 408);
+    check_cors(late);
+  }
+  SECTION("another origin, or none, gets no CORS header") {
+    Client c(server.port());
+    c.Send(Get("/hello", "Origin: https://evil.example\r\n"));
+    const Response other = MustRead(c);
+    CHECK(other.status == 200);
+    CHECK(other.Header("Access-Control-Allow-Origin").empty());
+    CHECK(other.Header("Vary").empty());
+    c.Send(Get("/hello"));
+    CHECK(MustRead(c).Header("Access-Control-Allow-Origin").empty());
+  }
+}
+
+TEST_CASE("CORS preflight is answered by the transport, never by a handler", "[http][listener]") {
+  std::atomic<int> calls{0};
+  Router router;
+  AddBasicRoutes(router);
+  AddGuardedRoute(router, &calls);
+  ListenerOptions options = TestOptions();
+  options.cors_allowed_origins = {"https://app.example"};
+  TestServer server(&router, options);
+  Client c(server.port());
+  SECTION("an allowed origin: 204 with the path's methods, and the connection goes on") {
+    c.Send("OPTIONS /guarded HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Access-Control-Request-Method: POST\r\n"
+           "Access-Control-Request-Headers: authorization, content-type, x-trace\r\n\r\n");
+    const Response r = MustRead(c);
+    CHECK(r.status == 204);
+    CHECK(r.Header("Access-Control-Allow-Origin") == "https://app.example");
+    CHECK(r.Header("Vary") == "Origin");
+    CHECK(r.Header("Access-Control-Allow-Methods") == "POST");
+    CHECK(r.Header("Access-Control-Allow-Headers") == "authorization, content-type, x-trace");
+    CHECK_FALSE(r.Header("Access-Control-Max-Age").empty());
+    CHECK(r.Header("Content-Length").empty());  // a 204 has none (RFC 9110 8.6)
+    c.Send("OPTIONS /hello HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Access-Control-Request-Method: GET\r\n\r\n");
+    const Response get = MustRead(c);
+    CHECK(get.status == 204);
+    CHECK(get.Header("Access-Control-Allow-Methods") == "GET, HEAD");
+    CHECK(get.Header("Access-Control-Allow-Headers") == "Authorization, Content-Type");
+    c.Send(Get("/items/1"));
+    CHECK(MustRead(c).body == "item 1");
+  }
+  SECTION("another origin: 403 without CORS headers") {
+    c.Send(
+        "OPTIONS /guarded HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n"
+        "Access-Control-Request-Method: POST\r\n\r\n");
+    const Response r = MustRead(c);
+    CHECK(r.status == 403);
+    CHECK(r.Header("Access-Control-Allow-Origin").empty());
+    CHECK(r.Header("Access-Control-Allow-Methods").empty());
+  }
+  SECTION("a path without routes: 404, readable by the browser") {
+    c.Send("OPTIONS /nope HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Access-Control-Request-Method: GET\r\n\r\n");
+    const Response r = MustRead(c);
+    CHECK(r.status == 404);
+    CHECK(r.Header("Access-Control-Allow-Origin") == "https://app.example");
+  }
+  CHECK(calls.load() == 0);
+}
+
+TEST_CASE("CORS with \"*\" allows any origin; with no origins configured there is no CORS",
+          "[http][listener]") {
+  Router router;
+  AddBasicRoutes(router);
+  SECTION("*") {
+    ListenerOptions options = TestOptions();
+    options.cors_allowed_origins = {"*"};
+    TestServer server(&router, options);
+    Client c(server.port());
+    c.Send(Get("/hello", "Origin: http://anywhere.example:8080\r\n"));
+    CHECK(MustRead(c).Header("Access-Control-Allow-Origin") == "*");
+  }
+  SECTION("none") {
+    TestServer server(&router, TestOptions());
+    Client c(server.port());
+    c.Send(Get("/hello", kOrigin));
+    CHECK(MustRead(c).Header("Access-Control-Allow-Origin").empty());
+    c.Send("OPTIONS /hello HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Access-Control-Request-Method: GET\r\n\r\n");
+    const Response r = MustRead(c);
+    CHECK(r.status == 405);  // OPTIONS is just another method
+    CHECK(r.Header("Access-Control-Allow-Origin").empty());
   }
 }
 
