@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <utility>
 
@@ -22,6 +23,8 @@ constexpr auto kLinger = std::chrono::seconds(1);
 constexpr size_t kLingerMaxBytes = 16 << 20;
 // A connection keeps at most this much buffer capacity while it waits for a request.
 constexpr size_t kKeepCapacity = 64 << 10;
+// Bytes one connection may read before the loop turns to the others (a fast upload, a flood).
+constexpr size_t kReadTurn = 1 << 20;
 
 Session::Clock::duration Chrono(absl::Duration d) {
   return std::chrono::duration_cast<Session::Clock::duration>(absl::ToChronoNanoseconds(d));
@@ -74,7 +77,13 @@ void Session::CaptureHeader() {
 // answer or a close takes over, or the socket is empty (then waits for it to be readable).
 void Session::Pump() {
   std::vector<char>& scratch = *shared_.scratch;
+  size_t turn = 0;
   while (ParseBuffered()) {
+    if (turn >= kReadTurn) {
+      // Let the other connections have the loop; go on after them.
+      return asio::post(socket_.get_executor(),
+                        [self = shared_from_this()] { self->OnReadable(); });
+    }
     error_code ec;
     const size_t n = socket_.read_some(asio::buffer(scratch), ec);
     if (WouldBlock(ec)) return WaitReadable();
@@ -82,6 +91,7 @@ void Session::Pump() {
     if (ec) return Close();
     if (phase_ == Phase::kIdle) BeginRequest();
     in_.append(scratch.data(), n);
+    turn += n;
   }
 }
 
