@@ -350,12 +350,15 @@ void Listener::Loop::Dispatch(const std::shared_ptr<Session>& session, const Han
     ++handlers_;
   }
   try {
-    std::thread([this, session, fd, handler, framing = std::move(framing),
+    // `session = session`: a copy the thread can move from (a plain capture of the const
+    // reference would be const, and the thread would keep its reference to the end).
+    std::thread([this, session = session, fd, handler, framing = std::move(framing),
                  request = std::move(request)]() mutable {
       Connection conn(fd, options_.write_timeout, std::move(framing));
       RunHandler(*handler, request, conn);
       const bool reusable = conn.reusable() && !stopping_.load();
-      // The loop gets this thread's reference: a session is destroyed on the loop thread.
+      // The loop gets this thread's reference: a session is destroyed on the loop thread (or
+      // with the loop), never here after Stop() has returned.
       asio::post(io_,
                  [this, session = std::move(session), reusable] { Resumed(session, reusable); });
       std::lock_guard<std::mutex> lock(mu_);
