@@ -145,7 +145,8 @@ class Listener::Loop final : public Session::Host {
   const Router* router_;
   ListenerOptions options_;
   CorsPolicy cors_;
-  // Declared first, destroyed last: every socket and timer below belongs to it.
+  // Destroyed after the sockets and timers declared below it, which belong to it; a session
+  // still held by a pending operation goes with it.
   asio::io_context io_;
   tcp::acceptor acceptor_{io_};
   asio::steady_timer accept_retry_{io_};
