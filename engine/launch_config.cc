@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -56,6 +57,34 @@ absl::StatusOr<std::string> ReadEnum(const YAML::Node& n, const std::string& key
         absl::StrCat(key, ": expected one of ", absl::StrJoin(allowed, ", "), "; got '", v, "'"));
   }
   return v;
+}
+
+// CORS origins: a list of "scheme://host[:port]" (no path; what browsers send as Origin), or
+// the single entry "*".
+absl::StatusOr<std::vector<std::string>> ReadOrigins(const YAML::Node& n, const std::string& key) {
+  const std::string want = " (a list such as [\"https://app.example\"] or [\"*\"])";
+  if (!n.IsSequence()) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": expected a list", want));
+  }
+  std::vector<std::string> out;
+  for (const auto& item : n) {
+    if (!item.IsScalar()) {
+      return absl::InvalidArgumentError(absl::StrCat(key, ": expected a list of strings", want));
+    }
+    const std::string& o = item.Scalar();
+    const size_t sep = o.find("://");
+    const bool origin = sep != std::string::npos && sep > 0 && sep + 3 < o.size() &&
+                        o.find_first_of("/?# ", sep + 3) == std::string::npos;
+    if (o != "*" && !origin) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, ": '", o, "' is not an origin: scheme://host[:port], no path", want));
+    }
+    out.push_back(o);
+  }
+  if (out.size() > 1 && std::find(out.begin(), out.end(), "*") != out.end()) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": \"*\" must be the only entry"));
+  }
+  return out;
 }
 
 absl::StatusOr<bool> ReadBool(const YAML::Node& n, const std::string& key) {
@@ -204,6 +233,26 @@ const std::map<std::string, Setter>& Schema() {
          ASSIGN_OR_RETURN(c.server.read_timeout_s, ReadDouble(n, k, 0.1, 3600.0));
          return absl::OkStatus();
        }},
+      {"server.header_timeout_s",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.header_timeout_s, ReadDouble(n, k, 0.1, 3600.0));
+         return absl::OkStatus();
+       }},
+      {"server.idle_timeout_s",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.idle_timeout_s, ReadDouble(n, k, 0.1, 86400.0));
+         return absl::OkStatus();
+       }},
+      {"server.max_connections",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.max_connections, ReadInt(n, k, 1, 1 << 20));
+         return absl::OkStatus();
+       }},
+      {"server.cors_allowed_origins",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.server.cors_allowed_origins, ReadOrigins(n, k));
+         return absl::OkStatus();
+       }},
   };
   return *schema;
 }
@@ -320,6 +369,12 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   out << YAML::Key << "drain_timeout_s" << YAML::Value << c.server.drain_timeout_s;
   out << YAML::Key << "request_timeout_s" << YAML::Value << c.server.request_timeout_s;
   out << YAML::Key << "read_timeout_s" << YAML::Value << c.server.read_timeout_s;
+  out << YAML::Key << "header_timeout_s" << YAML::Value << c.server.header_timeout_s;
+  out << YAML::Key << "idle_timeout_s" << YAML::Value << c.server.idle_timeout_s;
+  out << YAML::Key << "max_connections" << YAML::Value << c.server.max_connections;
+  out << YAML::Key << "cors_allowed_origins" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const std::string& o : c.server.cors_allowed_origins) out << o;
+  out << YAML::EndSeq;
   // The key itself is never logged or returned: only whether one is set.
   out << YAML::Key << "api_key" << YAML::Value << (c.server.api_key.empty() ? "" : "<set>");
   out << YAML::Key << "max_concurrent_requests" << YAML::Value << c.server.max_concurrent_requests;

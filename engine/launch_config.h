@@ -44,6 +44,15 @@ struct ServerSection {
   int64_t max_concurrent_requests = 0;  // 0: unlimited; beyond it 429
   std::string admin_key;     // admin routes (adapters) need "Bearer <admin_key>"; empty: disabled
   std::string adapter_root;  // adapters must resolve under this directory; empty: disabled
+
+  // The HTTP transport (server/http/listener.h). Request line and headers must arrive within
+  // header_timeout_s of the request's first byte (408); a connection waiting for a request is
+  // closed after idle_timeout_s; at max_connections the longest-idle connection makes room.
+  double header_timeout_s = 10.0;
+  double idle_timeout_s = 5.0;
+  int64_t max_connections = 10000;
+  // Origins browsers may call the HTTP API from ("https://app.example"), or ["*"]; empty: no CORS.
+  std::vector<std::string> cors_allowed_origins;
 };
 
 struct LaunchConfig {

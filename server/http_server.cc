@@ -22,7 +22,6 @@ using nlohmann::json;
 // Beyond these a request is refused before it reaches a route (robustness case 10).
 constexpr size_t kMaxHeaderBytes = 64 << 10;  // 431
 constexpr size_t kMaxBodyBytes = 8 << 20;     // 413
-constexpr int64_t kMinConnections = 256;
 
 void SendError(http::ResponseWriter& w, const absl::Status& s) {
   w.Send(HttpStatusFor(s), "application/json", OpenAiErrorJson(s));
@@ -56,11 +55,14 @@ HttpServer::HttpServer(ServerContext* ctx) : ctx_(ctx) {
   http::ListenerOptions options;
   options.limits.max_header_bytes = kMaxHeaderBytes;
   options.limits.max_body_bytes = kMaxBodyBytes;
-  // One thread per connection (a streaming response holds its thread to the end): room for a
-  // burst of streams beyond the request limit, whose extra requests then get a clean 429.
-  options.max_connections =
-      int(std::max<int64_t>(kMinConnections, ctx_->config.server.max_concurrent_requests + 64));
-  options.request_timeout = absl::Seconds(ctx_->config.server.read_timeout_s);
+  // Connections cost the event loop a socket each, not a thread: the only cap on requests in
+  // flight is server.max_concurrent_requests (429, in the handlers); the engine queues the rest.
+  const engine::ServerSection& server = ctx_->config.server;
+  options.max_connections = int(server.max_connections);
+  options.idle_timeout = absl::Seconds(server.idle_timeout_s);
+  options.header_timeout = absl::Seconds(server.header_timeout_s);
+  options.request_timeout = absl::Seconds(server.read_timeout_s);
+  options.cors_allowed_origins = server.cors_allowed_origins;
   // What the transport refuses itself (no route, limits, timeouts) gets OpenAI's error JSON.
   options.error_body = [](int status, const std::string& message) {
     return OpenAiErrorJson(status, message);

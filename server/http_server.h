@@ -1,5 +1,6 @@
 // The HTTP front end: OpenAI-style REST routes on the server's own HTTP/1.1 transport
-// (server/http: Boost.Beast's parser under hard limits, one thread per connection).
+// (server/http: an event loop for connections, Boost.Beast's parser under hard limits, a thread
+// per running handler).
 #ifndef ARBOR_SERVER_HTTP_SERVER_H_
 #define ARBOR_SERVER_HTTP_SERVER_H_
 
@@ -20,7 +21,7 @@ class HttpServer {
 
   // Binds host:port (port 0 picks a free one) and serves on background threads.
   absl::StatusOr<int> Start(const std::string& host, int port);
-  // Stops accepting and closes connections; returns when every connection thread has ended.
+  // Stops accepting and closes connections; returns when every handler thread has ended.
   void Stop();
 
  private:

@@ -1,6 +1,8 @@
-// One accepted socket: deadline-bounded reads, and the ResponseWriter handlers answer through.
-// The socket is non-blocking; every wait is a poll() with a deadline, so no client can hold a
-// connection thread longer than the listener's timeouts allow.
+// The ResponseWriter a handler answers through, on the handler's own thread. While a handler
+// runs, its socket is the handler's: the event loop (server/http/session.h) neither reads nor
+// writes it until the handler returns. Writes are non-blocking sends, each part waiting at most
+// the write timeout (poll) for the client to take it, so a client that reads nothing costs the
+// handler no more than that.
 #ifndef ARBOR_SERVER_HTTP_CONNECTION_H_
 #define ARBOR_SERVER_HTTP_CONNECTION_H_
 
@@ -12,26 +14,28 @@
 
 namespace arbor::server::http {
 
+// How the response to one request must frame itself.
+struct ResponseFraming {
+  bool keep_alive = false;
+  bool http10 = false;  // no chunked coding: a stream ends with the close
+  bool head = false;    // a HEAD request: the head of the GET response, never a body
+  Headers always;       // added to the response whatever it is (CORS)
+};
+
 class Connection : public ResponseWriter {
  public:
-  Connection(int fd, absl::Duration write_timeout) : fd_(fd), write_timeout_(write_timeout) {}
+  // `fd` stays open and owned by the caller; it must be non-blocking.
+  Connection(int fd, absl::Duration write_timeout, ResponseFraming framing)
+      : fd_(fd), write_timeout_(write_timeout), framing_(std::move(framing)) {}
 
-  enum class ReadStatus { kOk, kClosed, kTimeout };
-  // Appends what arrives (at most 64 KiB) to `buffer`, waiting until `deadline`.
-  ReadStatus ReadSome(std::string& buffer, absl::Time deadline);
   // Writes everything, waiting at most the write timeout for the client to take each part.
   bool WriteAll(std::string_view data);
 
-  // Before each request: how the response must frame itself.
-  void StartResponse(bool keep_alive, bool http10);
   bool responded() const { return responded_; }
   bool streaming() const { return streaming_; }
   bool ended() const { return ended_; }
   // Whether another request may follow on this connection.
-  bool reusable() const { return keep_alive_ && !broken_ && (!streaming_ || ended_); }
-  // Stops writing, then reads and drops what the client still sends for a moment, so a client
-  // that is mid-body when refused gets the refusal rather than a reset.
-  void LingeringClose();
+  bool reusable() const { return framing_.keep_alive && !broken_ && (!streaming_ || ended_); }
   // Gives up on the response under way: nothing more is written and the connection closes.
   void Abort() { broken_ = true; }
 
@@ -43,12 +47,9 @@ class Connection : public ResponseWriter {
   bool ClientGone() override;
 
  private:
-  std::string Head(int status, std::string_view content_type, const Headers& extra) const;
-
   int fd_;
   absl::Duration write_timeout_;
-  bool keep_alive_ = false;
-  bool http10_ = false;
+  ResponseFraming framing_;
   bool responded_ = false;
   bool streaming_ = false;
   bool ended_ = false;

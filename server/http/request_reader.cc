@@ -164,6 +164,19 @@ bool RequestReader::keep_alive() const { return state_->parser->get().keep_alive
 
 bool RequestReader::http10() const { return state_->parser->get().version() < 11; }
 
+std::string RequestReader::method() const {
+  const auto m = state_->parser->get().method_string();
+  return std::string(m.data(), m.size());
+}
+
+std::string RequestReader::Field(std::string_view name) const {
+  const auto& msg = state_->parser->get();
+  const auto it = msg.find(boost::beast::string_view(name.data(), name.size()));
+  if (it == msg.end()) return "";
+  const auto v = it->value();
+  return std::string(v.data(), v.size());
+}
+
 Request RequestReader::Take() {
   auto msg = state_->parser->release();
   Request r;

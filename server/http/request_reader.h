@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "server/http/message.h"
 
@@ -43,6 +44,12 @@ class RequestReader {
   Request Take();                 // the completed request; the reader is ready for the next
   int error_status() const { return error_status_; }  // 400, 413, 431 or 501
   const std::string& error_message() const { return error_message_; }
+  // The current request's method and the first value of its header field `name` ("" when
+  // absent or not parsed yet): whole after kHeaderDone; after a kError, what was parsed before
+  // it (the request line, often the fields). Transport errors use them to frame their answer
+  // (HEAD, CORS).
+  std::string method() const;
+  std::string Field(std::string_view name) const;
 
  private:
   struct State;

@@ -1,5 +1,7 @@
 #include "server/http/router.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_join.h"
 
 namespace arbor::server::http {
@@ -47,7 +49,9 @@ void Router::Add(std::string method, std::string_view pattern, Handler handler) 
 Router::Match Router::Find(std::string_view method, std::string_view path) const {
   Match m;
   const std::vector<std::string_view> parts = Segments(path);
-  std::vector<std::string> allowed, params;
+  std::vector<std::string> allowed, params, get_params;
+  const Route* get = nullptr;  // the path's first GET route: HEAD's unless it has a HEAD route
+  bool has_head = false;
   for (const Route& r : routes_) {
     if (!Matches(r.segments, parts, &params)) continue;
     if (r.method == method) {
@@ -56,6 +60,19 @@ Router::Match Router::Find(std::string_view method, std::string_view path) const
       return m;
     }
     allowed.push_back(r.method);
+    if (r.method == "HEAD") has_head = true;
+    if (r.method == "GET" && get == nullptr) {
+      get = &r;
+      get_params = params;
+    }
+  }
+  if (get != nullptr && !has_head) {
+    if (method == "HEAD") {
+      m.handler = &get->handler;
+      m.params = std::move(get_params);
+      return m;
+    }
+    allowed.insert(std::find(allowed.begin(), allowed.end(), "GET") + 1, "HEAD");
   }
   if (!allowed.empty()) {
     m.status = 405;

@@ -1,5 +1,6 @@
 // Routes (method, path pattern) to handlers. A pattern is literal segments and `{name}`
-// segments, each matching one non-empty path segment: "/v1/adapters/{name}".
+// segments, each matching one non-empty path segment: "/v1/adapters/{name}". HEAD finds the GET
+// route of a path that has no HEAD route of its own (the transport then sends no body).
 #ifndef ARBOR_SERVER_HTTP_ROUTER_H_
 #define ARBOR_SERVER_HTTP_ROUTER_H_
 
@@ -22,7 +23,7 @@ class Router {
     const Handler* handler = nullptr;  // null: no route
     std::vector<std::string> params;
     int status = 404;   // when no handler: 404 (no such path) or 405 (other methods only)
-    std::string allow;  // for 405: the methods the path takes, "GET, POST"
+    std::string allow;  // for 405: the methods the path takes, "GET, HEAD, POST"
   };
   Match Find(std::string_view method, std::string_view path) const;
 

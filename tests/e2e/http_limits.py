@@ -3,12 +3,17 @@
 
 Spec: shared/specs/robustness.md case 10 (431 for headers over 64 KB, 413 for bodies over the
 limit, a flood of tiny chunks rejected with bounded memory), request smuggling shapes, slow
-clients (408), server.request_timeout_s, and a non-streaming client that hangs up. After every
-case the server must still answer; at the end no KV page may be in use.
+clients (408, the header timeout), server.request_timeout_s, and a non-streaming client that
+hangs up. Issue 9: idle connections with half a head starve no one, HEAD keeps keep-alive in
+step, CORS preflights and headers, and, on a second server with a small
+server.max_connections, the longest-idle connection makes room (503 only when all are busy).
+After every case the server must still answer; at the end no KV page may be in use.
 
 The server must run with: --set server.read_timeout_s=1 --set server.request_timeout_s=0.5
+--set server.header_timeout_s=0.5 --set 'server.cors_allowed_origins=["http://cors.example"]';
+the one at --small-url with --set server.max_connections=4 (and no API key).
 
-  tests/e2e/http_limits.py --url http://127.0.0.1:PORT --pid PID [--key KEY]
+  tests/e2e/http_limits.py --url http://127.0.0.1:PORT --pid PID --small-url URL [--key KEY]
 
 Prints one line per failed case, then `arbor-tests: N passed, M failed, 0 skipped`.
 """
@@ -53,9 +58,14 @@ class Conn:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def response(self, until_close=False):
-        """(status, headers dict lower-cased, body bytes) of the next response."""
-        status = int(self._line().split(b' ', 2)[1])
+    def response(self, until_close=False, head=False):
+        """(status, headers dict lower-cased, body bytes) of the next response; `head`: the
+        answer to a HEAD request, which has no body whatever its Content-Length says."""
+        line = self._line()
+        parts = line.split(b' ', 2)
+        if len(parts) < 2 or not line.startswith(b'HTTP/1.') or not parts[1].isdigit():
+            raise ValueError('not a status line: %r' % line[:80])
+        status = int(parts[1])
         headers = {}
         while True:
             line = self._line()
@@ -63,7 +73,7 @@ class Conn:
                 break
             k, v = line.split(b':', 1)
             headers[k.decode().strip().lower()] = v.decode().strip()
-        if status == 100:
+        if status in (100, 204) or head:
             return status, headers, b''
         if headers.get('transfer-encoding', '').lower() == 'chunked':
             body = b''
@@ -86,6 +96,19 @@ class Conn:
             body, self.buf = self.buf, b''
             return status, headers, body
         return status, headers, b''
+
+    def untouched(self):
+        """Whether the connection is still open and nothing has arrived on it (no wait)."""
+        self.sock.setblocking(False)
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)  # bytes, or b'' for a close
+            return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            self.sock.setblocking(True)
 
     def closed_by_peer(self, wait=3.0):
         self.sock.settimeout(wait)
@@ -124,6 +147,7 @@ def main():
     ap.add_argument('--url', required=True)
     ap.add_argument('--pid', type=int, required=True, help='the server process (its memory is watched)')
     ap.add_argument('--key', default='')
+    ap.add_argument('--small-url', required=True, help='a second server, with server.max_connections=4')
     ap.add_argument('--model', default='tiny')
     args = ap.parse_args()
     u = urllib.parse.urlparse(args.url)
@@ -131,6 +155,7 @@ def main():
     if host not in ('127.0.0.1', 'localhost', '::1'):
         print('http_limits.py: --url must be loopback', file=sys.stderr)
         return 2
+    small = urllib.parse.urlparse(args.small_url)
     auth = ('Authorization: Bearer %s\r\n' % args.key) if args.key else ''
     passed, failed = 0, 0
 
@@ -142,8 +167,8 @@ def main():
             failed += 1
             print('FAIL %s: %s' % (name, problem))
 
-    def request(raw, until_close=False, timeout=10.0):
-        c = Conn(host, port, timeout)
+    def request(raw, until_close=False, timeout=10.0, to=None):
+        c = Conn(*(to or (host, port)), timeout)
         try:
             c.send(raw)
             return c.response(until_close)
@@ -163,12 +188,14 @@ def main():
         except (OSError, EOFError) as e:
             return '%s: normal completion afterwards failed: %s' % (name, e)
 
-    def check(name, fn):
+    def _run(fn):
         try:
-            problem = fn()
+            return fn()
         except (OSError, EOFError, ValueError) as e:
-            problem = '%s: %s' % (type(e).__name__, e)
-        case(name, problem or healthy(name))
+            return '%s: %s' % (type(e).__name__, e)
+
+    def check(name, fn):
+        case(name, _run(fn) or healthy(name))
 
     # ------------------------------------------------------------ header limits (431)
     def headers_just_under():
@@ -312,6 +339,175 @@ def main():
         finally:
             c.close()
     check('stalled_request_408', slow_client)
+
+    # ------------------------------------------------------------ the event loop (issue 9)
+    def idle_heads():
+        idle = []
+        try:
+            for _ in range(300):
+                c = Conn(host, port)
+                c.send(b'GET /health HTTP/1.1\r\n')  # and never the rest
+                idle.append(c)
+            t0 = time.monotonic()
+            st, _, body = request(b'GET /health HTTP/1.1\r\nHost: x\r\n\r\n', timeout=5)
+            dt = time.monotonic() - t0
+            if st != 200:
+                return 'beside 300 half-sent heads a new client got %d %r' % (st, body[:200])
+            return '' if dt < 0.4 else 'beside 300 half-sent heads a new client waited %.2f s' % dt
+        finally:
+            for c in idle:
+                c.close()
+    check('300_half_sent_heads_starve_no_one', idle_heads)
+
+    def head_then_get():
+        c = Conn(host, port)
+        try:
+            c.send(b'HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n')
+            st, h, _ = c.response(head=True)
+            if st != 200 or h.get('content-length', '0') == '0':
+                return 'HEAD /health: %d %r' % (st, h)
+            c.send(b'GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
+            st, _, body = c.response()
+            if st != 200 or json.loads(body) != {'status': 'ok'}:
+                return 'GET after HEAD: %d %r' % (st, body[:200])
+            # A route without GET: 405 with Allow and without its body, the connection in step.
+            c.send(b'HEAD /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n')
+            st, h, _ = c.response(head=True)
+            if st != 405 or h.get('allow') != 'POST':
+                return 'HEAD /v1/completions: %d %r' % (st, h)
+            c.send(b'GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
+            st, _, body = c.response()
+            if st != 200:
+                return 'GET after the 405 to HEAD: %d %r' % (st, body[:200])
+            return '' if not c.buf else 'bytes after the last response: %r' % c.buf[:100]
+        finally:
+            c.close()
+    check('head_then_get_on_one_connection', head_then_get)
+
+    def header_timeout():
+        c = Conn(host, port)
+        try:
+            t0 = time.monotonic()
+            c.send(b'GET /health HTTP/1.1\r\nHost: x\r\n')  # the rest of the head never comes
+            st, _, body = c.response()
+            dt = time.monotonic() - t0
+            p = error_ok(st, body, 408)
+            if p:
+                return p
+            if b'headers' not in body:
+                return 'not the header timeout: %r' % body[:200]
+            return '' if 0.3 <= dt < 0.95 else '408 after %.2f s (header_timeout_s 0.5, read_timeout_s 1)' % dt
+        finally:
+            c.close()
+    check('header_timeout_408', header_timeout)
+
+    def slow_body():
+        data = json.dumps({'model': args.model, 'prompt': 'hi', 'max_tokens': 2}).encode()
+        c = Conn(host, port)
+        try:
+            c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n'
+                    'Content-Length: %d\r\n\r\n' % (auth, len(data))).encode() + data[:5])
+            time.sleep(0.7)  # the client's pace: past the header timeout, within the read timeout
+            c.send(data[5:])
+            st, _, body = c.response()
+            return '' if st == 200 else 'a body done within read_timeout_s got %d %r' % (st, body[:200])
+        finally:
+            c.close()
+    check('body_past_header_timeout_200', slow_body)
+
+    origin = 'http://cors.example'
+
+    def cors_preflight():
+        st, h, _ = request(('OPTIONS /v1/completions HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n'
+                            'Access-Control-Request-Method: POST\r\n'
+                            'Access-Control-Request-Headers: authorization, content-type\r\n\r\n' % origin).encode())
+        want = {'access-control-allow-origin': origin, 'access-control-allow-methods': 'POST',
+                'access-control-allow-headers': 'authorization, content-type'}
+        wrong = {k: h.get(k) for k, v in want.items() if h.get(k) != v}
+        if st != 204 or wrong or 'access-control-max-age' not in h:
+            return 'preflight: %d, headers %r' % (st, h)
+        return ''
+    check('cors_preflight_204', cors_preflight)
+
+    def cors_answers():
+        problems = []
+        for what, raw, want in [
+                ('no API key', ('POST /v1/completions HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n'
+                                'Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}' % origin).encode(), 401),
+                ('health', ('GET /health HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n\r\n' % origin).encode(), 200),
+                ('no route', ('GET /nope HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n\r\n' % origin).encode(), 404),
+                ('wrong method', ('DELETE /health HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n\r\n' % origin).encode(), 405)]:
+            st, h, _ = request(raw)
+            if st != want or h.get('access-control-allow-origin') != origin or h.get('vary') != 'Origin':
+                problems.append('%s: %d %r' % (what, st, {k: v for k, v in h.items() if 'origin' in k or k == 'vary'}))
+        return '; '.join(problems)
+    check('cors_headers_on_answers_and_errors', cors_answers)
+
+    def cors_other_origin():
+        st, h, _ = request(b'OPTIONS /v1/completions HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n'
+                           b'Access-Control-Request-Method: POST\r\n\r\n')
+        if st != 403 or any(k.startswith('access-control-') for k in h):
+            return 'preflight from another origin: %d %r' % (st, h)
+        st, h, _ = request(b'GET /health HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n\r\n')
+        return '' if st == 200 and 'access-control-allow-origin' not in h else 'GET: %d %r' % (st, h)
+    check('cors_other_origin_gets_none', cors_other_origin)
+
+    # A second server, with server.max_connections=4.
+    small_at = (small.hostname, small.port)
+    health = b'GET /health HTTP/1.1\r\nHost: x\r\n\r\n'
+
+    def small_health_200(within):
+        """A new client on the small server gets 200 within `within` s (retrying 503s)."""
+        t0 = time.monotonic()
+        st = None
+        while time.monotonic() - t0 < within:
+            st = request(health, to=small_at)[0]
+            if st == 200:
+                return ''
+            time.sleep(0.05)
+        return 'the small server still answers %s after %.0f s' % (st, within)
+
+    def eviction():
+        idle = [Conn(*small_at) for _ in range(4)]  # accepted in this order: the first is the oldest
+        try:
+            st, _, body = request(health, to=small_at)
+            if st != 200:
+                return 'a fifth client got %d %r' % (st, body[:200])
+            if not idle[0].closed_by_peer(wait=3):
+                return 'the longest-idle connection was not the one closed'
+            kept = [c.untouched() for c in idle[1:]]
+            return '' if all(kept) else 'newer idle connections were closed too: %r' % kept
+        finally:
+            for c in idle:
+                c.close()
+    case('max_connections_evicts_longest_idle', _run(eviction))
+
+    def all_busy():
+        streams = []
+        try:
+            for i in range(4):
+                c = Conn(*small_at, timeout=10)
+                data = json.dumps({'model': args.model, 'prompt': 'busy %d' % i, 'max_tokens': 2000,
+                                   'ignore_eos': True, 'stream': True}).encode()
+                c.send(('POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                        'Content-Length: %d\r\n\r\n' % len(data)).encode() + data)
+                streams.append(c)
+            for c in streams:  # every one inside its handler: the stream has begun
+                while b'\r\n\r\n' not in c.buf:
+                    c._fill()
+                if not c.buf.startswith(b'HTTP/1.1 200'):
+                    return 'a stream began with %r' % c.buf[:80]
+            st, h, body = request(health, to=small_at)
+            p = error_ok(st, body, 503)
+            if p:
+                return 'with every connection streaming: ' + p
+            if h.get('connection') != 'close':
+                return '503 without Connection: close: %r' % h
+        finally:
+            for c in streams:
+                c.close()
+        return small_health_200(5)  # the streams are cancelled and their connections close
+    case('max_connections_all_busy_503', _run(all_busy))
 
     # ------------------------------------------------------------ request timeout (0.5 s)
     def metric(name):

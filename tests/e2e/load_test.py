@@ -4,9 +4,16 @@
 200 concurrent streaming /v1/completions; about 30% of the clients close their socket
 mid-stream. Then 200 long requests (half streamed) whose clients give up after 0.5 s (spec case 12). Every client that stays connected must get a complete, well-formed SSE stream
 ending in `data: [DONE]`; afterwards the server must be healthy, answer a new request within
-5 s, and its Prometheus `/metrics` must show no KV pages in use.
+5 s, and its Prometheus `/metrics` must show no KV pages in use. Last, 5,000 idle connections
+(silent, or with a request head begun and never ended) are held open while 300 streaming
+completions run: all 300 must get 200 and a complete stream, no idle connection may be closed
+or refused, and /health must answer throughout.
 
   tests/e2e/load_test.py --url http://127.0.0.1:PORT [--key KEY]
+
+The idle phase needs the server's idle and header timeouts longer than the phase (run.sh sets
+server.idle_timeout_s, header_timeout_s and read_timeout_s to 120) and about 5,400 descriptors
+on each side: the client raises its soft RLIMIT_NOFILE to the hard limit.
 
 Prints one line per failed case, then `arbor-tests: N passed, M failed, 0 skipped`.
 """
@@ -16,6 +23,7 @@ import http.client
 import json
 import random
 import re
+import resource
 import socket
 import struct
 import sys
@@ -277,6 +285,98 @@ def impatient_phase(args, host, port, case):
              dropped, aborted, gave_up))
 
 
+def raise_descriptor_limit(want):
+    """Raises the soft RLIMIT_NOFILE towards `want` (up to the hard limit); returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def idle_flood_phase(args, host, port, case):
+    """Issue 9: idle connections must not starve anyone. `args.idle` connections are held open,
+    half silent and half having sent `GET /health HTTP/1.1\\r\\n` and nothing more, while
+    `args.idle_streams` streaming completions run at once. Every stream gets 200 and a complete
+    stream, /health answers while they are held, and afterwards none of the idle connections has
+    been closed or answered (they were not what made room)."""
+    need = args.idle + args.idle_streams + 64
+    limit = raise_descriptor_limit(need)
+    if limit != resource.RLIM_INFINITY and limit < need:
+        case('idle_flood_descriptors', False,
+             'RLIMIT_NOFILE allows %d descriptors, the phase needs %d (raise the hard limit)' % (limit, need))
+        return
+    idle = []
+    t0 = time.monotonic()
+    try:
+        for i in range(args.idle):
+            s = socket.create_connection((host, port), timeout=10)
+            if i % 2 == 1:
+                s.sendall(b'GET /health HTTP/1.1\r\n')  # a head begun, never ended
+            idle.append(s)
+    except OSError as e:
+        case('idle_connections_opened', False, 'connection %d of %d: %s' % (len(idle), args.idle, e))
+        for s in idle:
+            s.close()
+        return
+    opened = time.monotonic() - t0
+    case('idle_connections_opened', True)
+    try:
+        t1 = time.monotonic()
+        st, body = get(host, port, '/health', args.key, timeout=5)
+        case('health_beside_idle_connections', st == 200 and time.monotonic() - t1 < 5,
+             'GET /health -> %s in %.2f s: %s' % (st, time.monotonic() - t1, body[:200]))
+    except OSError as e:
+        case('health_beside_idle_connections', False, 'GET /health: %s' % e)
+
+    results = [Result(100000 + i, False, args.idle_max_tokens) for i in range(args.idle_streams)]
+    barrier = threading.Barrier(len(results))
+    threads = [threading.Thread(target=client, args=(args, host, port, r, barrier), daemon=True) for r in results]
+    t2 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, args.deadline - (time.monotonic() - t2)))
+    wall = time.monotonic() - t2
+    stuck = [r.idx for r, t in zip(results, threads) if t.is_alive()]
+    refused = [r for r in results if r.status != 200]
+    case('idle_flood_streams_all_200', not stuck and not refused,
+         '%d still running after %.1f s, %d not 200; first: %s' % (
+             len(stuck), wall, len(refused),
+             ('status %s %s' % (refused[0].status, '; '.join(refused[0].problems)[:300])) if refused else '-'))
+    bad = [r for r in results if r.status == 200 and (r.problems or not r.done)]
+    case('idle_flood_streams_complete', not bad,
+         '%d of %d streams broken; e.g. %s' % (len(bad), len(results), ' | '.join(
+             'client %d: %s' % (r.idx, '; '.join(r.problems)[:200]) for r in bad[:3])) if bad else '')
+
+    # The idle connections are all still open, and nothing was sent on them: neither closed to
+    # make room nor refused.
+    touched = []
+    for i, s in enumerate(idle):
+        s.setblocking(False)
+        try:
+            data = s.recv(256)
+            touched.append((i, 'closed' if not data else 'answered %r' % data[:40]))
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            touched.append((i, str(e)))
+    case('idle_connections_kept', not touched,
+         '%d of %d idle connections were closed or answered; e.g. %s' % (len(touched), len(idle), touched[:3]))
+    try:
+        st, body = get(host, port, '/health', args.key, timeout=5)
+        case('health_after_idle_flood', st == 200, 'GET /health -> %s %s' % (st, body[:200]))
+    except OSError as e:
+        case('health_after_idle_flood', False, 'GET /health: %s' % e)
+    for s in idle:
+        s.close()
+    print('# %d idle connections opened in %.1f s; beside them %d streams (max_tokens %d) ended in %.1f s, '
+          '%d with 200 and a complete stream' % (
+              len(idle), opened, len(results), args.idle_max_tokens, wall,
+              sum(1 for r in results if r.status == 200 and r.done and not r.problems)), file=sys.stderr)
+
+
 def kv_pages(metrics_text):
     """(gauge name, value) of the first KV-pages gauge found, or None."""
     for line in metrics_text.splitlines():
@@ -300,6 +400,9 @@ def main():
     ap.add_argument('--max-tokens', type=int, default=256)
     ap.add_argument('--deadline', type=float, default=60.0, help='seconds the whole load may take')
     ap.add_argument('--seed', type=int, default=20261127)
+    ap.add_argument('--idle', type=int, default=5000, help='idle connections held in the last phase')
+    ap.add_argument('--idle-streams', type=int, default=300, help='streams beside the idle connections')
+    ap.add_argument('--idle-max-tokens', type=int, default=16)
     args = ap.parse_args()
 
     u = urllib.parse.urlparse(args.url)
@@ -428,6 +531,7 @@ def main():
              ', '.join(sorted(aborts_after)) or 'none'))
 
     impatient_phase(args, host, port, case)
+    idle_flood_phase(args, host, port, case)
 
     print('# %d clients (%d hung up mid-stream, %d meant to but got the whole stream first) in %.1f s; '
           'peak %d streams live at once' % (args.clients, len(leavers), len(early), wall, peak), file=sys.stderr)

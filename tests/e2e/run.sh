@@ -2,8 +2,10 @@
 # Runs Arbor's black-box end-to-end suites against a built arbor binary (builds nothing):
 #   1. tests/e2e/openai   — the official `openai` npm client (node --test)
 #   2. tests/e2e/bad_input.sh — raw-HTTP negative cases with curl
-#   3. tests/e2e/load_test.py — 200 concurrent streams with random disconnects, then /metrics
-#   4. tests/e2e/http_limits.py — 431/413/408/400 transport limits, request timeouts, hang-ups
+#   3. tests/e2e/load_test.py — 200 concurrent streams with random disconnects, then /metrics;
+#      300 streams beside 5,000 idle connections
+#   4. tests/e2e/http_limits.py — 431/413/408/400 transport limits, request timeouts, hang-ups,
+#      idle heads, HEAD, CORS, and eviction at a small server.max_connections (a second server)
 #   5. tests/e2e/drain_test.py — SIGTERM drain
 # Each suite gets its own server on a free loopback port, with the options it needs; each
 # server is stopped with SIGTERM and must exit 0.
@@ -165,7 +167,10 @@ fi
 
 # ---------------------------------------------------------------- 3. load with disconnects
 echo "== load suite"
-if start_server load --set server.max_concurrent_requests=512 --set engine.max_num_seqs=256; then
+# The idle phase holds 5,000 connections (some with half a head) through the streams: the idle,
+# header and read timeouts must outlast it.
+if start_server load --set server.max_concurrent_requests=512 --set engine.max_num_seqs=256 \
+    --set server.idle_timeout_s=120 --set server.header_timeout_s=120 --set server.read_timeout_s=120; then
   python3 "$HERE/load_test.py" --url "http://127.0.0.1:$SERVER_PORT" >"$LOGS/load.out" 2>&1
   grep -v '^arbor-tests:' "$LOGS/load.out" | sed 's/^/   /'
   add_counts load "$LOGS/load.out"
@@ -175,14 +180,21 @@ fi
 
 # ---------------------------------------------------------------- 4. transport limits, timeouts
 echo "== http limits suite"
-if start_server http_limits --set server.api_key="$KEY" --set server.read_timeout_s=1 \
-    --set server.request_timeout_s=0.5; then
-  python3 "$HERE/http_limits.py" --url "http://127.0.0.1:$SERVER_PORT" --pid "$SERVER_PID" --key "$KEY" \
-    >"$LOGS/http_limits.out" 2>&1
-  grep -v '^arbor-tests:' "$LOGS/http_limits.out" | sed 's/^/   /'
-  add_counts http_limits "$LOGS/http_limits.out"
-  grep '^arbor-tests:' "$LOGS/http_limits.out" | sed 's/^arbor-tests:/   http_limits:/'
-  stop_server http_limits "$SERVER_PID"
+# A second, small server for the max_connections cases.
+if start_server http_limits_small --set server.max_connections=4; then
+  SMALL_PID=$SERVER_PID
+  SMALL_PORT=$SERVER_PORT
+  if start_server http_limits --set server.api_key="$KEY" --set server.read_timeout_s=1 \
+      --set server.request_timeout_s=0.5 --set server.header_timeout_s=0.5 \
+      --set 'server.cors_allowed_origins=["http://cors.example"]'; then
+    python3 "$HERE/http_limits.py" --url "http://127.0.0.1:$SERVER_PORT" --pid "$SERVER_PID" --key "$KEY" \
+      --small-url "http://127.0.0.1:$SMALL_PORT" >"$LOGS/http_limits.out" 2>&1
+    grep -v '^arbor-tests:' "$LOGS/http_limits.out" | sed 's/^/   /'
+    add_counts http_limits "$LOGS/http_limits.out"
+    grep '^arbor-tests:' "$LOGS/http_limits.out" | sed 's/^arbor-tests:/   http_limits:/'
+    stop_server http_limits "$SERVER_PID"
+  fi
+  stop_server http_limits_small "$SMALL_PID"
 fi
 
 # ---------------------------------------------------------------- 5. SIGTERM drain

@@ -1,6 +1,8 @@
 #include "engine/launch_config.h"
 
 #include <catch2/catch.hpp>
+#include <string>
+#include <vector>
 
 #include "configs/embedded_default.h"
 
@@ -27,6 +29,35 @@ TEST_CASE("overrides replace values and are read as YAML scalars", "[config]") {
   CHECK(c->server.read_timeout_s == 30.0);
 }
 
+TEST_CASE("the HTTP transport's keys: defaults, values and lists", "[config]") {
+  auto d = ParseLaunchConfig("", "empty.yaml");
+  REQUIRE(d.ok());
+  CHECK(d->server.header_timeout_s == 10.0);
+  CHECK(d->server.idle_timeout_s == 5.0);
+  CHECK(d->server.max_connections == 10000);
+  CHECK(d->server.cors_allowed_origins.empty());
+
+  auto c = ParseLaunchConfig(
+      "server:\n  cors_allowed_origins: [\"https://app.example\", \"http://localhost:3000\"]\n",
+      "a.yaml",
+      {"server.header_timeout_s=2.5", "server.idle_timeout_s=60", "server.max_connections=50"});
+  REQUIRE(c.ok());
+  CHECK(c->server.header_timeout_s == 2.5);
+  CHECK(c->server.idle_timeout_s == 60.0);
+  CHECK(c->server.max_connections == 50);
+  CHECK(c->server.cors_allowed_origins ==
+        std::vector<std::string>{"https://app.example", "http://localhost:3000"});
+
+  auto any = ParseLaunchConfig("", "b.yaml", {"server.cors_allowed_origins=[\"*\"]"});
+  REQUIRE(any.ok());
+  CHECK(any->server.cors_allowed_origins == std::vector<std::string>{"*"});
+  // The list survives the effective config's round trip.
+  auto again = ParseLaunchConfig(LaunchConfigToYaml(*c), "effective");
+  REQUIRE(again.ok());
+  CHECK(again->server.cors_allowed_origins == c->server.cors_allowed_origins);
+  CHECK(again->server.max_connections == 50);
+}
+
 TEST_CASE("an override creates a missing section", "[config]") {
   auto c = ParseLaunchConfig("", "empty.yaml", {"model.served_model_name=m1"});
   REQUIRE(c.ok());
@@ -51,6 +82,23 @@ TEST_CASE("errors name the key and the source", "[config]") {
       {"server:\n  request_timeout_s: -1\n", {}, "server.request_timeout_s"},
       {"server:\n  read_timeout_s: 0\n", {}, "server.read_timeout_s"},
       {"server:\n  read_timeout_s: fast\n", {}, "server.read_timeout_s"},
+      {"server:\n  header_timeout_s: 0\n", {}, "server.header_timeout_s"},
+      {"server:\n  idle_timeout_s: -5\n", {}, "server.idle_timeout_s"},
+      {"server:\n  max_connections: 0\n", {}, "server.max_connections"},
+      {"server:\n  max_connections: lots\n", {}, "server.max_connections"},
+      {"server:\n  cors_allowed_origins: https://app.example\n",
+       {},
+       "server.cors_allowed_origins: expected a list"},
+      {"server:\n  cors_allowed_origins: [\"https://app.example/\"]\n",
+       {},
+       "server.cors_allowed_origins: 'https://app.example/' is not an origin"},
+      {"server:\n  cors_allowed_origins: [\"app.example\"]\n",
+       {},
+       "server.cors_allowed_origins: 'app.example' is not an origin"},
+      {"server:\n  cors_allowed_origins: [\"*\", \"https://a.example\"]\n",
+       {},
+       "server.cors_allowed_origins: \"*\" must be the only entry"},
+      {"server:\n  cors_allowed_origins: [[1]]\n", {}, "server.cors_allowed_origins"},
       {"model:\n  served_model_name: ''\n", {}, "model.served_model_name"},
       {"server: 5\n", {}, "server: unknown key"},
       {"- a\n- b\n", {}, "mapping"},

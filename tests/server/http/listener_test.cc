@@ -1,15 +1,21 @@
 // Listener (server/http/listener.h) on 127.0.0.1, spoken to over raw POSIX sockets so that every
 // byte on the wire is the test's choice: keep-alive and pipelining, the transport's own errors
-// (400, 404, 405, 408, 413, 431, 500, 503) with error_body's bodies, 100 Continue, the idle and
-// request timeouts, chunked and HTTP/1.0 streaming, ClientGone() and a prompt Stop().
+// (400, 404, 405, 408, 413, 431, 500, 503) with error_body's bodies, 100 Continue, the idle,
+// header and request timeouts, chunked and HTTP/1.0 streaming, ClientGone() and a prompt Stop();
+// and what the event loop brings: idle connections that cost no thread and starve no one, the
+// eviction of the longest-idle connection at max_connections (503 only when all are busy), HEAD,
+// CORS, and a client's hang-up not logged as a server error.
 //
 // Waits are on the event meant (a response, a close, a promise a handler keeps); timing checks
 // have generous bounds, so a loaded machine slows the suite but does not fail it.
 #include "server/http/listener.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,9 +23,11 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,8 +95,9 @@ class Client {
   }
 
   // The next response (a 1xx one too), or nullopt on timeout or a close before it was whole;
-  // why() then says which.
-  std::optional<Response> Read(milliseconds timeout = kWait) {
+  // why() then says which. `head`: the response to a HEAD request, which has no body whatever
+  // its Content-Length says.
+  std::optional<Response> Read(milliseconds timeout = kWait, bool head_request = false) {
     const Clock::time_point deadline = Clock::now() + timeout;
     size_t head_end;
     while ((head_end = buf_.find("\r\n\r\n")) == std::string::npos) {
@@ -114,7 +123,7 @@ class Client {
       head.remove_prefix(end + 2);
     }
     buf_.erase(0, head_end + 4);
-    if (r.status / 100 == 1) return r;
+    if (r.status / 100 == 1 || r.status == 204 || head_request) return r;
     if (r.Header("Transfer-Encoding") == "chunked") {
       r.chunked = true;
       if (!ReadChunked(deadline, &r.body)) return std::nullopt;
@@ -284,6 +293,14 @@ Response MustRead(Client& c, milliseconds timeout = kWait) {
   return *r;
 }
 
+// The same for the response to a HEAD request.
+Response MustReadHead(Client& c) {
+  auto r = c.Read(kWait, /*head_request=*/true);
+  INFO("client: " << c.why());
+  REQUIRE(r.has_value());
+  return *r;
+}
+
 TEST_CASE("keep-alive: two requests on one connection", "[http][listener]") {
   Router router;
   AddBasicRoutes(router);
@@ -360,8 +377,8 @@ TEST_CASE("404 and 405 bodies come from error_body; the connection stays usable"
   c.Send(Post("/hello", "x"));
   const Response wrong = MustRead(c);
   CHECK(wrong.status == 405);
-  CHECK(wrong.Header("Allow") == "GET");
-  CHECK(wrong.body == TestErrorBody(405, "method POST not allowed on /hello (allowed: GET)"));
+  CHECK(wrong.Header("Allow") == "GET, HEAD");
+  CHECK(wrong.body == TestErrorBody(405, "method POST not allowed on /hello (allowed: GET, HEAD)"));
 
   c.Send(Get("/items/5"));
   CHECK(MustRead(c).body == "item 5");
@@ -498,35 +515,144 @@ TEST_CASE("an idle keep-alive connection is closed after idle_timeout", "[http][
   }
 }
 
-TEST_CASE("max_connections = 2: a third connection gets 503", "[http][listener]") {
+// The number of this process's threads.
+int ThreadCount() {
+  int n = 0;
+  DIR* dir = ::opendir("/proc/self/task");
+  REQUIRE(dir != nullptr);
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  ::closedir(dir);
+  return n;
+}
+
+TEST_CASE("300 idle connections hold no thread and starve no new client", "[http][listener]") {
+  Router router;
+  AddBasicRoutes(router);
+  TestServer server(&router, TestOptions());  // the default max_connections
+  const int threads_before = ThreadCount();
+  std::vector<std::unique_ptr<Client>> idle;
+  for (int i = 0; i < 300; ++i) {
+    idle.push_back(std::make_unique<Client>(server.port()));
+    // Half of them begin a head and never end it; the others send nothing at all.
+    if (i % 2 == 0) idle.back()->Send("GET /hello HTTP/1.1\r\n");
+  }
+  Client fresh(server.port());  // accepted after all of them
+  const Clock::time_point start = Clock::now();
+  fresh.Send(Get("/items/1"));
+  const Response r = MustRead(fresh);
+  INFO("answered after " << MillisSince(start) << " ms");
+  CHECK(r.status == 200);
+  CHECK(r.body == "item 1");
+  CHECK(ThreadCount() - threads_before < 16);  // not one thread per connection
+  // None of them had to make room.
+  int closed = 0;
+  for (auto& c : idle) closed += c->ClosedByServer(milliseconds(1));
+  CHECK(closed == 0);
+}
+
+TEST_CASE("at max_connections a new client closes the longest-idle connection",
+          "[http][listener]") {
   Router router;
   AddBasicRoutes(router);
   ListenerOptions options = TestOptions();
   options.max_connections = 2;
   TestServer server(&router, options);
-  // Two admitted connections, each proven open by a response.
+  SECTION("of two silent connections, the older") {
+    Client a(server.port());
+    Client b(server.port());  // the kernel queues connections in order: accepted after a
+    Client c(server.port());
+    c.Send(Get("/items/3"));
+    CHECK(MustRead(c).body == "item 3");
+    CHECK(a.ClosedByServer());
+    b.Send(Get("/items/2"));
+    CHECK(MustRead(b).body == "item 2");
+  }
+  SECTION("a partial head counts as idle since its connection opened") {
+    Client a(server.port());
+    a.Send("GET /hello HTTP/1.1\r\n");  // never finished
+    Client b(server.port());
+    b.Send(Get("/items/1"));
+    CHECK(MustRead(b).body == "item 1");
+    Client c(server.port());
+    c.Send(Get("/items/3"));
+    CHECK(MustRead(c).body == "item 3");
+    CHECK(a.ClosedByServer());
+    b.Send(Get("/items/2"));
+    CHECK(MustRead(b).body == "item 2");
+  }
+  SECTION("a connection used since is no longer the longest idle") {
+    Client a(server.port());
+    Client b(server.port());
+    a.Send(Get("/items/1"));  // a is idle again after this, more recently than b
+    CHECK(MustRead(a).body == "item 1");
+    Client c(server.port());
+    c.Send(Get("/items/3"));
+    CHECK(MustRead(c).body == "item 3");
+    CHECK(b.ClosedByServer());
+    a.Send(Get("/items/2"));
+    CHECK(MustRead(a).body == "item 2");
+  }
+}
+
+// A route whose handler holds its connection until the test opens the gate (or the client goes,
+// as at Stop()): a connection busy in a handler for as long as the test needs.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  int entered = 0;
+  bool open = false;
+
+  bool WaitEntered(int n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, kWait, [&] { return entered >= n; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+};
+
+void AddGateRoute(Router& r, Gate* gate) {
+  r.Get("/block", [gate](const Request&, ResponseWriter& w) {
+    std::unique_lock<std::mutex> lock(gate->mu);
+    ++gate->entered;
+    gate->cv.notify_all();
+    while (!gate->open && !w.ClientGone()) gate->cv.wait_for(lock, milliseconds(10));
+    lock.unlock();
+    w.Send(200, "text/plain", "unblocked");
+  });
+}
+
+TEST_CASE("at max_connections with every connection in a handler, a new client gets 503",
+          "[http][listener]") {
+  Gate gate;  // outlives the server, whose handlers use it
+  Router router;
+  AddBasicRoutes(router);
+  AddGateRoute(router, &gate);
+  ListenerOptions options = TestOptions();
+  options.max_connections = 2;
+  TestServer server(&router, options);
   Client a(server.port());
   Client b(server.port());
-  a.Send(Get("/items/1"));
-  b.Send(Get("/items/2"));
-  CHECK(MustRead(a).status == 200);
-  CHECK(MustRead(b).status == 200);
+  a.Send(Get("/block"));
+  b.Send(Get("/block"));
+  REQUIRE(gate.WaitEntered(2));
 
   Client third(server.port());
-  third.Send(Get("/items/3"));
-  const Response r = MustRead(third);
+  const Response r = MustRead(third);  // refused as it is accepted
   CHECK(r.status == 503);
-  CHECK(r.body == TestErrorBody(503, "too many open connections (2)"));
+  CHECK(r.body == TestErrorBody(503, "too many open connections (2), all of them busy"));
   CHECK(r.Header("Connection") == "close");
   CHECK(third.ClosedByServer());
 
-  // The admitted ones are unaffected.
-  a.Send(Get("/items/4"));
-  CHECK(MustRead(a).body == "item 4");
-
-  // Once one closes, its slot is free again (the server notices the close asynchronously, so a
-  // new connection may still meet a 503 for a moment).
-  b.Close();
+  gate.Open();
+  CHECK(MustRead(a).body == "unblocked");
+  CHECK(MustRead(b).body == "unblocked");
+  // Idle again, they make room for the next client (once the loop has them back: until then a
+  // new client may still meet a 503).
   const Clock::time_point start = Clock::now();
   int status = 0;
   while (status != 200 && Clock::now() - start < kWait) {
@@ -742,6 +868,345 @@ TEST_CASE("Stop() returns promptly with idle and waiting connections open", "[ht
   CHECK(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0);
   ::close(fd);
   server.listener().Stop();  // a second Stop() is harmless
+}
+
+TEST_CASE("request headers must arrive within header_timeout of their first byte",
+          "[http][listener]") {
+  Router router;
+  AddBasicRoutes(router);
+  ListenerOptions options = TestOptions();
+  options.header_timeout = absl::Milliseconds(300);  // request_timeout and idle_timeout: 30 s
+  TestServer server(&router, options);
+  SECTION("a head that stalls is 408 at the header timeout") {
+    Client c(server.port());
+    const Clock::time_point start = Clock::now();
+    c.Send("GET /hello HTTP/1.1\r\nHost: t\r\n");
+    const Response r = MustRead(c);
+    const long long ms = MillisSince(start);
+    INFO("408 after " << ms << " ms");
+    CHECK(r.status == 408);
+    CHECK(r.body == TestErrorBody(408, "request headers not received within 300ms"));
+    CHECK(ms >= 250);
+    CHECK(ms < 3000);
+    CHECK(c.ClosedByServer());
+  }
+  SECTION("a head that keeps trickling in is 408 all the same") {
+    Client c(server.port());
+    const Clock::time_point start = Clock::now();
+    c.Send("GET /hello HTTP/1.1\r\n");
+    // A header line every 50 ms (the pace is the client's behaviour under test), until the 408.
+    bool refused = false;
+    for (int i = 0; i < 60 && !refused; ++i) {
+      c.Send("X-Drip: 1\r\n");
+      refused = c.WaitFor("HTTP/1.1 408", milliseconds(50));
+    }
+    INFO("408 after " << MillisSince(start) << " ms");
+    CHECK(refused);
+    CHECK(MillisSince(start) < 3000);
+  }
+  SECTION("a body that takes longer than the header timeout is not cut short") {
+    Client c(server.port());
+    c.Send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
+    // Twice the header timeout passes without an answer; then the rest of the body.
+    CHECK_FALSE(c.WaitFor("HTTP/1.1", milliseconds(600)));
+    c.Send("cd");
+    const Response r = MustRead(c);
+    CHECK(r.status == 200);
+    CHECK(r.body == "abcd");
+  }
+}
+
+TEST_CASE("HEAD is answered as GET without the body, and keep-alive survives it",
+          "[http][listener]") {
+  Router router;
+  AddBasicRoutes(router);
+  std::promise<std::string> problems;
+  AddStreamRoute(router, &problems);
+  TestServer server(&router, TestOptions());
+  Client c(server.port());
+  SECTION("a GET route") {
+    c.Send("HEAD /hello?x=2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    const Response head = MustReadHead(c);
+    CHECK(head.status == 200);
+    CHECK(head.Header("Content-Length") == std::to_string(std::string("hello /hello").size()));
+    CHECK(head.Header("Content-Type") == "text/plain");
+    CHECK(head.Header("X-Query") == "/hello?x=2");
+    CHECK(head.Header("Connection") == "keep-alive");
+    // Nothing of a body came between: the next response on the connection is read cleanly.
+    c.Send(Get("/hello"));
+    const Response get = MustRead(c);
+    CHECK(get.status == 200);
+    CHECK(get.body == "hello /hello");
+    CHECK(c.buffered().empty());
+  }
+  SECTION("a streaming GET route: the head of the stream, no chunks") {
+    c.Send("HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\n");
+    const Response head = MustReadHead(c);
+    CHECK(head.status == 200);
+    CHECK(head.Header("Content-Type") == "text/event-stream");
+    CHECK(HandlerProblems(problems).empty());
+    c.Send(Get("/items/7"));
+    CHECK(MustRead(c).body == "item 7");
+    CHECK(c.buffered().empty());
+  }
+  SECTION("the transport's own answers: 404 and 405 without their bodies") {
+    c.Send("HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    const Response missing = MustReadHead(c);
+    CHECK(missing.status == 404);
+    CHECK(missing.Header("Content-Length") ==
+          std::to_string(TestErrorBody(404, "no route for HEAD /nope").size()));
+    c.Send("HEAD /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+    const Response wrong = MustReadHead(c);
+    CHECK(wrong.status == 405);
+    CHECK(wrong.Header("Allow") == "POST");
+    c.Send(Get("/items/8"));
+    CHECK(MustRead(c).body == "item 8");
+    CHECK(c.buffered().empty());
+  }
+  SECTION("a transport error before the request is whole") {
+    c.Send("HEAD /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(70 << 10, 'b') + "\r\n\r\n");
+    const Response big = MustReadHead(c);
+    CHECK(big.status == 431);
+    CHECK(c.ClosedByServer());  // and nothing before the close
+  }
+}
+
+// A POST route that refuses like an API-key check: 401, counting its calls.
+void AddGuardedRoute(Router& r, std::atomic<int>* calls) {
+  r.Post("/guarded", [calls](const Request&, ResponseWriter& w) {
+    ++*calls;
+    w.Send(401, "application/json", "{\"error\":\"no key\"}");
+  });
+}
+
+constexpr char kOrigin[] = "Origin: https://app.example\r\n";
+
+TEST_CASE("CORS: every answer to an allowed Origin carries Access-Control-Allow-Origin",
+          "[http][listener]") {
+  std::atomic<int> calls{0};
+  Router router;
+  AddBasicRoutes(router);
+  AddGuardedRoute(router, &calls);
+  ListenerOptions options = TestOptions();
+  options.cors_allowed_origins = {"https://app.example", "http://localhost:3000"};
+  options.limits.max_body_bytes = 1000;
+  options.request_timeout = absl::Milliseconds(300);
+  TestServer server(&router, options);
+  auto check_cors = [](const Response& r) {
+    CHECK(r.Header("Access-Control-Allow-Origin") == "https://app.example");
+    CHECK(r.Header("Vary") == "Origin");
+  };
+  SECTION("a handler's answer, and its 401") {
+    Client c(server.port());
+    c.Send(Get("/hello", kOrigin));
+    const Response ok = MustRead(c);
+    CHECK(ok.status == 200);
+    check_cors(ok);
+    c.Send("POST /guarded HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Content-Length: 2\r\n\r\n{}");
+    const Response refused = MustRead(c);
+    CHECK(refused.status == 401);
+    check_cors(refused);
+  }
+  SECTION("the transport's 404, 405, 413 and 408") {
+    Client c(server.port());
+    c.Send(Get("/nope", kOrigin));
+    const Response missing = MustRead(c);
+    CHECK(missing.status == 404);
+    check_cors(missing);
+    c.Send("POST /hello HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Content-Length: 0\r\n\r\n");
+    const Response wrong = MustRead(c);
+    CHECK(wrong.status == 405);
+    check_cors(wrong);
+    Client big(server.port());
+    big.Send("POST /echo HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+             "Content-Length: 1001\r\n\r\n");
+    const Response too_big = MustRead(big);
+    CHECK(too_big.status == 413);
+    check_cors(too_big);
+    Client slow(server.port());
+    slow.Send("POST /echo HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+              "Content-Length: 10\r\n\r\nabc");
+    const Response late = MustRead(slow);
+    CHECK(late.status == 408);
+    check_cors(late);
+  }
+  SECTION("another origin, or none, gets no CORS header") {
+    Client c(server.port());
+    c.Send(Get("/hello", "Origin: https://evil.example\r\n"));
+    const Response other = MustRead(c);
+    CHECK(other.status == 200);
+    CHECK(other.Header("Access-Control-Allow-Origin").empty());
+    CHECK(other.Header("Vary").empty());
+    c.Send(Get("/hello"));
+    CHECK(MustRead(c).Header("Access-Control-Allow-Origin").empty());
+  }
+}
+
+TEST_CASE("CORS preflight is answered by the transport, never by a handler", "[http][listener]") {
+  std::atomic<int> calls{0};
+  Router router;
+  AddBasicRoutes(router);
+  AddGuardedRoute(router, &calls);
+  ListenerOptions options = TestOptions();
+  options.cors_allowed_origins = {"https://app.example"};
+  TestServer server(&router, options);
+  Client c(server.port());
+  SECTION("an allowed origin: 204 with the path's methods, and the connection goes on") {
+    c.Send("OPTIONS /guarded HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Access-Control-Request-Method: POST\r\n"
+           "Access-Control-Request-Headers: authorization, content-type, x-trace\r\n\r\n");
+    const Response r = MustRead(c);
+    CHECK(r.status == 204);
+    CHECK(r.Header("Access-Control-Allow-Origin") == "https://app.example");
+    CHECK(r.Header("Vary") == "Origin");
+    CHECK(r.Header("Access-Control-Allow-Methods") == "POST");
+    CHECK(r.Header("Access-Control-Allow-Headers") == "authorization, content-type, x-trace");
+    CHECK_FALSE(r.Header("Access-Control-Max-Age").empty());
+    CHECK(r.Header("Content-Length").empty());  // a 204 has none (RFC 9110 8.6)
+    c.Send("OPTIONS /hello HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Access-Control-Request-Method: GET\r\n\r\n");
+    const Response get = MustRead(c);
+    CHECK(get.status == 204);
+    CHECK(get.Header("Access-Control-Allow-Methods") == "GET, HEAD");
+    CHECK(get.Header("Access-Control-Allow-Headers") == "Authorization, Content-Type");
+    c.Send(Get("/items/1"));
+    CHECK(MustRead(c).body == "item 1");
+  }
+  SECTION("another origin: 403 without CORS headers") {
+    c.Send(
+        "OPTIONS /guarded HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n"
+        "Access-Control-Request-Method: POST\r\n\r\n");
+    const Response r = MustRead(c);
+    CHECK(r.status == 403);
+    CHECK(r.Header("Access-Control-Allow-Origin").empty());
+    CHECK(r.Header("Access-Control-Allow-Methods").empty());
+  }
+  SECTION("a path without routes: 404, readable by the browser") {
+    c.Send("OPTIONS /nope HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Access-Control-Request-Method: GET\r\n\r\n");
+    const Response r = MustRead(c);
+    CHECK(r.status == 404);
+    CHECK(r.Header("Access-Control-Allow-Origin") == "https://app.example");
+  }
+  CHECK(calls.load() == 0);
+}
+
+TEST_CASE("CORS with \"*\" allows any origin; with no origins configured there is no CORS",
+          "[http][listener]") {
+  Router router;
+  AddBasicRoutes(router);
+  SECTION("*") {
+    ListenerOptions options = TestOptions();
+    options.cors_allowed_origins = {"*"};
+    TestServer server(&router, options);
+    Client c(server.port());
+    c.Send(Get("/hello", "Origin: http://anywhere.example:8080\r\n"));
+    CHECK(MustRead(c).Header("Access-Control-Allow-Origin") == "*");
+  }
+  SECTION("none") {
+    TestServer server(&router, TestOptions());
+    Client c(server.port());
+    c.Send(Get("/hello", kOrigin));
+    CHECK(MustRead(c).Header("Access-Control-Allow-Origin").empty());
+    c.Send("OPTIONS /hello HTTP/1.1\r\nHost: t\r\n" + std::string(kOrigin) +
+           "Access-Control-Request-Method: GET\r\n\r\n");
+    const Response r = MustRead(c);
+    CHECK(r.status == 405);  // OPTIONS is just another method
+    CHECK(r.Header("Access-Control-Allow-Origin").empty());
+  }
+}
+
+// What is logged through spdlog's default logger (where the listener logs) while it lives.
+class LogCapture {
+ public:
+  struct Line {
+    spdlog::level::level_enum level;
+    std::string text;
+  };
+
+  LogCapture() : sink_(std::make_shared<Sink>()), previous_(spdlog::default_logger()) {
+    auto logger = std::make_shared<spdlog::logger>("listener_test_capture", sink_);
+    logger->set_level(spdlog::level::trace);
+    spdlog::set_default_logger(logger);
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+
+  // The first line that contains `needle`, waiting for it up to kWait.
+  std::optional<Line> WaitFor(std::string_view needle) { return sink_->WaitFor(needle); }
+  std::vector<Line> Lines() { return sink_->Lines(); }
+
+ private:
+  class Sink : public spdlog::sinks::base_sink<std::mutex> {
+   public:
+    std::optional<Line> WaitFor(std::string_view needle) {
+      std::unique_lock<std::mutex> lock(lines_mu_);
+      std::optional<Line> found;
+      cv_.wait_for(lock, kWait, [&] {
+        for (const Line& l : lines_) {
+          if (l.text.find(needle) != std::string::npos) found = l;
+        }
+        return found.has_value();
+      });
+      return found;
+    }
+    std::vector<Line> Lines() {
+      std::lock_guard<std::mutex> lock(lines_mu_);
+      return lines_;
+    }
+
+   protected:
+    void sink_it_(const spdlog::details::log_msg& msg) override {
+      std::lock_guard<std::mutex> lock(lines_mu_);
+      lines_.push_back({msg.level, std::string(msg.payload.data(), msg.payload.size())});
+      cv_.notify_all();
+    }
+    void flush_() override {}
+
+   private:
+    std::mutex lines_mu_;
+    std::condition_variable cv_;
+    std::vector<Line> lines_;
+  };
+
+  std::shared_ptr<Sink> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+TEST_CASE("a client that hangs up before a non-streaming answer is no server error",
+          "[http][listener]") {
+  LogCapture log;  // before the server: the logger is restored once the server has stopped
+  std::promise<void> entered;
+  Router router;
+  router.Get("/gone", [&entered](const Request&, ResponseWriter& w) {
+    entered.set_value();
+    // As a generation does: wait on the engine, watching the client, and give up without an
+    // answer once it is gone.
+    while (!w.ClientGone()) std::this_thread::sleep_for(milliseconds(2));
+  });
+  router.Get("/silent", [](const Request&, ResponseWriter&) {});
+  TestServer server(&router, TestOptions());
+  Client c(server.port());
+  c.Send(Get("/gone"));
+  REQUIRE(entered.get_future().wait_for(kWait) == std::future_status::ready);
+  c.Close();
+  // The listener says what became of the request once the handler has returned.
+  const std::optional<LogCapture::Line> line = log.WaitFor("GET /gone");
+  REQUIRE(line.has_value());
+  INFO("logged: " << line->text);
+  CHECK(line->level < spdlog::level::warn);
+  // A handler that answers a client still there with nothing is one, all the same.
+  Client still_there(server.port());
+  still_there.Send(Get("/silent"));
+  CHECK(MustRead(still_there).status == 500);
+  const std::optional<LogCapture::Line> silent = log.WaitFor("GET /silent sent no response");
+  REQUIRE(silent.has_value());
+  CHECK(silent->level == spdlog::level::err);
+  for (const LogCapture::Line& l : log.Lines()) {
+    INFO(l.text);
+    CHECK((l.level < spdlog::level::warn || l.text.find("/silent") != std::string::npos));
+  }
 }
 
 }  // namespace

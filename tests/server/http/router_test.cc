@@ -1,5 +1,5 @@
 // Router (server/http/router.h): literal and {param} segments, what does not match, 404 against
-// 405 with the Allow list, and one pattern routed by method.
+// 405 with the Allow list, one pattern routed by method, and HEAD on GET routes.
 #include "server/http/router.h"
 
 #include <catch2/catch.hpp>
@@ -118,7 +118,7 @@ TEST_CASE("a path that other methods take is 405 with the Allow list", "[http][r
   const auto put = r.Find("PUT", "/v1/adapters/x");
   CHECK(put.handler == nullptr);
   CHECK(put.status == 405);
-  CHECK(put.allow == "GET, POST, DELETE");  // in the order the routes were added
+  CHECK(put.allow == "GET, HEAD, POST, DELETE");  // in the order the routes were added; HEAD by GET
 
   const auto get = r.Find("GET", "/v1/completions");
   CHECK(get.status == 405);
@@ -126,12 +126,12 @@ TEST_CASE("a path that other methods take is 405 with the Allow list", "[http][r
 
   const auto post = r.Find("POST", "/health");
   CHECK(post.status == 405);
-  CHECK(post.allow == "GET");
+  CHECK(post.allow == "GET, HEAD");
 
   // Methods are case-sensitive tokens.
   const auto lower = r.Find("get", "/health");
   CHECK(lower.status == 405);
-  CHECK(lower.allow == "GET");
+  CHECK(lower.allow == "GET, HEAD");
 
   // No route for the path at all: 404, not 405.
   const auto none = r.Find("PUT", "/nowhere");
@@ -147,6 +147,24 @@ TEST_CASE("one pattern routes each method to its own handler", "[http][router]")
   CHECK(Run(r.Find("POST", "/v1/completions")) == "completions");
   CHECK(Run(r.Find("PUT", "/v1/completions")) == "put completions");
   CHECK(r.Find("DELETE", "/v1/adapters/x").params == std::vector<std::string>{"x"});
+}
+
+TEST_CASE("HEAD finds the GET route, unless the path has a HEAD route of its own",
+          "[http][router]") {
+  Router r = TestRouter();
+  const auto head = r.Find("HEAD", "/v1/adapters/x");
+  CHECK(Run(head) == "get adapter");
+  CHECK(head.params == std::vector<std::string>{"x"});
+  CHECK(Run(r.Find("HEAD", "/health")) == "health");
+  // No GET route: 405, and the Allow list has no HEAD either.
+  const auto post_only = r.Find("HEAD", "/v1/completions");
+  CHECK(post_only.status == 405);
+  CHECK(post_only.allow == "POST, PUT");
+  CHECK(r.Find("HEAD", "/nowhere").status == 404);
+
+  r.Add("HEAD", "/health", Named("head health"));
+  CHECK(Run(r.Find("HEAD", "/health")) == "head health");
+  CHECK(r.Find("POST", "/health").allow == "GET, HEAD");  // once
 }
 
 TEST_CASE("an empty router finds nothing", "[http][router]") {
