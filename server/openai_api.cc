@@ -558,8 +558,8 @@ json ChatLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& ids,
                      {"logprob", alt.logprob},
                      {"bytes", BytesJson(own_bytes ? TokenBytes(meta.tokenizer, alt.token) : at)}});
     }
-    const std::string_view bytes =
-        own_bytes ? std::string_view(i < spans.size() ? spans[i].bytes : std::string()) : t;
+    // Without a tokenizer a token's text (its id) stands for its bytes.
+    const std::string bytes = !own_bytes ? t : i < spans.size() ? spans[i].bytes : std::string();
     content.push_back({{"token", t},
                        {"logprob", lps[i].logprob},
                        {"bytes", BytesJson(bytes)},
