@@ -24,6 +24,7 @@
 #include "engine/model/model_factory.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tools/bench/bandwidth.h"
+#include "tools/bench/results.h"
 
 namespace {
 
@@ -38,17 +39,6 @@ struct Args {
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "bench_decode: %s\n", msg.c_str());
   return 2;
-}
-
-void AppendResults(const std::string& path, const nlohmann::json& records) {
-  nlohmann::json all = nlohmann::json::array();
-  std::ifstream in(path);
-  if (in) {
-    all = nlohmann::json::parse(in, nullptr, false);
-    if (!all.is_array()) all = nlohmann::json::array();
-  }
-  for (const auto& r : records) all.push_back(r);
-  std::ofstream(path) << all.dump(2) << "\n";
 }
 
 }  // namespace
@@ -159,7 +149,7 @@ int main(int argc, char** argv) {
                      {"card", info->name},
                      {"date", date},
                      {"command", command + " (baseline: copy kernel, bytes read + written)"}});
-  AppendResults(a.results, records);
+  arbor::bench::AppendResults(a.results, records);
   std::printf("appended %zu records to %s\n", records.size(), a.results.c_str());
   return 0;
 }

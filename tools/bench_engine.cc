@@ -23,6 +23,7 @@
 #include "engine/engine.h"
 #include "engine/model/model_factory.h"
 #include "kernels/backend_factory.h"
+#include "tools/bench/results.h"
 
 namespace {
 
@@ -39,17 +40,6 @@ struct Args {
 int Usage(const char* msg) {
   std::fprintf(stderr, "bench_engine: %s\n", msg);
   return 2;
-}
-
-void AppendResults(const std::string& path, const nlohmann::json& records) {
-  nlohmann::json all = nlohmann::json::array();
-  std::ifstream in(path);
-  if (in) {
-    all = nlohmann::json::parse(in, nullptr, false);
-    if (!all.is_array()) all = nlohmann::json::array();
-  }
-  for (const auto& r : records) all.push_back(r);
-  std::ofstream(path) << all.dump(2) << "\n";
 }
 
 }  // namespace
@@ -183,7 +173,7 @@ int main(int argc, char** argv) {
                      {"card", card},
                      {"date", date},
                      {"command", command}});
-  AppendResults(a.results, records);
+  arbor::bench::AppendResults(a.results, records);
   std::printf("appended 2 records to %s\n", a.results.c_str());
   return 0;
 }

@@ -15,6 +15,7 @@
 #include "engine/launch_config.h"
 #include "proto/arbor.grpc.pb.h"
 #include "server/app.h"
+#include "tests/server/start_app.h"
 
 namespace arbor::server {
 namespace {
@@ -23,20 +24,12 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 std::unique_ptr<ServerApp> Start(const std::string& yaml, std::vector<std::string> extra) {
-  std::vector<std::string> overrides = {"server.http_port=0", "server.grpc_port=0", "device=cpu",
-                                        "log_level=warn", "engine.pool_bytes=16777216"};
-  overrides.insert(overrides.end(), extra.begin(), extra.end());
-  auto config = engine::ParseLaunchConfig(yaml, "test", overrides);
-  REQUIRE(config.ok());
-  auto app = ServerApp::Start(*config);
-  INFO(app.status().ToString());
-  REQUIRE(app.ok());
-  return std::move(*app);
+  extra.insert(extra.begin(), "engine.pool_bytes=16777216");
+  return testing::StartApp(yaml, extra);
 }
 
-// The embedded default: the tiny model with its tokenizer and chat template, as "tiny".
 std::unique_ptr<ServerApp> StartTiny(std::vector<std::string> extra = {}) {
-  return Start(configs::kEmbeddedDefaultYaml, std::move(extra));
+  return testing::StartTinyApp(std::move(extra));
 }
 
 struct Reply {

@@ -16,32 +16,23 @@
 #include "engine/launch_config.h"
 #include "proto/arbor.grpc.pb.h"
 #include "server/app.h"
+#include "tests/server/start_app.h"
 
 namespace arbor::server {
 namespace {
 
-std::unique_ptr<ServerApp> Start(const std::string& yaml, std::vector<std::string> extra) {
-  std::vector<std::string> overrides = {"server.http_port=0", "server.grpc_port=0", "device=cpu",
-                                        "log_level=warn"};
-  overrides.insert(overrides.end(), extra.begin(), extra.end());
-  auto config = engine::ParseLaunchConfig(yaml, "test", overrides);
-  REQUIRE(config.ok());
-  auto app = ServerApp::Start(*config);
-  INFO(app.status().ToString());
-  REQUIRE(app.ok());
-  return std::move(*app);
-}
+using testing::StartApp;
+using testing::StartTinyApp;
 
-// The embedded default: the tiny model with its tokenizer, served as "tiny".
 std::unique_ptr<ServerApp> StartTiny(std::vector<std::string> extra = {}) {
-  extra.insert(extra.begin(), "engine.pool_bytes=16777216");
-  return Start(configs::kEmbeddedDefaultYaml, std::move(extra));
+  return StartTinyApp(std::move(extra));
 }
 
 // The llama fixture (no tokenizer) with its PEFT adapters registrable under the admin key.
 std::unique_ptr<ServerApp> StartLlama(const std::string& pool_bytes) {
-  return Start("", {"model.path=tests/data/models/llama", "server.admin_key=root",
-                    "server.adapter_root=tests/data/adapters", "engine.pool_bytes=" + pool_bytes});
+  return StartApp("",
+                  {"model.path=tests/data/models/llama", "server.admin_key=root",
+                   "server.adapter_root=tests/data/adapters", "engine.pool_bytes=" + pool_bytes});
 }
 
 // Registers tests/data/adapters/<path> as `name`; returns its pool pages.
