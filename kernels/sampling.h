@@ -11,8 +11,9 @@
 //   3. min_tokens: eos_ids and the row's stop ids at -inf while mask_eos_and_stop is set;
 //      tokens whose bit in `allowed` is 0 at -inf
 //   4. temperature 0: greedy, the argmax of the processed logits z, ties to the lowest id
-//   5. otherwise integer weights w_i = QuantizedExp((z_i - z_max) / T) (units of 2^-40 of the
-//      most likely token; 0 for z_i = -inf and below e^-28), and the kept set:
+//   5. otherwise integer weights w_i = QuantizedExp((z_i - z_max) * (1 / T)) (units of 2^-40 of
+//      the most likely token, at most 24 significant bits; 0 for z_i = -inf and below about
+//      e^-27.7), and the kept set:
 //        top-k  (0 < top_k < vocab): tokens whose z is >= the k-th largest finite z (ties with
 //               the k-th kept), selected on OrderedKey(z);
 //        top-p  (top_p < 1): with K the total weight left by top-k and target = ceil(top_p * K),
@@ -107,10 +108,15 @@ struct SampleArgs {
   float* top_logprobs_out = nullptr;
 };
 
-// Scratch LaunchSample needs for a batch: the processed logits, [num_rows, vocab] fp32.
+// Rows of the workspace are padded to a multiple of 4 floats (16-byte vector loads).
+constexpr int64_t SampleWorkspaceStride(int64_t vocab) { return (vocab + 3) / 4 * 4; }
+
+// Scratch LaunchSample needs for a batch: the processed logits, later their weights,
+// [num_rows, SampleWorkspaceStride(vocab)] fp32.
 inline size_t SampleWorkspaceBytes(int64_t num_rows, int64_t vocab) {
   if (num_rows <= 0 || vocab <= 0) return 0;
-  return static_cast<size_t>(num_rows) * static_cast<size_t>(vocab) * sizeof(float);
+  return static_cast<size_t>(num_rows) * static_cast<size_t>(SampleWorkspaceStride(vocab)) *
+         sizeof(float);
 }
 
 constexpr int64_t SampleMaskWords(int64_t vocab) { return (vocab + 31) / 32; }

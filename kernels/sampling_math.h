@@ -118,31 +118,15 @@ ARBOR_HD int32_t ArgMaxPackId(uint64_t packed) {
 }
 ARBOR_HD uint32_t ArgMaxPackKey(uint64_t packed) { return static_cast<uint32_t>(packed >> 32); }
 
-// An order-preserving bijection of weights in [0, 2^41) onto 46-bit keys that spreads them by
-// magnitude: (bit length << 40) | the 40 bits after the leading one. Top-p selects on it, so the
-// first radix digit buckets weights by 1/32 of an octave instead of piling every weight below
-// 2^30 into one bucket.
-inline constexpr int kWeightKeyBits = 46;
+// Weights (QuantizedExp) have at most 24 significant bits, so each is exactly a float, and the
+// float's bits are an order-preserving key of the weight: top-p selects on it (the first radix
+// digit, exponent and top mantissa bits, buckets weights by a fraction of an octave), and the
+// CUDA kernel stores a row's weights in place of its logits as floats.
+inline constexpr int kWeightKeyBits = 31;
 
-ARBOR_HD int BitLength(uint64_t w) {
-#if defined(__CUDA_ARCH__)
-  return 64 - __clzll(static_cast<long long>(w));
-#else
-  return w == 0 ? 0 : 64 - __builtin_clzll(w);
-#endif
-}
-
-ARBOR_HD uint64_t WeightKey(uint64_t w) {
-  if (w == 0) return 0;
-  const int e = BitLength(w);  // 1..41
-  const uint64_t mantissa = (w << (41 - e)) & ((uint64_t{1} << 40) - 1);
-  return (static_cast<uint64_t>(e) << 40) | mantissa;
-}
-
-ARBOR_HD uint64_t WeightFromKey(uint64_t key) {
-  const int e = static_cast<int>(key >> 40);
-  if (e == 0) return 0;
-  return ((uint64_t{1} << 40) | (key & ((uint64_t{1} << 40) - 1))) >> (41 - e);
+ARBOR_HD uint32_t WeightKey(uint64_t w) { return FloatBits(static_cast<float>(w)); }
+ARBOR_HD uint64_t WeightFromKey(uint32_t key) {
+  return static_cast<uint64_t>(FloatFromBits(key));
 }
 
 // ---- Exact integer helpers ---------------------------------------------------------------------
@@ -186,11 +170,15 @@ ARBOR_HD uint64_t CeilMulUnit(uint64_t total, float p) {
 
 // ---- Weights -----------------------------------------------------------------------------------
 
-// The temperature-scaled log-weight s = (z - z_max) / T <= 0 of a processed logit. When the
-// largest logit is +inf, the +inf logits share the mass (s = 0) and the rest have none.
-ARBOR_HD float ScaledLogit(float z, float z_max, float temperature) {
+// The temperature-scaled log-weight s = (z - z_max) * (1 / T) <= 0 of a processed logit, with
+// inv_temperature = DivRn(1, T) computed once per row (a multiplication per token is cheaper than
+// a division on the device). The largest logits get exactly 0, also where 1 / T overflows. When
+// z_max is +inf, the +inf logits share the mass (s = 0) and the rest have none.
+ARBOR_HD float ScaledLogit(float z, float z_max, float inv_temperature) {
   if (z_max == PosInf()) return z == PosInf() ? 0.0f : NegInf();
-  return DivRn(SubRn(z, z_max), temperature);
+  const float d = SubRn(z, z_max);
+  if (d == 0.0f) return 0.0f;
+  return MulRn(d, inv_temperature);
 }
 
 // 2^31 * 2^(-j/64) rounded to nearest, j = 0..63: the table QuantizedExp reads. A macro, so that
@@ -211,32 +199,36 @@ inline constexpr int kExp2TableSize = 64;
 inline constexpr uint32_t kExp2Table[kExp2TableSize] = {ARBOR_SAMPLING_EXP2_TABLE};
 
 // w = 2^40 * e^s in integer units, s <= 0 (a ScaledLogit), computed in fixed point from the
-// bits of s alone: 0 for s <= -28 (e^-28 < 2^-40), exactly 2^40 for s = 0. Relative error below
-// 2e-8 (the float s itself carries 6e-8), and monotone only up to that error: sampling needs
-// the same integer on both sides, not a correctly rounded one. `table` is kExp2Table (host) or
-// a copy of it (device).
+// bits of s alone: 0 for s <= -28 (e^-28 < 2^-40), exactly 2^40 for s = 0, and at most 24
+// significant bits (exactly a float: see WeightKey). Relative error below 1.5e-7 (float's own
+// is 6e-8, and the float s already carries |s| * 6e-8), and monotone only up to that error:
+// sampling needs the same integer on both sides, not a correctly rounded one. `table` is
+// kExp2Table (host) or a copy of it (device).
 ARBOR_HD uint64_t QuantizedExp(float s, const uint32_t* table) {
-  constexpr uint64_t kOneQ31 = uint64_t{1} << 31;
-  constexpr uint64_t kLog2eQ31 = 3098164009u;  // log2(e) * 2^31
-  constexpr uint64_t kLn2Q31 = 1488522236u;    // ln(2) * 2^31
+  // Every product below is of two values under 2^32 (one multiply on the device).
+  constexpr uint32_t kOneQ31 = uint32_t{1} << 31;
+  constexpr uint32_t kLog2eQ31 = 3098164009u;  // log2(e) * 2^31
+  constexpr uint32_t kLn2Q31 = 1488522236u;    // ln(2) * 2^31
   if (!(s > -28.0f)) return 0;  // also -inf
   if (s >= 0.0f) return kWeightOne;
-  // x = -s in Q26 (truncated): x < 28, so x_q < 2^31 and x_q * kLog2eQ31 < 2^63.
-  const uint64_t x_q = static_cast<uint64_t>(MulRn(-s, 67108864.0f));  // * 2^26, exact
+  // x = -s in Q26 (truncated): x < 28, so x_q < 2^31.
+  const uint32_t x_q = static_cast<uint32_t>(MulRn(-s, 67108864.0f));  // * 2^26, exact
   // y = x * log2(e) halvings in Q31: n whole halvings and a fraction f = j / 64 + r.
-  const uint64_t y = (x_q * kLog2eQ31) >> 26;
+  const uint64_t y = (uint64_t{x_q} * kLog2eQ31) >> 26;
   const uint32_t n = static_cast<uint32_t>(y >> 31);  // <= 40
-  const uint64_t f = y & (kOneQ31 - 1);
-  const uint32_t j = static_cast<uint32_t>(f >> 25);
-  const uint64_t r = f & ((uint64_t{1} << 25) - 1);
+  const uint32_t f = static_cast<uint32_t>(y) & (kOneQ31 - 1);
+  const uint32_t j = f >> 25;
+  const uint32_t r = f & ((uint32_t{1} << 25) - 1);
   // 2^-r = e^-t, t = r ln 2 < 0.011: four Taylor terms (error < 1.2e-12), Horner in Q31.
-  const uint64_t t = (r * kLn2Q31) >> 31;
-  uint64_t p = kOneQ31 - t / 4;
-  p = kOneQ31 - ((t * p) >> 31) / 3;
-  p = kOneQ31 - ((t * p) >> 31) / 2;
-  p = kOneQ31 - ((t * p) >> 31);
-  const uint64_t g = (uint64_t{table[j]} * p) >> 31;  // 2^-f in Q31, in (2^30, 2^31]
-  return (g << (kWeightBits - 31)) >> n;
+  const uint32_t t = static_cast<uint32_t>((uint64_t{r} * kLn2Q31) >> 31);
+  uint32_t p = kOneQ31 - t / 4;
+  p = kOneQ31 - static_cast<uint32_t>((uint64_t{t} * p) >> 31) / 3;
+  p = kOneQ31 - static_cast<uint32_t>((uint64_t{t} * p) >> 31) / 2;
+  p = kOneQ31 - static_cast<uint32_t>((uint64_t{t} * p) >> 31);
+  // 2^-f in Q31, in (2^30, 2^31]; keep 24 bits of it (in (2^23, 2^24]), scale to units of
+  // 2^-40, and halve n times.
+  const uint32_t g = static_cast<uint32_t>((uint64_t{table[j]} * p) >> 31);
+  return (uint64_t{g >> 7} << (kWeightBits - 24)) >> n;
 }
 
 // The min-p threshold on weights: keep w >= min_p * w_max, w_max = 2^40 (the most likely token

@@ -48,7 +48,7 @@ struct SampleResult {
 
 // The tokens that step 6 draws from, in id order, with unnormalised weights exp((z - z_max) / T)
 // > 0, z the processed logits: the integer weights of the draw (kernels::KeepTokens) times 2^-40,
-// exact to ~2e-8 relative, and 1 for the most likely token. A token below e^-27.7 (2^-40) of the
+// exact to ~1.5e-7 relative, and 1 for the most likely token. A token below e^-27.7 (2^-40) of the
 // most likely one has weight 0 and is never drawn.
 struct SamplingCandidates {
   std::vector<int32_t> tokens;

@@ -140,14 +140,16 @@ absl::Status CheckArgs(const SampleArgs& a) {
   if (a.logits_stride < a.vocab) {
     return absl::InvalidArgumentError("sampling: logits_stride must be >= vocab");
   }
-  if ((a.bias_offsets == nullptr) != (a.bias_ids == nullptr) ||
-      (a.bias_ids == nullptr) != (a.bias_values == nullptr) ||
-      (a.stop_offsets == nullptr) != (a.stop_ids == nullptr) || a.num_eos < 0 ||
+  if (auto s = CheckOffsets(a.bias_offsets, a.num_rows, "bias_offsets"); !s.ok()) return s;
+  if (auto s = CheckOffsets(a.stop_offsets, a.num_rows, "stop_offsets"); !s.ok()) return s;
+  // The id and value arrays may be null only when the offsets hold no entries.
+  const bool bias = a.bias_offsets != nullptr && a.bias_offsets[a.num_rows] > 0;
+  const bool stop = a.stop_offsets != nullptr && a.stop_offsets[a.num_rows] > 0;
+  if ((bias && (a.bias_ids == nullptr || a.bias_values == nullptr)) ||
+      (stop && a.stop_ids == nullptr) || a.num_eos < 0 ||
       (a.num_eos > 0 && a.eos_ids == nullptr)) {
     return absl::InvalidArgumentError("sampling: bias, stop or eos arrays incomplete");
   }
-  if (auto s = CheckOffsets(a.bias_offsets, a.num_rows, "bias_offsets"); !s.ok()) return s;
-  if (auto s = CheckOffsets(a.stop_offsets, a.num_rows, "stop_offsets"); !s.ok()) return s;
   for (int64_t r = 0; r < a.num_rows; ++r) {
     const SampleRow& row = a.rows[r];
     if (auto s = CheckRow(row, r, a.num_slots); !s.ok()) return s;
@@ -196,10 +198,11 @@ KeptTokens KeepTokens(const float* z, int64_t vocab, const SampleFilter& filter)
 
   std::vector<uint64_t> w(static_cast<size_t>(vocab), 0);
   uint64_t total = 0;
+  const float inv_temperature = sm::DivRn(1.0f, filter.temperature);
   for (int64_t i = 0; i < vocab; ++i) {
     const float x = sm::NanToNegInf(z[i]);
     if (sm::OrderedKey(x) < min_key) continue;
-    w[i] = sm::QuantizedExp(sm::ScaledLogit(x, z_max, filter.temperature), sm::kExp2Table);
+    w[i] = sm::QuantizedExp(sm::ScaledLogit(x, z_max, inv_temperature), sm::kExp2Table);
     total += w[i];
   }
 
@@ -216,7 +219,7 @@ KeptTokens KeepTokens(const float* z, int64_t vocab, const SampleFilter& filter)
     }
     const Selected cut = SelectByValue(std::move(items), sm::kWeightKeyBits, target);
     cut_key = cut.key;
-    const uint64_t w_cut = sm::WeightFromKey(cut.key);
+    const uint64_t w_cut = sm::WeightFromKey(static_cast<uint32_t>(cut.key));
     const uint64_t ties = (target - cut.before + w_cut - 1) / w_cut;  // >= 1
     uint64_t seen = 0;
     for (int64_t i = 0; i < vocab; ++i) {

@@ -234,8 +234,8 @@ TEST_CASE("top_p at an exact mass boundary keeps the smallest set", "[sampling][
 
 TEST_CASE("candidate weights are proportional to softmax(logits / T)", "[sampling][filter]") {
   // Weights are integers in units of 2^-40 of the most likely token's (kernels/sampling_math.h)
-  // from the float s = (z - z_max) / T: relative error ~|s| * 6e-8 (the float s, as in vLLM's
-  // float32 softmax) plus at most one unit, 2^-40 of the most likely token's weight.
+  // from the float s = (z - z_max) * (1 / T): relative error ~|s| * 1.2e-7 (the float s, as in
+  // vLLM's float32 softmax) plus at most one unit, 2^-40 of the most likely token's weight.
   std::mt19937 gen(11);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   std::vector<float> logits(769);
@@ -478,8 +478,8 @@ std::set<int32_t> ReferenceKept(const std::vector<float>& z, const SamplingParam
   uint64_t total = 0;
   for (size_t i = 0; i < z.size(); ++i) {
     if (!(z[i] > kNegInf) || z[i] < kth) continue;
-    const uint64_t wi =
-        sm::QuantizedExp(sm::ScaledLogit(z[i], z_max, p.temperature), sm::kExp2Table);
+    const uint64_t wi = sm::QuantizedExp(
+        sm::ScaledLogit(z[i], z_max, sm::DivRn(1.0f, p.temperature)), sm::kExp2Table);
     if (wi == 0) continue;
     w.emplace_back(wi, static_cast<int32_t>(i));
     total += wi;
