@@ -4,13 +4,10 @@
 #include <chrono>
 #include <random>
 
+#include "kernels/sampling_math.h"
+
 namespace arbor::engine {
 namespace {
-
-constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
-constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
-constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;  // golden ratio
-constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;  // sqrt(3) - 1
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -40,19 +37,7 @@ uint64_t ProcessWideKey() {
 }  // namespace
 
 std::array<uint32_t, 4> Philox4x32x10(std::array<uint32_t, 4> c, std::array<uint32_t, 2> k) {
-  for (int round = 0; round < 10; ++round) {
-    if (round > 0) {
-      k[0] += kPhiloxW0;
-      k[1] += kPhiloxW1;
-    }
-    const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c[0];
-    const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c[2];
-    const auto hi0 = static_cast<uint32_t>(p0 >> 32);
-    const auto lo0 = static_cast<uint32_t>(p0);
-    const auto hi1 = static_cast<uint32_t>(p1 >> 32);
-    const auto lo1 = static_cast<uint32_t>(p1);
-    c = {hi1 ^ c[1] ^ k[0], lo1, hi0 ^ c[3] ^ k[1], lo0};
-  }
+  kernels::sampling::Philox4x32x10(c.data(), k[0], k[1]);
   return c;
 }
 
@@ -60,12 +45,7 @@ SequenceRng::SequenceRng(std::optional<uint64_t> seed, uint64_t stream)
     : key_(seed.has_value() ? *seed : ProcessWideKey()), stream_(stream) {}
 
 uint64_t SequenceRng::Next64() {
-  const uint64_t n = counter_++;
-  const auto out =
-      Philox4x32x10({static_cast<uint32_t>(n), static_cast<uint32_t>(n >> 32),
-                     static_cast<uint32_t>(stream_), static_cast<uint32_t>(stream_ >> 32)},
-                    {static_cast<uint32_t>(key_), static_cast<uint32_t>(key_ >> 32)});
-  return (static_cast<uint64_t>(out[1]) << 32) | out[0];
+  return kernels::sampling::PhiloxRandom64(key_, stream_, counter_++);
 }
 
 double SequenceRng::Uniform() {

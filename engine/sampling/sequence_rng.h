@@ -26,6 +26,10 @@ class SequenceRng {
   // 64 uniform random bits; one Philox block per call.
   uint64_t Next64();
 
+  // Counts `blocks` draws made elsewhere from this stream: the device sampler draws block
+  // draws() (kernels::SampleRow::rng_counter) and the host then advances past it.
+  void Advance(uint64_t blocks) { counter_ += blocks; }
+
   uint64_t key() const { return key_; }
   uint64_t stream() const { return stream_; }
   uint64_t draws() const { return counter_; }  // blocks drawn so far

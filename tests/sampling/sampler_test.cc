@@ -10,6 +10,8 @@
 #include <set>
 #include <vector>
 
+#include "kernels/sampling_math.h"
+
 namespace arbor::engine {
 namespace {
 
@@ -231,7 +233,9 @@ TEST_CASE("top_p at an exact mass boundary keeps the smallest set", "[sampling][
 }
 
 TEST_CASE("candidate weights are proportional to softmax(logits / T)", "[sampling][filter]") {
-  // Weights are float, as vLLM's float32 softmax: relative error ~|z - z_max| / T * 1e-7.
+  // Weights are integers in units of 2^-40 of the most likely token's (kernels/sampling_math.h)
+  // from the float s = (z - z_max) * (1 / T): relative error ~|s| * 1.2e-7 (the float s, as in
+  // vLLM's float32 softmax) plus at most one unit, 2^-40 of the most likely token's weight.
   std::mt19937 gen(11);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   std::vector<float> logits(769);
@@ -241,9 +245,13 @@ TEST_CASE("candidate weights are proportional to softmax(logits / T)", "[samplin
   const auto c = FilterCandidates(logits, p);
   REQUIRE(c.tokens.size() == logits.size());
   const auto expected = Softmax(logits, p.temperature);
+  const double p_max = *std::max_element(expected.begin(), expected.end());
   const double total = std::accumulate(c.weights.begin(), c.weights.end(), 0.0);
   for (size_t i = 0; i < c.tokens.size(); ++i) {
-    CHECK(c.weights[i] / total == Approx(expected[c.tokens[i]]).epsilon(1e-5));
+    INFO("token " << c.tokens[i]);
+    CHECK(c.tokens[i] == static_cast<int32_t>(i));  // id order
+    const double want = expected[c.tokens[i]];
+    CHECK(std::fabs(c.weights[i] / total - want) <= 1e-5 * want + 0x1p-40 * p_max);
   }
 }
 
@@ -454,6 +462,184 @@ TEST_CASE("NaN and -inf logits are never drawn", "[sampling]") {
     REQUIRE((r.token == 1 || r.token == 3));
     REQUIRE(std::isfinite(r.logprob));
   }
+}
+
+// The kept set by the letter of kernels/sampling.h on integer weights: top-k on the logits, then
+// every weight sorted (weight descending, id ascending) and kept while the weight before it is
+// below ceil(top_p * total), then min-p; a full sort, no selection tricks.
+std::set<int32_t> ReferenceKept(const std::vector<float>& z, const SamplingParams& p) {
+  namespace sm = kernels::sampling;
+  const float z_max = *std::max_element(z.begin(), z.end());
+  std::vector<float> sorted_z = z;
+  std::sort(sorted_z.begin(), sorted_z.end(), std::greater<float>());
+  const bool top_k = p.top_k > 0 && static_cast<size_t>(p.top_k) < z.size();
+  const float kth = top_k ? sorted_z[p.top_k - 1] : -std::numeric_limits<float>::infinity();
+  std::vector<std::pair<uint64_t, int32_t>> w;  // (weight, id)
+  uint64_t total = 0;
+  for (size_t i = 0; i < z.size(); ++i) {
+    if (!(z[i] > kNegInf) || z[i] < kth) continue;
+    const uint64_t wi = sm::QuantizedExp(
+        sm::ScaledLogit(z[i], z_max, sm::DivRn(1.0f, p.temperature)), sm::kExp2Table);
+    if (wi == 0) continue;
+    w.emplace_back(wi, static_cast<int32_t>(i));
+    total += wi;
+  }
+  std::sort(w.begin(), w.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  const uint64_t target = sm::CeilMulUnit(total, p.top_p);
+  std::set<int32_t> keep;
+  uint64_t before = 0;
+  for (const auto& [wi, id] : w) {
+    if (before >= target) break;
+    if (wi >= std::max<uint64_t>(sm::MinPThreshold(p.min_p), 1)) keep.insert(id);
+    before += wi;
+  }
+  return keep;
+}
+
+std::set<int32_t> Support(const std::vector<float>& z, const SamplingParams& p) {
+  const auto c = FilterCandidates(z, p);
+  CHECK(std::is_sorted(c.tokens.begin(), c.tokens.end()));
+  return std::set<int32_t>(c.tokens.begin(), c.tokens.end());
+}
+
+TEST_CASE("top-k, top-p and min-p sets on hand-made rows with ties", "[sampling][filter]") {
+  SamplingParams p;
+  const std::vector<float> flat(5, 0.0f);  // five weights of exactly 2^40
+  // top_p 0.375 (exact in binary): target 1.875 * 2^40 -> two tokens, the lowest ids.
+  p.top_p = 0.375f;
+  CHECK(Support(flat, p) == std::set<int32_t>{0, 1});
+  // 0.4f is a hair above 0.4: the target passes 2 * 2^40 and a third token is needed.
+  p.top_p = 0.4f;
+  CHECK(Support(flat, p) == std::set<int32_t>{0, 1, 2});
+  p.top_p = 0.5f;
+  CHECK(Support(flat, p) == std::set<int32_t>{0, 1, 2});
+  p.top_p = 0.2f;  // 0.2f * 5 > 1 by a hair
+  CHECK(Support(flat, p) == std::set<int32_t>{0, 1});
+  p.top_p = 0.125f;
+  CHECK(Support(flat, p) == std::set<int32_t>{0});
+
+  // Two tie groups: {1, 4} most likely, then {0, 2, 5}; the cut falls inside the second group
+  // and keeps its lower ids.
+  const std::vector<float> groups = {0.0f, 1.0f, 0.0f, -5.0f, 1.0f, 0.0f};
+  for (float top_p : {0.3f, 0.6f, 0.7f, 0.8f, 0.9f, 0.99f, 1.0f}) {
+    INFO("top_p " << top_p);
+    p = SamplingParams{};
+    p.top_p = top_p;
+    CHECK(Support(groups, p) == ReferenceKept(groups, p));
+  }
+  // Weights 1 (ids 1, 4), e^-1 (0, 2, 5), e^-6 (3): mass .644, .118 each, .001.
+  p.top_p = 0.6f;  // {1, 4} are enough
+  CHECK(Support(groups, p) == std::set<int32_t>{1, 4});
+  p.top_p = 0.7f;  // one more, the lowest id of the next group
+  CHECK(Support(groups, p) == std::set<int32_t>{0, 1, 4});
+  p.top_p = 0.8f;  // two more
+  CHECK(Support(groups, p) == std::set<int32_t>{0, 1, 2, 4});
+
+  // top-k keeps every tie with the k-th, and +0 ties -0.
+  p = SamplingParams{};
+  p.top_k = 1;
+  CHECK(Support({0.0f, -0.0f, -1.0f}, p) == std::set<int32_t>{0, 1});
+  p.top_k = 2;
+  CHECK(Support(groups, p) == std::set<int32_t>{1, 4});
+  p.top_k = 3;
+  CHECK(Support(groups, p) == std::set<int32_t>{0, 1, 2, 4, 5});
+  // top-k then top-p renormalises over the k kept.
+  p.top_p = 0.5f;
+  CHECK(Support(groups, p) == ReferenceKept(groups, p));
+
+  // min-p on the weights: ties with the most likely stay, a token at e^-1 of it needs
+  // min_p <= e^-1.
+  p = SamplingParams{};
+  p.min_p = 1.0f;
+  CHECK(Support({3.0f, 3.0f, 1.0f, 3.0f}, p) == std::set<int32_t>{0, 1, 3});
+  p.min_p = 0.36f;
+  CHECK(Support({0.0f, -1.0f, -2.0f}, p) == std::set<int32_t>{0, 1});
+  p.min_p = 0.37f;
+  CHECK(Support({0.0f, -1.0f, -2.0f}, p) == std::set<int32_t>{0});
+}
+
+TEST_CASE("filters match the integer reference on random rows with ties", "[sampling][filter]") {
+  std::mt19937 gen(12);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<float> z(1 + gen() % 300);
+    const bool grid = trial % 2 == 0;
+    for (float& x : z) x = grid ? std::round(normal(gen) * 2.0f) / 2.0f : normal(gen);
+    SamplingParams p;
+    p.temperature = std::vector<float>{0.25f, 0.7f, 1.0f, 3.0f}[gen() % 4];
+    p.top_k = std::vector<int32_t>{-1, 1, 3, 10, 100}[gen() % 5];
+    p.top_p = std::vector<float>{1.0f, 0.95f, 0.5f, 0.1f}[gen() % 4];
+    p.min_p = std::vector<float>{0.0f, 0.02f, 0.2f}[gen() % 3];
+    INFO("trial " << trial);
+    CHECK(Support(z, p) == ReferenceKept(z, p));
+  }
+}
+
+TEST_CASE("first draws of many seeds follow the filtered softmax", "[sampling][statistics]") {
+  // One draw per seed (the first block of each stream), as a server sees: top-k 5, top-p 0.8
+  // and min-p 0.1 leave kIds ranks 0-2 (mass .3, .25, .2 -> .4, .33, .27).
+  const std::vector<float> logits = RankedLogits();
+  SamplingParams p;
+  p.top_k = 5;
+  p.top_p = 0.8f;
+  p.min_p = 0.1f;
+  constexpr int kSeeds = 60000;
+  std::map<int32_t, int> counts;
+  for (int seed = 0; seed < kSeeds; ++seed) {
+    SequenceRng rng(static_cast<uint64_t>(seed) * 7919, /*stream=*/seed % 3);
+    ++counts[SampleOnce(logits, p, rng).token];
+  }
+  REQUIRE(counts.size() == 3);
+  std::map<int32_t, int> kept;
+  std::vector<double> want;
+  for (int r = 0; r < 3; ++r) {
+    kept[r] = counts[kIds[r]];
+    want.push_back(kProbs[r] / 0.75);
+  }
+  CHECK(ChiSquare(kept, want, kSeeds) < ChiSquareCritical(2, 1e-6));
+}
+
+TEST_CASE("the allowed bitmask masks tokens after the penalties", "[sampling][mask]") {
+  // 40 tokens: two words; token 33 (second word) is the best allowed one.
+  std::vector<float> logits(40, 0.0f);
+  logits[4] = 9.0f;   // masked
+  logits[33] = 3.0f;  // allowed
+  logits[7] = 2.0f;   // allowed
+  std::vector<uint32_t> allowed = {(1u << 7) | (1u << 9), 1u << (33 - 32)};
+  SamplingParams p;
+  p.temperature = 0.0f;
+  SequenceRng rng(1);
+  CHECK(Sample(logits, p, {}, {}, {}, rng, allowed).token == 33);
+  // A presence penalty of 2 on token 33 drops it below 7; the mask still rules out 4.
+  p.presence_penalty = 2.0f;
+  CHECK(Sample(logits, p, {}, {33}, {}, rng, allowed).token == 7);
+  // Sampling never leaves the mask; 7, 9 and 33 all appear.
+  p = SamplingParams{};
+  std::map<int32_t, int> counts;
+  for (int i = 0; i < 5000; ++i) ++counts[Sample(logits, p, {}, {}, {}, rng, allowed).token];
+  CHECK(counts.size() == 3);
+  CHECK(counts.count(7) == 1);
+  CHECK(counts.count(9) == 1);
+  CHECK(counts.count(33) == 1);
+  // Bits past the span count as 0: one word allows only 7 and 9.
+  CHECK(Sample(logits, p, {}, {}, {}, rng, absl::MakeConstSpan(allowed.data(), 1)).token != 33);
+  // Everything masked: the raw argmax, as when min_tokens masks every token.
+  const std::vector<uint32_t> none = {0u, 0u};
+  CHECK(Sample(logits, p, {}, {}, {}, rng, none).token == 4);
+  p.temperature = 0.0f;
+  CHECK(Sample(logits, p, {}, {}, {}, rng, none).token == 4);
+}
+
+TEST_CASE("logit_bias comes before the repetition penalty", "[sampling][penalties]") {
+  SamplingParams p;
+  p.logit_bias = {{0, -3.0f}};
+  p.repetition_penalty = 2.0f;
+  std::vector<float> z = {1.0f, 1.0f};
+  ApplyLogitsProcessors(absl::MakeSpan(z), p, {0, 1}, {}, {});
+  CHECK(z[0] == -4.0f);  // (1 - 3) * 2, not 1 / 2 - 3
+  CHECK(z[1] == 0.5f);
 }
 
 // A deterministic stand-in for a model: the logits of step `step` for sequence `seq`.

@@ -39,6 +39,14 @@ TEST_CASE("a seed fixes the stream; seeds and streams separate", "[sampling][rng
   CHECK(Draws(e, 10) == Draws(f, 10));
 }
 
+TEST_CASE("Advance skips the blocks drawn elsewhere (the device sampler)", "[sampling][rng]") {
+  SequenceRng a(42, 3), b(42, 3);
+  Draws(a, 5);
+  b.Advance(5);
+  CHECK(b.draws() == 5);
+  CHECK(Draws(a, 3) == Draws(b, 3));
+}
+
 TEST_CASE("unseeded sequences get distinct keys", "[sampling][rng]") {
   std::set<uint64_t> keys;
   for (int i = 0; i < 1000; ++i) keys.insert(SequenceRng(std::nullopt).key());
