@@ -90,6 +90,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
       pages, config.block_size, double(pages) * double(page_bytes) / (1 << 20), e->max_model_len_,
       config.max_num_seqs, config.max_num_batched_tokens,
       config.enable_prefix_caching ? "on" : "off");
+  // One sampled row per running sequence at most.
+  ASSIGN_OR_RETURN(e->sampler_, DeviceSampler::Create(backend, spec.vocab_size, config.max_num_seqs,
+                                                      e->eos_ids_));
   e->RefreshStats(0, 0, 0);
   e->thread_ = std::thread([ptr = e.get()] { ptr->Loop(); });
   return e;
@@ -350,12 +353,62 @@ void Engine::Step() {
                       c.start, blocks_->BlockTable(c.seq->id), rows, req->request.adapter.get()});
   }
   const absl::Time t1 = absl::Now();
-  auto logits = model_.Forward(chunks, KvCacheView{pool_->base(), config_.block_size});
+  kernels::Stream& stream = backend_.default_stream();
+  auto logits = model_.ForwardOnDevice(chunks, KvCacheView{pool_->base(), config_.block_size});
+  // Every chunk's tokens are computed now (forks below copy that count).
+  int64_t prefill = 0;
+  for (const ScheduledChunk& c : d.run) {
+    prefill += std::max<int64_t>(0, std::min(c.start + c.count, c.seq->prompt_len) - c.start);
+    scheduler_->Computed(c.seq, c.count);
+  }
+  // The logits rows: all of a scored chunk's, else one per sampled chunk, in chunk order.
+  // Scored rows come to the host for prompt log-probs; sampled rows are sampled on the device,
+  // and only their tokens (and the log-probs asked for) come back.
+  const int64_t vocab = model_.spec().vocab_size;
+  std::vector<int64_t> first_row(d.run.size(), 0);
+  std::vector<std::vector<float>> scored(d.run.size());
+  std::vector<SampleInput> inputs;
+  std::vector<int32_t> input_rows;
+  std::vector<std::vector<Sequence*>> sampled(d.run.size());  // siblings first, then the chunk's
+  absl::Status status = logits.status();
+  int64_t row = 0;
+  for (size_t i = 0; i < d.run.size() && status.ok(); ++i) {
+    const ScheduledChunk& c = d.run[i];
+    first_row[i] = row;
+    const int64_t num_rows = c.score ? c.count : (c.sample ? 1 : 0);
+    if (c.score) {
+      scored[i].resize(size_t(num_rows * vocab));
+      const float* rows = static_cast<const float*>(logits->data) + row * vocab;
+      status =
+          backend_.CopyToHost(scored[i].data(), rows, scored[i].size() * sizeof(float), stream);
+    }
+    if (c.sample) {
+      RequestState* req = c.seq->request;
+      // n > 1: the siblings share the prompt's pages and sample their first token from the
+      // same logits row, each with its own random stream.
+      if (c.seq->index == 0 && !req->forked) {
+        if (req->request.params.n > 1) Fork(c.seq);
+        req->forked = true;
+        for (size_t j = 1; j < req->seqs.size(); ++j) sampled[i].push_back(req->seqs[j].get());
+      }
+      sampled[i].push_back(c.seq);
+      for (Sequence* seq : sampled[i]) {
+        inputs.push_back(
+            {uint64_t(seq->id), &req->request.params, seq->prompt(), seq->output(), &seq->rng});
+        input_rows.push_back(int32_t(row + num_rows - 1));
+      }
+    }
+    row += num_rows;
+  }
+  absl::StatusOr<std::vector<SampleResult>> results = std::vector<SampleResult>();
+  if (status.ok() && !inputs.empty()) {
+    results = sampler_->Sample(*logits, input_rows, inputs, stream);
+    status = results.status();
+  }
   const absl::Time t2 = absl::Now();
-  if (!logits.ok()) {
-    spdlog::critical("forward pass failed; the engine stops serving: {}",
-                     logits.status().ToString());
-    const std::string why = absl::StrCat("engine failure: ", logits.status().message());
+  if (!status.ok()) {
+    spdlog::critical("forward pass failed; the engine stops serving: {}", status.ToString());
+    const std::string why = absl::StrCat("engine failure: ", status.message());
     {
       std::lock_guard<std::mutex> lock(mu_);
       failure_ = absl::InternalError(why);
@@ -364,19 +417,12 @@ void Engine::Step() {
     RefreshStats(schedule_s, absl::ToDoubleSeconds(t2 - t1), 0);
     return;
   }
-  const int64_t vocab = model_.spec().vocab_size;
-  int64_t row = 0;
-  int64_t prefill = 0;
-  for (const ScheduledChunk& c : d.run) {
-    prefill += std::max<int64_t>(0, std::min(c.start + c.count, c.seq->prompt_len) - c.start);
-    scheduler_->Computed(c.seq, c.count);
-    // This chunk's rows: all of them when scored, else one when sampled; the last samples.
-    const float* rows = logits->data() + row * vocab;
-    const int64_t num_rows = c.score ? c.count : (c.sample ? 1 : 0);
-    row += num_rows;
-    if (c.score) StreamPromptLogprobs(c.seq, c.start, c.count, rows, vocab);
+  size_t next_result = 0;
+  for (size_t i = 0; i < d.run.size(); ++i) {
+    const ScheduledChunk& c = d.run[i];
+    if (c.score) StreamPromptLogprobs(c.seq, c.start, c.count, scored[i].data(), vocab);
     if (c.sample) {
-      ProcessSample(c.seq, rows + (num_rows - 1) * vocab, vocab);
+      for (Sequence* seq : sampled[i]) ProcessSample(seq, (*results)[next_result++]);
     } else if (c.seq->request->request.score_only &&
                c.start + c.count == int64_t(c.seq->tokens.size())) {
       Finish(c.seq, FinishReason::kLength, "");
@@ -434,24 +480,13 @@ void Engine::StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, c
   req->request.callback(ev);
 }
 
-void Engine::ProcessSample(Sequence* seq, const float* logits, int64_t vocab) {
+void Engine::ProcessSample(Sequence* seq, const SampleResult& r) {
   RequestState* req = seq->request;
   const SamplingParams& p = req->request.params;
-  if (seq->index == 0 && !req->forked) {
-    // n > 1: the siblings share the prompt's pages and sample their first token from the same
-    // logits, each with its own random stream.
-    if (p.n > 1) Fork(seq);
-    req->forked = true;
-    for (size_t i = 1; i < req->seqs.size(); ++i) {
-      ProcessSample(req->seqs[i].get(), logits, vocab);
-    }
-  }
   if (!req->first_token) {
     req->first_token = absl::Now();
     req->metrics.time_to_first_token = *req->first_token - req->arrival;
   }
-  const SampleResult r =
-      Sample({logits, size_t(vocab)}, p, seq->prompt(), seq->output(), eos_ids_, seq->rng);
   seq->tokens.push_back(r.token);
   ++req->metrics.generated_tokens;
   {
@@ -507,6 +542,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, const std::string& detai
   if (seq->finished) return;
   seq->finished = true;
   scheduler_->Remove(seq);
+  if (sampler_ != nullptr) sampler_->Release(uint64_t(seq->id));
   RequestState* req = seq->request;
   StreamEvent ev;
   ev.index = seq->index;

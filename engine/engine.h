@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "engine/model/model.h"
 #include "engine/request.h"
+#include "engine/runner/device_sampler.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
 #include "engine/text_stream.h"
@@ -101,7 +102,8 @@ class Engine {
   void TakeIncoming();
   void Finish(Sequence* seq, FinishReason reason, const std::string& detail);
   void AbortAll(const std::string& detail);  // every live sequence, on the engine thread
-  void ProcessSample(Sequence* seq, const float* logits, int64_t vocab);
+  // A sampled token (and its log-probs) for `seq`: stop checks, text, the event.
+  void ProcessSample(Sequence* seq, const SampleResult& r);
   // A scored chunk's logits ([count, vocab], row j at position start + j) to the prompt
   // log-probs of positions start + 1 .. start + count not streamed yet.
   void StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, const float* logits,
@@ -118,6 +120,7 @@ class Engine {
   std::unique_ptr<memory::UnifiedPool> pool_;
   std::unique_ptr<memory::BlockManager> blocks_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<DeviceSampler> sampler_;
 
   // Engine-thread state.
   std::map<uint64_t, std::unique_ptr<RequestState>> requests_;

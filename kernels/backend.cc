@@ -42,6 +42,30 @@ void DeviceBuffer::Release() {
   bytes_ = 0;
 }
 
+HostBuffer::~HostBuffer() { Release(); }
+
+HostBuffer::HostBuffer(HostBuffer&& other) noexcept
+    : owner_(std::exchange(other.owner_, nullptr)),
+      data_(std::exchange(other.data_, nullptr)),
+      bytes_(std::exchange(other.bytes_, 0)) {}
+
+HostBuffer& HostBuffer::operator=(HostBuffer&& other) noexcept {
+  if (this != &other) {
+    Release();
+    owner_ = std::exchange(other.owner_, nullptr);
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+void HostBuffer::Release() {
+  if (owner_ != nullptr && data_ != nullptr) owner_->FreeHost(data_);
+  owner_ = nullptr;
+  data_ = nullptr;
+  bytes_ = 0;
+}
+
 namespace {
 
 #define ARBOR_REQUIRE(expr)                    \
@@ -269,6 +293,21 @@ absl::Status ValidateConvert(const ConvertArgs& a) {
   ARBOR_REQUIRE(RequireTensor("Convert", "src", a.src));
   ARBOR_REQUIRE(RequireTensor("Convert", "dst", a.dst));
   return RequireShape("Convert", "dst", a.dst, a.src.rows, a.src.cols);
+}
+
+absl::Status ValidateSampleShape(const SampleArgs& a) {
+  if (a.num_rows < 0 || a.num_rows > 65535) {
+    return Invalid("Sample", absl::StrCat("num_rows must be in [0, 65535], got ", a.num_rows));
+  }
+  if (a.vocab < 1 || a.vocab > (int64_t{1} << 23)) {
+    return Invalid("Sample", absl::StrCat("vocab must be in [1, 2^23], got ", a.vocab));
+  }
+  if (a.num_rows == 0) return absl::OkStatus();
+  ARBOR_REQUIRE(RequirePointer("Sample", "logits", a.logits));
+  ARBOR_REQUIRE(RequirePointer("Sample", "rows", a.rows));
+  ARBOR_REQUIRE(RequirePointer("Sample", "tokens_out", a.tokens_out));
+  if (a.logits_stride < a.vocab) return Invalid("Sample", "logits_stride must be >= vocab");
+  return absl::OkStatus();
 }
 
 #undef ARBOR_REQUIRE

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
+#include "kernels/sampling.h"
 
 namespace arbor::kernels {
 
@@ -31,6 +32,34 @@ class DeviceBuffer {
   DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void Release();
+  Backend* owner_ = nullptr;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Host memory the device can copy to and from asynchronously (page-locked on CUDA, ordinary
+// memory on the CPU): the mirrors a step's small arrays are written into before they go up, and
+// where sampled tokens come back. Freed through its backend when destroyed.
+class HostBuffer {
+ public:
+  HostBuffer() = default;
+  HostBuffer(Backend* owner, void* data, size_t bytes)
+      : owner_(owner), data_(data), bytes_(bytes) {}
+  ~HostBuffer();
+  HostBuffer(HostBuffer&& other) noexcept;
+  HostBuffer& operator=(HostBuffer&& other) noexcept;
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
 
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
@@ -85,6 +114,8 @@ class Backend {
 
   // Memory. Copies are ordered on `stream`; host pointers are ordinary pageable memory.
   virtual absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) = 0;
+  // Host memory for asynchronous copies (HostBuffer).
+  virtual absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) = 0;
   virtual absl::Status CopyToDevice(void* dst, const void* src, size_t bytes, Stream& stream) = 0;
   virtual absl::Status CopyToHost(void* dst, const void* src, size_t bytes, Stream& stream) = 0;
   virtual absl::Status CopyOnDevice(void* dst, const void* src, size_t bytes, Stream& stream) = 0;
@@ -110,10 +141,16 @@ class Backend {
   virtual absl::Status MoeCombine(const MoeCombineArgs& args, Stream& stream) = 0;
   virtual absl::Status RandomFill(const RandomFillArgs& args, Stream& stream) = 0;
   virtual absl::Status Convert(const ConvertArgs& args, Stream& stream) = 0;
+  // Sampling (kernels/sampling.h): one token per logits row, and the penalty state it reads.
+  virtual absl::Status Sample(const SampleArgs& args, Stream& stream) = 0;
+  virtual absl::Status UpdatePenaltyState(const PenaltyUpdateArgs& args, Stream& stream) = 0;
+  virtual absl::Status ResetPenaltySlots(const PenaltyResetArgs& args, Stream& stream) = 0;
 
  protected:
   friend class DeviceBuffer;
+  friend class HostBuffer;
   virtual void Free(void* data) = 0;
+  virtual void FreeHost(void* data) = 0;
 };
 
 // Argument checks shared by both backends, so they reject exactly the same inputs.
@@ -129,6 +166,9 @@ absl::Status ValidateScatterAddRows(const ScatterAddRowsArgs& args);
 absl::Status ValidateMoeCombine(const MoeCombineArgs& args);
 absl::Status ValidateRandomFill(const RandomFillArgs& args);
 absl::Status ValidateConvert(const ConvertArgs& args);
+// What can be checked without reading the arrays (which live on the device): shapes, the
+// pointers every call needs, and the workspace size. The CPU reference checks the rest.
+absl::Status ValidateSampleShape(const SampleArgs& args);
 
 }  // namespace arbor::kernels
 

@@ -41,6 +41,10 @@ class FaultyBackend : public kernels::Backend {
     if (failed_.load()) return failure();
     return inner_->Allocate(bytes);
   }
+  absl::StatusOr<kernels::HostBuffer> AllocateHost(size_t bytes) override {
+    if (failed_.load()) return failure();
+    return inner_->AllocateHost(bytes);
+  }
   absl::Status CopyToDevice(void* dst, const void* src, size_t n, kernels::Stream& s) override {
     return Op([&] { return inner_->CopyToDevice(dst, src, n, s); });
   }
@@ -78,11 +82,20 @@ class FaultyBackend : public kernels::Backend {
   ARBOR_FAULTY_OP(MoeCombine)
   ARBOR_FAULTY_OP(RandomFill)
   ARBOR_FAULTY_OP(Convert)
+  ARBOR_FAULTY_OP(Sample)
+  absl::Status UpdatePenaltyState(const kernels::PenaltyUpdateArgs& a,
+                                  kernels::Stream& s) override {
+    return Op([&] { return inner_->UpdatePenaltyState(a, s); });
+  }
+  absl::Status ResetPenaltySlots(const kernels::PenaltyResetArgs& a, kernels::Stream& s) override {
+    return Op([&] { return inner_->ResetPenaltySlots(a, s); });
+  }
 #undef ARBOR_FAULTY_OP
 
  protected:
-  // Never reached: every DeviceBuffer handed out belongs to the inner backend.
+  // Never reached: every buffer handed out belongs to the inner backend.
   void Free(void*) override {}
+  void FreeHost(void*) override {}
 
  private:
   absl::Status failure() const {

@@ -109,10 +109,28 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const int32_t> toke
 
 absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk> chunks,
                                                   const KvCacheView& kv_view) {
+  std::lock_guard<std::mutex> lock(forward_mu_);
+  ASSIGN_OR_RETURN(const Tensor logits, ForwardLocked(chunks, kv_view));
+  kernels::Stream& st = be_.default_stream();
+  std::vector<float> host(size_t(logits.rows * logits.cols));
+  if (!host.empty()) {
+    RETURN_IF_ERROR(be_.CopyToHost(host.data(), logits.data, host.size() * sizeof(float), st));
+  }
+  RETURN_IF_ERROR(st.Synchronize());
+  return host;
+}
+
+absl::StatusOr<Tensor> Model::ForwardOnDevice(absl::Span<const SequenceChunk> chunks,
+                                              const KvCacheView& kv_view) {
+  std::lock_guard<std::mutex> lock(forward_mu_);
+  return ForwardLocked(chunks, kv_view);
+}
+
+absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chunks,
+                                            const KvCacheView& kv_view) {
   const ModelSpec& s = spec_;
   const DType dt = options_.dtype;
   if (chunks.empty()) return absl::InvalidArgumentError("Forward: empty batch");
-  std::lock_guard<std::mutex> lock(forward_mu_);
   if (kv_view.pages == nullptr || kv_view.block_size <= 0) {
     return absl::InvalidArgumentError("Forward: no KV pages");
   }
@@ -314,20 +332,14 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
   // The last MLP output joins the stream; the final norm of every row (cheap next to the LM
   // head), then the LM head only where logits are wanted.
   RETURN_IF_ERROR(be_.AddRmsNorm({a.x, a.delta, w_.final_norm.data(), a.hb, eps}, st));
-  if (rows == 0) {
-    RETURN_IF_ERROR(st.Synchronize());
-    return std::vector<float>();
-  }
+  if (rows == 0) return Tensor{nullptr, DType::kF32, 0, s.vocab_size, s.vocab_size};
   const Tensor gathered = kernels::Rows(a.x, 0, rows);  // x is no longer needed
   RETURN_IF_ERROR(be_.GatherRows({a.hb, d_rows, gathered}, st));
   ASSIGN_OR_RETURN(void* logits_dev, logits_.Get(be_, size_t(rows * s.vocab_size) * sizeof(float)));
   const Tensor logits_view = kernels::View(logits_dev, DType::kF32, rows, s.vocab_size);
   RETURN_IF_ERROR(
       be_.Linear({gathered, weight(w_.head(), s.vocab_size, h), nullptr, logits_view, false}, st));
-  std::vector<float> logits(size_t(rows * s.vocab_size));
-  RETURN_IF_ERROR(be_.CopyToHost(logits.data(), logits_dev, logits.size() * sizeof(float), st));
-  RETURN_IF_ERROR(st.Synchronize());
-  return logits;
+  return logits_view;
 }
 
 absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, const Tensor& x,

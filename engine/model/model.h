@@ -86,6 +86,11 @@ class Model {
   // max_position_embeddings and block tables too short are InvalidArgument naming the chunk.
   absl::StatusOr<std::vector<float>> Forward(absl::Span<const SequenceChunk> chunks,
                                              const KvCacheView& kv);
+  // The same pass, its logits left on the device: fp32 [rows, vocab] (rows 0 when no chunk
+  // wants logits), valid until the next forward pass. Work is queued on the backend's default
+  // stream; nothing waits for it.
+  absl::StatusOr<kernels::Tensor> ForwardOnDevice(absl::Span<const SequenceChunk> chunks,
+                                                  const KvCacheView& kv);
 
   // A single sequence with its own pages for up to `capacity` tokens.
   absl::StatusOr<SequenceKv> NewSequence(int64_t capacity, int64_t block_size = 16);
@@ -98,6 +103,8 @@ class Model {
  private:
   Model(ModelSpec spec, ModelWeights weights, ModelOptions options, kernels::Backend& backend);
   absl::Status UploadRopeTable();  // inv_freq_ for the spec's rope scaling
+  absl::StatusOr<kernels::Tensor> ForwardLocked(absl::Span<const SequenceChunk> chunks,
+                                                const KvCacheView& kv);
   // Tokens of one adapter in the batch, as device index and per-row scale arrays.
   struct LoraGroup {
     const LoraAdapter* adapter;

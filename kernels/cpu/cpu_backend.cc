@@ -8,6 +8,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/sampling.h"
 
 namespace arbor::kernels {
 namespace {
@@ -72,6 +73,31 @@ absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {
 }
 
 void CpuBackend::Free(void* data) { std::free(data); }
+
+absl::StatusOr<HostBuffer> CpuBackend::AllocateHost(size_t bytes) {
+  // The host is the device here: the same aligned memory as Allocate.
+  if (bytes == 0) return absl::InvalidArgumentError("AllocateHost: bytes must be > 0");
+  void* p = std::aligned_alloc(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("cpu: cannot allocate ", bytes, " bytes"));
+  }
+  return HostBuffer(this, p, bytes);
+}
+
+void CpuBackend::FreeHost(void* data) { std::free(data); }
+
+absl::Status CpuBackend::Sample(const SampleArgs& args, Stream&) {
+  if (auto s = ValidateSampleShape(args); !s.ok()) return s;
+  return SampleCpu(args);
+}
+
+absl::Status CpuBackend::UpdatePenaltyState(const PenaltyUpdateArgs& args, Stream&) {
+  return UpdatePenaltyStateCpu(args);
+}
+
+absl::Status CpuBackend::ResetPenaltySlots(const PenaltyResetArgs& args, Stream&) {
+  return ResetPenaltySlotsCpu(args);
+}
 
 absl::Status CpuBackend::CopyToDevice(void* dst, const void* src, size_t bytes, Stream&) {
   std::memcpy(dst, src, bytes);

@@ -20,6 +20,7 @@ class CpuBackend final : public Backend {
   absl::Status Health() override { return absl::OkStatus(); }
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
+  absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override;
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes, Stream& stream) override;
   absl::Status CopyToHost(void* dst, const void* src, size_t bytes, Stream& stream) override;
   absl::Status CopyOnDevice(void* dst, const void* src, size_t bytes, Stream& stream) override;
@@ -41,9 +42,13 @@ class CpuBackend final : public Backend {
   absl::Status MoeCombine(const MoeCombineArgs& args, Stream& stream) override;
   absl::Status RandomFill(const RandomFillArgs& args, Stream& stream) override;
   absl::Status Convert(const ConvertArgs& args, Stream& stream) override;
+  absl::Status Sample(const SampleArgs& args, Stream& stream) override;
+  absl::Status UpdatePenaltyState(const PenaltyUpdateArgs& args, Stream& stream) override;
+  absl::Status ResetPenaltySlots(const PenaltyResetArgs& args, Stream& stream) override;
 
  protected:
   void Free(void* data) override;
+  void FreeHost(void* data) override;
 
  private:
   std::unique_ptr<Stream> default_stream_;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/lt_linear.h"
+#include "kernels/cuda/sampling.h"
 #include "kernels/cuda_status.h"
 
 namespace arbor::kernels {
@@ -106,6 +107,20 @@ class CudaBackend final : public Backend {
     return DeviceBuffer(this, p, bytes);
   }
 
+  absl::StatusOr<HostBuffer> AllocateHost(size_t bytes) override {
+    if (bytes == 0) return absl::InvalidArgumentError("AllocateHost: bytes must be > 0");
+    void* p = nullptr;
+    cudaSetDevice(ordinal_);
+    const cudaError_t err = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cuda: cannot allocate ", bytes, " bytes of pinned host memory"));
+    }
+    if (auto s = CudaStatus(err, "cudaHostAlloc"); !s.ok()) return s;
+    return HostBuffer(this, p, bytes);
+  }
+
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes, Stream& s) override {
     return CudaStatus(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, Native(s)),
                       "cudaMemcpyAsync(H2D)");
@@ -189,6 +204,19 @@ class CudaBackend final : public Backend {
     if (auto st = ValidateConvert(a); !st.ok()) return st;
     return CudaStatus(LaunchConvert(a, Native(s)), "Convert");
   }
+  absl::Status Sample(const SampleArgs& a, Stream& s) override {
+    if (auto st = ValidateSampleShape(a); !st.ok()) return st;
+    if (a.num_rows > 0 && a.workspace_bytes < SampleWorkspaceBytes(a.num_rows, a.vocab)) {
+      return absl::InvalidArgumentError("Sample: workspace smaller than SampleWorkspaceBytes");
+    }
+    return CudaStatus(LaunchSample(a, Native(s)), "Sample");
+  }
+  absl::Status UpdatePenaltyState(const PenaltyUpdateArgs& a, Stream& s) override {
+    return CudaStatus(LaunchUpdatePenaltyState(a, Native(s)), "UpdatePenaltyState");
+  }
+  absl::Status ResetPenaltySlots(const PenaltyResetArgs& a, Stream& s) override {
+    return CudaStatus(LaunchResetPenaltySlots(a, Native(s)), "ResetPenaltySlots");
+  }
   absl::Status Linear(const LinearArgs& a, Stream& s) override {
     if (auto st = ValidateLinear(a); !st.ok()) return st;
     return linear_->Run(a, Native(s));
@@ -196,6 +224,7 @@ class CudaBackend final : public Backend {
 
  protected:
   void Free(void* data) override { cudaFree(data); }
+  void FreeHost(void* data) override { cudaFreeHost(data); }
 
  private:
   int ordinal_;
