@@ -58,6 +58,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
                                                    spec.max_position_embeddings));
   }
   for (int64_t id : spec.eos_token_ids) e->eos_ids_.push_back(int32_t(id));
+  // Every buffer of the serving loop is allocated now, for the largest step the limits allow,
+  // and before the pool takes its share of what memory is left: serving allocates nothing.
+  const int64_t max_scored_rows = std::max<int64_t>(
+      1, config.max_scored_logits_bytes / (spec.vocab_size * int64_t(sizeof(float))));
+  ForwardLimits limits;
+  limits.max_tokens = config.max_num_batched_tokens;
+  limits.max_seqs = config.max_num_seqs;
+  limits.max_blocks = (e->max_model_len_ + config.block_size - 1) / config.block_size;
+  limits.max_logit_rows =
+      config.max_num_seqs + std::min(max_scored_rows, config.max_num_batched_tokens);
+  limits.max_lora_rank = config.max_lora_rank;
+  RETURN_IF_ERROR(model.Reserve(limits));
+  // One sampled row per running sequence at most.
+  ASSIGN_OR_RETURN(e->sampler_, DeviceSampler::Create(backend, spec.vocab_size, config.max_num_seqs,
+                                                      e->max_model_len_, e->eos_ids_));
   const size_t page_bytes = model.KvPageBytes(config.block_size);
   int64_t pages = config.num_pages;
   if (pages <= 0) {
@@ -81,18 +96,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   sc.max_num_batched_tokens = config.max_num_batched_tokens;
   sc.sliding_window = spec.sliding_window;
   sc.total_pages = pages;
-  sc.max_scored_rows = std::max<int64_t>(
-      1, config.max_scored_logits_bytes / (spec.vocab_size * int64_t(sizeof(float))));
+  sc.max_scored_rows = max_scored_rows;
   e->scheduler_ = std::make_unique<Scheduler>(sc, *e->blocks_);
   spdlog::info(
       "engine: pool of {} pages x {} tokens ({:.1f} MiB), max_model_len {}, "
-      "max_num_seqs {}, max_num_batched_tokens {}, prefix caching {}",
+      "max_num_seqs {}, max_num_batched_tokens {}, prefix caching {}, workspace {:.1f} MiB",
       pages, config.block_size, double(pages) * double(page_bytes) / (1 << 20), e->max_model_len_,
       config.max_num_seqs, config.max_num_batched_tokens,
-      config.enable_prefix_caching ? "on" : "off");
-  // One sampled row per running sequence at most.
-  ASSIGN_OR_RETURN(e->sampler_, DeviceSampler::Create(backend, spec.vocab_size, config.max_num_seqs,
-                                                      e->eos_ids_));
+      config.enable_prefix_caching ? "on" : "off", double(model.workspace_bytes()) / (1 << 20));
   e->RefreshStats(0, 0, 0);
   e->thread_ = std::thread([ptr = e.get()] { ptr->Loop(); });
   return e;

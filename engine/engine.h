@@ -43,6 +43,9 @@ struct EngineConfig {
   // Cross-Entropy (kernels/cce*, its own issue) will compute prompt log-probs without
   // materialising the logits and lift this cap.
   int64_t max_scored_logits_bytes = int64_t(256) << 20;
+  // The largest LoRA rank adapters may have (engine.max_lora_rank): the forward pass reserves
+  // its LoRA buffers for it at start-up. 0: none reserved (allocated on first use).
+  int64_t max_lora_rank = 0;
 };
 
 struct EngineStats {

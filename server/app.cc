@@ -75,6 +75,7 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
   ec.pool_fraction = config.engine.pool_fraction;
   ec.max_model_len = loaded.max_model_len;
   ec.enable_prefix_caching = config.engine.enable_prefix_caching;
+  ec.max_lora_rank = config.engine.max_lora_rank;
   if (app->tokenizer_ != nullptr) {
     app->text_streams_ = std::make_unique<engine::TokenizerTextStreams>(*app->tokenizer_);
   }

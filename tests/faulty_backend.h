@@ -29,6 +29,8 @@ class FaultyBackend : public kernels::Backend {
   void FailCopiesOnDevice(bool fail) { fail_copies_.store(fail); }
   // Ops that reached the device since construction (counted before forwarding).
   int64_t ops() const { return ops_.load(); }
+  // Device and host buffers allocated since construction.
+  int64_t allocations() const { return allocations_.load(); }
 
   kernels::DeviceKind kind() const override { return inner_->kind(); }
   absl::StatusOr<kernels::DeviceInfo> Info() const override { return inner_->Info(); }
@@ -39,10 +41,12 @@ class FaultyBackend : public kernels::Backend {
   // Buffers are the inner backend's (it frees them), so they outlive a failure cleanly.
   absl::StatusOr<kernels::DeviceBuffer> Allocate(size_t bytes) override {
     if (failed_.load()) return failure();
+    allocations_.fetch_add(1);
     return inner_->Allocate(bytes);
   }
   absl::StatusOr<kernels::HostBuffer> AllocateHost(size_t bytes) override {
     if (failed_.load()) return failure();
+    allocations_.fetch_add(1);
     return inner_->AllocateHost(bytes);
   }
   absl::Status CopyToDevice(void* dst, const void* src, size_t n, kernels::Stream& s) override {
@@ -116,6 +120,7 @@ class FaultyBackend : public kernels::Backend {
   std::atomic<bool> health_reports_{true};
   std::atomic<bool> fail_copies_{false};
   std::atomic<int64_t> ops_{0};
+  std::atomic<int64_t> allocations_{0};
 };
 
 }  // namespace arbor::testing

@@ -207,21 +207,10 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
   if (!adapters.empty()) {
     int64_t max_rank = 0;
     for (const auto* a : adapters) max_rank = std::max(max_rank, a->rank);
-    const int64_t max_features =
-        std::max({s.hidden_size, s.intermediate_size, s.num_heads * s.head_dim});
-    const size_t elem = kernels::DTypeSize(dt);
-    auto carve = [&](Carver& c) {
-      lora.gathered = c.Take(size_t(n * max_features) * elem);
-      lora.mid = c.Take(size_t(n * max_rank) * elem);
-      lora.out = c.Take(size_t(n * max_features) * elem);
-      return std::make_pair(static_cast<int32_t*>(c.Take(size_t(n) * 4)),
-                            static_cast<float*>(c.Take(size_t(n) * 4)));
-    };
-    Carver dry(nullptr);
-    carve(dry);
-    ASSIGN_OR_RETURN(void* lora_ws, lora_.Get(be_, dry.used()));
-    Carver real(lora_ws);
-    const auto [d_rows, d_scales] = carve(real);
+    ASSIGN_OR_RETURN(void* lora_ws, lora_.Get(be_, LayoutLora(nullptr, n, max_rank, &lora)));
+    LayoutLora(lora_ws, n, max_rank, &lora);
+    int32_t* d_rows = lora.rows;
+    float* d_scales = lora.scales;
     lora.n = n;
     std::vector<int32_t> all_rows;
     std::vector<float> all_scales;
@@ -236,32 +225,14 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
   }
 
   const int64_t h = s.hidden_size, d = s.head_dim, q_dim = s.num_heads * d,
-                kv_dim = s.num_kv_heads * d, inter = s.intermediate_size;
+                kv_dim = s.num_kv_heads * d;
   const bool moe = s.num_experts > 0;
   // The workspace: the activations (model dtype), then the int32 plan.
   Activations a;
-  int32_t* d_plan = nullptr;
   const size_t plan_ints = 4 * size_t(n) + tables.size() + size_t(std::max<int64_t>(rows, 1));
-  auto carve = [&](Carver& c) {
-    a.x = c.Take(dt, n, h);
-    a.hb = c.Take(dt, n, h);
-    a.qkv = c.Take(dt, n, q_dim + 2 * kv_dim);
-    a.attn = c.Take(dt, n, q_dim);
-    a.delta = c.Take(dt, n, h);
-    a.gate_up = c.Take(dt, n, 2 * inter);
-    a.act = c.Take(dt, n, inter);
-    if (moe) {
-      a.router = c.Take(dt, n, s.num_experts);
-      a.rows = c.Take(dt, n, h);
-      a.experts = c.Take(dt, n * s.num_experts_per_tok, h);
-    }
-    d_plan = static_cast<int32_t*>(c.Take(plan_ints * sizeof(int32_t)));
-  };
-  Carver dry(nullptr);
-  carve(dry);
-  ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, dry.used()));
-  Carver real(ws);
-  carve(real);
+  ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, &a)));
+  LayoutActivations(ws, n, plan_ints, &a);
+  int32_t* d_plan = a.plan;
   int32_t* d_ids = d_plan;
   int32_t* d_pos = d_ids + n;
   int32_t* d_seq = d_pos + n;
@@ -340,6 +311,72 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
   RETURN_IF_ERROR(
       be_.Linear({gathered, weight(w_.head(), s.vocab_size, h), nullptr, logits_view, false}, st));
   return logits_view;
+}
+
+size_t Model::LayoutActivations(void* base, int64_t n, size_t plan_ints, Activations* a) const {
+  const ModelSpec& s = spec_;
+  const DType dt = options_.dtype;
+  const int64_t h = s.hidden_size, q_dim = s.num_heads * s.head_dim,
+                kv_dim = s.num_kv_heads * s.head_dim, inter = s.intermediate_size;
+  Carver c(base);
+  a->x = c.Take(dt, n, h);
+  a->hb = c.Take(dt, n, h);
+  a->qkv = c.Take(dt, n, q_dim + 2 * kv_dim);
+  a->attn = c.Take(dt, n, q_dim);
+  a->delta = c.Take(dt, n, h);
+  a->gate_up = c.Take(dt, n, 2 * inter);
+  a->act = c.Take(dt, n, inter);
+  if (s.num_experts > 0) {
+    a->router = c.Take(dt, n, s.num_experts);
+    a->rows = c.Take(dt, n, h);
+    a->experts = c.Take(dt, n * s.num_experts_per_tok, h);
+  }
+  a->plan = static_cast<int32_t*>(c.Take(plan_ints * sizeof(int32_t)));
+  return c.used();
+}
+
+size_t Model::LayoutLora(void* base, int64_t n, int64_t max_rank, LoraPass* pass) const {
+  const ModelSpec& s = spec_;
+  const size_t elem = kernels::DTypeSize(options_.dtype);
+  const int64_t max_features =
+      std::max({s.hidden_size, s.intermediate_size, s.num_heads * s.head_dim});
+  Carver c(base);
+  pass->gathered = c.Take(size_t(n * max_features) * elem);
+  pass->mid = c.Take(size_t(n * max_rank) * elem);
+  pass->out = c.Take(size_t(n * max_features) * elem);
+  pass->rows = static_cast<int32_t*>(c.Take(size_t(n) * 4));
+  pass->scales = static_cast<float*>(c.Take(size_t(n) * 4));
+  return c.used();
+}
+
+absl::Status Model::Reserve(const ForwardLimits& limits) {
+  std::lock_guard<std::mutex> lock(forward_mu_);
+  const ModelSpec& s = spec_;
+  const int64_t n = limits.max_tokens;
+  if (n <= 0 || limits.max_seqs <= 0 || limits.max_blocks <= 0 || limits.max_logit_rows < 0) {
+    return absl::InvalidArgumentError("Reserve: limits must be positive");
+  }
+  Activations a;
+  const size_t plan_ints = 4 * size_t(n) + size_t(limits.max_seqs * limits.max_blocks) +
+                           size_t(std::max<int64_t>(limits.max_logit_rows, 1));
+  RETURN_IF_ERROR(workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, &a)).status());
+  if (limits.max_lora_rank > 0) {
+    LoraPass pass;
+    RETURN_IF_ERROR(lora_.Get(be_, LayoutLora(nullptr, n, limits.max_lora_rank, &pass)).status());
+  }
+  RETURN_IF_ERROR(
+      logits_.Get(be_, size_t(std::max<int64_t>(limits.max_logit_rows, 1) * s.vocab_size) * 4)
+          .status());
+  if (s.num_experts > 0) {
+    const size_t pairs = size_t(n * s.num_experts_per_tok);
+    RETURN_IF_ERROR(route_.Get(be_, 2 * pairs * sizeof(float)).status());
+    RETURN_IF_ERROR(plan_.Get(be_, 3 * pairs * sizeof(int32_t)).status());
+  }
+  return absl::OkStatus();
+}
+
+size_t Model::workspace_bytes() const {
+  return workspace_.bytes() + lora_.bytes() + logits_.bytes() + route_.bytes() + plan_.bytes();
 }
 
 absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, const Tensor& x,

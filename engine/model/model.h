@@ -34,6 +34,16 @@ struct KvCacheView {
   int64_t block_size = 16;
 };
 
+// The largest pass the engine will run: Model::Reserve sizes every workspace for it once, at
+// start-up, so that serving allocates no device memory.
+struct ForwardLimits {
+  int64_t max_tokens = 0;      // tokens per pass (max_num_batched_tokens)
+  int64_t max_seqs = 0;        // sequences per pass (max_num_seqs)
+  int64_t max_blocks = 0;      // block-table length (max_model_len / block_size, rounded up)
+  int64_t max_logit_rows = 0;  // logits rows per pass (sampled and scored)
+  int64_t max_lora_rank = 0;   // 0: no adapters
+};
+
 // The dtypes a model runs in (model.dtype and engine.kv_cache_dtype, resolved).
 struct ModelOptions {
   kernels::DType dtype = kernels::DType::kF32;     // weights and activations
@@ -80,6 +90,11 @@ class Model {
   // Bytes of one KV page (block) for this model in its kv_dtype().
   size_t KvPageBytes(int64_t block_size) const;
 
+  // Grows every forward-pass buffer to what `limits` needs. Passes within the limits then
+  // allocate nothing (buffers only grow). Call before sizing the KV pool from free memory.
+  absl::Status Reserve(const ForwardLimits& limits);
+  size_t workspace_bytes() const;
+
   // One forward pass over a batch (continuous batching: prefill chunks and decodes mixed).
   // Writes every chunk's K/V into its pages and returns host logits, one [vocab] row per
   // requested position, in chunk order. Ids outside the vocabulary, positions past
@@ -117,6 +132,8 @@ class Model {
     void* gathered = nullptr;  // [n, max features]
     void* mid = nullptr;       // [n, max rank]
     void* out = nullptr;       // [n, max features]
+    int32_t* rows = nullptr;   // [n]: the tokens of each group, group after group
+    float* scales = nullptr;   // [n]
     int64_t n = 0;
   };
   // The activations of one pass (model dtype), carved from the workspace.
@@ -131,7 +148,11 @@ class Model {
     kernels::Tensor router;   // [n, num_experts] (MoE)
     kernels::Tensor rows;     // [n, hidden]: tokens gathered for one expert
     kernels::Tensor experts;  // [n * k, hidden]: every (token, expert) output (MoE)
+    int32_t* plan = nullptr;  // the int32 plan: ids, positions, sequences, slots, tables, rows
   };
+  // Where a pass's buffers sit from `base` (null: only the size); returns the bytes.
+  size_t LayoutActivations(void* base, int64_t n, size_t plan_ints, Activations* a) const;
+  size_t LayoutLora(void* base, int64_t n, int64_t max_rank, LoraPass* pass) const;
   // y[t] += scale * B (A x[t]) for every token t of every adapter that targets (layer, target);
   // x [n, in_features], y [n, out_features] (views; y may be a column slice).
   absl::Status ApplyLora(const LoraPass& pass, int64_t layer, int target, const kernels::Tensor& x,

@@ -68,12 +68,14 @@ bool UsesPenalties(const SamplingParams& p) {
 absl::StatusOr<std::unique_ptr<DeviceSampler>> DeviceSampler::Create(kernels::Backend& backend,
                                                                      int64_t vocab,
                                                                      int64_t max_rows,
+                                                                     int64_t max_len,
                                                                      std::vector<int32_t> eos_ids) {
-  if (vocab <= 0 || max_rows <= 0 || max_rows > 65535) {
+  if (vocab <= 0 || max_rows <= 0 || max_rows > 65535 || max_len <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("DeviceSampler: vocab ", vocab, " and max_rows ", max_rows, " out of range"));
   }
-  std::unique_ptr<DeviceSampler> s(new DeviceSampler(backend, vocab, max_rows, std::move(eos_ids)));
+  std::unique_ptr<DeviceSampler> s(
+      new DeviceSampler(backend, vocab, max_rows, max_len, std::move(eos_ids)));
   RETURN_IF_ERROR(s->Allocate());
   return s;
 }
@@ -97,6 +99,9 @@ absl::Status DeviceSampler::Allocate() {
   const size_t words = size_t(kernels::SampleMaskWords(vocab_));
   ASSIGN_OR_RETURN(prompt_seen_, be_.Allocate(size_t(max_rows_) * words * sizeof(uint32_t)));
   ASSIGN_OR_RETURN(output_counts_, be_.Allocate(size_t(max_rows_ * vocab_) * sizeof(int32_t)));
+  // Slots, two offset arrays and the ids of a full step of rebuilds (ResetSlots' layout).
+  ASSIGN_OR_RETURN(
+      reset_ids_, be_.Allocate(size_t(3 * max_rows_ + 2 + max_rows_ * max_len_) * sizeof(int32_t)));
   for (int32_t slot = int32_t(max_rows_) - 1; slot >= 0; --slot) free_slots_.push_back(slot);
   return st.Synchronize();
 }
@@ -158,8 +163,9 @@ absl::Status DeviceSampler::ResetSlots(const std::vector<int32_t>& slots,
     host.insert(host.end(), in->output.begin(), in->output.end());
   const size_t bytes = host.size() * sizeof(int32_t);
   if (reset_ids_.bytes() < bytes) {
-    reset_ids_ = kernels::DeviceBuffer();
-    ASSIGN_OR_RETURN(reset_ids_, be_.Allocate(std::max(bytes, size_t(4096))));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "DeviceSampler: ", n, " slot rebuilds of ", host.size(), " ids exceed the reserved ",
+        reset_ids_.bytes() / sizeof(int32_t), " (sequences longer than max_len?)"));
   }
   RETURN_IF_ERROR(be_.CopyToDevice(reset_ids_.data(), host.data(), bytes, stream));
   const int32_t* d = reset_ids_.as<int32_t>();

@@ -41,10 +41,12 @@ struct SampleInput {
 
 class DeviceSampler {
  public:
-  // `max_rows`: rows one step may sample (the engine's max_num_seqs); `eos_ids`: the model's,
-  // masked with stop_token_ids while a row is under its min_tokens.
+  // `max_rows`: rows one step may sample (the engine's max_num_seqs); `max_len`: tokens of the
+  // longest sequence (the penalty slots are built from up to max_rows of them in one step);
+  // `eos_ids`: the model's, masked with stop_token_ids while a row is under its min_tokens.
   static absl::StatusOr<std::unique_ptr<DeviceSampler>> Create(kernels::Backend& backend,
                                                                int64_t vocab, int64_t max_rows,
+                                                               int64_t max_len,
                                                                std::vector<int32_t> eos_ids);
 
   // Samples row rows[i] of `logits` (device fp32 [*, vocab]) for inputs[i], on `stream`, and
@@ -62,9 +64,13 @@ class DeviceSampler {
   int64_t slots_in_use() const { return int64_t(slot_of_.size()); }
 
  private:
-  DeviceSampler(kernels::Backend& backend, int64_t vocab, int64_t max_rows,
+  DeviceSampler(kernels::Backend& backend, int64_t vocab, int64_t max_rows, int64_t max_len,
                 std::vector<int32_t> eos_ids)
-      : be_(backend), vocab_(vocab), max_rows_(max_rows), eos_ids_(std::move(eos_ids)) {}
+      : be_(backend),
+        vocab_(vocab),
+        max_rows_(max_rows),
+        max_len_(max_len),
+        eos_ids_(std::move(eos_ids)) {}
   absl::Status Allocate();
   // The slot of `seq_id`, taken (least recently used first) when it has none; `fresh` tells
   // whether it must be built. Never takes a slot in use by `busy`.
@@ -76,6 +82,7 @@ class DeviceSampler {
   kernels::Backend& be_;
   const int64_t vocab_;
   const int64_t max_rows_;
+  const int64_t max_len_;
   const std::vector<int32_t> eos_ids_;
 
   // Host mirrors (pinned) and their device copies: rows, bias and stop arrays; outputs.
@@ -89,8 +96,7 @@ class DeviceSampler {
   std::list<uint64_t> lru_;  // sequence ids holding slots, oldest use first
   std::unordered_map<uint64_t, std::list<uint64_t>::iterator> lru_at_;
   std::vector<int32_t> free_slots_;
-  // Reset ids go up through a buffer that grows to the longest reset seen (rare: once per
-  // sequence).
+  // The ids a step's slot rebuilds read: max_rows sequences of up to max_len tokens.
   kernels::DeviceBuffer reset_ids_;
 };
 

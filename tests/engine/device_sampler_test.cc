@@ -44,7 +44,7 @@ SamplingParams RandomParams(std::mt19937_64& rng, int64_t vocab) {
 void Check(kernels::Backend& be, int64_t vocab, int64_t max_rows, int steps, int total) {
   std::mt19937_64 rng(Catch::rngSeed() + uint64_t(vocab));
   const std::vector<int32_t> eos = {2};
-  auto sampler = DeviceSampler::Create(be, vocab, max_rows, eos);
+  auto sampler = DeviceSampler::Create(be, vocab, max_rows, 512, eos);
   REQUIRE(sampler.ok());
   std::uniform_real_distribution<float> logit(-6.0f, 6.0f);
   std::uniform_int_distribution<int32_t> id(0, int32_t(vocab - 1));
@@ -134,9 +134,10 @@ TEST_CASE("the device sampler draws what the host sampler draws, step after step
 
 TEST_CASE("the device sampler refuses what it cannot take", "[engine]") {
   kernels::CpuBackend cpu;
-  CHECK_FALSE(DeviceSampler::Create(cpu, 0, 4, {}).ok());
-  CHECK_FALSE(DeviceSampler::Create(cpu, 10, 0, {}).ok());
-  auto s = DeviceSampler::Create(cpu, 10, 2, {});
+  CHECK_FALSE(DeviceSampler::Create(cpu, 0, 4, 8, {}).ok());
+  CHECK_FALSE(DeviceSampler::Create(cpu, 10, 0, 8, {}).ok());
+  CHECK_FALSE(DeviceSampler::Create(cpu, 10, 2, 0, {}).ok());
+  auto s = DeviceSampler::Create(cpu, 10, 2, 8, {});
   REQUIRE(s.ok());
   auto buf = cpu.Allocate(3 * 10 * sizeof(float));
   REQUIRE(buf.ok());

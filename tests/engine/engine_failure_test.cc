@@ -161,5 +161,38 @@ TEST_CASE("a failed copy-on-write aborts its request only, and its pages come ba
   CHECK(s.pages_free == s.pages_total);
 }
 
+TEST_CASE("after start-up, serving allocates no device memory", "[engine]") {
+  Rig rig(256);
+  Engine& e = *rig.engine;
+  const int64_t at_start = rig.device.allocations();
+  // The largest shapes the limits allow: a prompt chunked at max_num_batched_tokens... (the
+  // rig's context is 1,100 tokens), n = 3 forks with penalties and log-probs, a scored prompt,
+  // and a stop at max_tokens.
+  Outcome long_prompt, forked, scored;
+  Request a = LongRequest(long_prompt, 1);
+  a.prompt.assign(1000, 9);
+  a.params.max_tokens = 50;
+  Request b = LongRequest(forked, 2);
+  b.params.n = 3;
+  b.params.max_tokens = 30;
+  b.params.temperature = 0.8f;
+  b.params.seed = 5;
+  b.params.repetition_penalty = 1.2f;
+  b.params.presence_penalty = 0.5f;
+  b.params.logprobs = 5;
+  Request c = LongRequest(scored, 3);
+  c.prompt.assign(300, 4);
+  c.prompt_logprobs = 3;
+  c.params.max_tokens = 10;
+  REQUIRE(e.Submit(std::move(a)).ok());
+  REQUIRE(e.Submit(std::move(b)).ok());
+  REQUIRE(e.Submit(std::move(c)).ok());
+  REQUIRE(long_prompt.WaitFor([&] { return long_prompt.finish.has_value(); }));
+  REQUIRE(scored.WaitFor([&] { return scored.finish.has_value(); }));
+  REQUIRE(forked.WaitFor([&] { return forked.tokens == 90; }));
+  CHECK(*long_prompt.finish == FinishReason::kLength);
+  CHECK(rig.device.allocations() == at_start);
+}
+
 }  // namespace
 }  // namespace arbor::engine
