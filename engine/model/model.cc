@@ -239,12 +239,23 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
   int32_t* d_slots = d_seq + n;
   int32_t* d_tables = d_slots + n;
   int32_t* d_rows = d_tables + tables.size();
-  std::vector<int32_t> plan;
-  plan.reserve(plan_ints);
-  for (const auto* part : {&ids, &positions, &token_seq, &slots, &tables, &logit_rows}) {
-    plan.insert(plan.end(), part->begin(), part->end());
+  // The plan goes up from the pinned mirror Reserve made (an asynchronous copy on CUDA; the
+  // engine's step ends with a synchronising copy, so the mirror is free again by the next
+  // pass), or from a host vector when the pass is larger than reserved.
+  std::vector<int32_t> unpinned;
+  int32_t* plan = nullptr;
+  if (plan_mirror_.bytes() >= plan_ints * sizeof(int32_t)) {
+    plan = plan_mirror_.as<int32_t>();
+  } else {
+    unpinned.resize(plan_ints);
+    plan = unpinned.data();
   }
-  RETURN_IF_ERROR(be_.CopyToDevice(d_plan, plan.data(), plan.size() * sizeof(int32_t), st));
+  size_t at = 0;
+  for (const auto* part : {&ids, &positions, &token_seq, &slots, &tables, &logit_rows}) {
+    std::copy(part->begin(), part->end(), plan + at);
+    at += part->size();
+  }
+  RETURN_IF_ERROR(be_.CopyToDevice(d_plan, plan, at * sizeof(int32_t), st));
   RETURN_IF_ERROR(
       be_.Embedding({d_ids, kernels::View(w_.embed.data(), dt, s.vocab_size, h), a.x}, st));
 
@@ -360,6 +371,9 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
   const size_t plan_ints = 4 * size_t(n) + size_t(limits.max_seqs * limits.max_blocks) +
                            size_t(std::max<int64_t>(limits.max_logit_rows, 1));
   RETURN_IF_ERROR(workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, &a)).status());
+  if (plan_mirror_.bytes() < plan_ints * sizeof(int32_t)) {
+    ASSIGN_OR_RETURN(plan_mirror_, be_.AllocateHost(plan_ints * sizeof(int32_t)));
+  }
   if (limits.max_lora_rank > 0) {
     LoraPass pass;
     RETURN_IF_ERROR(lora_.Get(be_, LayoutLora(nullptr, n, limits.max_lora_rank, &pass)).status());

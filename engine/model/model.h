@@ -168,11 +168,12 @@ class Model {
   kernels::DeviceBuffer inv_freq_;  // [head_dim / 2]
   // Forward's device buffers, reused from pass to pass (forward_mu_ serializes passes).
   std::mutex forward_mu_;
-  Scratch workspace_;  // activations and the int32 plan
-  Scratch lora_;       // LoRA gather/mid/out rows and the adapter row plan
-  Scratch logits_;     // [rows, vocab]
-  Scratch route_;      // MoE top-k weights and experts [n, k] x 2
-  Scratch plan_;       // MoE tokens and weights grouped by expert
+  Scratch workspace_;                // activations and the int32 plan
+  Scratch lora_;                     // LoRA gather/mid/out rows and the adapter row plan
+  Scratch logits_;                   // [rows, vocab]
+  Scratch route_;                    // MoE top-k weights and experts [n, k] x 2
+  Scratch plan_;                     // MoE tokens and weights grouped by expert
+  kernels::HostBuffer plan_mirror_;  // pinned: the int32 plan before it goes up (Reserve)
 };
 
 }  // namespace arbor::engine
