@@ -4,7 +4,7 @@
 #
 #   tools/bundle.sh [OUT_DIR] [TARGET ...]
 #
-# Defaults: OUT_DIR=bundle, TARGETS = the server and every cc_test. The bundle holds bin/, lib/
+# Defaults: OUT_DIR=bundle, TARGETS = the server, the benchmarks and every cc_test. The bundle holds bin/, lib/
 # and run.sh, a launcher: `bundle/run.sh arbor serve ...`, `bundle/run.sh ops_parity_test`.
 # It is also packed as OUT_DIR.tar.xz (OpenBLAS alone is 35 MB; the pack travels in ~1/4 the
 # space): on the GPU host, `tar xJf bundle.tar.xz && bundle/run.sh ...`.
@@ -14,7 +14,8 @@ out=${1:-bundle}
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  mapfile -t targets < <(echo //server:arbor; bazel query 'kind(cc_test, //...)' 2>/dev/null)
+  mapfile -t targets < <(echo //server:arbor; echo //tools:bench_engine; echo //tools:bench_decode
+    echo //tools:bench_sampling; bazel query 'kind(cc_test, //...)' 2>/dev/null)
 fi
 bazel build "${targets[@]}"
 

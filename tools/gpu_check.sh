@@ -22,6 +22,13 @@ if command -v compute-sanitizer >/dev/null; then
   LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64" compute-sanitizer --error-exitcode 9 \
     "$bundle/bin/ops_parity_test" '[gpu]' >"$out/sanitizer.log" 2>&1 || status=1
   grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/sanitizer.log"
+  if [ -x "$bundle/bin/sampling_parity_test" ]; then
+    echo "== compute-sanitizer racecheck sampling_parity_test [small]"
+    LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64" compute-sanitizer --tool racecheck \
+      --error-exitcode 9 "$bundle/bin/sampling_parity_test" '[small]' >"$out/racecheck.log" 2>&1 ||
+      status=1
+    grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/racecheck.log"
+  fi
 fi
 
 echo "== arbor serve --device auto"
@@ -45,6 +52,14 @@ if [ -x "$bundle/bin/bench_engine" ]; then
   "$bundle/run.sh" bench_engine --device cuda --results "$out/results.json" || status=1
   "$bundle/run.sh" bench_engine --device cpu --results "$out/results.json" || status=1
 fi
+# GPU-only benchmarks, when bundled (BENCHMARKS.md).
+for b in bench_decode bench_sampling; do
+  if [ -x "$bundle/bin/$b" ]; then
+    echo "== $b"
+    "$bundle/run.sh" "$b" --results "$out/results.json" >"$out/$b.log" 2>&1 || status=1
+    tail -5 "$out/$b.log"
+  fi
+done
 kill -TERM "$pid"; wait "$pid" || status=1
 echo "gpu_check: $([ $status -eq 0 ] && echo OK || echo FAILED)"
 exit $status
