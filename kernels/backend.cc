@@ -18,54 +18,6 @@ const char* DeviceKindName(DeviceKind kind) {
   return "?";
 }
 
-DeviceBuffer::~DeviceBuffer() { Release(); }
-
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
-    : owner_(std::exchange(other.owner_, nullptr)),
-      data_(std::exchange(other.data_, nullptr)),
-      bytes_(std::exchange(other.bytes_, 0)) {}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
-  if (this != &other) {
-    Release();
-    owner_ = std::exchange(other.owner_, nullptr);
-    data_ = std::exchange(other.data_, nullptr);
-    bytes_ = std::exchange(other.bytes_, 0);
-  }
-  return *this;
-}
-
-void DeviceBuffer::Release() {
-  if (owner_ != nullptr && data_ != nullptr) owner_->Free(data_);
-  owner_ = nullptr;
-  data_ = nullptr;
-  bytes_ = 0;
-}
-
-HostBuffer::~HostBuffer() { Release(); }
-
-HostBuffer::HostBuffer(HostBuffer&& other) noexcept
-    : owner_(std::exchange(other.owner_, nullptr)),
-      data_(std::exchange(other.data_, nullptr)),
-      bytes_(std::exchange(other.bytes_, 0)) {}
-
-HostBuffer& HostBuffer::operator=(HostBuffer&& other) noexcept {
-  if (this != &other) {
-    Release();
-    owner_ = std::exchange(other.owner_, nullptr);
-    data_ = std::exchange(other.data_, nullptr);
-    bytes_ = std::exchange(other.bytes_, 0);
-  }
-  return *this;
-}
-
-void HostBuffer::Release() {
-  if (owner_ != nullptr && data_ != nullptr) owner_->FreeHost(data_);
-  owner_ = nullptr;
-  data_ = nullptr;
-  bytes_ = 0;
-}
-
 namespace {
 
 #define ARBOR_REQUIRE(expr)                    \

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -21,17 +22,34 @@ const char* DeviceKindName(DeviceKind kind);
 
 class Backend;
 
-// An owned allocation on one backend's device; freed through that backend when destroyed.
-class DeviceBuffer {
+// Memory owned through one backend and freed through it when destroyed: device memory
+// (DeviceBuffer), or host memory the device can copy to and from asynchronously (HostBuffer:
+// page-locked on CUDA, ordinary memory on the CPU), where a step's small arrays are written
+// before they go up and where sampled tokens come back.
+enum class MemoryKind { kDevice, kHost };
+
+template <MemoryKind kKind>
+class OwnedBuffer {
  public:
-  DeviceBuffer() = default;
-  DeviceBuffer(Backend* owner, void* data, size_t bytes)
+  OwnedBuffer() = default;
+  OwnedBuffer(Backend* owner, void* data, size_t bytes)
       : owner_(owner), data_(data), bytes_(bytes) {}
-  ~DeviceBuffer();
-  DeviceBuffer(DeviceBuffer&& other) noexcept;
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~OwnedBuffer() { Release(); }
+  OwnedBuffer(OwnedBuffer&& other) noexcept
+      : owner_(std::exchange(other.owner_, nullptr)),
+        data_(std::exchange(other.data_, nullptr)),
+        bytes_(std::exchange(other.bytes_, 0)) {}
+  OwnedBuffer& operator=(OwnedBuffer&& other) noexcept {
+    if (this != &other) {
+      Release();
+      owner_ = std::exchange(other.owner_, nullptr);
+      data_ = std::exchange(other.data_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
+    }
+    return *this;
+  }
+  OwnedBuffer(const OwnedBuffer&) = delete;
+  OwnedBuffer& operator=(const OwnedBuffer&) = delete;
 
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
@@ -41,39 +59,14 @@ class DeviceBuffer {
   }
 
  private:
-  void Release();
+  void Release();  // defined after Backend
   Backend* owner_ = nullptr;
   void* data_ = nullptr;
   size_t bytes_ = 0;
 };
 
-// Host memory the device can copy to and from asynchronously (page-locked on CUDA, ordinary
-// memory on the CPU): the mirrors a step's small arrays are written into before they go up, and
-// where sampled tokens come back. Freed through its backend when destroyed.
-class HostBuffer {
- public:
-  HostBuffer() = default;
-  HostBuffer(Backend* owner, void* data, size_t bytes)
-      : owner_(owner), data_(data), bytes_(bytes) {}
-  ~HostBuffer();
-  HostBuffer(HostBuffer&& other) noexcept;
-  HostBuffer& operator=(HostBuffer&& other) noexcept;
-  HostBuffer(const HostBuffer&) = delete;
-  HostBuffer& operator=(const HostBuffer&) = delete;
-
-  void* data() const { return data_; }
-  size_t bytes() const { return bytes_; }
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(data_);
-  }
-
- private:
-  void Release();
-  Backend* owner_ = nullptr;
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
-};
+using DeviceBuffer = OwnedBuffer<MemoryKind::kDevice>;
+using HostBuffer = OwnedBuffer<MemoryKind::kHost>;
 
 // An ordered queue of device work. The CPU backend runs work at once, so its streams are
 // trivially ordered; the CUDA backend wraps a cudaStream_t.
@@ -147,11 +140,25 @@ class Backend {
   virtual absl::Status ResetPenaltySlots(const PenaltyResetArgs& args, Stream& stream) = 0;
 
  protected:
-  friend class DeviceBuffer;
-  friend class HostBuffer;
+  template <MemoryKind>
+  friend class OwnedBuffer;
   virtual void Free(void* data) = 0;
   virtual void FreeHost(void* data) = 0;
 };
+
+template <MemoryKind kKind>
+void OwnedBuffer<kKind>::Release() {
+  if (owner_ != nullptr && data_ != nullptr) {
+    if constexpr (kKind == MemoryKind::kHost) {
+      owner_->FreeHost(data_);
+    } else {
+      owner_->Free(data_);
+    }
+  }
+  owner_ = nullptr;
+  data_ = nullptr;
+  bytes_ = 0;
+}
 
 // Argument checks shared by both backends, so they reject exactly the same inputs.
 absl::Status ValidateLinear(const LinearArgs& args);

@@ -10,28 +10,35 @@ namespace {
 
 using kernels::SampleRow;
 
-constexpr size_t Align(size_t bytes) { return (bytes + 255) / 256 * 256; }
+// Offsets of arrays laid out one after another, each 256-byte aligned.
+class Bump {
+ public:
+  size_t Take(size_t bytes) {
+    const size_t here = at_;
+    at_ += (bytes + 255) / 256 * 256;
+    return here;
+  }
+  size_t total() const { return at_; }
+
+ private:
+  size_t at_ = 0;
+};
 
 // Where each array sits in the input block (host mirror and device copy alike).
 struct InLayout {
   size_t rows, bias_offsets, stop_offsets, bias_ids, bias_values, stop_ids, slots, gather, total;
   explicit InLayout(int64_t max_rows) {
     const size_t n = size_t(max_rows);
-    size_t at = 0;
-    auto take = [&at](size_t bytes) {
-      const size_t here = at;
-      at += Align(bytes);
-      return here;
-    };
-    rows = take(n * sizeof(SampleRow));
-    bias_offsets = take((n + 1) * sizeof(int32_t));
-    stop_offsets = take((n + 1) * sizeof(int32_t));
-    bias_ids = take(n * kMaxLogitBiasEntries * sizeof(int32_t));
-    bias_values = take(n * kMaxLogitBiasEntries * sizeof(float));
-    stop_ids = take(n * kMaxStopTokenIds * sizeof(int32_t));
-    slots = take(n * sizeof(int32_t));
-    gather = take(n * sizeof(int32_t));
-    total = at;
+    Bump b;
+    rows = b.Take(n * sizeof(SampleRow));
+    bias_offsets = b.Take((n + 1) * sizeof(int32_t));
+    stop_offsets = b.Take((n + 1) * sizeof(int32_t));
+    bias_ids = b.Take(n * kMaxLogitBiasEntries * sizeof(int32_t));
+    bias_values = b.Take(n * kMaxLogitBiasEntries * sizeof(float));
+    stop_ids = b.Take(n * kMaxStopTokenIds * sizeof(int32_t));
+    slots = b.Take(n * sizeof(int32_t));
+    gather = b.Take(n * sizeof(int32_t));
+    total = b.total();
   }
 };
 
@@ -40,17 +47,12 @@ struct OutLayout {
   size_t tokens, logprob, top_ids, top_logprobs, total;
   explicit OutLayout(int64_t max_rows) {
     const size_t n = size_t(max_rows);
-    size_t at = 0;
-    auto take = [&at](size_t bytes) {
-      const size_t here = at;
-      at += Align(bytes);
-      return here;
-    };
-    tokens = take(n * sizeof(int32_t));
-    logprob = take(n * sizeof(float));
-    top_ids = take(n * kernels::kMaxTopLogprobs * sizeof(int32_t));
-    top_logprobs = take(n * kernels::kMaxTopLogprobs * sizeof(float));
-    total = at;
+    Bump b;
+    tokens = b.Take(n * sizeof(int32_t));
+    logprob = b.Take(n * sizeof(float));
+    top_ids = b.Take(n * kernels::kMaxTopLogprobs * sizeof(int32_t));
+    top_logprobs = b.Take(n * kernels::kMaxTopLogprobs * sizeof(float));
+    total = b.total();
   }
 };
 
