@@ -18,6 +18,7 @@
 #include "common/status_macros.h"
 #include "engine/checkpoint/json_input.h"
 #include "engine/checkpoint/mapped_file.h"
+#include "kernels/dtype.h"
 
 // safetensors is little-endian; F32 tensors are copied as they lie.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ReadAsF32 assumes a little-endian host");
@@ -272,41 +273,6 @@ std::vector<std::string> Checkpoint::names() const {
   return out;
 }
 
-float F16BitsToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  uint32_t mant = h & 0x3FFu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;  // +-0
-    } else {
-      // Subnormal: mant x 2^-24. Shift the leading 1 up to the implicit bit, adjusting the
-      // exponent from that of 2^-14 (127 - 14 = 113, less one per shift).
-      uint32_t e = 113;
-      while ((mant & 0x400u) == 0) {
-        mant <<= 1;
-        --e;
-      }
-      bits = sign | (e << 23) | ((mant & 0x3FFu) << 13);
-    }
-  } else if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (mant << 13);  // inf, or NaN with its payload
-  } else {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);  // rebias 15 -> 127
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-float BF16BitsToFloat(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
 absl::Status ReadAsF32(const TensorView& t, float* out, size_t count) {
   if (t.dtype != StDtype::kF32 && t.dtype != StDtype::kF16 && t.dtype != StDtype::kBF16) {
     return absl::InvalidArgumentError(absl::StrCat(TensorPrefix(t), "dtype ", StDtypeName(t.dtype),
@@ -334,12 +300,12 @@ absl::Status ReadAsF32(const TensorView& t, float* out, size_t count) {
       break;
     case StDtype::kF16:
       for (size_t i = 0; i < count; ++i) {
-        out[i] = F16BitsToFloat(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
+        out[i] = kernels::F16ToFloat(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
       }
       break;
     case StDtype::kBF16:
       for (size_t i = 0; i < count; ++i) {
-        out[i] = BF16BitsToFloat(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
+        out[i] = kernels::Bf16ToFloat(static_cast<uint16_t>(p[2 * i] | (p[2 * i + 1] << 8)));
       }
       break;
     default:

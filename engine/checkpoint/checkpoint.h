@@ -83,9 +83,8 @@ class Checkpoint {
 // Any other dtype is InvalidArgument naming the tensor and its file.
 [[nodiscard]] absl::Status ReadAsF32(const TensorView& t, float* out, size_t count);
 
-// The element conversions ReadAsF32 uses, from the raw 16 bits.
-float F16BitsToFloat(uint16_t bits);
-float BF16BitsToFloat(uint16_t bits);
+// The element conversions ReadAsF32 uses are kernels/dtype.h's F16ToFloat and Bf16ToFloat, the
+// ones the backends use.
 
 }  // namespace arbor::engine
 

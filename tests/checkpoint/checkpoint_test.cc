@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/checkpoint/mapped_file.h"
+#include "kernels/dtype.h"
 #include "tests/checkpoint/safetensors_writer.h"
 
 namespace arbor::engine {
@@ -119,18 +120,18 @@ TEST_CASE("F16 reads exactly: every one of the 65536 values", "[checkpoint]") {
   }
   CHECK(mismatches == 0);
   // Named landmarks, for a readable failure.
-  CHECK(F16BitsToFloat(0x0001) == std::ldexp(1.0f, -24));     // smallest subnormal
-  CHECK(F16BitsToFloat(0x03FF) == std::ldexp(1023.0f, -24));  // largest subnormal
-  CHECK(F16BitsToFloat(0x0400) == std::ldexp(1.0f, -14));     // smallest normal
-  CHECK(F16BitsToFloat(0x8001) == -std::ldexp(1.0f, -24));    // negative subnormal
-  CHECK(F16BitsToFloat(0x7BFF) == 65504.0f);                  // largest finite
-  CHECK(F16BitsToFloat(0x3C00) == 1.0f);
-  CHECK(F16BitsToFloat(0xC000) == -2.0f);
-  CHECK(F16BitsToFloat(0x7C00) == INFINITY);
-  CHECK(F16BitsToFloat(0xFC00) == -INFINITY);
-  CHECK(std::isnan(F16BitsToFloat(0x7E00)));
-  CHECK(std::isnan(F16BitsToFloat(0x7C01)));  // signalling-NaN pattern stays NaN, not inf
-  CHECK(BitsOf(F16BitsToFloat(0x8000)) == 0x80000000u);  // -0
+  CHECK(kernels::F16ToFloat(0x0001) == std::ldexp(1.0f, -24));     // smallest subnormal
+  CHECK(kernels::F16ToFloat(0x03FF) == std::ldexp(1023.0f, -24));  // largest subnormal
+  CHECK(kernels::F16ToFloat(0x0400) == std::ldexp(1.0f, -14));     // smallest normal
+  CHECK(kernels::F16ToFloat(0x8001) == -std::ldexp(1.0f, -24));    // negative subnormal
+  CHECK(kernels::F16ToFloat(0x7BFF) == 65504.0f);                  // largest finite
+  CHECK(kernels::F16ToFloat(0x3C00) == 1.0f);
+  CHECK(kernels::F16ToFloat(0xC000) == -2.0f);
+  CHECK(kernels::F16ToFloat(0x7C00) == INFINITY);
+  CHECK(kernels::F16ToFloat(0xFC00) == -INFINITY);
+  CHECK(std::isnan(kernels::F16ToFloat(0x7E00)));
+  CHECK(std::isnan(kernels::F16ToFloat(0x7C01)));  // signalling-NaN pattern stays NaN, not inf
+  CHECK(BitsOf(kernels::F16ToFloat(0x8000)) == 0x80000000u);  // -0
 }
 
 TEST_CASE("BF16 reads exactly: the 16 bits shifted up", "[checkpoint]") {
