@@ -140,6 +140,12 @@ ARBOR_HD void StoreFromFloat(void* data, DType t, int64_t i, float v) {
   }
 }
 
+// src[0, n) rounded into `dst` as `n` elements of type `t` (host code: checkpoints and
+// adapters narrowed before they go up).
+inline void StoreFloats(const float* src, size_t n, DType t, void* dst) {
+  for (size_t i = 0; i < n; ++i) StoreFromFloat(dst, t, int64_t(i), src[i]);
+}
+
 // `v` rounded to type `t` and back: where transformers' 16-bit arithmetic rounds an
 // intermediate result, the references round it too.
 ARBOR_HD float RoundTo(DType t, float v) {

@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/auth.h"
@@ -96,12 +95,10 @@ void HttpServer::Routes() {
     std::vector<std::string> parts;
     for (const std::string& p : req.params) parts.push_back(PercentDecoded(p));
     const std::string id = absl::StrJoin(parts, "/");
-    for (const ServedModel& m : ServedModels(*ctx_)) {
-      if (m.id == id) return SendJson(w, ModelJson(*ctx_, m));
-    }
-    absl::Status s = absl::NotFoundError(absl::StrCat("The model `", id, "` does not exist."));
-    s.SetPayload(kParamPayload, absl::Cord("model"));
-    SendError(w, s);
+    auto adapter = ResolveModel(*ctx_, id);  // the base model (null) or an adapter
+    if (!adapter.ok()) return SendError(w, adapter.status());
+    const std::string parent = *adapter != nullptr ? ctx_->config.model.served_model_name : "";
+    SendJson(w, ModelJson(*ctx_, {id, parent}));
   };
   router_.Get("/v1/models/{id}", retrieve);
   router_.Get("/v1/models/{org}/{name}", retrieve);

@@ -21,14 +21,6 @@ void Reply(http::ResponseWriter& w, const absl::StatusOr<json>& out) {
   w.Send(200, "application/json", out->dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
-absl::Status ReadBool(const json& body, const char* key, bool* out) {
-  const auto it = body.find(key);
-  if (it == body.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_boolean()) return FieldError(key, "must be true or false, got " + it->dump());
-  *out = it->get<bool>();
-  return absl::OkStatus();
-}
-
 // The body checked against the served model: `model` is optional (vLLM's), and must name the
 // base model or an adapter (which shares the base model's tokenizer) when given.
 absl::StatusOr<json> Body(const ServerContext& ctx, const http::Request& req) {

@@ -123,6 +123,14 @@ absl::StatusOr<json> ParseBody(const std::string& body) {
   return j;
 }
 
+absl::Status ReadBool(const json& j, const char* key, bool* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_boolean()) return FieldError(key, "must be true or false, got " + it->dump());
+  *out = it->get<bool>();
+  return absl::OkStatus();
+}
+
 std::optional<int64_t> IntegerValue(const json& v) {
   if (v.is_number_unsigned()) {
     const uint64_t u = v.get<uint64_t>();
@@ -165,14 +173,6 @@ absl::Status ReadFloat(const json& j, const char* key, float* out) {
   const double x = v->get<double>();
   if (!std::isfinite(x)) return FieldError(key, "must be finite");
   *out = float(x);
-  return absl::OkStatus();
-}
-
-absl::Status ReadBool(const json& j, const char* key, bool* out) {
-  const json* v = Find(j, key);
-  if (v == nullptr) return absl::OkStatus();
-  if (!v->is_boolean()) return FieldError(key, "must be true or false, got " + v->dump());
-  *out = v->get<bool>();
   return absl::OkStatus();
 }
 
@@ -378,7 +378,8 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(const json& body) {
   if (const json* v = Find(body, "best_of"); v != nullptr && IntegerValue(*v) != 1) {
     return FieldError("best_of", "only best_of 1 is supported");
   }
-  // Fill-in-the-middle needs a model trained for it and its template: not implemented.
+  // Fill-in-the-middle needs a model trained for it and its template; this server refuses a
+  // non-empty suffix by name rather than drop it (an empty one asks for nothing).
   if (const json* v = Find(body, "suffix")) {
     if (!v->is_string()) return FieldError("suffix", "must be a string");
     if (!v->get<std::string>().empty()) {

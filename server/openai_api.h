@@ -68,6 +68,10 @@ struct ChatRequest {
   bool logprobs = false;  // chat's logprobs flag; params.logprobs holds top_logprobs or -1
 };
 
+// An optional boolean field: unchanged when absent or null; InvalidArgument naming it when it is
+// not a boolean.
+absl::Status ReadBool(const nlohmann::json& j, const char* key, bool* out);
+
 // The value of an integer field: a JSON integer, or a float with an integral value (8.0), as
 // vLLM accepts; nullopt for anything else (8.5, "8", true).
 std::optional<int64_t> IntegerValue(const nlohmann::json& v);

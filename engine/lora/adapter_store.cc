@@ -123,9 +123,7 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name,
     void* dst = static_cast<char*>(pool_.page_ptr(pages[size_t(p.page_index)])) + p.offset;
     // PEFT's fp32 (or bf16) matrices, rounded to the model's dtype as PEFT casts them.
     narrow.resize(src.size() * kernels::DTypeSize(dtype_));
-    for (size_t i = 0; i < src.size(); ++i) {
-      kernels::StoreFromFloat(narrow.data(), dtype_, int64_t(i), src[i]);
-    }
+    kernels::StoreFloats(src.data(), src.size(), dtype_, narrow.data());
     RETURN_IF_ERROR(
         backend_.CopyToDevice(dst, narrow.data(), narrow.size(), backend_.default_stream()));
     RETURN_IF_ERROR(backend_.default_stream().Synchronize());  // `narrow` is reused

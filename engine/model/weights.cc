@@ -180,9 +180,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelSpec& spec, const Checkpoint
       wide.resize(static_cast<size_t>(t->numel()));
       RETURN_IF_ERROR(ReadAsF32(*t, wide.data(), wide.size()));
       narrow.resize(wide.size() * kernels::DTypeSize(dtype));
-      for (size_t i = 0; i < wide.size(); ++i) {
-        kernels::StoreFromFloat(narrow.data(), dtype, int64_t(i), wide[i]);
-      }
+      kernels::StoreFloats(wide.data(), wide.size(), dtype, narrow.data());
       RETURN_IF_ERROR(backend.CopyToDevice(dst.data, narrow.data(), narrow.size(), st));
       // The staging buffers are reused for the next tensor: the copy must be done with them.
       RETURN_IF_ERROR(st.Synchronize());

@@ -134,8 +134,8 @@ absl::Status LtLinear::Run(const LinearArgs& a, cudaStream_t stream) {
     const uint64_t ws = kWorkspaceBytes;
     ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(pref.d, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &ws, sizeof(ws)));
-    const uint32_t align_a = uint32_t(std::get<10>(key)), align_b = uint32_t(std::get<11>(key)),
-                   align_c = uint32_t(std::get<12>(key));
+    const uint32_t align_a = uint32_t(key.align_w), align_b = uint32_t(key.align_x),
+                   align_c = uint32_t(key.align_y);
     ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(
         pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
     ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(

@@ -41,8 +41,18 @@ class LtLinear {
   // Everything an algorithm choice depends on: the shape, the leading dimensions, the dtypes,
   // the epilogue, beta, and each pointer's alignment (a column slice of a fused output may be
   // only 2-byte aligned; the heuristic must know).
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, bool, bool,
-                         int, int, int, int>;
+  struct Key {
+    int64_t m, n, k;
+    int64_t ld_w, ld_x, ld_y;
+    int in_type, out_type;
+    bool bias, accumulate;
+    int align_w, align_x, align_y, align_bias;
+    auto Tie() const {
+      return std::tie(m, n, k, ld_w, ld_x, ld_y, in_type, out_type, bias, accumulate, align_w,
+                      align_x, align_y, align_bias);
+    }
+    bool operator<(const Key& o) const { return Tie() < o.Tie(); }
+  };
 
   cublasLtHandle_t handle_;
   void* workspace_;
