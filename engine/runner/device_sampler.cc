@@ -323,18 +323,11 @@ absl::StatusOr<std::vector<SampleResult>> DeviceSampler::Sample(
     RETURN_IF_ERROR(be_.UpdatePenaltyState(u, stream));
   }
 
-  // Down: the tokens, and the log-probs only when a row asked for them.
+  // Down, in one copy (CopyToHost waits for it: the step's one synchronising copy): the tokens,
+  // or the whole output block (a few KB) when a row asked for log-probs.
   void* ho = host_out_.data();
-  auto down = [&](size_t offset, size_t bytes) {
-    return be_.CopyToHost(At<char>(ho, offset), At<char>(o, offset), bytes, stream);
-  };
-  RETURN_IF_ERROR(down(out.tokens, size_t(n) * sizeof(int32_t)));
-  if (any_logprobs) {
-    RETURN_IF_ERROR(down(out.logprob, size_t(n) * sizeof(float)));
-    RETURN_IF_ERROR(down(out.top_ids, size_t(n) * kernels::kMaxTopLogprobs * sizeof(int32_t)));
-    RETURN_IF_ERROR(down(out.top_logprobs, size_t(n) * kernels::kMaxTopLogprobs * sizeof(float)));
-  }
-  RETURN_IF_ERROR(stream.Synchronize());
+  const size_t down = any_logprobs ? out.total : size_t(n) * sizeof(int32_t);
+  RETURN_IF_ERROR(be_.CopyToHost(At<char>(ho, out.tokens), At<char>(o, out.tokens), down, stream));
 
   const int32_t* tokens = At<int32_t>(ho, out.tokens);
   const float* logprob = At<float>(ho, out.logprob);
