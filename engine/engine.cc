@@ -69,6 +69,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   limits.max_logit_rows =
       config.max_num_seqs + std::min(max_scored_rows, config.max_num_batched_tokens);
   limits.max_lora_rank = config.max_lora_rank;
+  backend.SetDeterministic(config.deterministic);
   RETURN_IF_ERROR(model.Reserve(limits));
   // One sampled row per running sequence at most.
   ASSIGN_OR_RETURN(e->sampler_, DeviceSampler::Create(backend, spec.vocab_size, config.max_num_seqs,
@@ -89,6 +90,20 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
                      "max_model_len"));
   }
   ASSIGN_OR_RETURN(e->pool_, memory::UnifiedPool::Create(backend, page_bytes, pages));
+  if (config.cuda_graphs && backend.kind() == kernels::DeviceKind::kCuda) {
+    // Decode steps replay graphs captured over this pool. Without them (MoE routing, say) the
+    // engine runs every step eagerly, which is correct, only slower.
+    const absl::Time start = absl::Now();
+    auto graphs = model.CaptureDecodeGraphs(KvCacheView{e->pool_->base(), config.block_size},
+                                            config.max_num_seqs);
+    if (graphs.ok()) {
+      spdlog::info("engine: {} decode CUDA graphs captured (batch 1 to {}) in {:.0f} ms", *graphs,
+                   model.max_graph_batch(), absl::ToDoubleMilliseconds(absl::Now() - start));
+    } else {
+      spdlog::warn("engine: decode steps run without CUDA graphs: {}",
+                   std::string(graphs.status().message()));
+    }
+  }
   e->blocks_ = std::make_unique<memory::BlockManager>(*e->pool_, config.block_size,
                                                       config.enable_prefix_caching);
   SchedulerConfig sc;

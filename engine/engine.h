@@ -46,6 +46,12 @@ struct EngineConfig {
   // The largest LoRA rank adapters may have (engine.max_lora_rank): the forward pass reserves
   // its LoRA buffers for it at start-up. 0: none reserved (allocated on first use).
   int64_t max_lora_rank = 0;
+  // CUDA graphs for decode steps (Model::CaptureDecodeGraphs), captured at start-up for batch
+  // sizes 1, 2, 4, ..., max_num_seqs. Ignored on the CPU.
+  bool cuda_graphs = true;
+  // A sequence's tokens do not depend on what else is in its batch
+  // (Backend::SetDeterministic): fixed GEMM algorithms without split-K.
+  bool deterministic = false;
 };
 
 struct EngineStats {

@@ -183,6 +183,16 @@ const std::map<std::string, Setter>& Schema() {
          ASSIGN_OR_RETURN(c.engine.max_lora_rank, ReadInt(n, k, 1, 1024));
          return absl::OkStatus();
        }},
+      {"engine.cuda_graphs",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.cuda_graphs, ReadBool(n, k));
+         return absl::OkStatus();
+       }},
+      {"engine.deterministic",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.engine.deterministic, ReadBool(n, k));
+         return absl::OkStatus();
+       }},
       {"server.admin_key",
        [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
          ASSIGN_OR_RETURN(c.server.admin_key, ReadString(n, k));

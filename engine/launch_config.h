@@ -31,6 +31,8 @@ struct EngineSection {
   bool enable_prefix_caching = true;
   std::string kv_cache_dtype = "auto";  // auto (the model's dtype) | bfloat16 | float16 | float32
   int64_t max_lora_rank = 64;           // LoRA adapters of higher rank are refused
+  bool cuda_graphs = true;              // decode steps replay CUDA graphs (CUDA only)
+  bool deterministic = false;           // batch-invariant results (fixed GEMM algorithms)
 };
 
 struct ServerSection {

@@ -18,6 +18,16 @@ const char* DeviceKindName(DeviceKind kind) {
   return "?";
 }
 
+absl::Status Backend::BeginCapture(Stream&) {
+  return absl::UnimplementedError(
+      absl::StrCat("graph capture: the ", DeviceKindName(kind()), " backend has no graphs"));
+}
+
+absl::StatusOr<std::unique_ptr<Graph>> Backend::EndCapture(Stream&) {
+  return absl::UnimplementedError(
+      absl::StrCat("graph capture: the ", DeviceKindName(kind()), " backend has no graphs"));
+}
+
 namespace {
 
 #define ARBOR_REQUIRE(expr)                    \

@@ -89,6 +89,15 @@ class Event {
   virtual absl::StatusOr<float> ElapsedMsSince(const Event& start) const = 0;
 };
 
+// Device work recorded once and replayed with one launch (a CUDA graph): the kernels of a decode
+// step, whose launch overhead otherwise dominates a small batch. Every replay runs the same
+// kernels on the same buffers; only the buffers' contents change between replays.
+class Graph {
+ public:
+  virtual ~Graph() = default;
+  virtual absl::Status Launch(Stream& stream) = 0;
+};
+
 struct DeviceInfo {
   std::string name;            // "cpu" or the GPU's name
   size_t total_memory = 0;     // bytes
@@ -119,6 +128,17 @@ class Backend {
   virtual absl::StatusOr<std::unique_ptr<Event>> CreateEvent() = 0;
   // The stream ops run on when the caller has no other.
   virtual Stream& default_stream() = 0;
+
+  // Graph capture: work issued on `stream` between BeginCapture and EndCapture is recorded, not
+  // run, and EndCapture returns it ready to launch. A capture that began must be ended, even
+  // after an op failed inside it. Backends without graphs (the CPU) return Unimplemented.
+  virtual absl::Status BeginCapture(Stream& stream);
+  virtual absl::StatusOr<std::unique_ptr<Graph>> EndCapture(Stream& stream);
+
+  // Deterministic mode (engine.deterministic): a row's result must not depend on the other rows
+  // of its batch. On CUDA every GEMM shape (n, k) gets one algorithm without split-K, whatever
+  // the number of rows m; the CPU references are row-by-row already.
+  virtual void SetDeterministic(bool on) { (void)on; }
 
   // Ops (kernels/ops.h). Each checks its arguments and returns InvalidArgument on bad shapes
   // or dtypes.

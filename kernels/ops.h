@@ -82,7 +82,8 @@ struct PagedKv {
 // scaling (linear, llama3), computed on the host; cos/sin are fp32 of the fp32 angle
 // position * inv_freq[i], times attention_factor, rounded to qkv's dtype, and
 // x'[i] = round(round(x[i] cos) - round(x[i + half] sin)) (and the mirror), as torch in bf16.
-// The KV pages may have another dtype than qkv: values are rounded into it.
+// The KV pages may have another dtype than qkv: values are rounded into it. A token whose slot
+// is negative is rotated but not cached (the padding rows of a CUDA-graph decode batch).
 struct RopeKvWriteArgs {
   Tensor qkv;
   const int32_t* positions = nullptr;  // [n]
@@ -101,7 +102,8 @@ struct RopeKvWriteArgs {
 // sequence's positions j with j <= p and, when sliding_window > 0, j > p - sliding_window
 // (Mistral's window, Hugging Face's mask). Position j lives in page
 // block_tables[seq * max_blocks + j / block_size] (entries before the window may be -1).
-// Softmax and the weighted sum in fp32; out rounded once.
+// Softmax and the weighted sum in fp32; out rounded once. A token at a negative position sees no
+// key and its output is 0 (the padding rows of a CUDA-graph decode batch).
 struct PagedAttentionArgs {
   Tensor q;    // [num_tokens, num_q_heads * head_dim] (a column slice of qkv)
   Tensor out;  // [num_tokens, num_q_heads * head_dim], q's dtype

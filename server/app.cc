@@ -76,6 +76,8 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
   ec.max_model_len = loaded.max_model_len;
   ec.enable_prefix_caching = config.engine.enable_prefix_caching;
   ec.max_lora_rank = config.engine.max_lora_rank;
+  ec.cuda_graphs = config.engine.cuda_graphs;
+  ec.deterministic = config.engine.deterministic;
   if (app->tokenizer_ != nullptr) {
     app->text_streams_ = std::make_unique<engine::TokenizerTextStreams>(*app->tokenizer_);
   }

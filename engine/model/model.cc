@@ -126,21 +126,20 @@ absl::StatusOr<Tensor> Model::ForwardOnDevice(absl::Span<const SequenceChunk> ch
   return ForwardLocked(chunks, kv_view);
 }
 
-absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chunks,
-                                            const KvCacheView& kv_view) {
+absl::StatusOr<Model::PassPlan> Model::PlanPass(absl::Span<const SequenceChunk> chunks,
+                                                const KvCacheView& kv_view,
+                                                int64_t min_blocks) const {
   const ModelSpec& s = spec_;
-  const DType dt = options_.dtype;
   if (chunks.empty()) return absl::InvalidArgumentError("Forward: empty batch");
   if (kv_view.pages == nullptr || kv_view.block_size <= 0) {
     return absl::InvalidArgumentError("Forward: no KV pages");
   }
   const int64_t bs = kv_view.block_size;
-  // Host-side plan: per token its id, position, sequence and KV slot; per sequence its block
-  // table (padded to the longest); the rows whose logits are wanted.
-  std::vector<int32_t> ids, positions, token_seq, slots, logit_rows;
-  int64_t max_blocks = 1;
-  for (const auto& c : chunks) max_blocks = std::max<int64_t>(max_blocks, c.block_table.size());
-  std::vector<int32_t> tables(chunks.size() * size_t(max_blocks), -1);
+  PassPlan p;
+  p.num_seqs = int64_t(chunks.size());
+  p.max_blocks = std::max<int64_t>(1, min_blocks);
+  for (const auto& c : chunks) p.max_blocks = std::max<int64_t>(p.max_blocks, c.block_table.size());
+  p.tables.assign(chunks.size() * size_t(p.max_blocks), -1);
   for (size_t i = 0; i < chunks.size(); ++i) {
     const SequenceChunk& c = chunks[i];
     const int64_t n = int64_t(c.tokens.size()), end = c.start + n;
@@ -157,7 +156,7 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
                                                      c.block_table.size(), " blocks) cannot hold ",
                                                      end, " tokens"));
     }
-    std::copy(c.block_table.begin(), c.block_table.end(), tables.begin() + i * max_blocks);
+    std::copy(c.block_table.begin(), c.block_table.end(), p.tables.begin() + i * p.max_blocks);
     for (int64_t j = 0; j < n; ++j) {
       const int32_t id = c.tokens[size_t(j)];
       if (id < 0 || id >= s.vocab_size) {
@@ -172,73 +171,84 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
       }
       if (c.logits == SequenceChunk::Logits::kAll ||
           (c.logits == SequenceChunk::Logits::kLast && j == n - 1)) {
-        logit_rows.push_back(int32_t(ids.size()));
+        p.logit_rows.push_back(int32_t(p.ids.size()));
       }
-      ids.push_back(id);
-      positions.push_back(int32_t(pos));
-      token_seq.push_back(int32_t(i));
-      slots.push_back(int32_t(page * bs + pos % bs));
+      p.ids.push_back(id);
+      p.positions.push_back(int32_t(pos));
+      p.token_seq.push_back(int32_t(i));
+      p.slots.push_back(int32_t(page * bs + pos % bs));
     }
   }
-  const int64_t n = int64_t(ids.size());
-  const int64_t rows = int64_t(logit_rows.size());
-  kernels::Stream& st = be_.default_stream();
-
   // LoRA: the batch's tokens grouped by adapter, uploaded once for every layer.
-  std::vector<const LoraAdapter*> adapters;
-  std::vector<std::vector<int32_t>> adapter_rows;
-  {
-    int32_t token = 0;
-    for (const auto& c : chunks) {
-      if (c.adapter != nullptr) {
-        auto it = std::find(adapters.begin(), adapters.end(), c.adapter);
-        if (it == adapters.end()) {
-          adapters.push_back(c.adapter);
-          adapter_rows.emplace_back();
-          it = adapters.end() - 1;
-        }
-        auto& rows_of = adapter_rows[size_t(it - adapters.begin())];
-        for (size_t j = 0; j < c.tokens.size(); ++j) rows_of.push_back(token + int32_t(j));
+  int32_t token = 0;
+  for (const auto& c : chunks) {
+    if (c.adapter != nullptr) {
+      auto it = std::find(p.adapters.begin(), p.adapters.end(), c.adapter);
+      if (it == p.adapters.end()) {
+        p.adapters.push_back(c.adapter);
+        p.adapter_rows.emplace_back();
+        it = p.adapters.end() - 1;
       }
-      token += int32_t(c.tokens.size());
+      auto& rows_of = p.adapter_rows[size_t(it - p.adapters.begin())];
+      for (size_t j = 0; j < c.tokens.size(); ++j) rows_of.push_back(token + int32_t(j));
     }
+    token += int32_t(c.tokens.size());
   }
-  LoraPass lora;
-  if (!adapters.empty()) {
+  return p;
+}
+
+void Model::PadPlan(int64_t batch, PassPlan* p) {
+  // A padding row is one more sequence of one token at position -1: attention gives it no key
+  // and a zero output, its K/V are not written (slot -1), and its logits row is computed and
+  // left unread. Nothing it does touches a page.
+  for (int64_t i = p->num_seqs; i < batch; ++i) {
+    p->logit_rows.push_back(int32_t(p->ids.size()));
+    p->ids.push_back(0);
+    p->positions.push_back(-1);
+    p->token_seq.push_back(int32_t(i));
+    p->slots.push_back(-1);
+  }
+  p->tables.resize(size_t(batch * p->max_blocks), -1);
+  p->num_seqs = std::max(p->num_seqs, batch);
+}
+
+absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activations* a,
+                                                    LoraPass* lora) {
+  kernels::Stream& st = be_.default_stream();
+  const int64_t n = p.n();
+  DevicePlan d;
+  d.n = n;
+  d.num_seqs = p.num_seqs;
+  d.max_blocks = p.max_blocks;
+  d.rows = int64_t(p.logit_rows.size());
+  if (!p.adapters.empty()) {
     int64_t max_rank = 0;
-    for (const auto* a : adapters) max_rank = std::max(max_rank, a->rank);
-    ASSIGN_OR_RETURN(void* lora_ws, lora_.Get(be_, LayoutLora(nullptr, n, max_rank, &lora)));
-    LayoutLora(lora_ws, n, max_rank, &lora);
-    int32_t* d_rows = lora.rows;
-    float* d_scales = lora.scales;
-    lora.n = n;
+    for (const auto* ad : p.adapters) max_rank = std::max(max_rank, ad->rank);
+    ASSIGN_OR_RETURN(void* lora_ws, lora_.Get(be_, LayoutLora(nullptr, n, max_rank, lora)));
+    LayoutLora(lora_ws, n, max_rank, lora);
+    lora->n = n;
     std::vector<int32_t> all_rows;
     std::vector<float> all_scales;
-    for (size_t i = 0; i < adapters.size(); ++i) {
-      lora.groups.push_back({adapters[i], d_rows + all_rows.size(), d_scales + all_rows.size(),
-                             int64_t(adapter_rows[i].size())});
-      all_rows.insert(all_rows.end(), adapter_rows[i].begin(), adapter_rows[i].end());
-      all_scales.insert(all_scales.end(), adapter_rows[i].size(), adapters[i]->scale);
+    for (size_t i = 0; i < p.adapters.size(); ++i) {
+      lora->groups.push_back({p.adapters[i], lora->rows + all_rows.size(),
+                              lora->scales + all_rows.size(), int64_t(p.adapter_rows[i].size())});
+      all_rows.insert(all_rows.end(), p.adapter_rows[i].begin(), p.adapter_rows[i].end());
+      all_scales.insert(all_scales.end(), p.adapter_rows[i].size(), p.adapters[i]->scale);
     }
-    RETURN_IF_ERROR(be_.CopyToDevice(d_rows, all_rows.data(), all_rows.size() * 4, st));
-    RETURN_IF_ERROR(be_.CopyToDevice(d_scales, all_scales.data(), all_scales.size() * 4, st));
+    RETURN_IF_ERROR(be_.CopyToDevice(lora->rows, all_rows.data(), all_rows.size() * 4, st));
+    RETURN_IF_ERROR(be_.CopyToDevice(lora->scales, all_scales.data(), all_scales.size() * 4, st));
   }
-
-  const int64_t h = s.hidden_size, d = s.head_dim, q_dim = s.num_heads * d,
-                kv_dim = s.num_kv_heads * d;
-  const bool moe = s.num_experts > 0;
   // The workspace: the activations (model dtype), then the int32 plan.
-  Activations a;
-  const size_t plan_ints = 4 * size_t(n) + tables.size() + size_t(std::max<int64_t>(rows, 1));
-  ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, &a)));
-  LayoutActivations(ws, n, plan_ints, &a);
-  int32_t* d_plan = a.plan;
-  int32_t* d_ids = d_plan;
-  int32_t* d_pos = d_ids + n;
-  int32_t* d_seq = d_pos + n;
-  int32_t* d_slots = d_seq + n;
-  int32_t* d_tables = d_slots + n;
-  int32_t* d_rows = d_tables + tables.size();
+  const size_t plan_ints =
+      4 * size_t(n) + p.tables.size() + size_t(std::max<int64_t>(d.rows, 1));
+  ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, a)));
+  LayoutActivations(ws, n, plan_ints, a);
+  d.ids = a->plan;
+  d.positions = d.ids + n;
+  d.token_seq = d.positions + n;
+  d.slots = d.token_seq + n;
+  d.tables = d.slots + n;
+  d.logit_rows = d.tables + p.tables.size();
   // The plan goes up from the pinned mirror Reserve made (an asynchronous copy on CUDA; the
   // engine's step ends with a synchronising copy, so the mirror is free again by the next
   // pass), or from a host vector when the pass is larger than reserved.
@@ -251,22 +261,71 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
     plan = unpinned.data();
   }
   size_t at = 0;
-  for (const auto* part : {&ids, &positions, &token_seq, &slots, &tables, &logit_rows}) {
+  for (const auto* part : {&p.ids, &p.positions, &p.token_seq, &p.slots, &p.tables,
+                           &p.logit_rows}) {
     std::copy(part->begin(), part->end(), plan + at);
     at += part->size();
   }
-  RETURN_IF_ERROR(be_.CopyToDevice(d_plan, plan, at * sizeof(int32_t), st));
+  RETURN_IF_ERROR(be_.CopyToDevice(a->plan, plan, at * sizeof(int32_t), st));
+  return d;
+}
+
+absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chunks,
+                                            const KvCacheView& kv_view) {
+  if (const DecodeGraph* g = GraphFor(chunks, kv_view); g != nullptr) {
+    ASSIGN_OR_RETURN(PassPlan p, PlanPass(chunks, kv_view, graph_max_blocks_));
+    PadPlan(g->batch, &p);
+    Activations a;
+    LoraPass lora;
+    ASSIGN_OR_RETURN(const DevicePlan d, UploadPlan(p, &a, &lora));
+    RETURN_IF_ERROR(g->graph->Launch(be_.default_stream()));
+    ++graph_launches_;
+    ASSIGN_OR_RETURN(void* logits_dev, logits_.Get(be_, size_t(d.rows * spec_.vocab_size) * 4));
+    return kernels::View(logits_dev, DType::kF32, int64_t(chunks.size()), spec_.vocab_size);
+  }
+  ASSIGN_OR_RETURN(const PassPlan p, PlanPass(chunks, kv_view, 1));
+  Activations a;
+  LoraPass lora;
+  ASSIGN_OR_RETURN(const DevicePlan d, UploadPlan(p, &a, &lora));
+  return RunPass(d, a, lora, kv_view);
+}
+
+const Model::DecodeGraph* Model::GraphFor(absl::Span<const SequenceChunk> chunks,
+                                          const KvCacheView& kv) const {
+  if (graphs_.empty() || int64_t(chunks.size()) > graphs_.back().batch) return nullptr;
+  if (kv.pages != graph_kv_.pages || kv.block_size != graph_kv_.block_size) return nullptr;
+  for (const SequenceChunk& c : chunks) {
+    if (c.tokens.size() != 1 || c.logits != SequenceChunk::Logits::kLast ||
+        c.adapter != nullptr || int64_t(c.block_table.size()) > graph_max_blocks_) {
+      return nullptr;
+    }
+  }
+  for (const DecodeGraph& g : graphs_) {
+    if (g.batch >= int64_t(chunks.size())) return &g;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
+                                      const LoraPass& lora, const KvCacheView& kv_view) {
+  const ModelSpec& s = spec_;
+  const DType dt = options_.dtype;
+  kernels::Stream& st = be_.default_stream();
+  const int64_t h = s.hidden_size, hd = s.head_dim, q_dim = s.num_heads * hd,
+                kv_dim = s.num_kv_heads * hd;
+  const bool moe = s.num_experts > 0;
   RETURN_IF_ERROR(
-      be_.Embedding({d_ids, kernels::View(w_.embed.data(), dt, s.vocab_size, h), a.x}, st));
+      be_.Embedding({d.ids, kernels::View(w_.embed.data(), dt, s.vocab_size, h), a.x}, st));
 
   auto weight = [&](const DeviceBuffer& buf, int64_t out, int64_t in) {
     return kernels::View(buf.data(), dt, out, in);
   };
-  const float scale = 1.0f / std::sqrt(float(d));
+  const float scale = 1.0f / std::sqrt(float(hd));
   const float eps = float(s.rms_norm_eps);
   for (int64_t l = 0; l < s.num_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
-    const kernels::PagedKv kv{kv_view.pages, options_.kv_dtype, bs, s.num_layers, kv_dim, l};
+    const kernels::PagedKv kv{kv_view.pages, options_.kv_dtype, kv_view.block_size, s.num_layers,
+                              kv_dim, l};
     // The previous layer's MLP output joins the residual stream here (none before layer 0).
     RETURN_IF_ERROR(
         be_.AddRmsNorm({a.x, l == 0 ? Tensor{} : a.delta, L.input_norm.data(), a.hb, eps}, st));
@@ -278,26 +337,26 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
         ApplyLora(lora, l, kLoraV, a.hb, kernels::Columns(a.qkv, q_dim + kv_dim, kv_dim)));
     kernels::RopeKvWriteArgs rope;
     rope.qkv = a.qkv;
-    rope.positions = d_pos;
+    rope.positions = d.positions;
     rope.inv_freq = inv_freq_.as<float>();
-    rope.slots = d_slots;
+    rope.slots = d.slots;
     rope.kv = kv;
     rope.num_q_heads = s.num_heads;
     rope.num_kv_heads = s.num_kv_heads;
-    rope.head_dim = d;
+    rope.head_dim = hd;
     RETURN_IF_ERROR(be_.RopeKvWrite(rope, st));
     kernels::PagedAttentionArgs attn;
     attn.q = kernels::Columns(a.qkv, 0, q_dim);
     attn.out = a.attn;
     attn.kv = kv;
-    attn.block_tables = d_tables;
-    attn.token_seq = d_seq;
-    attn.q_positions = d_pos;
-    attn.num_seqs = int64_t(chunks.size());
-    attn.max_blocks = max_blocks;
+    attn.block_tables = d.tables;
+    attn.token_seq = d.token_seq;
+    attn.q_positions = d.positions;
+    attn.num_seqs = d.num_seqs;
+    attn.max_blocks = d.max_blocks;
     attn.num_q_heads = s.num_heads;
     attn.num_kv_heads = s.num_kv_heads;
-    attn.head_dim = d;
+    attn.head_dim = hd;
     attn.sliding_window = s.sliding_window;
     attn.scale = scale;
     RETURN_IF_ERROR(be_.PagedAttention(attn, st));
@@ -314,14 +373,64 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
   // The last MLP output joins the stream; the final norm of every row (cheap next to the LM
   // head), then the LM head only where logits are wanted.
   RETURN_IF_ERROR(be_.AddRmsNorm({a.x, a.delta, w_.final_norm.data(), a.hb, eps}, st));
-  if (rows == 0) return Tensor{nullptr, DType::kF32, 0, s.vocab_size, s.vocab_size};
-  const Tensor gathered = kernels::Rows(a.x, 0, rows);  // x is no longer needed
-  RETURN_IF_ERROR(be_.GatherRows({a.hb, d_rows, gathered}, st));
-  ASSIGN_OR_RETURN(void* logits_dev, logits_.Get(be_, size_t(rows * s.vocab_size) * sizeof(float)));
-  const Tensor logits_view = kernels::View(logits_dev, DType::kF32, rows, s.vocab_size);
+  if (d.rows == 0) return Tensor{nullptr, DType::kF32, 0, s.vocab_size, s.vocab_size};
+  const Tensor gathered = kernels::Rows(a.x, 0, d.rows);  // x is no longer needed
+  RETURN_IF_ERROR(be_.GatherRows({a.hb, d.logit_rows, gathered}, st));
+  ASSIGN_OR_RETURN(void* logits_dev, logits_.Get(be_, size_t(d.rows * s.vocab_size) * 4));
+  const Tensor logits_view = kernels::View(logits_dev, DType::kF32, d.rows, s.vocab_size);
   RETURN_IF_ERROR(
       be_.Linear({gathered, weight(w_.head(), s.vocab_size, h), nullptr, logits_view, false}, st));
   return logits_view;
+}
+
+absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_t max_batch) {
+  std::lock_guard<std::mutex> lock(forward_mu_);
+  graphs_.clear();
+  if (spec_.num_experts > 0) {
+    return absl::UnimplementedError("decode graphs: MoE routing still waits for the host");
+  }
+  if (reserved_.max_tokens <= 0) {
+    return absl::FailedPreconditionError("decode graphs: Reserve the workspace first");
+  }
+  if (kv.pages == nullptr || kv.block_size <= 0) {
+    return absl::InvalidArgumentError("decode graphs: no KV pages");
+  }
+  max_batch = std::min({max_batch, reserved_.max_seqs, reserved_.max_tokens,
+                        reserved_.max_logit_rows});
+  if (max_batch <= 0) return absl::InvalidArgumentError("decode graphs: max_batch must be > 0");
+  // Batch-size buckets 1, 2, 4, ... and max_batch itself: a step of b sequences replays the
+  // smallest bucket >= b, padded (PadPlan).
+  std::vector<int64_t> buckets;
+  for (int64_t b = 1; b < max_batch; b *= 2) buckets.push_back(b);
+  buckets.push_back(max_batch);
+  kernels::Stream& st = be_.default_stream();
+  std::vector<DecodeGraph> graphs;
+  for (int64_t b : buckets) {
+    // An all-padding batch: it runs every kernel of a decode step of b sequences and touches
+    // no page, so capturing it (and the warm-up before, which makes cuBLASLt pick its
+    // algorithms and loads every kernel outside the capture) leaves the pool as it was.
+    PassPlan p;
+    p.max_blocks = reserved_.max_blocks;
+    PadPlan(b, &p);
+    Activations a;
+    LoraPass lora;
+    ASSIGN_OR_RETURN(const DevicePlan d, UploadPlan(p, &a, &lora));
+    RETURN_IF_ERROR(RunPass(d, a, lora, kv).status());
+    RETURN_IF_ERROR(st.Synchronize());
+    RETURN_IF_ERROR(be_.BeginCapture(st));
+    const absl::Status ran = RunPass(d, a, lora, kv).status();
+    auto graph = be_.EndCapture(st);  // always ends the capture, even after a failed op
+    RETURN_IF_ERROR(ran);
+    if (!graph.ok()) return graph.status();
+    graphs.push_back({b, std::move(*graph)});
+  }
+  // The graphs hold the workspaces' addresses: from now on they may not move (a pass that
+  // needs more than was reserved fails instead of reallocating under the graphs).
+  for (Scratch* scratch : {&workspace_, &lora_, &logits_, &route_, &plan_}) scratch->Freeze();
+  graphs_ = std::move(graphs);
+  graph_kv_ = kv;
+  graph_max_blocks_ = reserved_.max_blocks;
+  return int64_t(graphs_.size());
 }
 
 size_t Model::LayoutActivations(void* base, int64_t n, size_t plan_ints, Activations* a) const {
@@ -362,6 +471,9 @@ size_t Model::LayoutLora(void* base, int64_t n, int64_t max_rank, LoraPass* pass
 
 absl::Status Model::Reserve(const ForwardLimits& limits) {
   std::lock_guard<std::mutex> lock(forward_mu_);
+  if (!graphs_.empty()) {
+    return absl::FailedPreconditionError("Reserve: decode graphs hold the workspace's addresses");
+  }
   const ModelSpec& s = spec_;
   const int64_t n = limits.max_tokens;
   if (n <= 0 || limits.max_seqs <= 0 || limits.max_blocks <= 0 || limits.max_logit_rows < 0) {
@@ -386,6 +498,11 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
     RETURN_IF_ERROR(route_.Get(be_, 2 * pairs * sizeof(float)).status());
     RETURN_IF_ERROR(plan_.Get(be_, 3 * pairs * sizeof(int32_t)).status());
   }
+  reserved_.max_tokens = std::max(reserved_.max_tokens, limits.max_tokens);
+  reserved_.max_seqs = std::max(reserved_.max_seqs, limits.max_seqs);
+  reserved_.max_blocks = std::max(reserved_.max_blocks, limits.max_blocks);
+  reserved_.max_logit_rows = std::max(reserved_.max_logit_rows, limits.max_logit_rows);
+  reserved_.max_lora_rank = std::max(reserved_.max_lora_rank, limits.max_lora_rank);
   return absl::OkStatus();
 }
 

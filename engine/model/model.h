@@ -10,6 +10,7 @@
 #ifndef ARBOR_ENGINE_MODEL_MODEL_H_
 #define ARBOR_ENGINE_MODEL_MODEL_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -107,6 +108,18 @@ class Model {
   absl::StatusOr<kernels::Tensor> ForwardOnDevice(absl::Span<const SequenceChunk> chunks,
                                                   const KvCacheView& kv);
 
+  // CUDA graphs for decode steps (engine.cuda_graphs): one graph per batch-size bucket (1, 2, 4,
+  // ..., max_batch, capped by what Reserve reserved), each the whole forward pass of that many
+  // one-token sequences over the pages of `kv`. From then on a pass of b <= max_batch one-token
+  // chunks without adapters, over these pages, uploads its plan padded to the smallest bucket
+  // >= b and replays that bucket's graph: one launch instead of a few per layer. Returns how
+  // many graphs were captured; Unimplemented on backends without graphs and for MoE models.
+  // Call after Reserve; Reserve may not be called again.
+  absl::StatusOr<int64_t> CaptureDecodeGraphs(const KvCacheView& kv, int64_t max_batch);
+  int64_t max_graph_batch() const { return graphs_.empty() ? 0 : graphs_.back().batch; }
+  // Passes that replayed a graph so far.
+  int64_t graph_launches() const { return graph_launches_; }
+
   // A single sequence with its own pages for up to `capacity` tokens.
   absl::StatusOr<SequenceKv> NewSequence(int64_t capacity, int64_t block_size = 16);
   // Runs `tokens` after the cached ones of `seq` and returns logits [n, vocab] when
@@ -120,6 +133,48 @@ class Model {
   absl::Status UploadRopeTable();  // inv_freq_ for the spec's rope scaling
   absl::StatusOr<kernels::Tensor> ForwardLocked(absl::Span<const SequenceChunk> chunks,
                                                 const KvCacheView& kv);
+  // The host side of a pass: per token its id, position, sequence and KV slot; per sequence
+  // its block table, padded with -1 to max_blocks; the rows whose logits are wanted; the tokens
+  // of each adapter.
+  struct PassPlan {
+    std::vector<int32_t> ids, positions, token_seq, slots, tables, logit_rows;
+    int64_t num_seqs = 0;
+    int64_t max_blocks = 1;
+    std::vector<const LoraAdapter*> adapters;
+    std::vector<std::vector<int32_t>> adapter_rows;
+    int64_t n() const { return int64_t(ids.size()); }
+  };
+  // The same plan on the device (carved from the workspace), and the shape the kernels'
+  // launches depend on.
+  struct DevicePlan {
+    int32_t* ids = nullptr;         // [n]
+    int32_t* positions = nullptr;   // [n]
+    int32_t* token_seq = nullptr;   // [n]
+    int32_t* slots = nullptr;       // [n]
+    int32_t* tables = nullptr;      // [num_seqs, max_blocks]
+    int32_t* logit_rows = nullptr;  // [rows]
+    int64_t n = 0, num_seqs = 0, max_blocks = 0, rows = 0;
+  };
+  struct DecodeGraph {
+    int64_t batch = 0;
+    std::unique_ptr<kernels::Graph> graph;
+  };
+  struct Activations;
+  struct LoraPass;
+  // Checks the chunks (ids, positions, block tables) and builds the host plan; block tables
+  // are padded to at least `min_blocks`.
+  absl::StatusOr<PassPlan> PlanPass(absl::Span<const SequenceChunk> chunks, const KvCacheView& kv,
+                                    int64_t min_blocks) const;
+  // Adds padding sequences up to `batch` (see the .cc for why they touch no page).
+  static void PadPlan(int64_t batch, PassPlan* plan);
+  // Lays out the pass's buffers and queues the plan's upload.
+  absl::StatusOr<DevicePlan> UploadPlan(const PassPlan& plan, Activations* a, LoraPass* lora);
+  // Every kernel of the pass, from the embedding to the LM head; launch-only (no host sync),
+  // so that it can be captured.
+  absl::StatusOr<kernels::Tensor> RunPass(const DevicePlan& d, const Activations& a,
+                                          const LoraPass& lora, const KvCacheView& kv);
+  // The graph that runs `chunks`, or null when they are not a capturable decode step.
+  const DecodeGraph* GraphFor(absl::Span<const SequenceChunk> chunks, const KvCacheView& kv) const;
   // Tokens of one adapter in the batch, as device index and per-row scale arrays.
   struct LoraGroup {
     const LoraAdapter* adapter;
@@ -174,6 +229,11 @@ class Model {
   Scratch route_;                    // MoE top-k weights and experts [n, k] x 2
   Scratch plan_;                     // MoE tokens and weights grouped by expert
   kernels::HostBuffer plan_mirror_;  // pinned: the int32 plan before it goes up (Reserve)
+  ForwardLimits reserved_;           // the largest limits Reserve was given
+  std::vector<DecodeGraph> graphs_;  // ascending batch (CaptureDecodeGraphs)
+  KvCacheView graph_kv_;             // the pages the graphs were captured over
+  int64_t graph_max_blocks_ = 0;     // every graph's block-table width
+  std::atomic<int64_t> graph_launches_{0};
 };
 
 }  // namespace arbor::engine

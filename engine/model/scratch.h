@@ -10,6 +10,7 @@
 #include <cstddef>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 
 namespace arbor::engine {
@@ -20,6 +21,11 @@ class Scratch {
   // pointer too.
   absl::StatusOr<void*> Get(kernels::Backend& backend, size_t bytes) {
     bytes = std::max<size_t>(bytes, 1);
+    if (bytes > buffer_.bytes() && frozen_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("a forward pass needs ", bytes, " bytes of a workspace reserved at ",
+                       buffer_.bytes(), " (captured graphs hold its address)"));
+    }
     if (bytes > buffer_.bytes()) {
       const size_t grown = std::max(bytes, buffer_.bytes() + buffer_.bytes() / 2);
       buffer_ = kernels::DeviceBuffer();  // free first: never hold the old and the new at once
@@ -30,9 +36,12 @@ class Scratch {
     return buffer_.data();
   }
   size_t bytes() const { return buffer_.bytes(); }
+  // From now on Get never reallocates: a larger request is FailedPrecondition.
+  void Freeze() { frozen_ = true; }
 
  private:
   kernels::DeviceBuffer buffer_;
+  bool frozen_ = false;
 };
 
 }  // namespace arbor::engine

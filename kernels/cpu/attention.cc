@@ -26,6 +26,10 @@ void CpuPagedAttention(const PagedAttentionArgs& a) {
   std::vector<double> q(static_cast<size_t>(d));
   for (int64_t t = 0; t < a.q.rows; ++t) {
     const int64_t pos = a.q_positions[t];
+    if (pos < 0) {  // a padding row sees no key: its output is 0, as on CUDA
+      for (int64_t c = 0; c < a.num_q_heads * d; ++c) a.out.Store(t, c, 0.0f);
+      continue;
+    }
     const int32_t* table = a.block_tables + int64_t(a.token_seq[t]) * a.max_blocks;
     const int64_t first =
         a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;

@@ -59,6 +59,7 @@ void CpuRopeKvWrite(const RopeKvWriteArgs& a) {
       }
     }
     const int64_t slot = a.slots[tok];
+    if (slot < 0) continue;  // a padding row: rotated, not cached
     const int64_t k_at = KvOffset(a.kv, slot, 0), v_at = KvOffset(a.kv, slot, 1);
     for (int64_t c = 0; c < kv_dim; ++c) {
       StoreFromFloat(a.kv.pages, a.kv.dtype, k_at + c, a.qkv.Load(tok, q_dim + c));

@@ -59,6 +59,18 @@ class CudaEvent final : public Event {
   cudaEvent_t event_;
 };
 
+class CudaGraph final : public Graph {
+ public:
+  explicit CudaGraph(cudaGraphExec_t exec) : exec_(exec) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  absl::Status Launch(Stream& s) override {
+    return CudaStatus(cudaGraphLaunch(exec_, Native(s)), "cudaGraphLaunch");
+  }
+
+ private:
+  cudaGraphExec_t exec_;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int ordinal, cudaStream_t stream, std::unique_ptr<LtLinear> linear)
@@ -159,6 +171,29 @@ class CudaBackend final : public Backend {
     return std::unique_ptr<Event>(std::make_unique<CudaEvent>(e));
   }
   Stream& default_stream() override { return default_stream_; }
+
+  absl::Status BeginCapture(Stream& s) override {
+    // Thread-local: only this thread's unsafe calls (a cudaMalloc, a synchronising copy) break
+    // the capture; other threads (adapter uploads, say) go on undisturbed.
+    return CudaStatus(cudaStreamBeginCapture(Native(s), cudaStreamCaptureModeThreadLocal),
+                      "cudaStreamBeginCapture");
+  }
+  absl::StatusOr<std::unique_ptr<Graph>> EndCapture(Stream& s) override {
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(Native(s), &graph);
+    if (end != cudaSuccess) {
+      cudaGetLastError();  // an invalidated capture is not a sticky error
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      return CudaStatus(end, "cudaStreamEndCapture");
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (auto st = CudaStatus(inst, "cudaGraphInstantiate"); !st.ok()) return st;
+    return std::unique_ptr<Graph>(std::make_unique<CudaGraph>(exec));
+  }
+
+  void SetDeterministic(bool on) override { linear_->set_deterministic(on); }
 
   absl::Status AddRmsNorm(const AddRmsNormArgs& a, Stream& s) override {
     if (auto st = ValidateAddRmsNorm(a); !st.ok()) return st;

@@ -104,7 +104,8 @@ absl::Status LtLinear::Run(const LinearArgs& a, cudaStream_t stream) {
   ARBOR_LT(cublasLtMatrixLayoutCreate(&lb.d, in_type, uint64_t(k), uint64_t(m), a.x.stride));
   ARBOR_LT(cublasLtMatrixLayoutCreate(&lc.d, out_type, uint64_t(n), uint64_t(m), a.y.stride));
 
-  const Key key{m,
+  const bool deterministic = deterministic_;
+  Key key{m,
                 n,
                 k,
                 a.w.stride,
@@ -118,6 +119,8 @@ absl::Status LtLinear::Run(const LinearArgs& a, cudaStream_t stream) {
                 Alignment(a.x.data),
                 Alignment(a.y.data),
                 a.bias != nullptr ? Alignment(a.bias) : 256};
+  const Key exact = key;
+  if (deterministic) key.m = 0;
   cublasLtMatmulAlgo_t algo;
   bool cached = false;
   {
@@ -146,8 +149,23 @@ absl::Status LtLinear::Run(const LinearArgs& a, cudaStream_t stream) {
         pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    ARBOR_LT(cublasLtMatmulAlgoGetHeuristic(handle_, op.d, la.d, lb.d, lc.d, lc.d, pref.d, 1,
-                                            &result, &found));
+    if (deterministic) {
+      const uint32_t no_split_k = CUBLASLT_REDUCTION_SCHEME_NONE;
+      ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(
+          pref.d, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &no_split_k, sizeof(no_split_k)));
+      // The algorithm is chosen for a fixed row count, so that it is the same whatever m the
+      // first call of this shape has.
+      Layout lb_fixed, lc_fixed;
+      ARBOR_LT(cublasLtMatrixLayoutCreate(&lb_fixed.d, in_type, uint64_t(k),
+                                          uint64_t(kDeterministicRows), a.x.stride));
+      ARBOR_LT(cublasLtMatrixLayoutCreate(&lc_fixed.d, out_type, uint64_t(n),
+                                          uint64_t(kDeterministicRows), a.y.stride));
+      ARBOR_LT(cublasLtMatmulAlgoGetHeuristic(handle_, op.d, la.d, lb_fixed.d, lc_fixed.d,
+                                              lc_fixed.d, pref.d, 1, &result, &found));
+    } else {
+      ARBOR_LT(cublasLtMatmulAlgoGetHeuristic(handle_, op.d, la.d, lb.d, lc.d, lc.d, pref.d, 1,
+                                              &result, &found));
+    }
     if (found == 0) {
       return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for Linear m=", m,
                                               " n=", n, " k=", k, " (", DTypeName(a.x.dtype),
@@ -156,6 +174,25 @@ absl::Status LtLinear::Run(const LinearArgs& a, cudaStream_t stream) {
     algo = result.algo;
     std::lock_guard<std::mutex> lock(mu_);
     algorithms_.emplace(key, algo);
+  }
+  if (deterministic) {
+    bool checked;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      checked = checked_.count(exact) > 0;
+    }
+    if (!checked) {
+      // The shared algorithm was chosen for another m: make sure it runs this one.
+      cublasLtMatmulHeuristicResult_t check{};
+      if (cublasLtMatmulAlgoCheck(handle_, op.d, la.d, lb.d, lc.d, lc.d, &algo, &check) !=
+          CUBLAS_STATUS_SUCCESS) {
+        return absl::InternalError(absl::StrCat(
+            "deterministic mode: the cuBLASLt algorithm chosen for Linear n=", n, " k=", k,
+            " does not run m=", m));
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      checked_.insert(exact);
+    }
   }
   const float alpha = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
   ARBOR_LT(cublasLtMatmul(handle_, op.d, &alpha, a.w.data, la.d, a.x.data, lb.d, &beta, a.y.data,

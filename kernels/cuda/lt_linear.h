@@ -8,10 +8,12 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <tuple>
 
 #include "absl/status/status.h"
@@ -35,10 +37,17 @@ class LtLinear {
 
   size_t cached_algorithms() const;
 
+  // Deterministic mode (Backend::SetDeterministic): each (n, k, dtypes, layout) gets one
+  // algorithm, chosen for kDeterministicRows rows with split-K ruled out, and runs it for every
+  // m. A kernel without split-K computes each output row by the same sequence of tensor-core
+  // steps whatever the other rows, so a row's result does not depend on its batch.
+  static constexpr int64_t kDeterministicRows = 128;
+  void set_deterministic(bool on) { deterministic_ = on; }
+
  private:
   LtLinear(cublasLtHandle_t handle, void* workspace) : handle_(handle), workspace_(workspace) {}
 
-  // Everything an algorithm choice depends on: the shape, the leading dimensions, the dtypes,
+  // Everything an algorithm choice depends on (m is 0 in deterministic mode): the shape, the leading dimensions, the dtypes,
   // the epilogue, beta, and each pointer's alignment (a column slice of a fused output may be
   // only 2-byte aligned; the heuristic must know).
   struct Key {
@@ -58,6 +67,8 @@ class LtLinear {
   void* workspace_;
   mutable std::mutex mu_;
   std::map<Key, cublasLtMatmulAlgo_t> algorithms_;
+  std::set<Key> checked_;  // deterministic mode: (key with m) the shared algorithm was checked for
+  std::atomic<bool> deterministic_{false};
 };
 
 }  // namespace arbor::kernels

@@ -82,6 +82,7 @@ __global__ void RopeKvWriteKernel(RopeKvWriteArgs a) {
   __syncthreads();
   const int64_t kv_dim = a.num_kv_heads * d, q_dim = a.num_q_heads * d;
   const int64_t slot = a.slots[t];
+  if (slot < 0) return;  // a padding row: rotated, not cached
   const int64_t k_at = KvOffset(a.kv, slot, 0), v_at = KvOffset(a.kv, slot, 1);
   for (int64_t c = threadIdx.x; c < kv_dim; c += blockDim.x) {
     StoreFromFloat(a.kv.pages, a.kv.dtype, k_at + c,

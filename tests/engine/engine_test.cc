@@ -12,6 +12,7 @@
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer_text_stream.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "tests/engine/collector.h"
 
 namespace arbor::engine {
@@ -19,9 +20,24 @@ namespace {
 
 struct Fixture {
   kernels::CpuBackend cpu;
+  std::unique_ptr<kernels::Backend> gpu;
+  kernels::Backend* backend = &cpu;
   std::unique_ptr<Model> model;
+  bool deterministic = false;
   Fixture() {
     auto m = Model::Load("models/tiny", cpu);
+    REQUIRE(m.ok());
+    model = std::move(*m);
+  }
+  // On the GPU, in bf16, deterministic, decode steps replaying CUDA graphs.
+  struct OnGpu {};
+  explicit Fixture(OnGpu) : deterministic(true) {
+    auto cuda = kernels::CreateCudaBackend(0);
+    REQUIRE(cuda.ok());
+    gpu = std::move(*cuda);
+    backend = gpu.get();
+    auto m = Model::Load("models/tiny", *gpu,
+                         ModelOptions{kernels::DType::kBF16, kernels::DType::kBF16});
     REQUIRE(m.ok());
     model = std::move(*m);
   }
@@ -33,7 +49,9 @@ struct Fixture {
     c.max_num_seqs = max_num_seqs;
     c.max_num_batched_tokens = batched_tokens;
     c.max_model_len = max_model_len;
-    auto e = Engine::Create(*model, cpu, nullptr, c);
+    c.deterministic = deterministic;
+    c.cuda_graphs = true;
+    auto e = Engine::Create(*model, *backend, nullptr, c);
     INFO(e.status().ToString());
     REQUIRE(e.ok());
     return std::move(*e);
@@ -102,8 +120,9 @@ std::vector<std::vector<std::vector<int32_t>>> RunAll(Engine& e, std::vector<Req
   return out;
 }
 
-TEST_CASE("each request yields the same greedy tokens alone and in a mixed batch", "[engine]") {
-  Fixture f;
+// Greedy tokens alone, in a mixed batch, and in a pool so small that sequences are preempted
+// and recomputed: all the same.
+void CheckBatchInvariance(Fixture& f) {
   auto alone_engine = f.NewEngine(400);
   const auto alone = RunAll(*alone_engine, MixedRequests(11), /*one_at_a_time=*/true);
   RequireAllFree(*alone_engine);
@@ -126,6 +145,20 @@ TEST_CASE("each request yields the same greedy tokens alone and in a mixed batch
   CHECK(most_preempted_waiting > 0);
   CHECK(small->stats().preempted_waiting == 0);
   RequireAllFree(*small);
+}
+
+TEST_CASE("each request yields the same greedy tokens alone and in a mixed batch", "[engine]") {
+  Fixture f;
+  CheckBatchInvariance(f);
+}
+
+TEST_CASE("deterministic mode on the GPU: the same greedy tokens alone, batched and preempted",
+          "[engine][gpu]") {
+  Fixture f{Fixture::OnGpu{}};
+  CheckBatchInvariance(f);
+  // Decode steps replayed graphs (captured at start-up).
+  CHECK(f.model->graph_launches() > 0);
+  CHECK(f.gpu->Health().ok());
 }
 
 TEST_CASE("n > 1 forks share the prompt; greedy siblings agree", "[engine]") {
@@ -263,8 +296,7 @@ TEST_CASE("bad requests are refused at submit, naming the field", "[engine]") {
   RequireAllFree(*e);
 }
 
-TEST_CASE("seeded sampling gives the same tokens whatever else is in the batch", "[engine]") {
-  Fixture f;
+void CheckSeededInvariance(Fixture& f) {
   auto make = [](uint64_t seed) {
     Request r;
     r.prompt = {10, 20, 30, 40};
@@ -282,6 +314,18 @@ TEST_CASE("seeded sampling gives the same tokens whatever else is in the batch",
   const auto together = RunAll(*e, crowd, false);
   CHECK(together[5] == alone[0]);
   RequireAllFree(*e);
+}
+
+TEST_CASE("seeded sampling gives the same tokens whatever else is in the batch", "[engine]") {
+  Fixture f;
+  CheckSeededInvariance(f);
+}
+
+TEST_CASE("deterministic mode on the GPU: seeded tokens do not depend on the batch",
+          "[engine][gpu]") {
+  Fixture f{Fixture::OnGpu{}};
+  CheckSeededInvariance(f);
+  CHECK(f.gpu->Health().ok());
 }
 
 TEST_CASE("stress: thousands of requests, random cancellations, a tiny pool", "[engine]") {
