@@ -72,6 +72,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   backend.SetDeterministic(config.deterministic);
   RETURN_IF_ERROR(model.Reserve(limits));
   // One sampled row per running sequence at most.
+  for (auto* event : {&e->forward_start_, &e->forward_end_, &e->sample_start_, &e->sample_end_}) {
+    ASSIGN_OR_RETURN(*event, backend.CreateEvent());
+  }
   ASSIGN_OR_RETURN(e->sampler_, DeviceSampler::Create(backend, spec.vocab_size, config.max_num_seqs,
                                                       e->max_model_len_, e->eos_ids_));
   const size_t page_bytes = model.KvPageBytes(config.block_size);
@@ -380,6 +383,7 @@ void Engine::Step() {
   }
   const absl::Time t1 = absl::Now();
   kernels::Stream& stream = backend_.default_stream();
+  absl::Status timing = forward_start_->Record(stream);
   auto logits = model_.ForwardOnDevice(chunks, KvCacheView{pool_->base(), config_.block_size});
   // Every chunk's tokens are computed now (forks below copy that count).
   int64_t prefill = 0;
@@ -426,10 +430,20 @@ void Engine::Step() {
     }
     row += num_rows;
   }
+  if (timing.ok()) timing = forward_end_->Record(stream);
   absl::StatusOr<std::vector<SampleResult>> results = std::vector<SampleResult>();
+  if (timing.ok()) timing = sample_start_->Record(stream);
   if (status.ok() && !inputs.empty()) {
     results = sampler_->Sample(*logits, input_rows, inputs, stream);
     status = results.status();
+  }
+  if (timing.ok()) timing = sample_end_->Record(stream);
+  double device_s = 0;
+  if (status.ok() && timing.ok() && (timing = sample_end_->Synchronize()).ok()) {
+    // Every event has completed (the sampler's token copy synchronised the stream).
+    auto forward_ms = forward_end_->ElapsedMsSince(*forward_start_);
+    auto sample_ms = sample_end_->ElapsedMsSince(*sample_start_);
+    if (forward_ms.ok() && sample_ms.ok()) device_s = (*forward_ms + *sample_ms) / 1e3;
   }
   const absl::Time t2 = absl::Now();
   if (!status.ok()) {
@@ -459,7 +473,7 @@ void Engine::Step() {
     stats_.prefill_tokens_computed_total += prefill;
   }
   RefreshStats(schedule_s, absl::ToDoubleSeconds(t2 - t1),
-               absl::ToDoubleSeconds((t1 - t0) + (absl::Now() - t2)) - schedule_s);
+               absl::ToDoubleSeconds((t1 - t0) + (absl::Now() - t2)) - schedule_s, device_s);
 }
 
 void Engine::Fork(Sequence* parent) {
@@ -617,7 +631,8 @@ void Engine::Finish(Sequence* seq, FinishReason reason, const std::string& detai
   if (req->request.callback) req->request.callback(ev);
 }
 
-void Engine::RefreshStats(double scheduler_s, double forward_s, double other_s) {
+void Engine::RefreshStats(double scheduler_s, double forward_s, double other_s,
+                          double device_s) {
   if (blocks_ == nullptr) return;  // Create() failed before the pool existed
   const memory::BlockManager::Stats b = blocks_->stats();
   std::lock_guard<std::mutex> lock(mu_);
@@ -635,6 +650,7 @@ void Engine::RefreshStats(double scheduler_s, double forward_s, double other_s) 
   stats_.scheduler_seconds_total += scheduler_s;
   stats_.forward_seconds_total += forward_s;
   stats_.other_seconds_total += other_s;
+  stats_.device_seconds_total += device_s;
   if (forward_s > 0) ++stats_.iterations;
 }
 

@@ -67,6 +67,10 @@ struct EngineStats {
   double scheduler_seconds_total = 0;  // Scheduler::Schedule: queues, pages, preemption
   double forward_seconds_total = 0;    // Model::Forward
   double other_seconds_total = 0;      // batch assembly, sampling, detokenization, callbacks
+  // Device time of the steps: the forward pass's span and the sampler's, between events on the
+  // compute stream. The steps' wall time (the three totals above) minus this is host time the
+  // device did not hide: scheduling, plan building and launches while the device waited.
+  double device_seconds_total = 0;
 };
 
 class Engine {
@@ -118,7 +122,7 @@ class Engine {
   void StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, const float* logits,
                             int64_t vocab);
   void Fork(Sequence* parent);
-  void RefreshStats(double scheduler_s, double forward_s, double other_s);
+  void RefreshStats(double scheduler_s, double forward_s, double other_s, double device_s = 0);
 
   Model& model_;
   kernels::Backend& backend_;
@@ -130,6 +134,8 @@ class Engine {
   std::unique_ptr<memory::BlockManager> blocks_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<DeviceSampler> sampler_;
+  // Around the forward pass and around sampling, on the compute stream (device_seconds_total).
+  std::unique_ptr<kernels::Event> forward_start_, forward_end_, sample_start_, sample_end_;
 
   // Engine-thread state.
   std::map<uint64_t, std::unique_ptr<RequestState>> requests_;

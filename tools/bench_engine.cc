@@ -3,11 +3,19 @@
 // (target: < 5% of a forward of the tiny model at batch 64 on the CPU). Appends its figures to
 // bench/results.json (see BENCHMARKS.md).
 //
-//   bazel run //tools:bench_engine -- [--model DIR] [--batch 64] [--prompt 32] [--gen 64]
-//                                     [--device auto|cpu|cuda] [--dtype auto|bfloat16|float32]
-//                                     [--results bench/results.json]
+//   bazel run //tools:bench_engine -- [--model DIR | --config DIR] [--batch 64] [--prompt 32]
+//       [--gen 64] [--device auto|cpu|cuda] [--dtype auto|bfloat16|float32] [--graphs 1]
+//       [--deterministic 0] [--deterministic-cost 0] [--peer hf.json] [--results bench/results.json]
+//
+// --config DIR builds dummy weights of DIR/config.json's shape (an 8B model without a
+// checkpoint). --peer names the JSON tools/bench/hf_generate.py wrote for the same batch, prompt
+// and gen on the same card: its tokens/s is the baseline of serve.throughput_vs_hf.
+// --deterministic-cost runs a second wave with engine.deterministic flipped and records the
+// ratio. serve.overhead_fraction is the steps' wall time minus the device's time in them (events
+// around the forward pass and the sampler), over the wall time.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -29,17 +37,71 @@ namespace {
 
 struct Args {
   std::string model = "models/tiny";
+  std::string config;  // a config.json directory: dummy weights of its shape instead of --model
   int batch = 64;
   int prompt = 32;
   int gen = 64;
   std::string device = "auto";
   std::string dtype = "auto";  // model.dtype: auto is bf16 on CUDA, fp32 on the CPU
+  bool graphs = true;          // engine.cuda_graphs
+  bool deterministic = false;  // engine.deterministic
+  bool deterministic_cost = false;  // a second wave in deterministic mode, the ratio recorded
+  std::string peer;  // JSON from tools/bench/hf_generate.py at the same shape: the baseline
   std::string results = "bench/results.json";
 };
 
 int Usage(const char* msg) {
   std::fprintf(stderr, "bench_engine: %s\n", msg);
   return 2;
+}
+
+// One wave: `batch` greedy requests submitted at once, timed until the last finishes.
+struct Wave {
+  double wall_s = 0;
+  arbor::engine::EngineStats stats;
+};
+
+absl::StatusOr<Wave> RunWave(arbor::engine::Model& model, arbor::kernels::Backend& backend,
+                             const Args& a, bool deterministic) {
+  arbor::engine::EngineConfig config;
+  config.max_num_seqs = a.batch;
+  config.max_model_len = a.prompt + a.gen;
+  config.num_pages = int64_t(a.batch) * ((a.prompt + a.gen + 15) / 16 + 1);
+  config.max_num_batched_tokens = std::max(2048, std::min(a.batch * a.prompt, 16384));
+  config.cuda_graphs = a.graphs;
+  config.deterministic = deterministic;
+  auto engine = arbor::engine::Engine::Create(model, backend, nullptr, config);
+  if (!engine.ok()) return engine.status();
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  std::mt19937_64 rng(1);
+  std::uniform_int_distribution<int32_t> id(0, int32_t(model.spec().vocab_size - 1));
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < a.batch; ++i) {
+    arbor::engine::Request r;
+    for (int t = 0; t < a.prompt; ++t) r.prompt.push_back(id(rng));
+    r.params.temperature = 0.0f;
+    r.params.max_tokens = a.gen;
+    r.params.ignore_eos = true;
+    r.callback = [&](const arbor::engine::StreamEvent& ev) {
+      if (ev.finish) {
+        std::lock_guard<std::mutex> lock(mu);
+        ++done;
+        cv.notify_all();
+      }
+    };
+    if (auto h = (*engine)->Submit(r); !h.ok()) return h.status();
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done == a.batch; });
+  }
+  Wave w;
+  w.wall_s = absl::ToDoubleSeconds(absl::Now() - start);
+  w.stats = (*engine)->stats();
+  return w;
 }
 
 }  // namespace
@@ -56,6 +118,8 @@ int main(int argc, char** argv) {
     const std::string v = argv[++i];
     if (k == "--model")
       a.model = v;
+    else if (k == "--config")
+      a.config = v;
     else if (k == "--batch")
       a.batch = std::atoi(v.c_str());
     else if (k == "--prompt")
@@ -66,6 +130,14 @@ int main(int argc, char** argv) {
       a.device = v;
     else if (k == "--dtype")
       a.dtype = v;
+    else if (k == "--graphs")
+      a.graphs = v != "0" && v != "false";
+    else if (k == "--deterministic")
+      a.deterministic = v != "0" && v != "false";
+    else if (k == "--deterministic-cost")
+      a.deterministic_cost = v != "0" && v != "false";
+    else if (k == "--peer")
+      a.peer = v;
     else if (k == "--results")
       a.results = v;
     else
@@ -78,62 +150,58 @@ int main(int argc, char** argv) {
   auto backend = arbor::kernels::CreateBackend(*pref);
   if (!backend.ok()) return Usage(std::string(backend.status().message()).c_str());
   auto info = (*backend)->Info();
-  auto spec = arbor::engine::LoadHfConfig(a.model);
+  const std::string model_name = a.config.empty() ? a.model : a.config + " (dummy weights)";
+  auto spec = arbor::engine::LoadHfConfig(a.config.empty() ? a.model : a.config);
   if (!spec.ok()) return Usage(std::string(spec.status().message()).c_str());
   const arbor::engine::ModelOptions options =
       arbor::engine::ResolveDtypes(a.dtype, "auto", (*backend)->kind(), spec->torch_dtype);
-  auto model = arbor::engine::Model::Load(a.model, **backend, options);
+  auto model = a.config.empty() ? arbor::engine::Model::Load(a.model, **backend, options)
+                                : arbor::engine::Model::Dummy(*spec, 1, **backend, options);
   if (!model.ok()) return Usage(std::string(model.status().message()).c_str());
 
-  arbor::engine::EngineConfig config;
-  config.max_num_seqs = a.batch;
-  config.max_model_len = a.prompt + a.gen;
-  config.num_pages = int64_t(a.batch) * ((a.prompt + a.gen + 15) / 16 + 1);
-  config.max_num_batched_tokens = std::max(2048, a.batch * a.prompt);
-  auto engine = arbor::engine::Engine::Create(**model, **backend, nullptr, config);
-  if (!engine.ok()) return Usage(std::string(engine.status().message()).c_str());
-
-  std::mutex mu;
-  std::condition_variable cv;
-  int done = 0;
-  std::mt19937_64 rng(1);
-  std::uniform_int_distribution<int32_t> id(0, int32_t((*model)->spec().vocab_size - 1));
-  const absl::Time start = absl::Now();
-  for (int i = 0; i < a.batch; ++i) {
-    arbor::engine::Request r;
-    for (int t = 0; t < a.prompt; ++t) r.prompt.push_back(id(rng));
-    r.params.temperature = 0.0f;
-    r.params.max_tokens = a.gen;
-    r.params.ignore_eos = true;
-    r.callback = [&](const arbor::engine::StreamEvent& ev) {
-      if (ev.finish) {
-        std::lock_guard<std::mutex> lock(mu);
-        ++done;
-        cv.notify_all();
-      }
-    };
-    if (!(*engine)->Submit(r).ok()) return Usage("submit failed");
-  }
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return done == a.batch; });
-  }
-  const double wall = absl::ToDoubleSeconds(absl::Now() - start);
-  const arbor::engine::EngineStats s = (*engine)->stats();
+  auto wave = RunWave(**model, **backend, a, a.deterministic);
+  if (!wave.ok()) return Usage(std::string(wave.status().message()).c_str());
+  const arbor::engine::EngineStats& s = wave->stats;
+  const double wall = wave->wall_s;
   const double iters = double(std::max<int64_t>(1, s.iterations));
   const double sched_per_iter = s.scheduler_seconds_total / iters;
   const double fwd_per_iter = s.forward_seconds_total / iters;
   const double other_per_iter = s.other_seconds_total / iters;
+  const double step_s = s.scheduler_seconds_total + s.forward_seconds_total + s.other_seconds_total;
+  const double overhead = step_s > 0 ? std::max(0.0, step_s - s.device_seconds_total) / step_s : 0;
   const double tok_s = double(s.generation_tokens_total) / wall;
   std::printf("device %s | batch %d, prompt %d, gen %d | %lld iterations in %.2f s\n",
               info.ok() ? info->name.c_str() : "?", a.batch, a.prompt, a.gen,
               static_cast<long long>(s.iterations), wall);
   std::printf(
       "per iteration: forward %.3f ms, scheduler %.4f ms (%.2f%% of forward), "
-      "sampling+bookkeeping %.3f ms\n",
+      "sampling+bookkeeping %.3f ms; device busy %.3f ms -> host overhead %.1f%% of the step\n",
       fwd_per_iter * 1e3, sched_per_iter * 1e3, 100 * sched_per_iter / fwd_per_iter,
-      other_per_iter * 1e3);
+      other_per_iter * 1e3, s.device_seconds_total / iters * 1e3, 100 * overhead);
   std::printf("throughput: %.1f iterations/s, %.0f generated tokens/s\n", iters / wall, tok_s);
+  double deterministic_tok_s = 0;
+  if (a.deterministic_cost) {
+    auto det = RunWave(**model, **backend, a, !a.deterministic);
+    if (!det.ok()) return Usage(std::string(det.status().message()).c_str());
+    deterministic_tok_s = double(det->stats.generation_tokens_total) / det->wall_s;
+    std::printf("deterministic %s: %.0f generated tokens/s\n", a.deterministic ? "off" : "on",
+                deterministic_tok_s);
+  }
+  double peer_tok_s = 0;
+  std::string peer_name;
+  if (!a.peer.empty()) {
+    std::ifstream in(a.peer);
+    if (!in) return Usage(("cannot read --peer " + a.peer).c_str());
+    const nlohmann::json peer = nlohmann::json::parse(in, nullptr, false);
+    if (!peer.is_object() || !peer.contains("tokens_per_s") || !peer.contains("batch") ||
+        peer["batch"] != a.batch || peer["prompt"] != a.prompt || peer["gen"] != a.gen) {
+      return Usage(("--peer " + a.peer + " is not a run of this batch, prompt and gen").c_str());
+    }
+    peer_tok_s = peer["tokens_per_s"].get<double>();
+    peer_name = peer.value("peer", "peer");
+    std::printf("peer %s: %.0f generated tokens/s -> %.2fx\n", peer_name.c_str(), peer_tok_s,
+                tok_s / peer_tok_s);
+  }
 
   std::string command = "bazel run //tools:bench_engine --";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
@@ -153,7 +221,9 @@ int main(int argc, char** argv) {
   const std::string date = absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone());
   const std::string shape = "batch " + std::to_string(a.batch) + ", prompt " +
                             std::to_string(a.prompt) + ", gen " + std::to_string(a.gen) + ", " +
-                            a.model + ", " + arbor::kernels::DTypeName(options.dtype);
+                            model_name + ", " + arbor::kernels::DTypeName(options.dtype) +
+                            (a.graphs ? "" : ", no CUDA graphs") +
+                            (a.deterministic ? ", deterministic" : "");
   nlohmann::json records = nlohmann::json::array();
   records.push_back({{"name", "engine scheduler cost per iteration / forward (" + shape + ")"},
                      {"value", sched_per_iter * 1e3},
@@ -173,7 +243,43 @@ int main(int argc, char** argv) {
                      {"card", card},
                      {"date", date},
                      {"command", command}});
+  records.push_back({{"name", "serve.overhead_fraction (host time per step not hidden behind the "
+                               "device, over the step time; " + shape + ")"},
+                     {"value", (step_s - s.device_seconds_total) / iters * 1e3},
+                     {"unit", "ms/step"},
+                     {"baseline", step_s / iters * 1e3},
+                     {"ratio", overhead},
+                     {"target", "< 0.05"},
+                     {"card", card},
+                     {"date", date},
+                     {"command", command}});
+  if (a.deterministic_cost) {
+    const double on = a.deterministic ? tok_s : deterministic_tok_s;
+    const double off = a.deterministic ? deterministic_tok_s : tok_s;
+    records.push_back({{"name", "engine.deterministic_cost (generated tokens/s with "
+                                "engine.deterministic on, over off; " + shape + ")"},
+                       {"value", on},
+                       {"unit", "tokens/s"},
+                       {"baseline", off},
+                       {"ratio", on / off},
+                       {"target", nullptr},
+                       {"card", card},
+                       {"date", date},
+                       {"command", command}});
+  }
+  if (peer_tok_s > 0) {
+    records.push_back({{"name", "serve.throughput_vs_hf (generated tokens/s over " + peer_name +
+                                 " at the same concurrency and shapes; " + shape + ")"},
+                       {"value", tok_s},
+                       {"unit", "tokens/s"},
+                       {"baseline", peer_tok_s},
+                       {"ratio", tok_s / peer_tok_s},
+                       {"target", ">= 10"},
+                       {"card", card},
+                       {"date", date},
+                       {"command", command}});
+  }
   arbor::bench::AppendResults(a.results, records);
-  std::printf("appended 2 records to %s\n", a.results.c_str());
+  std::printf("appended %zu records to %s\n", records.size(), a.results.c_str());
   return 0;
 }

@@ -52,14 +52,7 @@ if [ -x "$bundle/bin/bench_engine" ]; then
   "$bundle/run.sh" bench_engine --device cuda --results "$out/results.json" || status=1
   "$bundle/run.sh" bench_engine --device cpu --results "$out/results.json" || status=1
 fi
-# GPU-only benchmarks, when bundled (BENCHMARKS.md).
-for b in bench_decode bench_sampling; do
-  if [ -x "$bundle/bin/$b" ]; then
-    echo "== $b"
-    "$bundle/run.sh" "$b" --results "$out/results.json" >"$out/$b.log" 2>&1 || status=1
-    tail -5 "$out/$b.log"
-  fi
-done
+# The GPU benchmarks are tools/bench/gpu_suite.sh.
 kill -TERM "$pid"; wait "$pid" || status=1
 echo "gpu_check: $([ $status -eq 0 ] && echo OK || echo FAILED)"
 exit $status

@@ -471,9 +471,8 @@ size_t Model::LayoutLora(void* base, int64_t n, int64_t max_rank, LoraPass* pass
 
 absl::Status Model::Reserve(const ForwardLimits& limits) {
   std::lock_guard<std::mutex> lock(forward_mu_);
-  if (!graphs_.empty()) {
-    return absl::FailedPreconditionError("Reserve: decode graphs hold the workspace's addresses");
-  }
+  // Once graphs were captured the workspaces are frozen (they hold their addresses): a Reserve
+  // within what was reserved passes, one that would grow them is FailedPrecondition.
   const ModelSpec& s = spec_;
   const int64_t n = limits.max_tokens;
   if (n <= 0 || limits.max_seqs <= 0 || limits.max_blocks <= 0 || limits.max_logit_rows < 0) {

@@ -124,7 +124,11 @@ TEST_CASE("a replayed decode graph matches the eager pass bit for bit (determini
   CHECK(*graphs == 4);  // batches 1, 2, 4, 8
   CHECK((*graphed)->max_graph_batch() == 8);
   CHECK(Bytes(be, pages_g->data(), pool_bytes) == std::vector<uint8_t>(pool_bytes, 0));
-  CHECK((*graphed)->Reserve(Limits()).code() == absl::StatusCode::kFailedPrecondition);
+  // The graphs hold the workspaces: reserving as much again passes, more is refused.
+  CHECK((*graphed)->Reserve(Limits()).ok());
+  ForwardLimits more = Limits();
+  more.max_tokens *= 4;
+  CHECK((*graphed)->Reserve(more).code() == absl::StatusCode::kFailedPrecondition);
 
   const int64_t vocab = (*graphed)->spec().vocab_size;
   for (int seqs : {1, 3, 5, 8}) {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Every GPU benchmark, from an unpacked bundle (tools/bundle.sh) on the GPU host, in one run on
+# one card, so that each ratio compares figures measured together. Appends to
+# ${RESULTS:-bench/results.json} and writes logs under ${OUT:-/tmp/arbor-gpu-suite}.
+#
+#   tools/bench/gpu_suite.sh            # from the repository root on the GPU host
+set -uo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$here"
+bundle=${BUNDLE:-$here/bundle}
+out=${OUT:-/tmp/arbor-gpu-suite}
+results=${RESULTS:-$here/bench/results.json}
+mkdir -p "$out"
+status=0
+run() {  # run NAME CMD...: logs to $out/NAME.log, prints its last lines
+  local name=$1
+  shift
+  echo "== $name"
+  local start=$SECONDS
+  "$@" >"$out/$name.log" 2>&1 || { echo "$name FAILED"; status=1; }
+  tail -4 "$out/$name.log"
+  echo "   ($((SECONDS - start)) s)"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# Batch-1 decode of an 8B-shaped model against the bandwidth floor; graph vs eager.
+run bench_decode "$bundle/run.sh" bench_decode --results "$results"
+# Throughput against transformers at 32 and 128 concurrent requests (prompt 512, output 128).
+for b in 32 128; do
+  run "hf_generate_b$b" python3 tools/bench/hf_generate.py --config tools/bench/llama3-8b \
+    --batch "$b" --prompt 512 --gen 128 --out "$out/hf_b$b.json"
+  run "bench_engine_8b_b$b" "$bundle/run.sh" bench_engine --config tools/bench/llama3-8b \
+    --device cuda --batch "$b" --prompt 512 --gen 128 --peer "$out/hf_b$b.json" \
+    --results "$results"
+done
+# Host overhead at batch 64, and what deterministic mode costs.
+run bench_engine_8b_b64 "$bundle/run.sh" bench_engine --config tools/bench/llama3-8b \
+  --device cuda --batch 64 --prompt 128 --gen 128 --deterministic-cost 1 --results "$results"
+if [ -x "$bundle/bin/bench_moe" ]; then
+  run moe_layer_torch python3 tools/bench/moe_layer_torch.py --out "$out/moe_torch.json"
+  run bench_moe "$bundle/run.sh" bench_moe --peer "$out/moe_torch.json" --results "$results"
+fi
+run bench_sampling "$bundle/run.sh" bench_sampling --results "$results"
+echo "gpu_suite: $([ $status -eq 0 ] && echo OK || echo FAILED)"
+exit $status
