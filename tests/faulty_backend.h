@@ -84,6 +84,8 @@ class FaultyBackend : public kernels::Backend {
   ARBOR_FAULTY_OP(GatherRows)
   ARBOR_FAULTY_OP(ScatterAddRows)
   ARBOR_FAULTY_OP(MoeCombine)
+  ARBOR_FAULTY_OP(MoePermute)
+  ARBOR_FAULTY_OP(GroupedLinear)
   ARBOR_FAULTY_OP(RandomFill)
   ARBOR_FAULTY_OP(Convert)
   ARBOR_FAULTY_OP(Sample)
