@@ -193,8 +193,8 @@ absl::Status ValidateTopKSoftmax(const TopKSoftmaxArgs& a) {
   ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "weights", a.weights));
   ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "experts", a.experts));
   ARBOR_REQUIRE(RequirePositive("TopKSoftmax", "k", a.k));
-  if (a.k > a.logits.cols || a.k > 16) {
-    return Invalid("TopKSoftmax", "k must be <= num_experts and <= 16");
+  if (a.k > a.logits.cols || a.k > kMaxTopK) {
+    return Invalid("TopKSoftmax", absl::StrCat("k must be <= num_experts and <= ", kMaxTopK));
   }
   return absl::OkStatus();
 }
@@ -247,8 +247,8 @@ absl::Status ValidateMoePermute(const MoePermuteArgs& a) {
   if (a.num_experts > kMaxExperts) {
     return Invalid(op, absl::StrCat("num_experts ", a.num_experts, " exceeds ", kMaxExperts));
   }
-  if (a.k > a.num_experts || a.k > 16) {
-    return Invalid(op, "k must be <= num_experts and <= 16");
+  if (a.k > a.num_experts || a.k > kMaxTopK) {
+    return Invalid(op, absl::StrCat("k must be <= num_experts and <= ", kMaxTopK));
   }
   if (a.num_tokens > ((int64_t{1} << 31) - 1) / a.k) {
     return Invalid(op, "num_tokens * k exceeds 2^31-1");

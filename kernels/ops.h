@@ -118,13 +118,17 @@ struct PagedAttentionArgs {
   float scale = 1.0f;          // usually 1/sqrt(head_dim)
 };
 
+// The most experts a token may pick (TopKSoftmax's and MoePermute's k): the kernels keep a
+// token's picks in registers.
+constexpr int64_t kMaxTopK = 16;
+
 // MoE routing: softmax (fp32) over each token's expert logits, keep the top k (ties: lower
 // expert id first), optionally renormalise the kept weights to sum to 1 (Mixtral does).
 struct TopKSoftmaxArgs {
   Tensor logits;               // [num_tokens, num_experts], any float dtype
   float* weights = nullptr;    // [num_tokens, k]
   int32_t* experts = nullptr;  // [num_tokens, k]
-  int64_t k = 0;
+  int64_t k = 0;               // <= kMaxTopK
   bool renormalize = true;
 };
 
@@ -175,7 +179,7 @@ struct MoePermuteArgs {
   const int32_t* experts = nullptr;  // [num_tokens, k]
   const float* weights = nullptr;    // [num_tokens, k]
   int64_t num_tokens = 0;
-  int64_t k = 0;
+  int64_t k = 0;                       // <= kMaxTopK
   int64_t num_experts = 0;             // <= kMaxExperts
   int32_t* expert_offsets = nullptr;   // [num_experts + 1]: exclusive prefix sum of counts
   int32_t* permuted_tokens = nullptr;  // [num_tokens * k]: the token of each grouped row

@@ -116,10 +116,10 @@ __global__ void __launch_bounds__(kPermuteMaxWarps * 32) MoePermuteKernel(MoePer
     __syncthreads();
   }
 
-  // Token t's pairs in ascending expert order (an insertion sort of k <= 16, stable).
+  // Token t's pairs in ascending expert order (a stable insertion sort of k <= kMaxTopK).
   for (int t = tid; t < int(a.num_tokens); t += threads) {
-    int32_t ex[16], rows[16];
-    float w[16];
+    int32_t ex[kMaxTopK], rows[kMaxTopK];
+    float w[kMaxTopK];
     for (int j = 0; j < k; ++j) {
       ex[j] = a.experts[t * k + j];
       rows[j] = a.combine_rows[t * k + j];
