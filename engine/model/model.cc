@@ -335,12 +335,13 @@ size_t Model::LayoutActivations(void* base, int64_t n, size_t plan_ints, Activat
   a->qkv = c.Take(dt, n, q_dim + 2 * kv_dim);
   a->attn = c.Take(dt, n, q_dim);
   a->delta = c.Take(dt, n, h);
-  a->gate_up = c.Take(dt, n, 2 * inter);
-  a->act = c.Take(dt, n, inter);
+  // A dense MLP runs on the n tokens; a mixture's experts on its n * k (token, expert) pairs.
+  const int64_t mlp_rows = s.num_experts > 0 ? n * s.num_experts_per_tok : n;
+  a->gate_up = c.Take(dt, mlp_rows, 2 * inter);
+  a->act = c.Take(dt, mlp_rows, inter);
   if (s.num_experts > 0) {
     a->router = c.Take(dt, n, s.num_experts);
-    a->rows = c.Take(dt, n, h);
-    a->experts = c.Take(dt, n * s.num_experts_per_tok, h);
+    a->pairs = c.Take(dt, mlp_rows, h);
   }
   a->plan = static_cast<int32_t*>(c.Take(plan_ints * sizeof(int32_t)));
   return c.used();
@@ -382,11 +383,19 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
       logits_.Get(be_, size_t(std::max<int64_t>(limits.max_logit_rows, 1) * s.vocab_size) * 4)
           .status());
   if (s.num_experts > 0) {
-    const size_t pairs = size_t(n * s.num_experts_per_tok);
-    RETURN_IF_ERROR(route_.Get(be_, 2 * pairs * sizeof(float)).status());
-    RETURN_IF_ERROR(plan_.Get(be_, 3 * pairs * sizeof(int32_t)).status());
+    RETURN_IF_ERROR(route_.Get(be_, RouteBytes(n)).status());
+    RETURN_IF_ERROR(plan_.Get(be_, MoePlanBytes(n)).status());
   }
   return absl::OkStatus();
+}
+
+size_t Model::RouteBytes(int64_t n) const {
+  return size_t(2 * n * spec_.num_experts_per_tok) * 4;  // weights (fp32) and experts (int32)
+}
+
+size_t Model::MoePlanBytes(int64_t n) const {
+  // expert_offsets, permuted_tokens, combine_rows (int32), combine_weights (fp32).
+  return size_t(spec_.num_experts + 1 + 3 * n * spec_.num_experts_per_tok) * 4;
 }
 
 size_t Model::workspace_bytes() const {
@@ -430,86 +439,48 @@ absl::Status Model::Mlp(const LayerWeights& L, const Activations& a, const LoraP
 
 // Mixtral's sparse MLP: route each token to its top-k experts (softmax, renormalised), run each
 // expert on the tokens routed to it, and sum the weighted outputs per token in expert order.
-// The routing comes back to the host to group tokens by expert (the device-side grouped GEMM
-// of the MoE step removes this round trip).
+// All on the device, in launches whose shapes depend on n alone (never on the routing, so the
+// layer never synchronises and can be captured in a CUDA graph): MoePermute groups the n * k
+// (token, expert) pairs by expert, GatherRows copies each pair's input row into its grouped
+// row, two GroupedLinears (gate_up, then down) run every expert on its rows reading the
+// expert offsets from the device, and MoeCombine sums each token's weighted pair outputs.
 absl::Status Model::Moe(const LayerWeights& L, const Activations& a) {
   kernels::Stream& st = be_.default_stream();
   const DType dt = options_.dtype;
   const int64_t n = a.hb.rows, hid = spec_.hidden_size, inter = spec_.intermediate_size,
-                experts = spec_.num_experts, k = spec_.num_experts_per_tok;
+                experts = spec_.num_experts, k = spec_.num_experts_per_tok, pairs = n * k;
   RETURN_IF_ERROR(
       be_.Linear({a.hb, kernels::View(L.router.data(), dt, experts, hid), nullptr, a.router}, st));
-  ASSIGN_OR_RETURN(void* route, route_.Get(be_, size_t(2 * n * k) * sizeof(float)));
+  ASSIGN_OR_RETURN(void* route, route_.Get(be_, RouteBytes(n)));
   float* weights = static_cast<float*>(route);
-  int32_t* chosen = reinterpret_cast<int32_t*>(weights + n * k);
+  int32_t* chosen = reinterpret_cast<int32_t*>(weights + pairs);
   RETURN_IF_ERROR(be_.TopKSoftmax({a.router, weights, chosen, k, true}, st));
-  std::vector<float> w_host(size_t(n * k));
-  std::vector<int32_t> e_host(size_t(n * k));
-  RETURN_IF_ERROR(be_.CopyToHost(w_host.data(), weights, w_host.size() * sizeof(float), st));
-  RETURN_IF_ERROR(be_.CopyToHost(e_host.data(), chosen, e_host.size() * sizeof(int32_t), st));
-  RETURN_IF_ERROR(st.Synchronize());
 
-  // Every (token, expert) pair gets a row of a.experts, grouped by expert: the tokens of
-  // expert e are rows [begin[e], begin[e + 1]). For the combine, each token's pairs in
-  // ascending expert order: their rows and weights.
-  std::vector<int32_t> tokens_by_expert;
-  std::vector<int64_t> begin(size_t(experts + 1), 0);
-  std::vector<int32_t> pair_row(size_t(n * k));
-  for (int64_t e = 0; e < experts; ++e) {
-    begin[size_t(e)] = int64_t(tokens_by_expert.size());
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t i = 0; i < k; ++i) {
-        if (e_host[size_t(t * k + i)] == e) {
-          pair_row[size_t(t * k + i)] = int32_t(tokens_by_expert.size());
-          tokens_by_expert.push_back(int32_t(t));
-        }
-      }
-    }
-  }
-  begin[size_t(experts)] = int64_t(tokens_by_expert.size());
-  std::vector<int32_t> combine_rows(size_t(n * k));
-  std::vector<float> combine_weights(size_t(n * k));
-  for (int64_t t = 0; t < n; ++t) {
-    std::vector<int64_t> order(static_cast<size_t>(k));
-    for (int64_t i = 0; i < k; ++i) order[size_t(i)] = i;
-    std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) {
-      return e_host[size_t(t * k + x)] < e_host[size_t(t * k + y)];
-    });
-    for (int64_t j = 0; j < k; ++j) {
-      combine_rows[size_t(t * k + j)] = pair_row[size_t(t * k + order[size_t(j)])];
-      combine_weights[size_t(t * k + j)] = w_host[size_t(t * k + order[size_t(j)])];
-    }
-  }
-  const int64_t total = begin[size_t(experts)];
-  ASSIGN_OR_RETURN(void* plan, plan_.Get(be_, size_t(total + 2 * n * k) * sizeof(int32_t)));
-  int32_t* idx_dev = static_cast<int32_t*>(plan);
-  int32_t* rows_dev = idx_dev + total;
-  float* weights_dev = reinterpret_cast<float*>(rows_dev + n * k);
-  RETURN_IF_ERROR(be_.CopyToDevice(idx_dev, tokens_by_expert.data(), size_t(total) * 4, st));
-  RETURN_IF_ERROR(be_.CopyToDevice(rows_dev, combine_rows.data(), size_t(n * k) * 4, st));
-  RETURN_IF_ERROR(be_.CopyToDevice(weights_dev, combine_weights.data(), size_t(n * k) * 4, st));
+  ASSIGN_OR_RETURN(void* plan, plan_.Get(be_, MoePlanBytes(n)));
+  kernels::MoePermuteArgs permute;
+  permute.experts = chosen;
+  permute.weights = weights;
+  permute.num_tokens = n;
+  permute.k = k;
+  permute.num_experts = experts;
+  permute.expert_offsets = static_cast<int32_t*>(plan);
+  permute.permuted_tokens = permute.expert_offsets + experts + 1;
+  permute.combine_rows = permute.permuted_tokens + pairs;
+  permute.combine_weights = reinterpret_cast<float*>(permute.combine_rows + pairs);
+  RETURN_IF_ERROR(be_.MoePermute(permute, st));
 
-  const size_t elem = kernels::DTypeSize(dt);
-  for (int64_t e = 0; e < experts; ++e) {
-    const int64_t m = begin[size_t(e + 1)] - begin[size_t(e)];
-    if (m == 0) continue;
-    const Tensor rows = kernels::Rows(a.rows, 0, m);
-    const Tensor gate_up = kernels::Rows(a.gate_up, 0, m);
-    const Tensor act = kernels::Rows(a.act, 0, m);
-    const void* w_gate_up =
-        static_cast<const char*>(L.experts_gate_up.data()) + size_t(e * 2 * inter * hid) * elem;
-    const void* w_down =
-        static_cast<const char*>(L.experts_down.data()) + size_t(e * hid * inter) * elem;
-    RETURN_IF_ERROR(be_.GatherRows({a.hb, idx_dev + begin[size_t(e)], rows}, st));
-    RETURN_IF_ERROR(
-        be_.Linear({rows, kernels::View(w_gate_up, dt, 2 * inter, hid), nullptr, gate_up}, st));
-    RETURN_IF_ERROR(be_.SiluMul({gate_up, act}, st));
-    RETURN_IF_ERROR(be_.Linear({act, kernels::View(w_down, dt, hid, inter), nullptr,
-                                kernels::Rows(a.experts, begin[size_t(e)], m)},
-                               st));
-  }
-  return be_.MoeCombine({kernels::Rows(a.experts, 0, total), rows_dev, weights_dev, a.delta, k},
-                        st);
+  // a.pairs holds each pair's input row, then (once gate_up has read them) its expert's output.
+  RETURN_IF_ERROR(be_.GatherRows({a.hb, permute.permuted_tokens, a.pairs}, st));
+  RETURN_IF_ERROR(be_.GroupedLinear(
+      {a.pairs, kernels::View(L.experts_gate_up.data(), dt, experts * 2 * inter, hid),
+       permute.expert_offsets, experts, a.gate_up},
+      st));
+  RETURN_IF_ERROR(be_.SiluMul({a.gate_up, a.act}, st));
+  RETURN_IF_ERROR(
+      be_.GroupedLinear({a.act, kernels::View(L.experts_down.data(), dt, experts * hid, inter),
+                         permute.expert_offsets, experts, a.pairs},
+                        st));
+  return be_.MoeCombine({a.pairs, permute.combine_rows, permute.combine_weights, a.delta, k}, st);
 }
 
 }  // namespace arbor::engine

@@ -143,11 +143,12 @@ class Model {
     kernels::Tensor qkv;      // [n, q_dim + 2 kv_dim]
     kernels::Tensor attn;     // [n, q_dim]
     kernels::Tensor delta;    // [n, hidden]: a sublayer's output, added by the next norm
-    kernels::Tensor gate_up;  // [n, 2 inter]
-    kernels::Tensor act;      // [n, inter]
+    kernels::Tensor gate_up;  // [n, 2 inter]; MoE: [n * k, 2 inter], one row per pair
+    kernels::Tensor act;      // [n, inter]; MoE: [n * k, inter]
     kernels::Tensor router;   // [n, num_experts] (MoE)
-    kernels::Tensor rows;     // [n, hidden]: tokens gathered for one expert
-    kernels::Tensor experts;  // [n * k, hidden]: every (token, expert) output (MoE)
+    // [n * k, hidden] (MoE): every (token, expert) pair's input row, grouped by expert, then
+    // its expert's output.
+    kernels::Tensor pairs;
     int32_t* plan = nullptr;  // the int32 plan: ids, positions, sequences, slots, tables, rows
   };
   // Where a pass's buffers sit from `base` (null: only the size); returns the bytes.
@@ -160,6 +161,10 @@ class Model {
   absl::Status Mlp(const LayerWeights& L, const Activations& a, const LoraPass& lora,
                    int64_t layer);
   absl::Status Moe(const LayerWeights& L, const Activations& a);
+  // Bytes of route_ (TopKSoftmax's weights and experts) and plan_ (MoePermute's outputs) for a
+  // pass of n tokens.
+  size_t RouteBytes(int64_t n) const;
+  size_t MoePlanBytes(int64_t n) const;
 
   ModelSpec spec_;
   ModelWeights w_;
@@ -172,7 +177,7 @@ class Model {
   Scratch lora_;                     // LoRA gather/mid/out rows and the adapter row plan
   Scratch logits_;                   // [rows, vocab]
   Scratch route_;                    // MoE top-k weights and experts [n, k] x 2
-  Scratch plan_;                     // MoE tokens and weights grouped by expert
+  Scratch plan_;                     // MoE grouping: MoePermute's offsets, rows and weights
   kernels::HostBuffer plan_mirror_;  // pinned: the int32 plan before it goes up (Reserve)
 };
 
