@@ -382,24 +382,12 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
   RETURN_IF_ERROR(
       logits_.Get(be_, size_t(std::max<int64_t>(limits.max_logit_rows, 1) * s.vocab_size) * 4)
           .status());
-  if (s.num_experts > 0) {
-    RETURN_IF_ERROR(route_.Get(be_, RouteBytes(n)).status());
-    RETURN_IF_ERROR(plan_.Get(be_, MoePlanBytes(n)).status());
-  }
+  if (s.num_experts > 0) RETURN_IF_ERROR(moe_.Get(be_, MoeScratchBytes(MoeShape(), n)).status());
   return absl::OkStatus();
 }
 
-size_t Model::RouteBytes(int64_t n) const {
-  return size_t(2 * n * spec_.num_experts_per_tok) * 4;  // weights (fp32) and experts (int32)
-}
-
-size_t Model::MoePlanBytes(int64_t n) const {
-  // expert_offsets, permuted_tokens, combine_rows (int32), combine_weights (fp32).
-  return size_t(spec_.num_experts + 1 + 3 * n * spec_.num_experts_per_tok) * 4;
-}
-
 size_t Model::workspace_bytes() const {
-  return workspace_.bytes() + lora_.bytes() + logits_.bytes() + route_.bytes() + plan_.bytes();
+  return workspace_.bytes() + lora_.bytes() + logits_.bytes() + moe_.bytes();
 }
 
 absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, const Tensor& x,
@@ -437,50 +425,22 @@ absl::Status Model::Mlp(const LayerWeights& L, const Activations& a, const LoraP
   return ApplyLora(lora, layer, kLoraDown, a.act, a.delta);
 }
 
-// Mixtral's sparse MLP: route each token to its top-k experts (softmax, renormalised), run each
-// expert on the tokens routed to it, and sum the weighted outputs per token in expert order.
-// All on the device, in launches whose shapes depend on n alone (never on the routing, so the
-// layer never synchronises and can be captured in a CUDA graph): MoePermute groups the n * k
-// (token, expert) pairs by expert, GatherRows copies each pair's input row into its grouped
-// row, two GroupedLinears (gate_up, then down) run every expert on its rows reading the
-// expert offsets from the device, and MoeCombine sums each token's weighted pair outputs.
+// Mixtral's sparse MLP, delta = MoE(hb): softmax top-k routing, the (token, expert) pairs
+// grouped by expert, every expert's gate_up and down as one grouped GEMM each, and the weighted
+// sum per token in expert order. All on the device: no copy to the host, no synchronisation,
+// and launch shapes that depend on n only, not on the routing (engine/model/moe_layer.h). Its
+// buffers were reserved with the workspace (Reserve), so a pass allocates nothing.
 absl::Status Model::Moe(const LayerWeights& L, const Activations& a) {
-  kernels::Stream& st = be_.default_stream();
-  const DType dt = options_.dtype;
-  const int64_t n = a.hb.rows, hid = spec_.hidden_size, inter = spec_.intermediate_size,
-                experts = spec_.num_experts, k = spec_.num_experts_per_tok, pairs = n * k;
-  RETURN_IF_ERROR(
-      be_.Linear({a.hb, kernels::View(L.router.data(), dt, experts, hid), nullptr, a.router}, st));
-  ASSIGN_OR_RETURN(void* route, route_.Get(be_, RouteBytes(n)));
-  float* weights = static_cast<float*>(route);
-  int32_t* chosen = reinterpret_cast<int32_t*>(weights + pairs);
-  RETURN_IF_ERROR(be_.TopKSoftmax({a.router, weights, chosen, k, true}, st));
+  const MoeLayerShape shape = MoeShape();
+  ASSIGN_OR_RETURN(void* scratch, moe_.Get(be_, MoeScratchBytes(shape, a.hb.rows)));
+  const MoeLayerWeights w{L.router.data(), L.experts_gate_up.data(), L.experts_down.data()};
+  const MoeLayerBuffers buf{a.router, a.gate_up, a.act, a.pairs, scratch};
+  return RunMoeLayer(be_, be_.default_stream(), shape, w, a.hb, buf, a.delta);
+}
 
-  ASSIGN_OR_RETURN(void* plan, plan_.Get(be_, MoePlanBytes(n)));
-  kernels::MoePermuteArgs permute;
-  permute.experts = chosen;
-  permute.weights = weights;
-  permute.num_tokens = n;
-  permute.k = k;
-  permute.num_experts = experts;
-  permute.expert_offsets = static_cast<int32_t*>(plan);
-  permute.permuted_tokens = permute.expert_offsets + experts + 1;
-  permute.combine_rows = permute.permuted_tokens + pairs;
-  permute.combine_weights = reinterpret_cast<float*>(permute.combine_rows + pairs);
-  RETURN_IF_ERROR(be_.MoePermute(permute, st));
-
-  // a.pairs holds each pair's input row, then (once gate_up has read them) its expert's output.
-  RETURN_IF_ERROR(be_.GatherRows({a.hb, permute.permuted_tokens, a.pairs}, st));
-  RETURN_IF_ERROR(be_.GroupedLinear(
-      {a.pairs, kernels::View(L.experts_gate_up.data(), dt, experts * 2 * inter, hid),
-       permute.expert_offsets, experts, a.gate_up},
-      st));
-  RETURN_IF_ERROR(be_.SiluMul({a.gate_up, a.act}, st));
-  RETURN_IF_ERROR(
-      be_.GroupedLinear({a.act, kernels::View(L.experts_down.data(), dt, experts * hid, inter),
-                         permute.expert_offsets, experts, a.pairs},
-                        st));
-  return be_.MoeCombine({a.pairs, permute.combine_rows, permute.combine_weights, a.delta, k}, st);
+MoeLayerShape Model::MoeShape() const {
+  return MoeLayerShape{spec_.hidden_size, spec_.intermediate_size, spec_.num_experts,
+                       spec_.num_experts_per_tok, options_.dtype};
 }
 
 }  // namespace arbor::engine

@@ -20,6 +20,7 @@
 #include "absl/types/span.h"
 #include "engine/lora/adapter.h"
 #include "engine/model/hf_config.h"
+#include "engine/model/moe_layer.h"
 #include "engine/model/scratch.h"
 #include "engine/model/weights.h"
 #include "kernels/backend.h"
@@ -161,10 +162,7 @@ class Model {
   absl::Status Mlp(const LayerWeights& L, const Activations& a, const LoraPass& lora,
                    int64_t layer);
   absl::Status Moe(const LayerWeights& L, const Activations& a);
-  // Bytes of route_ (TopKSoftmax's weights and experts) and plan_ (MoePermute's outputs) for a
-  // pass of n tokens.
-  size_t RouteBytes(int64_t n) const;
-  size_t MoePlanBytes(int64_t n) const;
+  MoeLayerShape MoeShape() const;
 
   ModelSpec spec_;
   ModelWeights w_;
@@ -176,8 +174,7 @@ class Model {
   Scratch workspace_;                // activations and the int32 plan
   Scratch lora_;                     // LoRA gather/mid/out rows and the adapter row plan
   Scratch logits_;                   // [rows, vocab]
-  Scratch route_;                    // MoE top-k weights and experts [n, k] x 2
-  Scratch plan_;                     // MoE grouping: MoePermute's offsets, rows and weights
+  Scratch moe_;                      // MoE routing and grouping arrays (MoeScratchBytes)
   kernels::HostBuffer plan_mirror_;  // pinned: the int32 plan before it goes up (Reserve)
 };
 
