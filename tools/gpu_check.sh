@@ -29,6 +29,13 @@ if command -v compute-sanitizer >/dev/null; then
       status=1
     grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/racecheck.log"
   fi
+  if [ -x "$bundle/bin/moe_permute_test" ]; then
+    echo "== compute-sanitizer racecheck moe_permute_test [gpu]"
+    LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64" compute-sanitizer --tool racecheck \
+      --error-exitcode 9 "$bundle/bin/moe_permute_test" '[gpu]' >"$out/racecheck_moe.log" 2>&1 ||
+      status=1
+    grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/racecheck_moe.log"
+  fi
 fi
 
 echo "== arbor serve --device auto"
@@ -52,8 +59,17 @@ if [ -x "$bundle/bin/bench_engine" ]; then
   "$bundle/run.sh" bench_engine --device cuda --results "$out/results.json" || status=1
   "$bundle/run.sh" bench_engine --device cpu --results "$out/results.json" || status=1
 fi
+# The MoE layer's PyTorch peer, where PyTorch sees the GPU: first, so that bench_moe (below)
+# finds its records in the same results file and writes moe.mixtral_layer_vs_torch.
+if [ -x "$bundle/bin/bench_moe" ] &&
+  python3 -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+  echo "== moe_layer_torch.py"
+  python3 "$here/tools/bench/moe_layer_torch.py" --results "$out/results.json" \
+    >"$out/moe_layer_torch.log" 2>&1 || status=1
+  tail -4 "$out/moe_layer_torch.log"
+fi
 # GPU-only benchmarks, when bundled (BENCHMARKS.md).
-for b in bench_decode bench_sampling; do
+for b in bench_decode bench_sampling bench_moe; do
   if [ -x "$bundle/bin/$b" ]; then
     echo "== $b"
     "$bundle/run.sh" "$b" --results "$out/results.json" >"$out/$b.log" 2>&1 || status=1
