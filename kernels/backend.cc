@@ -203,8 +203,8 @@ absl::Status ValidateTopKSoftmax(const TopKSoftmaxArgs& a) {
   ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "weights", a.weights));
   ARBOR_REQUIRE(RequirePointer("TopKSoftmax", "experts", a.experts));
   ARBOR_REQUIRE(RequirePositive("TopKSoftmax", "k", a.k));
-  if (a.k > a.logits.cols || a.k > 16) {
-    return Invalid("TopKSoftmax", "k must be <= num_experts and <= 16");
+  if (a.k > a.logits.cols || a.k > kMaxTopK) {
+    return Invalid("TopKSoftmax", absl::StrCat("k must be <= num_experts and <= ", kMaxTopK));
   }
   return absl::OkStatus();
 }
@@ -240,6 +240,49 @@ absl::Status ValidateMoeCombine(const MoeCombineArgs& a) {
   if (a.out.cols != a.expert_out.cols) {
     return Invalid("MoeCombine", "out and expert_out column counts differ");
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMoePermute(const MoePermuteArgs& a) {
+  const char* op = "MoePermute";
+  ARBOR_REQUIRE(RequirePointer(op, "experts", a.experts));
+  ARBOR_REQUIRE(RequirePointer(op, "weights", a.weights));
+  ARBOR_REQUIRE(RequirePointer(op, "expert_offsets", a.expert_offsets));
+  ARBOR_REQUIRE(RequirePointer(op, "permuted_tokens", a.permuted_tokens));
+  ARBOR_REQUIRE(RequirePointer(op, "combine_rows", a.combine_rows));
+  ARBOR_REQUIRE(RequirePointer(op, "combine_weights", a.combine_weights));
+  ARBOR_REQUIRE(RequirePositive(op, "num_tokens", a.num_tokens));
+  ARBOR_REQUIRE(RequirePositive(op, "k", a.k));
+  ARBOR_REQUIRE(RequirePositive(op, "num_experts", a.num_experts));
+  if (a.num_experts > kMaxExperts) {
+    return Invalid(op, absl::StrCat("num_experts ", a.num_experts, " exceeds ", kMaxExperts));
+  }
+  if (a.k > a.num_experts || a.k > kMaxTopK) {
+    return Invalid(op, absl::StrCat("k must be <= num_experts and <= ", kMaxTopK));
+  }
+  if (a.num_tokens > ((int64_t{1} << 31) - 1) / a.k) {
+    return Invalid(op, "num_tokens * k exceeds 2^31-1");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateGroupedLinear(const GroupedLinearArgs& a) {
+  const char* op = "GroupedLinear";
+  ARBOR_REQUIRE(RequireTensor(op, "x", a.x));
+  ARBOR_REQUIRE(RequireTensor(op, "w", a.w));
+  ARBOR_REQUIRE(RequireTensor(op, "y", a.y));
+  ARBOR_REQUIRE(RequirePointer(op, "offsets", a.offsets));
+  ARBOR_REQUIRE(RequirePositive(op, "num_experts", a.num_experts));
+  if (a.num_experts > kMaxExperts) {
+    return Invalid(op, absl::StrCat("num_experts ", a.num_experts, " exceeds ", kMaxExperts));
+  }
+  ARBOR_REQUIRE(RequireDType(op, "w", a.w, a.x.dtype));
+  ARBOR_REQUIRE(RequireDType(op, "y", a.y, a.x.dtype));
+  if (a.x.cols != a.w.cols) {
+    return Invalid(op, absl::StrCat("x has ", a.x.cols, " columns, w has ", a.w.cols));
+  }
+  ARBOR_REQUIRE(RequireShape(op, "w", a.w, a.num_experts * a.y.cols, a.x.cols));
+  ARBOR_REQUIRE(RequireShape(op, "y", a.y, a.x.rows, a.y.cols));
   return absl::OkStatus();
 }
 

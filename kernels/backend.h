@@ -152,6 +152,8 @@ class Backend {
   virtual absl::Status GatherRows(const GatherRowsArgs& args, Stream& stream) = 0;
   virtual absl::Status ScatterAddRows(const ScatterAddRowsArgs& args, Stream& stream) = 0;
   virtual absl::Status MoeCombine(const MoeCombineArgs& args, Stream& stream) = 0;
+  virtual absl::Status MoePermute(const MoePermuteArgs& args, Stream& stream) = 0;
+  virtual absl::Status GroupedLinear(const GroupedLinearArgs& args, Stream& stream) = 0;
   virtual absl::Status RandomFill(const RandomFillArgs& args, Stream& stream) = 0;
   virtual absl::Status Convert(const ConvertArgs& args, Stream& stream) = 0;
   // Sampling (kernels/sampling.h): one token per logits row, and the penalty state it reads.
@@ -191,6 +193,8 @@ absl::Status ValidateTopKSoftmax(const TopKSoftmaxArgs& args);
 absl::Status ValidateGatherRows(const GatherRowsArgs& args);
 absl::Status ValidateScatterAddRows(const ScatterAddRowsArgs& args);
 absl::Status ValidateMoeCombine(const MoeCombineArgs& args);
+absl::Status ValidateMoePermute(const MoePermuteArgs& args);
+absl::Status ValidateGroupedLinear(const GroupedLinearArgs& args);
 absl::Status ValidateRandomFill(const RandomFillArgs& args);
 absl::Status ValidateConvert(const ConvertArgs& args);
 // What can be checked without reading the arrays (which live on the device): shapes, the

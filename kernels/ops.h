@@ -120,13 +120,17 @@ struct PagedAttentionArgs {
   float scale = 1.0f;          // usually 1/sqrt(head_dim)
 };
 
+// The most experts a token may pick (TopKSoftmax's and MoePermute's k): the kernels keep a
+// token's picks in registers.
+constexpr int64_t kMaxTopK = 16;
+
 // MoE routing: softmax (fp32) over each token's expert logits, keep the top k (ties: lower
 // expert id first), optionally renormalise the kept weights to sum to 1 (Mixtral does).
 struct TopKSoftmaxArgs {
   Tensor logits;               // [num_tokens, num_experts], any float dtype
   float* weights = nullptr;    // [num_tokens, k]
   int32_t* experts = nullptr;  // [num_tokens, k]
-  int64_t k = 0;
+  int64_t k = 0;               // <= kMaxTopK
   bool renormalize = true;
 };
 
@@ -158,6 +162,46 @@ struct MoeCombineArgs {
   const float* weights = nullptr;  // [num_tokens, k]
   Tensor out;                      // [num_tokens, hidden]
   int64_t k = 0;
+};
+
+// The most experts MoePermute and GroupedLinear take: the CUDA kernels keep per-expert counts
+// and offsets in shared memory (DeepSeek-V3 has 256 routed experts, Mixtral 8).
+constexpr int64_t kMaxExperts = 256;
+
+// Groups a batch's (token, expert) pairs by expert on the device, so that the experts run as
+// one grouped GEMM whose launch shape depends on num_tokens only, not on the routing. Pair
+// p = t * k + j is token t's j-th choice of TopKSoftmax. Every pair gets a row of the grouped
+// buffers: expert e owns rows [expert_offsets[e], expert_offsets[e + 1]), in pair order within
+// an expert (token order, as each token picks an expert at most once). For the combine, token
+// t's pairs in ascending expert order (ties: lower j first): their rows and routing weights.
+// Deterministic: the outputs depend on `experts` alone, not on the order threads run in.
+// Experts must lie in [0, num_experts) (TopKSoftmax's do); the kernels skip any other id
+// without writing out of bounds, and the outputs are then unspecified.
+struct MoePermuteArgs {
+  const int32_t* experts = nullptr;  // [num_tokens, k]
+  const float* weights = nullptr;    // [num_tokens, k]
+  int64_t num_tokens = 0;
+  int64_t k = 0;                       // <= kMaxTopK
+  int64_t num_experts = 0;             // <= kMaxExperts
+  int32_t* expert_offsets = nullptr;   // [num_experts + 1]: exclusive prefix sum of counts
+  int32_t* permuted_tokens = nullptr;  // [num_tokens * k]: the token of each grouped row
+  int32_t* combine_rows = nullptr;     // [num_tokens, k]: token t's pair rows, experts ascending
+  float* combine_weights = nullptr;    // [num_tokens, k]: their routing weights (MoeCombine's)
+};
+
+// The experts of a mixture, as one grouped GEMM: y[r, :] = x[r, :] W[e]^T for every row r in
+// [offsets[e], offsets[e + 1]), with W[e] = rows [e * out, (e + 1) * out) of `w` (the stacked
+// [num_experts, out, in] weights as one [num_experts * out, in] view). The offsets are read
+// on the device (MoePermute writes them), so the launch shape does not depend on the routing.
+// fp32 accumulation, one rounding to y's dtype (Linear's arithmetic, without bias). Offsets
+// must be non-decreasing from 0 with offsets[num_experts] <= x.rows; rows past it are not
+// written. x, w and y share one dtype.
+struct GroupedLinearArgs {
+  Tensor x;                          // [total, in]: rows grouped by expert
+  Tensor w;                          // [num_experts * out, in]
+  const int32_t* offsets = nullptr;  // [num_experts + 1], device memory
+  int64_t num_experts = 0;           // <= kMaxExperts
+  Tensor y;                          // [total, out]
 };
 
 // Seeded uniform values in [lo, hi) rounded to out's dtype (kernels/philox.h): dummy weights,

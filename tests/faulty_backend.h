@@ -31,6 +31,8 @@ class FaultyBackend : public kernels::Backend {
   int64_t ops() const { return ops_.load(); }
   // Device and host buffers allocated since construction.
   int64_t allocations() const { return allocations_.load(); }
+  // Copies to the host since construction (each one waits for the device on CUDA).
+  int64_t host_copies() const { return host_copies_.load(); }
 
   kernels::DeviceKind kind() const override { return inner_->kind(); }
   absl::StatusOr<kernels::DeviceInfo> Info() const override { return inner_->Info(); }
@@ -53,6 +55,7 @@ class FaultyBackend : public kernels::Backend {
     return Op([&] { return inner_->CopyToDevice(dst, src, n, s); });
   }
   absl::Status CopyToHost(void* dst, const void* src, size_t n, kernels::Stream& s) override {
+    host_copies_.fetch_add(1);
     return Op([&] { return inner_->CopyToHost(dst, src, n, s); });
   }
   absl::Status CopyOnDevice(void* dst, const void* src, size_t n, kernels::Stream& s) override {
@@ -84,6 +87,8 @@ class FaultyBackend : public kernels::Backend {
   ARBOR_FAULTY_OP(GatherRows)
   ARBOR_FAULTY_OP(ScatterAddRows)
   ARBOR_FAULTY_OP(MoeCombine)
+  ARBOR_FAULTY_OP(MoePermute)
+  ARBOR_FAULTY_OP(GroupedLinear)
   ARBOR_FAULTY_OP(RandomFill)
   ARBOR_FAULTY_OP(Convert)
   ARBOR_FAULTY_OP(Sample)
@@ -121,6 +126,7 @@ class FaultyBackend : public kernels::Backend {
   std::atomic<bool> fail_copies_{false};
   std::atomic<int64_t> ops_{0};
   std::atomic<int64_t> allocations_{0};
+  std::atomic<int64_t> host_copies_{0};
 };
 
 }  // namespace arbor::testing

@@ -29,6 +29,13 @@ if command -v compute-sanitizer >/dev/null; then
       status=1
     grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/racecheck.log"
   fi
+  if [ -x "$bundle/bin/moe_permute_test" ]; then
+    echo "== compute-sanitizer racecheck moe_permute_test [gpu]"
+    LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64" compute-sanitizer --tool racecheck \
+      --error-exitcode 9 "$bundle/bin/moe_permute_test" '[gpu]' >"$out/racecheck_moe.log" 2>&1 ||
+      status=1
+    grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/racecheck_moe.log"
+  fi
 fi
 
 echo "== arbor serve --device auto"

@@ -1,5 +1,6 @@
 #include "engine/model/hf_config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -7,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/model/architectures.h"
+#include "kernels/ops.h"
 
 namespace arbor::engine {
 namespace {
@@ -176,9 +178,11 @@ absl::StatusOr<ModelSpec> ParseHfConfig(const std::string& json_text, const std:
     }
   }
   if (traits->moe) {
-    ASSIGN_OR_RETURN(s.num_experts, Int(j, "num_local_experts", source, true, 0, 1, 4096));
-    ASSIGN_OR_RETURN(s.num_experts_per_tok,
-                     Int(j, "num_experts_per_tok", source, true, 0, 1, s.num_experts));
+    // The device MoE ops' limits (kernels/ops.h): refused at load, not at the first forward.
+    ASSIGN_OR_RETURN(s.num_experts,
+                     Int(j, "num_local_experts", source, true, 0, 1, kernels::kMaxExperts));
+    ASSIGN_OR_RETURN(s.num_experts_per_tok, Int(j, "num_experts_per_tok", source, true, 0, 1,
+                                                std::min(s.num_experts, kernels::kMaxTopK)));
   }
 
   std::string dtype_key = j.contains("dtype") ? "dtype" : "torch_dtype";

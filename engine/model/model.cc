@@ -386,9 +386,6 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
 absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_t max_batch) {
   std::lock_guard<std::mutex> lock(forward_mu_);
   graphs_.clear();
-  if (spec_.num_experts > 0) {
-    return absl::UnimplementedError("decode graphs: MoE routing still waits for the host");
-  }
   if (reserved_.max_tokens <= 0) {
     return absl::FailedPreconditionError("decode graphs: Reserve the workspace first");
   }
@@ -426,7 +423,7 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
   }
   // The graphs hold the workspaces' addresses: from now on they may not move (a pass that
   // needs more than was reserved fails instead of reallocating under the graphs).
-  for (Scratch* scratch : {&workspace_, &lora_, &logits_, &route_, &plan_}) scratch->Freeze();
+  for (Scratch* scratch : {&workspace_, &lora_, &logits_, &moe_}) scratch->Freeze();
   graphs_ = std::move(graphs);
   graph_kv_ = kv;
   graph_max_blocks_ = reserved_.max_blocks;
@@ -444,12 +441,13 @@ size_t Model::LayoutActivations(void* base, int64_t n, size_t plan_ints, Activat
   a->qkv = c.Take(dt, n, q_dim + 2 * kv_dim);
   a->attn = c.Take(dt, n, q_dim);
   a->delta = c.Take(dt, n, h);
-  a->gate_up = c.Take(dt, n, 2 * inter);
-  a->act = c.Take(dt, n, inter);
+  // A dense MLP runs on the n tokens; a mixture's experts on its n * k (token, expert) pairs.
+  const int64_t mlp_rows = s.num_experts > 0 ? n * s.num_experts_per_tok : n;
+  a->gate_up = c.Take(dt, mlp_rows, 2 * inter);
+  a->act = c.Take(dt, mlp_rows, inter);
   if (s.num_experts > 0) {
     a->router = c.Take(dt, n, s.num_experts);
-    a->rows = c.Take(dt, n, h);
-    a->experts = c.Take(dt, n * s.num_experts_per_tok, h);
+    a->pairs = c.Take(dt, mlp_rows, h);
   }
   a->plan = static_cast<int32_t*>(c.Take(plan_ints * sizeof(int32_t)));
   return c.used();
@@ -492,11 +490,7 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
   RETURN_IF_ERROR(
       logits_.Get(be_, size_t(std::max<int64_t>(limits.max_logit_rows, 1) * s.vocab_size) * 4)
           .status());
-  if (s.num_experts > 0) {
-    const size_t pairs = size_t(n * s.num_experts_per_tok);
-    RETURN_IF_ERROR(route_.Get(be_, 2 * pairs * sizeof(float)).status());
-    RETURN_IF_ERROR(plan_.Get(be_, 3 * pairs * sizeof(int32_t)).status());
-  }
+  if (s.num_experts > 0) RETURN_IF_ERROR(moe_.Get(be_, MoeScratchBytes(MoeShape(), n)).status());
   reserved_.max_tokens = std::max(reserved_.max_tokens, limits.max_tokens);
   reserved_.max_seqs = std::max(reserved_.max_seqs, limits.max_seqs);
   reserved_.max_blocks = std::max(reserved_.max_blocks, limits.max_blocks);
@@ -506,7 +500,7 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
 }
 
 size_t Model::workspace_bytes() const {
-  return workspace_.bytes() + lora_.bytes() + logits_.bytes() + route_.bytes() + plan_.bytes();
+  return workspace_.bytes() + lora_.bytes() + logits_.bytes() + moe_.bytes();
 }
 
 absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, const Tensor& x,
@@ -544,88 +538,22 @@ absl::Status Model::Mlp(const LayerWeights& L, const Activations& a, const LoraP
   return ApplyLora(lora, layer, kLoraDown, a.act, a.delta);
 }
 
-// Mixtral's sparse MLP: route each token to its top-k experts (softmax, renormalised), run each
-// expert on the tokens routed to it, and sum the weighted outputs per token in expert order.
-// The routing comes back to the host to group tokens by expert (the device-side grouped GEMM
-// of the MoE step removes this round trip).
+// Mixtral's sparse MLP, delta = MoE(hb): softmax top-k routing, the (token, expert) pairs
+// grouped by expert, every expert's gate_up and down as one grouped GEMM each, and the weighted
+// sum per token in expert order. All on the device: no copy to the host, no synchronisation,
+// and launch shapes that depend on n only, not on the routing (engine/model/moe_layer.h). Its
+// buffers were reserved with the workspace (Reserve), so a pass allocates nothing.
 absl::Status Model::Moe(const LayerWeights& L, const Activations& a) {
-  kernels::Stream& st = be_.default_stream();
-  const DType dt = options_.dtype;
-  const int64_t n = a.hb.rows, hid = spec_.hidden_size, inter = spec_.intermediate_size,
-                experts = spec_.num_experts, k = spec_.num_experts_per_tok;
-  RETURN_IF_ERROR(
-      be_.Linear({a.hb, kernels::View(L.router.data(), dt, experts, hid), nullptr, a.router}, st));
-  ASSIGN_OR_RETURN(void* route, route_.Get(be_, size_t(2 * n * k) * sizeof(float)));
-  float* weights = static_cast<float*>(route);
-  int32_t* chosen = reinterpret_cast<int32_t*>(weights + n * k);
-  RETURN_IF_ERROR(be_.TopKSoftmax({a.router, weights, chosen, k, true}, st));
-  std::vector<float> w_host(size_t(n * k));
-  std::vector<int32_t> e_host(size_t(n * k));
-  RETURN_IF_ERROR(be_.CopyToHost(w_host.data(), weights, w_host.size() * sizeof(float), st));
-  RETURN_IF_ERROR(be_.CopyToHost(e_host.data(), chosen, e_host.size() * sizeof(int32_t), st));
-  RETURN_IF_ERROR(st.Synchronize());
+  const MoeLayerShape shape = MoeShape();
+  ASSIGN_OR_RETURN(void* scratch, moe_.Get(be_, MoeScratchBytes(shape, a.hb.rows)));
+  const MoeLayerWeights w{L.router.data(), L.experts_gate_up.data(), L.experts_down.data()};
+  const MoeLayerBuffers buf{a.router, a.gate_up, a.act, a.pairs, scratch};
+  return RunMoeLayer(be_, be_.default_stream(), shape, w, a.hb, buf, a.delta);
+}
 
-  // Every (token, expert) pair gets a row of a.experts, grouped by expert: the tokens of
-  // expert e are rows [begin[e], begin[e + 1]). For the combine, each token's pairs in
-  // ascending expert order: their rows and weights.
-  std::vector<int32_t> tokens_by_expert;
-  std::vector<int64_t> begin(size_t(experts + 1), 0);
-  std::vector<int32_t> pair_row(size_t(n * k));
-  for (int64_t e = 0; e < experts; ++e) {
-    begin[size_t(e)] = int64_t(tokens_by_expert.size());
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t i = 0; i < k; ++i) {
-        if (e_host[size_t(t * k + i)] == e) {
-          pair_row[size_t(t * k + i)] = int32_t(tokens_by_expert.size());
-          tokens_by_expert.push_back(int32_t(t));
-        }
-      }
-    }
-  }
-  begin[size_t(experts)] = int64_t(tokens_by_expert.size());
-  std::vector<int32_t> combine_rows(size_t(n * k));
-  std::vector<float> combine_weights(size_t(n * k));
-  for (int64_t t = 0; t < n; ++t) {
-    std::vector<int64_t> order(static_cast<size_t>(k));
-    for (int64_t i = 0; i < k; ++i) order[size_t(i)] = i;
-    std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) {
-      return e_host[size_t(t * k + x)] < e_host[size_t(t * k + y)];
-    });
-    for (int64_t j = 0; j < k; ++j) {
-      combine_rows[size_t(t * k + j)] = pair_row[size_t(t * k + order[size_t(j)])];
-      combine_weights[size_t(t * k + j)] = w_host[size_t(t * k + order[size_t(j)])];
-    }
-  }
-  const int64_t total = begin[size_t(experts)];
-  ASSIGN_OR_RETURN(void* plan, plan_.Get(be_, size_t(total + 2 * n * k) * sizeof(int32_t)));
-  int32_t* idx_dev = static_cast<int32_t*>(plan);
-  int32_t* rows_dev = idx_dev + total;
-  float* weights_dev = reinterpret_cast<float*>(rows_dev + n * k);
-  RETURN_IF_ERROR(be_.CopyToDevice(idx_dev, tokens_by_expert.data(), size_t(total) * 4, st));
-  RETURN_IF_ERROR(be_.CopyToDevice(rows_dev, combine_rows.data(), size_t(n * k) * 4, st));
-  RETURN_IF_ERROR(be_.CopyToDevice(weights_dev, combine_weights.data(), size_t(n * k) * 4, st));
-
-  const size_t elem = kernels::DTypeSize(dt);
-  for (int64_t e = 0; e < experts; ++e) {
-    const int64_t m = begin[size_t(e + 1)] - begin[size_t(e)];
-    if (m == 0) continue;
-    const Tensor rows = kernels::Rows(a.rows, 0, m);
-    const Tensor gate_up = kernels::Rows(a.gate_up, 0, m);
-    const Tensor act = kernels::Rows(a.act, 0, m);
-    const void* w_gate_up =
-        static_cast<const char*>(L.experts_gate_up.data()) + size_t(e * 2 * inter * hid) * elem;
-    const void* w_down =
-        static_cast<const char*>(L.experts_down.data()) + size_t(e * hid * inter) * elem;
-    RETURN_IF_ERROR(be_.GatherRows({a.hb, idx_dev + begin[size_t(e)], rows}, st));
-    RETURN_IF_ERROR(
-        be_.Linear({rows, kernels::View(w_gate_up, dt, 2 * inter, hid), nullptr, gate_up}, st));
-    RETURN_IF_ERROR(be_.SiluMul({gate_up, act}, st));
-    RETURN_IF_ERROR(be_.Linear({act, kernels::View(w_down, dt, hid, inter), nullptr,
-                                kernels::Rows(a.experts, begin[size_t(e)], m)},
-                               st));
-  }
-  return be_.MoeCombine({kernels::Rows(a.experts, 0, total), rows_dev, weights_dev, a.delta, k},
-                        st);
+MoeLayerShape Model::MoeShape() const {
+  return MoeLayerShape{spec_.hidden_size, spec_.intermediate_size, spec_.num_experts,
+                       spec_.num_experts_per_tok, options_.dtype};
 }
 
 }  // namespace arbor::engine

@@ -21,6 +21,7 @@
 #include "absl/types/span.h"
 #include "engine/lora/adapter.h"
 #include "engine/model/hf_config.h"
+#include "engine/model/moe_layer.h"
 #include "engine/model/scratch.h"
 #include "engine/model/weights.h"
 #include "kernels/backend.h"
@@ -113,7 +114,7 @@ class Model {
   // one-token sequences over the pages of `kv`. From then on a pass of b <= max_batch one-token
   // chunks without adapters, over these pages, uploads its plan padded to the smallest bucket
   // >= b and replays that bucket's graph: one launch instead of a few per layer. Returns how
-  // many graphs were captured; Unimplemented on backends without graphs and for MoE models.
+  // many graphs were captured; Unimplemented on backends without graphs.
   // Call after Reserve; from then on a Reserve that would grow a workspace fails. Capturing
   // again (a new engine over a new pool) replaces the graphs.
   absl::StatusOr<int64_t> CaptureDecodeGraphs(const KvCacheView& kv, int64_t max_batch);
@@ -199,11 +200,12 @@ class Model {
     kernels::Tensor qkv;      // [n, q_dim + 2 kv_dim]
     kernels::Tensor attn;     // [n, q_dim]
     kernels::Tensor delta;    // [n, hidden]: a sublayer's output, added by the next norm
-    kernels::Tensor gate_up;  // [n, 2 inter]
-    kernels::Tensor act;      // [n, inter]
+    kernels::Tensor gate_up;  // [n, 2 inter]; MoE: [n * k, 2 inter], one row per pair
+    kernels::Tensor act;      // [n, inter]; MoE: [n * k, inter]
     kernels::Tensor router;   // [n, num_experts] (MoE)
-    kernels::Tensor rows;     // [n, hidden]: tokens gathered for one expert
-    kernels::Tensor experts;  // [n * k, hidden]: every (token, expert) output (MoE)
+    // [n * k, hidden] (MoE): every (token, expert) pair's input row, grouped by expert, then
+    // its expert's output.
+    kernels::Tensor pairs;
     int32_t* plan = nullptr;  // the int32 plan: ids, positions, sequences, slots, tables, rows
   };
   // Where a pass's buffers sit from `base` (null: only the size); returns the bytes.
@@ -216,6 +218,7 @@ class Model {
   absl::Status Mlp(const LayerWeights& L, const Activations& a, const LoraPass& lora,
                    int64_t layer);
   absl::Status Moe(const LayerWeights& L, const Activations& a);
+  MoeLayerShape MoeShape() const;
 
   ModelSpec spec_;
   ModelWeights w_;
@@ -227,8 +230,7 @@ class Model {
   Scratch workspace_;                // activations and the int32 plan
   Scratch lora_;                     // LoRA gather/mid/out rows and the adapter row plan
   Scratch logits_;                   // [rows, vocab]
-  Scratch route_;                    // MoE top-k weights and experts [n, k] x 2
-  Scratch plan_;                     // MoE tokens and weights grouped by expert
+  Scratch moe_;                      // MoE routing and grouping arrays (MoeScratchBytes)
   kernels::HostBuffer plan_mirror_;  // pinned: the int32 plan before it goes up (Reserve)
   ForwardLimits reserved_;           // the largest limits Reserve was given
   std::vector<DecodeGraph> graphs_;  // ascending batch (CaptureDecodeGraphs)

@@ -187,6 +187,18 @@ absl::Status CpuBackend::MoeCombine(const MoeCombineArgs& args, Stream&) {
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::MoePermute(const MoePermuteArgs& args, Stream&) {
+  if (auto s = ValidateMoePermute(args); !s.ok()) return s;
+  CpuMoePermute(args);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GroupedLinear(const GroupedLinearArgs& args, Stream&) {
+  if (auto s = ValidateGroupedLinear(args); !s.ok()) return s;
+  CpuGroupedLinear(args);
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::RandomFill(const RandomFillArgs& args, Stream&) {
   if (auto s = ValidateRandomFill(args); !s.ok()) return s;
   CpuRandomFill(args);

@@ -40,6 +40,8 @@ class CpuBackend final : public Backend {
   absl::Status GatherRows(const GatherRowsArgs& args, Stream& stream) override;
   absl::Status ScatterAddRows(const ScatterAddRowsArgs& args, Stream& stream) override;
   absl::Status MoeCombine(const MoeCombineArgs& args, Stream& stream) override;
+  absl::Status MoePermute(const MoePermuteArgs& args, Stream& stream) override;
+  absl::Status GroupedLinear(const GroupedLinearArgs& args, Stream& stream) override;
   absl::Status RandomFill(const RandomFillArgs& args, Stream& stream) override;
   absl::Status Convert(const ConvertArgs& args, Stream& stream) override;
   absl::Status Sample(const SampleArgs& args, Stream& stream) override;
@@ -65,6 +67,8 @@ void CpuTopKSoftmax(const TopKSoftmaxArgs& args);
 void CpuGatherRows(const GatherRowsArgs& args);
 void CpuScatterAddRows(const ScatterAddRowsArgs& args);
 void CpuMoeCombine(const MoeCombineArgs& args);
+void CpuMoePermute(const MoePermuteArgs& args);
+void CpuGroupedLinear(const GroupedLinearArgs& args);
 void CpuRandomFill(const RandomFillArgs& args);
 void CpuConvert(const ConvertArgs& args);
 

@@ -1,5 +1,6 @@
-// CPU references for mixture-of-experts routing and combining, and the row gather/scatter that
-// dispatches tokens to experts and adapters.
+// CPU references for mixture-of-experts routing, grouping, the grouped expert GEMM and the
+// combine, and the row gather/scatter that dispatches tokens to experts and adapters.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -71,6 +72,50 @@ void CpuMoeCombine(const MoeCombineArgs& a) {
       }
       a.out.Store(tok, c, acc);
     }
+  }
+}
+
+// A counting sort by expert, stable in pair order (ops.h's MoePermuteArgs).
+void CpuMoePermute(const MoePermuteArgs& a) {
+  const int64_t pairs = a.num_tokens * a.k;
+  auto valid = [&](int32_t e) { return e >= 0 && e < a.num_experts; };
+  std::vector<int32_t> next(size_t(a.num_experts + 1), 0);
+  for (int64_t p = 0; p < pairs; ++p) {
+    if (valid(a.experts[p])) ++next[size_t(a.experts[p]) + 1];
+  }
+  for (int64_t e = 0; e < a.num_experts; ++e) next[size_t(e + 1)] += next[size_t(e)];
+  std::copy(next.begin(), next.end(), a.expert_offsets);
+  std::vector<int32_t> pair_row(size_t(pairs), -1);
+  for (int64_t p = 0; p < pairs; ++p) {
+    const int32_t e = a.experts[p];
+    if (!valid(e)) continue;
+    pair_row[size_t(p)] = next[size_t(e)]++;
+    a.permuted_tokens[pair_row[size_t(p)]] = int32_t(p / a.k);
+  }
+  std::vector<int64_t> order(size_t(a.k));
+  for (int64_t t = 0; t < a.num_tokens; ++t) {
+    const int32_t* chosen = a.experts + t * a.k;
+    for (int64_t j = 0; j < a.k; ++j) order[size_t(j)] = j;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t x, int64_t y) { return chosen[x] < chosen[y]; });
+    for (int64_t j = 0; j < a.k; ++j) {
+      const int64_t from = t * a.k + order[size_t(j)];
+      a.combine_rows[t * a.k + j] = pair_row[size_t(from)];
+      a.combine_weights[t * a.k + j] = a.weights[from];
+    }
+  }
+}
+
+// One Linear per expert on its rows: the same BLAS call, and so the same bits, as running the
+// experts one by one.
+void CpuGroupedLinear(const GroupedLinearArgs& a) {
+  const int64_t out = a.y.cols;
+  for (int64_t e = 0; e < a.num_experts; ++e) {
+    const int64_t begin = std::clamp<int64_t>(a.offsets[e], 0, a.x.rows);
+    const int64_t end = std::clamp<int64_t>(a.offsets[e + 1], begin, a.x.rows);
+    if (end == begin) continue;
+    CpuLinear({Rows(a.x, begin, end - begin), Rows(a.w, e * out, out), nullptr,
+               Rows(a.y, begin, end - begin), false});
   }
 }
 

@@ -231,6 +231,14 @@ class CudaBackend final : public Backend {
     if (auto st = ValidateMoeCombine(a); !st.ok()) return st;
     return CudaStatus(LaunchMoeCombine(a, Native(s)), "MoeCombine");
   }
+  absl::Status MoePermute(const MoePermuteArgs& a, Stream& s) override {
+    if (auto st = ValidateMoePermute(a); !st.ok()) return st;
+    return CudaStatus(LaunchMoePermute(a, Native(s)), "MoePermute");
+  }
+  absl::Status GroupedLinear(const GroupedLinearArgs& a, Stream& s) override {
+    if (auto st = ValidateGroupedLinear(a); !st.ok()) return st;
+    return CudaStatus(LaunchGroupedLinear(a, Native(s)), "GroupedLinear");
+  }
   absl::Status RandomFill(const RandomFillArgs& a, Stream& s) override {
     if (auto st = ValidateRandomFill(a); !st.ok()) return st;
     return CudaStatus(LaunchRandomFill(a, Native(s)), "RandomFill");

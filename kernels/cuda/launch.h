@@ -19,6 +19,8 @@ cudaError_t LaunchTopKSoftmax(const TopKSoftmaxArgs& args, cudaStream_t stream);
 cudaError_t LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream);
 cudaError_t LaunchScatterAddRows(const ScatterAddRowsArgs& args, cudaStream_t stream);
 cudaError_t LaunchMoeCombine(const MoeCombineArgs& args, cudaStream_t stream);
+cudaError_t LaunchMoePermute(const MoePermuteArgs& args, cudaStream_t stream);
+cudaError_t LaunchGroupedLinear(const GroupedLinearArgs& args, cudaStream_t stream);
 cudaError_t LaunchRandomFill(const RandomFillArgs& args, cudaStream_t stream);
 cudaError_t LaunchConvert(const ConvertArgs& args, cudaStream_t stream);
 

@@ -1,6 +1,8 @@
 // MoE on CUDA: routing (one thread per token computes the softmax over its experts and picks
-// the top k, ties to the lower expert id, as the CPU reference; expert counts are small, <= 256)
-// and the un-permute that sums each token's weighted expert outputs in ascending expert order.
+// the top k, ties to the lower expert id, as the CPU reference; expert counts are small, <= 256),
+// the grouping of (token, expert) pairs by expert (one block: a counting sort in shared memory,
+// stable in pair order), and the un-permute that sums each token's weighted expert outputs in
+// ascending expert order. The grouped expert GEMM is kernels/cuda/grouped_linear.cu.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/dispatch.cuh"
@@ -41,6 +43,108 @@ __global__ void TopKSoftmaxKernel(TopKSoftmaxArgs a) {
   }
 }
 
+// One block groups every pair: a batch has at most max_num_batched_tokens * k pairs, a few
+// thousand to a few tens of thousands, which one block sorts in a few microseconds, and a single
+// block needs no grid-wide synchronisation. The block walks the pairs in chunks of blockDim.x:
+// a pair's row is its expert's running offset, plus the pairs of that expert in earlier warps
+// of the chunk (per-warp counts in shared memory), plus those in earlier lanes of its own warp
+// (__match_any_sync). Every count is a sum, so the result does not depend on thread timing.
+constexpr int kPermuteMaxWarps = 32;
+
+__global__ void __launch_bounds__(kPermuteMaxWarps * 32) MoePermuteKernel(MoePermuteArgs a) {
+  __shared__ int32_t next[kMaxExperts];  // each expert's next free row
+  __shared__ int32_t warp_count[kPermuteMaxWarps][kMaxExperts];
+  const int experts = int(a.num_experts), k = int(a.k);
+  const int pairs = int(a.num_tokens) * k;
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int threads = int(blockDim.x), warps = threads >> 5;
+  auto valid = [&](int e) { return e >= 0 && e < experts; };
+
+  // Pairs per expert, then their exclusive prefix sum (warp 0, 32 experts at a time).
+  for (int e = tid; e < experts; e += threads) next[e] = 0;
+  __syncthreads();
+  for (int p = tid; p < pairs; p += threads) {
+    const int e = a.experts[p];
+    if (valid(e)) atomicAdd(&next[e], 1);
+  }
+  __syncthreads();
+  if (warp == 0) {
+    int carry = 0;
+    for (int base = 0; base < experts; base += 32) {
+      const int e = base + lane;
+      const int count = e < experts ? next[e] : 0;
+      int inclusive = count;
+      for (int d = 1; d < 32; d <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, inclusive, d);
+        if (lane >= d) inclusive += v;
+      }
+      if (e < experts) {
+        next[e] = carry + inclusive - count;
+        a.expert_offsets[e] = carry + inclusive - count;
+      }
+      carry += __shfl_sync(0xffffffffu, inclusive, 31);
+    }
+    if (lane == 0) a.expert_offsets[experts] = carry;
+  }
+  __syncthreads();
+
+  // Each pair's row; combine_rows holds it by pair until the last step orders each token's.
+  for (int base = 0; base < pairs; base += threads) {
+    for (int i = tid; i < warps * experts; i += threads) warp_count[i / experts][i % experts] = 0;
+    __syncthreads();
+    const int p = base + tid;
+    const int e = p < pairs ? a.experts[p] : -1;
+    const unsigned peers = __match_any_sync(0xffffffffu, e);
+    const int rank = __popc(peers & ((1u << lane) - 1u));
+    if (valid(e) && rank == 0) warp_count[warp][e] = __popc(peers);
+    __syncthreads();
+    if (p < pairs) {
+      int row = -1;
+      if (valid(e)) {
+        row = next[e] + rank;
+        for (int w = 0; w < warp; ++w) row += warp_count[w][e];
+        a.permuted_tokens[row] = p / k;
+      }
+      a.combine_rows[p] = row;
+    }
+    __syncthreads();
+    for (int x = tid; x < experts; x += threads) {
+      int chunk = 0;
+      for (int w = 0; w < warps; ++w) chunk += warp_count[w][x];
+      next[x] += chunk;
+    }
+    __syncthreads();
+  }
+
+  // Token t's pairs in ascending expert order (a stable insertion sort of k <= kMaxTopK).
+  for (int t = tid; t < int(a.num_tokens); t += threads) {
+    int32_t ex[kMaxTopK], rows[kMaxTopK];
+    float w[kMaxTopK];
+    for (int j = 0; j < k; ++j) {
+      ex[j] = a.experts[t * k + j];
+      rows[j] = a.combine_rows[t * k + j];
+      w[j] = a.weights[t * k + j];
+    }
+    for (int j = 1; j < k; ++j) {
+      const int32_t e = ex[j], r = rows[j];
+      const float v = w[j];
+      int i = j - 1;
+      for (; i >= 0 && ex[i] > e; --i) {
+        ex[i + 1] = ex[i];
+        rows[i + 1] = rows[i];
+        w[i + 1] = w[i];
+      }
+      ex[i + 1] = e;
+      rows[i + 1] = r;
+      w[i + 1] = v;
+    }
+    for (int j = 0; j < k; ++j) {
+      a.combine_rows[t * k + j] = rows[j];
+      a.combine_weights[t * k + j] = w[j];
+    }
+  }
+}
+
 template <DType D>
 __global__ void MoeCombineKernel(MoeCombineArgs a) {
   ARBOR_GRID_STRIDE(i, a.out.rows * a.out.cols) {
@@ -60,6 +164,15 @@ __global__ void MoeCombineKernel(MoeCombineArgs a) {
 cudaError_t LaunchTopKSoftmax(const TopKSoftmaxArgs& a, cudaStream_t s) {
   constexpr int kThreads = 128;
   TopKSoftmaxKernel<<<unsigned((a.logits.rows + kThreads - 1) / kThreads), kThreads, 0, s>>>(a);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchMoePermute(const MoePermuteArgs& a, cudaStream_t s) {
+  // One block, as many warps as the pairs fill (at most 32): a decode step's few pairs do not
+  // pay for clearing 32 warps' counts. Depends on num_tokens only, never on the routing.
+  const int64_t pairs = a.num_tokens * a.k;
+  const int warps = int(std::min<int64_t>(kPermuteMaxWarps, (pairs + 31) / 32));
+  MoePermuteKernel<<<1, unsigned(warps * 32), 0, s>>>(a);
   return cudaGetLastError();
 }
 

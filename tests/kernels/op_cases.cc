@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "kernels/philox.h"
+#include "tests/kernels/moe_reference.h"
 #include "tests/kernels/typed_tensors.h"
 
 namespace arbor::testing {
@@ -475,6 +476,99 @@ CaseResult MoeCombine(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   return r;
 }
 
+// The routing of an MoE case from its token count: n % 3 == 0, every token picks the same
+// experts; 1, only the lower half of the experts is picked (the rest get no token; n = 1 too);
+// 2, any experts.
+Routing RoutingFor(int64_t n) {
+  return n % 3 == 0 ? Routing::kSame : n % 3 == 1 ? Routing::kLowerHalf : Routing::kUniform;
+}
+
+// ------------------------------------------------------------------------------ MoePermute
+// d0 = tokens, d1 = experts, d2 = k; the dtype is not the op's (its arrays are int32 and
+// fp32). Output: expert_offsets, permuted_tokens, combine_rows (as floats; exact), then
+// combine_weights; the reference is the host grouping Model::Moe used before the op.
+CaseResult MoePermute(Backend& be, const OpCase& c, std::mt19937_64& rng) {
+  const int64_t n = c.d0, experts = c.d1, k = c.d2;
+  const std::vector<int32_t> chosen = RandomRouting(rng, n, k, experts, RoutingFor(n));
+  std::vector<float> weights(static_cast<size_t>(n * k));
+  std::uniform_real_distribution<float> w(0.0f, 1.0f);
+  for (auto& x : weights) x = w(rng);
+  auto dexperts = Must(UploadInts(be, chosen));
+  auto dweights = Must(UploadFloats(be, weights));
+  const size_t pair_bytes = size_t(n * k) * 4, offset_bytes = size_t(experts + 1) * 4;
+  auto offsets = Must(be.Allocate(offset_bytes));
+  auto tokens = Must(be.Allocate(pair_bytes));
+  auto rows = Must(be.Allocate(pair_bytes));
+  auto combine_weights = Must(be.Allocate(pair_bytes));
+  for (auto* b : {&offsets, &tokens, &rows, &combine_weights}) {
+    Ok(be.Fill(b->data(), 0xFF, b->bytes(), be.default_stream()));
+  }
+  kernels::MoePermuteArgs args;
+  args.experts = dexperts.as<int32_t>();
+  args.weights = dweights.as<float>();
+  args.num_tokens = n;
+  args.k = k;
+  args.num_experts = experts;
+  args.expert_offsets = offsets.as<int32_t>();
+  args.permuted_tokens = tokens.as<int32_t>();
+  args.combine_rows = rows.as<int32_t>();
+  args.combine_weights = combine_weights.as<float>();
+  Ok(be.MoePermute(args, be.default_stream()));
+  CaseResult r;
+  for (auto* b : {&offsets, &tokens, &rows}) {
+    const auto raw = Must(DownloadBytes(be, b->data(), b->bytes()));
+    for (size_t i = 0; i < raw.size() / 4; ++i) {
+      r.got.push_back(float(reinterpret_cast<const int32_t*>(raw.data())[i]));
+    }
+  }
+  const auto raw = Must(DownloadBytes(be, combine_weights.data(), pair_bytes));
+  for (size_t i = 0; i < raw.size() / 4; ++i) {
+    r.got.push_back(reinterpret_cast<const float*>(raw.data())[i]);
+  }
+  const HostMoeGrouping g = GroupOnHost(chosen, weights, n, k, experts);
+  for (const auto* v : {&g.offsets, &g.tokens, &g.combine_rows}) {
+    r.want.insert(r.want.end(), v->begin(), v->end());
+  }
+  r.want.insert(r.want.end(), g.combine_weights.begin(), g.combine_weights.end());
+  return r;  // f32, no tolerance: exact
+}
+
+// --------------------------------------------------------------------------- GroupedLinear
+// d0 = tokens, d1 = out, d2 = in; 8 experts, top-2 (Mixtral's), routed as RoutingFor says, so
+// the rows are tokens * 2 pairs grouped by expert. x and w are strided: by 1 column (plain
+// loads on CUDA) when tokens is odd, up to a multiple of 8 columns (the 16-byte cp.async path,
+// with a k tail when in is not one) when even; y by 1, poisoned.
+CaseResult GroupedLinear(Backend& be, const OpCase& c, std::mt19937_64& rng) {
+  constexpr int64_t kExperts = 8, kTopK = 2;
+  const int64_t n = c.d0, out = c.d1, in = c.d2, total = n * kTopK;
+  const HostMoeGrouping g =
+      GroupOnHost(RandomRouting(rng, n, kTopK, kExperts, RoutingFor(n)),
+                  std::vector<float>(size_t(total), 1.0f), n, kTopK, kExperts);
+  const int64_t pad = n % 2 == 1 ? 1 : (8 - in % 8) % 8 + 8;
+  const HostTensor x = RandomTensor(rng, c.dtype, total, in);
+  const HostTensor w = RandomTensor(rng, c.dtype, kExperts * out, in);
+  DeviceTensor dx = Must(Upload(be, x, pad)), dw = Must(Upload(be, w, pad));
+  DeviceTensor dy = Must(Poisoned(be, c.dtype, total, out, 1));
+  auto doffsets = Must(UploadInts(be, g.offsets));
+  Ok(be.GroupedLinear({dx.view, dw.view, doffsets.as<int32_t>(), kExperts, dy.view},
+                      be.default_stream()));
+  CaseResult r;
+  Append(r, Must(Download(be, dy.view)));
+  for (int64_t e = 0; e < kExperts; ++e) {
+    for (int64_t i = g.offsets[size_t(e)]; i < g.offsets[size_t(e + 1)]; ++i) {
+      for (int64_t j = 0; j < out; ++j) {
+        double acc = 0;
+        for (int64_t p = 0; p < in; ++p) acc += double(x.at(i, p)) * double(w.at(e * out + j, p));
+        r.want.push_back(acc);
+      }
+    }
+  }
+  r.dtype = c.dtype;
+  r.atol = 2e-6 * double(in);  // Linear's: fp32 accumulation over `in` terms of size <= 1
+  r.ulps = Is16(c.dtype) ? 1 : 0;
+  return r;
+}
+
 // ------------------------------------------------------------------------------ RandomFill
 // d0 = rows, d1 = cols.
 CaseResult RandomFill(Backend& be, const OpCase& c, std::mt19937_64& rng) {
@@ -563,6 +657,26 @@ const std::vector<OpCase>& OpCases() {
       {"moe_combine", kF32, 5, 2, 17},
       {"moe_combine", kBF16, 33, 2, 4096},
       {"moe_combine", kBF16, 7, 6, 769},
+      // moe_permute: tokens, experts, k (the routing follows tokens % 3; see RoutingFor)
+      {"moe_permute", kF32, 1, 8, 2},
+      {"moe_permute", kF32, 13, 8, 2},
+      {"moe_permute", kF32, 12, 8, 2},
+      {"moe_permute", kF32, 1000, 8, 2},
+      {"moe_permute", kBF16, 37, 60, 6},
+      {"moe_permute", kBF16, 301, 256, 8},
+      {"moe_permute", kBF16, 5, 3, 1},
+      // grouped_linear: tokens (x 2 pairs, 8 experts), out, in
+      {"grouped_linear", kF32, 1, 5, 3},
+      {"grouped_linear", kF32, 13, 37, 769},
+      {"grouped_linear", kF32, 300, 70, 96},
+      {"grouped_linear", kBF16, 1, 37, 769},
+      {"grouped_linear", kBF16, 13, 37, 769},
+      {"grouped_linear", kBF16, 12, 37, 769},
+      {"grouped_linear", kBF16, 2, 64, 128},
+      {"grouped_linear", kBF16, 300, 70, 96},
+      {"grouped_linear", kBF16, 200, 130, 4096},
+      {"grouped_linear", kF16, 14, 33, 65},
+      {"grouped_linear", kF16, 7, 37, 769},
       // random_fill: rows, cols
       {"random_fill", kF32, 3, 1001, 0},
       {"random_fill", kBF16, 17, 4097, 0},
@@ -585,6 +699,8 @@ CaseResult RunCase(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   if (c.op == "top_k") return TopK(be, c, rng);
   if (c.op == "gather_scatter") return GatherScatter(be, c, rng);
   if (c.op == "moe_combine") return MoeCombine(be, c, rng);
+  if (c.op == "moe_permute") return MoePermute(be, c, rng);
+  if (c.op == "grouped_linear") return GroupedLinear(be, c, rng);
   if (c.op == "random_fill") return RandomFill(be, c, rng);
   if (c.op == "convert") return Convert(be, c, rng);
   FAIL("unknown op in the parity table: " << c.op);

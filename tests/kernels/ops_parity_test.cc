@@ -29,7 +29,8 @@ TEST_CASE("the parity table covers every op of the Backend interface", "[kernels
   // One entry per op family (gather_scatter covers GatherRows and ScatterAddRows).
   CHECK(ops == std::set<std::string>{"linear", "add_rms_norm", "silu_mul", "embedding",
                                      "rope_kv_write", "attention", "top_k", "gather_scatter",
-                                     "moe_combine", "random_fill", "convert"});
+                                     "moe_combine", "moe_permute", "grouped_linear", "random_fill",
+                                     "convert"});
   // Every op runs in f32 and bf16 (and the arithmetic ones in f16).
   for (const std::string& op : ops) {
     std::set<DType> dtypes;
@@ -159,6 +160,36 @@ TEST_CASE("ops reject bad arguments the same way on every backend", "[kernels]")
   CHECK(cpu.Linear({t(2, 4, DType::kI32), t(3, 4, DType::kI32), nullptr, t(2, 3)}, st).code() ==
         invalid);
   CHECK(cpu.Convert({t(2, 4), t(4, 2)}, st).code() == invalid);
+  // MoePermute: more experts than the kernels hold, k above the expert count, a null output.
+  const int32_t chosen[4] = {0, 1, 2, 3};
+  const float weights[4] = {};
+  int32_t ints[64] = {};
+  float floats[4] = {};
+  kernels::MoePermuteArgs permute{chosen, weights, 2, 2, 8, ints, ints + 16, ints + 32, floats};
+  CHECK(cpu.MoePermute(permute, st).ok());
+  permute.num_experts = kernels::kMaxExperts + 1;
+  CHECK(cpu.MoePermute(permute, st).code() == invalid);
+  permute.num_experts = 1;
+  CHECK(cpu.MoePermute(permute, st).code() == invalid);
+  permute.num_experts = 8;
+  permute.combine_rows = nullptr;
+  CHECK_THAT(std::string(cpu.MoePermute(permute, st).message()), Catch::Contains("combine_rows"));
+  // GroupedLinear: w not [experts * out, in], mixed dtypes, no offsets.
+  ints[0] = 0;
+  ints[1] = 2;
+  ints[2] = 2;
+  float x[6] = {}, w[12] = {}, y[4] = {};
+  auto v = [](float* p, int64_t rows, int64_t cols, DType d = DType::kF32) {
+    return kernels::Tensor{p, d, rows, cols, cols};
+  };
+  CHECK(cpu.GroupedLinear({v(x, 2, 3), v(w, 4, 3), ints, 2, v(y, 2, 2)}, st).ok());
+  CHECK_THAT(
+      std::string(cpu.GroupedLinear({v(x, 2, 3), v(w, 3, 3), ints, 2, v(y, 2, 2)}, st).message()),
+      Catch::Contains("w is [3, 3], want [4, 3]"));
+  CHECK(cpu.GroupedLinear({v(x, 2, 3), v(w, 4, 3), ints, 2, v(y, 2, 2, DType::kBF16)}, st).code() ==
+        invalid);
+  CHECK(cpu.GroupedLinear({v(x, 2, 3), v(w, 4, 3), nullptr, 2, v(y, 2, 2)}, st).code() == invalid);
+  CHECK(cpu.GroupedLinear({v(x, 2, 3), v(w, 4, 3), ints, 0, v(y, 2, 2)}, st).code() == invalid);
   CHECK(cpu.RandomFill({t(2, 4), 1, 0, 1.0f, 1.0f}, st).code() == invalid);
   CHECK(cpu.Allocate(0).status().code() == invalid);
 }

@@ -1,11 +1,13 @@
 // Decode CUDA graphs (Model::CaptureDecodeGraphs): a replayed graph, padded to its bucket, gives
 // the same logits and writes the same KV as the eager pass of the same batch, bit for bit in
-// deterministic mode; on the CPU capture is refused and passes stay eager.
+// deterministic mode, for a dense model and a mixture of experts; on the CPU capture is refused
+// and passes stay eager.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/model/model.h"
@@ -102,9 +104,13 @@ TEST_CASE("a replayed decode graph matches the eager pass bit for bit (determini
   REQUIRE(cuda.ok());
   kernels::Backend& be = **cuda;
   be.SetDeterministic(true);
+  // A dense model and a mixture of experts (whose routing runs on the device and is captured).
+  const std::string dir = GENERATE(std::string("models/tiny"),
+                                   std::string("tests/data/models/mixtral"));
+  INFO(dir);
   // Two copies of one model: `graphed` replays graphs, `eager` never captures any.
-  auto graphed = Model::Load("models/tiny", be, kBf16);
-  auto eager = Model::Load("models/tiny", be, kBf16);
+  auto graphed = Model::Load(dir, be, kBf16);
+  auto eager = Model::Load(dir, be, kBf16);
   REQUIRE(graphed.ok());
   REQUIRE(eager.ok());
   const size_t pool_bytes = 64 * (*graphed)->KvPageBytes(kBlock);

@@ -12,6 +12,7 @@
 #include "engine/model/model.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/faulty_backend.h"
 
 namespace arbor::engine {
 namespace {
@@ -204,6 +205,39 @@ TEST_CASE("dummy weights: real shapes, finite logits, deterministic by seed", "[
   REQUIRE(lb.ok());
   CHECK(*la == *lb);
   CHECK(std::all_of(la->begin(), la->end(), [](float f) { return std::isfinite(f); }));
+}
+
+TEST_CASE("MoE layers run without a host round trip or an allocation after Reserve", "[model]") {
+  testing::FaultyBackend device(std::make_unique<kernels::CpuBackend>());
+  auto model = Model::Load("tests/data/models/mixtral", device);
+  REQUIRE(model.ok());
+  ForwardLimits limits;
+  limits.max_tokens = 40;
+  limits.max_seqs = 2;
+  limits.max_blocks = 4;
+  limits.max_logit_rows = 40;
+  REQUIRE((*model)->Reserve(limits).ok());
+  auto pages = device.Allocate(8 * (*model)->KvPageBytes(16));
+  REQUIRE(pages.ok());
+  const std::vector<int32_t> table_a = {0, 1, 2}, table_b = {4, 5, 6};
+  std::vector<int32_t> prompt_a(30), prompt_b(10);
+  for (size_t i = 0; i < prompt_a.size(); ++i) prompt_a[i] = int32_t(i * 7 % 256);
+  for (size_t i = 0; i < prompt_b.size(); ++i) prompt_b[i] = int32_t(i * 11 % 256);
+  const int64_t allocations = device.allocations(), copies = device.host_copies();
+  // The largest pass the limits allow (two prompts, 40 tokens, logits at 31 positions), then
+  // decode steps of both sequences.
+  const SequenceChunk prefill[] = {{prompt_a, 0, table_a, SequenceChunk::Logits::kAll, nullptr},
+                                   {prompt_b, 0, table_b, SequenceChunk::Logits::kLast, nullptr}};
+  REQUIRE((*model)->ForwardOnDevice(prefill, KvCacheView{pages->data(), 16}).ok());
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<int32_t> next = {int32_t(step + 1)};
+    const SequenceChunk decode[] = {
+        {next, 30 + step, table_a, SequenceChunk::Logits::kLast, nullptr},
+        {next, 10 + step, table_b, SequenceChunk::Logits::kLast, nullptr}};
+    REQUIRE((*model)->ForwardOnDevice(decode, KvCacheView{pages->data(), 16}).ok());
+  }
+  CHECK(device.allocations() == allocations);
+  CHECK(device.host_copies() == copies);
 }
 
 }  // namespace

@@ -36,8 +36,9 @@ done
 run bench_engine_8b_b64 "$bundle/run.sh" bench_engine --config tools/bench/llama3-8b \
   --device cuda --batch 64 --prompt 128 --gen 128 --deterministic-cost 1 --results "$results"
 if [ -x "$bundle/bin/bench_moe" ]; then
-  run moe_layer_torch python3 tools/bench/moe_layer_torch.py --out "$out/moe_torch.json"
-  run bench_moe "$bundle/run.sh" bench_moe --peer "$out/moe_torch.json" --results "$results"
+  # The PyTorch peer first: bench_moe finds its records in the results file.
+  run moe_layer_torch python3 tools/bench/moe_layer_torch.py --results "$results"
+  run bench_moe "$bundle/run.sh" bench_moe --results "$results"
 fi
 run bench_sampling "$bundle/run.sh" bench_sampling --results "$results"
 echo "gpu_suite: $([ $status -eq 0 ] && echo OK || echo FAILED)"
