@@ -116,11 +116,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   sc.total_pages = pages;
   sc.max_scored_rows = max_scored_rows;
   e->scheduler_ = std::make_unique<Scheduler>(sc, *e->blocks_);
+  // As vLLM reports it: how many sequences of max_model_len tokens the pool holds at once.
+  const int64_t pages_per_seq = (e->max_model_len_ + config.block_size - 1) / config.block_size;
   spdlog::info(
-      "engine: pool of {} pages x {} tokens ({:.1f} MiB), max_model_len {}, "
-      "max_num_seqs {}, max_num_batched_tokens {}, prefix caching {}, workspace {:.1f} MiB",
-      pages, config.block_size, double(pages) * double(page_bytes) / (1 << 20), e->max_model_len_,
-      config.max_num_seqs, config.max_num_batched_tokens,
+      "engine: pool of {} pages x {} tokens ({:.1f} MiB; {} sequences of max_model_len {} at "
+      "once), max_num_seqs {}, max_num_batched_tokens {}, prefix caching {}, workspace {:.1f} MiB",
+      pages, config.block_size, double(pages) * double(page_bytes) / (1 << 20),
+      pages / std::max<int64_t>(pages_per_seq, 1), e->max_model_len_, config.max_num_seqs, config.max_num_batched_tokens,
       config.enable_prefix_caching ? "on" : "off", double(model.workspace_bytes()) / (1 << 20));
   e->RefreshStats(0, 0, 0);
   e->thread_ = std::thread([ptr = e.get()] { ptr->Loop(); });

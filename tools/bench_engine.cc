@@ -5,14 +5,18 @@
 //
 //   bazel run //tools:bench_engine -- [--model DIR | --config DIR] [--batch 64] [--prompt 32]
 //       [--gen 64] [--device auto|cpu|cuda] [--dtype auto|bfloat16|float32] [--graphs 1]
-//       [--deterministic 0] [--deterministic-cost 0] [--peer hf.json] [--results bench/results.json]
+//       [--deterministic 0] [--deterministic-cost 0] [--peer hf.json] [--capacity 0]
+//       [--pool-fraction 0.9] [--results bench/results.json]
 //
 // --config DIR builds dummy weights of DIR/config.json's shape (an 8B model without a
 // checkpoint). --peer names the JSON tools/bench/hf_generate.py wrote for the same batch, prompt
 // and gen on the same card: its tokens/s is the baseline of serve.throughput_vs_hf.
 // --deterministic-cost runs a second wave with engine.deterministic flipped and records the
 // ratio. serve.overhead_fraction is the steps' wall time minus the device's time in them (events
-// around the forward pass and the sampler), over the wall time.
+// around the forward pass and the sampler), over the wall time. --capacity L sizes a pool as
+// the server does (engine.pool_fraction of the device memory left after the weights and the
+// workspaces) for max_model_len L and records how many L-token sequences it holds at once
+// (serve.max_concurrent_<L>), as vLLM's "maximum concurrency" line does.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -25,7 +29,9 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
@@ -47,6 +53,8 @@ struct Args {
   bool deterministic = false;  // engine.deterministic
   bool deterministic_cost = false;  // a second wave in deterministic mode, the ratio recorded
   std::string peer;  // JSON from tools/bench/hf_generate.py at the same shape: the baseline
+  int capacity = 0;   // > 0: record how many sequences of this many tokens the pool holds
+  double pool_fraction = 0.9;  // engine.pool_fraction for --capacity
   std::string results = "bench/results.json";
 };
 
@@ -104,6 +112,26 @@ absl::StatusOr<Wave> RunWave(arbor::engine::Model& model, arbor::kernels::Backen
   return w;
 }
 
+// The pool an engine with max_model_len `context` gets from `fraction` of the memory left (no
+// wave runs): {pages, sequences of `context` tokens it holds at once}.
+absl::StatusOr<std::pair<int64_t, int64_t>> Capacity(arbor::engine::Model& model,
+                                                      arbor::kernels::Backend& backend,
+                                                      const Args& a) {
+  arbor::engine::EngineConfig config;
+  config.max_num_seqs = a.batch;
+  config.max_model_len = a.capacity;
+  config.num_pages = 0;
+  config.pool_bytes = 0;
+  config.pool_fraction = a.pool_fraction;
+  config.max_num_batched_tokens = std::max(2048, std::min(a.batch * a.prompt, 16384));
+  config.cuda_graphs = false;
+  auto engine = arbor::engine::Engine::Create(model, backend, nullptr, config);
+  if (!engine.ok()) return engine.status();
+  const int64_t pages = (*engine)->stats().pages_total;
+  const int64_t per_seq = (a.capacity + config.block_size - 1) / config.block_size;
+  return std::make_pair(pages, pages / per_seq);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,12 +166,18 @@ int main(int argc, char** argv) {
       a.deterministic_cost = v != "0" && v != "false";
     else if (k == "--peer")
       a.peer = v;
+    else if (k == "--capacity")
+      a.capacity = std::atoi(v.c_str());
+    else if (k == "--pool-fraction")
+      a.pool_fraction = std::atof(v.c_str());
     else if (k == "--results")
       a.results = v;
     else
       return Usage(("unknown flag " + k).c_str());
   }
   if (a.batch <= 0 || a.prompt <= 0 || a.gen <= 0) return Usage("sizes must be > 0");
+  if (a.capacity < 0) return Usage("--capacity must be >= 0");
+  if (!(a.pool_fraction > 0 && a.pool_fraction <= 1)) return Usage("--pool-fraction: (0, 1]");
   spdlog::set_level(spdlog::level::warn);
   auto pref = arbor::kernels::ParseDevicePreference(a.device, "--device");
   if (!pref.ok()) return Usage(std::string(pref.status().message()).c_str());
@@ -275,6 +309,27 @@ int main(int argc, char** argv) {
                        {"baseline", peer_tok_s},
                        {"ratio", tok_s / peer_tok_s},
                        {"target", ">= 10"},
+                       {"card", card},
+                       {"date", date},
+                       {"command", command}});
+  }
+  if (a.capacity > 0) {
+    auto cap = Capacity(**model, **backend, a);
+    if (!cap.ok()) return Usage(std::string(cap.status().message()).c_str());
+    std::printf("capacity: a pool of %lld pages (pool_fraction %.2f) holds %lld sequences of %d "
+                "tokens at once\n",
+                static_cast<long long>(cap->first), a.pool_fraction,
+                static_cast<long long>(cap->second), a.capacity);
+    records.push_back({{"name", "serve.max_concurrent_" + std::to_string(a.capacity) +
+                                    " (sequences of " + std::to_string(a.capacity) +
+                                    " tokens the pool holds at once, engine.pool_fraction " +
+                                    absl::StrFormat("%.2f", a.pool_fraction) + "; " + model_name +
+                                    ", " + arbor::kernels::DTypeName(options.dtype) + ")"},
+                       {"value", cap->second},
+                       {"unit", "sequences"},
+                       {"baseline", nullptr},
+                       {"ratio", nullptr},
+                       {"target", nullptr},
                        {"card", card},
                        {"date", date},
                        {"command", command}});

@@ -46,6 +46,19 @@ export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$cuda_lib
 exec "$here/bin/$name" "$@"
 LAUNCH
 chmod +x "$out/run.sh"
+# `bundle/arbor` is the server as one executable, for scripts that take a binary
+# (ARBOR_E2E_DEVICE=cuda tests/e2e/run.sh bundle/arbor).
+cat > "$out/arbor" <<'LAUNCH'
+#!/usr/bin/env bash
+exec "$(dirname "$0")/run.sh" arbor "$@"
+LAUNCH
+chmod +x "$out/arbor"
 du -sh "$out/bin" "$out/lib"
-XZ_OPT="-T0 -6" tar -cJf "$out.tar.xz" -C "$(dirname "$out")" "$(basename "$out")"
+# The e2e suites' npm client travels in the pack too (the GPU host has no registry), when
+# installed here and the bundle sits in the repository root.
+extra=()
+if [ "$(dirname "$out")" = . ] && [ -d tests/e2e/openai/node_modules/openai ]; then
+  extra=(tests/e2e/openai/node_modules)
+fi
+XZ_OPT="-T0 -6" tar -cJf "$out.tar.xz" -C "$(dirname "$out")" "$(basename "$out")" "${extra[@]}"
 du -sh "$out.tar.xz"

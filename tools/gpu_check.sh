@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on a GPU host from an unpacked bundle (tools/bundle.sh): every bundled test binary (the
-# [gpu] cases run there), the op parity test under compute-sanitizer, and the server on
-# device=auto, which must pick CUDA. Writes logs under ${OUT:-/tmp/arbor-gpu-check}.
+# [gpu] cases run there), the op parity test under compute-sanitizer, the server on
+# device=auto, which must pick CUDA, and the e2e suites against servers on the GPU. Writes
+# logs under ${OUT:-/tmp/arbor-gpu-check}.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bundle=${BUNDLE:-$here/bundle}
@@ -61,5 +62,10 @@ if [ -x "$bundle/bin/bench_engine" ]; then
 fi
 # The GPU benchmarks are tools/bench/gpu_suite.sh.
 kill -TERM "$pid"; wait "$pid" || status=1
+# Every e2e suite (the openai npm client, bad input, load, HTTP limits, drain) against servers
+# on the GPU.
+echo "== e2e suites, --device cuda"
+ARBOR_E2E_DEVICE=cuda "$here/tests/e2e/run.sh" "$bundle/arbor" >"$out/e2e.log" 2>&1 || status=1
+grep -E '^(FAIL|arbor-tests:)' "$out/e2e.log"
 echo "gpu_check: $([ $status -eq 0 ] && echo OK || echo FAILED)"
 exit $status

@@ -422,8 +422,9 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
     graphs.push_back({b, std::move(*graph)});
   }
   // The graphs hold the workspaces' addresses: from now on they may not move (a pass that
-  // needs more than was reserved fails instead of reallocating under the graphs).
-  for (Scratch* scratch : {&workspace_, &lora_, &logits_, &moe_}) scratch->Freeze();
+  // needs more than was reserved fails instead of reallocating under the graphs). The LoRA
+  // workspace is not in any graph (passes with adapters run eagerly): it may still grow.
+  for (Scratch* scratch : {&workspace_, &logits_, &moe_}) scratch->Freeze();
   graphs_ = std::move(graphs);
   graph_kv_ = kv;
   graph_max_blocks_ = reserved_.max_blocks;
@@ -469,12 +470,20 @@ size_t Model::LayoutLora(void* base, int64_t n, int64_t max_rank, LoraPass* pass
 
 absl::Status Model::Reserve(const ForwardLimits& limits) {
   std::lock_guard<std::mutex> lock(forward_mu_);
-  // Once graphs were captured the workspaces are frozen (they hold their addresses): a Reserve
-  // within what was reserved passes, one that would grow them is FailedPrecondition.
   const ModelSpec& s = spec_;
   const int64_t n = limits.max_tokens;
   if (n <= 0 || limits.max_seqs <= 0 || limits.max_blocks <= 0 || limits.max_logit_rows < 0) {
     return absl::InvalidArgumentError("Reserve: limits must be positive");
+  }
+  // Captured graphs hold the workspaces' addresses (they are frozen). A Reserve within what was
+  // reserved keeps them; one that grows the workspaces (a new engine with larger limits) drops
+  // them first, and that engine captures its own.
+  if (!graphs_.empty() &&
+      (limits.max_tokens > reserved_.max_tokens || limits.max_seqs > reserved_.max_seqs ||
+       limits.max_blocks > reserved_.max_blocks ||
+       limits.max_logit_rows > reserved_.max_logit_rows)) {
+    graphs_.clear();
+    for (Scratch* scratch : {&workspace_, &logits_, &moe_}) scratch->Thaw();
   }
   Activations a;
   const size_t plan_ints = 4 * size_t(n) + size_t(limits.max_seqs * limits.max_blocks) +

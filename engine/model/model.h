@@ -115,8 +115,9 @@ class Model {
   // chunks without adapters, over these pages, uploads its plan padded to the smallest bucket
   // >= b and replays that bucket's graph: one launch instead of a few per layer. Returns how
   // many graphs were captured; Unimplemented on backends without graphs.
-  // Call after Reserve; from then on a Reserve that would grow a workspace fails. Capturing
-  // again (a new engine over a new pool) replaces the graphs.
+  // Call after Reserve; a later Reserve that would grow the workspaces drops the graphs (they
+  // hold the workspaces' addresses). Capturing again (a new engine over a new pool) replaces
+  // them.
   absl::StatusOr<int64_t> CaptureDecodeGraphs(const KvCacheView& kv, int64_t max_batch);
   int64_t max_graph_batch() const { return graphs_.empty() ? 0 : graphs_.back().batch; }
   // Passes that replayed a graph so far.

@@ -38,6 +38,7 @@ class Scratch {
   size_t bytes() const { return buffer_.bytes(); }
   // From now on Get never reallocates: a larger request is FailedPrecondition.
   void Freeze() { frozen_ = true; }
+  void Thaw() { frozen_ = false; }
 
  private:
   kernels::DeviceBuffer buffer_;

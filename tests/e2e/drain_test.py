@@ -10,6 +10,7 @@ exits 0 soon after. With drain_timeout_s=0: the stream in flight ends with finis
 """
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -40,8 +41,8 @@ def free_port():
 def start(binary, drain):
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "serve", "--port", str(port), "--grpc-port", "0", "--device", "cpu",
-         "--set", f"server.drain_timeout_s={drain}", "--log-level", "warn"],
+        [binary, "serve", "--port", str(port), "--grpc-port", "0",
+         "--device", os.environ.get("ARBOR_E2E_DEVICE", "cpu"), "--set", f"server.drain_timeout_s={drain}", "--log-level", "warn"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:

@@ -11,6 +11,7 @@
 # server is stopped with SIGTERM and must exit 0.
 #
 #   tests/e2e/run.sh [path/to/arbor]      (default bazel-bin/server/arbor, from the repo root)
+#   ARBOR_E2E_DEVICE=cuda tests/e2e/run.sh bundle/arbor   # the same suites on the GPU host
 #
 # Needs node + npm (npm ci runs if tests/e2e/openai/node_modules is missing; it needs the npm
 # registry or a warm npm cache), curl and python3. Ends with ONE line
@@ -21,6 +22,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 cd "$ROOT"
 ARBOR=${1:-bazel-bin/server/arbor}
+# The servers' --device (cpu | cuda | auto); drain_test.py reads it too.
+export ARBOR_E2E_DEVICE=${ARBOR_E2E_DEVICE:-cpu}
 if [[ ! -x "$ARBOR" ]]; then
   echo "run.sh: no arbor binary at $ARBOR (build it: bazel build //server:arbor)" >&2
   echo "arbor-tests: 0 passed, 1 failed, 0 skipped"
@@ -48,7 +51,7 @@ free_port() {
 start_server() {
   local name=$1; shift
   SERVER_PORT=$(free_port)
-  "$ARBOR" serve --host 127.0.0.1 --port "$SERVER_PORT" --grpc-port 0 --device cpu "$@" \
+  "$ARBOR" serve --host 127.0.0.1 --port "$SERVER_PORT" --grpc-port 0 --device "$ARBOR_E2E_DEVICE" "$@" \
     >"$LOGS/$name.log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")

@@ -32,9 +32,11 @@ for b in 32 128; do
     --device cuda --batch "$b" --prompt 512 --gen 128 --peer "$out/hf_b$b.json" \
     --results "$results"
 done
-# Host overhead at batch 64, and what deterministic mode costs.
+# Host overhead at batch 64, what deterministic mode costs, and how many 4k-token sequences
+# the pool of this card holds at once (engine.pool_fraction 0.9).
 run bench_engine_8b_b64 "$bundle/run.sh" bench_engine --config tools/bench/llama3-8b \
-  --device cuda --batch 64 --prompt 128 --gen 128 --deterministic-cost 1 --results "$results"
+  --device cuda --batch 64 --prompt 128 --gen 128 --deterministic-cost 1 --capacity 4096 \
+  --results "$results"
 if [ -x "$bundle/bin/bench_moe" ]; then
   # The PyTorch peer first: bench_moe finds its records in the results file.
   run moe_layer_torch python3 tools/bench/moe_layer_torch.py --results "$results"
