@@ -5,7 +5,11 @@
 // streaming kernel. Appends decode.b1_8b.ratio_to_floor to bench/results.json (BENCHMARKS.md).
 //
 //   bench_decode [--config tools/bench/llama3-8b] [--prompt 128] [--steps 64] [--dtype bfloat16]
-//                [--results bench/results.json]
+//                [--results bench/results.json] [--profile eager|graph]
+//
+// --profile brackets the fifth timed step of that kind with cudaProfilerStart/Stop, for
+// `ncu --profile-from-start off` (tools/bench/profile_decode.sh).
+#include <cuda_profiler_api.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -35,6 +39,7 @@ struct Args {
   int steps = 64;
   std::string dtype = "bfloat16";
   std::string results = "bench/results.json";
+  std::string profile;  // eager | graph: one step bracketed for ncu --profile-from-start off
 };
 
 int Fail(const std::string& msg) {
@@ -63,6 +68,8 @@ int main(int argc, char** argv) {
       a.dtype = v;
     } else if (k == "--results") {
       a.results = v;
+    } else if (k == "--profile" && (v == "eager" || v == "graph")) {
+      a.profile = v;
     } else {
       return Fail("unknown flag " + k);
     }
@@ -126,10 +133,12 @@ int main(int argc, char** argv) {
   int32_t next = *first;
   // Warm-up steps (first uses of each GEMM shape pick their cuBLASLt algorithm), then timed
   // steps: wall time per token, which is what a client sees. The median.
-  auto time_steps = [&](std::vector<double>* ms) -> absl::Status {
+  auto time_steps = [&](std::vector<double>* ms, bool profile) -> absl::Status {
     for (int i = 0; i < a.steps + 4; ++i) {
       const absl::Time s = absl::Now();
+      if (profile && i == 8) cudaProfilerStart();
       auto token = step({&next, 1});
+      if (profile && i == 8) cudaProfilerStop();
       if (!token.ok()) return token.status();
       if (i >= 4) ms->push_back(absl::ToDoubleMilliseconds(absl::Now() - s));
       next = *token;
@@ -138,12 +147,12 @@ int main(int argc, char** argv) {
     return absl::OkStatus();
   };
   std::vector<double> eager_ms, ms;
-  if (auto s = time_steps(&eager_ms); !s.ok()) return Fail(std::string(s.message()));
+  if (auto s = time_steps(&eager_ms, a.profile == "eager"); !s.ok()) return Fail(std::string(s.message()));
   // Then as the engine runs decode steps by default (engine.cuda_graphs): replaying a graph.
   auto graphs = (*model)->CaptureDecodeGraphs(
       arbor::engine::KvCacheView{seq->pages.data(), seq->block_size}, 1);
   if (!graphs.ok()) return Fail(std::string(graphs.status().message()));
-  if (auto s = time_steps(&ms); !s.ok()) return Fail(std::string(s.message()));
+  if (auto s = time_steps(&ms, a.profile == "graph"); !s.ok()) return Fail(std::string(s.message()));
   if ((*model)->graph_launches() < a.steps) return Fail("the decode steps did not replay a graph");
   const double median_ms = ms[ms.size() / 2];
   const double eager_median_ms = eager_ms[eager_ms.size() / 2];

@@ -4,8 +4,10 @@
 #
 #   tools/bundle.sh [OUT_DIR] [TARGET ...]
 #
-# Defaults: OUT_DIR=bundle, TARGETS = the server, the benchmarks and every cc_test. The bundle holds bin/, lib/
-# and run.sh, a launcher: `bundle/run.sh arbor serve ...`, `bundle/run.sh ops_parity_test`.
+# Defaults: OUT_DIR=bundle, TARGETS = the server, the benchmarks and the cc_tests tagged gpu
+# (BUNDLE_TESTS='kind(cc_test, //...)' bundles every test; CI runs the others). The bundle
+# holds bin/, lib/ and run.sh, a launcher: `bundle/run.sh arbor serve ...`,
+# `bundle/run.sh ops_parity_test`.
 # It is also packed as OUT_DIR.tar.xz (OpenBLAS alone is 35 MB; the pack travels in ~1/4 the
 # space): on the GPU host, `tar xJf bundle.tar.xz && bundle/run.sh ...`.
 set -euo pipefail
@@ -15,7 +17,8 @@ shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
   mapfile -t targets < <(echo //server:arbor; echo //tools:bench_engine; echo //tools:bench_decode
-    echo //tools:bench_sampling; echo //tools:bench_moe; bazel query 'kind(cc_test, //...)' 2>/dev/null)
+    echo //tools:bench_sampling; echo //tools:bench_moe
+    bazel query "${BUNDLE_TESTS:-attr(tags, gpu, kind(cc_test, //...))}" 2>/dev/null)
 fi
 bazel build "${targets[@]}"
 
@@ -54,6 +57,12 @@ exec "$(dirname "$0")/run.sh" arbor "$@"
 LAUNCH
 chmod +x "$out/arbor"
 du -sh "$out/bin" "$out/lib"
+# Node.js for the e2e suites' npm client (the GPU host has none): Debian's binary loads only
+# system libraries.
+if node=$(command -v node); then
+  mkdir -p "$out/node/bin"
+  cp -L "$node" "$out/node/bin/node"
+fi
 # The e2e suites' npm client travels in the pack too (the GPU host has no registry), when
 # installed here and the bundle sits in the repository root.
 extra=()

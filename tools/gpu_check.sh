@@ -63,9 +63,9 @@ fi
 # The GPU benchmarks are tools/bench/gpu_suite.sh.
 kill -TERM "$pid"; wait "$pid" || status=1
 # Every e2e suite (the openai npm client, bad input, load, HTTP limits, drain) against servers
-# on the GPU.
+# on the GPU; the bundle brings node and the client.
 echo "== e2e suites, --device cuda"
-ARBOR_E2E_DEVICE=cuda "$here/tests/e2e/run.sh" "$bundle/arbor" >"$out/e2e.log" 2>&1 || status=1
+PATH="$bundle/node/bin:$PATH" ARBOR_E2E_DEVICE=cuda "$here/tests/e2e/run.sh" "$bundle/arbor" >"$out/e2e.log" 2>&1 || status=1
 grep -E '^(FAIL|arbor-tests:)' "$out/e2e.log"
 echo "gpu_check: $([ $status -eq 0 ] && echo OK || echo FAILED)"
 exit $status
