@@ -57,9 +57,10 @@ exec "$(dirname "$0")/run.sh" arbor "$@"
 LAUNCH
 chmod +x "$out/arbor"
 du -sh "$out/bin" "$out/lib"
-# Node.js for the e2e suites' npm client (the GPU host has none): Debian's binary loads only
-# system libraries.
-if node=$(command -v node); then
+# With BUNDLE_NODE=1, Node.js for the e2e suites' npm client (the GPU host has none):
+# Debian's binary loads only system libraries. It adds ~24 MB to the pack (a device call carries
+# at most 64 MiB in all).
+if [ "${BUNDLE_NODE:-0}" = 1 ] && node=$(command -v node); then
   mkdir -p "$out/node/bin"
   cp -L "$node" "$out/node/bin/node"
 fi
