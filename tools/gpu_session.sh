@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One device call's worth of GPU work, from an unpacked bundle, packed into ONE file: a device
+# call brings back only a few files from $OUT, so everything lands in $OUT/session.tgz
+# (unpack it here: tar xzf session.tgz). Steps, each under its own time limit so that the pack
+# is always written: the bf16 goldens (tools/fixtures/make_bf16_goldens.py, written beside the
+# fixtures and copied into the pack), tools/gpu_check.sh, tools/bench/gpu_suite.sh (its records
+# in results.json) and tools/bench/profile_decode.sh.
+#
+#   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile]   (default: all four)
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+out=${OUT:-/tmp/arbor-session}
+work=$(mktemp -d /tmp/arbor-session.XXXXXX)
+steps=("$@")
+[ "${#steps[@]}" -gt 0 ] || steps=(goldens check suite profile)
+for step in "${steps[@]}"; do
+  echo "== $step"
+  start=$SECONDS
+  case $step in
+    goldens)
+      # Only goldens this run made are packed (the committed ones sit in the same place).
+      if timeout 90 python3 tools/fixtures/make_bf16_goldens.py >"$work/goldens.log" 2>&1; then
+        for f in tests/data/models/*/reference_bf16.json; do
+          mkdir -p "$work/goldens/$(basename "$(dirname "$f")")"
+          cp "$f" "$work/goldens/$(basename "$(dirname "$f")")/"
+        done
+      fi
+      tail -1 "$work/goldens.log" ;;
+    check)
+      OUT=$work/check timeout 240 tools/gpu_check.sh >"$work/check.txt" 2>&1
+      grep -E '^==|arbor-tests|FAIL|ERROR SUMMARY|gpu_check' "$work/check.txt" ;;
+    suite)
+      OUT=$work/suite RESULTS=$work/results.json timeout 240 tools/bench/gpu_suite.sh \
+        >"$work/suite.txt" 2>&1
+      grep -E '^==|ratio|->|capacity|FAILED|gpu_suite' "$work/suite.txt" ;;
+    profile)
+      timeout 120 tools/bench/profile_decode.sh "$work/profile" >"$work/profile.txt" 2>&1
+      head -14 "$work/profile.txt" ;;
+    *) echo "unknown step $step" ;;
+  esac
+  echo "   ($((SECONDS - start)) s)"
+done
+mkdir -p "$out"
+tar czf "$out/session.tgz" -C "$work" .
+echo "packed $(du -h "$out/session.tgz" | cut -f1) into $out/session.tgz"
