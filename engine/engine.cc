@@ -122,8 +122,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
       "engine: pool of {} pages x {} tokens ({:.1f} MiB; {} sequences of max_model_len {} at "
       "once), max_num_seqs {}, max_num_batched_tokens {}, prefix caching {}, workspace {:.1f} MiB",
       pages, config.block_size, double(pages) * double(page_bytes) / (1 << 20),
-      pages / std::max<int64_t>(pages_per_seq, 1), e->max_model_len_, config.max_num_seqs, config.max_num_batched_tokens,
-      config.enable_prefix_caching ? "on" : "off", double(model.workspace_bytes()) / (1 << 20));
+      pages / std::max<int64_t>(pages_per_seq, 1), e->max_model_len_, config.max_num_seqs,
+      config.max_num_batched_tokens, config.enable_prefix_caching ? "on" : "off",
+      double(model.workspace_bytes()) / (1 << 20));
   e->RefreshStats(0, 0, 0);
   e->thread_ = std::thread([ptr = e.get()] { ptr->Loop(); });
   return e;
@@ -633,8 +634,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, const std::string& detai
   if (req->request.callback) req->request.callback(ev);
 }
 
-void Engine::RefreshStats(double scheduler_s, double forward_s, double other_s,
-                          double device_s) {
+void Engine::RefreshStats(double scheduler_s, double forward_s, double other_s, double device_s) {
   if (blocks_ == nullptr) return;  // Create() failed before the pool existed
   const memory::BlockManager::Stats b = blocks_->stats();
   std::lock_guard<std::mutex> lock(mu_);

@@ -107,8 +107,7 @@ int main(int argc, char** argv) {
   for (auto& t : prompt) t = id(rng);
   // A step as the engine runs it: the forward pass with its logits left on the device, then the
   // device sampler (greedy), whose token copy is the step's one synchronisation.
-  auto sampler =
-      arbor::engine::DeviceSampler::Create(**backend, spec->vocab_size, 1, capacity, {});
+  auto sampler = arbor::engine::DeviceSampler::Create(**backend, spec->vocab_size, 1, capacity, {});
   if (!sampler.ok()) return Fail(std::string(sampler.status().message()));
   arbor::engine::SamplingParams greedy;
   greedy.temperature = 0.0f;
@@ -147,12 +146,14 @@ int main(int argc, char** argv) {
     return absl::OkStatus();
   };
   std::vector<double> eager_ms, ms;
-  if (auto s = time_steps(&eager_ms, a.profile == "eager"); !s.ok()) return Fail(std::string(s.message()));
+  if (auto s = time_steps(&eager_ms, a.profile == "eager"); !s.ok())
+    return Fail(std::string(s.message()));
   // Then as the engine runs decode steps by default (engine.cuda_graphs): replaying a graph.
   auto graphs = (*model)->CaptureDecodeGraphs(
       arbor::engine::KvCacheView{seq->pages.data(), seq->block_size}, 1);
   if (!graphs.ok()) return Fail(std::string(graphs.status().message()));
-  if (auto s = time_steps(&ms, a.profile == "graph"); !s.ok()) return Fail(std::string(s.message()));
+  if (auto s = time_steps(&ms, a.profile == "graph"); !s.ok())
+    return Fail(std::string(s.message()));
   if ((*model)->graph_launches() < a.steps) return Fail("the decode steps did not replay a graph");
   const double median_ms = ms[ms.size() / 2];
   const double eager_median_ms = eager_ms[eager_ms.size() / 2];
@@ -193,8 +194,10 @@ int main(int argc, char** argv) {
        {"date", date},
        {"command", command}});
   records.push_back(
-      {{"name", "decode.b1_8b.graph_vs_eager (batch-1 ms/token replaying the decode CUDA graph, "
-                "over the same steps launched eagerly; " + a.config + ")"},
+      {{"name",
+        "decode.b1_8b.graph_vs_eager (batch-1 ms/token replaying the decode CUDA graph, "
+        "over the same steps launched eagerly; " +
+            a.config + ")"},
        {"value", median_ms},
        {"unit", "ms/token"},
        {"baseline", eager_median_ms},

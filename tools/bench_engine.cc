@@ -48,12 +48,12 @@ struct Args {
   int prompt = 32;
   int gen = 64;
   std::string device = "auto";
-  std::string dtype = "auto";  // model.dtype: auto is bf16 on CUDA, fp32 on the CPU
-  bool graphs = true;          // engine.cuda_graphs
-  bool deterministic = false;  // engine.deterministic
+  std::string dtype = "auto";       // model.dtype: auto is bf16 on CUDA, fp32 on the CPU
+  bool graphs = true;               // engine.cuda_graphs
+  bool deterministic = false;       // engine.deterministic
   bool deterministic_cost = false;  // a second wave in deterministic mode, the ratio recorded
   std::string peer;  // JSON from tools/bench/hf_generate.py at the same shape: the baseline
-  int capacity = 0;   // > 0: record how many sequences of this many tokens the pool holds
+  int capacity = 0;  // > 0: record how many sequences of this many tokens the pool holds
   double pool_fraction = 0.9;  // engine.pool_fraction for --capacity
   std::string results = "bench/results.json";
 };
@@ -115,8 +115,8 @@ absl::StatusOr<Wave> RunWave(arbor::engine::Model& model, arbor::kernels::Backen
 // The pool an engine with max_model_len `context` gets from `fraction` of the memory left (no
 // wave runs): {pages, sequences of `context` tokens it holds at once}.
 absl::StatusOr<std::pair<int64_t, int64_t>> Capacity(arbor::engine::Model& model,
-                                                      arbor::kernels::Backend& backend,
-                                                      const Args& a) {
+                                                     arbor::kernels::Backend& backend,
+                                                     const Args& a) {
   arbor::engine::EngineConfig config;
   config.max_num_seqs = a.batch;
   config.max_model_len = a.capacity;
@@ -253,11 +253,10 @@ int main(int argc, char** argv) {
     }
   }
   const std::string date = absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone());
-  const std::string shape = "batch " + std::to_string(a.batch) + ", prompt " +
-                            std::to_string(a.prompt) + ", gen " + std::to_string(a.gen) + ", " +
-                            model_name + ", " + arbor::kernels::DTypeName(options.dtype) +
-                            (a.graphs ? "" : ", no CUDA graphs") +
-                            (a.deterministic ? ", deterministic" : "");
+  const std::string shape =
+      "batch " + std::to_string(a.batch) + ", prompt " + std::to_string(a.prompt) + ", gen " +
+      std::to_string(a.gen) + ", " + model_name + ", " + arbor::kernels::DTypeName(options.dtype) +
+      (a.graphs ? "" : ", no CUDA graphs") + (a.deterministic ? ", deterministic" : "");
   nlohmann::json records = nlohmann::json::array();
   records.push_back({{"name", "engine scheduler cost per iteration / forward (" + shape + ")"},
                      {"value", sched_per_iter * 1e3},
@@ -277,8 +276,10 @@ int main(int argc, char** argv) {
                      {"card", card},
                      {"date", date},
                      {"command", command}});
-  records.push_back({{"name", "serve.overhead_fraction (host time per step not hidden behind the "
-                               "device, over the step time; " + shape + ")"},
+  records.push_back({{"name",
+                      "serve.overhead_fraction (host time per step not hidden behind the "
+                      "device, over the step time; " +
+                          shape + ")"},
                      {"value", (step_s - s.device_seconds_total) / iters * 1e3},
                      {"unit", "ms/step"},
                      {"baseline", step_s / iters * 1e3},
@@ -290,8 +291,10 @@ int main(int argc, char** argv) {
   if (a.deterministic_cost) {
     const double on = a.deterministic ? tok_s : deterministic_tok_s;
     const double off = a.deterministic ? deterministic_tok_s : tok_s;
-    records.push_back({{"name", "engine.deterministic_cost (generated tokens/s with "
-                                "engine.deterministic on, over off; " + shape + ")"},
+    records.push_back({{"name",
+                        "engine.deterministic_cost (generated tokens/s with "
+                        "engine.deterministic on, over off; " +
+                            shape + ")"},
                        {"value", on},
                        {"unit", "tokens/s"},
                        {"baseline", off},
@@ -303,7 +306,7 @@ int main(int argc, char** argv) {
   }
   if (peer_tok_s > 0) {
     records.push_back({{"name", "serve.throughput_vs_hf (generated tokens/s over " + peer_name +
-                                 " at the same concurrency and shapes; " + shape + ")"},
+                                    " at the same concurrency and shapes; " + shape + ")"},
                        {"value", tok_s},
                        {"unit", "tokens/s"},
                        {"baseline", peer_tok_s},
@@ -316,10 +319,11 @@ int main(int argc, char** argv) {
   if (a.capacity > 0) {
     auto cap = Capacity(**model, **backend, a);
     if (!cap.ok()) return Usage(std::string(cap.status().message()).c_str());
-    std::printf("capacity: a pool of %lld pages (pool_fraction %.2f) holds %lld sequences of %d "
-                "tokens at once\n",
-                static_cast<long long>(cap->first), a.pool_fraction,
-                static_cast<long long>(cap->second), a.capacity);
+    std::printf(
+        "capacity: a pool of %lld pages (pool_fraction %.2f) holds %lld sequences of %d "
+        "tokens at once\n",
+        static_cast<long long>(cap->first), a.pool_fraction, static_cast<long long>(cap->second),
+        a.capacity);
     records.push_back({{"name", "serve.max_concurrent_" + std::to_string(a.capacity) +
                                     " (sequences of " + std::to_string(a.capacity) +
                                     " tokens the pool holds at once, engine.pool_fraction " +

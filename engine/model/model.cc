@@ -239,8 +239,7 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
     RETURN_IF_ERROR(be_.CopyToDevice(lora->scales, all_scales.data(), all_scales.size() * 4, st));
   }
   // The workspace: the activations (model dtype), then the int32 plan.
-  const size_t plan_ints =
-      4 * size_t(n) + p.tables.size() + size_t(std::max<int64_t>(d.rows, 1));
+  const size_t plan_ints = 4 * size_t(n) + p.tables.size() + size_t(std::max<int64_t>(d.rows, 1));
   ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, a)));
   LayoutActivations(ws, n, plan_ints, a);
   d.ids = a->plan;
@@ -261,8 +260,8 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
     plan = unpinned.data();
   }
   size_t at = 0;
-  for (const auto* part : {&p.ids, &p.positions, &p.token_seq, &p.slots, &p.tables,
-                           &p.logit_rows}) {
+  for (const auto* part :
+       {&p.ids, &p.positions, &p.token_seq, &p.slots, &p.tables, &p.logit_rows}) {
     std::copy(part->begin(), part->end(), plan + at);
     at += part->size();
   }
@@ -295,8 +294,8 @@ const Model::DecodeGraph* Model::GraphFor(absl::Span<const SequenceChunk> chunks
   if (graphs_.empty() || int64_t(chunks.size()) > graphs_.back().batch) return nullptr;
   if (kv.pages != graph_kv_.pages || kv.block_size != graph_kv_.block_size) return nullptr;
   for (const SequenceChunk& c : chunks) {
-    if (c.tokens.size() != 1 || c.logits != SequenceChunk::Logits::kLast ||
-        c.adapter != nullptr || int64_t(c.block_table.size()) > graph_max_blocks_) {
+    if (c.tokens.size() != 1 || c.logits != SequenceChunk::Logits::kLast || c.adapter != nullptr ||
+        int64_t(c.block_table.size()) > graph_max_blocks_) {
       return nullptr;
     }
   }
@@ -324,8 +323,8 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
   const float eps = float(s.rms_norm_eps);
   for (int64_t l = 0; l < s.num_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
-    const kernels::PagedKv kv{kv_view.pages, options_.kv_dtype, kv_view.block_size, s.num_layers,
-                              kv_dim, l};
+    const kernels::PagedKv kv{
+        kv_view.pages, options_.kv_dtype, kv_view.block_size, s.num_layers, kv_dim, l};
     // The previous layer's MLP output joins the residual stream here (none before layer 0).
     RETURN_IF_ERROR(
         be_.AddRmsNorm({a.x, l == 0 ? Tensor{} : a.delta, L.input_norm.data(), a.hb, eps}, st));
@@ -392,8 +391,8 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
   if (kv.pages == nullptr || kv.block_size <= 0) {
     return absl::InvalidArgumentError("decode graphs: no KV pages");
   }
-  max_batch = std::min({max_batch, reserved_.max_seqs, reserved_.max_tokens,
-                        reserved_.max_logit_rows});
+  max_batch =
+      std::min({max_batch, reserved_.max_seqs, reserved_.max_tokens, reserved_.max_logit_rows});
   if (max_batch <= 0) return absl::InvalidArgumentError("decode graphs: max_batch must be > 0");
   // Batch-size buckets 1, 2, 4, ... and max_batch itself: a step of b sequences replays the
   // smallest bucket >= b, padded (PadPlan).

@@ -3,8 +3,9 @@
 // its GQA group (up to kHeadsPerCta of them; a larger group takes several CTAs), a chunk of
 // kChunk keys at a time, one key per thread for the scores (so the loads of a chunk are all in
 // flight at once), then an online softmax per head, and P·V with each thread reading 8 dims of
-// a slice of the chunk's values (once, for every head) and the slices added at the end. A token's result depends only on its own query and keys, never on the batch: the
-// kernel is batch-invariant, as deterministic mode needs.
+// a slice of the chunk's values (once, for every head) and the slices added at the end. A
+// token's result depends only on its own query and keys, never on the batch: the kernel is
+// batch-invariant, as deterministic mode needs.
 //
 // Shapes: q, out [tokens, num_q_heads * head_dim] (activations' dtype D), K/V in pages of the
 // cache's dtype KV (PagedKv), head_dim <= 256 (ValidatePagedAttention). The tiled tensor-core
@@ -180,7 +181,9 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
           Load8<KV>(a.kv.pages, at, vector, v);
         } else {
 #pragma unroll
-          for (int e = 0; e < 8; ++e) v[e] = dim0 + e < hd ? LoadAsFloat(a.kv.pages, KV, at + e) : 0.0f;
+          for (int e = 0; e < 8; ++e) {
+            v[e] = dim0 + e < hd ? LoadAsFloat(a.kv.pages, KV, at + e) : 0.0f;
+          }
         }
 #pragma unroll
         for (int h = 0; h < kHeadsPerCta; ++h) {
@@ -201,7 +204,9 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
     for (int h = 0; h < kHeadsPerCta; ++h) {
       if (h < heads) {
 #pragma unroll
-        for (int e = 0; e < 8; ++e) red_s[(slice * kHeadsPerCta + h) * width + dim0 + e] = acc[h][e];
+        for (int e = 0; e < 8; ++e) {
+          red_s[(slice * kHeadsPerCta + h) * width + dim0 + e] = acc[h][e];
+        }
       }
     }
   }

@@ -105,8 +105,8 @@ TEST_CASE("a replayed decode graph matches the eager pass bit for bit (determini
   kernels::Backend& be = **cuda;
   be.SetDeterministic(true);
   // A dense model and a mixture of experts (whose routing runs on the device and is captured).
-  const std::string dir = GENERATE(std::string("models/tiny"),
-                                   std::string("tests/data/models/mixtral"));
+  const std::string dir =
+      GENERATE(std::string("models/tiny"), std::string("tests/data/models/mixtral"));
   INFO(dir);
   // Two copies of one model: `graphed` replays graphs, `eager` never captures any.
   auto graphed = Model::Load(dir, be, kBf16);
