@@ -371,6 +371,8 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   out << YAML::Key << "enable_prefix_caching" << YAML::Value << c.engine.enable_prefix_caching;
   out << YAML::Key << "kv_cache_dtype" << YAML::Value << c.engine.kv_cache_dtype;
   out << YAML::Key << "max_lora_rank" << YAML::Value << c.engine.max_lora_rank;
+  out << YAML::Key << "cuda_graphs" << YAML::Value << c.engine.cuda_graphs;
+  out << YAML::Key << "deterministic" << YAML::Value << c.engine.deterministic;
   out << YAML::EndMap;
   out << YAML::Key << "server" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "host" << YAML::Value << c.server.host;

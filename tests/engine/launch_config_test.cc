@@ -58,6 +58,22 @@ TEST_CASE("the HTTP transport's keys: defaults, values and lists", "[config]") {
   CHECK(again->server.max_connections == 50);
 }
 
+TEST_CASE("the GPU runner's keys: engine.cuda_graphs and engine.deterministic", "[config]") {
+  auto d = ParseLaunchConfig("", "empty.yaml");
+  REQUIRE(d.ok());
+  CHECK(d->engine.cuda_graphs);  // on by default; deterministic mode off (it costs speed)
+  CHECK_FALSE(d->engine.deterministic);
+  auto c = ParseLaunchConfig("engine:\n  cuda_graphs: false\n", "a.yaml",
+                             {"engine.deterministic=true"});
+  REQUIRE(c.ok());
+  CHECK_FALSE(c->engine.cuda_graphs);
+  CHECK(c->engine.deterministic);
+  auto again = ParseLaunchConfig(LaunchConfigToYaml(*c), "effective");
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->engine.cuda_graphs);
+  CHECK(again->engine.deterministic);
+}
+
 TEST_CASE("an override creates a missing section", "[config]") {
   auto c = ParseLaunchConfig("", "empty.yaml", {"model.served_model_name=m1"});
   REQUIRE(c.ok());
@@ -106,6 +122,8 @@ TEST_CASE("errors name the key and the source", "[config]") {
       {"", {"server.nope=1"}, "server.nope: unknown key"},
       {"", {"novalue"}, "expected dotted.key=value"},
       {"", {"server.http_port=-1"}, "server.http_port"},
+      {"engine:\n  cuda_graphs: maybe\n", {}, "engine.cuda_graphs"},
+      {"engine:\n  deterministic: [1]\n", {}, "engine.deterministic"},
   };
   for (const auto& b : cases) {
     INFO(b.yaml << " overrides " << b.overrides.size());
