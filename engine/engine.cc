@@ -94,7 +94,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   }
   ASSIGN_OR_RETURN(e->pool_, memory::UnifiedPool::Create(backend, page_bytes, pages));
   if (config.cuda_graphs && backend.kind() == kernels::DeviceKind::kCuda) {
-    // Decode steps replay graphs captured over this pool. Without them (MoE routing, say) the
+    // Decode steps replay graphs captured over this pool. If capture fails the
     // engine runs every step eagerly, which is correct, only slower.
     const absl::Time start = absl::Now();
     auto graphs = model.CaptureDecodeGraphs(KvCacheView{e->pool_->base(), config.block_size},
