@@ -442,8 +442,11 @@ void Engine::Step() {
   }
   if (timing.ok()) timing = sample_end_->Record(stream);
   double device_s = 0;
-  if (status.ok() && timing.ok() && (timing = sample_end_->Synchronize()).ok()) {
-    // Every event has completed (the sampler's token copy synchronised the stream).
+  // Only where the sampler's token copy already synchronised the stream: a step that samples
+  // nothing (chunks of prefills only) is not made to wait for the device just to be timed.
+  // Such a step's device time then counts as host time (EngineStats::device_seconds_total).
+  if (status.ok() && timing.ok() && !inputs.empty() &&
+      (timing = sample_end_->Synchronize()).ok()) {
     auto forward_ms = forward_end_->ElapsedMsSince(*forward_start_);
     auto sample_ms = sample_end_->ElapsedMsSince(*sample_start_);
     if (forward_ms.ok() && sample_ms.ok()) device_s = (*forward_ms + *sample_ms) / 1e3;

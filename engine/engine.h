@@ -69,7 +69,9 @@ struct EngineStats {
   double other_seconds_total = 0;      // batch assembly, sampling, detokenization, callbacks
   // Device time of the steps: the forward pass's span and the sampler's, between events on the
   // compute stream. The steps' wall time (the three totals above) minus this is host time the
-  // device did not hide: scheduling, plan building and launches while the device waited.
+  // device did not hide: scheduling, plan building and launches while the device waited. Steps
+  // that sample nothing are not timed (their device time is not waited for), so with chunked
+  // prefills the difference overstates the host's share.
   double device_seconds_total = 0;
 };
 

@@ -44,6 +44,15 @@ absl::Status RequirePositive(const char* op, const char* field, int64_t v) {
   return absl::OkStatus();
 }
 
+// An expert count the device MoE kernels take (their per-expert arrays sit in shared memory).
+absl::Status RequireExperts(const char* op, int64_t num_experts) {
+  ARBOR_REQUIRE(RequirePositive(op, "num_experts", num_experts));
+  if (num_experts > kMaxExperts) {
+    return Invalid(op, absl::StrCat("num_experts ", num_experts, " exceeds ", kMaxExperts));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RequirePointer(const char* op, const char* field, const void* p) {
   if (p == nullptr) return Invalid(op, absl::StrCat(field, " is null"));
   return absl::OkStatus();
@@ -253,10 +262,7 @@ absl::Status ValidateMoePermute(const MoePermuteArgs& a) {
   ARBOR_REQUIRE(RequirePointer(op, "combine_weights", a.combine_weights));
   ARBOR_REQUIRE(RequirePositive(op, "num_tokens", a.num_tokens));
   ARBOR_REQUIRE(RequirePositive(op, "k", a.k));
-  ARBOR_REQUIRE(RequirePositive(op, "num_experts", a.num_experts));
-  if (a.num_experts > kMaxExperts) {
-    return Invalid(op, absl::StrCat("num_experts ", a.num_experts, " exceeds ", kMaxExperts));
-  }
+  ARBOR_REQUIRE(RequireExperts(op, a.num_experts));
   if (a.k > a.num_experts || a.k > kMaxTopK) {
     return Invalid(op, absl::StrCat("k must be <= num_experts and <= ", kMaxTopK));
   }
@@ -272,10 +278,7 @@ absl::Status ValidateGroupedLinear(const GroupedLinearArgs& a) {
   ARBOR_REQUIRE(RequireTensor(op, "w", a.w));
   ARBOR_REQUIRE(RequireTensor(op, "y", a.y));
   ARBOR_REQUIRE(RequirePointer(op, "offsets", a.offsets));
-  ARBOR_REQUIRE(RequirePositive(op, "num_experts", a.num_experts));
-  if (a.num_experts > kMaxExperts) {
-    return Invalid(op, absl::StrCat("num_experts ", a.num_experts, " exceeds ", kMaxExperts));
-  }
+  ARBOR_REQUIRE(RequireExperts(op, a.num_experts));
   ARBOR_REQUIRE(RequireDType(op, "w", a.w, a.x.dtype));
   ARBOR_REQUIRE(RequireDType(op, "y", a.y, a.x.dtype));
   if (a.x.cols != a.w.cols) {

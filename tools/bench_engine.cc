@@ -193,6 +193,13 @@ int main(int argc, char** argv) {
                                 : arbor::engine::Model::Dummy(*spec, 1, **backend, options);
   if (!model.ok()) return Usage(std::string(model.status().message()).c_str());
 
+  // A short untimed wave first: first uses (cuBLASLt's algorithm choices, kernel loading, the
+  // allocator) would otherwise land in whichever timed wave runs first.
+  Args warm = a;
+  warm.gen = 2;
+  if (auto w = RunWave(**model, **backend, warm, a.deterministic); !w.ok()) {
+    return Usage(std::string(w.status().message()).c_str());
+  }
   auto wave = RunWave(**model, **backend, a, a.deterministic);
   if (!wave.ok()) return Usage(std::string(wave.status().message()).c_str());
   const arbor::engine::EngineStats& s = wave->stats;
@@ -213,13 +220,21 @@ int main(int argc, char** argv) {
       fwd_per_iter * 1e3, sched_per_iter * 1e3, 100 * sched_per_iter / fwd_per_iter,
       other_per_iter * 1e3, s.device_seconds_total / iters * 1e3, 100 * overhead);
   std::printf("throughput: %.1f iterations/s, %.0f generated tokens/s\n", iters / wall, tok_s);
-  double deterministic_tok_s = 0;
+  // With --deterministic-cost, after the wave above: flipped, main again, flipped again, and
+  // each setting's best of two, so that neither gains from running later (on the CPU, where the
+  // flag changes nothing, a later wave ran up to 15% faster).
+  double deterministic_tok_s = 0, main_best_tok_s = tok_s;
   if (a.deterministic_cost) {
-    auto det = RunWave(**model, **backend, a, !a.deterministic);
-    if (!det.ok()) return Usage(std::string(det.status().message()).c_str());
-    deterministic_tok_s = double(det->stats.generation_tokens_total) / det->wall_s;
-    std::printf("deterministic %s: %.0f generated tokens/s\n", a.deterministic ? "off" : "on",
-                deterministic_tok_s);
+    for (bool flipped : {true, false, true}) {
+      auto w = RunWave(**model, **backend, a, flipped ? !a.deterministic : a.deterministic);
+      if (!w.ok()) return Usage(std::string(w.status().message()).c_str());
+      const double t = double(w->stats.generation_tokens_total) / w->wall_s;
+      double& best = flipped ? deterministic_tok_s : main_best_tok_s;
+      best = std::max(best, t);
+    }
+    std::printf("deterministic %s: %.0f generated tokens/s (best of two), %s: %.0f (best of two)\n",
+                a.deterministic ? "off" : "on", deterministic_tok_s, a.deterministic ? "on" : "off",
+                main_best_tok_s);
   }
   double peer_tok_s = 0;
   std::string peer_name;
@@ -258,63 +273,39 @@ int main(int argc, char** argv) {
       std::to_string(a.gen) + ", " + model_name + ", " + arbor::kernels::DTypeName(options.dtype) +
       (a.graphs ? "" : ", no CUDA graphs") + (a.deterministic ? ", deterministic" : "");
   nlohmann::json records = nlohmann::json::array();
-  records.push_back({{"name", "engine scheduler cost per iteration / forward (" + shape + ")"},
-                     {"value", sched_per_iter * 1e3},
-                     {"unit", "ms"},
-                     {"baseline", fwd_per_iter * 1e3},
-                     {"ratio", sched_per_iter / fwd_per_iter},
-                     {"target", "< 0.05"},
-                     {"card", card},
-                     {"date", date},
-                     {"command", command}});
-  records.push_back({{"name", "engine generated tokens/s (" + shape + ")"},
-                     {"value", tok_s},
-                     {"unit", "tokens/s"},
-                     {"baseline", nullptr},
-                     {"ratio", nullptr},
-                     {"target", nullptr},
-                     {"card", card},
-                     {"date", date},
-                     {"command", command}});
-  records.push_back({{"name",
-                      "serve.overhead_fraction (host time per step not hidden behind the "
-                      "device, over the step time; " +
-                          shape + ")"},
-                     {"value", (step_s - s.device_seconds_total) / iters * 1e3},
-                     {"unit", "ms/step"},
-                     {"baseline", step_s / iters * 1e3},
-                     {"ratio", overhead},
-                     {"target", "< 0.05"},
-                     {"card", card},
-                     {"date", date},
-                     {"command", command}});
-  if (a.deterministic_cost) {
-    const double on = a.deterministic ? tok_s : deterministic_tok_s;
-    const double off = a.deterministic ? deterministic_tok_s : tok_s;
-    records.push_back({{"name",
-                        "engine.deterministic_cost (generated tokens/s with "
-                        "engine.deterministic on, over off; " +
-                            shape + ")"},
-                       {"value", on},
-                       {"unit", "tokens/s"},
-                       {"baseline", off},
-                       {"ratio", on / off},
-                       {"target", nullptr},
+  // One record per figure, with this run's card, date and command.
+  auto add = [&](const std::string& name, double value, const char* unit,
+                 const nlohmann::json& baseline, const nlohmann::json& ratio,
+                 const nlohmann::json& target) {
+    records.push_back({{"name", name},
+                       {"value", value},
+                       {"unit", unit},
+                       {"baseline", baseline},
+                       {"ratio", ratio},
+                       {"target", target},
                        {"card", card},
                        {"date", date},
                        {"command", command}});
+  };
+  add("engine scheduler cost per iteration / forward (" + shape + ")", sched_per_iter * 1e3, "ms",
+      fwd_per_iter * 1e3, sched_per_iter / fwd_per_iter, "< 0.05");
+  add("engine generated tokens/s (" + shape + ")", tok_s, "tokens/s", nullptr, nullptr, nullptr);
+  add("serve.overhead_fraction (host time per step not hidden behind the device, over the step "
+      "time; " +
+          shape + ")",
+      (step_s - s.device_seconds_total) / iters * 1e3, "ms/step", step_s / iters * 1e3, overhead,
+      "< 0.05");
+  if (a.deterministic_cost) {
+    const double on = a.deterministic ? main_best_tok_s : deterministic_tok_s;
+    const double off = a.deterministic ? deterministic_tok_s : main_best_tok_s;
+    add("engine.deterministic_cost (generated tokens/s with engine.deterministic on, over off; " +
+            shape + ")",
+        on, "tokens/s", off, on / off, nullptr);
   }
   if (peer_tok_s > 0) {
-    records.push_back({{"name", "serve.throughput_vs_hf (generated tokens/s over " + peer_name +
-                                    " at the same concurrency and shapes; " + shape + ")"},
-                       {"value", tok_s},
-                       {"unit", "tokens/s"},
-                       {"baseline", peer_tok_s},
-                       {"ratio", tok_s / peer_tok_s},
-                       {"target", ">= 10"},
-                       {"card", card},
-                       {"date", date},
-                       {"command", command}});
+    add("serve.throughput_vs_hf (generated tokens/s over " + peer_name +
+            " at the same concurrency and shapes; " + shape + ")",
+        tok_s, "tokens/s", peer_tok_s, tok_s / peer_tok_s, ">= 10");
   }
   if (a.capacity > 0) {
     auto cap = Capacity(**model, **backend, a);
@@ -324,19 +315,11 @@ int main(int argc, char** argv) {
         "tokens at once\n",
         static_cast<long long>(cap->first), a.pool_fraction, static_cast<long long>(cap->second),
         a.capacity);
-    records.push_back({{"name", "serve.max_concurrent_" + std::to_string(a.capacity) +
-                                    " (sequences of " + std::to_string(a.capacity) +
-                                    " tokens the pool holds at once, engine.pool_fraction " +
-                                    absl::StrFormat("%.2f", a.pool_fraction) + "; " + model_name +
-                                    ", " + arbor::kernels::DTypeName(options.dtype) + ")"},
-                       {"value", cap->second},
-                       {"unit", "sequences"},
-                       {"baseline", nullptr},
-                       {"ratio", nullptr},
-                       {"target", nullptr},
-                       {"card", card},
-                       {"date", date},
-                       {"command", command}});
+    add("serve.max_concurrent_" + std::to_string(a.capacity) + " (sequences of " +
+            std::to_string(a.capacity) + " tokens the pool holds at once, engine.pool_fraction " +
+            absl::StrFormat("%.2f", a.pool_fraction) + "; " + model_name + ", " +
+            arbor::kernels::DTypeName(options.dtype) + ")",
+        cap->second, "sequences", nullptr, nullptr, nullptr);
   }
   arbor::bench::AppendResults(a.results, records);
   std::printf("appended %zu records to %s\n", records.size(), a.results.c_str());

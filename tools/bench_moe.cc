@@ -196,10 +196,10 @@ int main(int argc, char** argv) {
     const nlohmann::json peer = FindPeer(a.peer, name, info->name);
     std::printf("tokens %4lld: median %.3f ms (min %.3f, max %.3f)", (long long)n, median,
                 double(ms.front()), double(ms.back()));
+    const double torch_ms = peer.is_null() ? 0.0 : peer["value"].get<double>();
     if (peer.is_null()) {
       std::printf("; no PyTorch peer record in %s\n", a.peer.c_str());
     } else {
-      const double torch_ms = peer["value"].get<double>();
       std::printf("; PyTorch %.3f ms -> ratio %.3f\n", torch_ms, median / torch_ms);
     }
     records.push_back({{"name", name},
@@ -213,7 +213,6 @@ int main(int argc, char** argv) {
                        {"date", date},
                        {"command", command}});
     if (!peer.is_null()) {
-      const double torch_ms = peer["value"].get<double>();
       std::string vs = name;
       vs.replace(0, std::string("moe.mixtral_layer").size(), "moe.mixtral_layer_vs_torch");
       records.push_back(

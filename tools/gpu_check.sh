@@ -19,25 +19,18 @@ for t in "$bundle"/bin/*_test; do
   grep -E '^arbor-tests:|FAILED' "$out/$name.log"
 done
 
-if command -v compute-sanitizer >/dev/null && [ -x "$bundle/bin/ops_parity_test" ]; then
-  echo "== compute-sanitizer ops_parity_test [gpu]"
-  LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64" compute-sanitizer --error-exitcode 9 \
-    "$bundle/bin/ops_parity_test" '[gpu]' >"$out/sanitizer.log" 2>&1 || status=1
-  grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/sanitizer.log"
-  if [ -x "$bundle/bin/sampling_parity_test" ]; then
-    echo "== compute-sanitizer racecheck sampling_parity_test [small]"
-    LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64" compute-sanitizer --tool racecheck \
-      --error-exitcode 9 "$bundle/bin/sampling_parity_test" '[small]' >"$out/racecheck.log" 2>&1 ||
-      status=1
-    grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/racecheck.log"
-  fi
-  if [ -x "$bundle/bin/moe_permute_test" ]; then
-    echo "== compute-sanitizer racecheck moe_permute_test [gpu]"
-    LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64" compute-sanitizer --tool racecheck \
-      --error-exitcode 9 "$bundle/bin/moe_permute_test" '[gpu]' >"$out/racecheck_moe.log" 2>&1 ||
-      status=1
-    grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/racecheck_moe.log"
-  fi
+# sanitize TOOL TEST FILTER LOG: one bundled test under compute-sanitizer, when bundled.
+sanitize() {
+  [ -x "$bundle/bin/$2" ] || return 0
+  echo "== compute-sanitizer $1 $2 $3"
+  LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64" compute-sanitizer --tool "$1" \
+    --error-exitcode 9 "$bundle/bin/$2" "$3" >"$out/$4" 2>&1 || status=1
+  grep -E 'ERROR SUMMARY|^arbor-tests:' "$out/$4"
+}
+if command -v compute-sanitizer >/dev/null; then
+  sanitize memcheck ops_parity_test '[gpu]' sanitizer.log
+  sanitize racecheck sampling_parity_test '[small]' racecheck.log
+  sanitize racecheck moe_permute_test '[gpu]' racecheck_moe.log
 fi
 
 echo "== arbor serve --device auto"

@@ -6,19 +6,11 @@ namespace arbor::engine {
 
 using kernels::Tensor;
 
-namespace {
-
 // The scratch, in order: TopKSoftmax's weights (fp32) and experts (int32) [n, k]; MoePermute's
 // expert_offsets [E + 1], permuted_tokens [n * k], combine_rows [n, k] (int32) and
 // combine_weights [n, k] (fp32). Every element is 4 bytes.
-size_t ScratchElements(const MoeLayerShape& s, int64_t n) {
-  return size_t(s.num_experts + 1 + 5 * n * s.top_k);
-}
-
-}  // namespace
-
 size_t MoeScratchBytes(const MoeLayerShape& shape, int64_t n) {
-  return ScratchElements(shape, n) * 4;
+  return size_t(shape.num_experts + 1 + 5 * n * shape.top_k) * 4;
 }
 
 absl::Status RunMoeLayer(kernels::Backend& be, kernels::Stream& st, const MoeLayerShape& s,

@@ -253,6 +253,15 @@ __global__ void __launch_bounds__(kF32Threads) GroupedLinearF32Kernel(GroupedLin
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+template <DType D>
+void LaunchWmma(const dim3& grid, bool aligned, const GroupedLinearArgs& a, cudaStream_t s) {
+  if (aligned) {
+    GroupedLinearWmmaKernel<D, true><<<grid, kWmmaThreads, 0, s>>>(a);
+  } else {
+    GroupedLinearWmmaKernel<D, false><<<grid, kWmmaThreads, 0, s>>>(a);
+  }
+}
+
 }  // namespace
 
 // The supported combinations, in one place: f32 (FMA), and bf16 and f16 (WMMA) with the
@@ -269,18 +278,10 @@ cudaError_t LaunchGroupedLinear(const GroupedLinearArgs& a, cudaStream_t s) {
       GroupedLinearF32Kernel<<<grid, kF32Threads, 0, s>>>(a);
       break;
     case DType::kBF16:
-      if (aligned) {
-        GroupedLinearWmmaKernel<DType::kBF16, true><<<grid, kWmmaThreads, 0, s>>>(a);
-      } else {
-        GroupedLinearWmmaKernel<DType::kBF16, false><<<grid, kWmmaThreads, 0, s>>>(a);
-      }
+      LaunchWmma<DType::kBF16>(grid, aligned, a, s);
       break;
     case DType::kF16:
-      if (aligned) {
-        GroupedLinearWmmaKernel<DType::kF16, true><<<grid, kWmmaThreads, 0, s>>>(a);
-      } else {
-        GroupedLinearWmmaKernel<DType::kF16, false><<<grid, kWmmaThreads, 0, s>>>(a);
-      }
+      LaunchWmma<DType::kF16>(grid, aligned, a, s);
       break;
     default:
       return cudaErrorInvalidValue;

@@ -42,7 +42,8 @@ def start(binary, drain):
     port = free_port()
     proc = subprocess.Popen(
         [binary, "serve", "--port", str(port), "--grpc-port", "0",
-         "--device", os.environ.get("ARBOR_E2E_DEVICE", "cpu"), "--set", f"server.drain_timeout_s={drain}", "--log-level", "warn"],
+         "--device", os.environ.get("ARBOR_E2E_DEVICE", "cpu"),
+         "--set", f"server.drain_timeout_s={drain}", "--log-level", "warn"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:
