@@ -32,6 +32,9 @@ cudaError_t WithFloatType(DType t, F&& f) {
   }
 }
 
+// Whether a pointer allows 16-byte vector loads (cp.async chunks, uint4).
+inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // Grid size for a grid-stride loop over n items: enough blocks to fill an H100 (132 SMs x 16
 // resident blocks), never a block per item.
 inline unsigned GridFor(int64_t n, int threads) {

@@ -251,8 +251,6 @@ __global__ void __launch_bounds__(kF32Threads) GroupedLinearF32Kernel(GroupedLin
   }
 }
 
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 template <DType D>
 void LaunchWmma(const dim3& grid, bool aligned, const GroupedLinearArgs& a, cudaStream_t s) {
   if (aligned) {
