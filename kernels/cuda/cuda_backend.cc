@@ -262,7 +262,10 @@ class CudaBackend final : public Backend {
   }
   absl::Status Linear(const LinearArgs& a, Stream& s) override {
     if (auto st = ValidateLinear(a); !st.ok()) return st;
-    return linear_->Run(a, Native(s));
+    absl::Status st = linear_->Run(a, Native(s));
+    // A shape cuBLASLt has no algorithm for runs on the plain tiled kernel instead.
+    if (absl::IsUnimplemented(st)) return CudaStatus(LaunchLinearFallback(a, Native(s)), "Linear");
+    return st;
   }
 
  protected:

@@ -15,6 +15,8 @@ cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);
 cudaError_t LaunchEmbedding(const EmbeddingArgs& args, cudaStream_t stream);
 cudaError_t LaunchRopeKvWrite(const RopeKvWriteArgs& args, cudaStream_t stream);
 cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t stream);
+// Linear where cuBLASLt has no algorithm for the shape (kernels/cuda/linear_fallback.cu).
+cudaError_t LaunchLinearFallback(const LinearArgs& args, cudaStream_t stream);
 cudaError_t LaunchTopKSoftmax(const TopKSoftmaxArgs& args, cudaStream_t stream);
 cudaError_t LaunchGatherRows(const GatherRowsArgs& args, cudaStream_t stream);
 cudaError_t LaunchScatterAddRows(const ScatterAddRowsArgs& args, cudaStream_t stream);

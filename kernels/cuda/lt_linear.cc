@@ -53,6 +53,12 @@ struct Preference {
     if (auto s_ = CublasStatus((call), #call); !s_.ok()) return s_; \
   } while (0)
 
+absl::Status Unsupported(int64_t m, int64_t n, int64_t k, const LinearArgs& a) {
+  return absl::UnimplementedError(absl::StrCat("cuBLASLt has no algorithm for Linear m=", m,
+                                               " n=", n, " k=", k, " (", DTypeName(a.x.dtype),
+                                               " -> ", DTypeName(a.y.dtype), ")"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LtLinear>> LtLinear::Create() {
@@ -125,6 +131,7 @@ absl::Status LtLinear::Run(const LinearArgs& a, cudaStream_t stream) {
   bool cached = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (unsupported_.count(key) > 0) return Unsupported(m, n, k, a);
     auto it = algorithms_.find(key);
     if (it != algorithms_.end()) {
       algo = it->second;
@@ -149,6 +156,7 @@ absl::Status LtLinear::Run(const LinearArgs& a, cudaStream_t stream) {
         pref.d, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
+    cublasStatus_t heuristic;
     if (deterministic) {
       const uint32_t no_split_k = CUBLASLT_REDUCTION_SCHEME_NONE;
       ARBOR_LT(cublasLtMatmulPreferenceSetAttribute(
@@ -160,17 +168,22 @@ absl::Status LtLinear::Run(const LinearArgs& a, cudaStream_t stream) {
                                           uint64_t(kDeterministicRows), a.x.stride));
       ARBOR_LT(cublasLtMatrixLayoutCreate(&lc_fixed.d, out_type, uint64_t(n),
                                           uint64_t(kDeterministicRows), a.y.stride));
-      ARBOR_LT(cublasLtMatmulAlgoGetHeuristic(handle_, op.d, la.d, lb_fixed.d, lc_fixed.d,
-                                              lc_fixed.d, pref.d, 1, &result, &found));
+      heuristic = cublasLtMatmulAlgoGetHeuristic(handle_, op.d, la.d, lb_fixed.d, lc_fixed.d,
+                                                 lc_fixed.d, pref.d, 1, &result, &found);
     } else {
-      ARBOR_LT(cublasLtMatmulAlgoGetHeuristic(handle_, op.d, la.d, lb.d, lc.d, lc.d, pref.d, 1,
-                                              &result, &found));
+      heuristic = cublasLtMatmulAlgoGetHeuristic(handle_, op.d, la.d, lb.d, lc.d, lc.d, pref.d, 1,
+                                                 &result, &found);
     }
-    if (found == 0) {
-      return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for Linear m=", m,
-                                              " n=", n, " k=", k, " (", DTypeName(a.x.dtype),
-                                              " -> ", DTypeName(a.y.dtype), ")"));
+    // cuBLASLt refuses some shapes outright (INVALID_VALUE for 16-bit operands with odd leading
+    // dimensions) or finds nothing: Unimplemented, and the backend runs its fallback kernel.
+    // Remembered, so the question is asked once per shape.
+    if (heuristic == CUBLAS_STATUS_INVALID_VALUE || heuristic == CUBLAS_STATUS_NOT_SUPPORTED ||
+        (heuristic == CUBLAS_STATUS_SUCCESS && found == 0)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      unsupported_.insert(key);
+      return Unsupported(m, n, k, a);
     }
+    ARBOR_LT(heuristic);
     algo = result.algo;
     std::lock_guard<std::mutex> lock(mu_);
     algorithms_.emplace(key, algo);

@@ -32,7 +32,8 @@ class LtLinear {
   LtLinear(const LtLinear&) = delete;
   LtLinear& operator=(const LtLinear&) = delete;
 
-  // Runs one validated Linear on `stream`.
+  // Runs one validated Linear on `stream`; Unimplemented for a shape cuBLASLt has no algorithm
+  // for (the caller runs another kernel).
   absl::Status Run(const LinearArgs& args, cudaStream_t stream);
 
   size_t cached_algorithms() const;
@@ -67,6 +68,7 @@ class LtLinear {
   void* workspace_;
   mutable std::mutex mu_;
   std::map<Key, cublasLtMatmulAlgo_t> algorithms_;
+  std::set<Key> unsupported_;  // shapes cuBLASLt has no algorithm for (Run: Unimplemented)
   std::set<Key> checked_;  // deterministic mode: (key with m) the shared algorithm was checked for
   std::atomic<bool> deterministic_{false};
 };

@@ -59,16 +59,18 @@ __device__ __forceinline__ int64_t KvOffset(const PagedKv& kv, int64_t slot, int
   return page * page_elems + ((kv.layer * 2 + kv_index) * kv.block_size + off) * kv.kv_dim;
 }
 
-// One block per token: the threads rotate every (q or k head, pair i), then, once the block's
-// rotated k is visible to all, copy k and v into the token's slot.
+// One block per (token, q or k head), a thread per rotation pair i: it rotates (i, i + half)
+// and, for a k head, writes the rotated pair and the same pair of v into the token's slot: no
+// barrier, and a decode step's heads spread over many SMs.
 template <DType D>
 __global__ void RopeKvWriteKernel(RopeKvWriteArgs a) {
-  const int64_t t = blockIdx.x;
+  const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t d = a.head_dim, half = d / 2;
-  const int64_t heads = a.num_q_heads + a.num_kv_heads;
   const float pos = float(a.positions[t]);
-  for (int64_t idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
-    const int64_t h = idx / half, i = idx % half;
+  const int64_t kv_dim = a.num_kv_heads * d, q_dim = a.num_q_heads * d;
+  const int64_t slot = a.slots[t];
+  const bool k_head = h >= a.num_q_heads;
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
     // Precise sincosf (not the __sinf intrinsics): angles reach thousands of radians.
     float s, c;
     sincosf(pos * a.inv_freq[i], &s, &c);
@@ -76,19 +78,19 @@ __global__ void RopeKvWriteKernel(RopeKvWriteArgs a) {
     s = RoundTo(D, s * a.attention_factor);
     const int64_t at0 = a.qkv.At(t, h * d + i), at1 = at0 + half;
     const float x0 = LoadAsFloat(a.qkv.data, D, at0), x1 = LoadAsFloat(a.qkv.data, D, at1);
-    StoreFromFloat(a.qkv.data, D, at0, RoundTo(D, x0 * c) - RoundTo(D, x1 * s));
-    StoreFromFloat(a.qkv.data, D, at1, RoundTo(D, x1 * c) + RoundTo(D, x0 * s));
-  }
-  __syncthreads();
-  const int64_t kv_dim = a.num_kv_heads * d, q_dim = a.num_q_heads * d;
-  const int64_t slot = a.slots[t];
-  if (slot < 0) return;  // a padding row: rotated, not cached
-  const int64_t k_at = KvOffset(a.kv, slot, 0), v_at = KvOffset(a.kv, slot, 1);
-  for (int64_t c = threadIdx.x; c < kv_dim; c += blockDim.x) {
-    StoreFromFloat(a.kv.pages, a.kv.dtype, k_at + c,
-                   LoadAsFloat(a.qkv.data, D, a.qkv.At(t, q_dim + c)));
-    StoreFromFloat(a.kv.pages, a.kv.dtype, v_at + c,
-                   LoadAsFloat(a.qkv.data, D, a.qkv.At(t, q_dim + kv_dim + c)));
+    const float y0 = RoundTo(D, x0 * c) - RoundTo(D, x1 * s);
+    const float y1 = RoundTo(D, x1 * c) + RoundTo(D, x0 * s);
+    StoreFromFloat(a.qkv.data, D, at0, y0);
+    StoreFromFloat(a.qkv.data, D, at1, y1);
+    if (!k_head || slot < 0) continue;  // a padding row: rotated, not cached
+    const int64_t col = (h - a.num_q_heads) * d + i;  // of the head's k (and v) in kv_dim
+    const int64_t k_at = KvOffset(a.kv, slot, 0), v_at = KvOffset(a.kv, slot, 1);
+    StoreFromFloat(a.kv.pages, a.kv.dtype, k_at + col, RoundTo(D, y0));
+    StoreFromFloat(a.kv.pages, a.kv.dtype, k_at + col + half, RoundTo(D, y1));
+    const int64_t v0 = a.qkv.At(t, q_dim + kv_dim + col);
+    StoreFromFloat(a.kv.pages, a.kv.dtype, v_at + col, LoadAsFloat(a.qkv.data, D, v0));
+    StoreFromFloat(a.kv.pages, a.kv.dtype, v_at + col + half,
+                   LoadAsFloat(a.qkv.data, D, v0 + half));
   }
 }
 
@@ -115,9 +117,15 @@ cudaError_t LaunchScatterAddRows(const ScatterAddRowsArgs& a, cudaStream_t s) {
 }
 
 cudaError_t LaunchRopeKvWrite(const RopeKvWriteArgs& a, cudaStream_t s) {
-  if (a.qkv.rows > 0x7fffffff) return cudaErrorInvalidValue;
+  if (a.qkv.rows > 0x7fffffff || a.num_q_heads + a.num_kv_heads > 65535) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.qkv.rows == 0) return cudaSuccess;
   return WithFloatType(a.qkv.dtype, [&](auto tag) {
-    RopeKvWriteKernel<decltype(tag)::value><<<unsigned(a.qkv.rows), kThreads, 0, s>>>(a);
+    const int64_t heads = a.num_q_heads + a.num_kv_heads, half = a.head_dim / 2;
+    const unsigned threads = unsigned(std::min<int64_t>(kThreads, (half + 31) / 32 * 32));
+    RopeKvWriteKernel<decltype(tag)::value>
+        <<<dim3(unsigned(a.qkv.rows), unsigned(heads)), std::max(threads, 32u), 0, s>>>(a);
     return cudaGetLastError();
   });
 }
