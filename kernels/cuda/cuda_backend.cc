@@ -2,6 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/lt_linear.h"
@@ -193,7 +195,10 @@ class CudaBackend final : public Backend {
     return std::unique_ptr<Graph>(std::make_unique<CudaGraph>(exec));
   }
 
-  void SetDeterministic(bool on) override { linear_->set_deterministic(on); }
+  void SetDeterministic(bool on) override {
+    deterministic_ = on;
+    linear_->set_deterministic(on);
+  }
 
   absl::Status AddRmsNorm(const AddRmsNormArgs& a, Stream& s) override {
     if (auto st = ValidateAddRmsNorm(a); !st.ok()) return st;
@@ -262,6 +267,11 @@ class CudaBackend final : public Backend {
   }
   absl::Status Linear(const LinearArgs& a, Stream& s) override {
     if (auto st = ValidateLinear(a); !st.ok()) return st;
+    // A few rows (small decode batches): the weight-streaming kernel. Not in deterministic
+    // mode, where every m must run the one cuBLASLt algorithm of its shape (batch invariance).
+    if (!deterministic_ && SkinnyLinearFits(a)) {
+      return CudaStatus(LaunchSkinnyLinear(a, Native(s)), "Linear");
+    }
     absl::Status st = linear_->Run(a, Native(s));
     // A shape cuBLASLt has no algorithm for runs on the plain tiled kernel instead.
     if (absl::IsUnimplemented(st)) return CudaStatus(LaunchLinearFallback(a, Native(s)), "Linear");
@@ -276,6 +286,7 @@ class CudaBackend final : public Backend {
   int ordinal_;
   CudaStream default_stream_;
   std::unique_ptr<LtLinear> linear_;
+  std::atomic<bool> deterministic_{false};
 };
 
 }  // namespace

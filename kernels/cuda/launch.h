@@ -15,6 +15,11 @@ cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);
 cudaError_t LaunchEmbedding(const EmbeddingArgs& args, cudaStream_t stream);
 cudaError_t LaunchRopeKvWrite(const RopeKvWriteArgs& args, cudaStream_t stream);
 cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t stream);
+// Linear of at most kSkinnyMaxRows rows over 16-bit operands that SkinnyLinearFits
+// (kernels/cuda/skinny_linear.cu): the weight streamed once at near the memory bandwidth.
+constexpr int64_t kSkinnyMaxRows = 4;
+bool SkinnyLinearFits(const LinearArgs& args);
+cudaError_t LaunchSkinnyLinear(const LinearArgs& args, cudaStream_t stream);
 // Linear where cuBLASLt has no algorithm for the shape (kernels/cuda/linear_fallback.cu).
 cudaError_t LaunchLinearFallback(const LinearArgs& args, cudaStream_t stream);
 cudaError_t LaunchTopKSoftmax(const TopKSoftmaxArgs& args, cudaStream_t stream);
