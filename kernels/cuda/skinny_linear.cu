@@ -111,8 +111,6 @@ cudaError_t LaunchRows(const LinearArgs& a, cudaStream_t s) {
   }
 }
 
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 bool SkinnyLinearFits(const LinearArgs& a) {
