@@ -7,6 +7,13 @@
 // token's result depends only on its own query and keys, never on the batch: the kernel is
 // batch-invariant, as deterministic mode needs.
 //
+// How many heads a CTA serves (H) changes nothing in a head's arithmetic (its scores, softmax,
+// slices and their reduction order are its own), so the launch picks H from the grid size: a
+// small batch (decode at batch 1 has only num_kv_heads CTAs with H = 8) takes one head per CTA
+// and reads its K/V from L2 for the group's other heads, four times the CTAs. head_dim 64 and
+// 128 are compiled as constants (HD) so the score loop unrolls and a key's loads all go out at
+// once; other head sizes take the generic kernel (HD = 0).
+//
 // Shapes: q, out [tokens, num_q_heads * head_dim] (activations' dtype D), K/V in pages of the
 // cache's dtype KV (PagedKv), head_dim <= 256 (ValidatePagedAttention). The tiled tensor-core
 // prefill, split-KV for long contexts and the neighborhood kernels are the attention issue's.
@@ -20,16 +27,37 @@ namespace {
 
 constexpr int kThreads = 128;     // one key per thread per chunk
 constexpr int kChunk = kThreads;  // keys per chunk
-constexpr int kHeadsPerCta = 8;   // query heads of one GQA group a CTA serves
+constexpr int kHeadsPerCta = 8;   // most query heads of one GQA group a CTA serves
 constexpr int kMaxHeadDim = 256;
-// P·V's partial sums per key slice: slices * 8 * dim_groups <= kThreads * 8 floats per head.
-constexpr int kReduceFloats = kHeadsPerCta * kThreads * 8;  // 32 KB
+// Below this many CTAs with kHeadsPerCta, a CTA takes one head (132 SMs on an H100).
+constexpr int64_t kFewCtas = 264;
 
 __device__ __forceinline__ int64_t KvRow(const PagedKv& kv, int64_t page, int kv_index,
                                          int64_t token_in_block) {
   const int64_t page_elems = kv.num_layers * 2 * kv.block_size * kv.kv_dim;
   return page * page_elems +
          ((kv.layer * 2 + kv_index) * kv.block_size + token_in_block) * kv.kv_dim;
+}
+
+// Eight 16-bit values of type KV, as floats.
+template <DType KV>
+__device__ __forceinline__ void Unpack8(const uint4& v, float* out) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    out[2 * j] = LoadAsFloat(&w[j], KV, 0);
+    out[2 * j + 1] = LoadAsFloat(&w[j], KV, 1);
+  }
+}
+
+// A 16-byte read-only load that the compiler keeps in program order with its neighbours
+// (asm volatile): a run of them is issued back to back, before the math that uses them.
+__device__ __forceinline__ uint4 LoadNc16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
 }
 
 // Elements [i, i + 8) of a KV row as floats: one 16-byte load for 16-bit types when aligned.
@@ -46,13 +74,7 @@ __device__ __forceinline__ void Load8(const void* base, int64_t i, bool vector, 
     }
   } else {
     if (vector) {
-      const uint4 v = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(base) + i);
-      const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        out[2 * j] = LoadAsFloat(&w[j], KV, 0);
-        out[2 * j + 1] = LoadAsFloat(&w[j], KV, 1);
-      }
+      Unpack8<KV>(*reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(base) + i), out);
       return;
     }
   }
@@ -60,22 +82,24 @@ __device__ __forceinline__ void Load8(const void* base, int64_t i, bool vector, 
   for (int j = 0; j < 8; ++j) out[j] = LoadAsFloat(base, KV, i + j);
 }
 
-template <DType D, DType KV>
+// H: query heads per CTA (1 or kHeadsPerCta); HD: head_dim when compiled in, else 0.
+template <DType D, DType KV, int H, int HD>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionArgs a) {
-  __shared__ float q_s[kHeadsPerCta * kMaxHeadDim];  // the CTA's query heads, pre-scaled
-  __shared__ float p_s[kHeadsPerCta * kChunk];       // scores, then probabilities, of a chunk
-  __shared__ int64_t row_s[kChunk];                  // each key's K row offset in the pages
-  __shared__ float m_s[kHeadsPerCta], l_s[kHeadsPerCta], alpha_s[kHeadsPerCta];
-  __shared__ float red_s[kReduceFloats];
+  constexpr int kMaxHd = HD > 0 ? HD : kMaxHeadDim;
+  __shared__ float q_s[H * kMaxHd];       // the CTA's query heads, pre-scaled
+  __shared__ float p_s[H * kChunk];       // scores, then probabilities, of a chunk
+  __shared__ int64_t row_s[kChunk];       // each key's K row offset in the pages
+  __shared__ float m_s[H], l_s[H], alpha_s[H];
+  __shared__ float red_s[H * kThreads * 8];  // P·V slice sums: slices * 8 * dim_groups <= 8 * kThreads
 
   const int64_t t = blockIdx.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t hd = a.head_dim;
+  const int64_t hd = HD > 0 ? HD : a.head_dim;
   const int64_t group = a.num_q_heads / a.num_kv_heads;
-  const int64_t ctas_per_group = (group + kHeadsPerCta - 1) / kHeadsPerCta;
+  const int64_t ctas_per_group = (group + H - 1) / H;
   const int64_t kv_head = blockIdx.y / ctas_per_group;
-  const int64_t h0 = kv_head * group + (blockIdx.y % ctas_per_group) * kHeadsPerCta;
-  const int heads = int(min(int64_t(kHeadsPerCta), kv_head * group + group - h0));
+  const int64_t h0 = kv_head * group + (blockIdx.y % ctas_per_group) * H;
+  const int heads = int(min(int64_t(H), kv_head * group + group - h0));
   const int64_t head_off = kv_head * hd;
   const int64_t bs = a.kv.block_size;
   const int32_t* table = a.block_tables + int64_t(a.token_seq[t]) * a.max_blocks;
@@ -90,7 +114,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
     const int64_t h = i / hd, d = i % hd;
     q_s[i] = LoadAsFloat(a.q.data, D, a.q.At(t, (h0 + h) * hd + d)) * a.scale;
   }
-  if (tid < kHeadsPerCta) {
+  if (tid < H) {
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.0f;
   }
@@ -101,9 +125,9 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
   const bool pv_active = slice < slices;
   const bool full_group = dim0 + 8 <= hd;
   const int64_t v_off = bs * a.kv.kv_dim;  // a layer's V rows follow its K rows in a page
-  float acc[kHeadsPerCta][8];
+  float acc[H][8];
 #pragma unroll
-  for (int h = 0; h < kHeadsPerCta; ++h) {
+  for (int h = 0; h < H; ++h) {
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
   }
@@ -116,10 +140,32 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
       const int64_t j = base + tid;
       const int64_t row = KvRow(a.kv, table[j / bs], 0, j % bs) + head_off;
       row_s[tid] = row;
-      float dot[kHeadsPerCta];
+      float dot[H];
 #pragma unroll
-      for (int h = 0; h < kHeadsPerCta; ++h) dot[h] = 0.0f;
-      for (int64_t d = 0; d < hd; d += 8) {
+      for (int h = 0; h < H; ++h) dot[h] = 0.0f;
+      // One head and a compiled head_dim (the small-batch launch): the key's row is loaded
+      // whole before the dot product, so its loads are in flight together. Same arithmetic,
+      // in the same order, as the loop below.
+      bool scored = false;
+      if constexpr (H == 1 && HD > 0 && KV != DType::kF32) {
+        if (vector) {
+          uint4 raw[HD / 8];
+#pragma unroll
+          for (int i = 0; i < HD / 8; ++i) {
+            raw[i] = LoadNc16(static_cast<const uint16_t*>(a.kv.pages) + row + i * 8);
+          }
+#pragma unroll
+          for (int i = 0; i < HD / 8; ++i) {
+            float k[8];
+            Unpack8<KV>(raw[i], k);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) dot[0] += q_s[i * 8 + e] * k[e];
+          }
+          scored = true;
+        }
+      }
+#pragma unroll
+      for (int64_t d = 0; d < (scored ? 0 : hd); d += 8) {
         float k[8];
         if (d + 8 <= hd) {
           Load8<KV>(a.kv.pages, row + d, vector, k);
@@ -130,7 +176,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
           }
         }
 #pragma unroll
-        for (int h = 0; h < kHeadsPerCta; ++h) {
+        for (int h = 0; h < H; ++h) {
           if (h < heads) {
 #pragma unroll
             for (int e = 0; e < 8; ++e) {
@@ -140,7 +186,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
         }
       }
 #pragma unroll
-      for (int h = 0; h < kHeadsPerCta; ++h) p_s[h * kChunk + tid] = dot[h];
+      for (int h = 0; h < H; ++h) p_s[h * kChunk + tid] = dot[h];
     }
     __syncthreads();
     // Online softmax: warp w takes heads w, w + 4, ...; the chunk's max and sum per head.
@@ -168,7 +214,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
     // dims of V (one 16-byte load), for every head of the CTA: each V element is read once.
     if (pv_active) {
 #pragma unroll
-      for (int h = 0; h < kHeadsPerCta; ++h) {
+      for (int h = 0; h < H; ++h) {
         const float alpha = h < heads ? alpha_s[h] : 0.0f;
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[h][e] *= alpha;
@@ -186,7 +232,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
           }
         }
 #pragma unroll
-        for (int h = 0; h < kHeadsPerCta; ++h) {
+        for (int h = 0; h < H; ++h) {
           if (h < heads) {
             const float p = p_s[h * kChunk + i];
 #pragma unroll
@@ -201,11 +247,11 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
   const int width = dim_groups * 8;
   if (pv_active) {
 #pragma unroll
-    for (int h = 0; h < kHeadsPerCta; ++h) {
+    for (int h = 0; h < H; ++h) {
       if (h < heads) {
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          red_s[(slice * kHeadsPerCta + h) * width + dim0 + e] = acc[h][e];
+          red_s[(slice * H + h) * width + dim0 + e] = acc[h][e];
         }
       }
     }
@@ -214,7 +260,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
   for (int o = tid; o < heads * hd; o += kThreads) {
     const int h = o / int(hd), d = o % int(hd);
     float sum = 0.0f;
-    for (int sl = 0; sl < slices; ++sl) sum += red_s[(sl * kHeadsPerCta + h) * width + d];
+    for (int sl = 0; sl < slices; ++sl) sum += red_s[(sl * H + h) * width + d];
     const float l = l_s[h];
     StoreFromFloat(a.out.data, D, a.out.At(t, (h0 + h) * hd + d), l > 0.0f ? sum / l : 0.0f);
   }
@@ -225,13 +271,29 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
 cudaError_t LaunchPagedAttention(const PagedAttentionArgs& a, cudaStream_t s) {
   if (a.q.rows == 0) return cudaSuccess;
   const int64_t group = a.num_q_heads / a.num_kv_heads;
-  const int64_t y = a.num_kv_heads * ((group + kHeadsPerCta - 1) / kHeadsPerCta);
+  const bool few = a.q.rows * a.num_kv_heads * ((group + kHeadsPerCta - 1) / kHeadsPerCta) <
+                   kFewCtas;
+  const int64_t per_cta = few ? 1 : kHeadsPerCta;
+  const int64_t y = a.num_kv_heads * ((group + per_cta - 1) / per_cta);
   if (a.q.rows > 0x7fffffff || y > 65535 || a.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
+  const dim3 grid(unsigned(a.q.rows), unsigned(y));
   return WithFloatType(a.q.dtype, [&](auto tag) {
     return WithFloatType(a.kv.dtype, [&](auto kv_tag) {
-      PagedAttentionKernel<decltype(tag)::value, decltype(kv_tag)::value>
-          <<<dim3(unsigned(a.q.rows), unsigned(y)), kThreads, 0, s>>>(a);
-      return cudaGetLastError();
+      constexpr DType D = decltype(tag)::value, KV = decltype(kv_tag)::value;
+      auto launch = [&](auto kernel) {
+        kernel<<<grid, kThreads, 0, s>>>(a);
+        return cudaGetLastError();
+      };
+      if (a.head_dim == 128) {
+        return few ? launch(PagedAttentionKernel<D, KV, 1, 128>)
+                   : launch(PagedAttentionKernel<D, KV, kHeadsPerCta, 128>);
+      }
+      if (a.head_dim == 64) {
+        return few ? launch(PagedAttentionKernel<D, KV, 1, 64>)
+                   : launch(PagedAttentionKernel<D, KV, kHeadsPerCta, 64>);
+      }
+      return few ? launch(PagedAttentionKernel<D, KV, 1, 0>)
+                 : launch(PagedAttentionKernel<D, KV, kHeadsPerCta, 0>);
     });
   });
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <sstream>
 
@@ -338,6 +339,23 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   Ok(be.PagedAttention(args, be.default_stream()));
   CaseResult r;
   Append(r, Must(Download(be, dout.view)));
+  // Batch invariance: the last token alone gives the bits it gave in the batch (the CUDA kernel
+  // serves a head per CTA for small grids and several for large ones).
+  {
+    DeviceTensor alone = Must(Poisoned(be, c.dtype, 1, hq * d));
+    kernels::PagedAttentionArgs one = args;
+    one.q = kernels::Rows(dq.view, n - 1, 1);
+    one.out = alone.view;
+    one.token_seq = dseq.as<int32_t>() + (n - 1);
+    one.q_positions = dpos.as<int32_t>() + (n - 1);
+    Ok(be.PagedAttention(one, be.default_stream()));
+    const HostTensor got = Must(Download(be, alone.view));
+    const size_t last = size_t((n - 1) * hq * d);
+    for (int64_t e = 0; e < hq * d; ++e) {
+      INFO("element " << e << " of the last token alone");
+      REQUIRE(std::memcmp(&got.v[size_t(e)], &r.got[last + size_t(e)], sizeof(float)) == 0);
+    }
+  }
   for (int64_t t = 0; t < n; ++t) {
     const int64_t s = token_seq[size_t(t)], pos = q_pos[size_t(t)];
     const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
@@ -654,6 +672,10 @@ const std::vector<OpCase>& OpCases() {
       {"attention", kBF16, 2, 2, 256},
       {"attention", kBF16, 3, 1, 128},
       {"attention", kF16, 2, 1, 64},
+      // enough tokens (sequences x 1-5 new) for the CUDA kernel's several-heads-per-CTA launch
+      {"attention", kBF16, 110, 2, 128},
+      {"attention", kF16, 150, 1, 64},
+      {"attention", kF32, 130, 2, 40},
       // top_k: tokens, experts, k
       {"top_k", kF32, 1, 2, 1},
       {"top_k", kF32, 37, 8, 2},
