@@ -1,11 +1,12 @@
-// bench_decode: batch-1 decode time per output token of a dummy-weight model (a
-// Llama-3-8B-shaped bf16 one by default) through engine::Model, against the memory-bandwidth
-// floor measured in the same run: the bytes a decode step must read (every weight but the
-// embedding table, of which it reads one row) over the better of a copy kernel and a read-only
-// streaming kernel. Appends decode.b1_8b.ratio_to_floor to bench/results.json (BENCHMARKS.md).
+// bench_decode: decode time per step of a dummy-weight model (a Llama-3-8B-shaped bf16 one by
+// default) through engine::Model, against the memory-bandwidth floor measured in the same run:
+// the bytes a decode step must read (every weight but the embedding table, of which it reads
+// one row per sequence, plus at batch > 1 the K/V the sequences attend to) over the better of a
+// copy kernel and a read-only streaming kernel. At batch 1 it appends
+// decode.b1_8b.ratio_to_floor to bench/results.json (BENCHMARKS.md); at batch N, decode.bN.
 //
 //   bench_decode [--config tools/bench/llama3-8b] [--prompt 128] [--steps 64] [--dtype bfloat16]
-//                [--results bench/results.json] [--profile eager|graph]
+//                [--batch 1] [--results bench/results.json] [--profile eager|graph]
 //
 // --profile brackets the fifth timed step of that kind with cudaProfilerStart/Stop, for
 // `ncu --profile-from-start off` (tools/bench/profile_decode.sh).
@@ -37,6 +38,7 @@ struct Args {
   std::string config = "tools/bench/llama3-8b";
   int prompt = 128;
   int steps = 64;
+  int batch = 1;  // sequences decoding together, each with its own prompt of `prompt` tokens
   std::string dtype = "bfloat16";
   std::string results = "bench/results.json";
   std::string profile;  // eager | graph: one step bracketed for ncu --profile-from-start off
@@ -62,6 +64,8 @@ int main(int argc, char** argv) {
       a.config = v;
     } else if (k == "--prompt") {
       a.prompt = std::atoi(v.c_str());
+    } else if (k == "--batch") {
+      a.batch = std::atoi(v.c_str());
     } else if (k == "--steps") {
       a.steps = std::atoi(v.c_str());
     } else if (k == "--dtype") {
@@ -74,7 +78,7 @@ int main(int argc, char** argv) {
       return Fail("unknown flag " + k);
     }
   }
-  if (a.prompt <= 0 || a.steps <= 0) return Fail("sizes must be > 0");
+  if (a.prompt <= 0 || a.steps <= 0 || a.batch <= 0) return Fail("sizes must be > 0");
   spdlog::set_level(spdlog::level::warn);
   auto backend = arbor::kernels::CreateCudaBackend(0);
   if (!backend.ok()) return Fail(std::string(backend.status().message()));
@@ -91,15 +95,27 @@ int main(int argc, char** argv) {
               double((*model)->weight_bytes()) / 1e9, arbor::kernels::DTypeName(options.dtype),
               absl::ToDoubleSeconds(absl::Now() - t0));
 
-  // Room for the prompt and two timed runs (eager, then replaying the decode graph).
+  // Room for the prompt and two timed runs (eager, then replaying the decode graph) in every
+  // sequence; the sequences take consecutive blocks of one page buffer (one KV cache view).
   const int64_t capacity = a.prompt + 2 * (a.steps + 4) + 8;
-  auto seq = (*model)->NewSequence(capacity);
-  if (!seq.ok()) return Fail(std::string(seq.status().message()));
+  const int64_t block_size = 16;
+  const int64_t blocks_per_seq = (capacity + block_size - 1) / block_size;
+  auto pages = (*backend)->Allocate(size_t(blocks_per_seq * a.batch) *
+                                    (*model)->KvPageBytes(block_size));
+  if (!pages.ok()) return Fail(std::string(pages.status().message()));
+  const arbor::engine::KvCacheView kv{pages->data(), block_size};
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(a.batch));
+  for (int64_t i = 0; i < a.batch; ++i) {
+    for (int64_t b = 0; b < blocks_per_seq; ++b) {
+      tables[size_t(i)].push_back(int32_t(i * blocks_per_seq + b));
+    }
+  }
+  std::vector<int64_t> lengths(static_cast<size_t>(a.batch), 0);
   arbor::engine::ForwardLimits limits;
-  limits.max_tokens = a.prompt;
-  limits.max_seqs = 1;
-  limits.max_blocks = int64_t(seq->block_table.size());
-  limits.max_logit_rows = 1;
+  limits.max_tokens = std::max(a.prompt, a.batch);
+  limits.max_seqs = a.batch;
+  limits.max_blocks = blocks_per_seq;
+  limits.max_logit_rows = a.batch;
   if (auto s = (*model)->Reserve(limits); !s.ok()) return Fail(std::string(s.message()));
   std::mt19937_64 rng(1);
   std::uniform_int_distribution<int32_t> id(0, int32_t(spec->vocab_size - 1));
@@ -107,40 +123,66 @@ int main(int argc, char** argv) {
   for (auto& t : prompt) t = id(rng);
   // A step as the engine runs it: the forward pass with its logits left on the device, then the
   // device sampler (greedy), whose token copy is the step's one synchronisation.
-  auto sampler = arbor::engine::DeviceSampler::Create(**backend, spec->vocab_size, 1, capacity, {});
+  auto sampler =
+      arbor::engine::DeviceSampler::Create(**backend, spec->vocab_size, a.batch, capacity, {});
   if (!sampler.ok()) return Fail(std::string(sampler.status().message()));
   arbor::engine::SamplingParams greedy;
   greedy.temperature = 0.0f;
-  arbor::engine::SequenceRng sampler_rng(uint64_t{0});
-  std::vector<int32_t> output;
-  auto step = [&](absl::Span<const int32_t> ids) -> absl::StatusOr<int32_t> {
-    const arbor::engine::SequenceChunk chunk{ids, seq->length, seq->block_table,
-                                             arbor::engine::SequenceChunk::Logits::kLast, nullptr};
-    auto logits = (*model)->ForwardOnDevice(
-        {&chunk, 1}, arbor::engine::KvCacheView{seq->pages.data(), seq->block_size});
+  std::vector<arbor::engine::SequenceRng> sampler_rngs(static_cast<size_t>(a.batch),
+                                                       arbor::engine::SequenceRng(uint64_t{0}));
+  std::vector<std::vector<int32_t>> outputs(static_cast<size_t>(a.batch));
+  // Runs `ids[i]` after sequence first + i's cached tokens, for ids.size() sequences; returns
+  // each one's sampled token.
+  auto step = [&](int64_t first,
+                  const std::vector<absl::Span<const int32_t>>& ids) -> absl::StatusOr<
+                                                                      std::vector<int32_t>> {
+    std::vector<arbor::engine::SequenceChunk> chunks;
+    std::vector<arbor::engine::SampleInput> inputs;
+    std::vector<int32_t> rows;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const size_t q = size_t(first) + i;
+      chunks.push_back({ids[i], lengths[q], tables[q],
+                        arbor::engine::SequenceChunk::Logits::kLast, nullptr});
+      inputs.push_back({q, &greedy, prompt, outputs[q], &sampler_rngs[q]});
+      rows.push_back(int32_t(i));
+    }
+    auto logits = (*model)->ForwardOnDevice(chunks, kv);
     if (!logits.ok()) return logits.status();
-    seq->length += int64_t(ids.size());
-    const arbor::engine::SampleInput in{1, &greedy, prompt, output, &sampler_rng};
-    const int32_t row = 0;
-    auto sampled = (*sampler)->Sample(*logits, {&row, 1}, {&in, 1}, (*backend)->default_stream());
+    for (size_t i = 0; i < ids.size(); ++i) lengths[size_t(first) + i] += int64_t(ids[i].size());
+    auto sampled = (*sampler)->Sample(*logits, rows, inputs, (*backend)->default_stream());
     if (!sampled.ok()) return sampled.status();
-    output.push_back((*sampled)[0].token);
-    return output.back();
+    std::vector<int32_t> tokens;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      outputs[size_t(first) + i].push_back((*sampled)[i].token);
+      tokens.push_back((*sampled)[i].token);
+    }
+    return tokens;
   };
-  auto first = step(prompt);
-  if (!first.ok()) return Fail(std::string(first.status().message()));
-  int32_t next = *first;
+  // Prefill one sequence at a time (the timed steps are the decode steps).
+  std::vector<int32_t> next;
+  for (int64_t i = 0; i < a.batch; ++i) {
+    auto first = step(i, {absl::Span<const int32_t>(prompt)});
+    if (!first.ok()) return Fail(std::string(first.status().message()));
+    next.push_back((*first)[0]);
+  }
+  auto decode = [&]() -> absl::Status {
+    std::vector<absl::Span<const int32_t>> ids;
+    for (const int32_t& t : next) ids.emplace_back(&t, 1);
+    auto tokens = step(0, ids);
+    if (!tokens.ok()) return tokens.status();
+    next = *tokens;
+    return absl::OkStatus();
+  };
   // Warm-up steps (first uses of each GEMM shape pick their cuBLASLt algorithm), then timed
   // steps: wall time per token, which is what a client sees. The median.
   auto time_steps = [&](std::vector<double>* ms, bool profile) -> absl::Status {
     for (int i = 0; i < a.steps + 4; ++i) {
       const absl::Time s = absl::Now();
       if (profile && i == 8) cudaProfilerStart();
-      auto token = step({&next, 1});
+      const absl::Status st = decode();
       if (profile && i == 8) cudaProfilerStop();
-      if (!token.ok()) return token.status();
+      if (!st.ok()) return st;
       if (i >= 4) ms->push_back(absl::ToDoubleMilliseconds(absl::Now() - s));
-      next = *token;
     }
     std::sort(ms->begin(), ms->end());
     return absl::OkStatus();
@@ -149,8 +191,7 @@ int main(int argc, char** argv) {
   if (auto s = time_steps(&eager_ms, a.profile == "eager"); !s.ok())
     return Fail(std::string(s.message()));
   // Then as the engine runs decode steps by default (engine.cuda_graphs): replaying a graph.
-  auto graphs = (*model)->CaptureDecodeGraphs(
-      arbor::engine::KvCacheView{seq->pages.data(), seq->block_size}, 1);
+  auto graphs = (*model)->CaptureDecodeGraphs(kv, a.batch);
   if (!graphs.ok()) return Fail(std::string(graphs.status().message()));
   if (auto s = time_steps(&ms, a.profile == "graph"); !s.ok())
     return Fail(std::string(s.message()));
@@ -162,44 +203,55 @@ int main(int argc, char** argv) {
   const char* err = nullptr;
   if (!arbor::bench::MeasureBandwidth(size_t(2) << 30, 20, &bw, &err)) return Fail(err);
   const size_t elem = arbor::kernels::DTypeSize(options.dtype);
-  const double read_bytes = double((*model)->weight_bytes()) -
-                            double(spec->vocab_size - 1) * double(spec->hidden_size) * double(elem);
+  // Weights (one embedding row per sequence) and, per sequence, the K/V of its context at the
+  // middle of the timed graph steps.
+  const double context = double(a.prompt) + 1.0 + 1.5 * double(a.steps + 4);
+  const double kv_bytes = double(a.batch) * context *
+                          double((*model)->KvPageBytes(block_size)) / double(block_size);
+  const double read_bytes =
+      double((*model)->weight_bytes()) -
+      double(spec->vocab_size - a.batch) * double(spec->hidden_size) * double(elem) +
+      (a.batch > 1 ? kv_bytes : 0.0);
   const double floor_ms = read_bytes / bw.best() * 1e3;
   std::printf("bandwidth: copy %.2f TB/s, read-only stream %.2f TB/s\n", bw.copy_bytes_per_s / 1e12,
               bw.stream_bytes_per_s / 1e12);
   std::printf(
-      "decode batch 1, prompt %d: median %.3f ms/token over %d steps (min %.3f, max %.3f) with "
-      "the decode graph; %.3f ms/token eager\n",
-      a.prompt, median_ms, a.steps, ms.front(), ms.back(), eager_median_ms);
-  std::printf("floor: %.2f GB read per token / %.2f TB/s = %.3f ms -> ratio %.3f (target <= 1.2)\n",
-              read_bytes / 1e9, bw.best() / 1e12, floor_ms, median_ms / floor_ms);
+      "decode batch %d, prompt %d: median %.3f ms/step over %d steps (min %.3f, max %.3f) with "
+      "the decode graph; %.3f ms/step eager\n",
+      a.batch, a.prompt, median_ms, a.steps, ms.front(), ms.back(), eager_median_ms);
+  std::printf("floor: %.2f GB read per step / %.2f TB/s = %.3f ms -> ratio %.3f%s\n",
+              read_bytes / 1e9, bw.best() / 1e12, floor_ms, median_ms / floor_ms,
+              a.batch == 1 ? " (target <= 1.2)" : "");
 
   std::string command = "bench_decode";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
   const std::string date = absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone());
+  const std::string b = std::to_string(a.batch);
   nlohmann::json records = nlohmann::json::array();
   records.push_back(
-      {{"name", "decode.b1_8b.ratio_to_floor (batch 1, prompt " + std::to_string(a.prompt) + ", " +
+      {{"name", (a.batch == 1 ? std::string("decode.b1_8b.ratio_to_floor") : "decode.b" + b) +
+                    " (batch " + b + ", prompt " + std::to_string(a.prompt) + ", " +
                     arbor::kernels::DTypeName(options.dtype) + ", " + a.config +
                     ", engine::Model::ForwardOnDevice replaying the decode CUDA graph + "
-                    "DeviceSampler (greedy) per token; floor = "
-                    "weight bytes read per token / "
-                    "best of copy and read-only streaming bandwidth)"},
+                    "DeviceSampler (greedy) per step; floor = "
+                    "weight bytes read per step" +
+                    (a.batch > 1 ? " + the sequences' K/V" : "") +
+                    " / best of copy and read-only streaming bandwidth)"},
        {"value", median_ms},
-       {"unit", "ms/token"},
+       {"unit", a.batch == 1 ? "ms/token" : "ms/step"},
        {"baseline", floor_ms},
        {"ratio", median_ms / floor_ms},
-       {"target", "<= 1.2"},
+       {"target", a.batch == 1 ? nlohmann::json("<= 1.2") : nlohmann::json(nullptr)},
        {"card", info->name},
        {"date", date},
        {"command", command}});
   records.push_back(
-      {{"name",
-        "decode.b1_8b.graph_vs_eager (batch-1 ms/token replaying the decode CUDA graph, "
-        "over the same steps launched eagerly; " +
-            a.config + ")"},
+      {{"name", "decode.b" + b + (a.batch == 1 ? "_8b" : "") +
+                    ".graph_vs_eager (ms/step replaying the decode CUDA graph, "
+                    "over the same steps launched eagerly; batch " +
+                    b + ", " + a.config + ")"},
        {"value", median_ms},
-       {"unit", "ms/token"},
+       {"unit", a.batch == 1 ? "ms/token" : "ms/step"},
        {"baseline", eager_median_ms},
        {"ratio", median_ms / eager_median_ms},
        {"target", nullptr},

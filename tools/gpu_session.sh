@@ -4,9 +4,11 @@
 # (unpack it here: tar xzf session.tgz). Steps, each under its own time limit so that the pack
 # is always written: the bf16 goldens (tools/fixtures/make_bf16_goldens.py, written beside the
 # fixtures and copied into the pack), tools/gpu_check.sh, tools/bench/gpu_suite.sh (its records
-# in results.json) and tools/bench/profile_decode.sh.
+# in results.json), tools/bench/profile_decode.sh at batch 1 (profile) and, graph steps only,
+# at batch 32 (profile32).
 #
-#   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile]   (default: all four)
+#   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32]
+#   (default: goldens check suite profile)
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -37,6 +39,10 @@ for step in "${steps[@]}"; do
     profile)
       timeout 120 tools/bench/profile_decode.sh "$work/profile" >"$work/profile.txt" 2>&1
       head -14 "$work/profile.txt" ;;
+    profile32)
+      KINDS=graph timeout 150 tools/bench/profile_decode.sh "$work/profile32" --batch 32 \
+        >"$work/profile32.txt" 2>&1
+      head -14 "$work/profile32.txt" ;;
     *) echo "unknown step $step" ;;
   esac
   echo "   ($((SECONDS - start)) s)"

@@ -24,6 +24,9 @@ run() {  # run NAME CMD...: logs to $out/NAME.log, prints its last lines
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # Batch-1 decode of an 8B-shaped model against the bandwidth floor; graph vs eager.
 run bench_decode "$bundle/run.sh" bench_decode --results "$results"
+# The same at batch 32 (prompt 512): the step against weights + K/V read, where GEMMs and
+# attention at a serving batch show.
+run bench_decode_b32 "$bundle/run.sh" bench_decode --batch 32 --prompt 512 --results "$results"
 # Throughput against transformers at 32 and 128 concurrent requests (prompt 512, output 128).
 for b in 32 128; do
   run "hf_generate_b$b" python3 tools/bench/hf_generate.py --config tools/bench/llama3-8b \

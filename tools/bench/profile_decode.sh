@@ -3,7 +3,7 @@
 # of one graph replay of bench_decode (batch 1, an 8B-shaped bf16 model by default) and sums them
 # by kernel. Run on the GPU host from an unpacked bundle (tools/bundle.sh):
 #
-#   tools/bench/profile_decode.sh [OUT_DIR] [bench_decode flags...]
+#   [KINDS="eager graph"] tools/bench/profile_decode.sh [OUT_DIR] [bench_decode flags...]
 set -uo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
@@ -12,7 +12,7 @@ out=${1:-/tmp/arbor-profile}
 shift || true
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64"
-for kind in eager graph; do
+for kind in ${KINDS:-eager graph}; do
   echo "== one $kind decode step"
   # --clock-control none: leave the clocks as they are (the device README asks for it).
   ncu --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
