@@ -45,6 +45,12 @@ if [ -x "$bundle/bin/bench_moe" ]; then
   run moe_layer_torch python3 tools/bench/moe_layer_torch.py --results "$results"
   run bench_moe "$bundle/run.sh" bench_moe --results "$results"
 fi
+if [ -x "$bundle/bin/bench_attention" ]; then
+  # Paged attention: decode against the bandwidth floor, prefill against torch SDPA. The peer
+  # first: bench_attention finds its records in the results file.
+  run attention_sdpa python3 tools/bench/attention_sdpa.py --results "$results"
+  run bench_attention "$bundle/run.sh" bench_attention --results "$results"
+fi
 run bench_sampling "$bundle/run.sh" bench_sampling --results "$results"
 echo "gpu_suite: $([ $status -eq 0 ] && echo OK || echo FAILED)"
 exit $status

@@ -1,0 +1,406 @@
+// bench_attention: paged attention (Backend::PagedAttention, kernels/ops.h) on the CUDA backend
+// at Llama-3-8B's attention shape: GQA with 32 query heads over 8 KV heads, head_dim 128, bf16 q
+// and bf16 KV cache in pages of 16 tokens (one layer's pages: PagedKv num_layers 1, layer 0),
+// q and K/V seeded U(-1, 1) on the device. Times are CUDA-event medians over --iters calls after
+// 5 warm-ups. Appends to bench/results.json (BENCHMARKS.md):
+//
+//  - decode, 32 sequences of `context` tokens, one new token each at position context - 1: the
+//    K and V bytes the step must read over its time, as a fraction of the best device bandwidth
+//    measured in the same process (tools/bench/bandwidth.h): attention.decode_4k.bw_fraction
+//    (target >= 0.8), attention.decode_32k.bw_fraction.
+//  - prefill, one causal sequence of S new tokens whose K/V are already in the pages, cut into
+//    prefill tiles by kernels/attention_plan.h: TFLOP/s (attention.prefill_4k.tflops, impl
+//    "arbor"), and, when --peer (default: the results file) holds tools/bench/attention_sdpa.py's
+//    records of that name on the same card, the ratio to torch SDPA's faster backend:
+//    attention.prefill_4k.vs_sdpa (target >= 0.8), attention.prefill_16k.vs_sdpa. Run the peer
+//    first (tools/bench/gpu_suite.sh does). GPU only.
+//
+//   bench_attention [--decode 4096,32768] [--prefill 4096,16384] [--iters 20]
+//                   [--results bench/results.json] [--peer FILE]
+//
+// An empty list (--prefill '') skips that part.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "kernels/attention_plan.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "tools/bench/bandwidth.h"
+#include "tools/bench/results.h"
+
+namespace {
+
+using arbor::kernels::Backend;
+using arbor::kernels::DeviceBuffer;
+using arbor::kernels::DType;
+using arbor::kernels::PagedAttentionArgs;
+using arbor::kernels::Stream;
+using arbor::kernels::Tensor;
+
+constexpr int64_t kQHeads = 32;
+constexpr int64_t kKvHeads = 8;
+constexpr int64_t kHeadDim = 128;
+constexpr int64_t kKvDim = kKvHeads * kHeadDim;  // 1024
+constexpr int64_t kBlock = 16;                   // tokens per page
+constexpr int64_t kDecodeSeqs = 32;              // the decode batch
+constexpr int kWarmup = 5;
+// The torch peer's records of one prefill length, one per SDPA backend (attention_sdpa.py).
+const char* const kPeerImpls[] = {"torch-flash", "torch-cudnn"};
+
+struct Args {
+  std::vector<int64_t> decode = {4096, 32768};   // context per sequence
+  std::vector<int64_t> prefill = {4096, 16384};  // tokens of the one sequence
+  int iters = 20;
+  std::string results = "bench/results.json";
+  std::string peer;  // "": the results file
+};
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "bench_attention: %s\n", msg.c_str());
+  return 1;
+}
+
+std::vector<int64_t> ParseList(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) out.push_back(std::atoll(item.c_str()));
+  return out;
+}
+
+// "4k" for 4096, "32k" for 32768; the plain count when not a multiple of 1024. Must match
+// label() in tools/bench/attention_sdpa.py.
+std::string Label(int64_t n) {
+  return n % 1024 == 0 ? std::to_string(n / 1024) + "k" : std::to_string(n);
+}
+
+int64_t Pages(int64_t tokens) { return (tokens + kBlock - 1) / kBlock; }
+
+// Causal attention FLOPs of one sequence of s tokens: per query head, Q·K^T and P·V over the
+// s * s / 2 visible (query, key) pairs, 2 * head_dim FLOPs each. attention_sdpa.py counts the same.
+double PrefillFlops(int64_t s) {
+  return 4.0 * double(s) * double(s) / 2.0 * double(kQHeads) * double(kHeadDim);
+}
+
+// The last record of `name` by `impl` on `card` in `path` that holds a number, or null.
+nlohmann::json FindPeer(const std::string& path, const std::string& name, const std::string& impl,
+                        const std::string& card) {
+  std::ifstream in(path);
+  if (!in) return nullptr;
+  const nlohmann::json all = nlohmann::json::parse(in, nullptr, false);
+  if (!all.is_array()) return nullptr;
+  nlohmann::json found = nullptr;
+  for (const auto& r : all) {
+    if (r.is_object() && r.value("name", "") == name && r.value("impl", "") == impl &&
+        r.value("card", "") == card && r.contains("value") && r["value"].is_number()) {
+      found = r;
+    }
+  }
+  return found;
+}
+
+// Int32 values on the device; at least one element, so that an empty list is still a valid
+// pointer. `host` must live until `st` has run the copy.
+absl::StatusOr<DeviceBuffer> Upload(Backend& be, Stream& st, const std::vector<int32_t>& host) {
+  auto buf = be.Allocate(std::max<size_t>(1, host.size()) * sizeof(int32_t));
+  if (!buf.ok()) return buf.status();
+  if (!host.empty()) {
+    if (auto s = be.CopyToDevice(buf->data(), host.data(), host.size() * sizeof(int32_t), st);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return buf;
+}
+
+// Median milliseconds of `iters` calls of `op` on `st` after kWarmup, each between two events.
+absl::StatusOr<double> MedianMs(Backend& be, Stream& st, int iters,
+                                const std::function<absl::Status()>& op) {
+  auto start = be.CreateEvent();
+  if (!start.ok()) return start.status();
+  auto stop = be.CreateEvent();
+  if (!stop.ok()) return stop.status();
+  std::vector<float> ms;
+  for (int i = 0; i < iters + kWarmup; ++i) {
+    if (auto s = (*start)->Record(st); !s.ok()) return s;
+    if (auto s = op(); !s.ok()) return s;
+    if (auto s = (*stop)->Record(st); !s.ok()) return s;
+    if (auto s = (*stop)->Synchronize(); !s.ok()) return s;
+    auto elapsed = (*stop)->ElapsedMsSince(**start);
+    if (!elapsed.ok()) return elapsed.status();
+    if (i >= kWarmup) ms.push_back(*elapsed);
+  }
+  std::sort(ms.begin(), ms.end());
+  return double(ms[ms.size() / 2]);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) {
+    if (chdir(ws) != 0) return Fail("cannot enter BUILD_WORKSPACE_DIRECTORY");
+  }
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    if (i + 1 >= argc) return Fail("missing value for " + k);
+    const std::string v = argv[++i];
+    if (k == "--decode") {
+      a.decode = ParseList(v);
+    } else if (k == "--prefill") {
+      a.prefill = ParseList(v);
+    } else if (k == "--iters") {
+      a.iters = std::atoi(v.c_str());
+    } else if (k == "--results") {
+      a.results = v;
+    } else if (k == "--peer") {
+      a.peer = v;
+    } else {
+      return Fail("unknown flag " + k);
+    }
+  }
+  if (a.iters <= 0) return Fail("--iters must be > 0");
+  if (a.decode.empty() && a.prefill.empty()) return Fail("nothing to run");
+  for (const auto* list : {&a.decode, &a.prefill}) {
+    for (int64_t n : *list) {
+      // Positions and page ids are int32 on the device.
+      if (n <= 0 || n > (int64_t(1) << 24)) return Fail("token counts must be in [1, 2^24]");
+    }
+  }
+  if (a.peer.empty()) a.peer = a.results;
+
+  auto made = arbor::kernels::CreateCudaBackend(0);
+  if (!made.ok()) return Fail(std::string(made.status().message()));
+  Backend& be = **made;
+  // Deterministic mode runs every row through the per-token kernel and ignores the tiles.
+  be.SetDeterministic(false);
+  Stream& st = be.default_stream();
+  auto info = be.Info();
+  if (!info.ok()) return Fail(std::string(info.status().message()));
+  // Tokens per prefill tile for this shape (GQA groups of 4); 0: the tensor-core kernel does
+  // not take it, and a prefill figure would time something else.
+  const int64_t tile_tokens =
+      arbor::kernels::PrefillTileTokens(DType::kBF16, DType::kBF16, kHeadDim, kQHeads / kKvHeads);
+  if (!a.prefill.empty() && tile_tokens <= 0) {
+    return Fail("PrefillTileTokens gives no tiles for bf16, head_dim 128, 4 q heads per kv head");
+  }
+  // The bandwidth floor, before the pages take their share of the device.
+  arbor::bench::Bandwidth bw;
+  const char* bw_err = nullptr;
+  if (!arbor::bench::MeasureBandwidth(size_t(2) << 30, 20, &bw, &bw_err)) return Fail(bw_err);
+
+  // One pool for every case: decode's sequences each own a run of pages from page 0 on, and
+  // prefill's one sequence takes pages from 0 too. Page layout (PagedKv, num_layers 1):
+  // [K, V][kBlock tokens][kKvDim], bf16.
+  int64_t pages = 0, q_rows = 0;
+  for (int64_t c : a.decode) {
+    pages = std::max(pages, kDecodeSeqs * Pages(c));
+    q_rows = std::max(q_rows, kDecodeSeqs);
+  }
+  for (int64_t s : a.prefill) {
+    pages = std::max(pages, Pages(s));
+    q_rows = std::max(q_rows, s);
+  }
+  const int64_t page_elems = 2 * kBlock * kKvDim;
+  const size_t pool_bytes = size_t(pages * page_elems) * 2;
+  const size_t q_bytes = size_t(q_rows * kQHeads * kHeadDim) * 2;
+  auto pool = be.Allocate(pool_bytes);
+  if (!pool.ok()) {
+    return Fail("cannot allocate " + std::to_string(pool_bytes >> 20) +
+                " MiB of KV pages: " + std::string(pool.status().message()));
+  }
+  auto q_buf = be.Allocate(q_bytes);
+  auto out_buf = be.Allocate(q_bytes);
+  if (!q_buf.ok() || !out_buf.ok()) return Fail("cannot allocate q and out");
+  // q, out [q_rows, kQHeads * kHeadDim]; the pool as [pages * 2 * kBlock, kKvDim] rows.
+  const Tensor q_all =
+      arbor::kernels::View(q_buf->data(), DType::kBF16, q_rows, kQHeads * kHeadDim);
+  const Tensor out_all =
+      arbor::kernels::View(out_buf->data(), DType::kBF16, q_rows, kQHeads * kHeadDim);
+  const Tensor pool_rows =
+      arbor::kernels::View(pool->data(), DType::kBF16, pages * 2 * kBlock, kKvDim);
+  if (auto s = be.RandomFill({q_all, 1, 1, -1.0f, 1.0f}, st); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
+  if (auto s = be.RandomFill({pool_rows, 1, 2, -1.0f, 1.0f}, st); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
+  const arbor::kernels::PagedKv kv{pool->data(), DType::kBF16, kBlock, 1, kKvDim, 0};
+  // The args every case shares; each fills in its batch.
+  PagedAttentionArgs base;
+  base.kv = kv;
+  base.num_q_heads = kQHeads;
+  base.num_kv_heads = kKvHeads;
+  base.head_dim = kHeadDim;
+  base.scale = 1.0f / std::sqrt(float(kHeadDim));
+
+  std::printf(
+      "paged attention: %lld q / %lld kv heads, head_dim %lld, bf16 q and KV, %lld-token pages "
+      "(%.2f GB of pages) on %s\n",
+      (long long)kQHeads, (long long)kKvHeads, (long long)kHeadDim, (long long)kBlock,
+      double(pool_bytes) / 1e9, info->name.c_str());
+  std::printf("bandwidth: copy %.2f TB/s, read-only stream %.2f TB/s\n", bw.copy_bytes_per_s / 1e12,
+              bw.stream_bytes_per_s / 1e12);
+
+  std::string command = "bench_attention";
+  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+  const std::string date = absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone());
+  nlohmann::json records = nlohmann::json::array();
+  // One line per part for the end of the log: "decode K/V bandwidth fraction -> 4k 0.853 ...".
+  std::string decode_summary = "decode K/V bandwidth fraction ->";
+  std::string prefill_summary = "prefill vs SDPA (peer time / ours) ->";
+
+  for (const int64_t c : a.decode) {
+    // Sequence i owns pages [i * blocks, (i + 1) * blocks); its one new token sits at c - 1.
+    const int64_t blocks = Pages(c);
+    std::vector<int32_t> table(size_t(kDecodeSeqs * blocks));  // [kDecodeSeqs, blocks]
+    for (size_t j = 0; j < table.size(); ++j) table[j] = int32_t(j);
+    std::vector<int32_t> token_seq(kDecodeSeqs), positions(kDecodeSeqs, int32_t(c - 1));
+    for (int64_t i = 0; i < kDecodeSeqs; ++i) token_seq[size_t(i)] = int32_t(i);
+    auto d_table = Upload(be, st, table);
+    auto d_seq = Upload(be, st, token_seq);
+    auto d_pos = Upload(be, st, positions);
+    if (!d_table.ok() || !d_seq.ok() || !d_pos.ok()) return Fail("cannot upload the batch");
+    if (auto s = st.Synchronize(); !s.ok()) return Fail(std::string(s.message()));
+    PagedAttentionArgs args = base;
+    args.q = arbor::kernels::Rows(q_all, 0, kDecodeSeqs);
+    args.out = arbor::kernels::Rows(out_all, 0, kDecodeSeqs);
+    args.block_tables = d_table->as<int32_t>();
+    args.token_seq = d_seq->as<int32_t>();
+    args.q_positions = d_pos->as<int32_t>();
+    args.num_seqs = kDecodeSeqs;
+    args.max_blocks = blocks;
+    auto ms = MedianMs(be, st, a.iters, [&] { return be.PagedAttention(args, st); });
+    if (!ms.ok()) return Fail(std::string(ms.status().message()));
+    // Every sequence reads K and V of its c positions, every KV head, once.
+    const double bytes = double(kDecodeSeqs) * double(c) * double(kKvDim) * 2.0 * 2.0;
+    const double bytes_per_s = bytes / (*ms * 1e-3);
+    const double fraction = bytes_per_s / bw.best();
+    const bool has_target = c == 4096;
+    std::printf(
+        "decode %lld x %lld: median %.3f ms, %.2f GB of K/V -> %.2f TB/s, %.3f of %.2f TB/s\n",
+        (long long)kDecodeSeqs, (long long)c, *ms, bytes / 1e9, bytes_per_s / 1e12, fraction,
+        bw.best() / 1e12);
+    char item[96];
+    std::snprintf(item, sizeof(item), " %s %.3f%s", Label(c).c_str(), fraction,
+                  has_target ? " (target >= 0.8)" : "");
+    decode_summary += item;
+    records.push_back({{"name", "attention.decode_" + Label(c) + ".bw_fraction"},
+                       {"value", bytes_per_s / 1e12},
+                       {"unit", "TB/s"},
+                       {"baseline", bw.best() / 1e12},
+                       {"ratio", fraction},
+                       {"target", has_target ? nlohmann::json(">= 0.8") : nlohmann::json()},
+                       {"card", info->name},
+                       {"date", date},
+                       {"command", command + " (K/V bytes read / time, baseline: best of copy "
+                                             "and read-only streaming bandwidth)"}});
+  }
+
+  for (const int64_t s : a.prefill) {
+    const arbor::kernels::AttentionPlan plan =
+        arbor::kernels::PlanAttention({arbor::kernels::RowRun{0, int32_t(s)}}, tile_tokens);
+    // The one run must come back as tiles covering rows [0, s) in order, and no decode rows.
+    int64_t covered = 0;
+    for (int64_t t = 0; t < plan.num_tiles(); ++t) {
+      if (plan.prefill_tiles[size_t(2 * t)] != covered) break;
+      covered += plan.prefill_tiles[size_t(2 * t + 1)];
+    }
+    if (covered != s || !plan.decode_rows.empty()) {
+      return Fail("PlanAttention did not tile all " + std::to_string(s) + " rows");
+    }
+    // One sequence on pages [0, blocks); row r is the token at position r.
+    const int64_t blocks = Pages(s);
+    std::vector<int32_t> table(static_cast<size_t>(blocks));  // [1, blocks]
+    for (size_t j = 0; j < table.size(); ++j) table[j] = int32_t(j);
+    std::vector<int32_t> token_seq(size_t(s), 0), positions(static_cast<size_t>(s));
+    for (int64_t r = 0; r < s; ++r) positions[size_t(r)] = int32_t(r);
+    auto d_table = Upload(be, st, table);
+    auto d_seq = Upload(be, st, token_seq);
+    auto d_pos = Upload(be, st, positions);
+    auto d_tiles = Upload(be, st, plan.prefill_tiles);
+    auto d_decode_rows = Upload(be, st, plan.decode_rows);
+    if (!d_table.ok() || !d_seq.ok() || !d_pos.ok() || !d_tiles.ok() || !d_decode_rows.ok()) {
+      return Fail("cannot upload the sequence");
+    }
+    if (auto e = st.Synchronize(); !e.ok()) return Fail(std::string(e.message()));
+    PagedAttentionArgs args = base;
+    args.q = arbor::kernels::Rows(q_all, 0, s);
+    args.out = arbor::kernels::Rows(out_all, 0, s);
+    args.block_tables = d_table->as<int32_t>();
+    args.token_seq = d_seq->as<int32_t>();
+    args.q_positions = d_pos->as<int32_t>();
+    args.num_seqs = 1;
+    args.max_blocks = blocks;
+    args.prefill_tiles = d_tiles->as<int32_t>();
+    args.num_prefill_tiles = plan.num_tiles();
+    args.decode_rows = d_decode_rows->as<int32_t>();
+    args.num_decode_rows = int64_t(plan.decode_rows.size());
+    auto ms = MedianMs(be, st, a.iters, [&] { return be.PagedAttention(args, st); });
+    if (!ms.ok()) return Fail(std::string(ms.status().message()));
+    const double tflops = PrefillFlops(s) / (*ms * 1e-3) / 1e12;
+    const std::string name = "attention.prefill_" + Label(s) + ".tflops";
+    std::printf("prefill %lld tokens (%lld tiles): median %.3f ms -> %.1f TFLOP/s", (long long)s,
+                (long long)plan.num_tiles(), *ms, tflops);
+    records.push_back({{"name", name},
+                       {"impl", "arbor"},
+                       {"value", tflops},
+                       {"unit", "TFLOP/s"},
+                       {"baseline", nullptr},
+                       {"ratio", nullptr},
+                       {"target", nullptr},
+                       {"card", info->name},
+                       {"date", date},
+                       {"command", command}});
+    // The faster of the peer's backends on this card.
+    nlohmann::json best = nullptr;
+    for (const char* impl : kPeerImpls) {
+      const nlohmann::json peer = FindPeer(a.peer, name, impl, info->name);
+      if (peer.is_null()) continue;
+      std::printf("; %s %.1f TFLOP/s", impl, peer["value"].get<double>());
+      if (best.is_null() || peer["value"].get<double>() > best["value"].get<double>()) best = peer;
+    }
+    const bool has_target = s == 4096;
+    if (best.is_null()) {
+      std::printf("; no SDPA peer record in %s\n", a.peer.c_str());
+      prefill_summary += " " + Label(s) + " no peer record";
+      continue;
+    }
+    // Same FLOPs on both sides, so TFLOP/s over TFLOP/s is the peer's time over ours.
+    const double peer_tflops = best["value"].get<double>();
+    const double ratio = tflops / peer_tflops;
+    const std::string peer_impl = best.value("impl", "?");
+    std::printf(" -> %.3f against %s\n", ratio, peer_impl.c_str());
+    char item[96];
+    std::snprintf(item, sizeof(item), " %s %.3f against %s%s", Label(s).c_str(), ratio,
+                  peer_impl.c_str(), has_target ? " (target >= 0.8)" : "");
+    prefill_summary += item;
+    records.push_back(
+        {{"name", "attention.prefill_" + Label(s) + ".vs_sdpa"},
+         {"value", tflops},
+         {"unit", "TFLOP/s"},
+         {"baseline", peer_tflops},
+         {"ratio", ratio},
+         {"target", has_target ? nlohmann::json(">= 0.8") : nlohmann::json()},
+         {"card", info->name},
+         {"date", date},
+         {"command", command + " (baseline: " + peer_impl + ", " + best.value("command", "?") +
+                         ", " + best.value("date", "?") + ")"}});
+  }
+  // The figures last, where tools/bench/gpu_suite.sh's tail of the log shows them.
+  if (!a.decode.empty()) std::printf("%s\n", decode_summary.c_str());
+  if (!a.prefill.empty()) std::printf("%s\n", prefill_summary.c_str());
+  arbor::bench::AppendResults(a.results, records);
+  std::printf("appended %zu records to %s\n", records.size(), a.results.c_str());
+  return 0;
+}
