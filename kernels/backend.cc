@@ -202,6 +202,14 @@ absl::Status ValidatePagedAttention(const PagedAttentionArgs& a) {
     return Invalid(op, "num_kv_heads * head_dim != kv.kv_dim");
   }
   if (a.sliding_window < 0) return Invalid(op, "sliding_window < 0");
+  if (a.num_prefill_tiles < 0) return Invalid(op, "num_prefill_tiles < 0");
+  if (a.num_prefill_tiles > 0) {
+    ARBOR_REQUIRE(RequirePointer(op, "prefill_tiles", a.prefill_tiles));
+    if (a.num_decode_rows < 0 || a.num_decode_rows > a.q.rows) {
+      return Invalid(op, "num_decode_rows outside [0, q.rows]");
+    }
+    if (a.num_decode_rows > 0) ARBOR_REQUIRE(RequirePointer(op, "decode_rows", a.decode_rows));
+  }
   // The CUDA kernel keeps one head's output row in registers: 8 floats a lane, 32 lanes.
   if (a.head_dim > 256) return Invalid(op, "head_dim > 256");
   return absl::OkStatus();

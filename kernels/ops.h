@@ -104,6 +104,13 @@ struct RopeKvWriteArgs {
 // block_tables[seq * max_blocks + j / block_size] (entries before the window may be -1).
 // Softmax and the weighted sum in fp32; out rounded once. A token at a negative position sees no
 // key and its output is 0 (the padding rows of a CUDA-graph decode batch).
+//
+// Prefill tiles (optional; kernels/attention_plan.h builds them): runs of query rows that the
+// CUDA backend gives to its tensor-core kernel, which rounds the probabilities to q's 16-bit
+// dtype before P·V (as FlashAttention does). Each tile is one sequence's rows at consecutive
+// positions; every other row is listed in decode_rows. Backends without that kernel, and the
+// CUDA backend in deterministic mode (a row's bits must not depend on how its prompt was
+// chunked), run every row through the per-token kernel and ignore the tiles.
 struct PagedAttentionArgs {
   Tensor q;    // [num_tokens, num_q_heads * head_dim] (a column slice of qkv)
   Tensor out;  // [num_tokens, num_q_heads * head_dim], q's dtype
@@ -118,6 +125,11 @@ struct PagedAttentionArgs {
   int64_t head_dim = 0;
   int64_t sliding_window = 0;  // 0: no window
   float scale = 1.0f;          // usually 1/sqrt(head_dim)
+  const int32_t* prefill_tiles = nullptr;  // [num_prefill_tiles, 2]: first row, row count
+  int64_t num_prefill_tiles = 0;
+  // Read only when num_prefill_tiles > 0 (else every row is a decode row).
+  const int32_t* decode_rows = nullptr;  // [num_decode_rows]
+  int64_t num_decode_rows = 0;
 };
 
 // The most experts a token may pick (TopKSoftmax's and MoePermute's k): the kernels keep a

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/model/rope.h"
+#include "kernels/attention_plan.h"
 
 namespace arbor::engine {
 
@@ -179,6 +180,18 @@ absl::StatusOr<Model::PassPlan> Model::PlanPass(absl::Span<const SequenceChunk> 
       p.slots.push_back(int32_t(page * bs + pos % bs));
     }
   }
+  // Attention: each chunk of several tokens goes to the tensor-core prefill kernel in tiles.
+  std::vector<kernels::RowRun> runs;
+  int32_t row = 0;
+  for (const auto& c : chunks) {
+    runs.push_back({row, int32_t(c.tokens.size())});
+    row += int32_t(c.tokens.size());
+  }
+  const kernels::AttentionPlan attention = kernels::PlanAttention(
+      runs, kernels::PrefillTileTokens(options_.dtype, options_.kv_dtype, s.head_dim,
+                                       s.num_heads / s.num_kv_heads));
+  p.prefill_tiles = attention.prefill_tiles;
+  p.decode_rows = attention.decode_rows;
   // LoRA: the batch's tokens grouped by adapter, uploaded once for every layer.
   int32_t token = 0;
   for (const auto& c : chunks) {
@@ -239,7 +252,9 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
     RETURN_IF_ERROR(be_.CopyToDevice(lora->scales, all_scales.data(), all_scales.size() * 4, st));
   }
   // The workspace: the activations (model dtype), then the int32 plan.
-  const size_t plan_ints = 4 * size_t(n) + p.tables.size() + size_t(std::max<int64_t>(d.rows, 1));
+  const size_t plan_ints = 4 * size_t(n) + p.tables.size() +
+                           size_t(std::max<int64_t>(d.rows, 1)) + p.prefill_tiles.size() +
+                           p.decode_rows.size();
   ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, a)));
   LayoutActivations(ws, n, plan_ints, a);
   d.ids = a->plan;
@@ -248,6 +263,10 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
   d.slots = d.token_seq + n;
   d.tables = d.slots + n;
   d.logit_rows = d.tables + p.tables.size();
+  d.prefill_tiles = d.logit_rows + std::max<size_t>(p.logit_rows.size(), 1);
+  d.decode_rows = d.prefill_tiles + p.prefill_tiles.size();
+  d.num_prefill_tiles = int64_t(p.prefill_tiles.size() / 2);
+  d.num_decode_rows = int64_t(p.decode_rows.size());
   // The plan goes up from the pinned mirror Reserve made (an asynchronous copy on CUDA; the
   // engine's step ends with a synchronising copy, so the mirror is free again by the next
   // pass), or from a host vector when the pass is larger than reserved.
@@ -260,10 +279,11 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
     plan = unpinned.data();
   }
   size_t at = 0;
-  for (const auto* part :
-       {&p.ids, &p.positions, &p.token_seq, &p.slots, &p.tables, &p.logit_rows}) {
+  for (const auto* part : {&p.ids, &p.positions, &p.token_seq, &p.slots, &p.tables,
+                           &p.logit_rows, &p.prefill_tiles, &p.decode_rows}) {
     std::copy(part->begin(), part->end(), plan + at);
     at += part->size();
+    if (part == &p.logit_rows && part->empty()) ++at;  // the layout keeps one int for it
   }
   RETURN_IF_ERROR(be_.CopyToDevice(a->plan, plan, at * sizeof(int32_t), st));
   return d;
@@ -358,6 +378,10 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
     attn.head_dim = hd;
     attn.sliding_window = s.sliding_window;
     attn.scale = scale;
+    attn.prefill_tiles = d.prefill_tiles;
+    attn.num_prefill_tiles = d.num_prefill_tiles;
+    attn.decode_rows = d.decode_rows;
+    attn.num_decode_rows = d.num_decode_rows;
     RETURN_IF_ERROR(be_.PagedAttention(attn, st));
     RETURN_IF_ERROR(
         be_.Linear({a.attn, weight(L.o, h, q_dim), L.o_bias.data(), a.delta, false}, st));

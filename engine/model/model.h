@@ -141,6 +141,7 @@ class Model {
   // of each adapter.
   struct PassPlan {
     std::vector<int32_t> ids, positions, token_seq, slots, tables, logit_rows;
+    std::vector<int32_t> prefill_tiles, decode_rows;  // kernels/attention_plan.h
     int64_t num_seqs = 0;
     int64_t max_blocks = 1;
     std::vector<const LoraAdapter*> adapters;
@@ -156,7 +157,10 @@ class Model {
     int32_t* slots = nullptr;       // [n]
     int32_t* tables = nullptr;      // [num_seqs, max_blocks]
     int32_t* logit_rows = nullptr;  // [rows]
+    int32_t* prefill_tiles = nullptr;  // [num_prefill_tiles, 2]
+    int32_t* decode_rows = nullptr;    // [num_decode_rows]
     int64_t n = 0, num_seqs = 0, max_blocks = 0, rows = 0;
+    int64_t num_prefill_tiles = 0, num_decode_rows = 0;
   };
   struct DecodeGraph {
     int64_t batch = 0;

@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
   __shared__ float m_s[H], l_s[H], alpha_s[H];
   __shared__ float red_s[H * kThreads * 8];  // P·V slice sums: slices * 8 * dim_groups <= 8 * kThreads
 
-  const int64_t t = blockIdx.x;
+  const int64_t t = a.decode_rows != nullptr ? a.decode_rows[blockIdx.x] : blockIdx.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t hd = HD > 0 ? HD : a.head_dim;
   const int64_t group = a.num_q_heads / a.num_kv_heads;
@@ -268,15 +268,25 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
 
 }  // namespace
 
-cudaError_t LaunchPagedAttention(const PagedAttentionArgs& a, cudaStream_t s) {
-  if (a.q.rows == 0) return cudaSuccess;
+cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t s) {
+  if (args.q.rows == 0) return cudaSuccess;
+  // The kernel below reads decode_rows when set (else it takes row blockIdx.x).
+  PagedAttentionArgs a = args;
+  a.decode_rows = nullptr;
+  int64_t rows = a.q.rows;
+  if (PrefillAttentionFits(args)) {
+    if (const cudaError_t e = LaunchPrefillAttention(args, s); e != cudaSuccess) return e;
+    a.decode_rows = args.decode_rows;
+    rows = args.num_decode_rows;
+    if (rows == 0) return cudaSuccess;
+  }
   const int64_t group = a.num_q_heads / a.num_kv_heads;
-  const bool few = a.q.rows * a.num_kv_heads * ((group + kHeadsPerCta - 1) / kHeadsPerCta) <
+  const bool few = rows * a.num_kv_heads * ((group + kHeadsPerCta - 1) / kHeadsPerCta) <
                    kFewCtas;
   const int64_t per_cta = few ? 1 : kHeadsPerCta;
   const int64_t y = a.num_kv_heads * ((group + per_cta - 1) / per_cta);
-  if (a.q.rows > 0x7fffffff || y > 65535 || a.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
-  const dim3 grid(unsigned(a.q.rows), unsigned(y));
+  if (rows > 0x7fffffff || y > 65535 || a.head_dim > kMaxHeadDim) return cudaErrorInvalidValue;
+  const dim3 grid{unsigned(rows), unsigned(y)};
   return WithFloatType(a.q.dtype, [&](auto tag) {
     return WithFloatType(a.kv.dtype, [&](auto kv_tag) {
       constexpr DType D = decltype(tag)::value, KV = decltype(kv_tag)::value;

@@ -14,7 +14,12 @@ cudaError_t LaunchAddRmsNorm(const AddRmsNormArgs& args, cudaStream_t stream);
 cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);
 cudaError_t LaunchEmbedding(const EmbeddingArgs& args, cudaStream_t stream);
 cudaError_t LaunchRopeKvWrite(const RopeKvWriteArgs& args, cudaStream_t stream);
+// The per-token kernel over every row, or, with prefill tiles that PrefillAttentionFits, the
+// tensor-core kernel over the tiles (kernels/cuda/prefill_attention.cu) and the per-token one
+// over decode_rows. Tiles that do not fit are ignored (every row per token).
 cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t stream);
+bool PrefillAttentionFits(const PagedAttentionArgs& args);
+cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t stream);
 // Linear of at most kSkinnyMaxRows rows over 16-bit operands that SkinnyLinearFits
 // (kernels/cuda/skinny_linear.cu): the weight streamed once at near the memory bandwidth.
 constexpr int64_t kSkinnyMaxRows = 4;

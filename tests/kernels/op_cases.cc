@@ -7,6 +7,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "kernels/attention_plan.h"
 #include "kernels/philox.h"
 #include "tests/kernels/moe_reference.h"
 #include "tests/kernels/typed_tensors.h"
@@ -258,19 +259,35 @@ CaseResult RopeKvWrite(Backend& be, const OpCase& c, std::mt19937_64& rng) {
 }
 
 // --------------------------------------------------------------------------- PagedAttention
-// d0 = sequences, d1 = kv heads (q heads = 3 x), d2 = head_dim; random lengths up to 70 with
-// 1-5 new tokens each; block size 5 and a window of 7 for an even number of kv heads, block
-// size 16 and no window for odd; f32 queries over a bf16 cache when d2 is 8.
+// "attention": d0 = sequences, d1 = kv heads (q heads = 3 x), d2 = head_dim; random lengths up
+// to 70 with 1-5 new tokens each; block size 5 and a window of 7 for an even number of kv
+// heads, block size 16 and no window for odd; f32 queries over a bf16 cache when d2 is 8.
+// "attention_prefill": d0 = sequences, d1 = GQA group (2 kv heads), d2 = head_dim; lengths up
+// to 300, half the sequences new whole (a prompt), the others 1 to all of their tokens new (a
+// chunked prefill continuing over cached pages); block size 16 and no window for an odd d0,
+// block size 32 and a window of 100 for even.
+// Runs of new tokens go to the CUDA backend's tensor-core kernel as prefill tiles
+// (kernels/attention_plan.h) when the shapes fit; the case then runs the batch a second time
+// without tiles (every row per token) and checks both against the reference.
 CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
-  const int64_t hkv = c.d1, hq = 3 * c.d1, d = c.d2, kv_dim = hkv * d;
+  const bool prefill = c.op == "attention_prefill";
+  const int64_t hkv = prefill ? 2 : c.d1, group = prefill ? c.d1 : 3;
+  const int64_t hq = group * hkv, d = c.d2, kv_dim = hkv * d;
   const DType kv_type = c.dtype == kF32 && d == 8 ? kBF16 : c.dtype;
-  const int64_t window = hkv % 2 == 0 ? 7 : 0;
-  Pages p{hkv % 2 == 0 ? 5 : 16, 3, 1, kv_dim, 0, kv_type};
-  std::uniform_int_distribution<int64_t> len(1, 70), fresh(1, 5);
+  const bool even = prefill ? c.d0 % 2 == 0 : hkv % 2 == 0;
+  const int64_t window = even ? (prefill ? 100 : 7) : 0;
+  Pages p{even ? (prefill ? 32 : 5) : 16, 3, 1, kv_dim, 0, kv_type};
+  std::uniform_int_distribution<int64_t> len(1, prefill ? 300 : 70), fresh(1, 5), coin(0, 1);
   std::vector<int64_t> lengths, news;
   for (int64_t s = 0; s < c.d0; ++s) {
     lengths.push_back(len(rng));
-    news.push_back(std::min(lengths.back(), fresh(rng)));
+    if (!prefill) {
+      news.push_back(std::min(lengths.back(), fresh(rng)));
+    } else if (coin(rng) == 1) {
+      news.push_back(lengths.back());
+    } else {
+      news.push_back(std::uniform_int_distribution<int64_t>(1, lengths.back())(rng));
+    }
   }
   int64_t max_blocks = 1, total_blocks = 0;
   for (int64_t l : lengths) {
@@ -321,6 +338,16 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   auto dtables = Must(UploadInts(be, tables));
   auto dseq = Must(UploadInts(be, token_seq));
   auto dpos = Must(UploadInts(be, q_pos));
+  std::vector<kernels::RowRun> runs;
+  for (int64_t s = 0, row = 0; s < c.d0; row += news[size_t(s)], ++s) {
+    runs.push_back({int32_t(row), int32_t(news[size_t(s)])});
+  }
+  const kernels::AttentionPlan plan =
+      kernels::PlanAttention(runs, kernels::PrefillTileTokens(c.dtype, kv_type, d, group));
+  auto dtiles = Must(UploadInts(be, plan.prefill_tiles.empty() ? std::vector<int32_t>{0}
+                                                                 : plan.prefill_tiles));
+  auto ddecode = Must(UploadInts(be, plan.decode_rows.empty() ? std::vector<int32_t>{0}
+                                                               : plan.decode_rows));
   const float scale = float(1.0 / std::sqrt(double(d)));
   kernels::PagedAttentionArgs args;
   args.q = dq.view;
@@ -336,11 +363,27 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   args.head_dim = d;
   args.sliding_window = window;
   args.scale = scale;
+  args.prefill_tiles = dtiles.as<int32_t>();
+  args.num_prefill_tiles = plan.num_tiles();
+  args.decode_rows = ddecode.as<int32_t>();
+  args.num_decode_rows = int64_t(plan.decode_rows.size());
   Ok(be.PagedAttention(args, be.default_stream()));
   CaseResult r;
   Append(r, Must(Download(be, dout.view)));
-  // Batch invariance: the last token alone gives the bits it gave in the batch (the CUDA kernel
-  // serves a head per CTA for small grids and several for large ones).
+  // Every row per token as well, when the first run had tiles.
+  const int64_t runs_made = plan.num_tiles() > 0 ? 2 : 1;
+  HostTensor per_token;
+  if (runs_made == 2) {
+    DeviceTensor again = Must(Poisoned(be, c.dtype, n, hq * d));
+    kernels::PagedAttentionArgs all = args;
+    all.out = again.view;
+    all.num_prefill_tiles = 0;
+    Ok(be.PagedAttention(all, be.default_stream()));
+    per_token = Must(Download(be, again.view));
+    Append(r, per_token);
+  }
+  // Batch invariance: the last token alone (per token) gives the bits it gave in the batch run
+  // per token (the CUDA kernel serves a head per CTA for small grids and several for large).
   {
     DeviceTensor alone = Must(Poisoned(be, c.dtype, 1, hq * d));
     kernels::PagedAttentionArgs one = args;
@@ -348,19 +391,21 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
     one.out = alone.view;
     one.token_seq = dseq.as<int32_t>() + (n - 1);
     one.q_positions = dpos.as<int32_t>() + (n - 1);
+    one.num_prefill_tiles = 0;
     Ok(be.PagedAttention(one, be.default_stream()));
     const HostTensor got = Must(Download(be, alone.view));
+    const std::vector<float>& batch = runs_made == 2 ? per_token.v : r.got;
     const size_t last = size_t((n - 1) * hq * d);
     for (int64_t e = 0; e < hq * d; ++e) {
       INFO("element " << e << " of the last token alone");
-      REQUIRE(std::memcmp(&got.v[size_t(e)], &r.got[last + size_t(e)], sizeof(float)) == 0);
+      REQUIRE(std::memcmp(&got.v[size_t(e)], &batch[last + size_t(e)], sizeof(float)) == 0);
     }
   }
   for (int64_t t = 0; t < n; ++t) {
     const int64_t s = token_seq[size_t(t)], pos = q_pos[size_t(t)];
     const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
     for (int64_t h = 0; h < hq; ++h) {
-      const int64_t off = (h / 3) * d;
+      const int64_t off = (h / group) * d;
       std::vector<double> scores;
       double mx = -INFINITY;
       for (int64_t j = first; j <= pos; ++j) {
@@ -382,9 +427,12 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
       for (int64_t e = 0; e < d; ++e) r.want.push_back(acc[size_t(e)] / denom);
     }
   }
+  if (runs_made == 2) r.want.insert(r.want.end(), r.want.begin(), r.want.end());
   r.dtype = c.dtype;
   r.ulps = Is16(c.dtype) ? 1 : 200;
-  r.atol = 2e-6;
+  // The tensor-core kernel rounds each probability to the 16-bit type before P·V: an output,
+  // a weighted mean of values in [-1, 1], moves by at most the type's unit roundoff.
+  r.atol = runs_made == 2 ? (c.dtype == kBF16 ? 0x1p-8 : 0x1p-11) : 2e-6;
   return r;
 }
 
@@ -676,6 +724,14 @@ const std::vector<OpCase>& OpCases() {
       {"attention", kBF16, 110, 2, 128},
       {"attention", kF16, 150, 1, 64},
       {"attention", kF32, 130, 2, 40},
+      // attention_prefill: sequences, GQA group (2 kv heads), head_dim
+      {"attention_prefill", kF32, 3, 4, 32},
+      {"attention_prefill", kBF16, 3, 4, 128},
+      {"attention_prefill", kBF16, 6, 1, 128},
+      {"attention_prefill", kF16, 5, 8, 64},
+      {"attention_prefill", kBF16, 4, 3, 64},
+      {"attention_prefill", kF16, 7, 2, 128},
+      {"attention_prefill", kBF16, 9, 5, 24},
       // top_k: tokens, experts, k
       {"top_k", kF32, 1, 2, 1},
       {"top_k", kF32, 37, 8, 2},
@@ -726,7 +782,7 @@ CaseResult RunCase(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   if (c.op == "silu_mul") return SiluMul(be, c, rng);
   if (c.op == "embedding") return Embedding(be, c, rng);
   if (c.op == "rope_kv_write") return RopeKvWrite(be, c, rng);
-  if (c.op == "attention") return Attention(be, c, rng);
+  if (c.op == "attention" || c.op == "attention_prefill") return Attention(be, c, rng);
   if (c.op == "top_k") return TopK(be, c, rng);
   if (c.op == "gather_scatter") return GatherScatter(be, c, rng);
   if (c.op == "moe_combine") return MoeCombine(be, c, rng);

@@ -28,7 +28,7 @@ TEST_CASE("the parity table covers every op of the Backend interface", "[kernels
   for (const auto& c : OpCases()) ops.insert(c.op);
   // One entry per op family (gather_scatter covers GatherRows and ScatterAddRows).
   CHECK(ops == std::set<std::string>{"linear", "add_rms_norm", "silu_mul", "embedding",
-                                     "rope_kv_write", "attention", "top_k", "gather_scatter",
+                                     "rope_kv_write", "attention", "attention_prefill", "top_k", "gather_scatter",
                                      "moe_combine", "moe_permute", "grouped_linear", "random_fill",
                                      "convert"});
   // Every op runs in f32 and bf16 (and the arithmetic ones in f16).

@@ -1,0 +1,32 @@
+#include "kernels/attention_plan.h"
+
+#include <algorithm>
+
+namespace arbor::kernels {
+
+int64_t PrefillTileTokens(DType q, DType kv, int64_t head_dim, int64_t group) {
+  const bool dtypes = q == kv && (q == DType::kBF16 || q == DType::kF16);
+  if (!dtypes || (head_dim != 64 && head_dim != 128) || group < 1 || group > 8) return 0;
+  return 16 * ((4 + group - 1) / group);
+}
+
+AttentionPlan PlanAttention(const std::vector<RowRun>& runs, int64_t tile_tokens,
+                            int64_t min_run) {
+  AttentionPlan plan;
+  if (tile_tokens <= 0) return plan;
+  for (const RowRun& r : runs) {
+    if (r.count >= min_run) {
+      for (int32_t at = 0; at < r.count; at += int32_t(tile_tokens)) {
+        plan.prefill_tiles.push_back(r.first + at);
+        plan.prefill_tiles.push_back(std::min(int32_t(tile_tokens), r.count - at));
+      }
+    } else {
+      for (int32_t i = 0; i < r.count; ++i) plan.decode_rows.push_back(r.first + i);
+    }
+  }
+  if (plan.prefill_tiles.empty()) plan.decode_rows.clear();  // every row per token
+  std::sort(plan.decode_rows.begin(), plan.decode_rows.end());
+  return plan;
+}
+
+}  // namespace arbor::kernels

@@ -1,0 +1,40 @@
+// The host side of a pass's attention plan: which query rows the CUDA backend's tensor-core
+// prefill kernel takes (PagedAttentionArgs::prefill_tiles) and which go through the per-token
+// kernel (decode_rows). Built once per pass and shared by every layer.
+#ifndef ARBOR_KERNELS_ATTENTION_PLAN_H_
+#define ARBOR_KERNELS_ATTENTION_PLAN_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/dtype.h"
+
+namespace arbor::kernels {
+
+// Query rows (tokens) a prefill tile holds for GQA groups of `group` query heads: one warp takes
+// 16 tokens of one head and a CTA has at least 4 warps, so 16 * ceil(4 / group). 0 when the
+// tensor-core kernel does not take these shapes: q and the cache must share a 16-bit dtype,
+// head_dim must be 64 or 128 and group <= 8.
+int64_t PrefillTileTokens(DType q, DType kv, int64_t head_dim, int64_t group);
+
+// One sequence's rows of a pass: `count` rows from `first`, at consecutive positions.
+struct RowRun {
+  int32_t first = 0;
+  int32_t count = 0;
+};
+
+struct AttentionPlan {
+  std::vector<int32_t> prefill_tiles;  // pairs: first row, row count (<= tile_tokens)
+  std::vector<int32_t> decode_rows;    // every row outside the tiles, ascending
+  int64_t num_tiles() const { return int64_t(prefill_tiles.size() / 2); }
+};
+
+// Runs of at least `min_run` rows are cut into tiles of tile_tokens rows; the rest are decode
+// rows. No tiles (tile_tokens == 0, or no run that long) leaves the decode list empty too:
+// every row is per-token.
+AttentionPlan PlanAttention(const std::vector<RowRun>& runs, int64_t tile_tokens,
+                            int64_t min_run = 2);
+
+}  // namespace arbor::kernels
+
+#endif  // ARBOR_KERNELS_ATTENTION_PLAN_H_

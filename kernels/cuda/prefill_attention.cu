@@ -1,0 +1,294 @@
+// Tensor-core paged prefill attention, FlashAttention-2's structure (written here): a CTA takes
+// one prefill tile (up to 16 * ceil(4 / group) consecutive query tokens of one sequence,
+// kernels/attention_plan.h) for every query head of one KV head's group. Warp w takes 16 tokens
+// of head w % group, so the CTA's K/V blocks, staged in shared memory once, serve the whole GQA
+// group. Per block of kKeys keys: S = Q K^T with mma.sync m16n8k16 (fp32 accumulation), the
+// causal / sliding-window mask, an online softmax in registers (exp2 of pre-scaled scores),
+// then O += P V with P rounded to the 16-bit type T (the accumulator layout of S is the operand
+// layout of P: no trip through shared memory). K fragments come from ldmatrix, V fragments from
+// ldmatrix.trans; rows of K/V in shared memory are padded by 16 bytes so both are free of bank
+// conflicts. Keys past the tile's last position are zero-filled by cp.async, never read.
+//
+// Shapes: q, out [tokens, num_q_heads * HD] (T, 4-byte aligned rows); K/V in pages of T
+// (PagedKv), HD in {64, 128}; group <= 8; tiles [num_prefill_tiles, 2] (first row, count).
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/launch.h"
+
+namespace arbor::kernels {
+namespace {
+
+constexpr int kKeys = 64;      // keys per block staged in shared memory
+constexpr int kMaxWarps = 8;   // group <= 8 (PrefillTileTokens)
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <DType T>
+__device__ __forceinline__ void Mma(float* c, const uint32_t* a, const uint32_t* b) {
+  if constexpr (T == DType::kBF16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+}
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 b16 matrices; lane l gives the address of row l % 8 of matrix l / 8.
+__device__ __forceinline__ void LoadMatrices(uint32_t* r, const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SharedAddress(row)));
+}
+__device__ __forceinline__ void LoadMatricesTransposed(uint32_t* r, const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SharedAddress(row)));
+}
+
+// 16 bytes global -> shared, asynchronously; zeros when !valid (src is then not read).
+__device__ __forceinline__ void CopyAsync16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(SharedAddress(dst)),
+               "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CopyAsyncWaitAll() {
+  asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::: "memory");
+}
+
+// Two floats rounded to T, as one register (lo in the low half).
+template <DType T>
+__device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+  uint32_t v = 0;
+  StoreFromFloat(&v, T, 0, lo);
+  StoreFromFloat(&v, T, 1, hi);
+  return v;
+}
+
+template <DType T, int HD>
+__global__ void __launch_bounds__(kMaxWarps * 32) PrefillAttentionKernel(PagedAttentionArgs a) {
+  constexpr int kPitch = HD + 8;  // elements per shared row: 16 bytes of padding
+  __shared__ __align__(16) uint16_t k_s[kKeys * kPitch];
+  __shared__ __align__(16) uint16_t v_s[kKeys * kPitch];
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int group = int(a.num_q_heads / a.num_kv_heads);
+  const int64_t kv_head = blockIdx.y;
+  const int64_t head = kv_head * group + warp % group;
+  const int tok0 = (warp / group) * 16;  // the warp's first token in the tile
+  const int32_t first_row = a.prefill_tiles[2 * blockIdx.x];
+  const int count = a.prefill_tiles[2 * blockIdx.x + 1];
+  const int64_t seq = a.token_seq[first_row];
+  const int64_t pos0 = a.q_positions[first_row];  // positions pos0, pos0 + 1, ... (the plan's)
+  const int64_t last = pos0 + count - 1;
+  const int32_t* table = a.block_tables + seq * a.max_blocks;
+  const int64_t bs = a.kv.block_size;
+  const int64_t page_elems = a.kv.num_layers * 2 * bs * a.kv.kv_dim;
+  const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
+  const float scale = a.scale * kLog2e;
+
+  // This lane's two rows of the warp's 16: r and r + 8 (the mma fragments' rows).
+  const int r = lane >> 2, c2 = (lane & 3) * 2;
+  const int tok_lo = tok0 + r, tok_hi = tok0 + r + 8;
+  const int64_t qpos_lo = pos0 + tok_lo, qpos_hi = pos0 + tok_hi;
+  const bool live_lo = tok_lo < count, live_hi = tok_hi < count;
+
+  // Q as A fragments: qa[ks] covers dims [16 ks, 16 ks + 16) of rows r, r + 8.
+  uint32_t qa[HD / 16][4];
+  {
+    const uint16_t* q = static_cast<const uint16_t*>(a.q.data);
+    const uint16_t* q_lo = q + (first_row + int64_t(min(tok_lo, count - 1))) * a.q.stride + head * HD;
+    const uint16_t* q_hi = q + (first_row + int64_t(min(tok_hi, count - 1))) * a.q.stride + head * HD;
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ++ks) {
+      const int d = ks * 16 + c2;
+      qa[ks][0] = live_lo ? *reinterpret_cast<const uint32_t*>(q_lo + d) : 0u;
+      qa[ks][1] = live_hi ? *reinterpret_cast<const uint32_t*>(q_hi + d) : 0u;
+      qa[ks][2] = live_lo ? *reinterpret_cast<const uint32_t*>(q_lo + d + 8) : 0u;
+      qa[ks][3] = live_hi ? *reinterpret_cast<const uint32_t*>(q_hi + d + 8) : 0u;
+    }
+  }
+  float o[HD / 8][4];
+#pragma unroll
+  for (int i = 0; i < HD / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;  // l: this lane's part
+
+  int64_t begin = 0;
+  if (a.sliding_window > 0) begin = max(int64_t(0), pos0 - a.sliding_window + 1);
+  begin -= begin % kKeys;
+  for (int64_t kb = begin; kb <= last; kb += kKeys) {
+    __syncthreads();  // the previous block's K/V are no longer read
+    constexpr int kChunks = HD / 8;  // 16-byte pieces of a key's row
+    for (int i = threadIdx.x; i < 2 * kKeys * kChunks; i += blockDim.x) {
+      const int which = i / (kKeys * kChunks), rest = i % (kKeys * kChunks);
+      const int key = rest / kChunks, piece = rest % kChunks;
+      const int64_t j = kb + key;
+      // Past the tile's last position, or a page freed before the window: zeros (masked).
+      const int64_t page = j <= last ? table[j / bs] : -1;
+      const bool valid = page >= 0;
+      const uint16_t* src = pages;
+      if (valid) {
+        src = pages + page * page_elems +
+              ((a.kv.layer * 2 + which) * bs + j % bs) * a.kv.kv_dim + kv_head * HD + piece * 8;
+      }
+      CopyAsync16((which == 0 ? k_s : v_s) + key * kPitch + piece * 8, src, valid);
+    }
+    CopyAsyncWaitAll();
+    __syncthreads();
+
+    // S = Q K^T for the warp's 16 rows and the block's 64 keys: s[n] holds keys [8 n, 8 n + 8).
+    float s[kKeys / 8][4];
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ++ks) {
+#pragma unroll
+      for (int np = 0; np < kKeys / 16; ++np) {
+        // Matrices: keys [16 np, +8) x dims [16 ks, +8), the same keys x the next 8 dims, then
+        // keys [16 np + 8, +8) likewise: B fragments of n-tiles 2 np and 2 np + 1.
+        const int key = np * 16 + (lane & 7) + ((lane >> 4) << 3);
+        const int dim = ks * 16 + ((lane >> 3) & 1) * 8;
+        uint32_t b[4];
+        LoadMatrices(b, k_s + key * kPitch + dim);
+        Mma<T>(s[2 * np], qa[ks], b);
+        Mma<T>(s[2 * np + 1], qa[ks], b + 2);
+      }
+    }
+    // Mask (causal, window, dead rows) and scale; the block's row maxima.
+    float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t j = kb + n * 8 + c2 + (e & 1);
+        const bool hi = e >= 2;
+        const int64_t qpos = hi ? qpos_hi : qpos_lo;
+        bool ok = (hi ? live_hi : live_lo) && j <= qpos;
+        if (a.sliding_window > 0) ok = ok && j > qpos - a.sliding_window;
+        s[n][e] = ok ? s[n][e] * scale : -INFINITY;
+        if (hi) {
+          mx_hi = fmaxf(mx_hi, s[n][e]);
+        } else {
+          mx_lo = fmaxf(mx_lo, s[n][e]);
+        }
+      }
+    }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+    }
+    const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
+    // A row with no key yet keeps base 0: its p are exp2(-inf) = 0 and nothing is rescaled.
+    const float base_lo = new_lo == -INFINITY ? 0.0f : new_lo;
+    const float base_hi = new_hi == -INFINITY ? 0.0f : new_hi;
+    const float alpha_lo = exp2f(m_lo - base_lo), alpha_hi = exp2f(m_hi - base_hi);
+    m_lo = new_lo;
+    m_hi = new_hi;
+    float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) {
+      s[n][0] = exp2f(s[n][0] - base_lo);
+      s[n][1] = exp2f(s[n][1] - base_lo);
+      s[n][2] = exp2f(s[n][2] - base_hi);
+      s[n][3] = exp2f(s[n][3] - base_hi);
+      sum_lo += s[n][0] + s[n][1];
+      sum_hi += s[n][2] + s[n][3];
+    }
+    l_lo = l_lo * alpha_lo + sum_lo;
+    l_hi = l_hi * alpha_hi + sum_hi;
+#pragma unroll
+    for (int i = 0; i < HD / 8; ++i) {
+      o[i][0] *= alpha_lo;
+      o[i][1] *= alpha_lo;
+      o[i][2] *= alpha_hi;
+      o[i][3] *= alpha_hi;
+    }
+    // O += P V, 16 keys per step: P's A fragment from s[2 kk], s[2 kk + 1].
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      const uint32_t pa[4] = {Pack<T>(s[2 * kk][0], s[2 * kk][1]),
+                              Pack<T>(s[2 * kk][2], s[2 * kk][3]),
+                              Pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              Pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < HD / 16; ++dp) {
+        // Matrices (transposed): keys [16 kk, +8) and [16 kk + 8, +8) x dims [16 dp, +8), then
+        // the same keys x the next 8 dims: B fragments of d-tiles 2 dp and 2 dp + 1.
+        const int key = kk * 16 + (lane & 15);
+        const int dim = dp * 16 + (lane >> 4) * 8;
+        uint32_t b[4];
+        LoadMatricesTransposed(b, v_s + key * kPitch + dim);
+        Mma<T>(o[2 * dp], pa, b);
+        Mma<T>(o[2 * dp + 1], pa, b + 2);
+      }
+    }
+  }
+#pragma unroll
+  for (int off = 1; off <= 2; off <<= 1) {
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, off);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
+  }
+  const float inv_lo = l_lo > 0.0f ? 1.0f / l_lo : 0.0f;
+  const float inv_hi = l_hi > 0.0f ? 1.0f / l_hi : 0.0f;
+  uint16_t* out = static_cast<uint16_t*>(a.out.data);
+#pragma unroll
+  for (int i = 0; i < HD / 8; ++i) {
+    const int64_t col = head * HD + i * 8 + c2;
+    if (live_lo) {
+      *reinterpret_cast<uint32_t*>(out + (first_row + tok_lo) * a.out.stride + col) =
+          Pack<T>(o[i][0] * inv_lo, o[i][1] * inv_lo);
+    }
+    if (live_hi) {
+      *reinterpret_cast<uint32_t*>(out + (first_row + tok_hi) * a.out.stride + col) =
+          Pack<T>(o[i][2] * inv_hi, o[i][3] * inv_hi);
+    }
+  }
+}
+
+}  // namespace
+
+bool PrefillAttentionFits(const PagedAttentionArgs& a) {
+  const int64_t group = a.num_q_heads / a.num_kv_heads;
+  const bool dtypes = a.q.dtype == a.kv.dtype &&
+                      (a.q.dtype == DType::kBF16 || a.q.dtype == DType::kF16);
+  const auto aligned4 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; };
+  return dtypes && (a.head_dim == 64 || a.head_dim == 128) && group >= 1 && group <= 8 &&
+         a.q.stride % 2 == 0 && a.out.stride % 2 == 0 && aligned4(a.q.data) &&
+         aligned4(a.out.data) && Aligned16(a.kv.pages) && a.kv.kv_dim % 8 == 0 &&
+         a.num_prefill_tiles > 0 && a.num_prefill_tiles <= 0x7fffffff &&
+         a.num_kv_heads <= 65535;
+}
+
+cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& a, cudaStream_t s) {
+  if (!PrefillAttentionFits(a)) return cudaErrorInvalidValue;
+  const int64_t group = a.num_q_heads / a.num_kv_heads;
+  const int warps = int(group * ((4 + group - 1) / group));
+  const dim3 grid(unsigned(a.num_prefill_tiles), unsigned(a.num_kv_heads));
+  const dim3 block(unsigned(warps * 32));
+  if (a.q.dtype == DType::kBF16) {
+    if (a.head_dim == 128) {
+      PrefillAttentionKernel<DType::kBF16, 128><<<grid, block, 0, s>>>(a);
+    } else {
+      PrefillAttentionKernel<DType::kBF16, 64><<<grid, block, 0, s>>>(a);
+    }
+  } else {
+    if (a.head_dim == 128) {
+      PrefillAttentionKernel<DType::kF16, 128><<<grid, block, 0, s>>>(a);
+    } else {
+      PrefillAttentionKernel<DType::kF16, 64><<<grid, block, 0, s>>>(a);
+    }
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace arbor::kernels
