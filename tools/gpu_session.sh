@@ -33,7 +33,7 @@ for step in "${steps[@]}"; do
       OUT=$work/check timeout 240 tools/gpu_check.sh >"$work/check.txt" 2>&1
       grep -E '^==|arbor-tests|FAIL|ERROR SUMMARY|gpu_check' "$work/check.txt" ;;
     suite)
-      OUT=$work/suite RESULTS=$work/results.json timeout 240 tools/bench/gpu_suite.sh \
+      OUT=$work/suite RESULTS=$work/results.json timeout 480 tools/bench/gpu_suite.sh \
         >"$work/suite.txt" 2>&1
       grep -E '^==|ratio|->|capacity|FAILED|gpu_suite' "$work/suite.txt" ;;
     profile)
