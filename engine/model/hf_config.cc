@@ -148,8 +148,10 @@ absl::StatusOr<ModelSpec> ParseHfConfig(const std::string& json_text, const std:
   if (s.hidden_size % s.num_heads != 0 && j.find("head_dim") == j.end()) {
     return Bad(source, "hidden_size", "not divisible by num_attention_heads and no head_dim");
   }
+  // The attention kernels keep a head in registers up to 256 dims (kernels/cuda/attention.cu):
+  // a larger head is refused here, at load, rather than by the first forward pass.
   ASSIGN_OR_RETURN(s.head_dim,
-                   Int(j, "head_dim", source, false, s.hidden_size / s.num_heads, 2, 1024));
+                   Int(j, "head_dim", source, false, s.hidden_size / s.num_heads, 2, 256));
   if (s.head_dim % 2 != 0) return Bad(source, "head_dim", "must be even for RoPE");
   ASSIGN_OR_RETURN(s.max_position_embeddings,
                    Int(j, "max_position_embeddings", source, false, 4096, 1, kBig));

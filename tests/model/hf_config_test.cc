@@ -121,6 +121,7 @@ TEST_CASE("unsupported architectures and options are refused, naming the key", "
        "factor"},
       {[](json& j) { j["rms_norm_eps"] = -1; }, "rms_norm_eps"},
       {[](json& j) { j["head_dim"] = 15; }, "head_dim"},
+      {[](json& j) { j["head_dim"] = 288; }, "head_dim"},
       {[](json& j) {
          j["architectures"] = {"Qwen2ForCausalLM"};
          j["use_sliding_window"] = true;
