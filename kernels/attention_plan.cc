@@ -7,7 +7,7 @@ namespace arbor::kernels {
 int64_t PrefillTileTokens(DType q, DType kv, int64_t head_dim, int64_t group) {
   const bool dtypes = q == kv && (q == DType::kBF16 || q == DType::kF16);
   if (!dtypes || (head_dim != 64 && head_dim != 128) || group < 1 || group > 8) return 0;
-  return 16 * ((4 + group - 1) / group);
+  return 16 * (8 / group);
 }
 
 AttentionPlan PlanAttention(const std::vector<RowRun>& runs, int64_t tile_tokens,

@@ -1,8 +1,9 @@
 // Tensor-core paged prefill attention, FlashAttention-2's structure (written here): a CTA takes
-// one prefill tile (up to 16 * ceil(4 / group) consecutive query tokens of one sequence,
+// one prefill tile (up to 16 * floor(8 / group) consecutive query tokens of one sequence,
 // kernels/attention_plan.h) for every query head of one KV head's group. Warp w takes 16 tokens
 // of head w % group, so the CTA's K/V blocks, staged in shared memory once, serve the whole GQA
-// group. Per block of kKeys keys: S = Q K^T with mma.sync m16n8k16 (fp32 accumulation), the
+// group. Two stages of shared memory: block i + 1's K/V are in flight (cp.async) while block i
+// is computed. Per block of kKeys keys: S = Q K^T with mma.sync m16n8k16 (fp32 accumulation), the
 // causal / sliding-window mask, an online softmax in registers (exp2 of pre-scaled scores),
 // then O += P V with P rounded to the 16-bit type T (the accumulator layout of S is the operand
 // layout of P: no trip through shared memory). K fragments come from ldmatrix, V fragments from
@@ -20,7 +21,9 @@ namespace arbor::kernels {
 namespace {
 
 constexpr int kKeys = 64;      // keys per block staged in shared memory
-constexpr int kMaxWarps = 8;   // group <= 8 (PrefillTileTokens)
+constexpr int kMaxWarps = 8;   // group <= 8 (PrefillTileTokens): 8 warps, 16 * 8 rows
+template <int HD>
+constexpr size_t kStageElems = size_t(2) * kKeys * (HD + 8);  // K then V of one block
 constexpr float kLog2e = 1.4426950408889634f;
 
 template <DType T>
@@ -61,8 +64,11 @@ __device__ __forceinline__ void CopyAsync16(void* dst, const void* src, bool val
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(SharedAddress(dst)),
                "l"(src), "r"(valid ? 16 : 0));
 }
-__device__ __forceinline__ void CopyAsyncWaitAll() {
-  asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::: "memory");
+__device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;"); }
+// Waits until at most N committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void CopyAsyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
 // Two floats rounded to T, as one register (lo in the low half).
@@ -75,10 +81,9 @@ __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
 }
 
 template <DType T, int HD>
-__global__ void __launch_bounds__(kMaxWarps * 32) PrefillAttentionKernel(PagedAttentionArgs a) {
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(PagedAttentionArgs a) {
   constexpr int kPitch = HD + 8;  // elements per shared row: 16 bytes of padding
-  __shared__ __align__(16) uint16_t k_s[kKeys * kPitch];
-  __shared__ __align__(16) uint16_t v_s[kKeys * kPitch];
+  extern __shared__ __align__(16) uint16_t smem[];  // [2 stages][K, V][kKeys][kPitch]
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int group = int(a.num_q_heads / a.num_kv_heads);
@@ -125,8 +130,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32) PrefillAttentionKernel(PagedAt
   int64_t begin = 0;
   if (a.sliding_window > 0) begin = max(int64_t(0), pos0 - a.sliding_window + 1);
   begin -= begin % kKeys;
-  for (int64_t kb = begin; kb <= last; kb += kKeys) {
-    __syncthreads();  // the previous block's K/V are no longer read
+  // Block kb's K and V into stage `stage` (cp.async; the caller commits).
+  auto load = [&](int64_t kb, int stage) {
+    uint16_t* k_s = smem + stage * kStageElems<HD>;
     constexpr int kChunks = HD / 8;  // 16-byte pieces of a key's row
     for (int i = threadIdx.x; i < 2 * kKeys * kChunks; i += blockDim.x) {
       const int which = i / (kKeys * kChunks), rest = i % (kKeys * kChunks);
@@ -140,10 +146,24 @@ __global__ void __launch_bounds__(kMaxWarps * 32) PrefillAttentionKernel(PagedAt
         src = pages + page * page_elems +
               ((a.kv.layer * 2 + which) * bs + j % bs) * a.kv.kv_dim + kv_head * HD + piece * 8;
       }
-      CopyAsync16((which == 0 ? k_s : v_s) + key * kPitch + piece * 8, src, valid);
+      CopyAsync16(k_s + which * kKeys * kPitch + key * kPitch + piece * 8, src, valid);
     }
-    CopyAsyncWaitAll();
+  };
+  load(begin, 0);
+  CopyAsyncCommit();
+  int stage = 0;
+  for (int64_t kb = begin; kb <= last; kb += kKeys, stage ^= 1) {
+    // The other stage was last read in the previous iteration, which ended in a barrier.
+    if (kb + kKeys <= last) {
+      load(kb + kKeys, stage ^ 1);
+      CopyAsyncCommit();
+      CopyAsyncWait<1>();
+    } else {
+      CopyAsyncWait<0>();
+    }
     __syncthreads();
+    const uint16_t* k_s = smem + stage * kStageElems<HD>;
+    const uint16_t* v_s = k_s + kKeys * kPitch;
 
     // S = Q K^T for the warp's 16 rows and the block's 64 keys: s[n] holds keys [8 n, 8 n + 8).
     float s[kKeys / 8][4];
@@ -232,6 +252,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) PrefillAttentionKernel(PagedAt
         Mma<T>(o[2 * dp + 1], pa, b + 2);
       }
     }
+    __syncthreads();  // this stage is reloaded by the next iteration's prefetch
   }
 #pragma unroll
   for (int off = 1; off <= 2; off <<= 1) {
@@ -272,23 +293,26 @@ bool PrefillAttentionFits(const PagedAttentionArgs& a) {
 cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& a, cudaStream_t s) {
   if (!PrefillAttentionFits(a)) return cudaErrorInvalidValue;
   const int64_t group = a.num_q_heads / a.num_kv_heads;
-  const int warps = int(group * ((4 + group - 1) / group));
+  const int warps = int(group * (8 / group));
   const dim3 grid(unsigned(a.num_prefill_tiles), unsigned(a.num_kv_heads));
   const dim3 block(unsigned(warps * 32));
+  auto launch = [&](auto kernel, size_t stage_elems) {
+    // Two stages of K/V exceed the 48 KB a kernel gets without asking (69.6 KB at HD 128).
+    const size_t bytes = 2 * stage_elems * sizeof(uint16_t);
+    if (const cudaError_t e =
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+        e != cudaSuccess) {
+      return e;
+    }
+    kernel<<<grid, block, bytes, s>>>(a);
+    return cudaGetLastError();
+  };
   if (a.q.dtype == DType::kBF16) {
-    if (a.head_dim == 128) {
-      PrefillAttentionKernel<DType::kBF16, 128><<<grid, block, 0, s>>>(a);
-    } else {
-      PrefillAttentionKernel<DType::kBF16, 64><<<grid, block, 0, s>>>(a);
-    }
-  } else {
-    if (a.head_dim == 128) {
-      PrefillAttentionKernel<DType::kF16, 128><<<grid, block, 0, s>>>(a);
-    } else {
-      PrefillAttentionKernel<DType::kF16, 64><<<grid, block, 0, s>>>(a);
-    }
+    return a.head_dim == 128 ? launch(PrefillAttentionKernel<DType::kBF16, 128>, kStageElems<128>)
+                             : launch(PrefillAttentionKernel<DType::kBF16, 64>, kStageElems<64>);
   }
-  return cudaGetLastError();
+  return a.head_dim == 128 ? launch(PrefillAttentionKernel<DType::kF16, 128>, kStageElems<128>)
+                           : launch(PrefillAttentionKernel<DType::kF16, 64>, kStageElems<64>);
 }
 
 }  // namespace arbor::kernels
