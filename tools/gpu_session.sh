@@ -7,8 +7,9 @@
 # in results.json), tools/bench/profile_decode.sh at batch 1 (profile) and, graph steps only,
 # at batch 32 (profile32).
 #
-#   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32]
-#   (default: goldens check suite profile)
+#   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32] [quick]
+#   (default: goldens check suite profile; quick: the parity tests and the decode and attention
+#   benchmarks alone, for a short device call)
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -39,6 +40,24 @@ for step in "${steps[@]}"; do
     profile)
       timeout 120 tools/bench/profile_decode.sh "$work/profile" >"$work/profile.txt" 2>&1
       head -14 "$work/profile.txt" ;;
+    quick)
+      # The checks that matter most when device time is short: the kernel and model parity
+      # tests, decode graphs and the engine on the GPU, batch-1 decode and attention figures.
+      mkdir -p "$work/quick"
+      for t in ops_parity_test bf16_parity_test model_parity_test decode_graph_test engine_test; do
+        timeout 120 bundle/run.sh "$t" --durations yes >"$work/quick/$t.log" 2>&1
+        echo "$t: rc $? $(grep -a '^arbor-tests:' "$work/quick/$t.log" | tail -1)"
+        grep -a -B2 -A12 FAILED "$work/quick/$t.log" | head -60
+      done
+      timeout 90 bundle/run.sh bench_decode --results "$work/results.json" \
+        >"$work/quick/bench_decode.log" 2>&1
+      tail -4 "$work/quick/bench_decode.log"
+      timeout 60 python3 tools/bench/attention_sdpa.py --results "$work/results.json" \
+        >"$work/quick/sdpa.log" 2>&1
+      tail -3 "$work/quick/sdpa.log"
+      timeout 90 bundle/run.sh bench_attention --results "$work/results.json" \
+        >"$work/quick/bench_attention.log" 2>&1
+      tail -8 "$work/quick/bench_attention.log" ;;
     profile32)
       KINDS=graph timeout 150 tools/bench/profile_decode.sh "$work/profile32" --batch 32 \
         >"$work/profile32.txt" 2>&1
