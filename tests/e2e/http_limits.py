@@ -10,8 +10,9 @@ server.max_connections, the longest-idle connection makes room (503 only when al
 After every case the server must still answer; at the end no KV page may be in use.
 
 The server must run with: --set server.read_timeout_s=1 --set server.request_timeout_s=0.5
---set server.header_timeout_s=0.5 --set 'server.cors_allowed_origins=["http://cors.example"]';
-the one at --small-url with --set server.max_connections=4 (and no API key).
+--set server.header_timeout_s=0.5 --set 'server.cors_allowed_origins=["http://cors.example"]'
+(request_timeout_s 0.1 on a GPU, where the tiny model can finish a 2000-token generation
+within 0.5 s); the one at --small-url with --set server.max_connections=4 (and no API key).
 
   tests/e2e/http_limits.py --url http://127.0.0.1:PORT --pid PID --small-url URL [--key KEY]
 
@@ -509,7 +510,7 @@ def main():
         return small_health_200(5)  # the streams are cancelled and their connections close
     case('max_connections_all_busy_503', _run(all_busy))
 
-    # ------------------------------------------------------------ request timeout (0.5 s)
+    # ------------------------------------------------ request timeout (server.request_timeout_s)
     def metric(name):
         st, _, body = request(b'GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
         for line in body.decode().splitlines():
