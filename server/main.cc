@@ -1,4 +1,5 @@
-// arbor: the server binary. `arbor serve [--config FILE] [overrides]`, `arbor --help`.
+// arbor: the server binary. `arbor serve [--config FILE] [overrides]`, `arbor bench serve
+// [options]` (the load generator, tools/bench/serve/), `arbor --help`.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -15,6 +16,7 @@
 #include "engine/launch_config.h"
 #include "server/app.h"
 #include "server/version.h"
+#include "tools/bench/serve/bench_serve.h"
 
 namespace {
 
@@ -22,6 +24,7 @@ constexpr char kUsage[] = R"(arbor — LLM inference server
 
 Usage:
   arbor serve [--config FILE] [options] [--set KEY=VALUE ...]
+  arbor bench serve --model NAME [options]   (load generator: arbor bench serve --help)
   arbor version
   arbor --help
 
@@ -141,5 +144,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "serve") return Serve(argc - 2, argv + 2);
+  if (cmd == "bench") {
+    if (argc < 3 || std::strcmp(argv[2], "serve") != 0) {
+      return Fail("bench: expected `arbor bench serve` (see arbor bench serve --help)");
+    }
+    return arbor::bench::BenchServeMain(std::vector<std::string>(argv + 3, argv + argc));
+  }
   return Fail("unknown command '" + cmd + "' (see arbor --help)");
 }

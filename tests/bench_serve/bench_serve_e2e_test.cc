@@ -1,0 +1,140 @@
+// `arbor bench serve` against the real server on the CPU: what the generator counts from outside
+// (requests, prompt and output tokens, TTFT / TPOT observations) equals what the server's
+// Prometheus /metrics counts from inside; adapters are addressed by name with the requested
+// popularity.
+#include <httplib.h>
+
+#include <catch2/catch.hpp>
+#include <map>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "tests/server/start_app.h"
+#include "tools/bench/serve/bench_serve.h"
+
+namespace arbor::bench {
+namespace {
+
+// A Prometheus text exposition's samples: "name{labels}" -> value. Counters with labels are
+// also summed under their bare name.
+std::map<std::string, double> Scrape(int port) {
+  httplib::Client http("127.0.0.1", port);
+  auto res = http.Get("/metrics");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  std::map<std::string, double> out;
+  for (absl::string_view line : absl::StrSplit(res->body, '\n')) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t space = line.rfind(' ');
+    double value = 0;
+    if (space == absl::string_view::npos || !absl::SimpleAtod(line.substr(space + 1), &value)) {
+      continue;
+    }
+    const std::string key(line.substr(0, space));
+    out[key] = value;
+    if (const size_t brace = key.find('{'); brace != std::string::npos) {
+      out[key.substr(0, brace)] += value;
+    }
+  }
+  return out;
+}
+
+TEST_CASE("bench serve closed loop on the tiny model: its counts equal /metrics", "[bench]") {
+  auto app = server::testing::StartTinyApp();
+  BenchOptions o = *ParseBenchOptions({"--url", absl::StrCat("http://127.0.0.1:", app->http_port()),
+                                       "--model", "tiny", "--concurrency", "1,4", "--num-requests",
+                                       "12", "--prompt-len", "uniform:4,24", "--output-len",
+                                       "uniform:2,12", "--vocab-size", "1206", "--quiet"});
+  auto reports = RunBench(o);
+  REQUIRE(reports.ok());
+  REQUIRE(reports->size() == 2);
+  int64_t requests = 0, prompt_tokens = 0, output_tokens = 0, with_tpot = 0;
+  for (const PointReport& r : *reports) {
+    INFO(r.label << ": " << r.first_error);
+    CHECK(r.failed == 0);
+    CHECK(r.completed == 12);
+    CHECK(r.ttft_ms.count == 12);
+    CHECK(r.ttft_ms.p50 > 0);
+    CHECK(r.tpot_ms.p99 >= r.tpot_ms.p50);
+    requests += r.completed;
+    prompt_tokens += r.prompt_tokens;
+    output_tokens += r.output_tokens;
+    with_tpot += r.tpot_ms.count;
+  }
+  // ignore_eos: every request generates exactly its max_tokens, 2..12 of them, the same plan
+  // at both points.
+  CHECK(output_tokens == 2 * (*reports)[0].output_tokens);
+  CHECK(output_tokens >= 2 * 12 * 2);
+
+  const std::map<std::string, double> m = Scrape(app->http_port());
+  CHECK(m.at("arbor:request_success_total") == requests);
+  CHECK(m.at("arbor:request_success_total{finished_reason=\"length\"}") == requests);
+  CHECK(m.at("arbor:generation_tokens_total") == output_tokens);
+  CHECK(m.at("arbor:prompt_tokens_total") == prompt_tokens);
+  CHECK(m.at("arbor:time_to_first_token_seconds_count") == requests);
+  CHECK(m.at("arbor:time_per_output_token_seconds_count") == with_tpot);
+  // The server's TTFT starts at arrival, after the client's send: its mean is not larger.
+  const double server_ttft_mean_ms = 1e3 * m.at("arbor:time_to_first_token_seconds_sum") /
+                                     m.at("arbor:time_to_first_token_seconds_count");
+  double client_ttft_mean_ms = 0;
+  for (const PointReport& r : *reports) client_ttft_mean_ms += r.ttft_ms.mean / 2;
+  CHECK(server_ttft_mean_ms <= client_ttft_mean_ms);
+
+  // The run's JSON holds both points.
+  const nlohmann::json j = RunJson(o, *reports);
+  CHECK(j["points"].size() == 2);
+  CHECK(j["points"][1]["concurrency"] == 4);
+  CHECK(j["config"]["vocab_size"] == 1206);
+}
+
+TEST_CASE("bench serve chat and open loop on the tiny model", "[bench]") {
+  auto app = server::testing::StartTinyApp();
+  BenchOptions o =
+      *ParseBenchOptions({"--url", absl::StrCat("http://127.0.0.1:", app->http_port()), "--model",
+                          "tiny", "--api", "chat", "--rate", "50", "--num-requests", "10",
+                          "--prompt-len", "8", "--output-len", "6", "--quiet"});
+  auto reports = RunBench(o);
+  REQUIRE(reports.ok());
+  const PointReport& r = (*reports)[0];
+  INFO(r.first_error);
+  CHECK(r.completed == 10);
+  CHECK(r.output_tokens == 60);
+  const std::map<std::string, double> m = Scrape(app->http_port());
+  CHECK(m.at("arbor:generation_tokens_total") == 60);
+  CHECK(m.at("arbor:prompt_tokens_total") == r.prompt_tokens);
+}
+
+TEST_CASE("bench serve over LoRA adapters: each request names an adapter, power-law popular",
+          "[bench]") {
+  auto app = server::testing::StartApp(
+      "", {"model.path=tests/data/models/llama", "engine.pool_bytes=8388608",
+           "server.admin_key=root", "server.adapter_root=tests/data/adapters"});
+  httplib::Client http("127.0.0.1", app->http_port());
+  const httplib::Headers admin = {{"Authorization", "Bearer root"}};
+  for (const char* body : {R"({"name": "all", "path": "llama-lora-all"})",
+                           R"({"name": "qv", "path": "llama-lora-qv"})"}) {
+    auto res = http.Post("/v1/adapters", admin, body, "application/json");
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+  }
+  BenchOptions o = *ParseBenchOptions({"--url", absl::StrCat("http://127.0.0.1:", app->http_port()),
+                                       "--adapters", "all,qv", "--adapter-alpha", "2",
+                                       "--concurrency", "4", "--num-requests", "40", "--prompt-len",
+                                       "6", "--output-len", "3", "--vocab-size", "256", "--quiet"});
+  auto reports = RunBench(o);
+  REQUIRE(reports.ok());
+  const PointReport& r = (*reports)[0];
+  INFO(r.first_error);
+  CHECK(r.completed == 40);
+  // alpha 2 over two adapters: P(all) = 1 / (1 + 1/4) = 0.8.
+  CHECK(r.completed_by_model.at("all") > r.completed_by_model.at("qv"));
+  CHECK(r.completed_by_model.at("all") + r.completed_by_model.at("qv") == 40);
+  const std::map<std::string, double> m = Scrape(app->http_port());
+  CHECK(m.at("arbor:request_success_total") == 40);
+  CHECK(m.at("arbor:generation_tokens_total") == 120);
+}
+
+}  // namespace
+}  // namespace arbor::bench
