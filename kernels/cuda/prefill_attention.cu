@@ -130,23 +130,30 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
   int64_t begin = 0;
   if (a.sliding_window > 0) begin = max(int64_t(0), pos0 - a.sliding_window + 1);
   begin -= begin % kKeys;
-  // Block kb's K and V into stage `stage` (cp.async; the caller commits).
+  // Block kb's K and V into stage `stage` (cp.async; the caller commits). Four threads share a
+  // key: one page lookup each, then every fourth 16-byte piece of its K row and of its V row.
+  const int64_t v_rows = bs * a.kv.kv_dim;  // a layer's V rows follow its K rows in a page
   auto load = [&](int64_t kb, int stage) {
     uint16_t* k_s = smem + stage * kStageElems<HD>;
-    constexpr int kChunks = HD / 8;  // 16-byte pieces of a key's row
-    for (int i = threadIdx.x; i < 2 * kKeys * kChunks; i += blockDim.x) {
-      const int which = i / (kKeys * kChunks), rest = i % (kKeys * kChunks);
-      const int key = rest / kChunks, piece = rest % kChunks;
+    uint16_t* v_s = k_s + kKeys * kPitch;
+    constexpr int kPieces = HD / 8;  // 16-byte pieces of a key's row
+    const int sub = threadIdx.x & 3;
+    for (int key = threadIdx.x >> 2; key < kKeys; key += blockDim.x >> 2) {
       const int64_t j = kb + key;
       // Past the tile's last position, or a page freed before the window: zeros (masked).
       const int64_t page = j <= last ? table[j / bs] : -1;
       const bool valid = page >= 0;
-      const uint16_t* src = pages;
+      const uint16_t* k_row = pages;
       if (valid) {
-        src = pages + page * page_elems +
-              ((a.kv.layer * 2 + which) * bs + j % bs) * a.kv.kv_dim + kv_head * HD + piece * 8;
+        k_row = pages + page * page_elems + (a.kv.layer * 2 * bs + j % bs) * a.kv.kv_dim +
+                kv_head * HD;
       }
-      CopyAsync16(k_s + which * kKeys * kPitch + key * kPitch + piece * 8, src, valid);
+#pragma unroll
+      for (int piece = sub; piece < kPieces; piece += 4) {
+        CopyAsync16(k_s + key * kPitch + piece * 8, k_row + (valid ? piece * 8 : 0), valid);
+        CopyAsync16(v_s + key * kPitch + piece * 8, k_row + (valid ? v_rows + piece * 8 : 0),
+                    valid);
+      }
     }
   };
   load(begin, 0);
@@ -183,17 +190,25 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
         Mma<T>(s[2 * np + 1], qa[ks], b + 2);
       }
     }
-    // Mask (causal, window, dead rows) and scale; the block's row maxima.
+    // Mask (causal, window, dead rows) and scale; the block's row maxima. A block every key of
+    // which each of the warp's rows sees (below the diagonal, inside the window) skips the mask:
+    // its dead rows' scores stay finite, but those rows are never written.
+    const int64_t warp_pos = pos0 + tok0;  // the warp's first row's position
+    const bool whole = kb + kKeys - 1 <= warp_pos &&
+                       (a.sliding_window == 0 || kb > warp_pos + 15 - a.sliding_window);
     float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
     for (int n = 0; n < kKeys / 8; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t j = kb + n * 8 + c2 + (e & 1);
         const bool hi = e >= 2;
-        const int64_t qpos = hi ? qpos_hi : qpos_lo;
-        bool ok = (hi ? live_hi : live_lo) && j <= qpos;
-        if (a.sliding_window > 0) ok = ok && j > qpos - a.sliding_window;
+        bool ok = true;
+        if (!whole) {
+          const int64_t j = kb + n * 8 + c2 + (e & 1);
+          const int64_t qpos = hi ? qpos_hi : qpos_lo;
+          ok = (hi ? live_hi : live_lo) && j <= qpos;
+          if (a.sliding_window > 0) ok = ok && j > qpos - a.sliding_window;
+        }
         s[n][e] = ok ? s[n][e] * scale : -INFINITY;
         if (hi) {
           mx_hi = fmaxf(mx_hi, s[n][e]);
