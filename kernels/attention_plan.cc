@@ -10,6 +10,10 @@ int64_t PrefillTileTokens(DType q, DType kv, int64_t head_dim, int64_t group) {
   return 16 * (8 / group);
 }
 
+int64_t AttentionPlanMaxInts(int64_t max_tokens, int64_t max_seqs) {
+  return 2 * (max_tokens / 16 + max_seqs) + max_tokens;
+}
+
 AttentionPlan PlanAttention(const std::vector<RowRun>& runs, int64_t tile_tokens,
                             int64_t min_run) {
   AttentionPlan plan;

@@ -29,6 +29,11 @@ struct AttentionPlan {
   int64_t num_tiles() const { return int64_t(prefill_tiles.size() / 2); }
 };
 
+// The most ints a plan of max_tokens rows in max_seqs runs takes (tiles as pairs, decode rows),
+// for workspaces reserved ahead: tiles hold at least 16 rows, so at most one partial tile per
+// run beyond max_tokens / 16 whole ones.
+int64_t AttentionPlanMaxInts(int64_t max_tokens, int64_t max_seqs);
+
 // Runs of at least `min_run` rows are cut into tiles of tile_tokens rows; the rest are decode
 // rows. No tiles (tile_tokens == 0, or no run that long) leaves the decode list empty too:
 // every row is per-token.

@@ -509,8 +509,10 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
     for (Scratch* scratch : {&workspace_, &logits_, &moe_}) scratch->Thaw();
   }
   Activations a;
-  const size_t plan_ints = 4 * size_t(n) + size_t(limits.max_seqs * limits.max_blocks) +
-                           size_t(std::max<int64_t>(limits.max_logit_rows, 1));
+  const size_t plan_ints =
+      4 * size_t(n) + size_t(limits.max_seqs * limits.max_blocks) +
+      size_t(std::max<int64_t>(limits.max_logit_rows, 1)) +
+      size_t(kernels::AttentionPlanMaxInts(n, std::min(n, limits.max_seqs)));
   RETURN_IF_ERROR(workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, &a)).status());
   if (plan_mirror_.bytes() < plan_ints * sizeof(int32_t)) {
     ASSIGN_OR_RETURN(plan_mirror_, be_.AllocateHost(plan_ints * sizeof(int32_t)));
