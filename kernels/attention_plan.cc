@@ -14,6 +14,18 @@ int64_t AttentionPlanMaxInts(int64_t max_tokens, int64_t max_seqs) {
   return 2 * (max_tokens / 16 + max_seqs) + max_tokens;
 }
 
+int64_t AttentionSplitKeys(int64_t max_context) {
+  const int64_t chunks = (max_context + kMaxAttentionSplits * 128 - 1) / (kMaxAttentionSplits * 128);
+  return 128 * std::max<int64_t>(4, chunks);  // at least 512 keys: fewer do not pay
+}
+
+int64_t AttentionSplitFloats(int64_t split_rows, int64_t num_q_heads, int64_t head_dim,
+                             int64_t max_context) {
+  const int64_t keys = AttentionSplitKeys(max_context);
+  const int64_t splits = (max_context + keys - 1) / keys;
+  return split_rows * num_q_heads * splits * (head_dim + 2);
+}
+
 AttentionPlan PlanAttention(const std::vector<RowRun>& runs, int64_t tile_tokens,
                             int64_t min_run) {
   AttentionPlan plan;

@@ -34,6 +34,14 @@ struct AttentionPlan {
 // run beyond max_tokens / 16 whole ones.
 int64_t AttentionPlanMaxInts(int64_t max_tokens, int64_t max_seqs);
 
+// Split-KV for decode rows: the keys of a split (a multiple of the per-token kernel's 128-key
+// chunk) for contexts up to max_context, so that no row needs more than kMaxAttentionSplits,
+// and the floats of the workspace for split_rows rows.
+constexpr int64_t kMaxAttentionSplits = 64;
+int64_t AttentionSplitKeys(int64_t max_context);
+int64_t AttentionSplitFloats(int64_t split_rows, int64_t num_q_heads, int64_t head_dim,
+                             int64_t max_context);
+
 // Runs of at least `min_run` rows are cut into tiles of tile_tokens rows; the rest are decode
 // rows. No tiles (tile_tokens == 0, or no run that long) leaves the decode list empty too:
 // every row is per-token.

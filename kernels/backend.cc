@@ -210,6 +210,13 @@ absl::Status ValidatePagedAttention(const PagedAttentionArgs& a) {
     }
     if (a.num_decode_rows > 0) ARBOR_REQUIRE(RequirePointer(op, "decode_rows", a.decode_rows));
   }
+  if (a.split_workspace != nullptr) {
+    if (a.split_keys <= 0 || a.split_keys % 128 != 0) {
+      return Invalid(op, "split_keys must be a positive multiple of 128");
+    }
+    if (a.max_context <= 0) return Invalid(op, "max_context must be > 0 with a split workspace");
+    if (a.split_workspace_floats <= 0) return Invalid(op, "split_workspace_floats must be > 0");
+  }
   // The CUDA kernel keeps one head's output row in registers: 8 floats a lane, 32 lanes.
   if (a.head_dim > 256) return Invalid(op, "head_dim > 256");
   return absl::OkStatus();

@@ -130,6 +130,16 @@ struct PagedAttentionArgs {
   // Read only when num_prefill_tiles > 0 (else every row is a decode row).
   const int32_t* decode_rows = nullptr;  // [num_decode_rows]
   int64_t num_decode_rows = 0;
+  // Split-KV for decode rows (optional, CUDA outside deterministic mode): each decode row's
+  // keys are cut into runs of split_keys (a multiple of 128), each run's partial softmax (max,
+  // sum, unnormalised P·V per query head) written to split_workspace [decode rows, num_q_heads,
+  // splits, head_dim + 2] and merged in run order; splits = ceil(max_context / split_keys).
+  // Used only where that fits split_workspace_floats (kernels/attention_plan.h sizes it); null:
+  // no split.
+  float* split_workspace = nullptr;
+  int64_t split_workspace_floats = 0;
+  int64_t split_keys = 0;
+  int64_t max_context = 0;  // keys a row may see at most (the block tables' width in tokens)
 };
 
 // The most experts a token may pick (TopKSoftmax's and MoePermute's k): the kernels keep a

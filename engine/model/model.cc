@@ -10,6 +10,10 @@
 
 namespace arbor::engine {
 
+// Decode rows a pass splits over their keys at most (batches of more decode rows fill the GPU
+// without splitting): the split-KV workspace is sized for them.
+constexpr int64_t kAttentionSplitRows = 64;
+
 using kernels::DeviceBuffer;
 using kernels::DType;
 using kernels::Tensor;
@@ -382,6 +386,10 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
     attn.num_prefill_tiles = d.num_prefill_tiles;
     attn.decode_rows = d.decode_rows;
     attn.num_decode_rows = d.num_decode_rows;
+    attn.split_workspace = a.attn_split;
+    attn.split_workspace_floats = a.attn_split_floats;
+    attn.split_keys = kernels::AttentionSplitKeys(s.max_position_embeddings);
+    attn.max_context = d.max_blocks * kv_view.block_size;
     RETURN_IF_ERROR(be_.PagedAttention(attn, st));
     RETURN_IF_ERROR(
         be_.Linear({a.attn, weight(L.o, h, q_dim), L.o_bias.data(), a.delta, false}, st));
@@ -474,6 +482,13 @@ size_t Model::LayoutActivations(void* base, int64_t n, size_t plan_ints, Activat
     a->pairs = c.Take(dt, mlp_rows, h);
   }
   a->plan = static_cast<int32_t*>(c.Take(plan_ints * sizeof(int32_t)));
+  if (be_.kind() == kernels::DeviceKind::kCuda) {
+    // Split-KV room for kAttentionSplitRows decode rows over the model's whole context: the
+    // same size in every pass, so a frozen workspace never has to grow for it.
+    a->attn_split_floats = kernels::AttentionSplitFloats(kAttentionSplitRows, s.num_heads,
+                                                         s.head_dim, s.max_position_embeddings);
+    a->attn_split = static_cast<float*>(c.Take(size_t(a->attn_split_floats) * sizeof(float)));
+  }
   return c.used();
 }
 

@@ -212,6 +212,9 @@ class Model {
     // its expert's output.
     kernels::Tensor pairs;
     int32_t* plan = nullptr;  // the int32 plan: ids, positions, sequences, slots, tables, rows
+    // Split-KV partials of decode attention (CUDA only; kernels/attention_plan.h).
+    float* attn_split = nullptr;
+    int64_t attn_split_floats = 0;
   };
   // Where a pass's buffers sit from `base` (null: only the size); returns the bytes.
   size_t LayoutActivations(void* base, int64_t n, size_t plan_ints, Activations* a) const;

@@ -82,8 +82,10 @@ __device__ __forceinline__ void Load8(const void* base, int64_t i, bool vector, 
   for (int j = 0; j < 8; ++j) out[j] = LoadAsFloat(base, KV, i + j);
 }
 
-// H: query heads per CTA (1 or kHeadsPerCta); HD: head_dim when compiled in, else 0.
-template <DType D, DType KV, int H, int HD>
+// H: query heads per CTA (1 or kHeadsPerCta); HD: head_dim when compiled in, else 0. SPLIT:
+// the CTA takes the keys of split blockIdx.z only and writes its partial softmax to
+// a.split_workspace (SplitCombineKernel merges the splits).
+template <DType D, DType KV, int H, int HD, bool SPLIT = false>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionArgs a) {
   constexpr int kMaxHd = HD > 0 ? HD : kMaxHeadDim;
   __shared__ float q_s[H * kMaxHd];       // the CTA's query heads, pre-scaled
@@ -106,6 +108,12 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
   const int64_t pos = a.q_positions[t];
   int64_t first = 0;
   if (a.sliding_window > 0 && pos - a.sliding_window + 1 > 0) first = pos - a.sliding_window + 1;
+  int64_t last = pos;
+  if constexpr (SPLIT) {
+    first = max(first, int64_t(blockIdx.z) * a.split_keys);
+    last = min(pos, int64_t(blockIdx.z + 1) * a.split_keys - 1);
+    if (first > last) return;  // the row's keys end before this split (the whole CTA leaves)
+  }
   // 16-byte loads when a row's head slice starts 16-byte aligned (the pages' base is).
   const bool vector = hd % 8 == 0 && (head_off * int64_t(DTypeSize(KV))) % 16 == 0 &&
                       (a.kv.kv_dim * int64_t(DTypeSize(KV))) % 16 == 0;
@@ -133,8 +141,8 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
   }
   __syncthreads();
 
-  for (int64_t base = first; base <= pos; base += kChunk) {
-    const int count = int(min(int64_t(kChunk), pos + 1 - base));
+  for (int64_t base = first; base <= last; base += kChunk) {
+    const int count = int(min(int64_t(kChunk), last + 1 - base));
     // Scores: thread tid takes key base + tid, for every head of the CTA.
     if (tid < count) {
       const int64_t j = base + tid;
@@ -261,9 +269,64 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
     const int h = o / int(hd), d = o % int(hd);
     float sum = 0.0f;
     for (int sl = 0; sl < slices; ++sl) sum += red_s[(sl * H + h) * width + d];
-    const float l = l_s[h];
-    StoreFromFloat(a.out.data, D, a.out.At(t, (h0 + h) * hd + d), l > 0.0f ? sum / l : 0.0f);
+    if constexpr (SPLIT) {
+      // [row of the launch, head, split, head_dim + 2]: P·V unnormalised, then max and sum.
+      float* w = a.split_workspace +
+                 ((int64_t(blockIdx.x) * a.num_q_heads + h0 + h) * gridDim.z + blockIdx.z) * (hd + 2);
+      w[d] = sum;
+      if (d == 0) {
+        w[hd] = m_s[h];
+        w[hd + 1] = l_s[h];
+      }
+    } else {
+      const float l = l_s[h];
+      StoreFromFloat(a.out.data, D, a.out.At(t, (h0 + h) * hd + d), l > 0.0f ? sum / l : 0.0f);
+    }
   }
+}
+
+// Merges a decode row's splits for one query head, in split order: out = sum_s acc_s e^(m_s - m)
+// / sum_s l_s e^(m_s - m) with m the largest m_s. Grid (rows of the launch, num_q_heads).
+template <DType D>
+__global__ void __launch_bounds__(kThreads) SplitCombineKernel(PagedAttentionArgs a,
+                                                              int64_t splits) {
+  const int64_t row = blockIdx.x, head = blockIdx.y, hd = a.head_dim;
+  const int64_t t = a.decode_rows != nullptr ? a.decode_rows[row] : row;
+  const int64_t pos = a.q_positions[t];
+  int64_t first = 0;
+  if (a.sliding_window > 0 && pos - a.sliding_window + 1 > 0) first = pos - a.sliding_window + 1;
+  // Splits s0..s1 hold the row's keys; a padding row (pos < 0) has none and gets zeros.
+  const int64_t s0 = first / a.split_keys, s1 = pos < 0 ? s0 - 1 : pos / a.split_keys;
+  const float* w = a.split_workspace + (row * a.num_q_heads + head) * splits * (hd + 2);
+  float m = -INFINITY;
+  for (int64_t s = s0; s <= s1; ++s) m = fmaxf(m, w[s * (hd + 2) + hd]);
+  float l = 0.0f;
+  for (int64_t s = s0; s <= s1; ++s) l += w[s * (hd + 2) + hd + 1] * expf(w[s * (hd + 2) + hd] - m);
+  for (int64_t d = threadIdx.x; d < hd; d += kThreads) {
+    float acc = 0.0f;
+    for (int64_t s = s0; s <= s1; ++s) acc += w[s * (hd + 2) + d] * expf(w[s * (hd + 2) + hd] - m);
+    StoreFromFloat(a.out.data, D, a.out.At(t, head * hd + d), l > 0.0f ? acc / l : 0.0f);
+  }
+}
+
+// Split-KV for the launch's decode rows, where it fits (16-bit q and cache of one dtype).
+template <DType T>
+cudaError_t LaunchSplit(const PagedAttentionArgs& a, int64_t rows, int64_t splits,
+                        cudaStream_t s) {
+  const int64_t group = a.num_q_heads / a.num_kv_heads;
+  const dim3 grid{unsigned(rows), unsigned(a.num_kv_heads * ((group + kHeadsPerCta - 1) / kHeadsPerCta)),
+                  unsigned(splits)};
+  if (a.head_dim == 128) {
+    PagedAttentionKernel<T, T, kHeadsPerCta, 128, true><<<grid, kThreads, 0, s>>>(a);
+  } else if (a.head_dim == 64) {
+    PagedAttentionKernel<T, T, kHeadsPerCta, 64, true><<<grid, kThreads, 0, s>>>(a);
+  } else {
+    PagedAttentionKernel<T, T, kHeadsPerCta, 0, true><<<grid, kThreads, 0, s>>>(a);
+  }
+  if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  SplitCombineKernel<T><<<dim3{unsigned(rows), unsigned(a.num_q_heads)}, kThreads, 0, s>>>(
+      a, splits);
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -279,6 +342,18 @@ cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t s)
     a.decode_rows = args.decode_rows;
     rows = args.num_decode_rows;
     if (rows == 0) return cudaSuccess;
+  }
+  // Split-KV when offered (kernels/ops.h) and worth it: two splits or more.
+  const int64_t splits =
+      a.split_keys > 0 ? (a.max_context + a.split_keys - 1) / a.split_keys : int64_t(0);
+  const int64_t split_y = a.num_kv_heads * ((a.num_q_heads / a.num_kv_heads + kHeadsPerCta - 1) /
+                                            kHeadsPerCta);
+  if (a.split_workspace != nullptr && splits >= 2 && splits <= 65535 &&
+      rows * a.num_q_heads * splits * (a.head_dim + 2) <= a.split_workspace_floats &&
+      a.split_keys % kChunk == 0 && a.q.dtype == a.kv.dtype && a.q.dtype != DType::kF32 &&
+      split_y <= 65535 && a.head_dim <= kMaxHeadDim) {
+    return a.q.dtype == DType::kBF16 ? LaunchSplit<DType::kBF16>(a, rows, splits, s)
+                                     : LaunchSplit<DType::kF16>(a, rows, splits, s);
   }
   const int64_t group = a.num_q_heads / a.num_kv_heads;
   const bool few = rows * a.num_kv_heads * ((group + kHeadsPerCta - 1) / kHeadsPerCta) <

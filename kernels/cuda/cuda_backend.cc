@@ -218,11 +218,13 @@ class CudaBackend final : public Backend {
   }
   absl::Status PagedAttention(const PagedAttentionArgs& a, Stream& s) override {
     if (auto st = ValidatePagedAttention(a); !st.ok()) return st;
-    if (deterministic_ && a.num_prefill_tiles > 0) {
-      // One kernel for every row: a row's bits then do not depend on how its prompt was
-      // chunked or batched (the tensor-core kernel rounds P; the per-token one does not).
+    if (deterministic_ && (a.num_prefill_tiles > 0 || a.split_workspace != nullptr)) {
+      // One kernel for every row, unsplit: a row's bits then do not depend on how its prompt
+      // was chunked or batched (the tensor-core kernel rounds P; the per-token one does not; a
+      // split merges in another order).
       PagedAttentionArgs per_token = a;
       per_token.num_prefill_tiles = 0;
+      per_token.split_workspace = nullptr;
       return CudaStatus(LaunchPagedAttention(per_token, Native(s)), "PagedAttention");
     }
     return CudaStatus(LaunchPagedAttention(a, Native(s)), "PagedAttention");
