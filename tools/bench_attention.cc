@@ -280,6 +280,15 @@ int main(int argc, char** argv) {
     args.q_positions = d_pos->as<int32_t>();
     args.num_seqs = kDecodeSeqs;
     args.max_blocks = blocks;
+    // Split-KV as the model offers it (engine/model/model.cc): runs of AttentionSplitKeys keys
+    // over a workspace for the batch's rows.
+    args.max_context = blocks * kBlock;
+    args.split_keys = arbor::kernels::AttentionSplitKeys(args.max_context);
+    args.split_workspace_floats = arbor::kernels::AttentionSplitFloats(
+        kDecodeSeqs, kQHeads, kHeadDim, args.max_context);
+    auto d_split = be.Allocate(size_t(args.split_workspace_floats) * sizeof(float));
+    if (!d_split.ok()) return Fail(std::string(d_split.status().message()));
+    args.split_workspace = d_split->as<float>();
     auto ms = MedianMs(be, st, a.iters, [&] { return be.PagedAttention(args, st); });
     if (!ms.ok()) return Fail(std::string(ms.status().message()));
     // Every sequence reads K and V of its c positions, every KV head, once.
