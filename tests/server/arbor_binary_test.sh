@@ -33,14 +33,17 @@ check "log says which backend" grep -q 'backend: cpu' "$log"
 # The load generator in the same binary, against this server: a closed-loop point to JSON/CSV.
 bench_json=$(mktemp)
 bench_csv=$(mktemp)
+bench_results=$(mktemp -u)
 check "bench serve --help names gRPC as later" bash -c "'$ARBOR' bench serve --help | grep -q 'gRPC'"
 check "bench serve runs against the server" "$ARBOR" bench serve --url "http://127.0.0.1:$port" \
   --model tiny --concurrency 2 --num-requests 4 --prompt-len 8 --output-len 4 --vocab-size 1206 \
-  --quiet --json "$bench_json" --csv "$bench_csv"
+  --quiet --json "$bench_json" --csv "$bench_csv" --results "$bench_results" --card "cpu (test)"
 check "bench serve JSON counts 4 completed" grep -q '"completed": 4' "$bench_json"
+check "bench serve appends results records" bash -c \
+  "grep -q '\"name\": \"serve.bench.output_throughput (concurrency=2, tiny' '$bench_results' && grep -q '\"card\": \"cpu (test)\"' '$bench_results'"
 check "bench serve CSV has a header and one row" bash -c "[ \$(wc -l < '$bench_csv') -eq 2 ]"
 check "bench serve refuses a bad flag with 2" bash -c "'$ARBOR' bench serve --model tiny --rate x 2>/dev/null; [ \$? -eq 2 ]"
-rm -f "$bench_json" "$bench_csv"
+rm -f "$bench_json" "$bench_csv" "$bench_results"
 kill -TERM "$pid"
 wait "$pid"
 rc=$?

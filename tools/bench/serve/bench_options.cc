@@ -64,6 +64,8 @@ SLO (goodput: completed requests per second within every bound given):
 Output:
   --json PATH            every point's figures and the run's options
   --csv PATH             one row per sweep point
+  --results PATH         append the figures to a bench/results.json (BENCHMARKS.md)
+  --card NAME            the server's device, as those records name it
   --quiet                no progress line on stderr
 A summary table goes to stdout at the end.
 )";
@@ -187,6 +189,10 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& a
       s = String(&o.json_path);
     } else if (flag == "--csv") {
       s = String(&o.csv_path);
+    } else if (flag == "--results") {
+      s = String(&o.results_path);
+    } else if (flag == "--card") {
+      s = String(&o.card);
     } else if (flag == "--quiet") {
       o.progress = false;
     } else {

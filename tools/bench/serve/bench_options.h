@@ -27,6 +27,8 @@ struct BenchOptions {
   double timeout_s = 600;
   Slo slo;
   std::string json_path, csv_path;
+  std::string results_path;                 // --results: bench/results.json records
+  std::string card = "unknown (no --card)";  // the server's device, as records name it
   bool progress = true;
   bool help = false;
 };

@@ -7,8 +7,12 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "tools/bench/results.h"
 #include "tools/bench/serve/http_target.h"
 #include "tools/bench/serve/prompt_source.h"
+#include "tools/bench/serve/result_records.h"
 
 namespace arbor::bench {
 
@@ -115,6 +119,12 @@ int BenchServeMain(const std::vector<std::string>& args) {
       std::fprintf(stderr, "arbor bench serve: %s\n", s.ToString().c_str());
       return 1;
     }
+  }
+  if (!options->results_path.empty()) {
+    std::string command = "arbor bench serve";
+    for (const std::string& a : args) command += " " + a;
+    const std::string date = absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone());
+    AppendResults(options->results_path, ResultRecords(*options, *reports, command, date));
   }
   if (!options->csv_path.empty()) {
     std::string csv = CsvHeader();
