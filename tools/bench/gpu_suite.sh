@@ -52,5 +52,7 @@ if [ -x "$bundle/bin/bench_attention" ]; then
   run bench_attention "$bundle/run.sh" bench_attention --results "$results"
 fi
 run bench_sampling "$bundle/run.sh" bench_sampling --results "$results"
+# Every figure with a ratio, its target and whether it is met (the latest record of each).
+python3 "$here/tools/bench/summary_table.py" "$results" | tee "$out/summary.md"
 echo "gpu_suite: $([ $status -eq 0 ] && echo OK || echo FAILED)"
 exit $status
