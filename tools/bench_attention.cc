@@ -70,14 +70,6 @@ int Fail(const std::string& msg) {
   return 1;
 }
 
-std::vector<int64_t> ParseList(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::atoll(item.c_str()));
-  return out;
-}
-
 // "4k" for 4096, "32k" for 32768; the plain count when not a multiple of 1024. Must match
 // label() in tools/bench/attention_sdpa.py.
 std::string Label(int64_t n) {
@@ -90,23 +82,6 @@ int64_t Pages(int64_t tokens) { return (tokens + kBlock - 1) / kBlock; }
 // s * s / 2 visible (query, key) pairs, 2 * head_dim FLOPs each. attention_sdpa.py counts the same.
 double PrefillFlops(int64_t s) {
   return 4.0 * double(s) * double(s) / 2.0 * double(kQHeads) * double(kHeadDim);
-}
-
-// The last record of `name` by `impl` on `card` in `path` that holds a number, or null.
-nlohmann::json FindPeer(const std::string& path, const std::string& name, const std::string& impl,
-                        const std::string& card) {
-  std::ifstream in(path);
-  if (!in) return nullptr;
-  const nlohmann::json all = nlohmann::json::parse(in, nullptr, false);
-  if (!all.is_array()) return nullptr;
-  nlohmann::json found = nullptr;
-  for (const auto& r : all) {
-    if (r.is_object() && r.value("name", "") == name && r.value("impl", "") == impl &&
-        r.value("card", "") == card && r.contains("value") && r["value"].is_number()) {
-      found = r;
-    }
-  }
-  return found;
 }
 
 // Int32 values on the device; at least one element, so that an empty list is still a valid
@@ -156,9 +131,9 @@ int main(int argc, char** argv) {
     if (i + 1 >= argc) return Fail("missing value for " + k);
     const std::string v = argv[++i];
     if (k == "--decode") {
-      a.decode = ParseList(v);
+      a.decode = arbor::bench::ParseIntList(v);
     } else if (k == "--prefill") {
-      a.prefill = ParseList(v);
+      a.prefill = arbor::bench::ParseIntList(v);
     } else if (k == "--iters") {
       a.iters = std::atoi(v.c_str());
     } else if (k == "--results") {
@@ -374,7 +349,7 @@ int main(int argc, char** argv) {
     // The faster of the peer's backends on this card.
     nlohmann::json best = nullptr;
     for (const char* impl : kPeerImpls) {
-      const nlohmann::json peer = FindPeer(a.peer, name, impl, info->name);
+      const nlohmann::json peer = arbor::bench::FindRecord(a.peer, name, impl, info->name);
       if (peer.is_null()) continue;
       std::printf("; %s %.1f TFLOP/s", impl, peer["value"].get<double>());
       if (best.is_null() || peer["value"].get<double>() > best["value"].get<double>()) best = peer;

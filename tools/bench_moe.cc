@@ -47,35 +47,11 @@ int Fail(const std::string& msg) {
   return 2;
 }
 
-std::vector<int64_t> ParseList(const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::atoll(item.c_str()));
-  return out;
-}
-
 // The name both this tool and the PyTorch peer give a token count's record.
 std::string RecordName(const Args& a, int64_t n) {
   return "moe.mixtral_layer (tokens " + std::to_string(n) + ", hidden " + std::to_string(a.hidden) +
          ", inter " + std::to_string(a.inter) + ", " + std::to_string(a.experts) +
          " experts, top-" + std::to_string(a.top_k) + ", bf16)";
-}
-
-// The last record of `name` by the PyTorch peer on `card` in `path`, or null.
-nlohmann::json FindPeer(const std::string& path, const std::string& name, const std::string& card) {
-  std::ifstream in(path);
-  if (!in) return nullptr;
-  const nlohmann::json all = nlohmann::json::parse(in, nullptr, false);
-  if (!all.is_array()) return nullptr;
-  nlohmann::json found = nullptr;
-  for (const auto& r : all) {
-    if (r.value("name", "") == name && r.value("impl", "") == "torch" &&
-        r.value("card", "") == card && r.contains("value") && r["value"].is_number()) {
-      found = r;
-    }
-  }
-  return found;
 }
 
 }  // namespace
@@ -90,7 +66,7 @@ int main(int argc, char** argv) {
     if (i + 1 >= argc) return Fail("missing value for " + k);
     const std::string v = argv[++i];
     if (k == "--tokens") {
-      a.tokens = ParseList(v);
+      a.tokens = arbor::bench::ParseIntList(v);
     } else if (k == "--iters") {
       a.iters = std::atoi(v.c_str());
     } else if (k == "--results") {
@@ -193,7 +169,7 @@ int main(int argc, char** argv) {
     std::sort(ms.begin(), ms.end());
     const double median = ms[ms.size() / 2];
     const std::string name = RecordName(a, n);
-    const nlohmann::json peer = FindPeer(a.peer, name, info->name);
+    const nlohmann::json peer = arbor::bench::FindRecord(a.peer, name, "torch", info->name);
     std::printf("tokens %4lld: median %.3f ms (min %.3f, max %.3f)", (long long)n, median,
                 double(ms.front()), double(ms.back()));
     const double torch_ms = peer.is_null() ? 0.0 : peer["value"].get<double>();

@@ -345,6 +345,7 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
   };
   const float scale = 1.0f / std::sqrt(float(hd));
   const float eps = float(s.rms_norm_eps);
+  const int64_t split_keys = kernels::AttentionSplitKeys(s.max_position_embeddings);
   for (int64_t l = 0; l < s.num_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
     const kernels::PagedKv kv{
@@ -388,7 +389,7 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
     attn.num_decode_rows = d.num_decode_rows;
     attn.split_workspace = a.attn_split;
     attn.split_workspace_floats = a.attn_split_floats;
-    attn.split_keys = kernels::AttentionSplitKeys(s.max_position_embeddings);
+    attn.split_keys = split_keys;
     attn.max_context = d.max_blocks * kv_view.block_size;
     RETURN_IF_ERROR(be_.PagedAttention(attn, st));
     RETURN_IF_ERROR(

@@ -39,17 +39,6 @@ __device__ __forceinline__ int64_t KvRow(const PagedKv& kv, int64_t page, int kv
          ((kv.layer * 2 + kv_index) * kv.block_size + token_in_block) * kv.kv_dim;
 }
 
-// Eight 16-bit values of type KV, as floats.
-template <DType KV>
-__device__ __forceinline__ void Unpack8(const uint4& v, float* out) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    out[2 * j] = LoadAsFloat(&w[j], KV, 0);
-    out[2 * j + 1] = LoadAsFloat(&w[j], KV, 1);
-  }
-}
-
 // A 16-byte read-only load that the compiler keeps in program order with its neighbours
 // (asm volatile): a run of them is issued back to back, before the math that uses them.
 __device__ __forceinline__ uint4 LoadNc16(const void* p) {

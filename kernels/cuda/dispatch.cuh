@@ -35,6 +35,28 @@ cudaError_t WithFloatType(DType t, F&& f) {
 // Whether a pointer allows 16-byte vector loads (cp.async chunks, uint4).
 inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Eight 16-bit values of type T (bf16 or f16) in one 16-byte word, as floats, and back (rounded).
+template <DType T>
+__device__ __forceinline__ void Unpack8(const uint4& v, float* out) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    out[2 * j] = LoadAsFloat(&w[j], T, 0);
+    out[2 * j + 1] = LoadAsFloat(&w[j], T, 1);
+  }
+}
+
+template <DType T>
+__device__ __forceinline__ uint4 Pack8(const float* in) {
+  uint32_t w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    StoreFromFloat(&w[j], T, 0, in[2 * j]);
+    StoreFromFloat(&w[j], T, 1, in[2 * j + 1]);
+  }
+  return uint4{w[0], w[1], w[2], w[3]};
+}
+
 // Grid size for a grid-stride loop over n items: enough blocks to fill an H100 (132 SMs x 16
 // resident blocks), never a block per item.
 inline unsigned GridFor(int64_t n, int threads) {

@@ -59,27 +59,6 @@ __global__ void AddRmsNormCachedKernel(AddRmsNormArgs a) {
 constexpr int kVecPerThread = 4;
 
 template <DType D>
-__device__ __forceinline__ void Unpack8(const uint4& v, float* out) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    out[2 * j] = LoadAsFloat(&w[j], D, 0);
-    out[2 * j + 1] = LoadAsFloat(&w[j], D, 1);
-  }
-}
-
-template <DType D>
-__device__ __forceinline__ uint4 Pack8(const float* in) {
-  uint32_t w[4];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    StoreFromFloat(&w[j], D, 0, in[2 * j]);
-    StoreFromFloat(&w[j], D, 1, in[2 * j + 1]);
-  }
-  return uint4{w[0], w[1], w[2], w[3]};
-}
-
-template <DType D>
 __global__ void AddRmsNormVectorKernel(AddRmsNormArgs a) {
   __shared__ float scratch[kThreads / 32];
   const int64_t r = blockIdx.x, pieces = a.x.cols / 8;

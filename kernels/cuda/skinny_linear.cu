@@ -18,16 +18,6 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kRowsPerWarp = 4;
 
-template <DType In>
-__device__ __forceinline__ void Unpack8(const uint4& v, float* out) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    out[2 * j] = LoadAsFloat(&w[j], In, 0);
-    out[2 * j + 1] = LoadAsFloat(&w[j], In, 1);
-  }
-}
-
 template <DType In, DType Out, int M>
 __global__ void __launch_bounds__(kWarps * 32) SkinnyLinearKernel(LinearArgs a) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
