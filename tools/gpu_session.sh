@@ -7,9 +7,9 @@
 # in results.json), tools/bench/profile_decode.sh at batch 1 (profile) and, graph steps only,
 # at batch 32 (profile32).
 #
-#   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32] [quick]
+#   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32] [quick] [linear]
 #   (default: goldens check suite profile; quick: the parity tests and the decode and attention
-#   benchmarks alone, for a short device call)
+#   benchmarks alone, for a short device call; linear: the few-row Linear's test, sweep and decode)
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -58,6 +58,21 @@ for step in "${steps[@]}"; do
       timeout 90 bundle/run.sh bench_attention --results "$work/results.json" \
         >"$work/quick/bench_attention.log" 2>&1
       tail -8 "$work/quick/bench_attention.log" ;;
+    linear)
+      # The few-row Linear: every tiling against the host reference, the tiling sweep, and
+      # batch-1 and batch-4 decode with SkinnyTilingFor's picks.
+      mkdir -p "$work/linear"
+      timeout 60 bundle/run.sh skinny_linear_test >"$work/linear/test.log" 2>&1
+      echo "skinny_linear_test: rc $? $(grep -a '^arbor-tests:' "$work/linear/test.log" | tail -1)"
+      grep -a -A12 FAILED "$work/linear/test.log" | head -40
+      timeout 150 bundle/run.sh bench_linear --results "$work/results.json" \
+        >"$work/linear/bench_linear.log" 2>&1
+      sed -n '/^shape/,$p' "$work/linear/bench_linear.log"
+      for b in 1 4; do
+        timeout 90 bundle/run.sh bench_decode --batch $b --results "$work/results.json" \
+          >"$work/linear/bench_decode_b$b.log" 2>&1
+        grep -E "median|ratio" "$work/linear/bench_decode_b$b.log"
+      done ;;
     profile32)
       KINDS=graph timeout 150 tools/bench/profile_decode.sh "$work/profile32" --batch 32 \
         >"$work/profile32.txt" 2>&1

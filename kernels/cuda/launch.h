@@ -22,9 +22,18 @@ bool PrefillAttentionFits(const PagedAttentionArgs& args);
 cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t stream);
 // Linear of at most kSkinnyMaxRows rows over 16-bit operands that SkinnyLinearFits
 // (kernels/cuda/skinny_linear.cu): the weight streamed once at near the memory bandwidth.
+// Its tilings (the file's comment): kAuto takes SkinnyTilingFor's pick for the shape; the
+// others are there for tools/bench_linear's sweep and the tests.
 constexpr int64_t kSkinnyMaxRows = 4;
+enum class SkinnyTiling { kAuto, kWarpRows, kCta2x128, kCta4x128, kCta4x256, kCta8x256 };
+constexpr SkinnyTiling kSkinnyTilings[] = {SkinnyTiling::kWarpRows, SkinnyTiling::kCta2x128,
+                                           SkinnyTiling::kCta4x128, SkinnyTiling::kCta4x256,
+                                           SkinnyTiling::kCta8x256};
+const char* SkinnyTilingName(SkinnyTiling tiling);
+SkinnyTiling SkinnyTilingFor(int64_t m, int64_t n, int64_t k);  // y [m, n] = x [m, k] w^T
 bool SkinnyLinearFits(const LinearArgs& args);
-cudaError_t LaunchSkinnyLinear(const LinearArgs& args, cudaStream_t stream);
+cudaError_t LaunchSkinnyLinear(const LinearArgs& args, cudaStream_t stream,
+                               SkinnyTiling tiling = SkinnyTiling::kAuto);
 // Linear where cuBLASLt has no algorithm for the shape (kernels/cuda/linear_fallback.cu).
 cudaError_t LaunchLinearFallback(const LinearArgs& args, cudaStream_t stream);
 cudaError_t LaunchTopKSoftmax(const TopKSoftmaxArgs& args, cudaStream_t stream);

@@ -1,9 +1,17 @@
 // Linear for a few rows (m <= kSkinnyMaxRows, the decode steps of small batches): bound by
 // reading the weight once, which cuBLASLt's tiles for m = 1 do at about half the bandwidth
-// (ncu on an H100: qkv and o through split-K at ~1.4 TB/s). Each warp computes kRowsPerWarp
-// output columns (rows of w) for every row of x: its lanes walk k in 16-byte steps, the loop
-// unrolled twice, so a warp keeps 2 * kRowsPerWarp weight loads in flight; x (m x k, small)
-// is read through L1 by every warp. fp32 accumulation in a fixed order, one rounding at the end.
+// (ncu on an H100: qkv and o through split-K at ~1.4 TB/s). Two families of tilings
+// (SkinnyTiling in launch.h), both fp32-accumulating in a fixed order with one rounding at the
+// end, both reading x (m x k, small) through L1/L2 from every CTA and w with loads that skip L1:
+// - kWarpRows: each warp computes 4 output columns (rows of w) for every row of x, its lanes
+//   walking k in 16-byte steps; a CTA of 8 warps owns 32 columns. Few CTAs on narrow shapes:
+//   n = 4096 makes 128 CTAs on 132 SMs, one wave with a latency-bound ramp and tail (ncu:
+//   o and down at ~1.8 TB/s, qkv at ~2.0, gate_up at ~2.8 on an H100).
+// - kCta<R>x<T>: a CTA of T threads owns R columns and its threads split k (thread t takes
+//   16-byte steps t, t + T, ...), two steps' loads of every column in flight before the math;
+//   the per-thread sums meet by warp shuffles, then across warps in shared memory in warp order.
+//   n / R CTAs: many waves on every shape, each CTA short.
+// SkinnyTilingFor picks one per shape from tools/bench_linear's sweep (BENCHMARKS.md).
 //
 // y[m, n] = x[m, k] w[n, k]^T (+ bias[n]) (+ y when accumulate); x, w 16-bit, k % 8 == 0,
 // operands 16-byte aligned with strides of whole 16-byte steps (SkinnyLinearFits).
@@ -18,8 +26,27 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kRowsPerWarp = 4;
 
+// A 16-byte read of w that does not allocate in L1 (each weight byte is read once; x, which
+// every CTA reads, keeps L1). asm volatile keeps a run of them in program order, ahead of the
+// math that uses them.
+__device__ __forceinline__ uint4 LoadStream16(const uint16_t* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// y[i, col] = v (+ bias) (+ y): the one rounding of an output element.
+template <DType In, DType Out>
+__device__ __forceinline__ void Finish(const LinearArgs& a, int i, int64_t col, float v) {
+  if (a.bias != nullptr) v += LoadAsFloat(a.bias, In, col);
+  if (a.accumulate) v += LoadAsFloat(a.y.data, Out, a.y.At(i, col));
+  StoreFromFloat(a.y.data, Out, a.y.At(i, col), v);
+}
+
 template <DType In, DType Out, int M>
-__global__ void __launch_bounds__(kWarps * 32) SkinnyLinearKernel(LinearArgs a) {
+__global__ void __launch_bounds__(kWarps * 32) SkinnyWarpRowsKernel(LinearArgs a) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t n = a.w.rows, k = a.x.cols;
   const int64_t col0 = (int64_t(blockIdx.x) * kWarps + warp) * kRowsPerWarp;
@@ -40,7 +67,7 @@ __global__ void __launch_bounds__(kWarps * 32) SkinnyLinearKernel(LinearArgs a) 
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const int64_t row = min(col0 + r, n - 1);  // past the end: a valid row, result unused
-      wv[r] = *reinterpret_cast<const uint4*>(w + row * a.w.stride + s * 8);
+      wv[r] = LoadStream16(w + row * a.w.stride + s * 8);
     }
     float xs[M][8];
 #pragma unroll
@@ -73,51 +100,155 @@ __global__ void __launch_bounds__(kWarps * 32) SkinnyLinearKernel(LinearArgs a) 
     const int64_t col = col0 + r;
     if (col >= n) break;
 #pragma unroll
+    for (int i = 0; i < M; ++i) Finish<In, Out>(a, i, col, acc[r][i]);
+  }
+}
+
+// The dot products of one 16-byte step s for R columns and M rows of x, added to acc.
+template <DType In, int M, int R>
+__device__ __forceinline__ void AddStep(const uint4 (&wv)[R], const uint16_t* x, int64_t x_stride,
+                                        int64_t s, float (&acc)[R][M]) {
+  float xs[M][8];
+#pragma unroll
+  for (int i = 0; i < M; ++i) {
+    Unpack8<In>(*reinterpret_cast<const uint4*>(x + i * x_stride + s * 8), xs[i]);
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float wf[8];
+    Unpack8<In>(wv[r], wf);
+#pragma unroll
     for (int i = 0; i < M; ++i) {
-      float v = acc[r][i];
-      if (a.bias != nullptr) v += LoadAsFloat(a.bias, In, col);
-      if (a.accumulate) v += LoadAsFloat(a.y.data, Out, a.y.At(i, col));
-      StoreFromFloat(a.y.data, Out, a.y.At(i, col), v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[r][i] += wf[e] * xs[i][e];
     }
   }
 }
 
+// Shapes: a CTA of T threads, columns [blockIdx.x * R, + R) of y for all M rows.
+template <DType In, DType Out, int M, int R, int T>
+__global__ void __launch_bounds__(T) SkinnyCtaKernel(LinearArgs a) {
+  constexpr int kCtaWarps = T / 32;
+  __shared__ float red_s[kCtaWarps][R * M];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t n = a.w.rows, steps = a.x.cols / 8;
+  const int64_t col0 = int64_t(blockIdx.x) * R;
+  const uint16_t* x = static_cast<const uint16_t*>(a.x.data);
+  const uint16_t* w[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    // Past the end: a valid row, result unused.
+    w[r] = static_cast<const uint16_t*>(a.w.data) + min(col0 + r, n - 1) * a.w.stride;
+  }
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int i = 0; i < M; ++i) acc[r][i] = 0.0f;
+  }
+  int64_t s = tid;
+  for (; s + T < steps; s += 2 * T) {  // two steps per column in flight
+    uint4 w0[R], w1[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) w0[r] = LoadStream16(w[r] + s * 8);
+#pragma unroll
+    for (int r = 0; r < R; ++r) w1[r] = LoadStream16(w[r] + (s + T) * 8);
+    AddStep<In, M, R>(w0, x, a.x.stride, s, acc);
+    AddStep<In, M, R>(w1, x, a.x.stride, s + T, acc);
+  }
+  if (s < steps) {
+    uint4 w0[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) w0[r] = LoadStream16(w[r] + s * 8);
+    AddStep<In, M, R>(w0, x, a.x.stride, s, acc);
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+      float v = acc[r][i];
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+      if (lane == 0) red_s[warp][r * M + i] = v;
+    }
+  }
+  __syncthreads();
+  if (tid >= R * M) return;
+  const int r = tid / M, i = tid % M;
+  const int64_t col = col0 + r;
+  if (col >= n) return;
+  float v = 0.0f;
+#pragma unroll
+  for (int q = 0; q < kCtaWarps; ++q) v += red_s[q][tid];
+  Finish<In, Out>(a, i, col, v);
+}
+
 template <DType In, DType Out, int M>
-cudaError_t LaunchM(const LinearArgs& a, cudaStream_t s) {
-  const int64_t per_block = int64_t(kWarps) * kRowsPerWarp;
-  const int64_t blocks = (a.w.rows + per_block - 1) / per_block;
-  SkinnyLinearKernel<In, Out, M><<<unsigned(blocks), kWarps * 32, 0, s>>>(a);
-  return cudaGetLastError();
+cudaError_t LaunchM(const LinearArgs& a, SkinnyTiling tiling, cudaStream_t s) {
+  const int64_t n = a.w.rows;
+  auto cta = [&](auto kernel, int64_t rows, int threads) {
+    kernel<<<unsigned((n + rows - 1) / rows), unsigned(threads), 0, s>>>(a);
+    return cudaGetLastError();
+  };
+  switch (tiling) {
+    case SkinnyTiling::kWarpRows: return cta(SkinnyWarpRowsKernel<In, Out, M>, kWarps * kRowsPerWarp, kWarps * 32);
+    case SkinnyTiling::kCta2x128: return cta(SkinnyCtaKernel<In, Out, M, 2, 128>, 2, 128);
+    case SkinnyTiling::kCta4x128: return cta(SkinnyCtaKernel<In, Out, M, 4, 128>, 4, 128);
+    case SkinnyTiling::kCta4x256: return cta(SkinnyCtaKernel<In, Out, M, 4, 256>, 4, 256);
+    case SkinnyTiling::kCta8x256: return cta(SkinnyCtaKernel<In, Out, M, 8, 256>, 8, 256);
+    case SkinnyTiling::kAuto: break;
+  }
+  return cudaErrorInvalidValue;
 }
 
 template <DType In, DType Out>
-cudaError_t LaunchRows(const LinearArgs& a, cudaStream_t s) {
+cudaError_t LaunchRows(const LinearArgs& a, SkinnyTiling tiling, cudaStream_t s) {
   switch (a.x.rows) {
-    case 1: return LaunchM<In, Out, 1>(a, s);
-    case 2: return LaunchM<In, Out, 2>(a, s);
-    case 3: return LaunchM<In, Out, 3>(a, s);
-    case 4: return LaunchM<In, Out, 4>(a, s);
+    case 1: return LaunchM<In, Out, 1>(a, tiling, s);
+    case 2: return LaunchM<In, Out, 2>(a, tiling, s);
+    case 3: return LaunchM<In, Out, 3>(a, tiling, s);
+    case 4: return LaunchM<In, Out, 4>(a, tiling, s);
     default: return cudaErrorInvalidValue;
   }
 }
 
 }  // namespace
 
+const char* SkinnyTilingName(SkinnyTiling t) {
+  switch (t) {
+    case SkinnyTiling::kAuto: return "auto";
+    case SkinnyTiling::kWarpRows: return "warp_rows";
+    case SkinnyTiling::kCta2x128: return "cta2x128";
+    case SkinnyTiling::kCta4x128: return "cta4x128";
+    case SkinnyTiling::kCta4x256: return "cta4x256";
+    case SkinnyTiling::kCta8x256: return "cta8x256";
+  }
+  return "?";
+}
+
+SkinnyTiling SkinnyTilingFor(int64_t m, int64_t n, int64_t k) {
+  (void)m;
+  (void)k;
+  // Until tools/bench_linear has swept the shapes on a GPU: the CTA tiling on narrow outputs
+  // (where the warp tiling leaves a wave of fewer CTAs than SMs), the warp tiling elsewhere.
+  return n <= 8192 ? SkinnyTiling::kCta4x256 : SkinnyTiling::kWarpRows;
+}
+
 bool SkinnyLinearFits(const LinearArgs& a) {
   const bool in16 = a.x.dtype == DType::kBF16 || a.x.dtype == DType::kF16;
   return in16 && a.x.rows >= 1 && a.x.rows <= kSkinnyMaxRows && a.x.cols % 8 == 0 &&
          a.x.stride % 8 == 0 && a.w.stride % 8 == 0 && Aligned16(a.x.data) &&
-         Aligned16(a.w.data) && a.w.rows <= int64_t(0x7fffffff) * kWarps * kRowsPerWarp;
+         Aligned16(a.w.data) && a.w.rows <= int64_t(0x7fffffff);
 }
 
-cudaError_t LaunchSkinnyLinear(const LinearArgs& a, cudaStream_t s) {
+cudaError_t LaunchSkinnyLinear(const LinearArgs& a, cudaStream_t s, SkinnyTiling tiling) {
   if (!SkinnyLinearFits(a)) return cudaErrorInvalidValue;
+  if (tiling == SkinnyTiling::kAuto) tiling = SkinnyTilingFor(a.x.rows, a.w.rows, a.x.cols);
   if (a.x.dtype == DType::kBF16) {
-    return a.y.dtype == DType::kF32 ? LaunchRows<DType::kBF16, DType::kF32>(a, s)
-                                    : LaunchRows<DType::kBF16, DType::kBF16>(a, s);
+    return a.y.dtype == DType::kF32 ? LaunchRows<DType::kBF16, DType::kF32>(a, tiling, s)
+                                    : LaunchRows<DType::kBF16, DType::kBF16>(a, tiling, s);
   }
-  return a.y.dtype == DType::kF32 ? LaunchRows<DType::kF16, DType::kF32>(a, s)
-                                  : LaunchRows<DType::kF16, DType::kF16>(a, s);
+  return a.y.dtype == DType::kF32 ? LaunchRows<DType::kF16, DType::kF32>(a, tiling, s)
+                                  : LaunchRows<DType::kF16, DType::kF16>(a, tiling, s);
 }
 
 }  // namespace arbor::kernels

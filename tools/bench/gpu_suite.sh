@@ -22,6 +22,11 @@ run() {  # run NAME CMD...: logs to $out/NAME.log, prints its last lines
   echo "   ($((SECONDS - start)) s)"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# The few-row Linear's tilings and cuBLASLt at the 8B projection shapes (the decode GEMMs).
+if [ -x "$bundle/bin/bench_linear" ]; then
+  run bench_linear "$bundle/run.sh" bench_linear --results "$results"
+  sed -n '/^shape/,/^m 4 layer/p' "$out/bench_linear.log"
+fi
 # Batch-1 decode of an 8B-shaped model against the bandwidth floor; graph vs eager.
 run bench_decode "$bundle/run.sh" bench_decode --results "$results"
 # The same at batch 32 (prompt 512): the step against weights + K/V read, where GEMMs and
