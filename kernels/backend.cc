@@ -202,6 +202,8 @@ absl::Status ValidatePagedAttention(const PagedAttentionArgs& a) {
     return Invalid(op, "num_kv_heads * head_dim != kv.kv_dim");
   }
   if (a.sliding_window < 0) return Invalid(op, "sliding_window < 0");
+  // Position j is key i of p's group for j = p - i * dilation: 0 would repeat p forever.
+  if (a.dilation < 1) return Invalid(op, absl::StrCat("dilation must be >= 1, got ", a.dilation));
   if (a.num_prefill_tiles < 0) return Invalid(op, "num_prefill_tiles < 0");
   if (a.num_prefill_tiles > 0) {
     ARBOR_REQUIRE(RequirePointer(op, "prefill_tiles", a.prefill_tiles));

@@ -99,8 +99,12 @@ struct RopeKvWriteArgs {
 // Causal attention of a batch's new tokens over their sequences' paged keys/values,
 // grouped-query: q head h reads kv head h / (num_q_heads / num_kv_heads). Token t belongs to
 // sequence token_seq[t] and sits at absolute position p = q_positions[t]; it attends to that
-// sequence's positions j with j <= p and, when sliding_window > 0, j > p - sliding_window
-// (Mistral's window, Hugging Face's mask). Position j lives in page
+// sequence's positions j = p - i * dilation for i = 0, 1, 2, ... with j >= 0 and, when
+// sliding_window = w > 0, only i < w (causal neighborhood attention, neighborhood-attention.md):
+// a dilation d splits the positions into d groups (p mod d) and a token sees only keys of its own
+// group; the window counts those keys, so it spans (w - 1) * d + 1 positions. With dilation 1
+// this is j <= p and j > p - w (Mistral's window, Hugging Face's mask); sliding_window 0 is full
+// causal attention within the group. AttentionKeys below gives the keys. Position j lives in page
 // block_tables[seq * max_blocks + j / block_size] (entries before the window may be -1).
 // Softmax and the weighted sum in fp32; out rounded once. A token at a negative position sees no
 // key and its output is 0 (the padding rows of a CUDA-graph decode batch).
@@ -123,8 +127,9 @@ struct PagedAttentionArgs {
   int64_t num_q_heads = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
-  int64_t sliding_window = 0;  // 0: no window
-  float scale = 1.0f;          // usually 1/sqrt(head_dim)
+  int64_t sliding_window = 0;              // keys of the query's dilation group; 0: no window
+  int64_t dilation = 1;                    // >= 1: every dilation-th position (1: every position)
+  float scale = 1.0f;                      // usually 1/sqrt(head_dim)
   const int32_t* prefill_tiles = nullptr;  // [num_prefill_tiles, 2]: first row, row count
   int64_t num_prefill_tiles = 0;
   // Read only when num_prefill_tiles > 0 (else every row is a decode row).
@@ -141,6 +146,21 @@ struct PagedAttentionArgs {
   int64_t split_keys = 0;
   int64_t max_context = 0;  // keys a row may see at most (the block tables' width in tokens)
 };
+
+// The keys a query at position `pos` attends to (PagedAttentionArgs): `count` positions
+// first, first + dilation, ..., pos (key i at first + i * dilation, ascending). A negative
+// position (a padding row) sees none. Shared by the CPU reference and the CUDA kernels, so the
+// two cannot disagree on a window's edge.
+struct AttentionKeyRange {
+  int64_t first = 0;
+  int64_t count = 0;
+};
+ARBOR_HD AttentionKeyRange AttentionKeys(int64_t pos, int64_t window, int64_t dilation) {
+  if (pos < 0) return {0, 0};
+  int64_t count = pos / dilation + 1;  // every position of pos's group up to pos
+  if (window > 0 && window < count) count = window;
+  return {pos - (count - 1) * dilation, count};
+}
 
 // The most experts a token may pick (TopKSoftmax's and MoePermute's k): the kernels keep a
 // token's picks in registers.

@@ -1,5 +1,5 @@
 // CPU reference for causal attention over a batch of sequences' paged keys/values (GQA,
-// optional sliding window), accumulated in double.
+// optional sliding window and dilation: kernels/ops.h AttentionKeys), accumulated in double.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -31,33 +31,36 @@ void CpuPagedAttention(const PagedAttentionArgs& a) {
       continue;
     }
     const int32_t* table = a.block_tables + int64_t(a.token_seq[t]) * a.max_blocks;
-    const int64_t first =
-        a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;
-    scores.assign(size_t(pos - first + 1), 0.0);
+    // Key i of the row is position keys.first + i * dilation, ascending.
+    const AttentionKeyRange keys = AttentionKeys(pos, a.sliding_window, a.dilation);
+    auto position = [&](int64_t i) { return keys.first + i * a.dilation; };
+    scores.assign(size_t(keys.count), 0.0);
     for (int64_t h = 0; h < a.num_q_heads; ++h) {
       for (int64_t i = 0; i < d; ++i) q[size_t(i)] = a.q.Load(t, h * d + i);
       const int64_t head_off = (h / group) * d;
       double max_score = -INFINITY;
-      for (int64_t j = first; j <= pos; ++j) {
+      for (int64_t i = 0; i < keys.count; ++i) {
+        const int64_t j = position(i);
         const int64_t k = KvRow(a.kv, table[j / bs], 0, j % bs) + head_off;
         double dot = 0;
-        for (int64_t i = 0; i < d; ++i) {
-          dot += q[size_t(i)] * double(LoadAsFloat(a.kv.pages, a.kv.dtype, k + i));
+        for (int64_t e = 0; e < d; ++e) {
+          dot += q[size_t(e)] * double(LoadAsFloat(a.kv.pages, a.kv.dtype, k + e));
         }
-        scores[size_t(j - first)] = dot * double(a.scale);
-        max_score = std::max(max_score, scores[size_t(j - first)]);
+        scores[size_t(i)] = dot * double(a.scale);
+        max_score = std::max(max_score, scores[size_t(i)]);
       }
       double denom = 0;
       std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t j = first; j <= pos; ++j) {
-        const double p = std::exp(scores[size_t(j - first)] - max_score);
+      for (int64_t i = 0; i < keys.count; ++i) {
+        const double p = std::exp(scores[size_t(i)] - max_score);
         denom += p;
+        const int64_t j = position(i);
         const int64_t v = KvRow(a.kv, table[j / bs], 1, j % bs) + head_off;
-        for (int64_t i = 0; i < d; ++i) {
-          acc[size_t(i)] += p * double(LoadAsFloat(a.kv.pages, a.kv.dtype, v + i));
+        for (int64_t e = 0; e < d; ++e) {
+          acc[size_t(e)] += p * double(LoadAsFloat(a.kv.pages, a.kv.dtype, v + e));
         }
       }
-      for (int64_t i = 0; i < d; ++i) a.out.Store(t, h * d + i, float(acc[size_t(i)] / denom));
+      for (int64_t e = 0; e < d; ++e) a.out.Store(t, h * d + e, float(acc[size_t(e)] / denom));
     }
   }
 }

@@ -14,9 +14,13 @@
 // 128 are compiled as constants (HD) so the score loop unrolls and a key's loads all go out at
 // once; other head sizes take the generic kernel (HD = 0).
 //
+// A row walks its keys by key index, not by position (kernels/ops.h AttentionKeys: key i is
+// position first + i * dilation): a sliding window or a dilation reads only the keys the row
+// sees, so the cost follows the window, not the context. Split-KV cuts the same key index
+// range into runs of split_keys.
+//
 // Shapes: q, out [tokens, num_q_heads * head_dim] (activations' dtype D), K/V in pages of the
-// cache's dtype KV (PagedKv), head_dim <= 256 (ValidatePagedAttention). The tiled tensor-core
-// prefill, split-KV for long contexts and the neighborhood kernels are the attention issue's.
+// cache's dtype KV (PagedKv), head_dim <= 256 (ValidatePagedAttention).
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/dispatch.cuh"
@@ -72,8 +76,9 @@ __device__ __forceinline__ void Load8(const void* base, int64_t i, bool vector, 
 }
 
 // H: query heads per CTA (1 or kHeadsPerCta); HD: head_dim when compiled in, else 0. SPLIT:
-// the CTA takes the keys of split blockIdx.z only and writes its partial softmax to
-// a.split_workspace (SplitCombineKernel merges the splits).
+// the CTA takes the row's key indexes [z * split_keys, (z + 1) * split_keys) only, z =
+// blockIdx.z, and writes its partial softmax to a.split_workspace (SplitCombineKernel merges
+// the splits).
 template <DType D, DType KV, int H, int HD, bool SPLIT = false>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionArgs a) {
   constexpr int kMaxHd = HD > 0 ? HD : kMaxHeadDim;
@@ -94,14 +99,14 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
   const int64_t head_off = kv_head * hd;
   const int64_t bs = a.kv.block_size;
   const int32_t* table = a.block_tables + int64_t(a.token_seq[t]) * a.max_blocks;
-  const int64_t pos = a.q_positions[t];
-  int64_t first = 0;
-  if (a.sliding_window > 0 && pos - a.sliding_window + 1 > 0) first = pos - a.sliding_window + 1;
-  int64_t last = pos;
+  // The row's keys: key i is position keys.first + i * dilation; this CTA takes key indexes
+  // [lo, hi). A padding row (negative position) has none: its output is 0.
+  const AttentionKeyRange keys = AttentionKeys(a.q_positions[t], a.sliding_window, a.dilation);
+  int64_t lo = 0, hi = keys.count;
   if constexpr (SPLIT) {
-    first = max(first, int64_t(blockIdx.z) * a.split_keys);
-    last = min(pos, int64_t(blockIdx.z + 1) * a.split_keys - 1);
-    if (first > last) return;  // the row's keys end before this split (the whole CTA leaves)
+    lo = int64_t(blockIdx.z) * a.split_keys;
+    hi = min(hi, lo + a.split_keys);
+    if (lo >= hi) return;  // the row's keys end before this split (the whole CTA leaves)
   }
   // 16-byte loads when a row's head slice starts 16-byte aligned (the pages' base is).
   const bool vector = hd % 8 == 0 && (head_off * int64_t(DTypeSize(KV))) % 16 == 0 &&
@@ -130,11 +135,11 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
   }
   __syncthreads();
 
-  for (int64_t base = first; base <= last; base += kChunk) {
-    const int count = int(min(int64_t(kChunk), last + 1 - base));
-    // Scores: thread tid takes key base + tid, for every head of the CTA.
+  for (int64_t base = lo; base < hi; base += kChunk) {
+    const int count = int(min(int64_t(kChunk), hi - base));
+    // Scores: thread tid takes key index base + tid, for every head of the CTA.
     if (tid < count) {
-      const int64_t j = base + tid;
+      const int64_t j = keys.first + (base + tid) * a.dilation;  // its position
       const int64_t row = KvRow(a.kv, table[j / bs], 0, j % bs) + head_off;
       row_s[tid] = row;
       float dot[H];
@@ -281,11 +286,9 @@ __global__ void __launch_bounds__(kThreads) SplitCombineKernel(PagedAttentionArg
                                                               int64_t splits) {
   const int64_t row = blockIdx.x, head = blockIdx.y, hd = a.head_dim;
   const int64_t t = a.decode_rows != nullptr ? a.decode_rows[row] : row;
-  const int64_t pos = a.q_positions[t];
-  int64_t first = 0;
-  if (a.sliding_window > 0 && pos - a.sliding_window + 1 > 0) first = pos - a.sliding_window + 1;
-  // Splits s0..s1 hold the row's keys; a padding row (pos < 0) has none and gets zeros.
-  const int64_t s0 = first / a.split_keys, s1 = pos < 0 ? s0 - 1 : pos / a.split_keys;
+  const AttentionKeyRange keys = AttentionKeys(a.q_positions[t], a.sliding_window, a.dilation);
+  // Splits 0..s1 hold the row's key indexes; a padding row (no keys) has none and gets zeros.
+  const int64_t s0 = 0, s1 = keys.count == 0 ? -1 : (keys.count - 1) / a.split_keys;
   const float* w = a.split_workspace + (row * a.num_q_heads + head) * splits * (hd + 2);
   float m = -INFINITY;
   for (int64_t s = s0; s <= s1; ++s) m = fmaxf(m, w[s * (hd + 2) + hd]);

@@ -10,8 +10,18 @@
 // ldmatrix.trans; rows of K/V in shared memory are padded by 16 bytes so both are free of bank
 // conflicts. Keys past the tile's last position are zero-filled by cp.async, never read.
 //
+// Dilation d (kernels/ops.h: a token sees only positions of its own group p mod d): CTA z =
+// blockIdx.z takes the tile's tokens of group z, and the whole kernel runs in the group's index
+// space, where position p is index p / d: there a dilated window is a plain causal window of w
+// keys, and key index k is position k * d + z, so K/V rows are gathered with addresses strided
+// by d and nothing is masked that dilation 1 would not mask (the spec's "one CTA per dilation
+// group"). Only blocks inside the union of the group's windows are loaded, so the cost follows
+// the window's keys. With d = 1 there is one group and this is the plain kernel. The price: a
+// tile of n tokens gives each of its d CTAs about n / d rows, so warps idle when n / d < 16.
+//
 // Shapes: q, out [tokens, num_q_heads * HD] (T, 4-byte aligned rows); K/V in pages of T
-// (PagedKv), HD in {64, 128}; group <= 8; tiles [num_prefill_tiles, 2] (first row, count).
+// (PagedKv), HD in {64, 128}; group <= 8; tiles [num_prefill_tiles, 2] (first row, count);
+// grid (tiles, num_kv_heads, dilation).
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/dispatch.cuh"
@@ -90,10 +100,19 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
   const int64_t kv_head = blockIdx.y;
   const int64_t head = kv_head * group + warp % group;
   const int tok0 = (warp / group) * 16;  // the warp's first token in the tile
-  const int32_t first_row = a.prefill_tiles[2 * blockIdx.x];
-  const int count = a.prefill_tiles[2 * blockIdx.x + 1];
-  const int64_t seq = a.token_seq[first_row];
-  const int64_t pos0 = a.q_positions[first_row];  // positions pos0, pos0 + 1, ... (the plan's)
+  const int32_t tile_row = a.prefill_tiles[2 * blockIdx.x];
+  const int tile_count = a.prefill_tiles[2 * blockIdx.x + 1];
+  const int64_t seq = a.token_seq[tile_row];
+  // The tile's positions are tile_pos, tile_pos + 1, ... (the plan's). This CTA's rows are its
+  // tokens of group z: tile tokens t0, t0 + d, ...; below, positions are group indexes (p / d)
+  // and row i is tile token t0 + i * d.
+  const int64_t dil = a.dilation, z = blockIdx.z;
+  const int64_t tile_pos = a.q_positions[tile_row];
+  const int64_t t0 = ((z - tile_pos % dil) % dil + dil) % dil;
+  if (t0 >= tile_count) return;  // a tile shorter than d has no token of this group
+  const int count = int((tile_count - t0 + dil - 1) / dil);
+  const int64_t first_row = tile_row + t0;     // the CTA's row 0; row i: + i * dil
+  const int64_t pos0 = (tile_pos + t0) / dil;  // row 0's group index
   const int64_t last = pos0 + count - 1;
   const int32_t* table = a.block_tables + seq * a.max_blocks;
   const int64_t bs = a.kv.block_size;
@@ -111,8 +130,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
   uint32_t qa[HD / 16][4];
   {
     const uint16_t* q = static_cast<const uint16_t*>(a.q.data);
-    const uint16_t* q_lo = q + (first_row + int64_t(min(tok_lo, count - 1))) * a.q.stride + head * HD;
-    const uint16_t* q_hi = q + (first_row + int64_t(min(tok_hi, count - 1))) * a.q.stride + head * HD;
+    const uint16_t* q_lo =
+        q + (first_row + int64_t(min(tok_lo, count - 1)) * dil) * a.q.stride + head * HD;
+    const uint16_t* q_hi =
+        q + (first_row + int64_t(min(tok_hi, count - 1)) * dil) * a.q.stride + head * HD;
 #pragma unroll
     for (int ks = 0; ks < HD / 16; ++ks) {
       const int d = ks * 16 + c2;
@@ -139,9 +160,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
     constexpr int kPieces = HD / 8;  // 16-byte pieces of a key's row
     const int sub = threadIdx.x & 3;
     for (int key = threadIdx.x >> 2; key < kKeys; key += blockDim.x >> 2) {
-      const int64_t j = kb + key;
+      const int64_t j = (kb + key) * dil + z;  // the key's position (kb + key: its group index)
       // Past the tile's last position, or a page freed before the window: zeros (masked).
-      const int64_t page = j <= last ? table[j / bs] : -1;
+      const int64_t page = kb + key <= last ? table[j / bs] : -1;
       const bool valid = page >= 0;
       const uint16_t* k_row = pages;
       if (valid) {
@@ -193,7 +214,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
     // Mask (causal, window, dead rows) and scale; the block's row maxima. A block every key of
     // which each of the warp's rows sees (below the diagonal, inside the window) skips the mask:
     // its dead rows' scores stay finite, but those rows are never written.
-    const int64_t warp_pos = pos0 + tok0;  // the warp's first row's position
+    const int64_t warp_pos = pos0 + tok0;  // the warp's first row's (group) position
     const bool whole = kb + kKeys - 1 <= warp_pos &&
                        (a.sliding_window == 0 || kb > warp_pos + 15 - a.sliding_window);
     float mx_lo = -INFINITY, mx_hi = -INFINITY;
@@ -281,11 +302,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
   for (int i = 0; i < HD / 8; ++i) {
     const int64_t col = head * HD + i * 8 + c2;
     if (live_lo) {
-      *reinterpret_cast<uint32_t*>(out + (first_row + tok_lo) * a.out.stride + col) =
+      *reinterpret_cast<uint32_t*>(out + (first_row + tok_lo * dil) * a.out.stride + col) =
           Pack<T>(o[i][0] * inv_lo, o[i][1] * inv_lo);
     }
     if (live_hi) {
-      *reinterpret_cast<uint32_t*>(out + (first_row + tok_hi) * a.out.stride + col) =
+      *reinterpret_cast<uint32_t*>(out + (first_row + tok_hi * dil) * a.out.stride + col) =
           Pack<T>(o[i][2] * inv_hi, o[i][3] * inv_hi);
     }
   }
@@ -301,15 +322,16 @@ bool PrefillAttentionFits(const PagedAttentionArgs& a) {
   return dtypes && (a.head_dim == 64 || a.head_dim == 128) && group >= 1 && group <= 8 &&
          a.q.stride % 2 == 0 && a.out.stride % 2 == 0 && aligned4(a.q.data) &&
          aligned4(a.out.data) && Aligned16(a.kv.pages) && a.kv.kv_dim % 8 == 0 &&
-         a.num_prefill_tiles > 0 && a.num_prefill_tiles <= 0x7fffffff &&
-         a.num_kv_heads <= 65535;
+         a.num_prefill_tiles > 0 && a.num_prefill_tiles <= 0x7fffffff && a.num_kv_heads <= 65535 &&
+         a.dilation >= 1 && a.dilation <= 65535;
 }
 
 cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& a, cudaStream_t s) {
   if (!PrefillAttentionFits(a)) return cudaErrorInvalidValue;
   const int64_t group = a.num_q_heads / a.num_kv_heads;
   const int warps = int(group * (8 / group));
-  const dim3 grid(unsigned(a.num_prefill_tiles), unsigned(a.num_kv_heads));
+  // One CTA per (tile, KV head, dilation group).
+  const dim3 grid(unsigned(a.num_prefill_tiles), unsigned(a.num_kv_heads), unsigned(a.dilation));
   const dim3 block(unsigned(warps * 32));
   auto launch = [&](auto kernel, size_t stage_elems) {
     // Two stages of K/V exceed the 48 KB a kernel gets without asking (69.6 KB at HD 128).

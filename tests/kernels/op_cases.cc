@@ -268,6 +268,11 @@ CaseResult RopeKvWrite(Backend& be, const OpCase& c, std::mt19937_64& rng) {
 // to 300, half the sequences new whole (a prompt), the others 1 to all of their tokens new (a
 // chunked prefill continuing over cached pages); block size 16 and no window for an odd d0,
 // block size 32 and a window of 100 for even.
+// A case that names a window or a dilation (neighborhood attention, kernels/ops.h) takes them
+// instead, its lengths grow by the window's span (up to 800 more) so that windows slide, and its
+// "attention_prefill" sequences are a third each whole prompts, chunk continuations and single
+// decode tokens (the split-KV rows). The reference walks the definition: positions pos,
+// pos - dilation, ... down to 0, at most `window` of them.
 // Runs of new tokens go to the CUDA backend's tensor-core kernel as prefill tiles
 // (kernels/attention_plan.h) when the shapes fit, and decode rows split their keys in runs of
 // 128; the case then runs the batch a second time per token, unsplit, and checks both against
@@ -278,16 +283,23 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   const int64_t hq = group * hkv, d = c.d2, kv_dim = hkv * d;
   const DType kv_type = c.dtype == kF32 && d == 8 ? kBF16 : c.dtype;
   const bool even = prefill ? c.d0 % 2 == 0 : hkv % 2 == 0;
-  const int64_t window = even ? (prefill ? 100 : 7) : 0;
+  const bool neighborhood = c.window >= 0 || c.dilation != 1;
+  const int64_t window = c.window >= 0 ? c.window : even ? (prefill ? 100 : 7) : 0;
+  const int64_t dilation = c.dilation;
+  const int64_t span = window > 0 ? std::min<int64_t>((window - 1) * dilation + 1, 800) : 0;
   Pages p{even ? (prefill ? 32 : 5) : 16, 3, 1, kv_dim, 0, kv_type};
-  std::uniform_int_distribution<int64_t> len(1, prefill ? 300 : 70), fresh(1, 5), coin(0, 1);
+  std::uniform_int_distribution<int64_t> len(1, (prefill ? 300 : 70) + (neighborhood ? span : 0));
+  std::uniform_int_distribution<int64_t> fresh(1, 5), coin(0, 1), mode(0, 2);
   std::vector<int64_t> lengths, news;
   for (int64_t s = 0; s < c.d0; ++s) {
     lengths.push_back(len(rng));
+    const int64_t m = !prefill ? -1 : neighborhood ? mode(rng) : coin(rng);
     if (!prefill) {
       news.push_back(std::min(lengths.back(), fresh(rng)));
-    } else if (coin(rng) == 1) {
+    } else if (m == 1) {
       news.push_back(lengths.back());
+    } else if (m == 2) {
+      news.push_back(1);
     } else {
       news.push_back(std::uniform_int_distribution<int64_t>(1, lengths.back())(rng));
     }
@@ -365,6 +377,7 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   args.num_kv_heads = hkv;
   args.head_dim = d;
   args.sliding_window = window;
+  args.dilation = dilation;
   args.scale = scale;
   args.prefill_tiles = dtiles.as<int32_t>();
   args.num_prefill_tiles = plan.num_tiles();
@@ -415,12 +428,15 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   }
   for (int64_t t = 0; t < n; ++t) {
     const int64_t s = token_seq[size_t(t)], pos = q_pos[size_t(t)];
-    const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+    std::vector<int64_t> seen;  // the positions the token sees, by the definition
+    for (int64_t j = pos; j >= 0 && (window == 0 || int64_t(seen.size()) < window); j -= dilation) {
+      seen.push_back(j);
+    }
     for (int64_t h = 0; h < hq; ++h) {
       const int64_t off = (h / group) * d;
       std::vector<double> scores;
       double mx = -INFINITY;
-      for (int64_t j = first; j <= pos; ++j) {
+      for (int64_t j : seen) {
         double dot = 0;
         for (int64_t e = 0; e < d; ++e) {
           dot += double(q.at(t, h * d + e)) * keys[size_t(s)][size_t(j * kv_dim + off + e)];
@@ -430,8 +446,9 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
       }
       double denom = 0;
       std::vector<double> acc(static_cast<size_t>(d), 0.0);
-      for (int64_t j = first; j <= pos; ++j) {
-        const double w = std::exp(scores[size_t(j - first)] - mx);
+      for (size_t i = 0; i < seen.size(); ++i) {
+        const int64_t j = seen[i];
+        const double w = std::exp(scores[i] - mx);
         denom += w;
         for (int64_t e = 0; e < d; ++e)
           acc[size_t(e)] += w * values[size_t(s)][size_t(j * kv_dim + off + e)];
@@ -746,6 +763,28 @@ const std::vector<OpCase>& OpCases() {
       {"attention_prefill", kBF16, 4, 3, 64},
       {"attention_prefill", kF16, 7, 2, 128},
       {"attention_prefill", kBF16, 9, 5, 24},
+      // Neighborhood attention (sizes as above, then window and dilation): windows 1, 7 and 256
+      // with dilation 1, 2 and 4; head dims 64, 128 and 24 (the per-token kernel's generic
+      // path); GQA groups 1, 4 and 8 (attention_prefill) and 3 (attention, decode rows only).
+      {"attention_prefill", kBF16, 4, 1, 64, 1, 1},
+      {"attention_prefill", kF16, 3, 4, 128, 1, 4},
+      {"attention_prefill", kBF16, 5, 8, 64, 1, 2},
+      {"attention_prefill", kBF16, 4, 8, 64, 7, 1},
+      {"attention_prefill", kBF16, 3, 4, 128, 7, 2},
+      {"attention_prefill", kF16, 4, 1, 64, 7, 4},
+      {"attention_prefill", kBF16, 3, 8, 128, 256, 1},
+      {"attention_prefill", kBF16, 4, 4, 64, 256, 2},
+      {"attention_prefill", kF16, 3, 1, 128, 256, 4},
+      {"attention_prefill", kBF16, 5, 4, 128, 0, 2},  // no window, dilated
+      {"attention_prefill", kBF16, 3, 4, 24, 7, 2},
+      {"attention_prefill", kBF16, 4, 8, 24, 1, 4},
+      {"attention_prefill", kF32, 3, 1, 24, 256, 4},
+      {"attention_prefill", kF32, 4, 4, 64, 7, 2},
+      {"attention", kBF16, 40, 2, 128, 7, 2},
+      {"attention", kF16, 6, 1, 24, 256, 4},
+      {"attention", kF32, 5, 2, 64, 1, 4},
+      {"attention", kBF16, 120, 2, 64, 0, 2},
+      {"attention", kBF16, 90, 1, 128, 256, 1},
       // top_k: tokens, experts, k
       {"top_k", kF32, 1, 2, 1},
       {"top_k", kF32, 37, 8, 2},
@@ -829,8 +868,11 @@ std::string Compare(const std::vector<float>& got, const std::vector<double>& wa
 }
 
 std::string Describe(const OpCase& c) {
-  return c.op + " " + kernels::DTypeName(c.dtype) + " [" + std::to_string(c.d0) + ", " +
-         std::to_string(c.d1) + ", " + std::to_string(c.d2) + "]";
+  std::string out = c.op + " " + kernels::DTypeName(c.dtype) + " [" + std::to_string(c.d0) +
+                    ", " + std::to_string(c.d1) + ", " + std::to_string(c.d2) + "]";
+  if (c.window >= 0) out += " window " + std::to_string(c.window);
+  if (c.dilation != 1) out += " dilation " + std::to_string(c.dilation);
+  return out;
 }
 
 }  // namespace arbor::testing

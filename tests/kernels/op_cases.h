@@ -18,6 +18,9 @@ struct OpCase {
   std::string op;
   kernels::DType dtype;
   int64_t d0, d1, d2;  // sizes; what they mean depends on the op (op_cases.cc)
+  // Attention only: a sliding window (-1: the op's default for its sizes) and a dilation.
+  int64_t window = -1;
+  int64_t dilation = 1;
 };
 
 // The table. A new op means new rows here and a branch in RunCase.
