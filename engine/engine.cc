@@ -112,7 +112,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   SchedulerConfig sc;
   sc.max_num_seqs = config.max_num_seqs;
   sc.max_num_batched_tokens = config.max_num_batched_tokens;
-  sc.sliding_window = spec.sliding_window;
+  sc.sliding_window = KvFreeWindow(spec);  // every layer's window has left a freed page
   sc.total_pages = pages;
   sc.max_scored_rows = max_scored_rows;
   e->scheduler_ = std::make_unique<Scheduler>(sc, *e->blocks_);

@@ -139,6 +139,8 @@ ScheduleDecision Scheduler::Schedule() {
 void Scheduler::Computed(Sequence* seq, int64_t count) {
   seq->num_computed += count;
   blocks_.MarkComputed(seq->id, seq->tokens, seq->num_computed);
+  // A page holds every layer's K/V of its positions: the window here is the model's largest
+  // layer window, and none when a layer attends fully (KvFreeWindow).
   if (config_.sliding_window > 0) {
     blocks_.FreeOutOfWindow(seq->id, seq->num_computed, config_.sliding_window);
   }

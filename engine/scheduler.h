@@ -28,8 +28,10 @@ namespace arbor::engine {
 struct SchedulerConfig {
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 2048;
-  int64_t sliding_window = 0;  // the model's; blocks out of every window are freed
-  int64_t total_pages = 0;     // the pool's: a prompt needing more can never run
+  // Blocks out of every live window are freed: the model's largest layer window, 0 when a layer
+  // attends fully (engine/model/hf_config.h KvFreeWindow says why).
+  int64_t sliding_window = 0;
+  int64_t total_pages = 0;  // the pool's: a prompt needing more can never run
   // Logits rows ([vocab] each) that scoring chunks may ask for in one iteration, >= 1.
   int64_t max_scored_rows = 1 << 16;
 };

@@ -10,7 +10,7 @@ struct ArchitectureTraits {
   const char* name;         // config.json "architectures"[0]
   bool qkv_bias;            // q/k/v projections always carry a bias (Qwen2)
   bool sliding_window;      // honours config "sliding_window" (Mistral, Mixtral)
-  bool qwen2_window_flags;  // has use_sliding_window/max_window_layers (refused when on)
+  bool qwen2_window_flags;  // per-layer windows: layer_types, use_sliding_window, max_window_layers
   bool moe;                 // sparse MoE MLP with softmax top-k routing (Mixtral)
   const char* mlp_prefix;   // "mlp" or "block_sparse_moe"
 };

@@ -104,6 +104,58 @@ std::vector<int64_t> IdList(const json& v) {
   return out;
 }
 
+// ModelSpec::layer_windows. transformers' Qwen2Config drops the window unless
+// use_sliding_window is true, and without layer_types makes layer i "sliding_attention" when a
+// window is left and i >= max_window_layers; its attention then uses the window on exactly the
+// sliding layers. Mistral's and Mixtral's attention use sliding_window on every layer and ignore
+// layer_types (transformers warns and points to Ministral), so they do here too.
+absl::Status ParseLayerWindows(const json& j, const std::string& source,
+                               const ArchitectureTraits& traits, ModelSpec& s) {
+  constexpr int64_t kBig = int64_t{1} << 31;
+  s.layer_windows.assign(size_t(s.num_layers), 0);
+  if (traits.sliding_window) {
+    ASSIGN_OR_RETURN(const int64_t window, Int(j, "sliding_window", source, false, 0, 0, kBig));
+    s.layer_windows.assign(size_t(s.num_layers), window);
+  }
+  if (!traits.qwen2_window_flags) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const bool use_sw, Bool(j, "use_sliding_window", source, false));
+  // The sliding layers' window; 0: none. Qwen2Config's default is 4096; null is no window.
+  int64_t window = 0;
+  if (auto it = j.find("sliding_window"); use_sw && !(it != j.end() && it->is_null())) {
+    ASSIGN_OR_RETURN(window, Int(j, "sliding_window", source, false, 4096, 1, kBig));
+  }
+  auto types = j.find("layer_types");
+  if (types == j.end() || types->is_null()) {
+    ASSIGN_OR_RETURN(const int64_t full_layers,
+                     Int(j, "max_window_layers", source, false, 28, 0, kBig));
+    for (int64_t l = full_layers; l < s.num_layers; ++l) s.layer_windows[size_t(l)] = window;
+    return absl::OkStatus();
+  }
+  if (!types->is_array() || int64_t(types->size()) != s.num_layers) {
+    return Bad(source, "layer_types",
+               absl::StrCat("expected a list of ", s.num_layers,
+                            " layer types (num_hidden_layers), got ", types->dump()));
+  }
+  for (int64_t l = 0; l < s.num_layers; ++l) {
+    const json& t = (*types)[size_t(l)];
+    if (t == "full_attention") continue;
+    if (t != "sliding_attention") {
+      return Bad(source, "layer_types",
+                 absl::StrCat("layer ", l, ": unknown layer type ", t.dump(),
+                              " (supported: full_attention, sliding_attention)"));
+    }
+    // transformers builds a sliding mask from a window that is not there and fails.
+    if (window == 0) {
+      return Bad(source, "layer_types",
+                 absl::StrCat("layer ", l,
+                              " is sliding_attention but there is no window (use_sliding_window "
+                              "is false)"));
+    }
+    s.layer_windows[size_t(l)] = window;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
@@ -169,16 +221,7 @@ absl::StatusOr<ModelSpec> ParseHfConfig(const std::string& json_text, const std:
   s.qkv_bias = traits->qkv_bias || attention_bias;
   s.o_bias = attention_bias;
 
-  if (traits->sliding_window) {
-    ASSIGN_OR_RETURN(s.sliding_window, Int(j, "sliding_window", source, false, 0, 0, kBig));
-  }
-  if (traits->qwen2_window_flags) {
-    ASSIGN_OR_RETURN(bool use_sw, Bool(j, "use_sliding_window", source, false));
-    if (use_sw) {
-      return Bad(source, "use_sliding_window",
-                 "Qwen2's per-layer sliding window (max_window_layers) is not supported");
-    }
-  }
+  RETURN_IF_ERROR(ParseLayerWindows(j, source, *traits, s));
   if (traits->moe) {
     // The device MoE ops' limits (kernels/ops.h): refused at load, not at the first forward.
     ASSIGN_OR_RETURN(s.num_experts,
@@ -194,6 +237,15 @@ absl::StatusOr<ModelSpec> ParseHfConfig(const std::string& json_text, const std:
   }
   if (auto it = j.find("eos_token_id"); it != j.end()) s.eos_token_ids = IdList(*it);
   return s;
+}
+
+int64_t KvFreeWindow(const ModelSpec& spec) {
+  int64_t largest = 0;
+  for (int64_t w : spec.layer_windows) {
+    if (w == 0) return 0;  // a full-attention layer reads every page
+    largest = std::max(largest, w);
+  }
+  return largest;
 }
 
 absl::StatusOr<ModelSpec> LoadHfConfig(const std::string& model_dir) {

@@ -36,16 +36,26 @@ struct ModelSpec {
   double rms_norm_eps = 1e-6;
   RopeSpec rope;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;       // Qwen2 always; Llama with attention_bias
-  bool o_bias = false;         // Llama with attention_bias
-  int64_t sliding_window = 0;  // 0: full causal attention
-  int64_t num_experts = 0;     // 0: dense MLP
+  bool qkv_bias = false;  // Qwen2 always; Llama with attention_bias
+  bool o_bias = false;    // Llama with attention_bias
+  // Each layer's causal sliding window in tokens, 0 for full attention: [num_layers], filled by
+  // ParseHfConfig. Mistral and Mixtral give every layer config "sliding_window"; Qwen2 follows
+  // "layer_types" when present, else transformers' rule (use_sliding_window and layer index
+  // >= max_window_layers).
+  std::vector<int64_t> layer_windows;
+  int64_t num_experts = 0;  // 0: dense MLP
   int64_t num_experts_per_tok = 0;
   std::string torch_dtype = "float32";  // dtype the checkpoint was saved in
   // generation_config.json (or config.json) defaults.
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
 };
+
+// The window the scheduler frees KV pages by (SchedulerConfig::sliding_window), 0 for none. A
+// page holds every layer's K/V of its positions (kernels/ops.h PagedKv), so it can be freed only
+// once every layer's window has left it: no freeing if any layer attends fully, else the
+// largest window.
+int64_t KvFreeWindow(const ModelSpec& spec);
 
 // Parses config.json text; `source` names the file in errors. Unsupported architectures or
 // options are InvalidArgument naming the key and value.

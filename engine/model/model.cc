@@ -381,7 +381,7 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
     attn.num_q_heads = s.num_heads;
     attn.num_kv_heads = s.num_kv_heads;
     attn.head_dim = hd;
-    attn.sliding_window = s.sliding_window;
+    attn.sliding_window = s.layer_windows[size_t(l)];  // this layer's (0: full attention)
     attn.scale = scale;
     attn.prefill_tiles = d.prefill_tiles;
     attn.num_prefill_tiles = d.num_prefill_tiles;

@@ -1,5 +1,5 @@
 // config.json parsing: both rope formats (transformers 4's rope_theta/rope_scaling and 5's
-// rope_parameters), architecture traits, and refusals that name the key.
+// rope_parameters), architecture traits, per-layer windows, and refusals that name the key.
 #include "engine/model/hf_config.h"
 
 #include <catch2/catch.hpp>
@@ -69,7 +69,8 @@ TEST_CASE("architecture traits: Qwen2 biases, Mistral window, Mixtral experts", 
   m["sliding_window"] = 4096;
   auto ms = ParseHfConfig(m.dump(), "m.json");
   REQUIRE(ms.ok());
-  CHECK(ms->sliding_window == 4096);
+  CHECK(ms->layer_windows == std::vector<int64_t>{4096, 4096});
+  CHECK(KvFreeWindow(*ms) == 4096);
 
   json x = Base();
   x["architectures"] = {"MixtralForCausalLM"};
@@ -79,14 +80,154 @@ TEST_CASE("architecture traits: Qwen2 biases, Mistral window, Mixtral experts", 
   auto xs = ParseHfConfig(x.dump(), "x.json");
   REQUIRE(xs.ok());
   CHECK(xs->num_experts == 8);
-  CHECK(xs->sliding_window == 0);
+  CHECK(xs->layer_windows == std::vector<int64_t>{0, 0});
 
   json l = Base();
   l["sliding_window"] = 16;  // Llama has no window: the key is not honoured
   auto ls = ParseHfConfig(l.dump(), "l.json");
   REQUIRE(ls.ok());
-  CHECK(ls->sliding_window == 0);
+  CHECK(ls->layer_windows == std::vector<int64_t>{0, 0});
   CHECK(ls->head_dim == 16);
+}
+
+TEST_CASE("Qwen2 per-layer windows follow transformers' Qwen2Config", "[config]") {
+  auto windows = [](const std::function<void(json&)>& edit) {
+    json j = Base();
+    j["architectures"] = {"Qwen2ForCausalLM"};
+    j["num_hidden_layers"] = 6;
+    edit(j);
+    auto s = ParseHfConfig(j.dump(), "q.json");
+    INFO(j.dump() << " -> " << s.status().ToString());
+    REQUIRE(s.ok());
+    REQUIRE(int64_t(s->layer_windows.size()) == s->num_layers);
+    return s->layer_windows;
+  };
+  using W = std::vector<int64_t>;
+  // Layer i slides when use_sliding_window is true and i >= max_window_layers.
+  CHECK(windows([](json& j) {
+          j["use_sliding_window"] = true;
+          j["sliding_window"] = 32;
+          j["max_window_layers"] = 4;
+        }) == W{0, 0, 0, 0, 32, 32});
+  CHECK(windows([](json& j) {
+          j["use_sliding_window"] = true;
+          j["sliding_window"] = 32;
+          j["max_window_layers"] = 0;
+        }) == W{32, 32, 32, 32, 32, 32});
+  // Without use_sliding_window there is no window, whatever the other keys say.
+  CHECK(windows([](json& j) {
+          j["sliding_window"] = 32;
+          j["max_window_layers"] = 0;
+        }) == W(6, 0));
+  // Qwen2Config's defaults: a window of 4096 from layer 28 on (none of these 6 layers); a null
+  // window is none.
+  CHECK(windows([](json& j) { j["use_sliding_window"] = true; }) == W(6, 0));
+  CHECK(windows([](json& j) {
+          j["use_sliding_window"] = true;
+          j["max_window_layers"] = 3;
+        }) == W{0, 0, 0, 4096, 4096, 4096});
+  CHECK(windows([](json& j) {
+          j["use_sliding_window"] = true;
+          j["sliding_window"] = nullptr;
+          j["max_window_layers"] = 0;
+        }) == W(6, 0));
+  // layer_types, when present, wins over max_window_layers.
+  CHECK(windows([](json& j) {
+          j["use_sliding_window"] = true;
+          j["sliding_window"] = 16;
+          j["max_window_layers"] = 0;
+          j["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention",
+                              "full_attention",    "full_attention", "sliding_attention"};
+        }) == W{16, 0, 16, 0, 0, 16});
+  CHECK(windows([](json& j) {
+          j["use_sliding_window"] = true;
+          j["sliding_window"] = 16;
+          j["max_window_layers"] = 6;
+          j["layer_types"] = std::vector<std::string>(6, "sliding_attention");
+        }) == W(6, 16));
+  CHECK(windows([](json& j) {
+          j["layer_types"] = std::vector<std::string>(6, "full_attention");
+        }) == W(6, 0));
+  // Mistral slides on every layer and ignores layer_types, as transformers' MistralConfig does.
+  json m = Base();
+  m["architectures"] = {"MistralForCausalLM"};
+  m["sliding_window"] = 8;
+  m["layer_types"] = {"full_attention", "full_attention"};
+  auto ms = ParseHfConfig(m.dump(), "m.json");
+  REQUIRE(ms.ok());
+  CHECK(ms->layer_windows == W{8, 8});
+  // The tiny Qwen2 fixture (transformers 5 wrote layer_types) attends fully on every layer.
+  auto fixture = LoadHfConfig("tests/data/models/qwen2");
+  REQUIRE(fixture.ok());
+  CHECK(fixture->layer_windows == W{0, 0});
+}
+
+TEST_CASE("KV pages are freed by the largest window, never while a layer attends fully",
+          "[config]") {
+  ModelSpec s;
+  s.layer_windows = {8, 32, 16};
+  CHECK(KvFreeWindow(s) == 32);
+  s.layer_windows = {8, 0, 16};
+  CHECK(KvFreeWindow(s) == 0);
+  s.layer_windows = {0, 0};
+  CHECK(KvFreeWindow(s) == 0);
+  s.layer_windows = {};
+  CHECK(KvFreeWindow(s) == 0);
+}
+
+// No transformers golden exists for a windowed Qwen2 (the fixtures are made where torch is; none
+// slides), so this checks the plumbing against the attention op's definition instead: each
+// layer's window reaches that layer's attention. The tiny Qwen2 under a window of 3 on layer 0
+// only, on layer 1 only, and on neither: positions 0-2 see every key either way (the same bits),
+// and from position 3 on each placement changes the logits.
+TEST_CASE("each layer's window reaches its attention op", "[config]") {
+  namespace fs = std::filesystem;
+  const fs::path tmp = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
+  std::ifstream in("tests/data/models/qwen2/config.json");
+  const json base = json::parse(in);
+  auto logits = [&](const std::string& name, const std::vector<std::string>& types) {
+    const fs::path dir = tmp / name;
+    fs::create_directories(dir);
+    fs::copy_file("tests/data/models/qwen2/model.safetensors", dir / "model.safetensors",
+                  fs::copy_options::overwrite_existing);
+    json config = base;
+    config["use_sliding_window"] = true;
+    config["sliding_window"] = 3;
+    config["layer_types"] = types;
+    std::ofstream(dir / "config.json") << config.dump();
+    kernels::CpuBackend cpu;
+    auto model = Model::Load(dir.string(), cpu);
+    INFO(model.status().ToString());
+    REQUIRE(model.ok());
+    CHECK((*model)->spec().layer_windows ==
+          std::vector<int64_t>{types[0] == "full_attention" ? 0 : 3,
+                               types[1] == "full_attention" ? 0 : 3});
+    auto kv = (*model)->NewSequence(16);
+    REQUIRE(kv.ok());
+    const std::vector<int32_t> ids = {5, 17, 99, 3, 42, 200, 8, 61};
+    auto out = (*model)->Forward(ids, *kv, /*all_positions=*/true);
+    REQUIRE(out.ok());
+    return *out;
+  };
+  const std::vector<float> first = logits("window_first", {"sliding_attention", "full_attention"});
+  const std::vector<float> second =
+      logits("window_second", {"full_attention", "sliding_attention"});
+  const std::vector<float> none = logits("window_none", {"full_attention", "full_attention"});
+  const size_t vocab = first.size() / 8;
+  auto row = [&](const std::vector<float>& v, size_t t) {
+    return std::vector<float>(v.begin() + long(t * vocab), v.begin() + long((t + 1) * vocab));
+  };
+  for (size_t t = 0; t < 8; ++t) {
+    INFO("position " << t);
+    if (t < 3) {
+      CHECK(row(first, t) == row(none, t));
+      CHECK(row(second, t) == row(none, t));
+    } else {
+      CHECK(row(first, t) != row(none, t));
+      CHECK(row(second, t) != row(none, t));
+      CHECK(row(first, t) != row(second, t));
+    }
+  }
 }
 
 TEST_CASE("unsupported architectures and options are refused, naming the key", "[config]") {
@@ -124,9 +265,42 @@ TEST_CASE("unsupported architectures and options are refused, naming the key", "
       {[](json& j) { j["head_dim"] = 288; }, "head_dim"},
       {[](json& j) {
          j["architectures"] = {"Qwen2ForCausalLM"};
-         j["use_sliding_window"] = true;
+         j["layer_types"] = {"full_attention"};  // two layers
        },
-       "use_sliding_window"},
+       "layer_types: expected a list of 2 layer types"},
+      {[](json& j) {
+         j["architectures"] = {"Qwen2ForCausalLM"};
+         j["layer_types"] = "full_attention";
+       },
+       "layer_types: expected a list of 2"},
+      {[](json& j) {
+         j["architectures"] = {"Qwen2ForCausalLM"};
+         j["use_sliding_window"] = true;
+         j["layer_types"] = {"full_attention", "chunked_attention"};
+       },
+       "layer_types: layer 1: unknown layer type \"chunked_attention\""},
+      {[](json& j) {
+         j["architectures"] = {"Qwen2ForCausalLM"};
+         j["layer_types"] = {"sliding_attention", 7};
+       },
+       "layer_types: layer 0 is sliding_attention but there is no window"},
+      {[](json& j) {
+         j["architectures"] = {"Qwen2ForCausalLM"};
+         j["use_sliding_window"] = true;
+         j["sliding_window"] = 0;
+       },
+       "sliding_window: expected a value in [1"},
+      {[](json& j) {
+         j["architectures"] = {"Qwen2ForCausalLM"};
+         j["use_sliding_window"] = "yes";
+       },
+       "use_sliding_window: expected true or false"},
+      {[](json& j) {
+         j["architectures"] = {"Qwen2ForCausalLM"};
+         j["use_sliding_window"] = true;
+         j["max_window_layers"] = -1;
+       },
+       "max_window_layers"},
       {[](json& j) { j["architectures"] = {"MixtralForCausalLM"}; }, "num_local_experts"},
       {[](json& j) {
          j["architectures"] = {"MixtralForCausalLM"};
