@@ -4,12 +4,15 @@
 # (unpack it here: tar xzf session.tgz). Steps, each under its own time limit so that the pack
 # is always written: the bf16 goldens (tools/fixtures/make_bf16_goldens.py, written beside the
 # fixtures and copied into the pack), tools/gpu_check.sh, tools/bench/gpu_suite.sh (its records
-# in results.json), tools/bench/profile_decode.sh at batch 1 (profile) and, graph steps only,
-# at batch 32 (profile32).
+# in results.json; the serving sweep is left to the serve step), tools/bench/profile_decode.sh at
+# batch 1 (profile) and, graph steps only, at batch 32 (profile32).
 #
 #   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32] [quick] [linear]
+#       [serve]
 #   (default: goldens check suite profile; quick: the parity tests and the decode and attention
-#   benchmarks alone, for a short device call; linear: the few-row Linear's test, sweep and decode)
+#   benchmarks alone, for a short device call; linear: the few-row Linear's test, sweep and decode;
+#   serve: tools/bench/serve_suite.sh, the server against transformers at concurrency 1 to 256,
+#   its records in results.json and its logs, JSON, CSV and plots under serve/)
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -34,7 +37,7 @@ for step in "${steps[@]}"; do
       OUT=$work/check timeout 240 tools/gpu_check.sh >"$work/check.txt" 2>&1
       grep -E '^==|arbor-tests|FAIL|ERROR SUMMARY|gpu_check' "$work/check.txt" ;;
     suite)
-      OUT=$work/suite RESULTS=$work/results.json timeout 480 tools/bench/gpu_suite.sh \
+      SERVE_SUITE=0 OUT=$work/suite RESULTS=$work/results.json timeout 480 tools/bench/gpu_suite.sh \
         >"$work/suite.txt" 2>&1
       grep -E '^==|ratio|->|capacity|FAILED|gpu_suite' "$work/suite.txt" ;;
     profile)
@@ -73,6 +76,13 @@ for step in "${steps[@]}"; do
           >"$work/linear/bench_decode_b$b.log" 2>&1
         grep -E "median|ratio" "$work/linear/bench_decode_b$b.log"
       done ;;
+    serve)
+      # The serving sweep against transformers: records in results.json; the server's log, the
+      # generator's JSON and CSV per concurrency, the peer's JSON, serve_sweep.csv and plots/
+      # (PNGs titled with the card and the date) under serve/.
+      OUT=$work/serve RESULTS=$work/results.json timeout 450 tools/bench/serve_suite.sh \
+        >"$work/serve.txt" 2>&1
+      grep -E '^serve_suite|ready|^concurrency|^metrics|FAILED|skipped|wrote' "$work/serve.txt" ;;
     profile32)
       KINDS=graph timeout 150 tools/bench/profile_decode.sh "$work/profile32" --batch 32 \
         >"$work/profile32.txt" 2>&1

@@ -45,6 +45,16 @@ done
 run bench_engine_8b_b64 "$bundle/run.sh" bench_engine --config tools/bench/llama3-8b \
   --device cuda --batch 64 --prompt 128 --gen 128 --deterministic-cost 1 --capacity 4096 \
   --results "$results"
+# Serving (issue 12): the bundled server on the 8B shape under `arbor bench serve` at concurrency
+# 1, 8, 32, 128 and 256 (prompt 512, output 128), then transformers at the same concurrencies;
+# throughput, TTFT and TPOT ratios as records, and plots in $out/serve/plots
+# (tools/bench/serve_suite.sh). SERVE_SUITE=0 skips it (tools/gpu_session.sh runs it as its own
+# step, serve).
+if [ "${SERVE_SUITE:-1}" != 0 ]; then
+  run serve_suite env OUT="$out/serve" RESULTS="$results" BUNDLE="$bundle" \
+    tools/bench/serve_suite.sh
+  grep -E '^concurrency +[0-9]+: out|^metrics' "$out/serve_suite.log"
+fi
 if [ -x "$bundle/bin/bench_moe" ]; then
   # The PyTorch peer first: bench_moe finds its records in the results file.
   run moe_layer_torch python3 tools/bench/moe_layer_torch.py --results "$results"

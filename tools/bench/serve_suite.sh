@@ -103,6 +103,7 @@ stop_server() {
   server_pid=
 }
 trap stop_server EXIT
+trap 'exit 143' TERM INT  # a timeout's signal runs the EXIT trap too: the server never outlives us
 
 # The server: dummy weights of the config's shape, every request of the largest point running
 # at once, the KV pool 0.9 of the memory left after the weights (as vLLM's default
