@@ -15,7 +15,13 @@
 //    attention.prefill_4k.vs_sdpa (target >= 0.8), attention.prefill_16k.vs_sdpa. Run the peer
 //    first (tools/bench/gpu_suite.sh does). GPU only.
 //
+//  - causal neighborhood decode: at --window-context (32768, when in --decode), the same batch
+//    with a window of w keys (--windows, 32k down to 256) and dilation d (--dilations 1,4):
+//    the full context's time over the windowed one, attention.window4k_ctx32k.speedup_vs_full
+//    (target >= 5; a 4k window reads 1/8 of the keys) and attention.window<w>_d<d>_ctx<c>.
+//
 //   bench_attention [--decode 4096,32768] [--prefill 4096,16384] [--iters 20]
+//                   [--window-context 32768] [--windows 32768,...,256] [--dilations 1,4]
 //                   [--results bench/results.json] [--peer FILE]
 //
 // An empty list (--prefill '') skips that part.
@@ -60,6 +66,12 @@ const char* const kPeerImpls[] = {"torch-flash", "torch-cudnn"};
 struct Args {
   std::vector<int64_t> decode = {4096, 32768};   // context per sequence
   std::vector<int64_t> prefill = {4096, 16384};  // tokens of the one sequence
+  // Causal neighborhood (sliding-window) decode at the decode context `window_context` (when it
+  // is in --decode): each window (keys of the query's dilation group) and dilation against the
+  // full context's time.
+  int64_t window_context = 32768;
+  std::vector<int64_t> windows = {32768, 16384, 8192, 4096, 2048, 1024, 512, 256};
+  std::vector<int64_t> dilations = {1, 4};
   int iters = 20;
   std::string results = "bench/results.json";
   std::string peer;  // "": the results file
@@ -136,6 +148,12 @@ int main(int argc, char** argv) {
       a.prefill = arbor::bench::ParseIntList(v);
     } else if (k == "--iters") {
       a.iters = std::atoi(v.c_str());
+    } else if (k == "--window-context") {
+      a.window_context = std::atoll(v.c_str());
+    } else if (k == "--windows") {
+      a.windows = arbor::bench::ParseIntList(v);
+    } else if (k == "--dilations") {
+      a.dilations = arbor::bench::ParseIntList(v);
     } else if (k == "--results") {
       a.results = v;
     } else if (k == "--peer") {
@@ -145,6 +163,12 @@ int main(int argc, char** argv) {
     }
   }
   if (a.iters <= 0) return Fail("--iters must be > 0");
+  for (int64_t w : a.windows) {
+    if (w <= 0) return Fail("--windows must be > 0");
+  }
+  for (int64_t d : a.dilations) {
+    if (d <= 0) return Fail("--dilations must be > 0");
+  }
   if (a.decode.empty() && a.prefill.empty()) return Fail("nothing to run");
   for (const auto* list : {&a.decode, &a.prefill}) {
     for (int64_t n : *list) {
@@ -289,6 +313,38 @@ int main(int argc, char** argv) {
                        {"date", date},
                        {"command", command + " (K/V bytes read / time, baseline: best of copy "
                                              "and read-only streaming bandwidth)"}});
+    if (c != a.window_context) continue;
+    // The same batch with a causal window of w keys of the query's dilation group (the last
+    // (w - 1) * d + 1 positions, every d-th): the time should follow the keys read, not c.
+    for (const int64_t d : a.dilations) {
+      for (const int64_t w : a.windows) {
+        PagedAttentionArgs windowed = args;
+        windowed.sliding_window = w;
+        windowed.dilation = d;
+        auto wms = MedianMs(be, st, a.iters, [&] { return be.PagedAttention(windowed, st); });
+        if (!wms.ok()) return Fail(std::string(wms.status().message()));
+        const double speedup = *ms / *wms;
+        const int64_t keys = std::min(w, (c - 1) / d + 1);
+        std::printf("decode %lld x %lld, window %lld, dilation %lld (%lld keys): median %.3f ms, "
+                    "%.2fx the full context\n",
+                    (long long)kDecodeSeqs, (long long)c, (long long)w, (long long)d,
+                    (long long)keys, *wms, speedup);
+        const bool named = w == 4096 && d == 1 && c == 32768;
+        records.push_back(
+            {{"name", named ? std::string("attention.window4k_ctx32k.speedup_vs_full")
+                            : "attention.window" + Label(w) + "_d" + std::to_string(d) + "_ctx" +
+                                  Label(c) + ".speedup_vs_full"},
+             {"value", *wms},
+             {"unit", "ms"},
+             {"baseline", *ms},
+             {"ratio", speedup},
+             {"target", named ? nlohmann::json(">= 5") : nlohmann::json()},
+             {"card", info->name},
+             {"date", date},
+             {"command", command + " (decode, " + std::to_string(kDecodeSeqs) +
+                             " sequences: full causal time over the windowed time)"}});
+      }
+    }
   }
 
   for (const int64_t s : a.prefill) {

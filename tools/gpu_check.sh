@@ -29,6 +29,7 @@ sanitize() {
 }
 if command -v compute-sanitizer >/dev/null; then
   sanitize memcheck ops_parity_test '[gpu]' sanitizer.log
+  sanitize memcheck skinny_linear_test '[gpu]' sanitizer_skinny.log
   sanitize racecheck sampling_parity_test '[small]' racecheck.log
   sanitize racecheck moe_permute_test '[gpu]' racecheck_moe.log
 fi

@@ -81,6 +81,8 @@ __device__ __forceinline__ void Load8(const void* base, int64_t i, bool vector, 
 // the splits).
 template <DType D, DType KV, int H, int HD, bool SPLIT = false>
 __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionArgs a) {
+  AllowNextKernel();
+  WaitForPriorKernels();
   constexpr int kMaxHd = HD > 0 ? HD : kMaxHeadDim;
   __shared__ float q_s[H * kMaxHd];       // the CTA's query heads, pre-scaled
   __shared__ float p_s[H * kChunk];       // scores, then probabilities, of a chunk
@@ -284,6 +286,8 @@ __global__ void __launch_bounds__(kThreads) PagedAttentionKernel(PagedAttentionA
 template <DType D>
 __global__ void __launch_bounds__(kThreads) SplitCombineKernel(PagedAttentionArgs a,
                                                               int64_t splits) {
+  AllowNextKernel();
+  WaitForPriorKernels();
   const int64_t row = blockIdx.x, head = blockIdx.y, hd = a.head_dim;
   const int64_t t = a.decode_rows != nullptr ? a.decode_rows[row] : row;
   const AttentionKeyRange keys = AttentionKeys(a.q_positions[t], a.sliding_window, a.dilation);
@@ -308,17 +312,20 @@ cudaError_t LaunchSplit(const PagedAttentionArgs& a, int64_t rows, int64_t split
   const int64_t group = a.num_q_heads / a.num_kv_heads;
   const dim3 grid{unsigned(rows), unsigned(a.num_kv_heads * ((group + kHeadsPerCta - 1) / kHeadsPerCta)),
                   unsigned(splits)};
+  cudaError_t e;
   if (a.head_dim == 128) {
-    PagedAttentionKernel<T, T, kHeadsPerCta, 128, true><<<grid, kThreads, 0, s>>>(a);
+    e = LaunchOverlapped(PagedAttentionKernel<T, T, kHeadsPerCta, 128, true>, grid,
+                         dim3(kThreads), 0, s, a);
   } else if (a.head_dim == 64) {
-    PagedAttentionKernel<T, T, kHeadsPerCta, 64, true><<<grid, kThreads, 0, s>>>(a);
+    e = LaunchOverlapped(PagedAttentionKernel<T, T, kHeadsPerCta, 64, true>, grid,
+                         dim3(kThreads), 0, s, a);
   } else {
-    PagedAttentionKernel<T, T, kHeadsPerCta, 0, true><<<grid, kThreads, 0, s>>>(a);
+    e = LaunchOverlapped(PagedAttentionKernel<T, T, kHeadsPerCta, 0, true>, grid,
+                         dim3(kThreads), 0, s, a);
   }
-  if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  SplitCombineKernel<T><<<dim3{unsigned(rows), unsigned(a.num_q_heads)}, kThreads, 0, s>>>(
-      a, splits);
-  return cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  return LaunchOverlapped(SplitCombineKernel<T>, dim3{unsigned(rows), unsigned(a.num_q_heads)},
+                          dim3(kThreads), 0, s, a, splits);
 }
 
 }  // namespace
@@ -358,8 +365,7 @@ cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t s)
     return WithFloatType(a.kv.dtype, [&](auto kv_tag) {
       constexpr DType D = decltype(tag)::value, KV = decltype(kv_tag)::value;
       auto launch = [&](auto kernel) {
-        kernel<<<grid, kThreads, 0, s>>>(a);
-        return cudaGetLastError();
+        return LaunchOverlapped(kernel, grid, dim3(kThreads), 0, s, a);
       };
       if (a.head_dim == 128) {
         return few ? launch(PagedAttentionKernel<D, KV, 1, 128>)

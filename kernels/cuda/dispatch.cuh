@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/dtype.h"
 
@@ -55,6 +56,44 @@ __device__ __forceinline__ uint4 Pack8(const float* in) {
     StoreFromFloat(&w[j], T, 1, in[2 * j + 1]);
   }
   return uint4{w[0], w[1], w[2], w[3]};
+}
+
+// Programmatic dependent launch (Hopper; griddepcontrol, no-ops on older archs and in kernels
+// launched plainly). A kernel launched by LaunchOverlapped may start while the kernel before it
+// in the stream is still running, once every CTA of that one has called AllowNextKernel (or
+// exited): its launch latency and whatever it does before WaitForPriorKernels (the skinny
+// Linear's first weight loads, which no earlier kernel writes) overlap the predecessor's tail.
+// Rules that keep this correct: every overlapped kernel calls WaitForPriorKernels in every
+// thread before it reads anything an earlier kernel wrote or writes anything an earlier kernel
+// reads; WaitForPriorKernels returns once the predecessor grid has completed and its writes
+// are visible, and the predecessor itself waited for its own, so the whole stream order holds.
+__device__ __forceinline__ void WaitForPriorKernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void AllowNextKernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization allowed
+// (captured into CUDA graphs as a programmatic edge).
+template <typename... Params, typename... Args>
+cudaError_t LaunchOverlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
 // Grid size for a grid-stride loop over n items: enough blocks to fill an H100 (132 SMs x 16

@@ -13,6 +13,8 @@ constexpr int kThreads = 256;
 
 template <DType D>
 __global__ void SiluMulKernel(SiluMulArgs a) {
+  AllowNextKernel();
+  WaitForPriorKernels();
   const int64_t inter = a.out.cols;
   ARBOR_GRID_STRIDE(i, a.out.rows * inter) {
     const int64_t r = i / inter, c = i % inter;
@@ -44,9 +46,9 @@ __global__ void RandomFillKernel(RandomFillArgs a) {
 
 cudaError_t LaunchSiluMul(const SiluMulArgs& a, cudaStream_t s) {
   return WithFloatType(a.out.dtype, [&](auto tag) {
-    SiluMulKernel<decltype(tag)::value>
-        <<<GridFor(a.out.rows * a.out.cols, kThreads), kThreads, 0, s>>>(a);
-    return cudaGetLastError();
+    return LaunchOverlapped(SiluMulKernel<decltype(tag)::value>,
+                            dim3(GridFor(a.out.rows * a.out.cols, kThreads)), dim3(kThreads), 0,
+                            s, a);
   });
 }
 

@@ -64,6 +64,8 @@ __device__ __forceinline__ int64_t KvOffset(const PagedKv& kv, int64_t slot, int
 // barrier, and a decode step's heads spread over many SMs.
 template <DType D>
 __global__ void RopeKvWriteKernel(RopeKvWriteArgs a) {
+  AllowNextKernel();
+  WaitForPriorKernels();
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t d = a.head_dim, half = d / 2;
   const float pos = float(a.positions[t]);
@@ -124,9 +126,9 @@ cudaError_t LaunchRopeKvWrite(const RopeKvWriteArgs& a, cudaStream_t s) {
   return WithFloatType(a.qkv.dtype, [&](auto tag) {
     const int64_t heads = a.num_q_heads + a.num_kv_heads, half = a.head_dim / 2;
     const unsigned threads = unsigned(std::min<int64_t>(kThreads, (half + 31) / 32 * 32));
-    RopeKvWriteKernel<decltype(tag)::value>
-        <<<dim3(unsigned(a.qkv.rows), unsigned(heads)), std::max(threads, 32u), 0, s>>>(a);
-    return cudaGetLastError();
+    return LaunchOverlapped(RopeKvWriteKernel<decltype(tag)::value>,
+                            dim3(unsigned(a.qkv.rows), unsigned(heads)),
+                            dim3(std::max(threads, 32u)), 0, s, a);
   });
 }
 

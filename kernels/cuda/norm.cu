@@ -19,6 +19,8 @@ constexpr int kPerThread = 32;
 
 template <DType D>
 __global__ void AddRmsNormCachedKernel(AddRmsNormArgs a) {
+  AllowNextKernel();
+  WaitForPriorKernels();
   __shared__ float scratch[kThreads / 32];
   const int64_t r = blockIdx.x, cols = a.x.cols;
   const bool add = a.delta.data != nullptr;
@@ -60,6 +62,8 @@ constexpr int kVecPerThread = 4;
 
 template <DType D>
 __global__ void AddRmsNormVectorKernel(AddRmsNormArgs a) {
+  AllowNextKernel();
+  WaitForPriorKernels();
   __shared__ float scratch[kThreads / 32];
   const int64_t r = blockIdx.x, pieces = a.x.cols / 8;
   const bool add = a.delta.data != nullptr;
@@ -117,6 +121,8 @@ bool VectorFits(const AddRmsNormArgs& a) {
 // Any width: the row is read twice.
 template <DType D>
 __global__ void AddRmsNormKernel(AddRmsNormArgs a) {
+  AllowNextKernel();
+  WaitForPriorKernels();
   __shared__ float scratch[kThreads / 32];
   const int64_t r = blockIdx.x;
   const bool add = a.delta.data != nullptr;
@@ -143,19 +149,17 @@ cudaError_t LaunchAddRmsNorm(const AddRmsNormArgs& args, cudaStream_t stream) {
   return WithFloatType(args.x.dtype, [&](auto tag) {
     if constexpr (decltype(tag)::value != DType::kF32) {
       if (VectorFits(args)) {
-        AddRmsNormVectorKernel<decltype(tag)::value>
-            <<<dim3(unsigned(args.x.rows)), dim3(kThreads), 0, stream>>>(args);
-        return cudaGetLastError();
+        return LaunchOverlapped(AddRmsNormVectorKernel<decltype(tag)::value>,
+                                dim3(unsigned(args.x.rows)), dim3(kThreads), 0, stream, args);
       }
     }
     if (args.x.cols <= int64_t(kThreads) * kPerThread) {
-      AddRmsNormCachedKernel<decltype(tag)::value>
-          <<<dim3(unsigned(args.x.rows)), dim3(kThreads), 0, stream>>>(args);
+      return LaunchOverlapped(AddRmsNormCachedKernel<decltype(tag)::value>,
+                              dim3(unsigned(args.x.rows)), dim3(kThreads), 0, stream, args);
     } else {
-      AddRmsNormKernel<decltype(tag)::value>
-          <<<dim3(unsigned(args.x.rows)), dim3(kThreads), 0, stream>>>(args);
+      return LaunchOverlapped(AddRmsNormKernel<decltype(tag)::value>,
+                              dim3(unsigned(args.x.rows)), dim3(kThreads), 0, stream, args);
     }
-    return cudaGetLastError();
   });
 }
 
