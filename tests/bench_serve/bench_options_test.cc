@@ -53,6 +53,15 @@ TEST_CASE("bench options: defaults are one closed-loop stream on completions", "
   CHECK(Parse({"--help"})->help);
 }
 
+TEST_CASE("bench options: a grpc:// URL calls Generation.Complete or ChatComplete", "[bench]") {
+  auto o = Parse({"--model", "m", "--url", "grpc://127.0.0.1:50051"});
+  REQUIRE(o.ok());
+  CHECK(o->path == "/arbor.v1.Generation/Complete");
+  o = Parse({"--model", "m", "--url", "grpc://127.0.0.1:50051", "--api", "chat"});
+  REQUIRE(o.ok());
+  CHECK(o->path == "/arbor.v1.Generation/ChatComplete");
+}
+
 TEST_CASE("bench options: bad flags are refused by name", "[bench]") {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{}, "--model"},
@@ -67,6 +76,7 @@ TEST_CASE("bench options: bad flags are refused by name", "[bench]") {
       {{"--model", "m", "--vocab-size", "10", "--vocab-offset", "10"}, "--vocab-offset"},
       {{"--model", "m", "--num-requests"}, "--num-requests"},
       {{"--model", "m", "--endpoint", "v1/x"}, "--endpoint"},
+      {{"--model", "m", "--url", "grpc://h:1", "--endpoint", "/v1/x"}, "--endpoint"},
       {{"--model", "m", "--frob"}, "--frob"},
   };
   for (const auto& [args, flag] : cases) {

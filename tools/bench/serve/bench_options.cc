@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -11,21 +12,25 @@
 namespace arbor::bench {
 
 const char kBenchServeUsage[] =
-    R"(arbor bench serve — a load generator for OpenAI-compatible servers
+    R"(arbor bench serve — a load generator for OpenAI-compatible servers and Arbor's gRPC API
 
 Usage:
   arbor bench serve --model NAME [options]
 
 Sends streamed /v1/completions (or /v1/chat/completions) requests over HTTP/1.1 to Arbor or any
-OpenAI-compatible server, times every chunk of the Server-Sent Events stream, and reports per
-sweep point: req/s, output tok/s, goodput, TTFT / TPOT / inter-token / end-to-end latency at
-p50/p90/p99, and errors by kind (connect, http_<status>, timeout, malformed_stream,
-stream_error). HTTP only: Arbor's gRPC Generation service is not driven yet (a later step).
+OpenAI-compatible server, or streamed Generation.Complete (ChatComplete) calls to Arbor's gRPC
+port, times every chunk of the stream, and reports per sweep point: req/s, output tok/s,
+goodput, TTFT / TPOT / inter-token / end-to-end latency at p50/p90/p99, and errors by kind
+(connect, http_<status>, grpc_<code>, timeout, malformed_stream, stream_error).
 
 Server:
-  --url URL              server root, http://HOST:PORT (default http://127.0.0.1:8000)
-  --api completions|chat which endpoint (default completions)
-  --endpoint PATH        another path with the same request shape (overrides --api's path)
+  --url URL              http://HOST:PORT, a server root (default http://127.0.0.1:8000), or
+                         grpc://HOST:PORT, Arbor's gRPC port (server.grpc_port): the same
+                         requests as streamed Generation.Complete / ChatComplete calls
+                         (token-id prompts as token_ids; usage always comes)
+  --api completions|chat which endpoint or RPC (default completions)
+  --endpoint PATH        another path with the same request shape (overrides --api's path;
+                         HTTP only)
   --model NAME           the served model's name (required unless --adapters)
   --api-key KEY          sent as "Authorization: Bearer KEY"
   --timeout-s S          a request not ended S seconds after its send is a timeout (600)
@@ -209,6 +214,12 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& a
     o.path = "/v1/chat/completions";
   } else {
     return Bad("--api", "expected completions or chat, got '" + api + "'");
+  }
+  if (absl::StartsWith(o.url, "grpc://")) {
+    // The gRPC method the requests call, for the run's JSON.
+    o.path = o.workload.api == Api::kChat ? "/arbor.v1.Generation/ChatComplete"
+                                          : "/arbor.v1.Generation/Complete";
+    if (!endpoint.empty()) return Bad("--endpoint", "is HTTP only (a grpc:// --url was given)");
   }
   if (!endpoint.empty()) {
     if (endpoint[0] != '/') return Bad("--endpoint", "must start with /");

@@ -2,14 +2,18 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "tools/bench/results.h"
+#include "tools/bench/serve/grpc_load_runner.h"
+#include "tools/bench/serve/grpc_target.h"
 #include "tools/bench/serve/http_target.h"
 #include "tools/bench/serve/prompt_source.h"
 #include "tools/bench/serve/result_records.h"
@@ -18,21 +22,54 @@ namespace arbor::bench {
 
 using nlohmann::json;
 
+namespace {
+
+// How long the gRPC target may take to connect before the run (a server still loading its model
+// may not listen yet).
+constexpr double kGrpcConnectWait_s = 10;
+
+}  // namespace
+
 absl::StatusOr<std::vector<PointReport>> RunBench(const BenchOptions& options) {
-  auto target = ResolveTarget(options.url);
-  if (!target.ok()) return target.status();
-  RunOptions run;
-  run.target = *target;
-  run.path = options.path;
-  run.api_key = options.api_key;
-  run.timeout_s = options.timeout_s;
-  run.seed = options.workload.seed;
+  std::function<void(const std::string&)> progress;
   if (options.progress) {
     // On a terminal the line rewrites itself; in a log, one line a second.
     const bool tty = isatty(STDERR_FILENO) != 0;
-    run.progress = [tty](const std::string& line) {
+    progress = [tty](const std::string& line) {
       std::fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line.c_str());
       std::fflush(stderr);
+    };
+  }
+  // The transport, set up once for every point: a connection per request over HTTP/1.1, or one
+  // gRPC channel connected before the first point.
+  std::function<absl::StatusOr<PointResult>(const LoadPoint&, const std::vector<PlannedRequest>&)>
+      run_point;
+  if (IsGrpcUrl(options.url)) {
+    auto target = ParseGrpcTarget(options.url);
+    if (!target.ok()) return target.status();
+    auto channel = ConnectGrpc(*target, std::min(options.timeout_s, kGrpcConnectWait_s));
+    if (!channel.ok()) return channel.status();
+    GrpcRunOptions run;
+    run.channel = *channel;
+    run.api_key = options.api_key;
+    run.timeout_s = options.timeout_s;
+    run.seed = options.workload.seed;
+    run.progress = progress;
+    run_point = [run](const LoadPoint& point, const std::vector<PlannedRequest>& requests) {
+      return RunGrpcPoint(run, point, requests);
+    };
+  } else {
+    auto target = ResolveTarget(options.url);
+    if (!target.ok()) return target.status();
+    RunOptions run;
+    run.target = *target;
+    run.path = options.path;
+    run.api_key = options.api_key;
+    run.timeout_s = options.timeout_s;
+    run.seed = options.workload.seed;
+    run.progress = progress;
+    run_point = [run](const LoadPoint& point, const std::vector<PlannedRequest>& requests) {
+      return RunPoint(run, point, requests);
     };
   }
   std::vector<PointReport> reports;
@@ -46,7 +83,7 @@ absl::StatusOr<std::vector<PointReport>> RunBench(const BenchOptions& options) {
     }
     auto requests = PlanRequests(options.workload, prompts, options.num_requests);
     if (!requests.ok()) return requests.status();
-    auto result = RunPoint(run, point, *requests);
+    auto result = run_point(point, *requests);
     if (!result.ok()) return result.status();
     if (options.progress && isatty(STDERR_FILENO)) std::fputs("\n", stderr);
     reports.push_back(MakePointReport(point, *result, options.slo));

@@ -53,6 +53,13 @@ std::string LoadPoint::Label() const {
   return label;
 }
 
+std::string ProgressLine(const LoadPoint& point, double now_s, size_t sent, size_t planned,
+                         size_t ended, size_t in_flight, size_t failed, int64_t output_tokens) {
+  return absl::StrFormat("[%s] %.1fs sent %d/%d done %d in-flight %d errors %d out-tok/s %.1f",
+                         point.Label(), now_s, sent, planned, ended, in_flight, failed,
+                         now_s > 0 ? double(output_tokens) / now_s : 0.0);
+}
+
 absl::StatusOr<PointResult> RunPoint(const RunOptions& options, const LoadPoint& point,
                                      const std::vector<PlannedRequest>& requests) {
   RaiseFileLimit();
@@ -108,9 +115,8 @@ absl::StatusOr<PointResult> RunPoint(const RunOptions& options, const LoadPoint&
   double next_timeout_check = kTimeoutCheckEvery_s;
   auto Progress = [&](double now) {
     if (!options.progress) return;
-    options.progress(absl::StrFormat(
-        "[%s] %.1fs sent %d/%d done %d in-flight %d errors %d out-tok/s %.1f", point.Label(), now,
-        sent, n, ended, in_flight.size(), failed, now > 0 ? double(output_tokens) / now : 0.0));
+    options.progress(
+        ProgressLine(point, now, sent, n, ended, in_flight.size(), failed, output_tokens));
   };
 
   epoll_event events[kMaxEvents];

@@ -42,6 +42,10 @@ struct PointResult {
   double duration_s = 0;               // first send to last end
 };
 
+// The progress line both runners print: sent, done, in flight, errors, output tokens/s.
+std::string ProgressLine(const LoadPoint& point, double now_s, size_t sent, size_t planned,
+                         size_t ended, size_t in_flight, size_t failed, int64_t output_tokens);
+
 // Runs `requests` at `point`. Fails only for a broken setup (epoll); failed requests are
 // recorded, not returned as errors.
 absl::StatusOr<PointResult> RunPoint(const RunOptions& options, const LoadPoint& point,

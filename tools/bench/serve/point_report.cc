@@ -19,9 +19,7 @@ PointReport MakePointReport(const LoadPoint& point, const PointResult& result, c
     ++r.requests;
     if (!rec.ok()) {
       ++r.failed;
-      const std::string kind = rec.error == ErrorKind::kHttpStatus
-                                   ? absl::StrCat("http_", rec.http_status)
-                                   : ErrorKindName(rec.error);
+      const std::string kind = ErrorLabel(rec);
       ++r.errors[kind];
       if (r.first_error.empty()) r.first_error = kind + ": " + rec.error_detail;
       continue;

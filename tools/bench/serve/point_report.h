@@ -40,7 +40,7 @@ struct PointReport {
   double goodput = 0;             // completed requests within the SLO / s
   int64_t slo_met = 0;
   Summary ttft_ms, tpot_ms, itl_ms, e2e_ms;
-  std::map<std::string, int64_t> errors;  // by kind; http_status is split as "http_<code>"
+  std::map<std::string, int64_t> errors;              // by ErrorLabel: "timeout", "http_429", ...
   std::map<std::string, int64_t> completed_by_model;  // the base model's or each adapter's
   std::string first_error;  // the first failure's detail, to say what went wrong
 };

@@ -9,17 +9,25 @@
 
 namespace arbor::bench {
 
-// Why a request failed. kNone: it streamed to `[DONE]` after a 200.
+// Why a request failed. kNone: it streamed to `[DONE]` after a 200 (over gRPC: to an OK status).
 enum class ErrorKind {
   kNone,
-  kConnect,          // the TCP connection could not be made (refused, reset before a response)
+  kConnect,          // the TCP connection could not be made (refused, reset before a response);
+                     // gRPC: UNAVAILABLE before any message
   kHttpStatus,       // a status other than 200 (http_status says which)
-  kTimeout,          // no end within --timeout-s of the send
+  kTimeout,          // no end within --timeout-s of the send (gRPC: DEADLINE_EXCEEDED)
   kMalformedStream,  // bad HTTP framing, a non-JSON chunk, or no `[DONE]` before the end
-  kStreamError,      // the server sent an {"error": ...} object inside the stream
+  kStreamError,      // the server sent an {"error": ...} object inside the stream (gRPC: a
+                     // non-OK status after some messages)
+  kGrpcStatus,       // gRPC: a non-OK status before any message (grpc_code says which)
 };
 
 const char* ErrorKindName(ErrorKind kind);
+
+struct RequestRecord;
+// The name reports count a failure under: ErrorKindName, except that http_status is split as
+// "http_<status>" (http_404) and grpc_status as "grpc_<code>" (grpc_not_found).
+std::string ErrorLabel(const RequestRecord& record);
 
 struct RequestRecord {
   double sent_s = 0;            // the connect started
@@ -30,6 +38,7 @@ struct RequestRecord {
   std::string model;            // the model or adapter the request named
   ErrorKind error = ErrorKind::kNone;
   int http_status = 0;
+  int grpc_code = 0;  // kGrpcStatus: the canonical status code (grpc::StatusCode's numbering)
   std::string error_detail;
 
   bool ok() const { return error == ErrorKind::kNone; }
