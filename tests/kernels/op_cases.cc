@@ -288,7 +288,9 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   const int64_t dilation = c.dilation;
   const int64_t span = window > 0 ? std::min<int64_t>((window - 1) * dilation + 1, 800) : 0;
   Pages p{even ? (prefill ? 32 : 5) : 16, 3, 1, kv_dim, 0, kv_type};
-  std::uniform_int_distribution<int64_t> len(1, (prefill ? 300 : 70) + (neighborhood ? span : 0));
+  std::uniform_int_distribution<int64_t> len(
+      c.context > 0 ? c.context / 2 : 1,
+      c.context > 0 ? c.context : (prefill ? 300 : 70) + (neighborhood ? span : 0));
   std::uniform_int_distribution<int64_t> fresh(1, 5), coin(0, 1), mode(0, 2);
   std::vector<int64_t> lengths, news;
   for (int64_t s = 0; s < c.d0; ++s) {
@@ -296,8 +298,11 @@ CaseResult Attention(Backend& be, const OpCase& c, std::mt19937_64& rng) {
     const int64_t m = !prefill ? -1 : neighborhood ? mode(rng) : coin(rng);
     if (!prefill) {
       news.push_back(std::min(lengths.back(), fresh(rng)));
-    } else if (m == 1) {
+    } else if (m == 1 && c.context == 0) {
       news.push_back(lengths.back());
+    } else if (c.context > 0 && m != 2) {  // a chunk continuing over a long cached context
+      news.push_back(std::uniform_int_distribution<int64_t>(1, std::min<int64_t>(
+                         16, lengths.back()))(rng));
     } else if (m == 2) {
       news.push_back(1);
     } else {
@@ -785,6 +790,10 @@ const std::vector<OpCase>& OpCases() {
       {"attention", kF32, 5, 2, 64, 1, 4},
       {"attention", kBF16, 120, 2, 64, 0, 2},
       {"attention", kBF16, 90, 1, 128, 256, 1},
+      // Long contexts (32k): split-KV over 64 runs, a 4k window over them, chunks continuing.
+      {"attention", kBF16, 2, 2, 128, -1, 1, 32768},
+      {"attention", kBF16, 3, 1, 128, 4096, 1, 32768},
+      {"attention_prefill", kBF16, 2, 4, 128, 0, 1, 32768},
       // top_k: tokens, experts, k
       {"top_k", kF32, 1, 2, 1},
       {"top_k", kF32, 37, 8, 2},

@@ -21,6 +21,10 @@ struct OpCase {
   // Attention only: a sliding window (-1: the op's default for its sizes) and a dilation.
   int64_t window = -1;
   int64_t dilation = 1;
+  // Attention only: when > 0, every sequence's length is drawn from [context / 2, context] (a
+  // long context: split-KV over many runs), and prefill sequences take at most 16 new tokens
+  // (the references are quadratic in doubles).
+  int64_t context = 0;
 };
 
 // The table. A new op means new rows here and a branch in RunCase.
