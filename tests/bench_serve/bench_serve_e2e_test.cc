@@ -1,7 +1,7 @@
 // `arbor bench serve` against the real server on the CPU: what the generator counts from outside
 // (requests, prompt and output tokens, TTFT / TPOT observations) equals what the server's
-// Prometheus /metrics counts from inside; adapters are addressed by name with the requested
-// popularity.
+// Prometheus /metrics counts from inside, over HTTP and over the gRPC Generation service; adapters
+// are addressed by name with the requested popularity; failures are counted by kind.
 #include <httplib.h>
 
 #include <catch2/catch.hpp>
@@ -134,6 +134,108 @@ TEST_CASE("bench serve over LoRA adapters: each request names an adapter, power-
   const std::map<std::string, double> m = Scrape(app->http_port());
   CHECK(m.at("arbor:request_success_total") == 40);
   CHECK(m.at("arbor:generation_tokens_total") == 120);
+}
+
+TEST_CASE("bench serve over gRPC on the tiny model: its counts equal /metrics", "[bench]") {
+  auto app = server::testing::StartTinyApp();
+  const std::string url = absl::StrCat("grpc://127.0.0.1:", app->grpc_port());
+  BenchOptions o =
+      *ParseBenchOptions({"--url", url, "--model", "tiny", "--rate", "40", "--concurrency", "1,4",
+                          "--num-requests", "12", "--prompt-len", "uniform:4,24", "--output-len",
+                          "uniform:2,12", "--vocab-size", "1206", "--quiet"});
+  auto reports = RunBench(o);
+  INFO(reports.status().ToString());
+  REQUIRE(reports.ok());
+  REQUIRE(reports->size() == 3);
+  int64_t requests = 0, prompt_tokens = 0, output_tokens = 0, with_tpot = 0;
+  for (const PointReport& r : *reports) {
+    INFO(r.label << ": " << r.first_error);
+    CHECK(r.failed == 0);
+    CHECK(r.completed == 12);
+    CHECK(r.ttft_ms.count == 12);
+    CHECK(r.ttft_ms.p50 > 0);
+    CHECK(r.e2e_ms.p50 >= r.ttft_ms.p50);
+    CHECK(r.tpot_ms.p99 >= r.tpot_ms.p50);
+    // Token-id prompts arrive as token ids: exactly 4..24 tokens each.
+    CHECK(r.prompt_tokens >= 12 * 4);
+    CHECK(r.prompt_tokens <= 12 * 24);
+    requests += r.completed;
+    prompt_tokens += r.prompt_tokens;
+    output_tokens += r.output_tokens;
+    with_tpot += r.tpot_ms.count;
+  }
+  // The same plan at every point; ignore_eos makes each request generate its max_tokens.
+  CHECK(output_tokens == 3 * (*reports)[0].output_tokens);
+  CHECK(prompt_tokens == 3 * (*reports)[0].prompt_tokens);
+
+  const std::map<std::string, double> m = Scrape(app->http_port());
+  CHECK(m.at("arbor:request_success_total") == requests);
+  CHECK(m.at("arbor:request_success_total{finished_reason=\"length\"}") == requests);
+  CHECK(m.at("arbor:generation_tokens_total") == output_tokens);
+  CHECK(m.at("arbor:prompt_tokens_total") == prompt_tokens);
+  CHECK(m.at("arbor:time_to_first_token_seconds_count") == requests);
+  CHECK(m.at("arbor:time_per_output_token_seconds_count") == with_tpot);
+  const double server_ttft_mean_ms = 1e3 * m.at("arbor:time_to_first_token_seconds_sum") /
+                                     m.at("arbor:time_to_first_token_seconds_count");
+  double client_ttft_mean_ms = 0;
+  for (const PointReport& r : *reports) client_ttft_mean_ms += r.ttft_ms.mean / 3;
+  CHECK(server_ttft_mean_ms <= client_ttft_mean_ms);
+
+  // The run's JSON names the RPC; its points have the HTTP run's fields.
+  const nlohmann::json j = RunJson(o, *reports);
+  CHECK(j["config"]["url"] == url);
+  CHECK(j["config"]["path"] == "/arbor.v1.Generation/Complete");
+  CHECK(j["points"].size() == 3);
+  CHECK(j["points"][2]["concurrency"] == 4);
+
+  // Chat over ChatComplete: text prompts through the chat template.
+  BenchOptions chat = *ParseBenchOptions({"--url", url, "--model", "tiny", "--api", "chat",
+                                          "--concurrency", "3", "--num-requests", "6",
+                                          "--prompt-len", "8", "--output-len", "5", "--quiet"});
+  auto chat_reports = RunBench(chat);
+  REQUIRE(chat_reports.ok());
+  INFO((*chat_reports)[0].first_error);
+  CHECK((*chat_reports)[0].completed == 6);
+  CHECK((*chat_reports)[0].output_tokens == 30);
+  CHECK(Scrape(app->http_port()).at("arbor:generation_tokens_total") == output_tokens + 30);
+}
+
+TEST_CASE("bench serve over gRPC: failures are counted by kind, bad targets name --url",
+          "[bench]") {
+  auto app = server::testing::StartTinyApp();
+  const std::string url = absl::StrCat("grpc://127.0.0.1:", app->grpc_port());
+  // An adapter the server does not have: every call is refused with NOT_FOUND before a message.
+  BenchOptions o = *ParseBenchOptions({"--url", url, "--adapters", "nope", "--concurrency", "2",
+                                       "--num-requests", "5", "--prompt-len", "4", "--output-len",
+                                       "3", "--vocab-size", "1206", "--quiet"});
+  auto reports = RunBench(o);
+  REQUIRE(reports.ok());
+  const PointReport& r = (*reports)[0];
+  CHECK(r.completed == 0);
+  CHECK(r.failed == 5);
+  CHECK(r.errors.size() == 1);
+  CHECK(r.errors.at("grpc_not_found") == 5);
+  CHECK(r.first_error.find("nope") != std::string::npos);
+  CHECK(CsvRow(r).find("grpc_not_found:5") != std::string::npos);
+  const std::map<std::string, double> m = Scrape(app->http_port());
+  CHECK(m.at("arbor:request_rejected_total{code=\"404\"}") == 5);
+  CHECK(m.count("arbor:request_success_total") == 0);
+
+  // Nobody listening there, or no port: refused before the run, naming the flag.
+  int port = 0;
+  {
+    auto gone = server::testing::StartTinyApp();
+    port = gone->grpc_port();
+  }
+  for (const std::string& bad :
+       {absl::StrCat("grpc://127.0.0.1:", port), std::string("grpc://127.0.0.1")}) {
+    BenchOptions b = *ParseBenchOptions(
+        {"--url", bad, "--model", "tiny", "--num-requests", "1", "--timeout-s", "1", "--quiet"});
+    auto failed = RunBench(b);
+    INFO(bad);
+    REQUIRE(!failed.ok());
+    CHECK(failed.status().message().find("--url") != absl::string_view::npos);
+  }
 }
 
 }  // namespace

@@ -76,10 +76,20 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectGrpc(const GrpcTarget& tar
   const auto deadline = std::chrono::system_clock::now() +
                         std::chrono::duration_cast<std::chrono::system_clock::duration>(
                             std::chrono::duration<double>(wait_s));
-  if (!channel->WaitForConnected(deadline)) {
-    return absl::UnavailableError(absl::StrCat("--url grpc://", target.Address(),
-                                               ": no gRPC server reachable there within ", wait_s,
-                                               " s (is the server's grpc_port that?)"));
+  // Ready, or the first failed attempt (refused, reset): a server that is not listening is
+  // reported at once rather than after the whole wait.
+  for (;;) {
+    const grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) break;
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
+      return absl::UnavailableError(absl::StrCat(
+          "--url grpc://", target.Address(),
+          ": cannot connect (is a gRPC server listening there? Arbor's is server.grpc_port)"));
+    }
+    if (!channel->WaitForStateChange(state, deadline)) {
+      return absl::UnavailableError(
+          absl::StrCat("--url grpc://", target.Address(), ": no connection within ", wait_s, " s"));
+    }
   }
   return channel;
 }

@@ -28,8 +28,8 @@ struct GrpcTarget {
 absl::StatusOr<GrpcTarget> ParseGrpcTarget(const std::string& url);
 
 // An insecure channel to `target`, connected (TCP and HTTP/2 set up) before it is returned, so
-// that the first timed requests do not pay for the connection. Unavailable naming --url when no
-// connection is made within `wait_s`.
+// that the first timed requests do not pay for the connection. Unavailable naming --url when the
+// first attempt fails or none succeeds within `wait_s`.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectGrpc(const GrpcTarget& target, double wait_s);
 
 }  // namespace arbor::bench
