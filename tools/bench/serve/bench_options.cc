@@ -32,7 +32,7 @@ Server:
   --endpoint PATH        another path with the same request shape (overrides --api's path;
                          HTTP only)
   --model NAME           the served model's name (required unless --adapters)
-  --api-key KEY          sent as "Authorization: Bearer KEY"
+  --api-key KEY          sent as "Authorization: Bearer KEY" (gRPC: as that metadata)
   --timeout-s S          a request not ended S seconds after its send is a timeout (600)
 
 Load (one sweep point per value; rates first, then concurrencies; default --concurrency 1):
@@ -60,7 +60,8 @@ Requests:
   --temperature T        sampling temperature (default 0)
   --no-ignore-eos        do not send ignore_eos (requests may then end before max_tokens)
   --no-usage             do not send stream_options.include_usage (tokens are then counted
-                         as output chunks, which undercounts a server that sends several a chunk)
+                         as output chunks, which undercounts a server that sends several a chunk;
+                         HTTP only: gRPC's last message always carries usage)
 
 SLO (goodput: completed requests per second within every bound given):
   --slo-ttft-ms MS       time to first token

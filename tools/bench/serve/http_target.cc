@@ -20,7 +20,7 @@ absl::StatusOr<HttpTarget> ResolveTarget(const std::string& url) {
     return absl::InvalidArgumentError("--url: https is not supported (plain http only)");
   }
   if (!absl::StartsWith(url, "http://")) {
-    return absl::InvalidArgumentError("--url must look like http://HOST:PORT, got " + url);
+    return absl::InvalidArgumentError("--url must look like http://HOST:PORT or grpc://HOST:PORT, got " + url);
   }
   std::string rest = url.substr(7);
   if (const size_t slash = rest.find('/'); slash != std::string::npos) {
