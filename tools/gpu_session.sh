@@ -7,7 +7,7 @@
 # in results.json; the serving sweep is left to the serve step), tools/bench/profile_decode.sh at
 # batch 1 (profile) and, graph steps only, at batch 32 (profile32).
 #
-#   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32] [quick] [linear]
+#   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32] [quick] [linear] [sanitize]
 #       [serve]
 #   (default: goldens check suite profile; quick: the parity tests and the decode and attention
 #   benchmarks alone, for a short device call; linear: the few-row Linear's test, sweep and decode;
@@ -83,6 +83,17 @@ for step in "${steps[@]}"; do
       OUT=$work/serve RESULTS=$work/results.json timeout 450 tools/bench/serve_suite.sh \
         >"$work/serve.txt" 2>&1
       grep -E '^serve_suite|ready|^concurrency|^metrics|FAILED|skipped|wrote' "$work/serve.txt" ;;
+    sanitize)
+      # compute-sanitizer alone (gpu_check.sh runs it beside the e2e suites): memcheck on the op
+      # parity cases and every skinny Linear tiling, racecheck on the op cases' shared memory.
+      mkdir -p "$work/sanitize"
+      for spec in "memcheck ops_parity_test" "memcheck skinny_linear_test" \
+                  "racecheck ops_parity_test"; do
+        set -- $spec
+        LD_LIBRARY_PATH="$PWD/bundle/lib:/usr/local/cuda/lib64" timeout 150 compute-sanitizer \
+          --tool "$1" --error-exitcode 9 "bundle/bin/$2" '[gpu]' >"$work/sanitize/$1_$2.log" 2>&1
+        echo "$1 $2: rc $? $(grep -aE 'ERROR SUMMARY|RACECHECK SUMMARY' "$work/sanitize/$1_$2.log" | tail -1)"
+      done ;;
     profile32)
       KINDS=graph timeout 150 tools/bench/profile_decode.sh "$work/profile32" --batch 32 \
         >"$work/profile32.txt" 2>&1
