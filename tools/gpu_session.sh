@@ -85,12 +85,13 @@ for step in "${steps[@]}"; do
       grep -E '^serve_suite|ready|^concurrency|^metrics|FAILED|skipped|wrote' "$work/serve.txt" ;;
     sanitize)
       # compute-sanitizer alone (gpu_check.sh runs it beside the e2e suites): memcheck on the op
-      # parity cases and every skinny Linear tiling, racecheck on the op cases' shared memory.
+      # parity cases and every skinny Linear tiling; SANITIZE="racecheck:ops_parity_test ..."
+      # picks others (TOOL:TEST words).
       mkdir -p "$work/sanitize"
-      for spec in "memcheck ops_parity_test" "memcheck skinny_linear_test" \
-                  "racecheck ops_parity_test"; do
+      for spec in ${SANITIZE:-"memcheck:ops_parity_test" "memcheck:skinny_linear_test"}; do
+        spec=${spec/:/ }
         set -- $spec
-        LD_LIBRARY_PATH="$PWD/bundle/lib:/usr/local/cuda/lib64" timeout 150 compute-sanitizer \
+        LD_LIBRARY_PATH="$PWD/bundle/lib:/usr/local/cuda/lib64" timeout 120 compute-sanitizer \
           --tool "$1" --error-exitcode 9 "bundle/bin/$2" '[gpu]' >"$work/sanitize/$1_$2.log" 2>&1
         echo "$1 $2: rc $? $(grep -aE 'ERROR SUMMARY|RACECHECK SUMMARY' "$work/sanitize/$1_$2.log" | tail -1)"
       done ;;
