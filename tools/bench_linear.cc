@@ -26,6 +26,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -125,11 +126,12 @@ int main(int argc, char** argv) {
   }
   // Times in ms: [shape][m][impl], impl a tiling name or "cublaslt".
   std::map<std::string, std::map<int, std::map<std::string, double>>> ms;
-  std::vector<std::string> impls;
+  // Each tiling by name, then cuBLASLt (kAuto stands for it here: it is never a sweep entry).
+  std::vector<std::pair<std::string, SkinnyTiling>> impls;
   for (const SkinnyTiling t : arbor::kernels::kSkinnyTilings) {
-    impls.push_back(arbor::kernels::SkinnyTilingName(t));
+    impls.emplace_back(arbor::kernels::SkinnyTilingName(t), t);
   }
-  impls.push_back("cublaslt");
+  impls.emplace_back("cublaslt", SkinnyTiling::kAuto);
 
   for (const Shape& sh : shapes) {
     const size_t w_bytes = size_t(sh.n * sh.k) * 2;
@@ -149,21 +151,19 @@ int main(int argc, char** argv) {
       return Fail(error);
     }
     for (int m = 1; m <= kMaxRows; m *= 2) {
-      for (const std::string& impl : impls) {
+      for (const auto& entry : impls) {
+        const std::string& impl = entry.first;
+        const SkinnyTiling tiling = entry.second;
         auto launch = [&](int copy) -> bool {
           LinearArgs a{Tensor{x, DType::kBF16, m, sh.k, sh.k},
                        Tensor{static_cast<char*>(w) + size_t(copy) * w_bytes, DType::kBF16, sh.n,
                               sh.k, sh.k},
                        nullptr, Tensor{y, DType::kBF16, m, sh.n, sh.n}, false};
-          if (impl == "cublaslt") {
+          if (tiling == SkinnyTiling::kAuto) {
             be.SetDeterministic(true);
             const bool ok = be.Linear(a, st).ok();
             be.SetDeterministic(false);
             return ok;
-          }
-          SkinnyTiling tiling = SkinnyTiling::kAuto;
-          for (const SkinnyTiling t : arbor::kernels::kSkinnyTilings) {
-            if (impl == arbor::kernels::SkinnyTilingName(t)) tiling = t;
           }
           return arbor::kernels::LaunchSkinnyLinear(a, stream, tiling) == cudaSuccess;
         };
@@ -190,16 +190,17 @@ int main(int argc, char** argv) {
 
   // The sweep: fraction of the best bandwidth per shape, m and implementation; * marks the pick.
   std::printf("%-8s %-2s", "shape", "m");
-  for (const auto& impl : impls) std::printf(" %10s", impl.c_str());
+  for (const auto& impl : impls) std::printf(" %10s", impl.first.c_str());
   std::printf("   (weight bytes / time / best bandwidth; * SkinnyTilingFor's pick)\n");
   for (const Shape& sh : shapes) {
     for (int m = 1; m <= kMaxRows; m *= 2) {
       const std::string pick =
-          arbor::kernels::SkinnyTilingName(arbor::kernels::SkinnyTilingFor(m, sh.n, sh.k));
+          arbor::kernels::SkinnyTilingName(arbor::kernels::SkinnyTilingFor(sh.k));
       std::printf("%-8s %-2d", sh.name.c_str(), m);
-      for (const auto& impl : impls) {
-        const double frac = double(sh.n * sh.k) * 2 / (ms[sh.name][m][impl] * 1e-3) / bw.best();
-        std::printf(" %9.3f%s", frac, impl == pick ? "*" : " ");
+      for (const auto& entry : impls) {
+        const double frac =
+            double(sh.n * sh.k) * 2 / (ms[sh.name][m][entry.first] * 1e-3) / bw.best();
+        std::printf(" %9.3f%s", frac, entry.first == pick ? "*" : " ");
       }
       std::printf("\n");
     }
@@ -225,7 +226,7 @@ int main(int argc, char** argv) {
     double layer_bytes = 0, layer_ms = 0, layer_lt_ms = 0;
     for (const Shape& sh : shapes) {
       const std::string pick =
-          arbor::kernels::SkinnyTilingName(arbor::kernels::SkinnyTilingFor(m, sh.n, sh.k));
+          arbor::kernels::SkinnyTilingName(arbor::kernels::SkinnyTilingFor(sh.k));
       const double bytes = double(sh.n * sh.k) * 2, t = ms[sh.name][m][pick];
       if (sh.name != "lm_head") {
         layer_bytes += bytes;

@@ -30,7 +30,8 @@ constexpr SkinnyTiling kSkinnyTilings[] = {SkinnyTiling::kWarpRows, SkinnyTiling
                                            SkinnyTiling::kCta4x128, SkinnyTiling::kCta4x256,
                                            SkinnyTiling::kCta8x256};
 const char* SkinnyTilingName(SkinnyTiling tiling);
-SkinnyTiling SkinnyTilingFor(int64_t m, int64_t n, int64_t k);  // y [m, n] = x [m, k] w^T
+// y [m, n] = x [m, k] w^T: the sweep found the pick depends on k alone (skinny_linear.cu).
+SkinnyTiling SkinnyTilingFor(int64_t k);
 bool SkinnyLinearFits(const LinearArgs& args);
 cudaError_t LaunchSkinnyLinear(const LinearArgs& args, cudaStream_t stream,
                                SkinnyTiling tiling = SkinnyTiling::kAuto);

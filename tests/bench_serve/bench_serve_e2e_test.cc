@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -41,6 +42,31 @@ std::map<std::string, double> Scrape(int port) {
   return out;
 }
 
+// The totals of a run's points equal the server's /metrics: requests (all finished by length:
+// ignore_eos), prompt and output tokens, TTFT and TPOT observations. The server's TTFT starts at
+// arrival, after the client's send: its mean is not larger than the client's.
+void CheckCountsEqualMetrics(const std::vector<PointReport>& reports, int http_port) {
+  int64_t requests = 0, prompt_tokens = 0, output_tokens = 0, with_tpot = 0;
+  double client_ttft_mean_ms = 0;
+  for (const PointReport& r : reports) {
+    requests += r.completed;
+    prompt_tokens += r.prompt_tokens;
+    output_tokens += r.output_tokens;
+    with_tpot += r.tpot_ms.count;
+    client_ttft_mean_ms += r.ttft_ms.mean / double(reports.size());
+  }
+  const std::map<std::string, double> m = Scrape(http_port);
+  CHECK(m.at("arbor:request_success_total") == requests);
+  CHECK(m.at("arbor:request_success_total{finished_reason=\"length\"}") == requests);
+  CHECK(m.at("arbor:generation_tokens_total") == output_tokens);
+  CHECK(m.at("arbor:prompt_tokens_total") == prompt_tokens);
+  CHECK(m.at("arbor:time_to_first_token_seconds_count") == requests);
+  CHECK(m.at("arbor:time_per_output_token_seconds_count") == with_tpot);
+  const double server_ttft_mean_ms = 1e3 * m.at("arbor:time_to_first_token_seconds_sum") /
+                                     m.at("arbor:time_to_first_token_seconds_count");
+  CHECK(server_ttft_mean_ms <= client_ttft_mean_ms);
+}
+
 TEST_CASE("bench serve closed loop on the tiny model: its counts equal /metrics", "[bench]") {
   auto app = server::testing::StartTinyApp();
   BenchOptions o = *ParseBenchOptions({"--url", absl::StrCat("http://127.0.0.1:", app->http_port()),
@@ -50,7 +76,7 @@ TEST_CASE("bench serve closed loop on the tiny model: its counts equal /metrics"
   auto reports = RunBench(o);
   REQUIRE(reports.ok());
   REQUIRE(reports->size() == 2);
-  int64_t requests = 0, prompt_tokens = 0, output_tokens = 0, with_tpot = 0;
+  int64_t output_tokens = 0;
   for (const PointReport& r : *reports) {
     INFO(r.label << ": " << r.first_error);
     CHECK(r.failed == 0);
@@ -58,29 +84,14 @@ TEST_CASE("bench serve closed loop on the tiny model: its counts equal /metrics"
     CHECK(r.ttft_ms.count == 12);
     CHECK(r.ttft_ms.p50 > 0);
     CHECK(r.tpot_ms.p99 >= r.tpot_ms.p50);
-    requests += r.completed;
-    prompt_tokens += r.prompt_tokens;
     output_tokens += r.output_tokens;
-    with_tpot += r.tpot_ms.count;
   }
   // ignore_eos: every request generates exactly its max_tokens, 2..12 of them, the same plan
   // at both points.
   CHECK(output_tokens == 2 * (*reports)[0].output_tokens);
   CHECK(output_tokens >= 2 * 12 * 2);
 
-  const std::map<std::string, double> m = Scrape(app->http_port());
-  CHECK(m.at("arbor:request_success_total") == requests);
-  CHECK(m.at("arbor:request_success_total{finished_reason=\"length\"}") == requests);
-  CHECK(m.at("arbor:generation_tokens_total") == output_tokens);
-  CHECK(m.at("arbor:prompt_tokens_total") == prompt_tokens);
-  CHECK(m.at("arbor:time_to_first_token_seconds_count") == requests);
-  CHECK(m.at("arbor:time_per_output_token_seconds_count") == with_tpot);
-  // The server's TTFT starts at arrival, after the client's send: its mean is not larger.
-  const double server_ttft_mean_ms = 1e3 * m.at("arbor:time_to_first_token_seconds_sum") /
-                                     m.at("arbor:time_to_first_token_seconds_count");
-  double client_ttft_mean_ms = 0;
-  for (const PointReport& r : *reports) client_ttft_mean_ms += r.ttft_ms.mean / 2;
-  CHECK(server_ttft_mean_ms <= client_ttft_mean_ms);
+  CheckCountsEqualMetrics(*reports, app->http_port());
 
   // The run's JSON holds both points.
   const nlohmann::json j = RunJson(o, *reports);
@@ -147,7 +158,7 @@ TEST_CASE("bench serve over gRPC on the tiny model: its counts equal /metrics", 
   INFO(reports.status().ToString());
   REQUIRE(reports.ok());
   REQUIRE(reports->size() == 3);
-  int64_t requests = 0, prompt_tokens = 0, output_tokens = 0, with_tpot = 0;
+  int64_t prompt_tokens = 0, output_tokens = 0;
   for (const PointReport& r : *reports) {
     INFO(r.label << ": " << r.first_error);
     CHECK(r.failed == 0);
@@ -159,27 +170,14 @@ TEST_CASE("bench serve over gRPC on the tiny model: its counts equal /metrics", 
     // Token-id prompts arrive as token ids: exactly 4..24 tokens each.
     CHECK(r.prompt_tokens >= 12 * 4);
     CHECK(r.prompt_tokens <= 12 * 24);
-    requests += r.completed;
     prompt_tokens += r.prompt_tokens;
     output_tokens += r.output_tokens;
-    with_tpot += r.tpot_ms.count;
   }
   // The same plan at every point; ignore_eos makes each request generate its max_tokens.
   CHECK(output_tokens == 3 * (*reports)[0].output_tokens);
   CHECK(prompt_tokens == 3 * (*reports)[0].prompt_tokens);
 
-  const std::map<std::string, double> m = Scrape(app->http_port());
-  CHECK(m.at("arbor:request_success_total") == requests);
-  CHECK(m.at("arbor:request_success_total{finished_reason=\"length\"}") == requests);
-  CHECK(m.at("arbor:generation_tokens_total") == output_tokens);
-  CHECK(m.at("arbor:prompt_tokens_total") == prompt_tokens);
-  CHECK(m.at("arbor:time_to_first_token_seconds_count") == requests);
-  CHECK(m.at("arbor:time_per_output_token_seconds_count") == with_tpot);
-  const double server_ttft_mean_ms = 1e3 * m.at("arbor:time_to_first_token_seconds_sum") /
-                                     m.at("arbor:time_to_first_token_seconds_count");
-  double client_ttft_mean_ms = 0;
-  for (const PointReport& r : *reports) client_ttft_mean_ms += r.ttft_ms.mean / 3;
-  CHECK(server_ttft_mean_ms <= client_ttft_mean_ms);
+  CheckCountsEqualMetrics(*reports, app->http_port());
 
   // The run's JSON names the RPC; its points have the HTTP run's fields.
   const nlohmann::json j = RunJson(o, *reports);

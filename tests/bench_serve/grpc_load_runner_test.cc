@@ -204,7 +204,7 @@ TEST_CASE("grpc target: bad URLs and unreachable servers name --url", "[bench]")
   auto ok = ParseGrpcTarget("grpc://[::1]:50051/");
   REQUIRE(ok.ok());
   CHECK(ok->host == "::1");
-  CHECK(ok->Address() == "[::1]:50051");
+  CHECK(ok->Text() == "[::1]:50051");
   for (const char* bad :
        {"grpc://127.0.0.1", "grpc://:50051", "grpc://127.0.0.1:0", "grpc://127.0.0.1:50051/v1",
         "grpc://[::1:50051", "grpcs://x:1", "grpc://no.such.host.invalid:50051"}) {

@@ -10,18 +10,15 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "tools/bench/serve/host_port.h"
 
 namespace arbor::bench {
 
 // True when `url` asks for the gRPC target (starts with grpc://).
 bool IsGrpcUrl(const std::string& url);
 
-struct GrpcTarget {
-  std::string host;  // as given (an IPv6 literal without brackets)
-  int port = 0;
-  // gRPC's target string: "HOST:PORT", "[V6]:PORT".
-  std::string Address() const;
-};
+// The server: HOST:PORT (Text() is gRPC's target string) and its resolved address.
+using GrpcTarget = HostPort;
 
 // Parses `grpc://HOST:PORT[/]` (IPv6 literals in brackets; the port is required: gRPC has no
 // default) and checks that HOST resolves. InvalidArgument / Unavailable name --url.

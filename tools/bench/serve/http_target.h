@@ -3,22 +3,15 @@
 #ifndef ARBOR_TOOLS_BENCH_SERVE_HTTP_TARGET_H_
 #define ARBOR_TOOLS_BENCH_SERVE_HTTP_TARGET_H_
 
-#include <sys/socket.h>
-
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "tools/bench/serve/host_port.h"
 
 namespace arbor::bench {
 
-struct HttpTarget {
-  std::string host;  // as given, for the Host header
-  int port = 80;
-  sockaddr_storage addr{};
-  socklen_t addr_len = 0;
-
-  std::string HostHeader() const;
-};
+// Where the requests go: HOST:PORT and its resolved address.
+using HttpTarget = HostPort;
 
 // Parses `http://HOST[:PORT][/]` (IPv6 literals in brackets) and resolves HOST.
 // https is refused: the generator speaks plain HTTP (put a TLS proxy in front if needed).
