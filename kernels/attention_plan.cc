@@ -14,16 +14,24 @@ int64_t AttentionPlanMaxInts(int64_t max_tokens, int64_t max_seqs) {
   return 2 * (max_tokens / 16 + max_seqs) + max_tokens;
 }
 
-int64_t AttentionSplitKeys(int64_t max_context) {
+int64_t AttentionSplitKeys(int64_t max_context, int64_t decode_rows) {
   const int64_t chunks = (max_context + kMaxAttentionSplits * 128 - 1) / (kMaxAttentionSplits * 128);
-  return 128 * std::max<int64_t>(4, chunks);  // at least 512 keys: fewer do not pay
+  const int64_t least = std::min<int64_t>(4, std::max<int64_t>(1, decode_rows));
+  return 128 * std::max(least, chunks);
 }
 
 int64_t AttentionSplitFloats(int64_t split_rows, int64_t num_q_heads, int64_t head_dim,
                              int64_t max_context) {
-  const int64_t keys = AttentionSplitKeys(max_context);
-  const int64_t splits = (max_context + keys - 1) / keys;
-  return split_rows * num_q_heads * splits * (head_dim + 2);
+  // The largest of rows * splits over the pass sizes up to split_rows (AttentionSplitKeys
+  // splits finer below 4 rows).
+  int64_t most = 0;
+  for (int64_t rows = 1; rows <= std::min<int64_t>(split_rows, 4); ++rows) {
+    const int64_t keys = AttentionSplitKeys(max_context, rows);
+    most = std::max(most, rows * ((max_context + keys - 1) / keys));
+  }
+  const int64_t keys = AttentionSplitKeys(max_context, split_rows);
+  most = std::max(most, split_rows * ((max_context + keys - 1) / keys));
+  return most * num_q_heads * (head_dim + 2);
 }
 
 AttentionPlan PlanAttention(const std::vector<RowRun>& runs, int64_t tile_tokens,

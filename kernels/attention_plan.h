@@ -36,9 +36,12 @@ int64_t AttentionPlanMaxInts(int64_t max_tokens, int64_t max_seqs);
 
 // Split-KV for decode rows: the keys of a split (a multiple of the per-token kernel's 128-key
 // chunk) for contexts up to max_context, so that no row needs more than kMaxAttentionSplits,
-// and the floats of the workspace for split_rows rows.
+// and the floats of the workspace for split_rows rows. A pass of decode_rows >= 4 splits in runs
+// of at least 512 keys (fewer do not pay when the batch fills the GPU); 1 to 3 rows (batch-1
+// decode: one CTA per query head) in runs of 128 * decode_rows, so a short context already
+// spreads over several CTAs per head and the grid stays about the same size.
 constexpr int64_t kMaxAttentionSplits = 64;
-int64_t AttentionSplitKeys(int64_t max_context);
+int64_t AttentionSplitKeys(int64_t max_context, int64_t decode_rows = 4);
 int64_t AttentionSplitFloats(int64_t split_rows, int64_t num_q_heads, int64_t head_dim,
                              int64_t max_context);
 

@@ -345,7 +345,10 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
   };
   const float scale = 1.0f / std::sqrt(float(hd));
   const float eps = float(s.rms_norm_eps);
-  const int64_t split_keys = kernels::AttentionSplitKeys(s.max_position_embeddings);
+  // Split-KV runs for this pass's decode rows (the rows the per-token kernel takes: all of them
+  // without prefill tiles); a decode graph's pass has its bucket's rows, so the runs are fixed.
+  const int64_t split_keys = kernels::AttentionSplitKeys(
+      s.max_position_embeddings, d.num_prefill_tiles > 0 ? d.num_decode_rows : d.n);
   for (int64_t l = 0; l < s.num_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
     const kernels::PagedKv kv{

@@ -306,22 +306,27 @@ __global__ void __launch_bounds__(kThreads) SplitCombineKernel(PagedAttentionArg
 }
 
 // Split-KV for the launch's decode rows, where it fits (16-bit q and cache of one dtype).
+// A few rows (kernels/attention_plan.h splits their keys finer) take one head per CTA, as the
+// unsplit launch does, so batch-1 decode runs num_q_heads CTAs per split.
 template <DType T>
 cudaError_t LaunchSplit(const PagedAttentionArgs& a, int64_t rows, int64_t splits,
                         cudaStream_t s) {
   const int64_t group = a.num_q_heads / a.num_kv_heads;
-  const dim3 grid{unsigned(rows), unsigned(a.num_kv_heads * ((group + kHeadsPerCta - 1) / kHeadsPerCta)),
+  const bool few = rows < 4;
+  const int64_t per_cta = few ? 1 : kHeadsPerCta;
+  const dim3 grid{unsigned(rows), unsigned(a.num_kv_heads * ((group + per_cta - 1) / per_cta)),
                   unsigned(splits)};
+  auto launch = [&](auto kernel) { return LaunchOverlapped(kernel, grid, dim3(kThreads), 0, s, a); };
   cudaError_t e;
   if (a.head_dim == 128) {
-    e = LaunchOverlapped(PagedAttentionKernel<T, T, kHeadsPerCta, 128, true>, grid,
-                         dim3(kThreads), 0, s, a);
+    e = few ? launch(PagedAttentionKernel<T, T, 1, 128, true>)
+            : launch(PagedAttentionKernel<T, T, kHeadsPerCta, 128, true>);
   } else if (a.head_dim == 64) {
-    e = LaunchOverlapped(PagedAttentionKernel<T, T, kHeadsPerCta, 64, true>, grid,
-                         dim3(kThreads), 0, s, a);
+    e = few ? launch(PagedAttentionKernel<T, T, 1, 64, true>)
+            : launch(PagedAttentionKernel<T, T, kHeadsPerCta, 64, true>);
   } else {
-    e = LaunchOverlapped(PagedAttentionKernel<T, T, kHeadsPerCta, 0, true>, grid,
-                         dim3(kThreads), 0, s, a);
+    e = few ? launch(PagedAttentionKernel<T, T, 1, 0, true>)
+            : launch(PagedAttentionKernel<T, T, kHeadsPerCta, 0, true>);
   }
   if (e != cudaSuccess) return e;
   return LaunchOverlapped(SplitCombineKernel<T>, dim3{unsigned(rows), unsigned(a.num_q_heads)},
@@ -345,8 +350,9 @@ cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t s)
   // Split-KV when offered (kernels/ops.h) and worth it: two splits or more.
   const int64_t splits =
       a.split_keys > 0 ? (a.max_context + a.split_keys - 1) / a.split_keys : int64_t(0);
-  const int64_t split_y = a.num_kv_heads * ((a.num_q_heads / a.num_kv_heads + kHeadsPerCta - 1) /
-                                            kHeadsPerCta);
+  const int64_t split_y = rows < 4 ? a.num_q_heads
+                                   : a.num_kv_heads * ((a.num_q_heads / a.num_kv_heads +
+                                                        kHeadsPerCta - 1) / kHeadsPerCta);
   if (a.split_workspace != nullptr && splits >= 2 && splits <= 65535 &&
       rows * a.num_q_heads * splits * (a.head_dim + 2) <= a.split_workspace_floats &&
       a.split_keys % kChunk == 0 && a.q.dtype == a.kv.dtype && a.q.dtype != DType::kF32 &&

@@ -64,3 +64,32 @@ TEST_CASE("AttentionPlanMaxInts bounds every plan of the reserved size", "[atten
 
 }  // namespace
 }  // namespace arbor::kernels
+
+namespace arbor::kernels {
+namespace {
+
+TEST_CASE("split-KV runs: whole chunks, at most 64 per row, finer for a few rows, workspace "
+          "fits every pass size",
+          "[attention_plan]") {
+  for (const int64_t ctx : {int64_t(1), int64_t(128), int64_t(2048), int64_t(8192),
+                            int64_t(32768), int64_t(131072)}) {
+    for (int64_t rows = 1; rows <= 70; ++rows) {
+      INFO("max_context " << ctx << ", decode rows " << rows);
+      const int64_t keys = AttentionSplitKeys(ctx, rows);
+      CHECK(keys % 128 == 0);
+      CHECK((ctx + keys - 1) / keys <= kMaxAttentionSplits);
+      CHECK(keys >= 128 * std::min<int64_t>(rows, 4));
+      // The model's fixed workspace (64 rows) holds every pass of up to 64 decode rows.
+      if (rows <= 64) {
+        CHECK(rows * ((ctx + keys - 1) / keys) * 32 * 130 <= AttentionSplitFloats(64, 32, 128, ctx));
+      }
+    }
+  }
+  CHECK(AttentionSplitKeys(8192, 1) == 128);
+  CHECK(AttentionSplitKeys(8192, 2) == 256);
+  CHECK(AttentionSplitKeys(8192, 32) == 512);
+  CHECK(AttentionSplitKeys(131072, 1) == 2048);  // 64 runs over the context
+}
+
+}  // namespace
+}  // namespace arbor::kernels
