@@ -120,9 +120,32 @@ absl::Status ValidateLinear(const LinearArgs& a) {
   if (a.x.cols != a.w.cols) {
     return Invalid("Linear", absl::StrCat("x has ", a.x.cols, " columns, w has ", a.w.cols));
   }
-  ARBOR_REQUIRE(RequireShape("Linear", "y", a.y, a.x.rows, a.w.rows));
   if (a.w.cols > (int64_t{1} << 31) - 1) return Invalid("Linear", "k exceeds 2^31-1");
-  return absl::OkStatus();
+  if (a.epilogue == LinearEpilogue::kNone) {
+    return RequireShape("Linear", "y", a.y, a.x.rows, a.w.rows);
+  }
+  if (a.epilogue != LinearEpilogue::kSiluMul) return Invalid("Linear", "unknown epilogue");
+  if (a.w.rows % 2 != 0) {
+    return Invalid("Linear", absl::StrCat("epilogue silu_mul: w has ", a.w.rows,
+                                          " rows, want an even count (gate then up)"));
+  }
+  if (a.bias != nullptr || a.accumulate) {
+    return Invalid("Linear", "epilogue silu_mul takes no bias and no accumulate");
+  }
+  ARBOR_REQUIRE(RequireShape("Linear", "y", a.y, a.x.rows, a.w.rows / 2));
+  ARBOR_REQUIRE(RequireDType("Linear", "y", a.y, a.x.dtype));
+  ARBOR_REQUIRE(RequireTensor("Linear", "scratch", a.scratch));
+  ARBOR_REQUIRE(RequireShape("Linear", "scratch", a.scratch, a.x.rows, a.w.rows));
+  return RequireDType("Linear", "scratch", a.scratch, a.x.dtype);
+}
+
+absl::Status LinearThroughScratch(Backend& be, const LinearArgs& a, Stream& stream) {
+  LinearArgs plain = a;
+  plain.epilogue = LinearEpilogue::kNone;
+  plain.y = a.scratch;
+  plain.scratch = Tensor{};
+  if (auto s = be.Linear(plain, stream); !s.ok()) return s;
+  return be.SiluMul({a.scratch, a.y}, stream);
 }
 
 absl::Status ValidateAddRmsNorm(const AddRmsNormArgs& a) {

@@ -25,12 +25,24 @@ namespace arbor::kernels {
 // dtype; y [m, n] has that dtype or f32 (the LM head writes fp32 logits); bias [n] has w's dtype
 // or is null. fp32 accumulation, then one rounding of acc + bias (+ y) to y's dtype, as
 // torch.addmm and cuBLAS with beta = 1 do. With accumulate false, y may hold garbage (NaN).
+//
+// Epilogue kSiluMul (a SwiGLU MLP's fused gate_up projection): w is [gate; up], [2 * inter, k],
+// y is [m, inter] in x's dtype, and y = SiluMul(round(x W^T)) exactly as a Linear into
+// `scratch` followed by SiluMul (SiluMulArgs) computes it: gate and up each rounded, silu
+// rounded, the product rounded. No bias, no accumulate. `scratch` [m, 2 * inter] (x's dtype)
+// is always given; a backend that has no fused kernel for the shape runs the two ops through it,
+// one that has (CUDA's few-row Linear) never touches it, so the [m, 2 * inter] activation is
+// neither written nor read back.
+enum class LinearEpilogue { kNone, kSiluMul };
+
 struct LinearArgs {
   Tensor x;
   Tensor w;
   const void* bias = nullptr;
   Tensor y;
   bool accumulate = false;
+  LinearEpilogue epilogue = LinearEpilogue::kNone;
+  Tensor scratch = {};  // kSiluMul: [m, 2 * inter]
 };
 
 // The residual add and RMSNorm of a decoder layer, fused: when `delta` is given,

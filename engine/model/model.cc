@@ -575,17 +575,36 @@ absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, c
   return absl::OkStatus();
 }
 
+// Whether any adapter of the pass has weights for `target` in `layer`.
+bool Model::LoraTargets(const LoraPass& pass, int64_t layer, int target) const {
+  for (const LoraGroup& g : pass.groups) {
+    if (g.adapter->layers[size_t(layer)][size_t(target)].a != nullptr) return true;
+  }
+  return false;
+}
+
 // delta = down(silu(gate(hb)) * up(hb)), gate and up one fused projection.
 absl::Status Model::Mlp(const LayerWeights& L, const Activations& a, const LoraPass& lora,
                         int64_t layer) {
   kernels::Stream& st = be_.default_stream();
   const DType dt = options_.dtype;
   const int64_t hid = spec_.hidden_size, inter = spec_.intermediate_size;
-  RETURN_IF_ERROR(be_.Linear(
-      {a.hb, kernels::View(L.gate_up.data(), dt, 2 * inter, hid), nullptr, a.gate_up}, st));
-  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraGate, a.hb, kernels::Columns(a.gate_up, 0, inter)));
-  RETURN_IF_ERROR(ApplyLora(lora, layer, kLoraUp, a.hb, kernels::Columns(a.gate_up, inter, inter)));
-  RETURN_IF_ERROR(be_.SiluMul({a.gate_up, a.act}, st));
+  const Tensor gate_up_w = kernels::View(L.gate_up.data(), dt, 2 * inter, hid);
+  if (!LoraTargets(lora, layer, kLoraGate) && !LoraTargets(lora, layer, kLoraUp)) {
+    // SiLU in the projection's epilogue: a backend with a fused kernel (the few-row Linear)
+    // never writes gate_up; the others run Linear + SiluMul through it, as below.
+    kernels::LinearArgs args{a.hb, gate_up_w, nullptr, a.act};
+    args.epilogue = kernels::LinearEpilogue::kSiluMul;
+    args.scratch = a.gate_up;
+    RETURN_IF_ERROR(be_.Linear(args, st));
+  } else {
+    RETURN_IF_ERROR(be_.Linear({a.hb, gate_up_w, nullptr, a.gate_up}, st));
+    RETURN_IF_ERROR(
+        ApplyLora(lora, layer, kLoraGate, a.hb, kernels::Columns(a.gate_up, 0, inter)));
+    RETURN_IF_ERROR(
+        ApplyLora(lora, layer, kLoraUp, a.hb, kernels::Columns(a.gate_up, inter, inter)));
+    RETURN_IF_ERROR(be_.SiluMul({a.gate_up, a.act}, st));
+  }
   RETURN_IF_ERROR(
       be_.Linear({a.act, kernels::View(L.down.data(), dt, hid, inter), nullptr, a.delta}, st));
   return ApplyLora(lora, layer, kLoraDown, a.act, a.delta);

@@ -223,6 +223,7 @@ class Model {
   // x [n, in_features], y [n, out_features] (views; y may be a column slice).
   absl::Status ApplyLora(const LoraPass& pass, int64_t layer, int target, const kernels::Tensor& x,
                          const kernels::Tensor& y);
+  bool LoraTargets(const LoraPass& pass, int64_t layer, int target) const;
   absl::Status Mlp(const LayerWeights& L, const Activations& a, const LoraPass& lora,
                    int64_t layer);
   absl::Status Moe(const LayerWeights& L, const Activations& a);

@@ -127,8 +127,9 @@ absl::StatusOr<std::unique_ptr<Event>> CpuBackend::CreateEvent() {
   return std::unique_ptr<Event>(std::make_unique<CpuEvent>());
 }
 
-absl::Status CpuBackend::Linear(const LinearArgs& args, Stream&) {
+absl::Status CpuBackend::Linear(const LinearArgs& args, Stream& stream) {
   if (auto s = ValidateLinear(args); !s.ok()) return s;
+  if (args.epilogue != LinearEpilogue::kNone) return LinearThroughScratch(*this, args, stream);
   CpuLinear(args);
   return absl::OkStatus();
 }

@@ -17,6 +17,12 @@
 //
 // y[m, n] = x[m, k] w[n, k]^T (+ bias[n]) (+ y when accumulate); x, w 16-bit, k % 8 == 0,
 // operands 16-byte aligned with strides of whole 16-byte steps (SkinnyLinearFits).
+// The SwiGLU epilogue (LinearEpilogue::kSiluMul, CTA tilings only): w = [gate; up] [2 * inter, k]
+// and a CTA owns R / 2 output columns c, computing gate row c and up row inter + c side by side,
+// so y[m, inter] = SiluMul(gate, up) is written from registers and the [m, 2 * inter] gate_up
+// activation never exists. Each column's sum is the same fp32 sum in the same order as without
+// the epilogue (a thread's steps and the reduction depend on T, not on R), so the result equals
+// the unfused Linear + SiluMul bit for bit.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/dispatch.cuh"
@@ -129,21 +135,37 @@ __device__ __forceinline__ void AddStep(const uint4 (&wv)[R], const uint16_t* x,
   }
 }
 
-// Shapes: a CTA of T threads, columns [blockIdx.x * R, + R) of y for all M rows.
-template <DType In, DType Out, int M, int R, int T>
+// The SwiGLU epilogue's one output element: gate and up rounded as the Linear would store them,
+// then SiluMulKernel's arithmetic (elementwise.cu).
+template <DType T>
+__device__ __forceinline__ void FinishSiluMul(const LinearArgs& a, int i, int64_t col, float g,
+                                              float u) {
+  g = RoundTo(T, g);
+  u = RoundTo(T, u);
+  const float silu = RoundTo(T, g / (1.0f + expf(-g)));
+  StoreFromFloat(a.y.data, T, a.y.At(i, col), silu * u);
+}
+
+// Shapes: a CTA of T threads, columns [blockIdx.x * R, + R) of y for all M rows; with kGlu, the
+// R / 2 output columns [blockIdx.x * R / 2, + R / 2), from gate rows c and up rows inter + c.
+template <DType In, DType Out, int M, int R, int T, bool kGlu>
 __global__ void __launch_bounds__(T) SkinnyCtaKernel(LinearArgs a) {
   constexpr int kCtaWarps = T / 32;
   __shared__ float red_s[kCtaWarps][R * M];
   AllowNextKernel();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int64_t n = a.w.rows, steps = a.x.cols / 8;
-  const int64_t col0 = int64_t(blockIdx.x) * R;
+  const int64_t steps = a.x.cols / 8;
+  // n: output columns; the weight rows of column c are c (and, with kGlu, n + c).
+  const int64_t n = kGlu ? a.w.rows / 2 : a.w.rows;
+  constexpr int kCols = kGlu ? R / 2 : R;
+  const int64_t col0 = int64_t(blockIdx.x) * kCols;
   const uint16_t* x = static_cast<const uint16_t*>(a.x.data);
   const uint16_t* w[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     // Past the end: a valid row, result unused.
-    w[r] = static_cast<const uint16_t*>(a.w.data) + min(col0 + r, n - 1) * a.w.stride;
+    const int64_t row = min(col0 + r % kCols, n - 1) + (r < kCols ? 0 : n);
+    w[r] = static_cast<const uint16_t*>(a.w.data) + row * a.w.stride;
   }
   float acc[R][M];
 #pragma unroll
@@ -180,41 +202,52 @@ __global__ void __launch_bounds__(T) SkinnyCtaKernel(LinearArgs a) {
     }
   }
   __syncthreads();
-  if (tid >= R * M) return;
+  if (tid >= kCols * M) return;
   const int r = tid / M, i = tid % M;
   const int64_t col = col0 + r;
   if (col >= n) return;
   float v = 0.0f;
 #pragma unroll
   for (int q = 0; q < kCtaWarps; ++q) v += red_s[q][tid];
-  Finish<In, Out>(a, i, col, v);
+  if constexpr (kGlu) {
+    float u = 0.0f;
+#pragma unroll
+    for (int q = 0; q < kCtaWarps; ++q) u += red_s[q][kCols * M + tid];
+    FinishSiluMul<In>(a, i, col, v, u);
+  } else {
+    Finish<In, Out>(a, i, col, v);
+  }
 }
 
-template <DType In, DType Out, int M>
+template <DType In, DType Out, int M, bool kGlu>
 cudaError_t LaunchM(const LinearArgs& a, SkinnyTiling tiling, cudaStream_t s) {
-  const int64_t n = a.w.rows;
-  auto cta = [&](auto kernel, int64_t rows, int threads) {
-    return LaunchOverlapped(kernel, dim3(unsigned((n + rows - 1) / rows)), dim3(unsigned(threads)),
+  const int64_t n = kGlu ? a.w.rows / 2 : a.w.rows;  // output columns
+  // cols: output columns per CTA.
+  auto cta = [&](auto kernel, int64_t cols, int threads) {
+    return LaunchOverlapped(kernel, dim3(unsigned((n + cols - 1) / cols)), dim3(unsigned(threads)),
                             0, s, a);
   };
+  constexpr int kDiv = kGlu ? 2 : 1;
   switch (tiling) {
-    case SkinnyTiling::kWarpRows: return cta(SkinnyWarpRowsKernel<In, Out, M>, kWarps * kRowsPerWarp, kWarps * 32);
-    case SkinnyTiling::kCta2x128: return cta(SkinnyCtaKernel<In, Out, M, 2, 128>, 2, 128);
-    case SkinnyTiling::kCta4x128: return cta(SkinnyCtaKernel<In, Out, M, 4, 128>, 4, 128);
-    case SkinnyTiling::kCta4x256: return cta(SkinnyCtaKernel<In, Out, M, 4, 256>, 4, 256);
-    case SkinnyTiling::kCta8x256: return cta(SkinnyCtaKernel<In, Out, M, 8, 256>, 8, 256);
+    case SkinnyTiling::kWarpRows:
+      if constexpr (kGlu) return cudaErrorInvalidValue;
+      return cta(SkinnyWarpRowsKernel<In, Out, M>, kWarps * kRowsPerWarp, kWarps * 32);
+    case SkinnyTiling::kCta2x128: return cta(SkinnyCtaKernel<In, Out, M, 2, 128, kGlu>, 2 / kDiv, 128);
+    case SkinnyTiling::kCta4x128: return cta(SkinnyCtaKernel<In, Out, M, 4, 128, kGlu>, 4 / kDiv, 128);
+    case SkinnyTiling::kCta4x256: return cta(SkinnyCtaKernel<In, Out, M, 4, 256, kGlu>, 4 / kDiv, 256);
+    case SkinnyTiling::kCta8x256: return cta(SkinnyCtaKernel<In, Out, M, 8, 256, kGlu>, 8 / kDiv, 256);
     case SkinnyTiling::kAuto: break;
   }
   return cudaErrorInvalidValue;
 }
 
-template <DType In, DType Out>
+template <DType In, DType Out, bool kGlu>
 cudaError_t LaunchRows(const LinearArgs& a, SkinnyTiling tiling, cudaStream_t s) {
   switch (a.x.rows) {
-    case 1: return LaunchM<In, Out, 1>(a, tiling, s);
-    case 2: return LaunchM<In, Out, 2>(a, tiling, s);
-    case 3: return LaunchM<In, Out, 3>(a, tiling, s);
-    case 4: return LaunchM<In, Out, 4>(a, tiling, s);
+    case 1: return LaunchM<In, Out, 1, kGlu>(a, tiling, s);
+    case 2: return LaunchM<In, Out, 2, kGlu>(a, tiling, s);
+    case 3: return LaunchM<In, Out, 3, kGlu>(a, tiling, s);
+    case 4: return LaunchM<In, Out, 4, kGlu>(a, tiling, s);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -244,7 +277,10 @@ SkinnyTiling SkinnyTilingFor(int64_t k) {
 
 bool SkinnyLinearFits(const LinearArgs& a) {
   const bool in16 = a.x.dtype == DType::kBF16 || a.x.dtype == DType::kF16;
-  return in16 && a.x.rows >= 1 && a.x.rows <= kSkinnyMaxRows && a.x.cols % 8 == 0 &&
+  const bool epilogue = a.epilogue == LinearEpilogue::kNone ||
+                        (a.epilogue == LinearEpilogue::kSiluMul && a.y.dtype == a.x.dtype &&
+                         a.bias == nullptr && !a.accumulate && a.w.rows % 2 == 0);
+  return in16 && epilogue && a.x.rows >= 1 && a.x.rows <= kSkinnyMaxRows && a.x.cols % 8 == 0 &&
          a.x.stride % 8 == 0 && a.w.stride % 8 == 0 && Aligned16(a.x.data) &&
          Aligned16(a.w.data) && a.w.rows <= int64_t(0x7fffffff);
 }
@@ -252,12 +288,16 @@ bool SkinnyLinearFits(const LinearArgs& a) {
 cudaError_t LaunchSkinnyLinear(const LinearArgs& a, cudaStream_t s, SkinnyTiling tiling) {
   if (!SkinnyLinearFits(a)) return cudaErrorInvalidValue;
   if (tiling == SkinnyTiling::kAuto) tiling = SkinnyTilingFor(a.x.cols);
-  if (a.x.dtype == DType::kBF16) {
-    return a.y.dtype == DType::kF32 ? LaunchRows<DType::kBF16, DType::kF32>(a, tiling, s)
-                                    : LaunchRows<DType::kBF16, DType::kBF16>(a, tiling, s);
+  if (a.epilogue == LinearEpilogue::kSiluMul) {
+    return a.x.dtype == DType::kBF16 ? LaunchRows<DType::kBF16, DType::kBF16, true>(a, tiling, s)
+                                     : LaunchRows<DType::kF16, DType::kF16, true>(a, tiling, s);
   }
-  return a.y.dtype == DType::kF32 ? LaunchRows<DType::kF16, DType::kF32>(a, tiling, s)
-                                  : LaunchRows<DType::kF16, DType::kF16>(a, tiling, s);
+  if (a.x.dtype == DType::kBF16) {
+    return a.y.dtype == DType::kF32 ? LaunchRows<DType::kBF16, DType::kF32, false>(a, tiling, s)
+                                    : LaunchRows<DType::kBF16, DType::kBF16, false>(a, tiling, s);
+  }
+  return a.y.dtype == DType::kF32 ? LaunchRows<DType::kF16, DType::kF32, false>(a, tiling, s)
+                                  : LaunchRows<DType::kF16, DType::kF16, false>(a, tiling, s);
 }
 
 }  // namespace arbor::kernels

@@ -83,6 +83,45 @@ CaseResult Linear(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   return r;
 }
 
+// ------------------------------------------------------------------------ LinearSiluMul
+// d0 = m, d1 = inter, d2 = k: Linear with the kSiluMul epilogue, w = [gate; up] [2 * inter, k],
+// y [m, inter]. m <= 4 with 16-bit k % 8 == 0 takes the CUDA backend's fused few-row kernel,
+// larger m cuBLASLt through the scratch; x strided when m is a multiple of 3.
+CaseResult LinearSiluMul(Backend& be, const OpCase& c, std::mt19937_64& rng) {
+  const int64_t m = c.d0, inter = c.d1, k = c.d2;
+  const int64_t pad = m % 3 == 0 ? 8 : 0;
+  const HostTensor x = RandomTensor(rng, c.dtype, m, k);
+  const HostTensor w = RandomTensor(rng, c.dtype, 2 * inter, k);
+  DeviceTensor dx = Must(Upload(be, x, pad)), dw = Must(Upload(be, w));
+  DeviceTensor dy = Must(Poisoned(be, c.dtype, m, inter));
+  DeviceTensor scratch = Must(Poisoned(be, c.dtype, m, 2 * inter));
+  kernels::LinearArgs args{dx.view, dw.view, nullptr, dy.view};
+  args.epilogue = kernels::LinearEpilogue::kSiluMul;
+  args.scratch = scratch.view;
+  Ok(be.Linear(args, be.default_stream()));
+  CaseResult r;
+  Append(r, Must(Download(be, dy.view)));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < inter; ++j) {
+      double g = 0, u = 0;
+      for (int64_t p = 0; p < k; ++p) {
+        g += double(x.at(i, p)) * double(w.at(j, p));
+        u += double(x.at(i, p)) * double(w.at(inter + j, p));
+      }
+      const float gr = RoundTo(c.dtype, float(g)), ur = RoundTo(c.dtype, float(u));
+      const float silu = RoundTo(c.dtype, float(double(gr) / (1.0 + std::exp(-double(gr)))));
+      r.want.push_back(double(silu) * double(ur));
+    }
+  }
+  r.dtype = c.dtype;
+  // gate and up each from an fp32 sum of k terms of size <= 1 (|sum| about sqrt(k)), each
+  // rounding of gate, silu and up one unit apart at worst where fp32 and double straddle a
+  // boundary, plus the product's own rounding.
+  r.atol = 2e-6 * double(k) * (1.0 + std::sqrt(double(k)));
+  r.ulps = Is16(c.dtype) ? 4 : 0;
+  return r;
+}
+
 // ------------------------------------------------------------------------------ AddRmsNorm
 // d0 = rows, d1 = cols; a residual delta unless there is one row. Output: y, then x.
 CaseResult AddRmsNorm(Backend& be, const OpCase& c, std::mt19937_64& rng) {
@@ -722,6 +761,15 @@ const std::vector<OpCase>& OpCases() {
       {"linear", kBF16, 2, 6144, 4096},
       {"linear", kF16, 4, 130, 264},
       {"linear", kBF16, 4, 37, 8},
+      // linear_silu_mul: m, inter, k
+      {"linear_silu_mul", kF32, 1, 5, 7},
+      {"linear_silu_mul", kF32, 6, 33, 64},
+      {"linear_silu_mul", kBF16, 1, 37, 136},
+      {"linear_silu_mul", kBF16, 3, 1001, 264},
+      {"linear_silu_mul", kF16, 4, 130, 520},
+      {"linear_silu_mul", kBF16, 2, 4099, 4096},
+      {"linear_silu_mul", kBF16, 9, 257, 136},
+      {"linear_silu_mul", kF16, 17, 65, 33},
       // add_rms_norm: rows, cols
       {"add_rms_norm", kF32, 1, 8, 0},
       {"add_rms_norm", kF32, 3, 769, 0},
@@ -842,6 +890,7 @@ CaseResult RunCase(Backend& be, const OpCase& c, std::mt19937_64& rng) {
   if (c.op == "linear") return Linear(be, c, rng);
   if (c.op == "add_rms_norm") return AddRmsNorm(be, c, rng);
   if (c.op == "silu_mul") return SiluMul(be, c, rng);
+  if (c.op == "linear_silu_mul") return LinearSiluMul(be, c, rng);
   if (c.op == "embedding") return Embedding(be, c, rng);
   if (c.op == "rope_kv_write") return RopeKvWrite(be, c, rng);
   if (c.op == "attention" || c.op == "attention_prefill") return Attention(be, c, rng);

@@ -27,10 +27,11 @@ TEST_CASE("the parity table covers every op of the Backend interface", "[kernels
   std::set<std::string> ops;
   for (const auto& c : OpCases()) ops.insert(c.op);
   // One entry per op family (gather_scatter covers GatherRows and ScatterAddRows).
-  CHECK(ops == std::set<std::string>{"linear", "add_rms_norm", "silu_mul", "embedding",
-                                     "rope_kv_write", "attention", "attention_prefill", "top_k", "gather_scatter",
-                                     "moe_combine", "moe_permute", "grouped_linear", "random_fill",
-                                     "convert"});
+  CHECK(ops == std::set<std::string>{"linear", "linear_silu_mul", "add_rms_norm", "silu_mul",
+                                     "embedding", "rope_kv_write", "attention",
+                                     "attention_prefill", "top_k", "gather_scatter",
+                                     "moe_combine", "moe_permute", "grouped_linear",
+                                     "random_fill", "convert"});
   // Every op runs in f32 and bf16 (and the arithmetic ones in f16).
   for (const std::string& op : ops) {
     std::set<DType> dtypes;

@@ -89,6 +89,74 @@ TEST_CASE("every skinny Linear tiling matches the host reference", "[kernels][gp
   REQUIRE(be.Health().ok());
 }
 
+// The SwiGLU epilogue: every CTA tiling's fused gate_up + SiLU equals that tiling's plain
+// Linear into gate_up followed by the SiluMul kernel, bit for bit (the same sums in the same
+// order, the same roundings), on odd shapes; the plain path is held to the host reference above
+// and by ops_parity_test's linear_silu_mul rows.
+TEST_CASE("the skinny SwiGLU epilogue equals Linear then SiluMul bit for bit", "[kernels][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  kernels::Backend& be = **cuda;
+  std::mt19937_64 rng(Catch::rngSeed() + 11);
+  struct GluShape {
+    int64_t m, inter, k;
+    DType dtype;
+  };
+  const std::vector<GluShape> shapes = {{1, 1, 8, DType::kBF16},      {1, 37, 136, DType::kBF16},
+                                        {2, 1001, 4104, DType::kF16}, {3, 257, 264, DType::kBF16},
+                                        {4, 4099, 520, DType::kBF16}, {1, 515, 14336, DType::kF16}};
+  for (const GluShape& sh : shapes) {
+    const HostTensor x = RandomTensor(rng, sh.dtype, sh.m, sh.k);
+    const HostTensor w = RandomTensor(rng, sh.dtype, 2 * sh.inter, sh.k);
+    auto dx = Upload(be, x, 8);
+    auto dw = Upload(be, w);
+    REQUIRE(dx.ok());
+    REQUIRE(dw.ok());
+    for (const kernels::SkinnyTiling tiling : kernels::kSkinnyTilings) {
+      if (tiling == kernels::SkinnyTiling::kWarpRows) continue;  // no epilogue there
+      INFO("tiling " << kernels::SkinnyTilingName(tiling) << ", m " << sh.m << ", inter "
+                     << sh.inter << ", k " << sh.k);
+      auto gate_up = Poisoned(be, sh.dtype, sh.m, 2 * sh.inter);
+      auto unfused = Poisoned(be, sh.dtype, sh.m, sh.inter);
+      auto fused = Poisoned(be, sh.dtype, sh.m, sh.inter);
+      auto untouched = Poisoned(be, sh.dtype, sh.m, 2 * sh.inter);
+      REQUIRE(gate_up.ok());
+      REQUIRE(unfused.ok());
+      REQUIRE(fused.ok());
+      REQUIRE(untouched.ok());
+      const kernels::LinearArgs plain{dx->view, dw->view, nullptr, gate_up->view};
+      REQUIRE(kernels::LaunchSkinnyLinear(plain, nullptr, tiling) == cudaSuccess);
+      REQUIRE(kernels::LaunchSiluMul({gate_up->view, unfused->view}, nullptr) == cudaSuccess);
+      kernels::LinearArgs glu{dx->view, dw->view, nullptr, fused->view};
+      glu.epilogue = kernels::LinearEpilogue::kSiluMul;
+      glu.scratch = untouched->view;
+      REQUIRE(kernels::SkinnyLinearFits(glu));
+      REQUIRE(kernels::LaunchSkinnyLinear(glu, nullptr, tiling) == cudaSuccess);
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+      auto want = Download(be, unfused->view);
+      auto got = Download(be, fused->view);
+      auto scratch = Download(be, untouched->view);
+      REQUIRE(want.ok());
+      REQUIRE(got.ok());
+      REQUIRE(scratch.ok());
+      int bad = 0;
+      for (size_t e = 0; e < want->v.size(); ++e) {
+        const float a = got->v[e], b = want->v[e];
+        // Same bits; NaN (an unwritten element, or a NaN from the plain path) never passes.
+        if (!(a == b)) {
+          if (++bad <= 3) FAIL_CHECK("y[" << e << "] = " << a << ", Linear + SiluMul gives " << b);
+        }
+      }
+      CHECK(bad == 0);
+      // The fused kernel never writes the scratch (still all NaN).
+      int written = 0;
+      for (const float v : scratch->v) written += v == v;
+      CHECK(written == 0);
+    }
+  }
+  REQUIRE(be.Health().ok());
+}
+
 TEST_CASE("SkinnyTilingFor names a real tiling for the decode shapes", "[kernels]") {
   for (const int64_t k : {int64_t(8), int64_t(4096), int64_t(8192), int64_t(14336)}) {
     const kernels::SkinnyTiling t = kernels::SkinnyTilingFor(k);
