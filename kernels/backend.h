@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/cce.h"
 #include "kernels/ops.h"
 #include "kernels/sampling.h"
 
@@ -156,6 +157,8 @@ class Backend {
   virtual absl::Status GroupedLinear(const GroupedLinearArgs& args, Stream& stream) = 0;
   virtual absl::Status RandomFill(const RandomFillArgs& args, Stream& stream) = 0;
   virtual absl::Status Convert(const ConvertArgs& args, Stream& stream) = 0;
+  // Log-probs of given targets through the LM head without materialised logits (kernels/cce.h).
+  virtual absl::Status TargetLogprobs(const TargetLogprobsArgs& args, Stream& stream) = 0;
   // Sampling (kernels/sampling.h): one token per logits row, and the penalty state it reads.
   virtual absl::Status Sample(const SampleArgs& args, Stream& stream) = 0;
   virtual absl::Status UpdatePenaltyState(const PenaltyUpdateArgs& args, Stream& stream) = 0;
@@ -200,6 +203,9 @@ absl::Status ValidateMoePermute(const MoePermuteArgs& args);
 absl::Status ValidateGroupedLinear(const GroupedLinearArgs& args);
 absl::Status ValidateRandomFill(const RandomFillArgs& args);
 absl::Status ValidateConvert(const ConvertArgs& args);
+// Shapes, dtypes, pointers, top_k and the workspace size (kernels/backend_cce.cc); the targets
+// live on the device and are not read.
+absl::Status ValidateTargetLogprobs(const TargetLogprobsArgs& args);
 // What can be checked without reading the arrays (which live on the device): shapes, the
 // pointers every call needs, and the workspace size. The CPU reference checks the rest.
 absl::Status ValidateSampleShape(const SampleArgs& args);

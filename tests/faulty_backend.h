@@ -91,6 +91,7 @@ class FaultyBackend : public kernels::Backend {
   ARBOR_FAULTY_OP(GroupedLinear)
   ARBOR_FAULTY_OP(RandomFill)
   ARBOR_FAULTY_OP(Convert)
+  ARBOR_FAULTY_OP(TargetLogprobs)
   ARBOR_FAULTY_OP(Sample)
   absl::Status UpdatePenaltyState(const kernels::PenaltyUpdateArgs& a,
                                   kernels::Stream& s) override {

@@ -212,4 +212,10 @@ absl::Status CpuBackend::Convert(const ConvertArgs& args, Stream&) {
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::TargetLogprobs(const TargetLogprobsArgs& args, Stream&) {
+  if (auto s = ValidateTargetLogprobs(args); !s.ok()) return s;
+  CpuTargetLogprobs(args);
+  return absl::OkStatus();
+}
+
 }  // namespace arbor::kernels

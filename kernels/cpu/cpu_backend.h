@@ -44,6 +44,7 @@ class CpuBackend final : public Backend {
   absl::Status GroupedLinear(const GroupedLinearArgs& args, Stream& stream) override;
   absl::Status RandomFill(const RandomFillArgs& args, Stream& stream) override;
   absl::Status Convert(const ConvertArgs& args, Stream& stream) override;
+  absl::Status TargetLogprobs(const TargetLogprobsArgs& args, Stream& stream) override;
   absl::Status Sample(const SampleArgs& args, Stream& stream) override;
   absl::Status UpdatePenaltyState(const PenaltyUpdateArgs& args, Stream& stream) override;
   absl::Status ResetPenaltySlots(const PenaltyResetArgs& args, Stream& stream) override;
@@ -71,6 +72,7 @@ void CpuMoePermute(const MoePermuteArgs& args);
 void CpuGroupedLinear(const GroupedLinearArgs& args);
 void CpuRandomFill(const RandomFillArgs& args);
 void CpuConvert(const ConvertArgs& args);
+void CpuTargetLogprobs(const TargetLogprobsArgs& args);  // kernels/cpu/cce.cc
 
 }  // namespace arbor::kernels
 

@@ -261,6 +261,10 @@ class CudaBackend final : public Backend {
     if (auto st = ValidateConvert(a); !st.ok()) return st;
     return CudaStatus(LaunchConvert(a, Native(s)), "Convert");
   }
+  absl::Status TargetLogprobs(const TargetLogprobsArgs& a, Stream& s) override {
+    if (auto st = ValidateTargetLogprobs(a); !st.ok()) return st;
+    return CudaStatus(LaunchTargetLogprobs(a, Native(s)), "TargetLogprobs");
+  }
   absl::Status Sample(const SampleArgs& a, Stream& s) override {
     if (auto st = ValidateSampleShape(a); !st.ok()) return st;
     if (a.num_rows > 0 && a.workspace_bytes < SampleWorkspaceBytes(a.num_rows, a.vocab)) {

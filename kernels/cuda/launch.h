@@ -6,6 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/cce.h"
 #include "kernels/ops.h"
 
 namespace arbor::kernels {
@@ -45,6 +46,10 @@ cudaError_t LaunchMoePermute(const MoePermuteArgs& args, cudaStream_t stream);
 cudaError_t LaunchGroupedLinear(const GroupedLinearArgs& args, cudaStream_t stream);
 cudaError_t LaunchRandomFill(const RandomFillArgs& args, cudaStream_t stream);
 cudaError_t LaunchConvert(const ConvertArgs& args, cudaStream_t stream);
+// TargetLogprobs on bf16/f16 tensor cores (kernels/cuda/cce.cu) where TargetLogprobsFits; other
+// dtypes and alignments on a plain fp32 kernel with the same splits and merge.
+bool TargetLogprobsFits(const TargetLogprobsArgs& args);
+cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& args, cudaStream_t stream);
 
 }  // namespace arbor::kernels
 

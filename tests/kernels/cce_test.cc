@@ -1,0 +1,361 @@
+// TargetLogprobs (kernels/cce.h): the CPU reference against a brute-force log-softmax of the
+// full logits in double, on fresh random odd sizes (bias, softcap, top-k with exact ties across
+// split boundaries, unscored rows); argument checks; the workspace bound. On a GPU ([gpu]): the
+// CUDA op against the CPU reference (tensor-core path in bf16/f16, the plain path in f32 and
+// for strides it cannot load), outputs poisoned with NaN first, the same bits on a second run
+// and for a row scored alone (the vocab splits depend on the vocabulary only).
+#include <catch2/catch.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cce.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "tests/kernels/typed_tensors.h"
+
+namespace arbor::testing {
+namespace {
+
+using kernels::Backend;
+using kernels::DType;
+
+struct Case {
+  int64_t n, vocab, hidden;
+  DType dtype;
+  bool bias = false;
+  float softcap = 0.0f;
+  int64_t top_k = 0;
+  int64_t pad = 0;  // extra columns of x's stride
+};
+
+std::string Describe(const Case& c) {
+  return "n " + std::to_string(c.n) + ", vocab " + std::to_string(c.vocab) + ", hidden " +
+         std::to_string(c.hidden) + ", " + kernels::DTypeName(c.dtype) + ", bias " +
+         std::to_string(c.bias) + ", softcap " + std::to_string(c.softcap) + ", top_k " +
+         std::to_string(c.top_k) + ", pad " + std::to_string(c.pad);
+}
+
+// Ids whose LM-head row is zero and whose bias is kTieBias: exactly equal logits, the largest
+// of the row when there is a bias, on both sides of split boundaries (kCceSplitVocab = 2048).
+constexpr float kTieBias = 4.0f;
+std::vector<int64_t> TieIds(int64_t vocab) {
+  std::vector<int64_t> ids;
+  for (int64_t v : {int64_t(3), int64_t(2047), int64_t(2048), int64_t(4100), vocab - 1}) {
+    if (v < vocab && std::find(ids.begin(), ids.end(), v) == ids.end()) ids.push_back(v);
+  }
+  return ids;
+}
+
+struct Inputs {
+  HostTensor x, w, bias;
+  std::vector<int32_t> targets;
+};
+
+Inputs Draw(std::mt19937_64& rng, const Case& c) {
+  Inputs in;
+  // Hidden states of a normed layer and LM-head weights of a trained model's magnitude.
+  in.x = RandomTensor(rng, c.dtype, c.n, c.hidden, -1.0f, 1.0f);
+  const float ws = 2.0f / std::sqrt(float(c.hidden));
+  in.w = RandomTensor(rng, c.dtype, c.vocab, c.hidden, -ws, ws);
+  in.bias = RandomTensor(rng, c.dtype, 1, c.vocab, -0.5f, 0.5f);
+  if (c.bias) {
+    for (int64_t v : TieIds(c.vocab)) {
+      for (int64_t e = 0; e < c.hidden; ++e) in.w.v[size_t(v * c.hidden + e)] = 0.0f;
+      in.bias.v[size_t(v)] = kTieBias;
+    }
+  }
+  std::uniform_int_distribution<int32_t> tok(0, int32_t(c.vocab - 1));
+  for (int64_t i = 0; i < c.n; ++i) in.targets.push_back(tok(rng));
+  if (c.n > 2) in.targets[1] = -1;  // an unscored row
+  if (c.n > 3 && c.bias) in.targets[2] = int32_t(TieIds(c.vocab).back());
+  return in;
+}
+
+struct Outputs {
+  std::vector<float> logprobs, lse, top_logprobs;
+  std::vector<int32_t> top_ids;
+};
+
+// The op on `be`, outputs poisoned (NaN, ids -1) first.
+Outputs Run(Backend& be, const Case& c, const Inputs& in) {
+  auto x = Upload(be, in.x, c.pad);
+  auto w = Upload(be, in.w);
+  auto bias = Upload(be, in.bias);
+  auto targets = UploadInts(be, in.targets);
+  REQUIRE(x.ok());
+  REQUIRE(w.ok());
+  REQUIRE(bias.ok());
+  REQUIRE(targets.ok());
+  const size_t rows = size_t(c.n), top = size_t(c.n * std::max<int64_t>(c.top_k, 1));
+  auto out = be.Allocate((2 * rows + 2 * top) * 4);
+  const size_t ws_bytes = kernels::TargetLogprobsWorkspaceBytes(c.n, c.vocab, c.top_k);
+  auto ws = be.Allocate(ws_bytes);
+  REQUIRE(out.ok());
+  REQUIRE(ws.ok());
+  REQUIRE(be.Fill(out->data(), 0xFF, out->bytes(), be.default_stream()).ok());
+  REQUIRE(be.Fill(ws->data(), 0xFF, ws->bytes(), be.default_stream()).ok());
+  float* base = out->as<float>();
+  kernels::TargetLogprobsArgs a;
+  a.x = x->view;
+  a.w = w->view;
+  a.bias = c.bias ? bias->view.data : nullptr;
+  a.softcap = c.softcap;
+  a.targets = targets->as<int32_t>();
+  a.logprobs = base;
+  a.lse = base + rows;
+  a.top_k = c.top_k;
+  a.top_logprobs = c.top_k > 0 ? base + 2 * rows : nullptr;
+  a.top_ids = c.top_k > 0 ? reinterpret_cast<int32_t*>(base + 2 * rows + top) : nullptr;
+  a.workspace = ws->data();
+  a.workspace_bytes = ws_bytes;
+  const absl::Status s = be.TargetLogprobs(a, be.default_stream());
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  auto bytes = DownloadBytes(be, out->data(), out->bytes());
+  REQUIRE(bytes.ok());
+  const float* f = reinterpret_cast<const float*>(bytes->data());
+  Outputs o;
+  o.logprobs.assign(f, f + rows);
+  o.lse.assign(f + rows, f + 2 * rows);
+  if (c.top_k > 0) {
+    o.top_logprobs.assign(f + 2 * rows, f + 2 * rows + top);
+    const int32_t* ids = reinterpret_cast<const int32_t*>(f + 2 * rows + top);
+    o.top_ids.assign(ids, ids + top);
+  }
+  return o;
+}
+
+// Row i's logits in double from the same (already rounded) values.
+std::vector<double> Logits(const Case& c, const Inputs& in, int64_t i) {
+  std::vector<double> z(size_t(c.vocab));
+  for (int64_t v = 0; v < c.vocab; ++v) {
+    double dot = 0.0;
+    for (int64_t e = 0; e < c.hidden; ++e) dot += double(in.x.at(i, e)) * double(in.w.at(v, e));
+    if (c.bias) dot += in.bias.v[size_t(v)];
+    if (c.softcap > 0) dot = c.softcap * std::tanh(dot / c.softcap);
+    z[size_t(v)] = dot;
+  }
+  return z;
+}
+
+double LogSumExp(const std::vector<double>& z) {
+  const double m = *std::max_element(z.begin(), z.end());
+  double s = 0.0;
+  for (double v : z) s += std::exp(v - m);
+  return m + std::log(s);
+}
+
+// Every output of `o` against log_softmax of the full logits in double, within `tol`. Top-k:
+// distinct ids, reported log-probs equal to the ids' true ones, best first, nothing outside
+// better than the last one kept, and exactly tied logits in ascending id order.
+void CheckAgainstBruteForce(const Case& c, const Inputs& in, const Outputs& o, double tol) {
+  int bad = 0;
+  for (int64_t i = 0; i < c.n && bad < 5; ++i) {
+    INFO("row " << i);
+    const std::vector<double> z = Logits(c, in, i);
+    const double lse = LogSumExp(z);
+    const int32_t t = in.targets[size_t(i)];
+    const double want = t < 0 ? 0.0 : z[size_t(t)] - lse;
+    if (!(std::fabs(o.lse[size_t(i)] - lse) <= tol)) {
+      ++bad;
+      FAIL_CHECK("lse " << o.lse[size_t(i)] << ", want " << lse);
+    }
+    if (!(std::fabs(o.logprobs[size_t(i)] - want) <= tol)) {
+      ++bad;
+      FAIL_CHECK("logprob of " << t << ": " << o.logprobs[size_t(i)] << ", want " << want);
+    }
+    if (c.top_k == 0) continue;
+    std::vector<bool> kept(size_t(c.vocab), false);
+    double worst_kept = INFINITY;
+    for (int64_t j = 0; j < c.top_k; ++j) {
+      const int32_t id = o.top_ids[size_t(i * c.top_k + j)];
+      const float lp = o.top_logprobs[size_t(i * c.top_k + j)];
+      INFO("top " << j << ": id " << id << ", logprob " << lp);
+      REQUIRE(id >= 0);
+      REQUIRE(id < c.vocab);
+      REQUIRE(!kept[size_t(id)]);
+      kept[size_t(id)] = true;
+      CHECK(std::fabs(lp - (z[size_t(id)] - lse)) <= tol);
+      if (j > 0) {
+        const int32_t prev = o.top_ids[size_t(i * c.top_k + j - 1)];
+        CHECK(z[size_t(prev)] >= z[size_t(id)] - tol);
+        if (z[size_t(prev)] == z[size_t(id)]) CHECK(prev < id);  // exact tie: lower id first
+      }
+      worst_kept = std::min(worst_kept, z[size_t(id)]);
+    }
+    for (int64_t v = 0; v < c.vocab; ++v) {
+      if (!kept[size_t(v)] && !(z[size_t(v)] <= worst_kept + tol)) {
+        ++bad;
+        FAIL_CHECK("id " << v << " (logit " << z[size_t(v)] << ") beats the kept " << worst_kept);
+        break;
+      }
+    }
+  }
+  CHECK(bad == 0);
+}
+
+TEST_CASE("TargetLogprobs on the CPU equals log_softmax of the full logits", "[kernels]") {
+  kernels::CpuBackend cpu;
+  std::mt19937_64 rng(Catch::rngSeed() + 15);
+  const std::vector<Case> cases = {
+      {1, 1000, 64, DType::kF32},
+      {7, 5003, 136, DType::kF32, true, 0.0f, 5},
+      {33, 32771, 64, DType::kF32, true, 0.0f, 20},
+      {33, 5003, 64, DType::kBF16, false, 30.0f, 3},
+      {7, 1000, 4096, DType::kBF16, true, 0.0f, 1},
+      {3, 32771, 4096, DType::kF32, false, 0.0f, 0},
+      {7, 4100, 136, DType::kBF16, true, 2.0f, 20, 3},
+      {1, 20, 8, DType::kF32, true, 0.0f, 20},  // top_k == vocab
+  };
+  for (const Case& c : cases) {
+    INFO(Describe(c));
+    const Inputs in = Draw(rng, c);
+    const Outputs o = Run(cpu, c, in);
+    CheckAgainstBruteForce(c, in, o, 1e-4);
+    if (c.bias && c.top_k >= int64_t(TieIds(c.vocab).size())) {
+      // The tied ids are the row's best (softcap keeps their order): ascending ids first.
+      const std::vector<int64_t> ties = TieIds(c.vocab);
+      for (int64_t i = 0; i < c.n; ++i) {
+        for (size_t j = 0; j < ties.size(); ++j) {
+          CHECK(o.top_ids[size_t(i * c.top_k) + j] == ties[j]);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("TargetLogprobs refuses bad arguments naming the field", "[kernels]") {
+  kernels::CpuBackend cpu;
+  std::vector<float> x(4 * 8), w(16 * 8), out(64);
+  std::vector<int32_t> targets(4, 0), ids(4 * 20);
+  std::vector<char> ws(kernels::TargetLogprobsWorkspaceBytes(4, 16, 20));
+  auto good = [&] {
+    kernels::TargetLogprobsArgs a;
+    a.x = kernels::View(x.data(), DType::kF32, 4, 8);
+    a.w = kernels::View(w.data(), DType::kF32, 16, 8);
+    a.targets = targets.data();
+    a.logprobs = out.data();
+    a.lse = out.data() + 4;
+    a.workspace = ws.data();
+    a.workspace_bytes = ws.size();
+    return a;
+  };
+  REQUIRE(cpu.TargetLogprobs(good(), cpu.default_stream()).ok());
+  auto expect = [&](kernels::TargetLogprobsArgs a, const std::string& field) {
+    const absl::Status s = cpu.TargetLogprobs(a, cpu.default_stream());
+    INFO(s.ToString());
+    CHECK(absl::IsInvalidArgument(s));
+    CHECK(std::string(s.message()).find(field) != std::string::npos);
+  };
+  auto a = good();
+  a.x.data = nullptr;
+  expect(a, "x is null");
+  a = good();
+  a.w.dtype = DType::kBF16;
+  expect(a, "w is bf16");
+  a = good();
+  a.w.cols = 7;
+  a.w.stride = 7;
+  expect(a, "w has 7 columns");
+  a = good();
+  a.targets = nullptr;
+  expect(a, "targets");
+  a = good();
+  a.lse = nullptr;
+  expect(a, "lse");
+  a = good();
+  a.top_k = 21;
+  expect(a, "top_k");
+  a = good();
+  a.top_k = 3;
+  expect(a, "top_ids");
+  a = good();
+  a.w.rows = 2;
+  a.top_k = 3;
+  a.top_ids = ids.data();
+  a.top_logprobs = out.data() + 8;
+  expect(a, "exceeds the vocab");
+  a = good();
+  a.softcap = -1.0f;
+  expect(a, "softcap");
+  a = good();
+  a.workspace_bytes = 8;
+  expect(a, "workspace_bytes");
+}
+
+TEST_CASE("TargetLogprobs' workspace is under 1% of the logits it replaces", "[kernels]") {
+  const int64_t n = 32768, vocab = 131072;
+  const double logits = double(n) * double(vocab) * 4.0;
+  CHECK(double(kernels::TargetLogprobsWorkspaceBytes(n, vocab, 0)) < 0.01 * logits);
+  // Linear in rows: scoring in chunks bounds it for any prompt.
+  CHECK(kernels::TargetLogprobsWorkspaceBytes(2 * n, vocab, 0) <=
+        2 * kernels::TargetLogprobsWorkspaceBytes(n, vocab, 0));
+}
+
+bool SameBits(const Outputs& a, const Outputs& b) {
+  auto same = [](const auto& x, const auto& y) {
+    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * 4) == 0;
+  };
+  return same(a.logprobs, b.logprobs) && same(a.lse, b.lse) &&
+         same(a.top_logprobs, b.top_logprobs) && same(a.top_ids, b.top_ids);
+}
+
+TEST_CASE("TargetLogprobs on CUDA matches the CPU reference, bit-stable", "[kernels][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  Backend& gpu = **cuda;
+  kernels::CpuBackend cpu;
+  std::mt19937_64 rng(Catch::rngSeed() + 16);
+  const std::vector<Case> cases = {
+      {1, 1000, 64, DType::kBF16},
+      {7, 5003, 136, DType::kBF16, true, 0.0f, 5},
+      {33, 32771, 64, DType::kF16, true, 0.0f, 20},
+      {130, 4099, 72, DType::kBF16, false, 30.0f, 3},    // two row blocks, hidden % 32 = 8
+      {33, 32771, 4096, DType::kBF16, true, 0.0f, 0},
+      {300, 2049, 4096, DType::kBF16, false, 0.0f, 20},  // a one-id last split
+      {7, 5003, 136, DType::kF32, true, 0.0f, 5},         // the plain kernel
+      {9, 4100, 136, DType::kBF16, true, 0.0f, 20, 3},   // odd stride: the plain kernel
+  };
+  for (const Case& c : cases) {
+    INFO(Describe(c));
+    const Inputs in = Draw(rng, c);
+    const Outputs g = Run(gpu, c, in);
+    const Outputs h = Run(cpu, c, in);
+    // No rounding to 16 bits anywhere: the two differ by fp32 accumulation order only.
+    const double tol = 2e-4 + 2e-6 * std::sqrt(double(c.hidden)) * 10;
+    for (int64_t i = 0; i < c.n; ++i) {
+      INFO("row " << i);
+      REQUIRE(std::fabs(g.lse[size_t(i)] - h.lse[size_t(i)]) <= tol);  // NaN fails
+      REQUIRE(std::fabs(g.logprobs[size_t(i)] - h.logprobs[size_t(i)]) <= tol);
+      for (int64_t j = 0; j < c.top_k; ++j) {
+        const size_t e = size_t(i * c.top_k + j);
+        // Ids may swap where two logits are within the noise of each other (the brute-force
+        // check below decides those); the log-probs at each rank agree.
+        INFO("top " << j << ": cuda id " << g.top_ids[e] << ", cpu id " << h.top_ids[e]);
+        REQUIRE(std::fabs(g.top_logprobs[e] - h.top_logprobs[e]) <= tol);
+      }
+    }
+    if (c.hidden <= 136) CheckAgainstBruteForce(c, in, g, tol);
+    // Same input, same bits; and a row's bits do not depend on the rows beside it.
+    CHECK(SameBits(g, Run(gpu, c, in)));
+    if (c.n > 1) {
+      Case one = c;
+      one.n = 1;
+      Inputs first = in;
+      first.x.rows = 1;
+      first.x.v.resize(size_t(c.hidden));
+      first.targets.resize(1);
+      const Outputs alone = Run(gpu, one, first);
+      CHECK(std::memcmp(&alone.lse[0], &g.lse[0], 4) == 0);
+      CHECK(std::memcmp(&alone.logprobs[0], &g.logprobs[0], 4) == 0);
+    }
+  }
+  REQUIRE(gpu.Health().ok());
+}
+
+}  // namespace
+}  // namespace arbor::testing
