@@ -18,6 +18,7 @@ targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
   mapfile -t targets < <(echo //server:arbor; echo //tools:bench_engine; echo //tools:bench_decode
     echo //tools:bench_sampling; echo //tools:bench_moe; echo //tools:bench_attention; echo //tools:bench_linear
+    echo //tools:bench_cce
     bazel query "${BUNDLE_TESTS:-attr(tags, gpu, kind(cc_test, //...))}" 2>/dev/null)
 fi
 bazel build "${targets[@]}"

@@ -67,6 +67,13 @@ if [ -x "$bundle/bin/bench_attention" ]; then
   run bench_attention "$bundle/run.sh" bench_attention --results "$results"
 fi
 run bench_sampling "$bundle/run.sh" bench_sampling --results "$results"
+if [ -x "$bundle/bin/bench_cce" ]; then
+  # Log-probs without logits (issue 15): the PyTorch peer first (bench_cce finds its records),
+  # then the fused kernel against cuBLASLt logits + log-softmax at N 1k/8k/32k, V 32k/128k.
+  run cce_torch python3 tools/bench/cce_torch.py --results "$results"
+  run bench_cce "$bundle/run.sh" bench_cce --results "$results"
+  grep -E '^n[0-9]+k_v' "$out/bench_cce.log"
+fi
 # Every figure with a ratio, its target and whether it is met (the latest record of each).
 python3 "$here/tools/bench/summary_table.py" "$results" | tee "$out/summary.md"
 echo "gpu_suite: $([ $status -eq 0 ] && echo OK || echo FAILED)"
