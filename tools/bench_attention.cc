@@ -7,7 +7,12 @@
 //  - decode, 32 sequences of `context` tokens, one new token each at position context - 1: the
 //    K and V bytes the step must read over its time, as a fraction of the best device bandwidth
 //    measured in the same process (tools/bench/bandwidth.h): attention.decode_4k.bw_fraction
-//    (target >= 0.8), attention.decode_32k.bw_fraction.
+//    (target >= 0.8), attention.decode_32k.bw_fraction, through the backend (its pick of decode
+//    kernel: kernels/cuda/launch.h DecodeKernel kAuto).
+//  - the decode kernels side by side (printed, not recorded): the per-token and the tensor-core
+//    decode kernel forced in turn at batch 32 for each --decode context and at batch 1 for each
+//    --decode-b1 context (128, 4096), each with the split-KV the model would use for that many
+//    rows (kernels/attention_plan.h AttentionSplitKeys).
 //  - prefill, one causal sequence of S new tokens whose K/V are already in the pages, cut into
 //    prefill tiles by kernels/attention_plan.h: TFLOP/s (attention.prefill_4k.tflops, impl
 //    "arbor"), and, when --peer (default: the results file) holds tools/bench/attention_sdpa.py's
@@ -20,11 +25,13 @@
 //    the full context's time over the windowed one, attention.window4k_ctx32k.speedup_vs_full
 //    (target >= 5; a 4k window reads 1/8 of the keys) and attention.window<w>_d<d>_ctx<c>.
 //
-//   bench_attention [--decode 4096,32768] [--prefill 4096,16384] [--iters 20]
-//                   [--window-context 32768] [--windows 32768,...,256] [--dilations 1,4]
+//   bench_attention [--decode 4096,32768] [--decode-b1 128,4096] [--prefill 4096,16384]
+//                   [--iters 20] [--window-context 32768] [--windows 32768,...,256]
+//                   [--dilations 1,4]
 //                   [--results bench/results.json] [--peer FILE]
 //
 // An empty list (--prefill '') skips that part.
+#include <cuda_runtime_api.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,12 +48,14 @@
 #include "absl/time/clock.h"
 #include "kernels/attention_plan.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/launch.h"
 #include "tools/bench/bandwidth.h"
 #include "tools/bench/results.h"
 
 namespace {
 
 using arbor::kernels::Backend;
+using arbor::kernels::DecodeKernel;
 using arbor::kernels::DeviceBuffer;
 using arbor::kernels::DType;
 using arbor::kernels::PagedAttentionArgs;
@@ -65,6 +74,7 @@ const char* const kPeerImpls[] = {"torch-flash", "torch-cudnn"};
 
 struct Args {
   std::vector<int64_t> decode = {4096, 32768};   // context per sequence
+  std::vector<int64_t> decode_b1 = {128, 4096};  // batch-1 contexts of the kernel comparison
   std::vector<int64_t> prefill = {4096, 16384};  // tokens of the one sequence
   // Causal neighborhood (sliding-window) decode at the decode context `window_context` (when it
   // is in --decode): each window (keys of the query's dilation group) and dilation against the
@@ -131,6 +141,56 @@ absl::StatusOr<double> MedianMs(Backend& be, Stream& st, int iters,
   return double(ms[ms.size() / 2]);
 }
 
+absl::Status CudaOk(cudaError_t e) {
+  return e == cudaSuccess ? absl::OkStatus() : absl::InternalError(cudaGetErrorString(e));
+}
+
+// A decode batch of `seqs` sequences of `context` tokens on the shared pool (sequence i on pages
+// [i * blocks, (i + 1) * blocks)), one new token each at position context - 1, with the split-KV
+// the model gives that many decode rows (engine/model/model.cc); `args` points at the buffers.
+struct DecodeBatch {
+  PagedAttentionArgs args;
+  DeviceBuffer table, token_seq, positions, split;
+};
+
+absl::StatusOr<DecodeBatch> MakeDecodeBatch(Backend& be, Stream& st, const PagedAttentionArgs& base,
+                                            const Tensor& q_all, const Tensor& out_all,
+                                            int64_t seqs, int64_t context) {
+  const int64_t blocks = Pages(context);
+  std::vector<int32_t> table(size_t(seqs * blocks));  // [seqs, blocks]
+  for (size_t j = 0; j < table.size(); ++j) table[j] = int32_t(j);
+  std::vector<int32_t> token_seq(static_cast<size_t>(seqs));
+  const std::vector<int32_t> positions(static_cast<size_t>(seqs), int32_t(context - 1));
+  for (int64_t i = 0; i < seqs; ++i) token_seq[size_t(i)] = int32_t(i);
+  DecodeBatch b;
+  auto d_table = Upload(be, st, table);
+  auto d_seq = Upload(be, st, token_seq);
+  auto d_pos = Upload(be, st, positions);
+  if (!d_table.ok() || !d_seq.ok() || !d_pos.ok()) return absl::InternalError("upload failed");
+  if (auto s = st.Synchronize(); !s.ok()) return s;
+  b.table = std::move(*d_table);
+  b.token_seq = std::move(*d_seq);
+  b.positions = std::move(*d_pos);
+  PagedAttentionArgs& args = b.args;
+  args = base;
+  args.q = arbor::kernels::Rows(q_all, 0, seqs);
+  args.out = arbor::kernels::Rows(out_all, 0, seqs);
+  args.block_tables = b.table.as<int32_t>();
+  args.token_seq = b.token_seq.as<int32_t>();
+  args.q_positions = b.positions.as<int32_t>();
+  args.num_seqs = seqs;
+  args.max_blocks = blocks;
+  args.max_context = blocks * kBlock;
+  args.split_keys = arbor::kernels::AttentionSplitKeys(args.max_context, seqs);
+  args.split_workspace_floats =
+      arbor::kernels::AttentionSplitFloats(seqs, kQHeads, kHeadDim, args.max_context);
+  auto d_split = be.Allocate(size_t(args.split_workspace_floats) * sizeof(float));
+  if (!d_split.ok()) return d_split.status();
+  b.split = std::move(*d_split);
+  args.split_workspace = b.split.as<float>();
+  return b;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -144,6 +204,8 @@ int main(int argc, char** argv) {
     const std::string v = argv[++i];
     if (k == "--decode") {
       a.decode = arbor::bench::ParseIntList(v);
+    } else if (k == "--decode-b1") {
+      a.decode_b1 = arbor::bench::ParseIntList(v);
     } else if (k == "--prefill") {
       a.prefill = arbor::bench::ParseIntList(v);
     } else if (k == "--iters") {
@@ -169,8 +231,8 @@ int main(int argc, char** argv) {
   for (int64_t d : a.dilations) {
     if (d <= 0) return Fail("--dilations must be > 0");
   }
-  if (a.decode.empty() && a.prefill.empty()) return Fail("nothing to run");
-  for (const auto* list : {&a.decode, &a.prefill}) {
+  if (a.decode.empty() && a.decode_b1.empty() && a.prefill.empty()) return Fail("nothing to run");
+  for (const auto* list : {&a.decode, &a.decode_b1, &a.prefill}) {
     for (int64_t n : *list) {
       // Positions and page ids are int32 on the device.
       if (n <= 0 || n > (int64_t(1) << 24)) return Fail("token counts must be in [1, 2^24]");
@@ -205,6 +267,10 @@ int main(int argc, char** argv) {
   for (int64_t c : a.decode) {
     pages = std::max(pages, kDecodeSeqs * Pages(c));
     q_rows = std::max(q_rows, kDecodeSeqs);
+  }
+  for (int64_t c : a.decode_b1) {
+    pages = std::max(pages, Pages(c));
+    q_rows = std::max<int64_t>(q_rows, 1);
   }
   for (int64_t s : a.prefill) {
     pages = std::max(pages, Pages(s));
@@ -258,6 +324,41 @@ int main(int argc, char** argv) {
   // One line per part for the end of the log: "decode K/V bandwidth fraction -> 4k 0.853 ...".
   std::string decode_summary = "decode K/V bandwidth fraction ->";
   std::string prefill_summary = "prefill vs SDPA (peer time / ours) ->";
+  std::string kernels_summary = "decode kernels, bandwidth fraction per-token -> tensor-core:";
+
+  // The decode kernels side by side: each forced through the launcher on the backend's stream,
+  // at batch 32 for the --decode contexts and batch 1 for the --decode-b1 ones.
+  const auto stream = static_cast<cudaStream_t>(st.native());
+  std::vector<std::pair<int64_t, int64_t>> comparisons;  // (batch, context)
+  for (const int64_t c : a.decode) comparisons.emplace_back(kDecodeSeqs, c);
+  for (const int64_t c : a.decode_b1) comparisons.emplace_back(1, c);
+  if (!comparisons.empty()) std::printf("decode kernels (median of %d calls):\n", a.iters);
+  for (const auto& [seqs, c] : comparisons) {
+    auto batch = MakeDecodeBatch(be, st, base, q_all, out_all, seqs, c);
+    if (!batch.ok()) return Fail(std::string(batch.status().message()));
+    const PagedAttentionArgs& args = batch->args;
+    const double bytes = double(seqs) * double(c) * double(kKvDim) * 2.0 * 2.0;
+    const int64_t splits = (args.max_context + args.split_keys - 1) / args.split_keys;
+    std::printf("  batch %lld x %lld (split-KV: %lld keys a split, %lld splits):", (long long)seqs,
+                (long long)c, (long long)args.split_keys, (long long)splits);
+    double times[2] = {0, 0};
+    int i = 0;
+    for (const DecodeKernel kernel : {DecodeKernel::kPerToken, DecodeKernel::kTensorCore}) {
+      auto ms = MedianMs(be, st, a.iters, [&] {
+        return CudaOk(arbor::kernels::LaunchPagedAttention(args, stream, kernel));
+      });
+      if (!ms.ok()) return Fail(std::string(ms.status().message()));
+      times[i++] = *ms;
+      std::printf(" %s %.4f ms (%.3f of bandwidth)", arbor::kernels::DecodeKernelName(kernel),
+                  *ms, bytes / (*ms * 1e-3) / bw.best());
+    }
+    std::printf(": %.2fx\n", times[0] / times[1]);
+    char item[128];
+    std::snprintf(item, sizeof(item), " b%lld %s %.3f -> %.3f (%.4f -> %.4f ms)", (long long)seqs,
+                  Label(c).c_str(), bytes / (times[0] * 1e-3) / bw.best(),
+                  bytes / (times[1] * 1e-3) / bw.best(), times[0], times[1]);
+    kernels_summary += item;
+  }
 
   for (const int64_t c : a.decode) {
     // Sequence i owns pages [i * blocks, (i + 1) * blocks); its one new token sits at c - 1.
@@ -295,10 +396,13 @@ int main(int argc, char** argv) {
     const double bytes_per_s = bytes / (*ms * 1e-3);
     const double fraction = bytes_per_s / bw.best();
     const bool has_target = c == 4096;
+    // The kernel the backend's pick (kAuto) runs for these args.
+    const char* kernel = arbor::kernels::DecodeAttentionFits(args) ? "tensor-core" : "per-token";
     std::printf(
-        "decode %lld x %lld: median %.3f ms, %.2f GB of K/V -> %.2f TB/s, %.3f of %.2f TB/s\n",
-        (long long)kDecodeSeqs, (long long)c, *ms, bytes / 1e9, bytes_per_s / 1e12, fraction,
-        bw.best() / 1e12);
+        "decode %lld x %lld (%s kernel): median %.3f ms, %.2f GB of K/V -> %.2f TB/s, %.3f of "
+        "%.2f TB/s\n",
+        (long long)kDecodeSeqs, (long long)c, kernel, *ms, bytes / 1e9, bytes_per_s / 1e12,
+        fraction, bw.best() / 1e12);
     char item[96];
     std::snprintf(item, sizeof(item), " %s %.3f%s", Label(c).c_str(), fraction,
                   has_target ? " (target >= 0.8)" : "");
@@ -311,8 +415,9 @@ int main(int argc, char** argv) {
                        {"target", has_target ? nlohmann::json(">= 0.8") : nlohmann::json()},
                        {"card", info->name},
                        {"date", date},
-                       {"command", command + " (K/V bytes read / time, baseline: best of copy "
-                                             "and read-only streaming bandwidth)"}});
+                       {"command", command + " (" + kernel +
+                                       " decode kernel; K/V bytes read / time, baseline: best of "
+                                       "copy and read-only streaming bandwidth)"}});
     if (c != a.window_context) continue;
     // The same batch with a causal window of w keys of the query's dilation group (the last
     // (w - 1) * d + 1 positions, every d-th): the time should follow the keys read, not c.
@@ -438,6 +543,7 @@ int main(int argc, char** argv) {
                          ", " + best.value("date", "?") + ")"}});
   }
   // The figures last, where tools/bench/gpu_suite.sh's tail of the log shows them.
+  if (!comparisons.empty()) std::printf("%s\n", kernels_summary.c_str());
   if (!a.decode.empty()) std::printf("%s\n", decode_summary.c_str());
   if (!a.prefill.empty()) std::printf("%s\n", prefill_summary.c_str());
   arbor::bench::AppendResults(a.results, records);

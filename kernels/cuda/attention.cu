@@ -21,6 +21,12 @@
 //
 // Shapes: q, out [tokens, num_q_heads * head_dim] (activations' dtype D), K/V in pages of the
 // cache's dtype KV (PagedKv), head_dim <= 256 (ValidatePagedAttention).
+//
+// This kernel is the decode rows' fallback and the comparison point: LaunchPagedAttention gives
+// the decode rows to the tensor-core decode kernel (kernels/cuda/decode_attention.cu) wherever
+// DecodeAttentionFits (16-bit q and cache of one dtype, head_dim 64 or 128), unless the caller
+// forces a kernel (kernels/cuda/launch.h DecodeKernel). Both write split-KV partials in the same
+// format, merged by SplitCombineKernel below.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/dispatch.cuh"
@@ -335,7 +341,20 @@ cudaError_t LaunchSplit(const PagedAttentionArgs& a, int64_t rows, int64_t split
 
 }  // namespace
 
-cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t s) {
+const char* DecodeKernelName(DecodeKernel kernel) {
+  switch (kernel) {
+    case DecodeKernel::kAuto:
+      return "auto";
+    case DecodeKernel::kPerToken:
+      return "per-token";
+    case DecodeKernel::kTensorCore:
+      return "tensor-core";
+  }
+  return "?";
+}
+
+cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t s,
+                                 DecodeKernel kernel) {
   if (args.q.rows == 0) return cudaSuccess;
   // The kernel below reads decode_rows when set (else it takes row blockIdx.x).
   PagedAttentionArgs a = args;
@@ -347,16 +366,31 @@ cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t s)
     rows = args.num_decode_rows;
     if (rows == 0) return cudaSuccess;
   }
+  const bool fits = DecodeAttentionFits(a);
+  if (kernel == DecodeKernel::kTensorCore && !fits) return cudaErrorNotSupported;
+  const bool tensor_core = kernel != DecodeKernel::kPerToken && fits;
   // Split-KV when offered (kernels/ops.h) and worth it: two splits or more.
   const int64_t splits =
       a.split_keys > 0 ? (a.max_context + a.split_keys - 1) / a.split_keys : int64_t(0);
+  const bool split = a.split_workspace != nullptr && splits >= 2 && splits <= 65535 &&
+                     rows * a.num_q_heads * splits * (a.head_dim + 2) <= a.split_workspace_floats;
+  if (tensor_core) {
+    if (const cudaError_t e = LaunchDecodeAttention(a, rows, split ? splits : 0, s);
+        e != cudaSuccess || !split) {
+      return e;
+    }
+    const dim3 grid{unsigned(rows), unsigned(a.num_q_heads)};
+    return a.q.dtype == DType::kBF16
+               ? LaunchOverlapped(SplitCombineKernel<DType::kBF16>, grid, dim3(kThreads), 0, s,
+                                  a, splits)
+               : LaunchOverlapped(SplitCombineKernel<DType::kF16>, grid, dim3(kThreads), 0, s, a,
+                                  splits);
+  }
   const int64_t split_y = rows < 4 ? a.num_q_heads
                                    : a.num_kv_heads * ((a.num_q_heads / a.num_kv_heads +
                                                         kHeadsPerCta - 1) / kHeadsPerCta);
-  if (a.split_workspace != nullptr && splits >= 2 && splits <= 65535 &&
-      rows * a.num_q_heads * splits * (a.head_dim + 2) <= a.split_workspace_floats &&
-      a.split_keys % kChunk == 0 && a.q.dtype == a.kv.dtype && a.q.dtype != DType::kF32 &&
-      split_y <= 65535 && a.head_dim <= kMaxHeadDim) {
+  if (split && a.split_keys % kChunk == 0 && a.q.dtype == a.kv.dtype &&
+      a.q.dtype != DType::kF32 && split_y <= 65535 && a.head_dim <= kMaxHeadDim) {
     return a.q.dtype == DType::kBF16 ? LaunchSplit<DType::kBF16>(a, rows, splits, s)
                                      : LaunchSplit<DType::kF16>(a, rows, splits, s);
   }

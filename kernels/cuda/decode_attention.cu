@@ -1,0 +1,447 @@
+// Tensor-core paged decode attention (written here): one CTA per (decode row, KV head, key split)
+// serves every query head of the KV head's GQA group (up to kMaxHeads; a larger group takes
+// several CTAs), so each K/V byte of the split crosses the memory bus once for the whole group.
+//
+// Why keys are the M dimension. The group's query heads (1 to 8) are few and the keys many, so
+// the CTA computes S^T = K Q^T with mma.sync m16n8k16: 16 keys fill the M rows, the heads are
+// the N = 8 columns, and Q^T sits in registers as the B operand for the whole CTA. With GQA 8
+// no MMA lane is padding (Q as the 16-row A operand would waste half of every S and P·V MMA).
+// The accumulator layout of S^T (thread: two keys x two heads) is also the layout the softmax
+// wants: each thread's two heads are the same two heads as its O^T accumulator columns, so the
+// online-softmax rescale needs no exchange. P·V runs as O^T = V^T P^T (M = 16 dims, N = 8
+// heads, K = 16 keys): V^T comes from ldmatrix.trans of the V rows, and P^T's B fragments are
+// the S^T accumulators packed to 16 bits and transposed in registers by movmatrix (one 8x8
+// transpose per 8 keys). P is not rounded to 16 bits once (which moves an output by up to the
+// type's unit roundoff, as the prefill kernel allows): it is split into 16-bit terms that
+// together carry 22-24 bits (kPTerms: three for bf16, two for f16), each multiplied by V, so
+// decode keeps the per-token kernel's fp32-grade accuracy. The MMA work is far below what the
+// memory stream allows (a few percent of the tensor cores at full bandwidth): the extra MMAs
+// are free.
+//
+// Memory. Warp w of the CTA's kWarps takes the split's 16-key tiles w, w + kWarps, ... (the
+// warps' tiles are adjacent, so the CTA streams its range in order) and runs its own cp.async
+// pipeline of kStages tiles (K and V, 16-byte cp.async.cg, lane pairs copying 32-byte sectors of
+// one key row, zero-filled past the range): no CTA barrier in the main loop. The page-table
+// entry of a tile is loaded one tile ahead of its copies, so its latency hides behind the math.
+// Shared rows are XOR-swizzled by 16-byte chunk (chunk ^ key % 8) so ldmatrix is free of bank
+// conflicts. Keys are walked by key index (kernels/ops.h AttentionKeys: key i is position
+// first + i * dilation), so windows and dilation read only the keys a row sees.
+//
+// Softmax in fp32 in the log2 domain (scores scaled by scale * log2(e), ex2.approx). At the end
+// the warps' partial (max, sum, P·V) are merged in warp order through shared memory (a fixed
+// order: a row's bits do not depend on its batch), then written out, or, with split-KV, written
+// to the split workspace in the per-token kernel's format ([row, head, split, head_dim + 2]:
+// unnormalised P·V, max in natural-log units, sum) for attention.cu's split merge.
+//
+// Shapes: q, out [tokens, num_q_heads * HD] of T (bf16 or f16); K/V pages of T (PagedKv,
+// 16-byte aligned base); HD in {64, 128}; grid (rows, num_kv_heads * ceil(group / kMaxHeads),
+// splits). DecodeAttentionFits says which launches it takes.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/launch.h"
+
+namespace arbor::kernels {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTileKeys = 16;  // keys of one warp step: the M of S^T = K Q^T
+constexpr int kMaxHeads = 8;   // query heads of one CTA: the N of the MMAs
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// Sizes that follow the head dim. kStages tiles per warp in shared memory: (kStages - 1) * 8 KB
+// in flight per warp at HD 128 while it computes one, and kMinCtas CTAs per SM (the launch
+// bound) so that one CTA's pipeline fill overlaps another's tail.
+template <int HD>
+struct DecodeShape {
+  static constexpr int kChunks = HD / 8;                      // 16-byte chunks of a K/V row
+  static constexpr int kRowBytes = HD * 2;                    // one key's K (or V) row
+  static constexpr int kTileBytes = kTileKeys * kRowBytes;    // K (or V) of a tile
+  static constexpr int kStages = HD == 128 ? 3 : 4;
+  static constexpr int kMinCtas = HD == 128 ? 2 : 3;
+  static constexpr int kWarpBytes = kStages * 2 * kTileBytes;  // a warp's ring of K, V tiles
+  static constexpr int kPipeBytes = kWarps * kWarpBytes;
+  // The warps' partials for the merge, over the same memory once the pipelines are drained.
+  static constexpr int kMergeBytes = kWarps * kMaxHeads * (HD + 2) * 4;
+  static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
+};
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, bypassing L1; 16 zeros when !valid (src is then not read).
+__device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void CopyAsyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Four 8x8 b16 matrices; lane l gives the shared address of row l % 8 of matrix l / 8.
+__device__ __forceinline__ void LoadMatrices(uint32_t* r, uint32_t row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(row)
+               : "memory");
+}
+__device__ __forceinline__ void LoadMatricesTransposed(uint32_t* r, uint32_t row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(row)
+               : "memory");
+}
+
+// The transpose of an 8x8 b16 matrix held one row per 4 lanes (lane l: row l / 4, columns
+// 2 (l % 4) and + 1), in the same layout.
+__device__ __forceinline__ uint32_t Transpose8x8(uint32_t v) {
+  uint32_t r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(v));
+  return r;
+}
+
+__device__ __forceinline__ float Exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// d += a b: m16n8k16, 16-bit inputs of T, fp32 accumulators.
+template <DType T>
+__device__ __forceinline__ void Mma(float* d, const uint32_t* a, const uint32_t* b) {
+  if constexpr (T == DType::kBF16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+}
+
+// P in as many 16-bit terms as it takes to carry an fp32 probability to about 22-24 bits: bf16
+// (8 significant bits) three, f16 (11) two. P·V then runs one MMA per term.
+template <DType T>
+constexpr int kPTerms = T == DType::kBF16 ? 3 : 2;
+
+// (x, y) as kPTerms<T> registers of two T each (x in the low half): term j rounds what the
+// terms before it left, so x ~ the sum of the terms' low halves (y of the high halves).
+template <DType T>
+__device__ __forceinline__ void SplitPack(float x, float y, uint32_t* terms) {
+#pragma unroll
+  for (int j = 0; j < kPTerms<T>; ++j) {
+    float2 back;
+    if constexpr (T == DType::kBF16) {
+      const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+      back = __bfloat1622float2(h);
+      terms[j] = *reinterpret_cast<const uint32_t*>(&h);
+    } else {
+      const __half2 h = __floats2half2_rn(x, y);
+      back = __half22float2(h);
+      terms[j] = *reinterpret_cast<const uint32_t*>(&h);
+    }
+    x -= back.x;
+    y -= back.y;
+  }
+}
+
+// One key of a warp tile, for the lane that copies it: its K row's element offset in the pool,
+// or kNoKey (zero-filled: past the CTA's range), or kNoTile (the warp has no such tile).
+constexpr int64_t kNoKey = -1;
+constexpr int64_t kNoTile = -2;
+
+template <DType T, int HD, bool SPLIT>
+__global__ void __launch_bounds__(kThreads, DecodeShape<HD>::kMinCtas)
+    DecodeAttentionKernel(PagedAttentionArgs a) {
+  using Shape = DecodeShape<HD>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  AllowNextKernel();
+  WaitForPriorKernels();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;  // MMA fragment coordinates
+  const int64_t row = blockIdx.x;
+  const int64_t t = a.decode_rows != nullptr ? a.decode_rows[row] : row;
+  const int64_t group = a.num_q_heads / a.num_kv_heads;
+  const int64_t ctas_per_group = (group + kMaxHeads - 1) / kMaxHeads;
+  const int64_t kv_head = blockIdx.y / ctas_per_group;
+  const int64_t h0 = kv_head * group + (blockIdx.y % ctas_per_group) * kMaxHeads;
+  const int heads = int(min(int64_t(kMaxHeads), kv_head * group + group - h0));
+  // The row's keys (key i at position keys.first + i * dilation); this CTA's are [lo, hi).
+  const AttentionKeyRange keys = AttentionKeys(a.q_positions[t], a.sliding_window, a.dilation);
+  int64_t lo = 0, hi = keys.count;
+  if constexpr (SPLIT) {
+    lo = int64_t(blockIdx.z) * a.split_keys;
+    hi = min(hi, lo + a.split_keys);
+    if (lo >= hi) return;  // the split merge reads only the splits that hold keys
+  } else if (hi == 0) {    // a padding row sees no key: its output is 0
+    for (int i = threadIdx.x; i < heads * HD; i += kThreads) {
+      StoreFromFloat(a.out.data, T, a.out.At(t, h0 * HD + i), 0.0f);
+    }
+    return;
+  }
+
+  // Q^T as the B operand of S^T = K Q^T, for every 16-dim step: column g is head h0 + g (zero
+  // past the CTA's heads), rows 2c, 2c + 1 and 2c + 8, 2c + 9 of the step.
+  uint32_t qf[HD / 16][2];
+  {
+    const uint16_t* q = static_cast<const uint16_t*>(a.q.data) + a.q.At(t, (h0 + g) * HD);
+    const bool live = g < heads;
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ++ks) {
+      const int d = ks * 16 + 2 * c;
+      qf[ks][0] = live ? uint32_t(q[d]) | uint32_t(q[d + 1]) << 16 : 0u;
+      qf[ks][1] = live ? uint32_t(q[d + 8]) | uint32_t(q[d + 9]) << 16 : 0u;
+    }
+  }
+
+  const int32_t* table = a.block_tables + int64_t(a.token_seq[t]) * a.max_blocks;
+  const int32_t bs = int32_t(a.kv.block_size);
+  const int64_t kv_dim = a.kv.kv_dim;
+  const int64_t page_elems = a.kv.num_layers * 2 * a.kv.block_size * kv_dim;
+  const int64_t k_in_page = a.kv.layer * 2 * a.kv.block_size * kv_dim + kv_head * HD;
+  const int64_t v_skip = a.kv.block_size * kv_dim;  // a layer's V rows follow its K rows
+  const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
+  const int64_t tiles = (hi - lo + kTileKeys - 1) / kTileKeys;
+  const int64_t my_tiles = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;
+  const int copy_key = lane >> 1, copy_half = lane & 1;  // a lane pair copies one key row
+
+  // The K row of the key this lane copies in the warp's n-th tile (kNoKey, kNoTile).
+  auto fetch = [&](int64_t n) -> int64_t {
+    if (n >= my_tiles) return kNoTile;
+    const int64_t i = lo + (warp + n * kWarps) * kTileKeys + copy_key;
+    if (i >= hi) return kNoKey;
+    const int32_t pos = int32_t(keys.first + i * a.dilation);
+    return int64_t(table[pos / bs]) * page_elems + k_in_page + int64_t(pos % bs) * kv_dim;
+  };
+  const uint32_t ring = SharedAddress(smem) + warp * Shape::kWarpBytes;
+  // Copies a tile's K and V rows into ring stage `stage`, then commits (an empty group when
+  // there is no tile, so that every iteration commits one).
+  auto issue = [&](int64_t k_row, int stage) {
+    if (k_row != kNoTile) {
+      const bool valid = k_row != kNoKey;
+      const uint16_t* src = pages + (valid ? k_row : 0);
+      const uint32_t dst = ring + stage * 2 * Shape::kTileBytes + copy_key * Shape::kRowBytes;
+#pragma unroll
+      for (int i = 0; i < Shape::kChunks / 2; ++i) {
+        const int chunk = 2 * i + copy_half;
+        const uint32_t at = dst + ((chunk ^ (copy_key & 7)) << 4);
+        CopyAsync16(at, src + chunk * 8, valid);
+        CopyAsync16(at + Shape::kTileBytes, src + v_skip + chunk * 8, valid);
+      }
+    }
+    CopyAsyncCommit();
+  };
+
+  // Ring fill: the first kStages - 1 tiles in flight (their page-table loads all issued
+  // first), the next tile's row kept for the loop's first copy.
+  int64_t next_row;
+  {
+    int64_t first_rows[Shape::kStages];
+#pragma unroll
+    for (int n = 0; n < Shape::kStages; ++n) first_rows[n] = fetch(n);
+#pragma unroll
+    for (int n = 0; n < Shape::kStages - 1; ++n) issue(first_rows[n], n);
+    next_row = first_rows[Shape::kStages - 1];
+  }
+
+  float o[HD / 16][4];  // O^T: dims 16 mt + g (+ 8) x heads 2c, 2c + 1
+#pragma unroll
+  for (int mt = 0; mt < HD / 16; ++mt) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY;  // running max of heads 2c, 2c + 1 (log2 units)
+  float l0 = 0.0f, l1 = 0.0f;            // this lane's share of their running sums
+  const float scale_log2 = a.scale * kLog2e;
+  // ldmatrix rows: lane l addresses row l % 8 of matrix l / 8.
+  const int mat = lane >> 3, mrow = lane & 7;
+  const uint32_t k_ld = (mrow + (mat & 1) * 8) * Shape::kRowBytes;  // K: keys of matrix & 1
+  const uint32_t v_ld = (mrow + (mat >> 1) * 8) * Shape::kRowBytes;  // V: keys of matrix >> 1
+
+  int stage = 0;
+  for (int64_t n = 0; n < my_tiles; ++n) {
+    issue(next_row, stage == 0 ? Shape::kStages - 1 : stage - 1);
+    next_row = fetch(n + Shape::kStages);
+    CopyAsyncWait<Shape::kStages - 1>();
+    __syncwarp();
+    const uint32_t kb = ring + stage * 2 * Shape::kTileBytes;
+    const uint32_t vb = kb + Shape::kTileBytes;
+
+    // S^T = K Q^T: keys g and g + 8 of the tile x heads 2c, 2c + 1.
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ++ks) {
+      uint32_t ka[4];
+      LoadMatrices(ka, kb + k_ld + (((2 * ks + (mat >> 1)) ^ mrow) << 4));
+      Mma<T>(s, ka, qf[ks]);
+    }
+    const int64_t key = lo + (warp + n * kWarps) * kTileKeys + g;
+    const bool in0 = key < hi, in1 = key + 8 < hi;
+    const float x0 = in0 ? s[0] * scale_log2 : -INFINITY;
+    const float x1 = in0 ? s[1] * scale_log2 : -INFINITY;
+    const float x2 = in1 ? s[2] * scale_log2 : -INFINITY;
+    const float x3 = in1 ? s[3] * scale_log2 : -INFINITY;
+    // The tile's max per head over its 16 keys (lanes of equal c), then the online update.
+    float t0 = fmaxf(x0, x2), t1 = fmaxf(x1, x3);
+#pragma unroll
+    for (int off = 4; off < 32; off <<= 1) {
+      t0 = fmaxf(t0, __shfl_xor_sync(0xffffffffu, t0, off));
+      t1 = fmaxf(t1, __shfl_xor_sync(0xffffffffu, t1, off));
+    }
+    const float n0 = fmaxf(m0, t0), n1 = fmaxf(m1, t1);  // finite: the tile's key 0 is in range
+    const float alpha0 = Exp2(m0 - n0), alpha1 = Exp2(m1 - n1);  // 0 on the first tile
+    m0 = n0;
+    m1 = n1;
+    const float p0 = Exp2(x0 - n0), p1 = Exp2(x1 - n1), p2 = Exp2(x2 - n0), p3 = Exp2(x3 - n1);
+    l0 = l0 * alpha0 + (p0 + p2);
+    l1 = l1 * alpha1 + (p1 + p3);
+#pragma unroll
+    for (int mt = 0; mt < HD / 16; ++mt) {
+      o[mt][0] *= alpha0;
+      o[mt][1] *= alpha1;
+      o[mt][2] *= alpha0;
+      o[mt][3] *= alpha1;
+    }
+    // P^T as B fragments, term by term (keys 2c, 2c + 1 and + 8 x head g): the accumulator
+    // rows of keys 0-7 and 8-15, transposed.
+    uint32_t rows_lo[kPTerms<T>], rows_hi[kPTerms<T>], pt[kPTerms<T>][2];
+    SplitPack<T>(p0, p1, rows_lo);
+    SplitPack<T>(p2, p3, rows_hi);
+#pragma unroll
+    for (int j = 0; j < kPTerms<T>; ++j) {
+      pt[j][0] = Transpose8x8(rows_lo[j]);
+      pt[j][1] = Transpose8x8(rows_hi[j]);
+    }
+    // O^T += V^T P^T, 16 dims at a time, the small terms first.
+#pragma unroll
+    for (int mt = 0; mt < HD / 16; ++mt) {
+      uint32_t va[4];
+      LoadMatricesTransposed(va, vb + v_ld + (((2 * mt + (mat & 1)) ^ mrow) << 4));
+#pragma unroll
+      for (int j = kPTerms<T> - 1; j >= 0; --j) Mma<T>(o[mt], va, pt[j]);
+    }
+    __syncwarp();  // every lane is done with the stage before it is refilled
+    stage = stage == Shape::kStages - 1 ? 0 : stage + 1;
+  }
+  CopyAsyncWait<0>();
+  // Each head's sum over the warp's keys: the lanes of equal c.
+#pragma unroll
+  for (int off = 4; off < 32; off <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+  __syncthreads();  // every warp is out of its ring: the merge reuses the memory
+
+  // The warps' partials: P·V [warp][head][HD], then max and sum [warp][head].
+  float* pv_s = reinterpret_cast<float*>(smem);
+  float* m_s = pv_s + kWarps * kMaxHeads * HD;
+  float* l_s = m_s + kWarps * kMaxHeads;
+  {
+    float* mine = pv_s + (warp * kMaxHeads + 2 * c) * HD;
+#pragma unroll
+    for (int mt = 0; mt < HD / 16; ++mt) {
+      mine[mt * 16 + g] = o[mt][0];
+      mine[HD + mt * 16 + g] = o[mt][1];
+      mine[mt * 16 + g + 8] = o[mt][2];
+      mine[HD + mt * 16 + g + 8] = o[mt][3];
+    }
+    if (g == 0) {
+      m_s[warp * kMaxHeads + 2 * c] = m0;
+      m_s[warp * kMaxHeads + 2 * c + 1] = m1;
+      l_s[warp * kMaxHeads + 2 * c] = l0;
+      l_s[warp * kMaxHeads + 2 * c + 1] = l1;
+    }
+  }
+  __syncthreads();
+  // Merged in warp order. Warp 0 always has the range's first tile, so the max is finite; a
+  // warp without tiles has max -inf and weight 0.
+  for (int i = threadIdx.x; i < heads * HD; i += kThreads) {
+    const int h = i / HD, d = i % HD;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, m_s[w * kMaxHeads + h]);
+    float l = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = Exp2(m_s[w * kMaxHeads + h] - mx);
+      l += f * l_s[w * kMaxHeads + h];
+      acc += f * pv_s[(w * kMaxHeads + h) * HD + d];
+    }
+    if constexpr (SPLIT) {
+      float* ws = a.split_workspace +
+                  ((row * a.num_q_heads + h0 + h) * int64_t(gridDim.z) + blockIdx.z) * (HD + 2);
+      ws[d] = acc;
+      if (d == 0) {
+        ws[HD] = mx * kLn2;  // the merge works in natural-log units
+        ws[HD + 1] = l;
+      }
+    } else {
+      StoreFromFloat(a.out.data, T, a.out.At(t, (h0 + h) * HD + d), acc / l);
+    }
+  }
+}
+
+template <DType T, int HD, bool SPLIT>
+cudaError_t Launch(const PagedAttentionArgs& a, dim3 grid, cudaStream_t s) {
+  auto kernel = DecodeAttentionKernel<T, HD, SPLIT>;
+  constexpr int bytes = DecodeShape<HD>::kSmemBytes;
+  if (const cudaError_t e =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+      e != cudaSuccess) {
+    return e;
+  }
+  return LaunchOverlapped(kernel, grid, dim3(kThreads), size_t(bytes), s, a);
+}
+
+template <DType T, int HD>
+cudaError_t LaunchFor(const PagedAttentionArgs& a, dim3 grid, bool split, cudaStream_t s) {
+  return split ? Launch<T, HD, true>(a, grid, s) : Launch<T, HD, false>(a, grid, s);
+}
+
+}  // namespace
+
+bool DecodeAttentionFits(const PagedAttentionArgs& a) {
+  const bool dtypes = a.q.dtype == a.kv.dtype &&
+                      (a.q.dtype == DType::kBF16 || a.q.dtype == DType::kF16) &&
+                      a.out.dtype == a.q.dtype;
+  if (!dtypes || (a.head_dim != 64 && a.head_dim != 128) || a.num_kv_heads <= 0 ||
+      a.num_q_heads % a.num_kv_heads != 0) {
+    return false;
+  }
+  const int64_t group = a.num_q_heads / a.num_kv_heads;
+  const int64_t y = a.num_kv_heads * ((group + kMaxHeads - 1) / kMaxHeads);
+  // 16-byte copies of K/V rows: the pool's base and every row start (kv_dim * 2 bytes apart,
+  // heads head_dim * 2 apart) 16-byte aligned; positions as int32 inside the kernel.
+  return Aligned16(a.kv.pages) && (a.kv.kv_dim * 2) % 16 == 0 && y <= 65535 &&
+         a.q.rows <= 0x7fffffff && a.kv.block_size <= 0x7fffffff;
+}
+
+cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& a, int64_t rows, int64_t splits,
+                                  cudaStream_t s) {
+  if (!DecodeAttentionFits(a) || rows <= 0 || rows > 0x7fffffff || splits < 0 ||
+      splits > 65535 || (splits > 0 && a.split_workspace == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t group = a.num_q_heads / a.num_kv_heads;
+  const bool split = splits > 0;
+  const dim3 grid(unsigned(rows),
+                  unsigned(a.num_kv_heads * ((group + kMaxHeads - 1) / kMaxHeads)),
+                  unsigned(split ? splits : 1));
+  if (a.q.dtype == DType::kBF16) {
+    return a.head_dim == 128 ? LaunchFor<DType::kBF16, 128>(a, grid, split, s)
+                             : LaunchFor<DType::kBF16, 64>(a, grid, split, s);
+  }
+  return a.head_dim == 128 ? LaunchFor<DType::kF16, 128>(a, grid, split, s)
+                           : LaunchFor<DType::kF16, 64>(a, grid, split, s);
+}
+
+}  // namespace arbor::kernels
