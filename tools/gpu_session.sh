@@ -8,11 +8,12 @@
 # batch 1 (profile) and, graph steps only, at batch 32 (profile32).
 #
 #   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32] [quick] [linear] [sanitize]
-#       [serve]
+#       [serve] [tests] [cce]
 #   (default: goldens check suite profile; quick: the parity tests and the decode and attention
 #   benchmarks alone, for a short device call; linear: the few-row Linear's test, sweep and decode;
 #   serve: tools/bench/serve_suite.sh, the server against transformers at concurrency 1 to 256,
-#   its records in results.json and its logs, JSON, CSV and plots under serve/)
+#   its records in results.json and its logs, JSON, CSV and plots under serve/; tests: the GPU
+#   test binaries named in TESTS, or all; cce: the log-probs kernel against cuBLASLt and torch)
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -95,6 +96,26 @@ for step in "${steps[@]}"; do
           --tool "$1" --error-exitcode 9 "bundle/bin/$2" '[gpu]' >"$work/sanitize/$1_$2.log" 2>&1
         echo "$1 $2: rc $? $(grep -aE 'ERROR SUMMARY|RACECHECK SUMMARY' "$work/sanitize/$1_$2.log" | tail -1)"
       done ;;
+    tests)
+      # GPU test binaries by name (TESTS="decode_attention_test cce_test"; default: every test
+      # binary in the bundle), each under two minutes, failures shown.
+      mkdir -p "$work/tests"
+      names=${TESTS:-$(cd bundle/bin && ls -- *_test 2>/dev/null)}
+      for t in $names; do
+        timeout 120 bundle/run.sh "$t" --durations yes >"$work/tests/$t.log" 2>&1
+        echo "$t: rc $? $(grep -a '^arbor-tests:' "$work/tests/$t.log" | tail -1)"
+        grep -a -B2 -A12 FAILED "$work/tests/$t.log" | head -40
+      done ;;
+    cce)
+      # Log-probs without logits (issue 15): the PyTorch peer first (bench_cce reads its
+      # records for the torch ratio), then the fused kernel against cuBLASLt + log-softmax.
+      mkdir -p "$work/cce"
+      timeout 150 python3 tools/bench/cce_torch.py --results "$work/results.json" \
+        >"$work/cce/cce_torch.log" 2>&1
+      tail -8 "$work/cce/cce_torch.log"
+      timeout 200 bundle/run.sh bench_cce --results "$work/results.json" \
+        >"$work/cce/bench_cce.log" 2>&1
+      tail -16 "$work/cce/bench_cce.log" ;;
     profile32)
       KINDS=graph timeout 150 tools/bench/profile_decode.sh "$work/profile32" --batch 32 \
         >"$work/profile32.txt" 2>&1
