@@ -124,6 +124,16 @@ absl::Status ValidateLinear(const LinearArgs& a) {
   if (a.epilogue == LinearEpilogue::kNone) {
     return RequireShape("Linear", "y", a.y, a.x.rows, a.w.rows);
   }
+  if (a.epilogue == LinearEpilogue::kRopeKvWrite) {
+    ARBOR_REQUIRE(RequireShape("Linear", "y", a.y, a.x.rows, a.w.rows));
+    ARBOR_REQUIRE(RequireDType("Linear", "y", a.y, a.x.dtype));
+    if (a.accumulate) return Invalid("Linear", "epilogue rope_kv_write takes no accumulate");
+    if (a.rope.qkv.data != a.y.data || a.rope.qkv.rows != a.y.rows ||
+        a.rope.qkv.cols != a.y.cols || a.rope.qkv.stride != a.y.stride) {
+      return Invalid("Linear", "epilogue rope_kv_write: rope.qkv must be y");
+    }
+    return ValidateRopeKvWrite(a.rope);
+  }
   if (a.epilogue != LinearEpilogue::kSiluMul) return Invalid("Linear", "unknown epilogue");
   if (a.w.rows % 2 != 0) {
     return Invalid("Linear", absl::StrCat("epilogue silu_mul: w has ", a.w.rows,
@@ -139,11 +149,16 @@ absl::Status ValidateLinear(const LinearArgs& a) {
   return RequireDType("Linear", "scratch", a.scratch, a.x.dtype);
 }
 
-absl::Status LinearThroughScratch(Backend& be, const LinearArgs& a, Stream& stream) {
+absl::Status LinearThenEpilogue(Backend& be, const LinearArgs& a, Stream& stream) {
   LinearArgs plain = a;
   plain.epilogue = LinearEpilogue::kNone;
-  plain.y = a.scratch;
   plain.scratch = Tensor{};
+  plain.rope = RopeKvWriteArgs{};
+  if (a.epilogue == LinearEpilogue::kRopeKvWrite) {
+    if (auto s = be.Linear(plain, stream); !s.ok()) return s;
+    return be.RopeKvWrite(a.rope, stream);
+  }
+  plain.y = a.scratch;
   if (auto s = be.Linear(plain, stream); !s.ok()) return s;
   return be.SiluMul({a.scratch, a.y}, stream);
 }

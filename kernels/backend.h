@@ -187,9 +187,10 @@ void OwnedBuffer<kKind>::Release() {
 
 // Argument checks shared by both backends, so they reject exactly the same inputs.
 absl::Status ValidateLinear(const LinearArgs& args);
-// A Linear with the kSiluMul epilogue run as two ops: a plain Linear into args.scratch, then
-// SiluMul into args.y (the reference composition; a backend without a fused kernel uses it).
-absl::Status LinearThroughScratch(Backend& be, const LinearArgs& args, Stream& stream);
+// A Linear with an epilogue run as two ops, the reference composition a backend without a
+// fused kernel uses: kSiluMul, a plain Linear into args.scratch then SiluMul into args.y;
+// kRopeKvWrite, a plain Linear into args.y then RopeKvWrite(args.rope).
+absl::Status LinearThenEpilogue(Backend& be, const LinearArgs& args, Stream& stream);
 absl::Status ValidateAddRmsNorm(const AddRmsNormArgs& args);
 absl::Status ValidateSiluMul(const SiluMulArgs& args);
 absl::Status ValidateEmbedding(const EmbeddingArgs& args);

@@ -20,31 +20,6 @@
 
 namespace arbor::kernels {
 
-// y = x W^T (+ bias) (+ y when accumulate): a linear layer whose weight is stored
-// [out_features, in_features] as in Hugging Face checkpoints. x [m, k] and w [n, k] share a
-// dtype; y [m, n] has that dtype or f32 (the LM head writes fp32 logits); bias [n] has w's dtype
-// or is null. fp32 accumulation, then one rounding of acc + bias (+ y) to y's dtype, as
-// torch.addmm and cuBLAS with beta = 1 do. With accumulate false, y may hold garbage (NaN).
-//
-// Epilogue kSiluMul (a SwiGLU MLP's fused gate_up projection): w is [gate; up], [2 * inter, k],
-// y is [m, inter] in x's dtype, and y = SiluMul(round(x W^T)) exactly as a Linear into
-// `scratch` followed by SiluMul (SiluMulArgs) computes it: gate and up each rounded, silu
-// rounded, the product rounded. No bias, no accumulate. `scratch` [m, 2 * inter] (x's dtype)
-// is always given; a backend that has no fused kernel for the shape runs the two ops through it,
-// one that has (CUDA's few-row Linear) never touches it, so the [m, 2 * inter] activation is
-// neither written nor read back.
-enum class LinearEpilogue { kNone, kSiluMul };
-
-struct LinearArgs {
-  Tensor x;
-  Tensor w;
-  const void* bias = nullptr;
-  Tensor y;
-  bool accumulate = false;
-  LinearEpilogue epilogue = LinearEpilogue::kNone;
-  Tensor scratch = {};  // kSiluMul: [m, 2 * inter]
-};
-
 // The residual add and RMSNorm of a decoder layer, fused: when `delta` is given,
 // x = round(x + delta) (x is the residual stream, updated in place); then
 // y = round(round(x * rsqrt(mean(x^2) + eps)) * weight), row by row, with the mean over the
@@ -106,6 +81,38 @@ struct RopeKvWriteArgs {
   int64_t num_q_heads = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
+};
+
+// y = x W^T (+ bias) (+ y when accumulate): a linear layer whose weight is stored
+// [out_features, in_features] as in Hugging Face checkpoints. x [m, k] and w [n, k] share a
+// dtype; y [m, n] has that dtype or f32 (the LM head writes fp32 logits); bias [n] has w's dtype
+// or is null. fp32 accumulation, then one rounding of acc + bias (+ y) to y's dtype, as
+// torch.addmm and cuBLAS with beta = 1 do. With accumulate false, y may hold garbage (NaN).
+//
+// Epilogue kSiluMul (a SwiGLU MLP's fused gate_up projection): w is [gate; up], [2 * inter, k],
+// y is [m, inter] in x's dtype, and y = SiluMul(round(x W^T)) exactly as a Linear into
+// `scratch` followed by SiluMul (SiluMulArgs) computes it: gate and up each rounded, silu
+// rounded, the product rounded. No bias, no accumulate. `scratch` [m, 2 * inter] (x's dtype)
+// is always given; a backend that has no fused kernel for the shape runs the two ops through it,
+// one that has (CUDA's few-row Linear) never touches it, so the [m, 2 * inter] activation is
+// neither written nor read back.
+//
+// Epilogue kRopeKvWrite (the attention's fused qkv projection): y is the qkv buffer and then
+// gets RopeKvWrite(rope) applied, rope.qkv == y: exactly Linear followed by RopeKvWrite, the
+// projection's values rounded to y's dtype first. Bias allowed (Qwen2), no accumulate. A backend
+// with a fused kernel (CUDA's few-row Linear) rotates and caches from registers; the others
+// run the two ops.
+enum class LinearEpilogue { kNone, kSiluMul, kRopeKvWrite };
+
+struct LinearArgs {
+  Tensor x;
+  Tensor w;
+  const void* bias = nullptr;
+  Tensor y;
+  bool accumulate = false;
+  LinearEpilogue epilogue = LinearEpilogue::kNone;
+  Tensor scratch = {};  // kSiluMul: [m, 2 * inter]
+  RopeKvWriteArgs rope = {};  // kRopeKvWrite
 };
 
 // Causal attention of a batch's new tokens over their sequences' paged keys/values,

@@ -356,12 +356,6 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
     // The previous layer's MLP output joins the residual stream here (none before layer 0).
     RETURN_IF_ERROR(
         be_.AddRmsNorm({a.x, l == 0 ? Tensor{} : a.delta, L.input_norm.data(), a.hb, eps}, st));
-    RETURN_IF_ERROR(be_.Linear(
-        {a.hb, weight(L.qkv, q_dim + 2 * kv_dim, h), L.qkv_bias.data(), a.qkv, false}, st));
-    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraQ, a.hb, kernels::Columns(a.qkv, 0, q_dim)));
-    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraK, a.hb, kernels::Columns(a.qkv, q_dim, kv_dim)));
-    RETURN_IF_ERROR(
-        ApplyLora(lora, l, kLoraV, a.hb, kernels::Columns(a.qkv, q_dim + kv_dim, kv_dim)));
     kernels::RopeKvWriteArgs rope;
     rope.qkv = a.qkv;
     rope.positions = d.positions;
@@ -371,7 +365,22 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
     rope.num_q_heads = s.num_heads;
     rope.num_kv_heads = s.num_kv_heads;
     rope.head_dim = hd;
-    RETURN_IF_ERROR(be_.RopeKvWrite(rope, st));
+    kernels::LinearArgs qkv{a.hb, weight(L.qkv, q_dim + 2 * kv_dim, h), L.qkv_bias.data(), a.qkv};
+    if (!LoraTargets(lora, l, kLoraQ) && !LoraTargets(lora, l, kLoraK) &&
+        !LoraTargets(lora, l, kLoraV)) {
+      // RoPE and the KV write in the projection's epilogue: a backend with a fused kernel (the
+      // few-row Linear) rotates and caches from registers; the others run both ops, as below.
+      qkv.epilogue = kernels::LinearEpilogue::kRopeKvWrite;
+      qkv.rope = rope;
+      RETURN_IF_ERROR(be_.Linear(qkv, st));
+    } else {
+      RETURN_IF_ERROR(be_.Linear(qkv, st));
+      RETURN_IF_ERROR(ApplyLora(lora, l, kLoraQ, a.hb, kernels::Columns(a.qkv, 0, q_dim)));
+      RETURN_IF_ERROR(ApplyLora(lora, l, kLoraK, a.hb, kernels::Columns(a.qkv, q_dim, kv_dim)));
+      RETURN_IF_ERROR(
+          ApplyLora(lora, l, kLoraV, a.hb, kernels::Columns(a.qkv, q_dim + kv_dim, kv_dim)));
+      RETURN_IF_ERROR(be_.RopeKvWrite(rope, st));
+    }
     kernels::PagedAttentionArgs attn;
     attn.q = kernels::Columns(a.qkv, 0, q_dim);
     attn.out = a.attn;

@@ -129,7 +129,7 @@ absl::StatusOr<std::unique_ptr<Event>> CpuBackend::CreateEvent() {
 
 absl::Status CpuBackend::Linear(const LinearArgs& args, Stream& stream) {
   if (auto s = ValidateLinear(args); !s.ok()) return s;
-  if (args.epilogue != LinearEpilogue::kNone) return LinearThroughScratch(*this, args, stream);
+  if (args.epilogue != LinearEpilogue::kNone) return LinearThenEpilogue(*this, args, stream);
   CpuLinear(args);
   return absl::OkStatus();
 }

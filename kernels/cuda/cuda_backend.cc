@@ -285,8 +285,8 @@ class CudaBackend final : public Backend {
     if (!deterministic_ && SkinnyLinearFits(a)) {
       return CudaStatus(LaunchSkinnyLinear(a, Native(s)), "Linear");
     }
-    // cuBLASLt has no SwiGLU epilogue: its GEMM into the scratch, then the SiluMul kernel.
-    if (a.epilogue != LinearEpilogue::kNone) return LinearThroughScratch(*this, a, s);
+    // cuBLASLt has no SwiGLU or RoPE epilogue: its GEMM, then the epilogue's own kernel.
+    if (a.epilogue != LinearEpilogue::kNone) return LinearThenEpilogue(*this, a, s);
     absl::Status st = linear_->Run(a, Native(s));
     // A shape cuBLASLt has no algorithm for runs on the plain tiled kernel instead.
     if (absl::IsUnimplemented(st)) return CudaStatus(LaunchLinearFallback(a, Native(s)), "Linear");

@@ -4,6 +4,7 @@
 
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/rope.cuh"
 
 namespace arbor::kernels {
 namespace {
@@ -52,13 +53,6 @@ __global__ void ScatterAddRowsKernel(ScatterAddRowsArgs a) {
   }
 }
 
-// Element offset of (slot, K or V) in the pages for the view's layer.
-__device__ __forceinline__ int64_t KvOffset(const PagedKv& kv, int64_t slot, int kv_index) {
-  const int64_t page = slot / kv.block_size, off = slot % kv.block_size;
-  const int64_t page_elems = kv.num_layers * 2 * kv.block_size * kv.kv_dim;
-  return page * page_elems + ((kv.layer * 2 + kv_index) * kv.block_size + off) * kv.kv_dim;
-}
-
 // One block per (token, q or k head), a thread per rotation pair i: it rotates (i, i + half)
 // and, for a k head, writes the rotated pair and the same pair of v into the token's slot: no
 // barrier, and a decode step's heads spread over many SMs.
@@ -68,30 +62,21 @@ __global__ void RopeKvWriteKernel(RopeKvWriteArgs a) {
   WaitForPriorKernels();
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t d = a.head_dim, half = d / 2;
-  const float pos = float(a.positions[t]);
   const int64_t kv_dim = a.num_kv_heads * d, q_dim = a.num_q_heads * d;
   const int64_t slot = a.slots[t];
   const bool k_head = h >= a.num_q_heads;
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-    // Precise sincosf (not the __sinf intrinsics): angles reach thousands of radians.
-    float s, c;
-    sincosf(pos * a.inv_freq[i], &s, &c);
-    c = RoundTo(D, c * a.attention_factor);
-    s = RoundTo(D, s * a.attention_factor);
     const int64_t at0 = a.qkv.At(t, h * d + i), at1 = at0 + half;
-    const float x0 = LoadAsFloat(a.qkv.data, D, at0), x1 = LoadAsFloat(a.qkv.data, D, at1);
-    const float y0 = RoundTo(D, x0 * c) - RoundTo(D, x1 * s);
-    const float y1 = RoundTo(D, x1 * c) + RoundTo(D, x0 * s);
+    float y0, y1;
+    RotatePair<D>(a, a.positions[t], i, LoadAsFloat(a.qkv.data, D, at0),
+                  LoadAsFloat(a.qkv.data, D, at1), &y0, &y1);
     StoreFromFloat(a.qkv.data, D, at0, y0);
     StoreFromFloat(a.qkv.data, D, at1, y1);
     if (!k_head || slot < 0) continue;  // a padding row: rotated, not cached
     const int64_t col = (h - a.num_q_heads) * d + i;  // of the head's k (and v) in kv_dim
-    const int64_t k_at = KvOffset(a.kv, slot, 0), v_at = KvOffset(a.kv, slot, 1);
-    StoreFromFloat(a.kv.pages, a.kv.dtype, k_at + col, RoundTo(D, y0));
-    StoreFromFloat(a.kv.pages, a.kv.dtype, k_at + col + half, RoundTo(D, y1));
+    StoreKvPair<D>(a, slot, 0, col, y0, y1);
     const int64_t v0 = a.qkv.At(t, q_dim + kv_dim + col);
-    StoreFromFloat(a.kv.pages, a.kv.dtype, v_at + col, LoadAsFloat(a.qkv.data, D, v0));
-    StoreFromFloat(a.kv.pages, a.kv.dtype, v_at + col + half,
+    StoreKvPair<D>(a, slot, 1, col, LoadAsFloat(a.qkv.data, D, v0),
                    LoadAsFloat(a.qkv.data, D, v0 + half));
   }
 }

@@ -22,11 +22,15 @@
 // so y[m, inter] = SiluMul(gate, up) is written from registers and the [m, 2 * inter] gate_up
 // activation never exists. Each column's sum is the same fp32 sum in the same order as without
 // the epilogue (a thread's steps and the reduction depend on T, not on R), so the result equals
-// the unfused Linear + SiluMul bit for bit.
+// the unfused Linear + SiluMul bit for bit. The RoPE epilogue (kRopeKvWrite) pairs the same way:
+// a CTA owns R / 2 rotation pairs (dims i and i + half of one head), rotates q and k in
+// registers, stores qkv and writes k and v to their KV slots (rope.cuh's arithmetic, so equal to
+// Linear + RopeKvWrite bit for bit).
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/rope.cuh"
 
 namespace arbor::kernels {
 namespace {
@@ -135,6 +139,48 @@ __device__ __forceinline__ void AddStep(const uint4 (&wv)[R], const uint16_t* x,
   }
 }
 
+// Output units of the CTA kernel: columns of y, or with an epilogue the column pairs it joins
+// (SwiGLU: gate c and up inter + c; RoPE: dims i and i + half of one head).
+template <LinearEpilogue kEpi>
+__device__ __forceinline__ int64_t Units(const LinearArgs& a) {
+  return kEpi == LinearEpilogue::kNone ? a.w.rows : a.w.rows / 2;
+}
+// The weight row (= column of y) of unit u's first (second = false) or second member.
+template <LinearEpilogue kEpi>
+__device__ __forceinline__ int64_t UnitColumn(const LinearArgs& a, int64_t u, bool second) {
+  if constexpr (kEpi == LinearEpilogue::kSiluMul) return u + (second ? a.w.rows / 2 : 0);
+  if constexpr (kEpi == LinearEpilogue::kRopeKvWrite) {
+    const int64_t half = a.rope.head_dim / 2;
+    return (u / half) * a.rope.head_dim + u % half + (second ? half : 0);
+  }
+  return u;
+}
+
+// The RoPE epilogue's one pair (row i, unit u): the projection's two values rounded as the
+// Linear would store them, then RopeKvWriteKernel's arithmetic (rope.cuh) on q and k heads, and
+// k and v cached in row i's slot.
+template <DType T>
+__device__ __forceinline__ void FinishRope(const LinearArgs& a, int i, int64_t u, float v0,
+                                           float v1) {
+  const RopeKvWriteArgs& r = a.rope;
+  const int64_t half = r.head_dim / 2, h = u / half, e = u % half;
+  const int64_t c0 = h * r.head_dim + e, c1 = c0 + half;
+  if (a.bias != nullptr) {
+    v0 += LoadAsFloat(a.bias, T, c0);
+    v1 += LoadAsFloat(a.bias, T, c1);
+  }
+  const float x0 = RoundTo(T, v0), x1 = RoundTo(T, v1);
+  float y0 = x0, y1 = x1;
+  if (h < r.num_q_heads + r.num_kv_heads) RotatePair<T>(r, r.positions[i], e, x0, x1, &y0, &y1);
+  StoreFromFloat(a.y.data, T, a.y.At(i, c0), y0);
+  StoreFromFloat(a.y.data, T, a.y.At(i, c1), y1);
+  const int64_t slot = r.slots[i];
+  if (h < r.num_q_heads || slot < 0) return;  // q, or a padding row: not cached
+  const bool v_head = h >= r.num_q_heads + r.num_kv_heads;
+  const int64_t kv_head = h - r.num_q_heads - (v_head ? r.num_kv_heads : 0);
+  StoreKvPair<T>(r, slot, v_head ? 1 : 0, kv_head * r.head_dim + e, y0, y1);
+}
+
 // The SwiGLU epilogue's one output element: gate and up rounded as the Linear would store them,
 // then SiluMulKernel's arithmetic (elementwise.cu).
 template <DType T>
@@ -146,25 +192,25 @@ __device__ __forceinline__ void FinishSiluMul(const LinearArgs& a, int i, int64_
   StoreFromFloat(a.y.data, T, a.y.At(i, col), silu * u);
 }
 
-// Shapes: a CTA of T threads, columns [blockIdx.x * R, + R) of y for all M rows; with kGlu, the
-// R / 2 output columns [blockIdx.x * R / 2, + R / 2), from gate rows c and up rows inter + c.
-template <DType In, DType Out, int M, int R, int T, bool kGlu>
+// Shapes: a CTA of T threads, units [blockIdx.x * U, + U) (Units) for all M rows, U = R without
+// an epilogue (columns of y) and R / 2 with one (pairs of columns: w row r of the CTA belongs
+// to unit r % U, as its first member for r < U).
+template <DType In, DType Out, int M, int R, int T, LinearEpilogue kEpi>
 __global__ void __launch_bounds__(T) SkinnyCtaKernel(LinearArgs a) {
   constexpr int kCtaWarps = T / 32;
   __shared__ float red_s[kCtaWarps][R * M];
   AllowNextKernel();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t steps = a.x.cols / 8;
-  // n: output columns; the weight rows of column c are c (and, with kGlu, n + c).
-  const int64_t n = kGlu ? a.w.rows / 2 : a.w.rows;
-  constexpr int kCols = kGlu ? R / 2 : R;
-  const int64_t col0 = int64_t(blockIdx.x) * kCols;
+  const int64_t n = Units<kEpi>(a);
+  constexpr int kUnits = kEpi == LinearEpilogue::kNone ? R : R / 2;
+  const int64_t unit0 = int64_t(blockIdx.x) * kUnits;
   const uint16_t* x = static_cast<const uint16_t*>(a.x.data);
   const uint16_t* w[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     // Past the end: a valid row, result unused.
-    const int64_t row = min(col0 + r % kCols, n - 1) + (r < kCols ? 0 : n);
+    const int64_t row = UnitColumn<kEpi>(a, min(unit0 + r % kUnits, n - 1), r >= kUnits);
     w[r] = static_cast<const uint16_t*>(a.w.data) + row * a.w.stride;
   }
   float acc[R][M];
@@ -202,54 +248,65 @@ __global__ void __launch_bounds__(T) SkinnyCtaKernel(LinearArgs a) {
     }
   }
   __syncthreads();
-  if (tid >= kCols * M) return;
+  if (tid >= kUnits * M) return;
   const int r = tid / M, i = tid % M;
-  const int64_t col = col0 + r;
-  if (col >= n) return;
+  const int64_t unit = unit0 + r;
+  if (unit >= n) return;
   float v = 0.0f;
 #pragma unroll
   for (int q = 0; q < kCtaWarps; ++q) v += red_s[q][tid];
-  if constexpr (kGlu) {
-    float u = 0.0f;
-#pragma unroll
-    for (int q = 0; q < kCtaWarps; ++q) u += red_s[q][kCols * M + tid];
-    FinishSiluMul<In>(a, i, col, v, u);
+  if constexpr (kEpi == LinearEpilogue::kNone) {
+    Finish<In, Out>(a, i, unit, v);
   } else {
-    Finish<In, Out>(a, i, col, v);
+    float v1 = 0.0f;
+#pragma unroll
+    for (int q = 0; q < kCtaWarps; ++q) v1 += red_s[q][kUnits * M + tid];
+    if constexpr (kEpi == LinearEpilogue::kSiluMul) {
+      FinishSiluMul<In>(a, i, unit, v, v1);
+    } else {
+      FinishRope<In>(a, i, unit, v, v1);
+    }
   }
 }
 
-template <DType In, DType Out, int M, bool kGlu>
+template <DType In, DType Out, int M, LinearEpilogue kEpi>
 cudaError_t LaunchM(const LinearArgs& a, SkinnyTiling tiling, cudaStream_t s) {
-  const int64_t n = kGlu ? a.w.rows / 2 : a.w.rows;  // output columns
-  // cols: output columns per CTA.
-  auto cta = [&](auto kernel, int64_t cols, int threads) {
-    return LaunchOverlapped(kernel, dim3(unsigned((n + cols - 1) / cols)), dim3(unsigned(threads)),
-                            0, s, a);
+  constexpr bool kPlain = kEpi == LinearEpilogue::kNone;
+  const int64_t n = kPlain ? a.w.rows : a.w.rows / 2;  // units (SkinnyCtaKernel)
+  auto cta = [&](auto kernel, int64_t units, int threads) {
+    return LaunchOverlapped(kernel, dim3(unsigned((n + units - 1) / units)),
+                            dim3(unsigned(threads)), 0, s, a);
   };
-  constexpr int kDiv = kGlu ? 2 : 1;
+  constexpr int kDiv = kPlain ? 1 : 2;
   switch (tiling) {
     case SkinnyTiling::kWarpRows:
-      if constexpr (kGlu) return cudaErrorInvalidValue;
+      if constexpr (!kPlain) return cudaErrorInvalidValue;  // no epilogues there
       return cta(SkinnyWarpRowsKernel<In, Out, M>, kWarps * kRowsPerWarp, kWarps * 32);
-    case SkinnyTiling::kCta2x128: return cta(SkinnyCtaKernel<In, Out, M, 2, 128, kGlu>, 2 / kDiv, 128);
-    case SkinnyTiling::kCta4x128: return cta(SkinnyCtaKernel<In, Out, M, 4, 128, kGlu>, 4 / kDiv, 128);
-    case SkinnyTiling::kCta4x256: return cta(SkinnyCtaKernel<In, Out, M, 4, 256, kGlu>, 4 / kDiv, 256);
-    case SkinnyTiling::kCta8x256: return cta(SkinnyCtaKernel<In, Out, M, 8, 256, kGlu>, 8 / kDiv, 256);
+    case SkinnyTiling::kCta2x128: return cta(SkinnyCtaKernel<In, Out, M, 2, 128, kEpi>, 2 / kDiv, 128);
+    case SkinnyTiling::kCta4x128: return cta(SkinnyCtaKernel<In, Out, M, 4, 128, kEpi>, 4 / kDiv, 128);
+    case SkinnyTiling::kCta4x256: return cta(SkinnyCtaKernel<In, Out, M, 4, 256, kEpi>, 4 / kDiv, 256);
+    case SkinnyTiling::kCta8x256: return cta(SkinnyCtaKernel<In, Out, M, 8, 256, kEpi>, 8 / kDiv, 256);
     case SkinnyTiling::kAuto: break;
   }
   return cudaErrorInvalidValue;
 }
 
-template <DType In, DType Out, bool kGlu>
+template <DType In, DType Out, LinearEpilogue kEpi>
 cudaError_t LaunchRows(const LinearArgs& a, SkinnyTiling tiling, cudaStream_t s) {
   switch (a.x.rows) {
-    case 1: return LaunchM<In, Out, 1, kGlu>(a, tiling, s);
-    case 2: return LaunchM<In, Out, 2, kGlu>(a, tiling, s);
-    case 3: return LaunchM<In, Out, 3, kGlu>(a, tiling, s);
-    case 4: return LaunchM<In, Out, 4, kGlu>(a, tiling, s);
+    case 1: return LaunchM<In, Out, 1, kEpi>(a, tiling, s);
+    case 2: return LaunchM<In, Out, 2, kEpi>(a, tiling, s);
+    case 3: return LaunchM<In, Out, 3, kEpi>(a, tiling, s);
+    case 4: return LaunchM<In, Out, 4, kEpi>(a, tiling, s);
     default: return cudaErrorInvalidValue;
   }
+}
+
+// The epilogue's kernels: 16-bit y of x's dtype.
+template <LinearEpilogue kEpi>
+cudaError_t LaunchEpilogue(const LinearArgs& a, SkinnyTiling tiling, cudaStream_t s) {
+  return a.x.dtype == DType::kBF16 ? LaunchRows<DType::kBF16, DType::kBF16, kEpi>(a, tiling, s)
+                                   : LaunchRows<DType::kF16, DType::kF16, kEpi>(a, tiling, s);
 }
 
 }  // namespace
@@ -277,9 +334,14 @@ SkinnyTiling SkinnyTilingFor(int64_t k) {
 
 bool SkinnyLinearFits(const LinearArgs& a) {
   const bool in16 = a.x.dtype == DType::kBF16 || a.x.dtype == DType::kF16;
-  const bool epilogue = a.epilogue == LinearEpilogue::kNone ||
-                        (a.epilogue == LinearEpilogue::kSiluMul && a.y.dtype == a.x.dtype &&
-                         a.bias == nullptr && !a.accumulate && a.w.rows % 2 == 0);
+  // The epilogues: y of x's dtype, not accumulated, w of paired rows (ValidateLinear).
+  const bool paired = a.y.dtype == a.x.dtype && !a.accumulate && a.w.rows % 2 == 0;
+  const bool epilogue =
+      a.epilogue == LinearEpilogue::kNone ||
+      (a.epilogue == LinearEpilogue::kSiluMul && paired && a.bias == nullptr) ||
+      (a.epilogue == LinearEpilogue::kRopeKvWrite && paired && a.rope.head_dim % 2 == 0 &&
+       a.rope.head_dim > 0 && a.rope.qkv.data == a.y.data &&
+       a.w.rows == (a.rope.num_q_heads + 2 * a.rope.num_kv_heads) * a.rope.head_dim);
   return in16 && epilogue && a.x.rows >= 1 && a.x.rows <= kSkinnyMaxRows && a.x.cols % 8 == 0 &&
          a.x.stride % 8 == 0 && a.w.stride % 8 == 0 && Aligned16(a.x.data) &&
          Aligned16(a.w.data) && a.w.rows <= int64_t(0x7fffffff);
@@ -288,16 +350,19 @@ bool SkinnyLinearFits(const LinearArgs& a) {
 cudaError_t LaunchSkinnyLinear(const LinearArgs& a, cudaStream_t s, SkinnyTiling tiling) {
   if (!SkinnyLinearFits(a)) return cudaErrorInvalidValue;
   if (tiling == SkinnyTiling::kAuto) tiling = SkinnyTilingFor(a.x.cols);
+  constexpr auto kNone = LinearEpilogue::kNone;
   if (a.epilogue == LinearEpilogue::kSiluMul) {
-    return a.x.dtype == DType::kBF16 ? LaunchRows<DType::kBF16, DType::kBF16, true>(a, tiling, s)
-                                     : LaunchRows<DType::kF16, DType::kF16, true>(a, tiling, s);
+    return LaunchEpilogue<LinearEpilogue::kSiluMul>(a, tiling, s);
+  }
+  if (a.epilogue == LinearEpilogue::kRopeKvWrite) {
+    return LaunchEpilogue<LinearEpilogue::kRopeKvWrite>(a, tiling, s);
   }
   if (a.x.dtype == DType::kBF16) {
-    return a.y.dtype == DType::kF32 ? LaunchRows<DType::kBF16, DType::kF32, false>(a, tiling, s)
-                                    : LaunchRows<DType::kBF16, DType::kBF16, false>(a, tiling, s);
+    return a.y.dtype == DType::kF32 ? LaunchRows<DType::kBF16, DType::kF32, kNone>(a, tiling, s)
+                                    : LaunchRows<DType::kBF16, DType::kBF16, kNone>(a, tiling, s);
   }
-  return a.y.dtype == DType::kF32 ? LaunchRows<DType::kF16, DType::kF32, false>(a, tiling, s)
-                                  : LaunchRows<DType::kF16, DType::kF16, false>(a, tiling, s);
+  return a.y.dtype == DType::kF32 ? LaunchRows<DType::kF16, DType::kF32, kNone>(a, tiling, s)
+                                  : LaunchRows<DType::kF16, DType::kF16, kNone>(a, tiling, s);
 }
 
 }  // namespace arbor::kernels

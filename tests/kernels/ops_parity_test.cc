@@ -160,6 +160,23 @@ TEST_CASE("ops reject bad arguments the same way on every backend", "[kernels]")
   CHECK(cpu.Linear({short_stride, t(3, 4), nullptr, t(2, 3)}, st).code() == invalid);
   CHECK(cpu.Linear({t(2, 4, DType::kI32), t(3, 4, DType::kI32), nullptr, t(2, 3)}, st).code() ==
         invalid);
+  // Linear epilogues: SwiGLU without its scratch, with a bias or an odd w; RoPE whose qkv is
+  // not y.
+  kernels::LinearArgs glu{t(2, 4), t(6, 4), nullptr, t(2, 3)};
+  glu.epilogue = kernels::LinearEpilogue::kSiluMul;
+  CHECK_THAT(std::string(cpu.Linear(glu, st).message()), Catch::Contains("scratch"));
+  glu.scratch = t(2, 6);
+  CHECK(cpu.Linear(glu, st).ok());
+  glu.bias = buf;
+  CHECK_THAT(std::string(cpu.Linear(glu, st).message()), Catch::Contains("no bias"));
+  glu.bias = nullptr;
+  glu.w = t(5, 4);
+  CHECK_THAT(std::string(cpu.Linear(glu, st).message()), Catch::Contains("even"));
+  kernels::LinearArgs rope{t(1, 4), t(4, 4), nullptr, t(1, 4)};
+  rope.epilogue = kernels::LinearEpilogue::kRopeKvWrite;
+  rope.rope.qkv = t(1, 4);
+  rope.rope.qkv.data = buf + 8;
+  CHECK_THAT(std::string(cpu.Linear(rope, st).message()), Catch::Contains("rope.qkv must be y"));
   CHECK(cpu.Convert({t(2, 4), t(4, 2)}, st).code() == invalid);
   // MoePermute: more experts than the kernels hold, k above the expert count, a null output.
   const int32_t chosen[4] = {0, 1, 2, 3};

@@ -157,6 +157,109 @@ TEST_CASE("the skinny SwiGLU epilogue equals Linear then SiluMul bit for bit", "
   REQUIRE(be.Health().ok());
 }
 
+// The RoPE epilogue: every CTA tiling's fused qkv projection + RoPE + KV write equals that
+// tiling's plain Linear followed by the RopeKvWrite kernel, bit for bit, in the qkv buffer and in
+// every byte of the KV pages: odd head dims, GQA, a bias (Qwen2), a padding row (slot -1), a KV
+// cache of another dtype, positions up to 32k. The unfused ops are held to the CPU reference by
+// ops_parity_test (linear and rope_kv_write rows).
+TEST_CASE("the skinny RoPE epilogue equals Linear then RopeKvWrite bit for bit", "[kernels][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  kernels::Backend& be = **cuda;
+  std::mt19937_64 rng(Catch::rngSeed() + 13);
+  struct RopeShape {
+    int64_t m, q_heads, kv_heads, head_dim, k;
+    DType dtype, kv_dtype;
+    bool bias;
+  };
+  const std::vector<RopeShape> shapes = {
+      {1, 32, 8, 128, 4096, DType::kBF16, DType::kBF16, false},
+      {4, 4, 4, 64, 264, DType::kF16, DType::kF16, true},
+      {3, 6, 2, 24, 136, DType::kBF16, DType::kF32, true},
+      {2, 3, 1, 2, 8, DType::kBF16, DType::kBF16, false},
+      {4, 14, 2, 64, 520, DType::kBF16, DType::kBF16, true},
+  };
+  for (const RopeShape& sh : shapes) {
+    const int64_t n = (sh.q_heads + 2 * sh.kv_heads) * sh.head_dim;
+    const int64_t kv_dim = sh.kv_heads * sh.head_dim, half = sh.head_dim / 2;
+    const HostTensor x = RandomTensor(rng, sh.dtype, sh.m, sh.k);
+    const HostTensor w = RandomTensor(rng, sh.dtype, n, sh.k);
+    const HostTensor bias = RandomTensor(rng, sh.dtype, 1, n);
+    auto dx = Upload(be, x, 8);
+    auto dw = Upload(be, w);
+    auto db = Upload(be, bias);
+    REQUIRE(dx.ok());
+    REQUIRE(dw.ok());
+    REQUIRE(db.ok());
+    // Pages of 16 tokens, 2 layers (the op writes layer 1), 3 pages; row 1 is padding.
+    const int64_t block = 16, layers = 2, pages = 3;
+    std::vector<int32_t> slots, positions;
+    for (int64_t i = 0; i < sh.m; ++i) {
+      slots.push_back(i == 1 ? -1 : int32_t((i * 37 + 5) % (pages * block)));
+      positions.push_back(int32_t((i * 9973 + 11) % 32768));
+    }
+    std::vector<float> inv_freq;
+    for (int64_t i = 0; i < half; ++i) {
+      inv_freq.push_back(float(1.0 / std::pow(500000.0, double(2 * i) / double(sh.head_dim))));
+    }
+    auto dslots = UploadInts(be, slots);
+    auto dpos = UploadInts(be, positions);
+    auto dfreq = UploadFloats(be, inv_freq);
+    REQUIRE(dslots.ok());
+    REQUIRE(dpos.ok());
+    REQUIRE(dfreq.ok());
+    const size_t pool_bytes =
+        size_t(pages * layers * 2 * block * kv_dim) * kernels::DTypeSize(sh.kv_dtype);
+    for (const kernels::SkinnyTiling tiling : kernels::kSkinnyTilings) {
+      if (tiling == kernels::SkinnyTiling::kWarpRows) continue;  // no epilogue there
+      INFO("tiling " << kernels::SkinnyTilingName(tiling) << ", m " << sh.m << ", heads "
+                     << sh.q_heads << "/" << sh.kv_heads << ", head_dim " << sh.head_dim
+                     << ", k " << sh.k << ", bias " << sh.bias);
+      std::vector<std::vector<uint8_t>> qkv_bytes, pool_bytes_out;
+      for (const bool fused : {false, true}) {
+        auto qkv = Poisoned(be, sh.dtype, sh.m, n);
+        auto pool = be.Allocate(pool_bytes);
+        REQUIRE(qkv.ok());
+        REQUIRE(pool.ok());
+        REQUIRE(be.Fill(pool->data(), 0xFF, pool_bytes, be.default_stream()).ok());
+        kernels::RopeKvWriteArgs rope;
+        rope.qkv = qkv->view;
+        rope.positions = dpos->as<int32_t>();
+        rope.inv_freq = dfreq->as<float>();
+        rope.attention_factor = sh.bias ? 0.875f : 1.0f;
+        rope.slots = dslots->as<int32_t>();
+        rope.kv = {pool->data(), sh.kv_dtype, block, layers, kv_dim, 1};
+        rope.num_q_heads = sh.q_heads;
+        rope.num_kv_heads = sh.kv_heads;
+        rope.head_dim = sh.head_dim;
+        kernels::LinearArgs args{dx->view, dw->view, sh.bias ? db->view.data : nullptr,
+                                 qkv->view};
+        if (fused) {
+          args.epilogue = kernels::LinearEpilogue::kRopeKvWrite;
+          args.rope = rope;
+          REQUIRE(kernels::SkinnyLinearFits(args));
+          REQUIRE(kernels::LaunchSkinnyLinear(args, nullptr, tiling) == cudaSuccess);
+        } else {
+          REQUIRE(kernels::LaunchSkinnyLinear(args, nullptr, tiling) == cudaSuccess);
+          REQUIRE(kernels::LaunchRopeKvWrite(rope, nullptr) == cudaSuccess);
+        }
+        REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+        auto q = DownloadBytes(be, qkv->view.data, size_t(sh.m * n) * kernels::DTypeSize(sh.dtype));
+        auto p = DownloadBytes(be, pool->data(), pool_bytes);
+        REQUIRE(q.ok());
+        REQUIRE(p.ok());
+        qkv_bytes.push_back(*q);
+        pool_bytes_out.push_back(*p);
+      }
+      // Poisoned qkv (NaN) would compare equal as bytes: the unfused path writes every element
+      // (it is held to the reference elsewhere), so equal bytes mean the fused one did too.
+      CHECK(qkv_bytes[0] == qkv_bytes[1]);
+      CHECK(pool_bytes_out[0] == pool_bytes_out[1]);
+    }
+  }
+  REQUIRE(be.Health().ok());
+}
+
 TEST_CASE("SkinnyTilingFor names a real tiling for the decode shapes", "[kernels]") {
   for (const int64_t k : {int64_t(8), int64_t(4096), int64_t(8192), int64_t(14336)}) {
     const kernels::SkinnyTiling t = kernels::SkinnyTilingFor(k);
