@@ -57,6 +57,11 @@ cat > "$out/arbor" <<'LAUNCH'
 exec "$(dirname "$0")/run.sh" arbor "$@"
 LAUNCH
 chmod +x "$out/arbor"
+# Debug sections off (the build's -g1 line tables triple the binaries and the time xz takes to
+# pack them); BUNDLE_DEBUG=1 keeps them, for a sanitizer report with source lines.
+if [ "${BUNDLE_DEBUG:-0}" != 1 ]; then
+  strip --strip-debug "$out"/bin/*
+fi
 du -sh "$out/bin" "$out/lib"
 # With BUNDLE_NODE=1, Node.js for the e2e suites' npm client (the GPU host has none):
 # Debian's binary loads only system libraries. It adds ~24 MB to the pack (a device call carries
