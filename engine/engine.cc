@@ -28,6 +28,22 @@ namespace {
 
 double SecondsSince(absl::Time t) { return absl::ToDoubleSeconds(absl::Now() - t); }
 
+// The compute stream waits for the host->device copies of the adapters `run` uses; each must be
+// held resident by its sequence (the scheduler's promise).
+absl::Status FenceAdapters(AdapterStore* adapters, const std::vector<ScheduledChunk>& run) {
+  if (adapters == nullptr) return absl::OkStatus();
+  for (const ScheduledChunk& c : run) {
+    const LoraAdapter* adapter = c.seq->request->request.adapter.get();
+    if (adapter == nullptr) continue;
+    if (!c.seq->adapter_hold.held()) {
+      return absl::InternalError(
+          absl::StrCat("adapter `", adapter->name, "` scheduled without being held resident"));
+    }
+    RETURN_IF_ERROR(adapters->FenceForUse(*adapter));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 Engine::Engine(Model& model, kernels::Backend& backend, const TextStreamFactory* text,
@@ -239,6 +255,23 @@ void Engine::ClearPrefixCache() {
   done.get_future().wait();
 }
 
+void Engine::SetAdapterStore(AdapterStore* adapters) {
+  std::promise<void> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) {
+      scheduler_->set_adapters(adapters);
+      return;
+    }
+    commands_.push_back([this, adapters, &done] {
+      scheduler_->set_adapters(adapters);
+      done.set_value();
+    });
+    cv_.notify_one();
+  }
+  done.get_future().wait();
+}
+
 void Engine::Shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -335,6 +368,11 @@ void Engine::Step() {
   const absl::Time t0 = absl::Now();
   ScheduleDecision d = scheduler_->Schedule();
   const double schedule_s = SecondsSince(t0);
+  for (const auto& [seq, why] : d.failed) {
+    spdlog::warn("request {} sequence {}: aborted: {}", seq->request->id, seq->index,
+                 why.ToString());
+    Finish(seq, FinishReason::kAbort, std::string(why.message()));
+  }
   for (Sequence* seq : d.rejected) {
     spdlog::warn(
         "request {} sequence {}: aborted, it needs more KV pages than the whole pool holds",
@@ -342,6 +380,19 @@ void Engine::Step() {
     Finish(seq, FinishReason::kAbort, "the sequence needs more KV pages than the whole pool holds");
   }
   if (d.run.empty()) {
+    RefreshStats(schedule_s, 0, 0);
+    return;
+  }
+  // Adapters paged in on the copy stream: the forward pass waits for their copies. A failure
+  // here is the device's, as a failed forward pass is.
+  if (absl::Status fenced = FenceAdapters(scheduler_->adapters(), d.run); !fenced.ok()) {
+    spdlog::critical("adapter copies failed; the engine stops serving: {}", fenced.ToString());
+    const std::string why = absl::StrCat("engine failure: ", fenced.message());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      failure_ = absl::InternalError(why);
+    }
+    AbortAll(why);
     RefreshStats(schedule_s, 0, 0);
     return;
   }
@@ -494,6 +545,16 @@ void Engine::Fork(Sequence* parent) {
     child->next_prompt_logprob = parent->prompt_len;  // the prompt's came with index 0's events
     if (text_ != nullptr) child->text = text_->NewStream(p.skip_special_tokens);
     if (!p.stop.empty()) child->stops = std::make_unique<StopStringMatcher>(p.stop);
+    // The siblings hold the adapter too: it stays resident while any of them runs.
+    if (const LoraAdapter* adapter = req->request.adapter.get();
+        adapter != nullptr && scheduler_->adapters() != nullptr) {
+      auto hold = scheduler_->adapters()->Acquire(*adapter);
+      if (!hold.ok()) {
+        spdlog::error("fork of sequence {}: {}", parent->id, hold.status().ToString());
+        continue;
+      }
+      child->adapter_hold = std::move(*hold);
+    }
     if (absl::Status s = blocks_->Fork(parent->id, child->id); !s.ok()) {
       spdlog::error("fork of sequence {}: {}", parent->id, s.ToString());
       continue;

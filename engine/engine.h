@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/lora/adapter_store.h"
 #include "engine/model/model.h"
 #include "engine/request.h"
 #include "engine/runner/device_sampler.h"
@@ -104,6 +105,10 @@ class Engine {
   int64_t max_model_len() const { return max_model_len_; }
   // The unified pool: LoRA adapters take their pages from it (engine/lora/adapter_store.h).
   memory::UnifiedPool& pool() { return *pool_; }
+  // The store whose adapters requests name: the scheduler pages them in and out of the pool
+  // (engine/scheduler.h). Set it before registering adapters; it must outlive the engine's
+  // serving (Shutdown first). Runs on the engine thread between iterations.
+  void SetAdapterStore(AdapterStore* adapters);
   // Runs on the engine thread between iterations: drops every prefix-cache block back to the
   // pool (tests use it to check that nothing leaked). Returns when done.
   void ClearPrefixCache();

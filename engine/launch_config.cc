@@ -193,6 +193,11 @@ const std::map<std::string, Setter>& Schema() {
          ASSIGN_OR_RETURN(c.engine.deterministic, ReadBool(n, k));
          return absl::OkStatus();
        }},
+      {"lora.host_bytes",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         ASSIGN_OR_RETURN(c.lora.host_bytes, ReadInt(n, k, 1, int64_t{1} << 50));
+         return absl::OkStatus();
+       }},
       {"server.admin_key",
        [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
          ASSIGN_OR_RETURN(c.server.admin_key, ReadString(n, k));
@@ -373,6 +378,9 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   out << YAML::Key << "max_lora_rank" << YAML::Value << c.engine.max_lora_rank;
   out << YAML::Key << "cuda_graphs" << YAML::Value << c.engine.cuda_graphs;
   out << YAML::Key << "deterministic" << YAML::Value << c.engine.deterministic;
+  out << YAML::EndMap;
+  out << YAML::Key << "lora" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "host_bytes" << YAML::Value << c.lora.host_bytes;
   out << YAML::EndMap;
   out << YAML::Key << "server" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "host" << YAML::Value << c.server.host;

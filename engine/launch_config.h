@@ -35,6 +35,13 @@ struct EngineSection {
   bool deterministic = false;           // batch-invariant results (fixed GEMM algorithms)
 };
 
+// LoRA adapters (engine/lora/adapter_store.h).
+struct LoraSection {
+  // Bytes of host memory (page-locked on CUDA) for the adapters' packed copies; past it the
+  // least recently used copies are dropped and reread from disk when next needed.
+  int64_t host_bytes = int64_t(8) << 30;
+};
+
 struct ServerSection {
   std::string host = "127.0.0.1";
   int http_port = 8000;                 // 0 picks a free port (logged at start-up)
@@ -62,6 +69,7 @@ struct LaunchConfig {
   std::string device = "auto";     // auto | cpu | cuda
   std::string log_level = "info";  // trace | debug | info | warn | error | off
   EngineSection engine;
+  LoraSection lora;
   ServerSection server;
 };
 

@@ -29,6 +29,9 @@ struct RequestMetrics {
   int64_t cached_prompt_tokens = 0;  // served from the prefix cache
   int64_t generated_tokens = 0;      // over all n sequences
   int64_t preemptions = 0;
+  // Time its sequences waited for their adapter: while admission could not get the adapter's
+  // pages, plus paging it in (a reread from disk included) on admission.
+  absl::Duration adapter_wait;
 };
 
 // The log-prob of prompt token `position` (>= 1; `token` is prompt[position]) given the prompt

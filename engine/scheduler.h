@@ -8,6 +8,15 @@
 // recompute: their pages are freed and they go back to the front of the waiting queue, to be
 // prefilled again (prompt + what they generated) when pages return.
 //
+// LoRA adapters share the pool with KV blocks (engine/lora/adapter_store.h). A sequence whose
+// request names an adapter is admitted only when the adapter is resident or its pages can be
+// had together with the prompt's KV pages, counted against the one pool; it then holds the
+// adapter (resident, not evictable) until it finishes or is preempted. Idle adapters (resident,
+// held by no sequence) give their pages back, least recently used first, whenever KV blocks or
+// another adapter need pages and the pool has none free. After admission, the adapters of the
+// sequences still waiting are prefetched into free pages (keeping one page per running sequence
+// free for decode growth).
+//
 // Sequences that score their prompt (prompt log-probs) want the logits of every position of a
 // chunk: they are admitted without reading the prefix cache, and their chunks share a budget of
 // max_scored_rows logits rows per iteration, so a long scored prompt is split further than the
@@ -20,6 +29,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/lora/adapter_store.h"
 #include "engine/sequence.h"
 #include "memory/block_manager.h"
 
@@ -56,11 +66,18 @@ struct ScheduleDecision {
   std::vector<ScheduledCopy> copies;  // copy-on-write page copies to do before the forward
   std::vector<Sequence*> preempted;   // freed this iteration, back in the waiting queue
   std::vector<Sequence*> rejected;    // can never fit the pool: finish them with an error
+  // Cannot run, for the reason given: an adapter that with the prompt exceeds the pool, or that
+  // could not be read back from disk. Finish them with the error.
+  std::vector<std::pair<Sequence*, absl::Status>> failed;
 };
 
 class Scheduler {
  public:
   Scheduler(SchedulerConfig config, memory::BlockManager& blocks);
+
+  // The adapter store whose adapters requests name (null: none; adapters then need no paging).
+  void set_adapters(AdapterStore* adapters) { adapters_ = adapters; }
+  AdapterStore* adapters() const { return adapters_; }
 
   void AddWaiting(Sequence* seq);  // a new request's first sequence
   void AddRunning(Sequence* seq);  // a forked sequence that already holds pages
@@ -81,9 +98,20 @@ class Scheduler {
  private:
   void Preempt(Sequence* seq, ScheduleDecision& d);
   void InsertWaiting(Sequence* seq);
+  // Admission of the waiting queue's front: true when it was admitted or dropped (go on with
+  // the next), false when it must wait.
+  bool Admit(Sequence* seq, bool score, ScheduleDecision& d);
+  // Blocks for `seq` (BlockManager::Append / AllocatePrompt), evicting idle adapters while the
+  // pool is short.
+  absl::Status Grow(Sequence* seq, int64_t tokens, std::vector<memory::CopyOp>* copies);
+  absl::StatusOr<int64_t> AllocatePrompt(Sequence* seq, bool score);
+  // The prefix cache's evictable blocks, offered to an adapter being paged in.
+  KvReclaim Reclaim();
+  void Prefetch();
 
   SchedulerConfig config_;
   memory::BlockManager& blocks_;
+  AdapterStore* adapters_ = nullptr;
   std::deque<Sequence*> waiting_;   // priority desc, then arrival (preempted keep their place)
   std::vector<Sequence*> running_;  // admission order
   int64_t preemptions_ = 0;

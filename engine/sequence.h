@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "engine/lora/adapter_store.h"
 #include "engine/request.h"
 #include "engine/sampling/sequence_rng.h"
 #include "engine/sampling/stop_string_matcher.h"
@@ -27,6 +28,11 @@ struct Sequence {
   bool running = false;      // holds pages
   bool preempted = false;    // lost its pages to preemption and waits to be resumed
   bool finished = false;
+  // Keeps the request's adapter resident while the sequence holds pages (admission to finish or
+  // preemption); empty for the base model.
+  AdapterHold adapter_hold;
+  // When admission first found no pages for its adapter (the wait ends when it is admitted).
+  std::optional<absl::Time> adapter_wait_since;
   // The next prompt position whose log-prob is to be streamed (prompt_logprobs requests);
   // survives preemption, so a recomputed prompt does not stream a position twice.
   int64_t next_prompt_logprob = 1;

@@ -340,6 +340,13 @@ void BlockManager::EvictAllCached() {
   ReturnToPool(to_pool);
 }
 
+int64_t BlockManager::EvictCached(int64_t n) {
+  std::vector<int32_t> to_pool;
+  while (int64_t(to_pool.size()) < n && !lru_.empty()) Evict(lru_.front(), &to_pool);
+  ReturnToPool(to_pool);
+  return int64_t(to_pool.size());
+}
+
 absl::Status BlockManager::CheckInvariants() const {
   auto fail = [](auto&&... parts) { return absl::InternalError(absl::StrCat(parts...)); };
   const int64_t num_pages = int64_t(pages_.size());

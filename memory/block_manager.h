@@ -133,6 +133,9 @@ class BlockManager {
   // Returns every evictable cached block to the pool (counted as evictions). After every
   // sequence is freed this leaves the pool with no kKv pages.
   void EvictAllCached();
+  // Returns up to n evictable cached blocks to the pool, least recently released first (counted
+  // as evictions), for other users of the pool (LoRA adapters). Returns how many it freed.
+  int64_t EvictCached(int64_t n);
 
   // Cross-checks every internal structure against the others and against the pool: reference
   // counts equal the references in the block tables, no referenced or cached page is free in the

@@ -85,9 +85,14 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
                                                         app->text_streams_.get(), ec));
   app->ctx_->engine = app->engine_.get();
   app->ctx_->state.set_engine(app->engine_.get());
-  app->adapters_ = std::make_unique<engine::AdapterStore>(
-      app->engine_->pool(), *app->backend_, app->model_->spec(), config.server.adapter_root,
-      config.engine.max_lora_rank, app->model_->dtype());
+  engine::AdapterStoreOptions adapter_options;
+  adapter_options.root = config.server.adapter_root;
+  adapter_options.max_rank = config.engine.max_lora_rank;
+  adapter_options.dtype = app->model_->dtype();
+  adapter_options.host_bytes = config.lora.host_bytes;
+  app->adapters_ = std::make_unique<engine::AdapterStore>(app->engine_->pool(), *app->backend_,
+                                                          app->model_->spec(), adapter_options);
+  app->engine_->SetAdapterStore(app->adapters_.get());
   app->ctx_->adapters = app->adapters_.get();
   app->ctx_->tokenizer = app->tokenizer_.get();
   app->ctx_->chat_template = app->chat_template_ ? &*app->chat_template_ : nullptr;
@@ -125,6 +130,7 @@ void ServerApp::Shutdown(absl::Duration drain) {
   }
   // engine_->Shutdown() finished every request, so only the store holds adapters now; their
   // pages go back to the engine's pool, which must still be there.
+  if (engine_) engine_->SetAdapterStore(nullptr);
   adapters_.reset();
   engine_.reset();
   if (ctx_) ctx_->state.set_backend(nullptr);

@@ -50,7 +50,7 @@ class AdminService final : public arbor::v1::Admin::Service {
     if (req->name() == ctx_->config.model.served_model_name) {
       return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "name: that is the base model's name");
     }
-    auto info = ctx_->adapters->Register(req->name(), req->path());
+    auto info = ctx_->adapters->Register(req->name(), req->path(), req->pin());
     if (!info.ok()) return ToGrpcStatus(info.status());
     Fill(*info, out);
     return grpc::Status::OK;
@@ -84,6 +84,10 @@ class AdminService final : public arbor::v1::Admin::Service {
     out->set_path(info.path);
     out->set_rank(info.rank);
     out->set_pages(info.pages);
+    out->set_pinned(info.pinned);
+    out->set_gpu_resident(info.gpu_resident);
+    out->set_host_resident(info.host_resident);
+    out->set_host_bytes(info.host_bytes);
   }
 
  public:

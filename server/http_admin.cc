@@ -17,7 +17,14 @@ void Reply(http::ResponseWriter& w, const absl::Status& s, const json& ok_body =
 }  // namespace
 
 json AdapterJson(const engine::AdapterInfo& info) {
-  return {{"name", info.name}, {"path", info.path}, {"rank", info.rank}, {"pages", info.pages}};
+  return {{"name", info.name},
+          {"path", info.path},
+          {"rank", info.rank},
+          {"pages", info.pages},
+          {"pinned", info.pinned},
+          {"gpu_resident", info.gpu_resident},
+          {"host_resident", info.host_resident},
+          {"host_bytes", info.host_bytes}};
 }
 
 void RegisterAdminRoutes(http::Router& router, ServerContext* ctx) {
@@ -36,10 +43,15 @@ void RegisterAdminRoutes(http::Router& router, ServerContext* ctx) {
     if (path == body->end() || !path->is_string()) {
       return Reply(res, FieldError("path", "is required (a directory under the adapter root)"));
     }
+    const auto pin = body->find("pin");
+    if (pin != body->end() && !pin->is_boolean()) {
+      return Reply(res, FieldError("pin", "must be true or false"));
+    }
     if (*name == ctx->config.model.served_model_name) {
       return Reply(res, absl::AlreadyExistsError("name: that is the base model's name"));
     }
-    auto info = ctx->adapters->Register(name->get<std::string>(), path->get<std::string>());
+    auto info = ctx->adapters->Register(name->get<std::string>(), path->get<std::string>(),
+                                        pin != body->end() && pin->get<bool>());
     if (!info.ok()) return Reply(res, info.status());
     Reply(res, absl::OkStatus(), AdapterJson(*info));
   });

@@ -136,10 +136,9 @@ std::string Metrics::Scrape(const engine::Engine* engine, const engine::AdapterS
   if (adapters != nullptr) {
     const std::vector<engine::AdapterInfo> list = adapters->List();
     adapters_loaded_.Set(double(list.size()));
-    // Every registered adapter keeps its weights in pool pages (no eviction to host yet), so
-    // resident counts those that hold pages.
-    adapters_resident_.Set(double(std::count_if(
-        list.begin(), list.end(), [](const engine::AdapterInfo& a) { return a.pages > 0; })));
+    // Resident: registered adapters whose weights are in pool pages now.
+    adapters_resident_.Set(double(
+        std::count_if(list.begin(), list.end(), [](const auto& a) { return a.gpu_resident; })));
   }
   if (engine != nullptr) {
     const engine::EngineStats s = engine->stats();

@@ -74,6 +74,23 @@ TEST_CASE("the GPU runner's keys: engine.cuda_graphs and engine.deterministic", 
   CHECK(again->engine.deterministic);
 }
 
+TEST_CASE("lora.host_bytes: 8 GiB by default, at least 1, kept through YAML", "[config]") {
+  auto d = ParseLaunchConfig("", "empty.yaml");
+  REQUIRE(d.ok());
+  CHECK(d->lora.host_bytes == int64_t(8) << 30);
+  auto c = ParseLaunchConfig("lora:\n  host_bytes: 1048576\n", "a.yaml");
+  REQUIRE(c.ok());
+  CHECK(c->lora.host_bytes == 1048576);
+  auto again = ParseLaunchConfig(LaunchConfigToYaml(*c), "effective");
+  REQUIRE(again.ok());
+  CHECK(again->lora.host_bytes == 1048576);
+  for (const char* bad : {"lora.host_bytes=0", "lora.host_bytes=lots", "lora.host_byte=1"}) {
+    auto e = ParseLaunchConfig("", "a.yaml", {bad});
+    CHECK_FALSE(e.ok());
+    CHECK_THAT(std::string(e.status().message()), Catch::Contains("lora.host_byte"));
+  }
+}
+
 TEST_CASE("an override creates a missing section", "[config]") {
   auto c = ParseLaunchConfig("", "empty.yaml", {"model.served_model_name=m1"});
   REQUIRE(c.ok());

@@ -31,7 +31,10 @@ struct Setup {
     auto p = memory::UnifiedPool::Create(be, model->KvPageBytes(16), 64);
     REQUIRE(p.ok());
     pool = std::move(*p);
-    store = std::make_unique<AdapterStore>(*pool, be, model->spec(), root, 16);
+    AdapterStoreOptions options;
+    options.root = root;
+    options.max_rank = 16;
+    store = std::make_unique<AdapterStore>(*pool, be, model->spec(), options);
   }
 };
 
@@ -45,9 +48,14 @@ void CheckAdapter(kernels::Backend& be, const std::string& name) {
   auto info = s.store->Register(name, name);
   INFO(info.status().ToString());
   REQUIRE(info.ok());
-  CHECK(s.pool->pages_of(memory::PageKind::kAdapter) == info->pages);
+  // Registration costs host memory only; the adapter is paged in when held.
+  CHECK(s.pool->pages_of(memory::PageKind::kAdapter) == 0);
   auto adapter = s.store->Find(name);
   REQUIRE(adapter != nullptr);
+  auto hold = s.store->Acquire(*adapter);
+  REQUIRE(hold.ok());
+  CHECK(s.pool->pages_of(memory::PageKind::kAdapter) == info->pages);
+  REQUIRE(s.store->FenceForUse(*adapter).ok());
   std::ifstream in(std::string(kRoot) + "/" + name + "/reference.json");
   const auto ref = nlohmann::json::parse(in);
   const int64_t vocab = s.model->spec().vocab_size;
@@ -100,9 +108,11 @@ void CheckAdapter(kernels::Backend& be, const std::string& name) {
   CHECK(diff > 1e-2);
   // Unregister: the pages come back once the last holder lets go.
   REQUIRE(s.store->Unregister(name).ok());
+  hold->Reset();                                                       // idle now, still resident
   CHECK(s.pool->pages_of(memory::PageKind::kAdapter) == info->pages);  // `adapter` still held
   adapter.reset();
   CHECK(s.pool->pages_of(memory::PageKind::kAdapter) == 0);
+  CHECK(s.store->stats().host_bytes_used == 0);
 }
 
 TEST_CASE("LoRA on the CPU matches PEFT", "[lora]") {
@@ -120,7 +130,11 @@ TEST_CASE("a batch mixing the base model and two adapters equals each alone", "[
   kernels::CpuBackend cpu;
   Setup s(cpu);
   REQUIRE(s.store->Register("all", "llama-lora-all").ok());
-  REQUIRE(s.store->Register("qv", "llama-lora-qv").ok());
+  REQUIRE(s.store->Register("qv", "llama-lora-qv", /*pin=*/true).ok());
+  auto hold = s.store->Acquire(*s.store->Find("all"));
+  REQUIRE(hold.ok());
+  REQUIRE(s.store->FenceForUse(*s.store->Find("all")).ok());
+  REQUIRE(s.store->FenceForUse(*s.store->Find("qv")).ok());
   const std::vector<const LoraAdapter*> adapters = {
       nullptr, s.store->Find("all").get(), s.store->Find("qv").get(), s.store->Find("all").get()};
   const std::vector<std::vector<int32_t>> prompts = {

@@ -523,7 +523,7 @@ TEST_CASE("a sampled id the tokenizer lacks decodes as no text instead of aborti
   CHECK(finish == "length");
 }
 
-TEST_CASE("adapters: . and .. are not names, and pool gauges show a registration at once",
+TEST_CASE("adapters: . and .. are not names, and pool gauges show a pinned registration at once",
           "[server][openai]") {
   auto app = Start("", {"model.path=tests/data/models/llama", "model.served_model_name=tiny",
                         "server.admin_key=root", "server.adapter_root=tests/data/adapters",
@@ -549,10 +549,26 @@ TEST_CASE("adapters: . and .. are not names, and pool gauges show a registration
   };
   CHECK(gauge("adapter") == 0);
   const double free_before = gauge("free");
-  auto res = http.Post("/v1/adapters", admin, R"({"name": "all", "path": "llama-lora-all"})",
-                       "application/json");
+  // Unpinned, registration costs host memory only; pinned, the adapter is resident at once.
+  auto bad_pin =
+      http.Post("/v1/adapters", admin, R"({"name": "all", "path": "llama-lora-all", "pin": "yes"})",
+                "application/json");
+  REQUIRE(bad_pin);
+  CHECK(bad_pin->status == 400);
+  CHECK(json::parse(bad_pin->body)["error"]["param"] == "pin");
+  auto unpinned = http.Post("/v1/adapters", admin, R"({"name": "qv", "path": "llama-lora-qv"})",
+                            "application/json");
+  REQUIRE(unpinned);
+  REQUIRE(unpinned->status == 200);
+  CHECK(json::parse(unpinned->body)["gpu_resident"] == false);
+  CHECK(gauge("adapter") == 0);
+  auto res =
+      http.Post("/v1/adapters", admin, R"({"name": "all", "path": "llama-lora-all", "pin": true})",
+                "application/json");
   REQUIRE(res);
   REQUIRE(res->status == 200);
+  CHECK(json::parse(res->body)["pinned"] == true);
+  CHECK(json::parse(res->body)["gpu_resident"] == true);
   const int64_t pages = json::parse(res->body)["pages"];
   REQUIRE(pages > 0);
   // No generation ran since: the gauges come from the pool, not from the last engine step.

@@ -35,7 +35,8 @@ std::unique_ptr<ServerApp> StartLlama(const std::string& pool_bytes) {
                    "server.adapter_root=tests/data/adapters", "engine.pool_bytes=" + pool_bytes});
 }
 
-// Registers tests/data/adapters/<path> as `name`; returns its pool pages.
+// Registers tests/data/adapters/<path> as `name`, pinned (resident in the pool from now on);
+// returns its pool pages.
 int64_t Register(ServerApp& app, const std::string& name, const std::string& path) {
   auto admin = arbor::v1::Admin::NewStub(grpc::CreateChannel(
       "127.0.0.1:" + std::to_string(app.grpc_port()), grpc::InsecureChannelCredentials()));
@@ -44,6 +45,7 @@ int64_t Register(ServerApp& app, const std::string& name, const std::string& pat
   arbor::v1::RegisterAdapterRequest req;
   req.set_name(name);
   req.set_path(path);
+  req.set_pin(true);
   arbor::v1::AdapterInfo info;
   const grpc::Status st = admin->RegisterAdapter(&ctx, req, &info);
   INFO(st.error_message());
