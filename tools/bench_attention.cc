@@ -9,10 +9,11 @@
 //    measured in the same process (tools/bench/bandwidth.h): attention.decode_4k.bw_fraction
 //    (target >= 0.8), attention.decode_32k.bw_fraction, through the backend (its pick of decode
 //    kernel: kernels/cuda/launch.h DecodeKernel kAuto).
-//  - the decode kernels side by side (printed, not recorded): the per-token and the tensor-core
-//    decode kernel forced in turn at batch 32 for each --decode context and at batch 1 for each
-//    --decode-b1 context (128, 4096), each with the split-KV the model would use for that many
-//    rows (kernels/attention_plan.h AttentionSplitKeys).
+//  - the decode kernels side by side (printed, not recorded): the per-token kernel and the
+//    tensor-core kernel at each pipeline depth (kernels/cuda/launch.h kDecodeKernels) forced in
+//    turn at batch 32 for each --decode context and at batch 1 for each --decode-b1 context
+//    (128, 4096), each with the split-KV the model would use for that many rows
+//    (kernels/attention_plan.h AttentionSplitKeys).
 //  - prefill, one causal sequence of S new tokens whose K/V are already in the pages, cut into
 //    prefill tiles by kernels/attention_plan.h: TFLOP/s (attention.prefill_4k.tflops, impl
 //    "arbor"), and, when --peer (default: the results file) holds tools/bench/attention_sdpa.py's
@@ -324,7 +325,8 @@ int main(int argc, char** argv) {
   // One line per part for the end of the log: "decode K/V bandwidth fraction -> 4k 0.853 ...".
   std::string decode_summary = "decode K/V bandwidth fraction ->";
   std::string prefill_summary = "prefill vs SDPA (peer time / ours) ->";
-  std::string kernels_summary = "decode kernels, bandwidth fraction per-token -> tensor-core:";
+  std::string kernels_summary =
+      "decode kernels, bandwidth fraction per-token -> tensor-core (its pick):";
 
   // The decode kernels side by side: each forced through the launcher on the backend's stream,
   // at batch 32 for the --decode contexts and batch 1 for the --decode-b1 ones.
@@ -339,20 +341,20 @@ int main(int argc, char** argv) {
     const PagedAttentionArgs& args = batch->args;
     const double bytes = double(seqs) * double(c) * double(kKvDim) * 2.0 * 2.0;
     const int64_t splits = (args.max_context + args.split_keys - 1) / args.split_keys;
-    std::printf("  batch %lld x %lld (split-KV: %lld keys a split, %lld splits):", (long long)seqs,
-                (long long)c, (long long)args.split_keys, (long long)splits);
-    double times[2] = {0, 0};
-    int i = 0;
-    for (const DecodeKernel kernel : {DecodeKernel::kPerToken, DecodeKernel::kTensorCore}) {
+    std::printf("  batch %lld x %lld (split-KV: %lld keys a split, %lld splits):\n",
+                (long long)seqs, (long long)c, (long long)args.split_keys, (long long)splits);
+    double times[2] = {0, 0};  // per-token, tensor-core (the default depth)
+    for (const DecodeKernel kernel : arbor::kernels::kDecodeKernels) {
       auto ms = MedianMs(be, st, a.iters, [&] {
         return CudaOk(arbor::kernels::LaunchPagedAttention(args, stream, kernel));
       });
       if (!ms.ok()) return Fail(std::string(ms.status().message()));
-      times[i++] = *ms;
-      std::printf(" %s %.4f ms (%.3f of bandwidth)", arbor::kernels::DecodeKernelName(kernel),
-                  *ms, bytes / (*ms * 1e-3) / bw.best());
+      if (kernel == DecodeKernel::kPerToken) times[0] = *ms;
+      if (kernel == DecodeKernel::kTensorCore) times[1] = *ms;
+      std::printf("    %-20s %8.4f ms  %.3f of bandwidth\n",
+                  arbor::kernels::DecodeKernelName(kernel), *ms, bytes / (*ms * 1e-3) / bw.best());
     }
-    std::printf(": %.2fx\n", times[0] / times[1]);
+    std::printf("    tensor-core over per-token: %.2fx faster\n", times[0] / times[1]);
     char item[128];
     std::snprintf(item, sizeof(item), " b%lld %s %.3f -> %.3f (%.4f -> %.4f ms)", (long long)seqs,
                   Label(c).c_str(), bytes / (times[0] * 1e-3) / bw.best(),

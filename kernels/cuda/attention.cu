@@ -349,6 +349,10 @@ const char* DecodeKernelName(DecodeKernel kernel) {
       return "per-token";
     case DecodeKernel::kTensorCore:
       return "tensor-core";
+    case DecodeKernel::kTensorCoreShallow:
+      return "tensor-core-shallow";
+    case DecodeKernel::kTensorCoreDeep:
+      return "tensor-core-deep";
   }
   return "?";
 }
@@ -367,7 +371,8 @@ cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t s,
     if (rows == 0) return cudaSuccess;
   }
   const bool fits = DecodeAttentionFits(a);
-  if (kernel == DecodeKernel::kTensorCore && !fits) return cudaErrorNotSupported;
+  const bool forced = kernel != DecodeKernel::kAuto && kernel != DecodeKernel::kPerToken;
+  if (forced && !fits) return cudaErrorNotSupported;
   const bool tensor_core = kernel != DecodeKernel::kPerToken && fits;
   // Split-KV when offered (kernels/ops.h) and worth it: two splits or more.
   const int64_t splits =
@@ -375,7 +380,8 @@ cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t s,
   const bool split = a.split_workspace != nullptr && splits >= 2 && splits <= 65535 &&
                      rows * a.num_q_heads * splits * (a.head_dim + 2) <= a.split_workspace_floats;
   if (tensor_core) {
-    if (const cudaError_t e = LaunchDecodeAttention(a, rows, split ? splits : 0, s);
+    if (const cudaError_t e = LaunchDecodeAttention(
+            a, rows, split ? splits : 0, s, forced ? kernel : DecodeKernel::kTensorCore);
         e != cudaSuccess || !split) {
       return e;
     }

@@ -53,21 +53,31 @@ constexpr int kMaxHeads = 8;   // query heads of one CTA: the N of the MMAs
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// Sizes that follow the head dim. kStages tiles per warp in shared memory: (kStages - 1) * 8 KB
-// in flight per warp at HD 128 while it computes one, and kMinCtas CTAs per SM (the launch
-// bound) so that one CTA's pipeline fill overlaps another's tail.
+// The ring depth: STAGES tiles per warp in shared memory, STAGES - 1 of them in flight while
+// the warp computes one (8 KB a tile at HD 128, 4 KB at 64). The default (DecodeKernel
+// kTensorCore) is 3 stages at HD 128 (96 KB a CTA, 2 CTAs per SM, 128 KB in flight per SM) and
+// 4 at HD 64 (64 KB, 3 CTAs per SM); kTensorCoreShallow takes 2 stages, kTensorCoreDeep one
+// more than the default, for tools/bench_attention's sweep.
 template <int HD>
+constexpr int kDefaultStages = HD == 128 ? 3 : 4;
+
+// Sizes of a (head dim, ring depth). kMinCtas, the launch bound, is how many CTAs of this
+// size fit an SM's 227 KB of shared memory, capped where the registers would not fit (about
+// 160 a thread at HD 128, 110 at 64).
+template <int HD, int STAGES>
 struct DecodeShape {
   static constexpr int kChunks = HD / 8;                      // 16-byte chunks of a K/V row
   static constexpr int kRowBytes = HD * 2;                    // one key's K (or V) row
   static constexpr int kTileBytes = kTileKeys * kRowBytes;    // K (or V) of a tile
-  static constexpr int kStages = HD == 128 ? 3 : 4;
-  static constexpr int kMinCtas = HD == 128 ? 2 : 3;
+  static constexpr int kStages = STAGES;
   static constexpr int kWarpBytes = kStages * 2 * kTileBytes;  // a warp's ring of K, V tiles
   static constexpr int kPipeBytes = kWarps * kWarpBytes;
   // The warps' partials for the merge, over the same memory once the pipelines are drained.
   static constexpr int kMergeBytes = kWarps * kMaxHeads * (HD + 2) * 4;
   static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
+  static constexpr int kFit = (227 * 1024) / (kSmemBytes + 1024);
+  static constexpr int kMinCtas = kFit < (HD == 128 ? 3 : 4) ? kFit : (HD == 128 ? 3 : 4);
+  static_assert(kFit >= 1, "a CTA's ring must fit an SM");
 };
 
 __device__ __forceinline__ uint32_t SharedAddress(const void* p) {
@@ -157,15 +167,20 @@ __device__ __forceinline__ void SplitPack(float x, float y, uint32_t* terms) {
   }
 }
 
-// One key of a warp tile, for the lane that copies it: its K row's element offset in the pool,
-// or kNoKey (zero-filled: past the CTA's range), or kNoTile (the warp has no such tile).
-constexpr int64_t kNoKey = -1;
-constexpr int64_t kNoTile = -2;
+// The key of a warp tile that a lane copies: its page (the block table's entry), or kNoKey
+// (zero-filled: past the CTA's range) or kNoTile (the warp has no such tile), and its K row's
+// element offset inside the page.
+constexpr int32_t kNoKey = -1;
+constexpr int32_t kNoTile = -2;
+struct KeyRef {
+  int32_t page;
+  int64_t in_page;
+};
 
-template <DType T, int HD, bool SPLIT>
-__global__ void __launch_bounds__(kThreads, DecodeShape<HD>::kMinCtas)
+template <DType T, int HD, int STAGES, bool SPLIT>
+__global__ void __launch_bounds__(kThreads, (DecodeShape<HD, STAGES>::kMinCtas))
     DecodeAttentionKernel(PagedAttentionArgs a) {
-  using Shape = DecodeShape<HD>;
+  using Shape = DecodeShape<HD, STAGES>;
   extern __shared__ __align__(128) unsigned char smem[];
   AllowNextKernel();
   WaitForPriorKernels();
@@ -217,21 +232,22 @@ __global__ void __launch_bounds__(kThreads, DecodeShape<HD>::kMinCtas)
   const int64_t my_tiles = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;
   const int copy_key = lane >> 1, copy_half = lane & 1;  // a lane pair copies one key row
 
-  // The K row of the key this lane copies in the warp's n-th tile (kNoKey, kNoTile).
-  auto fetch = [&](int64_t n) -> int64_t {
-    if (n >= my_tiles) return kNoTile;
+  // The key this lane copies in the warp's n-th tile. The page is a load from the block table
+  // that nothing reads before the tile's copies are issued (an iteration later in the loop).
+  auto fetch = [&](int64_t n) -> KeyRef {
+    if (n >= my_tiles) return {kNoTile, 0};
     const int64_t i = lo + (warp + n * kWarps) * kTileKeys + copy_key;
-    if (i >= hi) return kNoKey;
+    if (i >= hi) return {kNoKey, 0};
     const int32_t pos = int32_t(keys.first + i * a.dilation);
-    return int64_t(table[pos / bs]) * page_elems + k_in_page + int64_t(pos % bs) * kv_dim;
+    return {__ldg(table + pos / bs), k_in_page + int64_t(pos % bs) * kv_dim};
   };
   const uint32_t ring = SharedAddress(smem) + warp * Shape::kWarpBytes;
   // Copies a tile's K and V rows into ring stage `stage`, then commits (an empty group when
   // there is no tile, so that every iteration commits one).
-  auto issue = [&](int64_t k_row, int stage) {
-    if (k_row != kNoTile) {
-      const bool valid = k_row != kNoKey;
-      const uint16_t* src = pages + (valid ? k_row : 0);
+  auto issue = [&](const KeyRef& key, int stage) {
+    if (key.page != kNoTile) {
+      const bool valid = key.page != kNoKey;
+      const uint16_t* src = pages + (valid ? int64_t(key.page) * page_elems + key.in_page : 0);
       const uint32_t dst = ring + stage * 2 * Shape::kTileBytes + copy_key * Shape::kRowBytes;
 #pragma unroll
       for (int i = 0; i < Shape::kChunks / 2; ++i) {
@@ -246,9 +262,9 @@ __global__ void __launch_bounds__(kThreads, DecodeShape<HD>::kMinCtas)
 
   // Ring fill: the first kStages - 1 tiles in flight (their page-table loads all issued
   // first), the next tile's row kept for the loop's first copy.
-  int64_t next_row;
+  KeyRef next_row;
   {
-    int64_t first_rows[Shape::kStages];
+    KeyRef first_rows[Shape::kStages];
 #pragma unroll
     for (int n = 0; n < Shape::kStages; ++n) first_rows[n] = fetch(n);
 #pragma unroll
@@ -390,10 +406,10 @@ __global__ void __launch_bounds__(kThreads, DecodeShape<HD>::kMinCtas)
   }
 }
 
-template <DType T, int HD, bool SPLIT>
+template <DType T, int HD, int STAGES, bool SPLIT>
 cudaError_t Launch(const PagedAttentionArgs& a, dim3 grid, cudaStream_t s) {
-  auto kernel = DecodeAttentionKernel<T, HD, SPLIT>;
-  constexpr int bytes = DecodeShape<HD>::kSmemBytes;
+  auto kernel = DecodeAttentionKernel<T, HD, STAGES, SPLIT>;
+  constexpr int bytes = DecodeShape<HD, STAGES>::kSmemBytes;
   if (const cudaError_t e =
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
       e != cudaSuccess) {
@@ -402,9 +418,22 @@ cudaError_t Launch(const PagedAttentionArgs& a, dim3 grid, cudaStream_t s) {
   return LaunchOverlapped(kernel, grid, dim3(kThreads), size_t(bytes), s, a);
 }
 
+template <DType T, int HD, int STAGES>
+cudaError_t LaunchStages(const PagedAttentionArgs& a, dim3 grid, bool split, cudaStream_t s) {
+  return split ? Launch<T, HD, STAGES, true>(a, grid, s) : Launch<T, HD, STAGES, false>(a, grid, s);
+}
+
 template <DType T, int HD>
-cudaError_t LaunchFor(const PagedAttentionArgs& a, dim3 grid, bool split, cudaStream_t s) {
-  return split ? Launch<T, HD, true>(a, grid, s) : Launch<T, HD, false>(a, grid, s);
+cudaError_t LaunchFor(const PagedAttentionArgs& a, dim3 grid, bool split, DecodeKernel depth,
+                      cudaStream_t s) {
+  switch (depth) {
+    case DecodeKernel::kTensorCoreShallow:
+      return LaunchStages<T, HD, 2>(a, grid, split, s);
+    case DecodeKernel::kTensorCoreDeep:
+      return LaunchStages<T, HD, kDefaultStages<HD> + 1>(a, grid, split, s);
+    default:
+      return LaunchStages<T, HD, kDefaultStages<HD>>(a, grid, split, s);
+  }
 }
 
 }  // namespace
@@ -426,7 +455,7 @@ bool DecodeAttentionFits(const PagedAttentionArgs& a) {
 }
 
 cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& a, int64_t rows, int64_t splits,
-                                  cudaStream_t s) {
+                                  cudaStream_t s, DecodeKernel depth) {
   if (!DecodeAttentionFits(a) || rows <= 0 || rows > 0x7fffffff || splits < 0 ||
       splits > 65535 || (splits > 0 && a.split_workspace == nullptr)) {
     return cudaErrorInvalidValue;
@@ -437,11 +466,11 @@ cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& a, int64_t rows, int
                   unsigned(a.num_kv_heads * ((group + kMaxHeads - 1) / kMaxHeads)),
                   unsigned(split ? splits : 1));
   if (a.q.dtype == DType::kBF16) {
-    return a.head_dim == 128 ? LaunchFor<DType::kBF16, 128>(a, grid, split, s)
-                             : LaunchFor<DType::kBF16, 64>(a, grid, split, s);
+    return a.head_dim == 128 ? LaunchFor<DType::kBF16, 128>(a, grid, split, depth, s)
+                             : LaunchFor<DType::kBF16, 64>(a, grid, split, depth, s);
   }
-  return a.head_dim == 128 ? LaunchFor<DType::kF16, 128>(a, grid, split, s)
-                           : LaunchFor<DType::kF16, 64>(a, grid, split, s);
+  return a.head_dim == 128 ? LaunchFor<DType::kF16, 128>(a, grid, split, depth, s)
+                           : LaunchFor<DType::kF16, 64>(a, grid, split, depth, s);
 }
 
 }  // namespace arbor::kernels

@@ -21,9 +21,14 @@ cudaError_t LaunchRopeKvWrite(const RopeKvWriteArgs& args, cudaStream_t stream);
 // The decode rows' kernel: kAuto takes the tensor-core decode kernel
 // (kernels/cuda/decode_attention.cu) where DecodeAttentionFits, else the per-token one
 // (kernels/cuda/attention.cu); the others force one, for tools/bench_attention's comparison and
-// the tests (kTensorCore where it does not fit: cudaErrorNotSupported). Both take split-KV the
-// same way and share the split merge.
-enum class DecodeKernel { kAuto, kPerToken, kTensorCore };
+// the tests (a tensor-core one where it does not fit: cudaErrorNotSupported). Both take split-KV
+// the same way and share the split merge. kTensorCoreShallow and kTensorCoreDeep are the
+// tensor-core kernel with a shallower or deeper copy pipeline than kTensorCore's (the file's
+// comment), for bench_attention's sweep.
+enum class DecodeKernel { kAuto, kPerToken, kTensorCore, kTensorCoreShallow, kTensorCoreDeep };
+constexpr DecodeKernel kDecodeKernels[] = {DecodeKernel::kPerToken, DecodeKernel::kTensorCore,
+                                           DecodeKernel::kTensorCoreShallow,
+                                           DecodeKernel::kTensorCoreDeep};
 const char* DecodeKernelName(DecodeKernel kernel);
 cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t stream,
                                  DecodeKernel kernel = DecodeKernel::kAuto);
@@ -32,10 +37,12 @@ cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t 
 // The tensor-core decode kernel takes 16-bit q, out and cache of one dtype, head_dim 64 or 128,
 // any GQA group. It runs `rows` rows (args.decode_rows[i] when set, else row i); splits > 0:
 // each row's keys in runs of args.split_keys over `splits` splits, partials to
-// args.split_workspace for the split merge; 0: unsplit, straight to args.out.
+// args.split_workspace for the split merge; 0: unsplit, straight to args.out. `depth` picks
+// the pipeline (kTensorCore, kTensorCoreShallow, kTensorCoreDeep).
 bool DecodeAttentionFits(const PagedAttentionArgs& args);
 cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& args, int64_t rows, int64_t splits,
-                                  cudaStream_t stream);
+                                  cudaStream_t stream,
+                                  DecodeKernel depth = DecodeKernel::kTensorCore);
 // Linear of at most kSkinnyMaxRows rows over 16-bit operands that SkinnyLinearFits
 // (kernels/cuda/skinny_linear.cu): the weight streamed once at near the memory bandwidth.
 // Its tilings (the file's comment): kAuto takes SkinnyTilingFor's pick for the shape; the

@@ -1,5 +1,6 @@
 // Both decode attention kernels of the CUDA backend (kernels/cuda/launch.h DecodeKernel: the
-// per-token kernel and the tensor-core kernel), forced one at a time, unsplit and split-KV,
+// per-token kernel and the tensor-core kernel at each of its pipeline depths), forced one at a
+// time, unsplit and split-KV,
 // against the CPU reference (kernels/cpu/attention.cc): fresh random inputs, bf16 and f16, head
 // dims 64 and 128, GQA groups 1, 3, 4, 8 and 12 (two CTAs per KV head), ragged batches of 1 to
 // 64 sequences with 1 to 5 rows each, contexts of 1 to 32k keys, pages of 16 and 32 tokens
@@ -220,7 +221,7 @@ std::vector<DecodeCase> Cases() {
   };
 }
 
-TEST_CASE("both decode kernels match the CPU reference, unsplit and split", "[kernels][gpu]") {
+TEST_CASE("every decode kernel matches the CPU reference, unsplit and split", "[kernels][gpu]") {
   auto cuda = kernels::CreateCudaBackend(0);
   REQUIRE(cuda.ok());
   kernels::Backend& be = **cuda;
@@ -234,7 +235,7 @@ TEST_CASE("both decode kernels match the CPU reference, unsplit and split", "[ke
     const int64_t max_context = b.max_blocks * c.block_size;
     for (const int64_t split_keys :
          {int64_t(0), int64_t(128), kernels::AttentionSplitKeys(max_context, n)}) {
-      for (const DecodeKernel kernel : {DecodeKernel::kPerToken, DecodeKernel::kTensorCore}) {
+      for (const DecodeKernel kernel : kernels::kDecodeKernels) {
         INFO(Describe(c) << "; " << kernels::DecodeKernelName(kernel) << " kernel, split keys "
                          << split_keys << ", " << n << " rows");
         const HostTensor got = RunCuda(be, b, p, kernel, split_keys, 0, n);
