@@ -20,9 +20,13 @@
 //
 // Memory. Warp w of the CTA's kWarps takes the split's 16-key tiles w, w + kWarps, ... (the
 // warps' tiles are adjacent, so the CTA streams its range in order) and runs its own cp.async
-// pipeline of kStages tiles (K and V, 16-byte cp.async.cg, lane pairs copying 32-byte sectors of
-// one key row, zero-filled past the range): no CTA barrier in the main loop. The page-table
-// entry of a tile is loaded one tile ahead of its copies, so its latency hides behind the math.
+// pipeline of kStages tiles (K and V, 16-byte cp.async.cg, zero-filled past the range): no CTA
+// barrier in the main loop. Each copy instruction of a warp moves whole key rows (two rows of
+// 256 bytes at head_dim 128, four of 128 at 64: four 128-byte lines), so the L1 pipeline handles
+// 4 lines per 512 bytes, not one line per 16 or 32 bytes as scattered per-key copies would (the
+// per-token kernel's loads touch 32 lines per instruction). Lane l < 16 looks up key l's page;
+// the copying lanes take its row offset by shuffle. The page-table entry of a tile is loaded one
+// tile ahead of its copies, so its latency hides behind the math.
 // Shared rows are XOR-swizzled by 16-byte chunk (chunk ^ key % 8) so ldmatrix is free of bank
 // conflicts. Keys are walked by key index (kernels/ops.h AttentionKeys: key i is position
 // first + i * dilation), so windows and dilation read only the keys a row sees.
@@ -230,31 +234,34 @@ __global__ void __launch_bounds__(kThreads, (DecodeShape<HD, STAGES>::kMinCtas))
   const uint16_t* pages = static_cast<const uint16_t*>(a.kv.pages);
   const int64_t tiles = (hi - lo + kTileKeys - 1) / kTileKeys;
   const int64_t my_tiles = tiles > warp ? (tiles - warp + kWarps - 1) / kWarps : 0;
-  const int copy_key = lane >> 1, copy_half = lane & 1;  // a lane pair copies one key row
-
-  // The key this lane copies in the warp's n-th tile. The page is a load from the block table
-  // that nothing reads before the tile's copies are issued (an iteration later in the loop).
+  // Key (lane % 16) of the warp's n-th tile: the lane looks up its page. The page is a load
+  // from the block table that nothing reads before the tile's copies are issued (an iteration
+  // later in the loop). warp-uniform: kNoTile.
   auto fetch = [&](int64_t n) -> KeyRef {
     if (n >= my_tiles) return {kNoTile, 0};
-    const int64_t i = lo + (warp + n * kWarps) * kTileKeys + copy_key;
+    const int64_t i = lo + (warp + n * kWarps) * kTileKeys + (lane & 15);
     if (i >= hi) return {kNoKey, 0};
     const int32_t pos = int32_t(keys.first + i * a.dilation);
     return {__ldg(table + pos / bs), k_in_page + int64_t(pos % bs) * kv_dim};
   };
   const uint32_t ring = SharedAddress(smem) + warp * Shape::kWarpBytes;
   // Copies a tile's K and V rows into ring stage `stage`, then commits (an empty group when
-  // there is no tile, so that every iteration commits one).
+  // there is no tile, so that every iteration commits one). Copy i moves 16-byte chunks
+  // 32 i + lane of the tile's K rows (and the same of V): key (32 i + lane) / kChunks, whose row
+  // offset lane (that key) looked up.
   auto issue = [&](const KeyRef& key, int stage) {
     if (key.page != kNoTile) {
-      const bool valid = key.page != kNoKey;
-      const uint16_t* src = pages + (valid ? int64_t(key.page) * page_elems + key.in_page : 0);
-      const uint32_t dst = ring + stage * 2 * Shape::kTileBytes + copy_key * Shape::kRowBytes;
+      const int64_t mine = key.page == kNoKey ? -1 : int64_t(key.page) * page_elems + key.in_page;
+      const uint32_t dst = ring + stage * 2 * Shape::kTileBytes;
 #pragma unroll
-      for (int i = 0; i < Shape::kChunks / 2; ++i) {
-        const int chunk = 2 * i + copy_half;
-        const uint32_t at = dst + ((chunk ^ (copy_key & 7)) << 4);
-        CopyAsync16(at, src + chunk * 8, valid);
-        CopyAsync16(at + Shape::kTileBytes, src + v_skip + chunk * 8, valid);
+      for (int i = 0; i < kTileKeys * Shape::kChunks / 32; ++i) {
+        const int k = (i * 32 + lane) / Shape::kChunks, chunk = lane % Shape::kChunks;
+        const int64_t row = __shfl_sync(0xffffffffu, mine, k);
+        const bool valid = row >= 0;
+        const uint16_t* src = pages + (valid ? row : 0) + chunk * 8;
+        const uint32_t at = dst + k * Shape::kRowBytes + ((chunk ^ (k & 7)) << 4);
+        CopyAsync16(at, src, valid);
+        CopyAsync16(at + Shape::kTileBytes, src + v_skip, valid);
       }
     }
     CopyAsyncCommit();
@@ -292,14 +299,17 @@ __global__ void __launch_bounds__(kThreads, (DecodeShape<HD, STAGES>::kMinCtas))
     const uint32_t kb = ring + stage * 2 * Shape::kTileBytes;
     const uint32_t vb = kb + Shape::kTileBytes;
 
-    // S^T = K Q^T: keys g and g + 8 of the tile x heads 2c, 2c + 1.
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    // S^T = K Q^T: keys g and g + 8 of the tile x heads 2c, 2c + 1; even and odd 16-dim steps
+    // in two accumulators (two MMA chains in flight), added at the end.
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f}, s_odd[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
     for (int ks = 0; ks < HD / 16; ++ks) {
       uint32_t ka[4];
       LoadMatrices(ka, kb + k_ld + (((2 * ks + (mat >> 1)) ^ mrow) << 4));
-      Mma<T>(s, ka, qf[ks]);
+      Mma<T>(ks % 2 == 0 ? s : s_odd, ka, qf[ks]);
     }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[e] += s_odd[e];
     const int64_t key = lo + (warp + n * kWarps) * kTileKeys + g;
     const bool in0 = key < hi, in1 = key + 8 < hi;
     const float x0 = in0 ? s[0] * scale_log2 : -INFINITY;
