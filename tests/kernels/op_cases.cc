@@ -841,6 +841,10 @@ const std::vector<OpCase>& OpCases() {
       // Long contexts (32k): split-KV over 64 runs, a 4k window over them, chunks continuing.
       {"attention", kBF16, 2, 2, 128, -1, 1, 32768},
       {"attention", kBF16, 3, 1, 128, 4096, 1, 32768},
+      // The tensor-core decode kernel (16-bit, head_dim 64/128) at a 4k context: 64 ragged
+      // sequences of 2k-4k keys, f16, 2 kv heads, split-KV over 32 runs; and dilated.
+      {"attention", kF16, 64, 2, 64, 0, 1, 4096},
+      {"attention", kBF16, 9, 4, 128, 300, 3, 4096},
       {"attention_prefill", kBF16, 2, 4, 128, 0, 1, 32768},
       // top_k: tokens, experts, k
       {"top_k", kF32, 1, 2, 1},
