@@ -200,6 +200,7 @@ absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
   auto state = std::make_unique<RequestState>();
   state->arrival = absl::Now();
   state->metrics.prompt_tokens = prompt_len;
+  state->metrics.adapter = request.adapter != nullptr;
   std::lock_guard<std::mutex> lock(mu_);
   if (stop_) return absl::UnavailableError("the engine is shutting down");
   if (!failure_.ok()) return absl::UnavailableError(failure_.message());

@@ -32,6 +32,7 @@ struct RequestMetrics {
   // Time its sequences waited for their adapter: while admission could not get the adapter's
   // pages, plus paging it in (a reread from disk included) on admission.
   absl::Duration adapter_wait;
+  bool adapter = false;  // it ran under a LoRA adapter
 };
 
 // The log-prob of prompt token `position` (>= 1; `token` is prompt[position]) given the prompt

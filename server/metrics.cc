@@ -109,7 +109,54 @@ Metrics::Metrics()
                              .Name("arbor:lora_adapters_resident")
                              .Help("LoRA adapters whose weights hold pages of the unified pool.")
                              .Register(*registry_)
-                             .Add({})) {}
+                             .Add({})),
+      adapters_host_resident_(BuildGauge()
+                                  .Name("arbor:lora_adapters_host_resident")
+                                  .Help("LoRA adapters whose packed copy is in host memory "
+                                        "(the others are reread from disk when needed).")
+                                  .Register(*registry_)
+                                  .Add({})),
+      adapter_host_bytes_(BuildGauge()
+                              .Name("arbor:lora_host_bytes")
+                              .Help("Host memory held by adapter copies (lora.host_bytes caps it).")
+                              .Register(*registry_)
+                              .Add({})),
+      adapter_disk_loads_(BuildCounter()
+                              .Name("arbor:lora_adapter_disk_loads_total")
+                              .Help("Adapter host copies reread from disk after an eviction.")
+                              .Register(*registry_)
+                              .Add({})),
+      adapter_copies_(BuildCounter()
+                          .Name("arbor:lora_adapter_copies_total")
+                          .Help("Adapters paged into the pool (host to device copies).")
+                          .Register(*registry_)
+                          .Add({})),
+      adapter_copy_bytes_(BuildCounter()
+                              .Name("arbor:lora_adapter_copy_bytes_total")
+                              .Help("Bytes of adapter host to device copies.")
+                              .Register(*registry_)
+                              .Add({})),
+      adapter_evictions_(BuildCounter()
+                             .Name("arbor:lora_adapter_evictions_total")
+                             .Help("Adapter evictions by tier: host (copy dropped for "
+                                   "lora.host_bytes), gpu (pages given back to the pool).")
+                             .Register(*registry_)),
+      adapter_prefetch_hits_(BuildCounter()
+                                 .Name("arbor:lora_prefetch_hits_total")
+                                 .Help("Admissions whose adapter a prefetch had paged in.")
+                                 .Register(*registry_)
+                                 .Add({})),
+      adapter_prefetch_misses_(BuildCounter()
+                                   .Name("arbor:lora_prefetch_misses_total")
+                                   .Help("Admissions that had to page their adapter in.")
+                                   .Register(*registry_)
+                                   .Add({})),
+      adapter_wait_(BuildHistogram()
+                        .Name("arbor:lora_adapter_wait_seconds")
+                        .Help("Per request under an adapter: time waiting for the adapter's "
+                              "pages, and paging it in at admission.")
+                        .Register(*registry_)
+                        .Add({}, kLatencyBuckets)) {}
 
 void Metrics::RequestFinished(engine::FinishReason reason, const engine::RequestMetrics& m) {
   success_.Add({{"finished_reason", engine::FinishReasonName(reason)}}).Increment();
@@ -117,6 +164,7 @@ void Metrics::RequestFinished(engine::FinishReason reason, const engine::Request
   if (m.generated_tokens > 0) ttft_.Observe(absl::ToDoubleSeconds(m.time_to_first_token));
   e2e_.Observe(absl::ToDoubleSeconds(m.e2e));
   queue_.Observe(absl::ToDoubleSeconds(m.queue_time));
+  if (m.adapter) adapter_wait_.Observe(absl::ToDoubleSeconds(m.adapter_wait));
   if (m.generated_tokens > 1) {
     tpot_.Observe(absl::ToDoubleSeconds(m.e2e - m.time_to_first_token) /
                   double(m.generated_tokens - 1));
@@ -139,6 +187,22 @@ std::string Metrics::Scrape(const engine::Engine* engine, const engine::AdapterS
     // Resident: registered adapters whose weights are in pool pages now.
     adapters_resident_.Set(double(
         std::count_if(list.begin(), list.end(), [](const auto& a) { return a.gpu_resident; })));
+    adapters_host_resident_.Set(double(
+        std::count_if(list.begin(), list.end(), [](const auto& a) { return a.host_resident; })));
+    const engine::AdapterStoreStats s = adapters->stats();
+    const engine::AdapterStoreStats& l = last_adapters_;
+    auto add = [](prometheus::Counter& c, int64_t now, int64_t last) {
+      c.Increment(double(std::max<int64_t>(0, now - last)));
+    };
+    adapter_host_bytes_.Set(double(s.host_bytes_used));
+    add(adapter_disk_loads_, s.disk_loads, l.disk_loads);
+    add(adapter_copies_, s.copies, l.copies);
+    add(adapter_copy_bytes_, s.copy_bytes, l.copy_bytes);
+    add(adapter_evictions_.Add({{"tier", "host"}}), s.host_evictions, l.host_evictions);
+    add(adapter_evictions_.Add({{"tier", "gpu"}}), s.gpu_evictions, l.gpu_evictions);
+    add(adapter_prefetch_hits_, s.prefetch_hits, l.prefetch_hits);
+    add(adapter_prefetch_misses_, s.prefetch_misses, l.prefetch_misses);
+    last_adapters_ = s;
   }
   if (engine != nullptr) {
     const engine::EngineStats s = engine->stats();

@@ -24,7 +24,8 @@ class Metrics {
   Metrics();
 
   // A generation or score request ended: its finish reason (of its last sequence) and
-  // latencies (time to first token only when it generated one).
+  // latencies (time to first token only when it generated one; the adapter wait only when it
+  // ran under an adapter).
   void RequestFinished(engine::FinishReason reason, const engine::RequestMetrics& m);
   // A request refused before reaching the engine, by HTTP status (400, 401, 404, 429...).
   void RequestRejected(int http_status);
@@ -56,8 +57,18 @@ class Metrics {
   prometheus::Gauge& prefix_hit_rate_;
   prometheus::Gauge& adapters_loaded_;
   prometheus::Gauge& adapters_resident_;
+  prometheus::Gauge& adapters_host_resident_;
+  prometheus::Gauge& adapter_host_bytes_;
+  prometheus::Counter& adapter_disk_loads_;
+  prometheus::Counter& adapter_copies_;
+  prometheus::Counter& adapter_copy_bytes_;
+  prometheus::Family<prometheus::Counter>& adapter_evictions_;
+  prometheus::Counter& adapter_prefetch_hits_;
+  prometheus::Counter& adapter_prefetch_misses_;
+  prometheus::Histogram& adapter_wait_;
   std::mutex mu_;  // serializes scrapes (counters are advanced by deltas of engine totals)
   engine::EngineStats last_;
+  engine::AdapterStoreStats last_adapters_;
 };
 
 }  // namespace arbor::server

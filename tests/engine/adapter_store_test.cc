@@ -423,6 +423,83 @@ TEST_CASE("an oversubscribed pool serves every request, each with the tokens it 
   CHECK(s.env.store->stats().host_bytes_used == 0);
 }
 
+TEST_CASE("adapters of queued requests are prefetched, and their admissions hit",
+          "[lora][engine]") {
+  const std::string root = ScratchRoot("prefetch");
+  // One sequence at a time: the other requests queue while the first runs, and their adapters
+  // are paged in ahead of their admission.
+  Served s(root, 64, kDefaultLoraHostBytes, /*max_num_seqs=*/1);
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (int i = 0; i < 4; ++i) {
+    const std::string name = "p" + std::to_string(i);
+    REQUIRE(s.env.store->Register(name, "llama-lora-qv").ok());
+  }
+  for (int i = 0; i < 4; ++i) {
+    cs.push_back(std::make_unique<Collector>(1));
+    Request r = Greedy({9, 8, 7, 6, 5, 4, 3, 2, 1}, 24, s.env.Find("p" + std::to_string(i)));
+    r.callback = cs.back()->Callback();
+    REQUIRE(s.engine->Submit(std::move(r)).ok());
+  }
+  int64_t waited = 0;
+  for (auto& c : cs) {
+    c->Wait();
+    CHECK(c->finish()[0] == FinishReason::kLength);
+    CHECK(c->metrics().adapter);
+    waited += c->metrics().adapter_wait > absl::ZeroDuration() ? 1 : 0;
+  }
+  const AdapterStoreStats st = s.env.store->stats();
+  CHECK(st.prefetch_hits + st.prefetch_misses == 4);
+  CHECK(st.prefetch_hits >= 2);
+  CHECK(st.copies == 4);
+  CHECK(st.gpu_evictions == 0);
+  CHECK(waited >= st.prefetch_misses);  // a page-in at admission is time waited
+  RequireNoKv(*s.engine);
+}
+
+TEST_CASE("preempted sequences give their adapter back and finish with the tokens they get alone",
+          "[lora][engine]") {
+  const std::string root = ScratchRoot("preempt");
+  // 16 pages: four sequences growing to 8 KV pages each, under two adapters, cannot all run.
+  Served s(root, 16, kDefaultLoraHostBytes, 4);
+  REQUIRE(s.env.store->Register("a", "llama-lora-qv").ok());
+  REQUIRE(s.env.store->Register("b", "llama-lora-all").ok());
+  std::mt19937_64 rng(3);
+  std::vector<Request> requests;
+  for (int i = 0; i < 4; ++i) {
+    requests.push_back(Greedy(RandomPrompt(rng, 20), 100, s.env.Find(i % 2 ? "b" : "a")));
+  }
+  std::vector<std::vector<int32_t>> alone;
+  for (const Request& r : requests) {
+    Collector c(1);
+    Request copy = r;
+    copy.callback = c.Callback();
+    REQUIRE(s.engine->Submit(std::move(copy)).ok());
+    c.Wait();
+    alone.push_back(c.tokens()[0]);
+  }
+  const int64_t preempted_before = s.engine->stats().preemptions_total;
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (const Request& r : requests) {
+    cs.push_back(std::make_unique<Collector>(1));
+    Request copy = r;
+    copy.callback = cs.back()->Callback();
+    REQUIRE(s.engine->Submit(std::move(copy)).ok());
+  }
+  for (size_t i = 0; i < cs.size(); ++i) {
+    cs[i]->Wait();
+    CHECK(cs[i]->finish()[0] == FinishReason::kLength);
+    CHECK(cs[i]->tokens()[0] == alone[i]);
+  }
+  CHECK(s.engine->stats().preemptions_total > preempted_before);
+  const AdapterStoreStats st = s.env.store->stats();
+  CHECK(st.copies == st.gpu_evictions + st.gpu_resident);
+  RequireNoKv(*s.engine);
+  requests.clear();  // they hold the adapters too
+  REQUIRE(s.env.store->Unregister("a").ok());
+  REQUIRE(s.env.store->Unregister("b").ok());
+  CHECK(s.engine->stats().pages_free == 16);
+}
+
 TEST_CASE("a corrupted adapter fails its own requests with the file named; the rest run",
           "[lora][engine]") {
   const std::string root = ScratchRoot("engine_corrupt");

@@ -581,5 +581,66 @@ TEST_CASE("adapters: . and .. are not names, and pool gauges show a pinned regis
   CHECK(gauge("free") == free_before);
 }
 
+// A small pool (7 pages: one 4-page adapter and a sequence's KV, or the other 2-page adapter)
+// and a host budget that holds one of the two adapters' copies: the counters on /metrics equal
+// the store's, and each moved.
+TEST_CASE("adapter metrics: tiers, disk loads, copies, evictions, prefetches and waits",
+          "[server][openai]") {
+  auto app = Start("", {"model.path=tests/data/models/llama", "model.served_model_name=tiny",
+                        "model.max_model_len=64", "server.admin_key=root",
+                        "server.adapter_root=tests/data/adapters", "engine.pool_bytes=57344",
+                        "lora.host_bytes=40000"});
+  httplib::Client http("127.0.0.1", app->http_port());
+  const httplib::Headers admin = {{"Authorization", "Bearer root"}};
+  for (const char* body : {R"({"name": "all", "path": "llama-lora-all"})",
+                           R"({"name": "qv", "path": "llama-lora-qv"})"}) {
+    auto res = http.Post("/v1/adapters", admin, body, "application/json");
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+  }
+  int adapter_requests = 0;
+  for (const char* model : {"all", "qv", "all", "tiny", "qv"}) {
+    auto res = http.Post("/v1/completions",
+                         json{{"model", model},
+                              {"prompt", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}},
+                              {"max_tokens", 8}}
+                             .dump(),
+                         "application/json");
+    REQUIRE(res);
+    INFO(res->body);
+    REQUIRE(res->status == 200);
+    if (std::string(model) != "tiny") ++adapter_requests;
+  }
+  const engine::AdapterStoreStats s = app->context().adapters->stats();
+  auto m = http.Get("/metrics");
+  REQUIRE(m);
+  auto value = [&](const std::string& key) {
+    const size_t at = m->body.find("\n" + key + " ");
+    INFO(key);
+    REQUIRE(at != std::string::npos);
+    return std::stod(m->body.substr(at + key.size() + 2));
+  };
+  CHECK(value("arbor:lora_adapters_loaded") == 2);
+  CHECK(value("arbor:lora_adapters_resident") == double(s.gpu_resident));
+  CHECK(value("arbor:lora_adapters_host_resident") == double(s.host_resident));
+  CHECK(value("arbor:lora_host_bytes") == double(s.host_bytes_used));
+  CHECK(s.host_bytes_used <= 40000);
+  CHECK(value("arbor:lora_adapter_disk_loads_total") == double(s.disk_loads));
+  CHECK(value("arbor:lora_adapter_copies_total") == double(s.copies));
+  CHECK(value("arbor:lora_adapter_copy_bytes_total") == double(s.copy_bytes));
+  CHECK(value("arbor:lora_adapter_evictions_total{tier=\"host\"}") == double(s.host_evictions));
+  CHECK(value("arbor:lora_adapter_evictions_total{tier=\"gpu\"}") == double(s.gpu_evictions));
+  CHECK(value("arbor:lora_prefetch_hits_total") == double(s.prefetch_hits));
+  CHECK(value("arbor:lora_prefetch_misses_total") == double(s.prefetch_misses));
+  CHECK(value("arbor:lora_adapter_wait_seconds_count") == double(adapter_requests));
+  // Alternating adapters through a pool and a host budget that hold one of them at a time.
+  CHECK(s.disk_loads >= 1);
+  CHECK(s.host_evictions >= 2);
+  CHECK(s.gpu_evictions >= 1);
+  CHECK(s.copies >= 3);
+  CHECK(s.copies == s.gpu_evictions + s.gpu_resident);
+  CHECK(s.prefetch_misses >= 3);
+}
+
 }  // namespace
 }  // namespace arbor::server
