@@ -62,9 +62,6 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   if (config.max_num_batched_tokens <= 0) {
     return absl::InvalidArgumentError("engine.max_num_batched_tokens must be > 0");
   }
-  if (config.max_scored_logits_bytes <= 0) {
-    return absl::InvalidArgumentError("engine.max_scored_logits_bytes must be > 0");
-  }
   std::unique_ptr<Engine> e(new Engine(model, backend, text, config));
   e->max_model_len_ =
       config.max_model_len > 0 ? config.max_model_len : spec.max_position_embeddings;
@@ -76,14 +73,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   for (int64_t id : spec.eos_token_ids) e->eos_ids_.push_back(int32_t(id));
   // Every buffer of the serving loop is allocated now, for the largest step the limits allow,
   // and before the pool takes its share of what memory is left: serving allocates nothing.
-  const int64_t max_scored_rows = std::max<int64_t>(
-      1, config.max_scored_logits_bytes / (spec.vocab_size * int64_t(sizeof(float))));
   ForwardLimits limits;
   limits.max_tokens = config.max_num_batched_tokens;
   limits.max_seqs = config.max_num_seqs;
   limits.max_blocks = (e->max_model_len_ + config.block_size - 1) / config.block_size;
-  limits.max_logit_rows =
-      config.max_num_seqs + std::min(max_scored_rows, config.max_num_batched_tokens);
+  limits.max_logit_rows = config.max_num_seqs;  // sampled rows; scored rows need no logits
+  limits.max_scored_rows = config.max_num_batched_tokens;
   limits.max_lora_rank = config.max_lora_rank;
   backend.SetDeterministic(config.deterministic);
   RETURN_IF_ERROR(model.Reserve(limits));
@@ -130,7 +125,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
   sc.max_num_batched_tokens = config.max_num_batched_tokens;
   sc.sliding_window = KvFreeWindow(spec);  // every layer's window has left a freed page
   sc.total_pages = pages;
-  sc.max_scored_rows = max_scored_rows;
+  sc.max_scored_rows = config.max_num_batched_tokens;
   e->scheduler_ = std::make_unique<Scheduler>(sc, *e->blocks_);
   // As vLLM reports it: how many sequences of max_model_len tokens the pool holds at once.
   const int64_t pages_per_seq = (e->max_model_len_ + config.block_size - 1) / config.block_size;
@@ -422,51 +417,72 @@ void Engine::Step() {
   }
   std::vector<SequenceChunk> chunks;
   chunks.reserve(d.run.size());
-  for (const ScheduledChunk& c : d.run) {
+  // A scored chunk's targets: row j (position start + j) scores prompt token start + j + 1,
+  // the next chunk's first token included; the last prompt position scores nothing (-1). Its
+  // rows go through the fused LM head (no logits); only a sampled chunk's last row has logits.
+  std::vector<std::vector<int32_t>> targets(d.run.size());
+  std::vector<ChunkScore> chunk_scores(d.run.size());
+  for (size_t i = 0; i < d.run.size(); ++i) {
+    const ScheduledChunk& c = d.run[i];
     RequestState* req = c.seq->request;
     if (!req->first_scheduled) {
       req->first_scheduled = t0;
       req->metrics.queue_time = t0 - req->arrival;
     }
-    // A scored chunk takes the logits of every position (rows bounded by the scheduler);
-    // Cut Cross-Entropy will replace these materialised rows with fused log-probs.
-    const SequenceChunk::Logits rows = c.score    ? SequenceChunk::Logits::kAll
-                                       : c.sample ? SequenceChunk::Logits::kLast
-                                                  : SequenceChunk::Logits::kNone;
+    const SequenceChunk::Logits rows =
+        c.sample ? SequenceChunk::Logits::kLast : SequenceChunk::Logits::kNone;
     chunks.push_back({absl::MakeConstSpan(c.seq->tokens).subspan(size_t(c.start), size_t(c.count)),
                       c.start, blocks_->BlockTable(c.seq->id), rows, req->request.adapter.get()});
+    if (c.score) {
+      for (int64_t pos = c.start; pos < c.start + c.count; ++pos) {
+        targets[i].push_back(pos + 1 < c.seq->prompt_len ? c.seq->tokens[size_t(pos + 1)] : -1);
+      }
+      chunk_scores[i] = {targets[i], req->request.prompt_logprobs};
+    }
   }
   const absl::Time t1 = absl::Now();
   kernels::Stream& stream = backend_.default_stream();
   absl::Status timing = forward_start_->Record(stream);
-  auto logits = model_.ForwardOnDevice(chunks, KvCacheView{pool_->base(), config_.block_size});
+  auto logits =
+      model_.ForwardOnDevice(chunks, KvCacheView{pool_->base(), config_.block_size}, chunk_scores);
   // Every chunk's tokens are computed now (forks below copy that count).
   int64_t prefill = 0;
   for (const ScheduledChunk& c : d.run) {
     prefill += std::max<int64_t>(0, std::min(c.start + c.count, c.seq->prompt_len) - c.start);
     scheduler_->Computed(c.seq, c.count);
   }
-  // The logits rows: all of a scored chunk's, else one per sampled chunk, in chunk order.
-  // Scored rows come to the host for prompt log-probs; sampled rows are sampled on the device,
-  // and only their tokens (and the log-probs asked for) come back.
-  const int64_t vocab = model_.spec().vocab_size;
-  std::vector<int64_t> first_row(d.run.size(), 0);
-  std::vector<std::vector<float>> scored(d.run.size());
+  // The logits rows: one per sampled chunk, in chunk order, sampled on the device; only their
+  // tokens (and the log-probs asked for) come back. Scored chunks' rows came out of the fused
+  // LM head (Model::scored(), chunk order): their log-probs and top-k come to the host.
+  std::vector<int64_t> first_scored(d.run.size(), 0);
+  std::vector<float> scored_logprobs, scored_top_logprobs;
+  std::vector<int32_t> scored_top_ids;
   std::vector<SampleInput> inputs;
   std::vector<int32_t> input_rows;
   std::vector<std::vector<Sequence*>> sampled(d.run.size());  // siblings first, then the chunk's
   absl::Status status = logits.status();
-  int64_t row = 0;
+  const ScoredRows& scores = model_.scored();
+  if (status.ok() && scores.rows > 0) {
+    scored_logprobs.resize(size_t(scores.rows));
+    scored_top_ids.resize(size_t(scores.rows * scores.top_k));
+    scored_top_logprobs.resize(scored_top_ids.size());
+    status = backend_.CopyToHost(scored_logprobs.data(), scores.logprobs,
+                                 scored_logprobs.size() * sizeof(float), stream);
+    if (status.ok() && scores.top_k > 0) {
+      status = backend_.CopyToHost(scored_top_ids.data(), scores.top_ids,
+                                   scored_top_ids.size() * sizeof(int32_t), stream);
+    }
+    if (status.ok() && scores.top_k > 0) {
+      status = backend_.CopyToHost(scored_top_logprobs.data(), scores.top_logprobs,
+                                   scored_top_logprobs.size() * sizeof(float), stream);
+    }
+  }
+  int64_t row = 0, scored_row = 0;
   for (size_t i = 0; i < d.run.size() && status.ok(); ++i) {
     const ScheduledChunk& c = d.run[i];
-    first_row[i] = row;
-    const int64_t num_rows = c.score ? c.count : (c.sample ? 1 : 0);
-    if (c.score) {
-      scored[i].resize(size_t(num_rows * vocab));
-      const float* rows = static_cast<const float*>(logits->data) + row * vocab;
-      status =
-          backend_.CopyToHost(scored[i].data(), rows, scored[i].size() * sizeof(float), stream);
-    }
+    first_scored[i] = scored_row;
+    if (c.score) scored_row += c.count;
+    const int64_t num_rows = c.sample ? 1 : 0;
     if (c.sample) {
       RequestState* req = c.seq->request;
       // n > 1: the siblings share the prompt's pages and sample their first token from the
@@ -518,7 +534,12 @@ void Engine::Step() {
   size_t next_result = 0;
   for (size_t i = 0; i < d.run.size(); ++i) {
     const ScheduledChunk& c = d.run[i];
-    if (c.score) StreamPromptLogprobs(c.seq, c.start, c.count, scored[i].data(), vocab);
+    if (c.score) {
+      const size_t at = size_t(first_scored[i]);
+      StreamPromptLogprobs(c.seq, c.start, c.count, scored_logprobs.data() + at,
+                           scored_top_ids.data() + at * size_t(scores.top_k),
+                           scored_top_logprobs.data() + at * size_t(scores.top_k), scores.top_k);
+    }
     if (c.sample) {
       for (Sequence* seq : sampled[i]) ProcessSample(seq, (*results)[next_result++]);
     } else if (c.seq->request->request.score_only &&
@@ -566,8 +587,9 @@ void Engine::Fork(Sequence* parent) {
   }
 }
 
-void Engine::StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, const float* logits,
-                                  int64_t vocab) {
+void Engine::StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count,
+                                  const float* logprobs, const int32_t* top_ids,
+                                  const float* top_logprobs, int64_t stride) {
   // Row j (position start + j) scores prompt token start + j + 1; the last prompt position
   // predicts past the prompt and scores nothing. Positions streamed before a preemption are
   // not sent again when the prompt is recomputed.
@@ -578,11 +600,15 @@ void Engine::StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, c
   StreamEvent ev;
   ev.index = seq->index;
   ev.prompt_logprobs.reserve(size_t(last - first + 1));
+  const int64_t k = req->request.prompt_logprobs;  // <= stride: the pass's largest
   for (int64_t pos = first; pos <= last; ++pos) {
-    const float* row = logits + (pos - 1 - start) * vocab;
-    SampleResult r =
-        TokenLogprobs({row, size_t(vocab)}, seq->tokens[size_t(pos)], req->request.prompt_logprobs);
-    ev.prompt_logprobs.push_back({pos, r.token, r.logprob, std::move(r.top)});
+    const int64_t j = pos - 1 - start;
+    PromptLogprob e{pos, seq->tokens[size_t(pos)], logprobs[j], {}};
+    e.top.reserve(size_t(k));
+    for (int64_t t = 0; t < k; ++t) {
+      e.top.push_back({top_ids[j * stride + t], top_logprobs[j * stride + t]});
+    }
+    ev.prompt_logprobs.push_back(std::move(e));
   }
   seq->next_prompt_logprob = last + 1;
   req->request.callback(ev);

@@ -37,13 +37,9 @@ struct EngineConfig {
   int64_t max_num_batched_tokens = 2048;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
-  // Bound on the logits of the chunks that score their prompt (prompt_logprobs), per iteration:
-  // such a chunk materialises a [rows, vocab] fp32 logits matrix on the device and on the host,
-  // so its rows are capped at max(1, max_scored_logits_bytes / (vocab * 4)) (65,536 rows at a
-  // 1,024-token vocabulary, 441 at Qwen2's 151,936) on top of max_num_batched_tokens. Cut
-  // Cross-Entropy (kernels/cce*, its own issue) will compute prompt log-probs without
-  // materialising the logits and lift this cap.
-  int64_t max_scored_logits_bytes = int64_t(256) << 20;
+  // Chunks that score their prompt (prompt_logprobs) need no [rows, vocab] logits: their rows go
+  // through the fused LM head and log-sum-exp (Cut Cross-Entropy, kernels/cce.h), O(rows)
+  // memory, so they are bounded by max_num_batched_tokens alone.
   // The largest LoRA rank adapters may have (engine.max_lora_rank): the forward pass reserves
   // its LoRA buffers for it at start-up. 0: none reserved (allocated on first use).
   int64_t max_lora_rank = 0;
@@ -124,10 +120,11 @@ class Engine {
   void AbortAll(const std::string& detail);  // every live sequence, on the engine thread
   // A sampled token (and its log-probs) for `seq`: stop checks, text, the event.
   void ProcessSample(Sequence* seq, const SampleResult& r);
-  // A scored chunk's logits ([count, vocab], row j at position start + j) to the prompt
-  // log-probs of positions start + 1 .. start + count not streamed yet.
-  void StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, const float* logits,
-                            int64_t vocab);
+  // A scored chunk's rows (row j at position start + j, scored against prompt token
+  // start + j + 1: its log-prob logprobs[j] and alternatives top_ids/top_logprobs[j * stride..])
+  // to the prompt log-probs of positions start + 1 .. start + count not streamed yet.
+  void StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, const float* logprobs,
+                            const int32_t* top_ids, const float* top_logprobs, int64_t stride);
   void Fork(Sequence* parent);
   void RefreshStats(double scheduler_s, double forward_s, double other_s, double device_s = 0);
 

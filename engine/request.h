@@ -73,7 +73,8 @@ struct Request {
   // Prompt log-probs (vLLM's prompt_logprobs): -1 off; k in [0, kMaxLogprobs] and <= vocab:
   // a PromptLogprob with k alternatives for every prompt position >= 1 (position 0 has none).
   // Such a prompt is computed in full, never taken from the prefix cache (a cached block has
-  // no logits), in chunks whose logits rows are bounded (EngineConfig::max_scored_logits_bytes).
+  // no hidden states), its rows scored through the fused LM head (kernels/cce.h) without
+  // materialised logits.
   int32_t prompt_logprobs = -1;
   // No generation: the request ends after its prompt's forward pass with FinishReason::kLength
   // (its token budget is 0, as OpenAI's echo with max_tokens 0 reports) and no token. The

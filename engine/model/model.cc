@@ -126,9 +126,49 @@ absl::StatusOr<std::vector<float>> Model::Forward(absl::Span<const SequenceChunk
 }
 
 absl::StatusOr<Tensor> Model::ForwardOnDevice(absl::Span<const SequenceChunk> chunks,
-                                              const KvCacheView& kv_view) {
+                                              const KvCacheView& kv_view,
+                                              absl::Span<const ChunkScore> scores) {
   std::lock_guard<std::mutex> lock(forward_mu_);
-  return ForwardLocked(chunks, kv_view);
+  return ForwardLocked(chunks, kv_view, scores);
+}
+
+absl::Status Model::PlanScores(absl::Span<const SequenceChunk> chunks,
+                               absl::Span<const ChunkScore> scores, PassPlan* p) const {
+  if (scores.empty()) return absl::OkStatus();
+  if (scores.size() != chunks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: ", scores.size(), " scores for ",
+                                                   chunks.size(), " chunks"));
+  }
+  int32_t row = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const ChunkScore& sc = scores[i];
+    const int32_t n = int32_t(chunks[i].tokens.size());
+    if (!sc.targets.empty()) {
+      if (int32_t(sc.targets.size()) != n) {
+        return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", i, " has ",
+                                                       sc.targets.size(), " score targets for ",
+                                                       n, " tokens"));
+      }
+      if (sc.top_k < 0 || sc.top_k > kernels::kCceMaxTopK || sc.top_k > spec_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Forward: chunk ", i, "'s score top_k ", sc.top_k, " is outside [0, ",
+            std::min<int64_t>(kernels::kCceMaxTopK, spec_.vocab_size), "]"));
+      }
+      for (int32_t j = 0; j < n; ++j) {
+        const int32_t t = sc.targets[size_t(j)];
+        if (t < -1 || t >= spec_.vocab_size) {
+          return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", i, "'s score target ",
+                                                         t, " is outside [-1, ",
+                                                         spec_.vocab_size, ")"));
+        }
+        p->score_rows.push_back(row + j);
+        p->score_targets.push_back(t);
+      }
+      p->score_top_k = std::max<int64_t>(p->score_top_k, sc.top_k);
+    }
+    row += n;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Model::PassPlan> Model::PlanPass(absl::Span<const SequenceChunk> chunks,
@@ -294,8 +334,12 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
 }
 
 absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chunks,
-                                            const KvCacheView& kv_view) {
-  if (const DecodeGraph* g = GraphFor(chunks, kv_view); g != nullptr) {
+                                            const KvCacheView& kv_view,
+                                            absl::Span<const ChunkScore> scores) {
+  scorer_.Clear();
+  const bool scoring = std::any_of(scores.begin(), scores.end(),
+                                   [](const ChunkScore& sc) { return !sc.targets.empty(); });
+  if (const DecodeGraph* g = scoring ? nullptr : GraphFor(chunks, kv_view); g != nullptr) {
     ASSIGN_OR_RETURN(PassPlan p, PlanPass(chunks, kv_view, graph_max_blocks_));
     PadPlan(g->batch, &p);
     Activations a;
@@ -306,11 +350,18 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
     ASSIGN_OR_RETURN(void* logits_dev, logits_.Get(be_, size_t(d.rows * spec_.vocab_size) * 4));
     return kernels::View(logits_dev, DType::kF32, int64_t(chunks.size()), spec_.vocab_size);
   }
-  ASSIGN_OR_RETURN(const PassPlan p, PlanPass(chunks, kv_view, 1));
+  ASSIGN_OR_RETURN(PassPlan p, PlanPass(chunks, kv_view, 1));
+  RETURN_IF_ERROR(PlanScores(chunks, scores, &p));
   Activations a;
   LoraPass lora;
   ASSIGN_OR_RETURN(const DevicePlan d, UploadPlan(p, &a, &lora));
-  return RunPass(d, a, lora, kv_view);
+  ASSIGN_OR_RETURN(const Tensor logits, RunPass(d, a, lora, kv_view));
+  // Scored rows after the pass, in stream order: hb still holds the final norm's output, and x
+  // (whose first rows the LM head's gather used) is free again for the scored rows' gather.
+  const Tensor head = kernels::View(w_.head().data(), options_.dtype, spec_.vocab_size,
+                                    spec_.hidden_size);
+  RETURN_IF_ERROR(scorer_.Run(be_, a.hb, head, a.x, p.score_rows, p.score_targets, p.score_top_k));
+  return logits;
 }
 
 const Model::DecodeGraph* Model::GraphFor(absl::Span<const SequenceChunk> chunks,
@@ -553,6 +604,7 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
       logits_.Get(be_, size_t(std::max<int64_t>(limits.max_logit_rows, 1) * s.vocab_size) * 4)
           .status());
   if (s.num_experts > 0) RETURN_IF_ERROR(moe_.Get(be_, MoeScratchBytes(MoeShape(), n)).status());
+  RETURN_IF_ERROR(scorer_.Reserve(be_, std::min(limits.max_scored_rows, n), s.vocab_size));
   reserved_.max_tokens = std::max(reserved_.max_tokens, limits.max_tokens);
   reserved_.max_seqs = std::max(reserved_.max_seqs, limits.max_seqs);
   reserved_.max_blocks = std::max(reserved_.max_blocks, limits.max_blocks);
@@ -562,7 +614,7 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
 }
 
 size_t Model::workspace_bytes() const {
-  return workspace_.bytes() + lora_.bytes() + logits_.bytes() + moe_.bytes();
+  return workspace_.bytes() + lora_.bytes() + logits_.bytes() + moe_.bytes() + scorer_.bytes();
 }
 
 absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, const Tensor& x,

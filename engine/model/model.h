@@ -21,6 +21,7 @@
 #include "absl/types/span.h"
 #include "engine/lora/adapter.h"
 #include "engine/model/hf_config.h"
+#include "engine/model/lm_head_scorer.h"
 #include "engine/model/moe_layer.h"
 #include "engine/model/scratch.h"
 #include "engine/model/weights.h"
@@ -44,6 +45,7 @@ struct ForwardLimits {
   int64_t max_blocks = 0;      // block-table length (max_model_len / block_size, rounded up)
   int64_t max_logit_rows = 0;  // logits rows per pass (sampled and scored)
   int64_t max_lora_rank = 0;   // 0: no adapters
+  int64_t max_scored_rows = 0;  // rows scored against targets per pass (ChunkScore)
 };
 
 // The dtypes a model runs in (model.dtype and engine.kv_cache_dtype, resolved).
@@ -61,6 +63,15 @@ struct SequenceChunk {
   absl::Span<const int32_t> block_table;
   Logits logits = Logits::kLast;
   const LoraAdapter* adapter = nullptr;  // applied to this chunk's tokens (null: base model)
+};
+
+// Log-probs of given targets for one chunk (prompt scoring), independent of its `logits`:
+// one target per token, in [0, vocab) or -1 (not scored); every row is scored through the fused
+// LM head (LmHeadScorer, kernels/cce.h) with top_k (<= kernels::kCceMaxTopK) alternatives, and
+// no [rows, vocab] logits are made for it. Empty targets: the chunk is not scored.
+struct ChunkScore {
+  absl::Span<const int32_t> targets;
+  int32_t top_k = 0;
 };
 
 // A single sequence that owns its pages (block table 0, 1, 2, ...): for tests and tools that
@@ -105,9 +116,14 @@ class Model {
                                              const KvCacheView& kv);
   // The same pass, its logits left on the device: fp32 [rows, vocab] (rows 0 when no chunk
   // wants logits), valid until the next forward pass. Work is queued on the backend's default
-  // stream; nothing waits for it.
+  // stream; nothing waits for it. `scores`: empty, or one per chunk (ChunkScore); the scored
+  // rows' results are in scored() after the call.
   absl::StatusOr<kernels::Tensor> ForwardOnDevice(absl::Span<const SequenceChunk> chunks,
-                                                  const KvCacheView& kv);
+                                                  const KvCacheView& kv,
+                                                  absl::Span<const ChunkScore> scores = {});
+  // The rows the last ForwardOnDevice scored (its ChunkScores, in chunk order, every row of a
+  // scored chunk), on the device; valid until the next pass.
+  const ScoredRows& scored() const { return scorer_.outputs(); }
 
   // CUDA graphs for decode steps (engine.cuda_graphs): one graph per batch-size bucket (1, 2, 4,
   // ..., max_batch, capped by what Reserve reserved), each the whole forward pass of that many
@@ -135,7 +151,8 @@ class Model {
   Model(ModelSpec spec, ModelWeights weights, ModelOptions options, kernels::Backend& backend);
   absl::Status UploadRopeTable();  // inv_freq_ for the spec's rope scaling
   absl::StatusOr<kernels::Tensor> ForwardLocked(absl::Span<const SequenceChunk> chunks,
-                                                const KvCacheView& kv);
+                                                const KvCacheView& kv,
+                                                absl::Span<const ChunkScore> scores = {});
   // The host side of a pass: per token its id, position, sequence and KV slot; per sequence
   // its block table, padded with -1 to max_blocks; the rows whose logits are wanted; the tokens
   // of each adapter.
@@ -146,6 +163,9 @@ class Model {
     int64_t max_blocks = 1;
     std::vector<const LoraAdapter*> adapters;
     std::vector<std::vector<int32_t>> adapter_rows;
+    // Tokens scored against a target (ChunkScore): pass rows, targets, the largest top-k asked.
+    std::vector<int32_t> score_rows, score_targets;
+    int64_t score_top_k = 0;
     int64_t n() const { return int64_t(ids.size()); }
   };
   // The same plan on the device (carved from the workspace), and the shape the kernels'
@@ -172,6 +192,9 @@ class Model {
   // are padded to at least `min_blocks`.
   absl::StatusOr<PassPlan> PlanPass(absl::Span<const SequenceChunk> chunks, const KvCacheView& kv,
                                     int64_t min_blocks) const;
+  // The scored rows of `scores` (one per chunk) into `plan`: rows, targets (checked), top-k.
+  absl::Status PlanScores(absl::Span<const SequenceChunk> chunks,
+                          absl::Span<const ChunkScore> scores, PassPlan* plan) const;
   // Adds padding sequences up to `batch` (see the .cc for why they touch no page).
   static void PadPlan(int64_t batch, PassPlan* plan);
   // Lays out the pass's buffers and queues the plan's upload.
@@ -240,6 +263,7 @@ class Model {
   Scratch lora_;                     // LoRA gather/mid/out rows and the adapter row plan
   Scratch logits_;                   // [rows, vocab]
   Scratch moe_;                      // MoE routing and grouping arrays (MoeScratchBytes)
+  LmHeadScorer scorer_;              // rows scored against targets, through the fused LM head
   kernels::HostBuffer plan_mirror_;  // pinned: the int32 plan before it goes up (Reserve)
   ForwardLimits reserved_;           // the largest limits Reserve was given
   std::vector<DecodeGraph> graphs_;  // ascending batch (CaptureDecodeGraphs)
