@@ -240,8 +240,9 @@ TEST_CASE("every decode kernel matches the CPU reference, unsplit and split", "[
                          << split_keys << ", " << n << " rows");
         const HostTensor got = RunCuda(be, b, p, kernel, split_keys, 0, n);
         // Both round once to the 16-bit type: a sum that lands near a rounding boundary may
-        // round the other way (one unit), else the fp32 arithmetic's error.
-        CHECK(Compare(got.v, want, c.dtype, 1, 4e-6) == "");
+        // round the other way (one unit; two allowed for ex2.approx and fp32 sums over 32k
+        // keys), else the fp32 arithmetic's error. A wrong key or head is off by far more.
+        CHECK(Compare(got.v, want, c.dtype, 2, 4e-6) == "");
         // The last row alone gives the bits it got in the batch.
         const int64_t last = c.padding_row ? n - 2 : n - 1;
         const HostTensor alone = RunCuda(be, b, p, kernel, split_keys, last, 1);
