@@ -149,21 +149,34 @@ absl::Status CudaOk(cudaError_t e) {
 // A decode batch of `seqs` sequences of `context` tokens on the shared pool (sequence i on pages
 // [i * blocks, (i + 1) * blocks)), one new token each at position context - 1, with the split-KV
 // the model gives that many decode rows (engine/model/model.cc); `args` points at the buffers.
+// With copies > 1 the table holds copies * seqs sequences and Copy(j) is the same batch over
+// sequences [j * seqs, (j + 1) * seqs): a small batch cycled through copies reads its K/V from
+// memory, not from the L2 the previous call left it in (as a model's step does, each layer's
+// pages once).
 struct DecodeBatch {
   PagedAttentionArgs args;
+  int64_t seqs = 0, copies = 1;
   DeviceBuffer table, token_seq, positions, split;
+  PagedAttentionArgs Copy(int64_t j) const {
+    PagedAttentionArgs a = args;
+    a.token_seq += (j % copies) * seqs;
+    a.q_positions += (j % copies) * seqs;
+    return a;
+  }
 };
 
 absl::StatusOr<DecodeBatch> MakeDecodeBatch(Backend& be, Stream& st, const PagedAttentionArgs& base,
                                             const Tensor& q_all, const Tensor& out_all,
-                                            int64_t seqs, int64_t context) {
+                                            int64_t seqs, int64_t context, int64_t copies = 1) {
   const int64_t blocks = Pages(context);
-  std::vector<int32_t> table(size_t(seqs * blocks));  // [seqs, blocks]
+  std::vector<int32_t> table(size_t(copies * seqs * blocks));  // [copies * seqs, blocks]
   for (size_t j = 0; j < table.size(); ++j) table[j] = int32_t(j);
-  std::vector<int32_t> token_seq(static_cast<size_t>(seqs));
-  const std::vector<int32_t> positions(static_cast<size_t>(seqs), int32_t(context - 1));
-  for (int64_t i = 0; i < seqs; ++i) token_seq[size_t(i)] = int32_t(i);
+  std::vector<int32_t> token_seq(static_cast<size_t>(copies * seqs));
+  const std::vector<int32_t> positions(static_cast<size_t>(copies * seqs), int32_t(context - 1));
+  for (int64_t i = 0; i < copies * seqs; ++i) token_seq[size_t(i)] = int32_t(i);
   DecodeBatch b;
+  b.seqs = seqs;
+  b.copies = copies;
   auto d_table = Upload(be, st, table);
   auto d_seq = Upload(be, st, token_seq);
   auto d_pos = Upload(be, st, positions);
@@ -179,7 +192,7 @@ absl::StatusOr<DecodeBatch> MakeDecodeBatch(Backend& be, Stream& st, const Paged
   args.block_tables = b.table.as<int32_t>();
   args.token_seq = b.token_seq.as<int32_t>();
   args.q_positions = b.positions.as<int32_t>();
-  args.num_seqs = seqs;
+  args.num_seqs = copies * seqs;
   args.max_blocks = blocks;
   args.max_context = blocks * kBlock;
   args.split_keys = arbor::kernels::AttentionSplitKeys(args.max_context, seqs);
@@ -336,17 +349,24 @@ int main(int argc, char** argv) {
   for (const int64_t c : a.decode_b1) comparisons.emplace_back(1, c);
   if (!comparisons.empty()) std::printf("decode kernels (median of %d calls):\n", a.iters);
   for (const auto& [seqs, c] : comparisons) {
-    auto batch = MakeDecodeBatch(be, st, base, q_all, out_all, seqs, c);
+    const double bytes = double(seqs) * double(c) * double(kKvDim) * 2.0 * 2.0;
+    // Enough copies of a small batch that a call finds none of its K/V in L2 (50 MB on an
+    // H100): 256 MB worth, as many as the pool holds.
+    const int64_t copies = std::max<int64_t>(
+        1, std::min<int64_t>(pages / (seqs * Pages(c)), int64_t((256e6 + bytes - 1) / bytes)));
+    auto batch = MakeDecodeBatch(be, st, base, q_all, out_all, seqs, c, copies);
     if (!batch.ok()) return Fail(std::string(batch.status().message()));
     const PagedAttentionArgs& args = batch->args;
-    const double bytes = double(seqs) * double(c) * double(kKvDim) * 2.0 * 2.0;
     const int64_t splits = (args.max_context + args.split_keys - 1) / args.split_keys;
-    std::printf("  batch %lld x %lld (split-KV: %lld keys a split, %lld splits):\n",
-                (long long)seqs, (long long)c, (long long)args.split_keys, (long long)splits);
+    std::printf("  batch %lld x %lld (split-KV: %lld keys a split, %lld splits; cycling %lld "
+                "copies of the batch's pages):\n",
+                (long long)seqs, (long long)c, (long long)args.split_keys, (long long)splits,
+                (long long)copies);
     double times[2] = {0, 0};  // per-token, tensor-core (the default depth)
     for (const DecodeKernel kernel : arbor::kernels::kDecodeKernels) {
+      int64_t call = 0;
       auto ms = MedianMs(be, st, a.iters, [&] {
-        return CudaOk(arbor::kernels::LaunchPagedAttention(args, stream, kernel));
+        return CudaOk(arbor::kernels::LaunchPagedAttention(batch->Copy(call++), stream, kernel));
       });
       if (!ms.ok()) return Fail(std::string(ms.status().message()));
       if (kernel == DecodeKernel::kPerToken) times[0] = *ms;
