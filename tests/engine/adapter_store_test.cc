@@ -456,6 +456,30 @@ TEST_CASE("adapters of queued requests are prefetched, and their admissions hit"
   RequireNoKv(*s.engine);
 }
 
+TEST_CASE("n > 1 under an adapter: every sibling holds it and gets the same greedy tokens",
+          "[lora][engine]") {
+  const std::string root = ScratchRoot("forks");
+  Served s(root, 40, kDefaultLoraHostBytes);
+  REQUIRE(s.env.store->Register("a", "llama-lora-all").ok());
+  Collector one(1), three(3);
+  Request r1 = Greedy({4, 8, 15, 16, 23, 42}, 12, s.env.Find("a"));
+  r1.callback = one.Callback();
+  REQUIRE(s.engine->Submit(std::move(r1)).ok());
+  one.Wait();
+  Request r3 = Greedy({4, 8, 15, 16, 23, 42}, 12, s.env.Find("a"));
+  r3.params.n = 3;
+  r3.callback = three.Callback();
+  REQUIRE(s.engine->Submit(std::move(r3)).ok());
+  three.Wait();
+  for (int i = 0; i < 3; ++i) {
+    CHECK(three.finish()[size_t(i)] == FinishReason::kLength);
+    CHECK(three.tokens()[size_t(i)] == one.tokens()[0]);
+  }
+  RequireNoKv(*s.engine);
+  REQUIRE(s.env.store->Unregister("a").ok());
+  CHECK(s.engine->stats().pages_free == 40);
+}
+
 TEST_CASE("preempted sequences give their adapter back and finish with the tokens they get alone",
           "[lora][engine]") {
   const std::string root = ScratchRoot("preempt");

@@ -374,6 +374,31 @@ TEST_CASE("eviction takes the least recently released blocks, tail first",
   CHECK(f.bm->stats().evictions == 4 + 2);  // EvictAllCached: c's first block, b's two
 }
 
+TEST_CASE("EvictCached gives back up to n cached blocks, least recently released first",
+          "[memory][block_manager]") {
+  Fixture f(16, 4);
+  const auto a = Tokens(0, 13), b = Tokens(100, 13);  // 3 full blocks each (+ 1 partial)
+  for (SeqId id : {1, 2}) {
+    const auto& t = id == 1 ? a : b;
+    REQUIRE(f.bm->AllocatePrompt(id, t, 0).ok());
+    f.bm->MarkComputed(id, t, 13);
+  }
+  f.bm->Free(1);
+  f.bm->Free(2);
+  REQUIRE(f.bm->stats().cached_evictable_pages == 6);
+  CHECK(f.bm->EvictCached(0) == 0);
+  const int64_t free_before = f.pool->free_pages();
+  CHECK(f.bm->EvictCached(2) == 2);  // a's deepest blocks (released first, tail first)
+  CHECK(f.pool->free_pages() == free_before + 2);
+  CHECK(f.bm->CachedPrefixTokens(a, 0) == 4);
+  CHECK(f.bm->CachedPrefixTokens(b, 0) == 12);
+  CHECK(f.bm->EvictCached(100) == 4);  // all that is left
+  CHECK(f.bm->stats().cached_evictable_pages == 0);
+  CHECK(f.bm->stats().evictions == 6);
+  f.Check();
+  f.EndAllFree({});
+}
+
 TEST_CASE("FreeOutOfWindow releases blocks wholly before the window", "[memory][block_manager]") {
   Fixture f(16, 4);
   const auto t = Tokens(0, 20);  // 5 full blocks
