@@ -46,6 +46,7 @@
 
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/mma.cuh"
 
 namespace arbor::kernels {
 namespace {
@@ -84,19 +85,17 @@ struct DecodeShape {
   static_assert(kFit >= 1, "a CTA's ring must fit an SM");
 };
 
-__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+using mma::CopyAsyncCommit;
+using mma::CopyAsyncWait;
+using mma::Mma;
+using mma::SharedAddress;
 
-// 16 bytes global -> shared, bypassing L1; 16 zeros when !valid (src is then not read).
+// kernels/cuda/mma.cuh's copy and ldmatrix, on shared-window addresses (the ring's offsets are
+// computed as such), and ldmatrix.trans. 16 bytes global -> shared, bypassing L1; 16 zeros when
+// !valid (src is then not read).
 __device__ __forceinline__ void CopyAsync16(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-__device__ __forceinline__ void CopyAsyncWait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
 // Four 8x8 b16 matrices; lane l gives the shared address of row l % 8 of matrix l / 8.
@@ -125,24 +124,6 @@ __device__ __forceinline__ float Exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
-}
-
-// d += a b: m16n8k16, 16-bit inputs of T, fp32 accumulators.
-template <DType T>
-__device__ __forceinline__ void Mma(float* d, const uint32_t* a, const uint32_t* b) {
-  if constexpr (T == DType::kBF16) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
-        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
 }
 
 // P in as many 16-bit terms as it takes to carry an fp32 probability to about 22-24 bits: bf16
