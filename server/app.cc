@@ -90,6 +90,7 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
   adapter_options.max_rank = config.engine.max_lora_rank;
   adapter_options.dtype = app->model_->dtype();
   adapter_options.host_bytes = config.lora.host_bytes;
+  adapter_options.background_reload = true;  // the engine thread never waits for the disk
   app->adapters_ = std::make_unique<engine::AdapterStore>(app->engine_->pool(), *app->backend_,
                                                           app->model_->spec(), adapter_options);
   app->engine_->SetAdapterStore(app->adapters_.get());

@@ -2,13 +2,17 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <climits>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -129,7 +133,8 @@ struct AdapterEntry {
   // Host tier.
   kernels::HostBuffer host;  // empty when dropped for the budget
   uint64_t host_tick = 0;
-  bool loading = false;         // being reread from disk (outside the lock)
+  bool loading = false;         // queued for or being reread from disk (outside the lock)
+  absl::Status load_error;      // the background reread's failure, for the next Acquire
   bool host_in_flight = false;  // a copy from `host` may still be running (until `ready`)
   // Device tier.
   std::vector<int32_t> pages;  // empty when not resident
@@ -161,6 +166,13 @@ struct AdapterHold::State {
   AdapterStoreStats counters;
   std::unique_ptr<kernels::Stream> copy_stream;   // made on first use
   std::unique_ptr<kernels::Event> compute_point;  // the compute stream's progress, for copies
+  // The loader thread (background_reload): ids to reread, the one being read, and its wakeups.
+  std::condition_variable load_cv;
+  std::deque<uint64_t> load_queue;
+  uint64_t reading = 0;
+  bool loader_running = false;
+  bool stop_loader = false;
+  std::thread loader;
 
   AdapterEntry* Get(uint64_t id) {
     auto it = entries.find(id);
@@ -308,10 +320,42 @@ struct AdapterHold::State {
     return absl::OkStatus();
   }
 
+  // Queues a background reread of e's host copy (lock held); no-op when one is queued or runs.
+  void StartLoad(AdapterEntry& e) {
+    if (e.loading || e.host.data() != nullptr) return;
+    e.loading = true;
+    load_queue.push_back(e.id);
+    load_cv.notify_all();
+  }
+
+  void LoaderLoop() {
+    std::unique_lock<std::mutex> lock(mu);
+    while (true) {
+      load_cv.wait(lock, [&] { return stop_loader || !load_queue.empty(); });
+      if (stop_loader) break;
+      const uint64_t id = load_queue.front();
+      load_queue.pop_front();
+      AdapterEntry* e = Get(id);
+      if (e == nullptr) continue;
+      e->loading = false;  // Reload sets it again around the read
+      reading = id;
+      absl::Status s = Reload(*e, lock);
+      reading = 0;
+      if (!s.ok()) e->load_error = std::move(s);  // alive: Release waits while `reading`
+      load_cv.notify_all();
+    }
+    for (uint64_t id : load_queue) {
+      if (AdapterEntry* e = Get(id)) e->loading = false;
+    }
+    load_queue.clear();
+  }
+
   // The last shared_ptr to an adapter went: its entry, host copy and pages go.
   void Release(uint64_t id) {
     std::unique_ptr<AdapterEntry> e;
-    std::lock_guard<std::mutex> lock(mu);
+    std::unique_lock<std::mutex> lock(mu);
+    load_queue.erase(std::remove(load_queue.begin(), load_queue.end(), id), load_queue.end());
+    load_cv.wait(lock, [&] { return reading != id; });
     auto it = entries.find(id);
     if (it == entries.end()) return;
     e = std::move(it->second);
@@ -350,9 +394,22 @@ AdapterStore::AdapterStore(memory::UnifiedPool& pool, kernels::Backend& backend,
                            const ModelSpec& spec, AdapterStoreOptions options)
     : state_(std::make_shared<AdapterHold::State>(pool, backend, spec, std::move(options))) {
   state_->root = state_->options.root.empty() ? std::string() : RealPath(state_->options.root);
+  if (state_->options.background_reload) {
+    state_->loader_running = true;
+    state_->loader = std::thread([state = state_.get()] { state->LoaderLoop(); });
+  }
 }
 
 AdapterStore::~AdapterStore() {
+  if (state_->loader.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      state_->stop_loader = true;
+      state_->loader_running = false;
+      state_->load_cv.notify_all();
+    }
+    state_->loader.join();
+  }
   // Adapters still held elsewhere keep the state alive; the store's own references go now.
   std::map<std::string, std::shared_ptr<LoraAdapter>> names;
   {
@@ -558,6 +615,13 @@ absl::StatusOr<AdapterHold> AdapterStore::Acquire(const LoraAdapter& adapter, co
     }
     return AdapterHold(state_, e->id);
   }
+  if (e->host.data() == nullptr && st.loader_running) {
+    // The loader rereads it; the caller tries again (a failed read is reported once).
+    if (!e->load_error.ok()) return std::exchange(e->load_error, absl::OkStatus());
+    st.StartLoad(*e);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("adapter `", e->name, "` is being read from disk"));
+  }
   const int64_t need = e->layout.num_pages;
   const int64_t idle = st.IdlePages();
   const int64_t free = st.pool.free_pages();
@@ -596,8 +660,12 @@ bool AdapterStore::Prefetch(const LoraAdapter& adapter, int64_t reserve_pages) {
   std::lock_guard<std::mutex> lock(st.mu);
   AdapterEntry* e = st.Get(adapter.id);
   if (e == nullptr || !e->pages.empty()) return true;
-  // Only from host memory and into free pages: a prefetch never reads the disk nor evicts.
-  if (e->host.data() == nullptr || e->loading) return false;
+  // Only from host memory and into free pages: a prefetch never reads the disk on this thread
+  // nor evicts; the loader rereads a dropped copy meanwhile.
+  if (e->host.data() == nullptr) {
+    if (st.loader_running && e->load_error.ok()) st.StartLoad(*e);
+    return false;
+  }
   if (st.pool.free_pages() - e->layout.num_pages < reserve_pages) return false;
   auto pages = st.pool.Allocate(e->layout.num_pages, memory::PageKind::kAdapter);
   if (!pages.ok()) return false;

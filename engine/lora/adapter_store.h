@@ -7,8 +7,9 @@
 // copies are asynchronous) and records the SHA-256 of the packed bytes. Registration costs host
 // memory only. The host copies share a budget (lora.host_bytes): past it, the least recently
 // used copies are dropped, and an adapter whose copy was dropped is read from disk again when it
-// is next paged in; the reread bytes must hash to the registration's SHA-256, else the page-in
-// fails with DataLoss naming the file (the adapter changed on disk).
+// is next paged in (on a loader thread with background_reload); the reread bytes must hash to
+// the registration's SHA-256, else the page-in fails with DataLoss naming the file (the adapter
+// changed on disk).
 //
 // Device tier. An adapter's weights live in unified-pool pages (PageKind::kAdapter) next to the
 // KV blocks only while it is resident. The engine thread pages adapters in (Acquire, Prefetch)
@@ -55,6 +56,11 @@ struct AdapterStoreOptions {
   int64_t max_rank = 64;  // engine.max_lora_rank
   kernels::DType dtype = kernels::DType::kF32;  // the model's: adapters are packed in it
   int64_t host_bytes = kDefaultLoraHostBytes;   // lora.host_bytes: budget of the host copies
+  // Reread dropped host copies on a loader thread of the store's, so the engine thread never
+  // waits for the disk: Acquire then answers ResourceExhausted ("being read from disk") until
+  // the copy is back (or the read's error once, then starts again), and Prefetch starts reads
+  // for queued requests. Off: Acquire rereads in place.
+  bool background_reload = false;
 };
 
 struct AdapterInfo {
@@ -148,8 +154,9 @@ class AdapterStore {
   // (its layers set by the caller) is held trivially.
   absl::StatusOr<AdapterHold> Acquire(const LoraAdapter& adapter, const KvReclaim& kv = {});
   // Pages `adapter` in ahead of use, into free pool pages only and keeping `reserve_pages` free,
-  // unheld (evictable, most recently used). True when it is resident afterwards; a reload
-  // failure is left for Acquire to report.
+  // unheld (evictable, most recently used). True when it is resident afterwards. An adapter
+  // whose host copy was dropped is not paged in; with background_reload its reread is started.
+  // A reload failure is left for Acquire to report.
   bool Prefetch(const LoraAdapter& adapter, int64_t reserve_pages);
   // Evicts the least recently used resident adapter that nobody holds and is not pinned. False
   // when there is none.

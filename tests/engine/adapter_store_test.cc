@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "absl/time/clock.h"
 #include "engine/engine.h"
 #include "engine/model/model.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -222,6 +223,41 @@ TEST_CASE("a reload that does not match the registration fails naming the file, 
   CHECK(env.store->stats().disk_loads == 1);
 }
 
+TEST_CASE("with background_reload the disk is read off the caller's thread", "[lora]") {
+  const std::string root = ScratchRoot("background");
+  const int64_t all_bytes = PackedBytes("llama-lora-all");
+  std::vector<float> want;
+  {
+    Env plain(root, 64, kDefaultLoraHostBytes);
+    REQUIRE(plain.store->Register("all", "llama-lora-all").ok());
+    want = plain.Logits("all", kPrompt);
+  }
+  Env env(root, 64, all_bytes);
+  AdapterStoreOptions o;
+  o.root = root;
+  o.max_rank = 16;
+  o.host_bytes = all_bytes;
+  o.background_reload = true;
+  env.store = std::make_unique<AdapterStore>(*env.pool, env.cpu, env.model->spec(), o);
+  REQUIRE(env.store->Register("all", "llama-lora-all").ok());
+  REQUIRE(env.store->Register("qv", "llama-lora-qv").ok());  // drops all's host copy
+  auto adapter = env.Find("all");
+  auto first = env.store->Acquire(*adapter);
+  CHECK(first.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(first.status().message()), Catch::Contains("being read from disk"));
+  // The caller (the scheduler) tries again at its next iteration; here, until the loader is done.
+  absl::StatusOr<AdapterHold> hold = first.status();
+  for (int i = 0; i < 5000 && absl::IsResourceExhausted(hold.status()); ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+    hold = env.store->Acquire(*adapter);
+  }
+  REQUIRE(hold.ok());
+  CHECK(env.store->stats().disk_loads == 1);
+  hold->Reset();
+  CHECK(env.Logits("all", kPrompt) == want);
+  CHECK(env.HostAccounted());
+}
+
 TEST_CASE("registration refuses what can never fit, and pinning what does not fit now", "[lora]") {
   const std::string root = ScratchRoot("refusals");
   const int64_t all_bytes = PackedBytes("llama-lora-all");
@@ -320,6 +356,7 @@ struct Served {
     o.root = root;
     o.max_rank = 16;
     o.host_bytes = host_bytes;
+    o.background_reload = true;  // as the server runs it
     env.store = std::make_unique<AdapterStore>(engine->pool(), env.cpu, env.model->spec(), o);
     engine->SetAdapterStore(env.store.get());
   }

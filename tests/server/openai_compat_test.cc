@@ -639,7 +639,7 @@ TEST_CASE("adapter metrics: tiers, disk loads, copies, evictions, prefetches and
   CHECK(s.gpu_evictions >= 1);
   CHECK(s.copies >= 3);
   CHECK(s.copies == s.gpu_evictions + s.gpu_resident);
-  CHECK(s.prefetch_misses >= 3);
+  CHECK(s.prefetch_hits + s.prefetch_misses >= 3);  // pages in at or ahead of admission
 }
 
 }  // namespace
