@@ -19,7 +19,10 @@
 //    "arbor"), and, when --peer (default: the results file) holds tools/bench/attention_sdpa.py's
 //    records of that name on the same card, the ratio to torch SDPA's faster backend:
 //    attention.prefill_4k.vs_sdpa (target >= 0.8), attention.prefill_16k.vs_sdpa. Run the peer
-//    first (tools/bench/gpu_suite.sh does). GPU only.
+//    first (tools/bench/gpu_suite.sh does). GPU only. The records time the backend, so its
+//    pick of prefill kernel (kernels/cuda/launch.h PrefillKernel kAuto); before them the
+//    prefill kernels side by side (printed, not recorded): mma.sync and, on Hopper, wgmma, each
+//    forced, with the largest difference of the wgmma output from the mma.sync one.
 //
 //  - causal neighborhood decode: at --window-context (32768, when in --decode), the same batch
 //    with a window of w keys (--windows, 32k down to 256) and dilation d (--dilations 1,4):
@@ -513,6 +516,49 @@ int main(int argc, char** argv) {
     args.num_prefill_tiles = plan.num_tiles();
     args.decode_rows = d_decode_rows->as<int32_t>();
     args.num_decode_rows = int64_t(plan.decode_rows.size());
+    // The prefill kernels side by side (printed, not recorded): each forced through the launcher
+    // (the batch has no decode rows, so that is the whole step), with the largest difference of
+    // an output element from the mma.sync kernel's (a sanity check; prefill_attention_test is
+    // the parity test). A kernel that does not take the shape (wgmma off Hopper) is skipped.
+    {
+      const size_t out_bytes = size_t(s) * size_t(args.out.stride) * 2;
+      std::vector<uint16_t> first(out_bytes / 2), got(out_bytes / 2);
+      double times[2] = {0, 0};
+      std::printf("prefill %lld tokens, kernels (median of %d calls):\n", (long long)s, a.iters);
+      for (const arbor::kernels::PrefillKernel kernel : arbor::kernels::kPrefillKernels) {
+        const char* kname = arbor::kernels::PrefillKernelName(kernel);
+        if (kernel == arbor::kernels::PrefillKernel::kWgmma &&
+            !arbor::kernels::PrefillAttentionSm90Fits(args)) {
+          std::printf("  %-10s does not take this shape on this device\n", kname);
+          continue;
+        }
+        auto kms = MedianMs(be, st, a.iters, [&] {
+          return CudaOk(arbor::kernels::LaunchPrefillAttention(args, stream, kernel));
+        });
+        if (!kms.ok()) return Fail(std::string(kms.status().message()));
+        if (!st.Synchronize().ok() ||
+            cudaMemcpy(got.data(), args.out.data, out_bytes, cudaMemcpyDeviceToHost) !=
+                cudaSuccess) {
+          return Fail("cannot download the prefill output");
+        }
+        const bool mma = kernel == arbor::kernels::PrefillKernel::kMmaSync;
+        if (mma) first = got;
+        double diff = 0;
+        int64_t nans = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+          const float x = arbor::kernels::LoadAsFloat(got.data(), DType::kBF16, int64_t(i));
+          const float y = arbor::kernels::LoadAsFloat(first.data(), DType::kBF16, int64_t(i));
+          nans += std::isnan(x);
+          diff = std::max(diff, double(std::fabs(x - y)));
+        }
+        times[mma ? 0 : 1] = *kms;
+        std::printf("  %-10s %8.4f ms  %6.1f TFLOP/s  max |out - mma-sync's| %.3g, %lld NaN\n",
+                    kname, *kms, PrefillFlops(s) / (*kms * 1e-3) / 1e12, diff, (long long)nans);
+      }
+      if (times[0] > 0 && times[1] > 0) {
+        std::printf("  wgmma over mma-sync: %.2fx faster\n", times[0] / times[1]);
+      }
+    }
     auto ms = MedianMs(be, st, a.iters, [&] { return be.PagedAttention(args, st); });
     if (!ms.ok()) return Fail(std::string(ms.status().message()));
     const double tflops = PrefillFlops(s) / (*ms * 1e-3) / 1e12;

@@ -48,8 +48,8 @@ for step in "${steps[@]}"; do
       # The checks that matter most when device time is short: the kernel and model parity
       # tests, decode graphs and the engine on the GPU, batch-1 decode and attention figures.
       mkdir -p "$work/quick"
-      for t in ops_parity_test decode_attention_test bf16_parity_test model_parity_test \
-          decode_graph_test engine_test; do
+      for t in ops_parity_test decode_attention_test prefill_attention_test bf16_parity_test \
+          model_parity_test decode_graph_test engine_test; do
         timeout 120 bundle/run.sh "$t" --durations yes >"$work/quick/$t.log" 2>&1
         echo "$t: rc $? $(grep -a '^arbor-tests:' "$work/quick/$t.log" | tail -1)"
         grep -a -B2 -A12 FAILED "$work/quick/$t.log" | head -60

@@ -33,7 +33,23 @@ const char* DecodeKernelName(DecodeKernel kernel);
 cudaError_t LaunchPagedAttention(const PagedAttentionArgs& args, cudaStream_t stream,
                                  DecodeKernel kernel = DecodeKernel::kAuto);
 bool PrefillAttentionFits(const PagedAttentionArgs& args);
-cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t stream);
+// The prefill tiles' kernel: kMmaSync is kernels/cuda/prefill_attention.cu (mma.sync, any GPU,
+// dilation), kWgmma the Hopper kernel of kernels/cuda/prefill_attention_sm90.cu (wgmma, sm_90
+// only, dilation 1), where PrefillAttentionSm90Fits (forced where it does not:
+// cudaErrorNotSupported). kAuto takes kWgmma where it fits only when kPrefillAutoWgmma is set,
+// else kMmaSync. The others are for tools/bench_attention's comparison and the tests.
+enum class PrefillKernel { kAuto, kMmaSync, kWgmma };
+constexpr PrefillKernel kPrefillKernels[] = {PrefillKernel::kMmaSync, PrefillKernel::kWgmma};
+// THE SWITCH: set true once prefill_attention_test has passed kWgmma on an H100/H200.
+constexpr bool kPrefillAutoWgmma = false;
+const char* PrefillKernelName(PrefillKernel kernel);
+cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t stream,
+                                   PrefillKernel kernel = PrefillKernel::kAuto);
+// The shapes the wgmma kernel takes (PrefillAttentionFits's, dilation 1, q rows 16-byte
+// aligned); ...Fits adds that the current device is a Hopper (compute capability 9.x).
+bool PrefillAttentionSm90Takes(const PagedAttentionArgs& args);
+bool PrefillAttentionSm90Fits(const PagedAttentionArgs& args);
+cudaError_t LaunchPrefillAttentionSm90(const PagedAttentionArgs& args, cudaStream_t stream);
 // The tensor-core decode kernel takes 16-bit q, out and cache of one dtype, head_dim 64 or 128,
 // any GQA group. It runs `rows` rows (args.decode_rows[i] when set, else row i); splits > 0:
 // each row's keys in runs of args.split_keys over `splits` splits, partials to

@@ -326,7 +326,24 @@ bool PrefillAttentionFits(const PagedAttentionArgs& a) {
          a.dilation >= 1 && a.dilation <= 65535;
 }
 
-cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& a, cudaStream_t s) {
+const char* PrefillKernelName(PrefillKernel kernel) {
+  switch (kernel) {
+    case PrefillKernel::kAuto:
+      return "auto";
+    case PrefillKernel::kMmaSync:
+      return "mma-sync";
+    case PrefillKernel::kWgmma:
+      return "wgmma";
+  }
+  return "?";
+}
+
+cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& a, cudaStream_t s,
+                                   PrefillKernel kernel) {
+  if (kernel == PrefillKernel::kWgmma ||
+      (kernel == PrefillKernel::kAuto && kPrefillAutoWgmma && PrefillAttentionSm90Fits(a))) {
+    return LaunchPrefillAttentionSm90(a, s);
+  }
   if (!PrefillAttentionFits(a)) return cudaErrorInvalidValue;
   const int64_t group = a.num_q_heads / a.num_kv_heads;
   const int warps = int(group * (8 / group));
