@@ -196,6 +196,11 @@ __device__ __forceinline__ void FenceRegisters(float* r) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+template <int N>
+__device__ __forceinline__ void FenceRegisters(uint32_t* r) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+}
 // Orders this thread's generic-proxy view of shared memory before its async-proxy (wgmma) reads.
 __device__ __forceinline__ void FenceProxyAsync() {
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -458,7 +463,11 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillAttentionSm90Kernel(PagedA
         p[kk][3] = Pack<T>(s_acc[8 * kk + 6], s_acc[8 * kk + 7]);
       }
       // O += P V: V's keys [16 kk, +16) are two 8-key swizzle groups 1024 bytes apart; dims
-      // [64 db, +64) one panel.
+      // [64 db, +64) one panel. O's rescale and P are written before the fence.
+#pragma unroll
+      for (int db = 0; db < HD / 64; ++db) FenceRegisters<32>(o[db]);
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; ++kk) FenceRegisters<4>(p[kk]);
       WgmmaFence();
 #pragma unroll
       for (int kk = 0; kk < kKeys / 16; ++kk) {
