@@ -262,8 +262,11 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillAttentionSm90Kernel(PagedA
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int group = int(a.num_q_heads / a.num_kv_heads);
   const int64_t kv_head = blockIdx.y;
-  const int64_t tile_row = a.prefill_tiles[2 * blockIdx.x];
-  const int count = a.prefill_tiles[2 * blockIdx.x + 1];
+  // Tiles in reverse: a sequence's later tiles see more keys, so the longest CTAs start first
+  // and the last wave is short ones (causal load balance).
+  const int64_t tile = int64_t(gridDim.x) - 1 - blockIdx.x;
+  const int64_t tile_row = a.prefill_tiles[2 * tile];
+  const int count = a.prefill_tiles[2 * tile + 1];
   const int64_t seq = a.token_seq[tile_row];
   const int64_t pos0 = a.q_positions[tile_row];  // token t of the tile is at pos0 + t
   const int64_t last = pos0 + count - 1;
