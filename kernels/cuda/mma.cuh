@@ -1,7 +1,6 @@
 // Warp-level tensor-core and async-copy helpers (sm_80+ PTX; Hopper runs them too): mma.sync
-// m16n8k16 with fp32 accumulation, ldmatrix, cp.async. The same instructions as
-// kernels/cuda/prefill_attention.cu, which keeps its own copies for now; kernels/cuda/cce.cu
-// uses these. Fragment layouts are PTX's ("Matrix Fragments for mma.m16n8k16").
+// m16n8k16 with fp32 accumulation, ldmatrix, cp.async, used by the prefill attention, decode
+// attention and CCE kernels. Fragment layouts are PTX's ("Matrix Fragments for mma.m16n8k16").
 #ifndef ARBOR_KERNELS_CUDA_MMA_CUH_
 #define ARBOR_KERNELS_CUDA_MMA_CUH_
 
@@ -40,6 +39,14 @@ __device__ __forceinline__ uint32_t SharedAddress(const void* p) {
 // Four 8x8 b16 matrices; lane l gives the address of row l % 8 of matrix l / 8.
 __device__ __forceinline__ void LoadMatrices(uint32_t* r, const void* row) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(SharedAddress(row)));
+}
+
+// The same four matrices transposed on the way (ldmatrix .trans): the B operand of a product
+// whose matrix is stored [k][n] in shared memory.
+__device__ __forceinline__ void LoadMatricesTransposed(uint32_t* r, const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(SharedAddress(row)));
 }
