@@ -22,9 +22,9 @@ run next on the same card, writes attention.prefill_4k.vs_sdpa against the faste
 
 import argparse
 import datetime
-import json
-import os
 import sys
+
+from results_file import append_records
 
 Q_HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128
 WARMUP = 5
@@ -163,21 +163,7 @@ def main():
                 })
             del q, k, v
 
-    # Append to the results file, as tools/bench/results.h's AppendResults does.
-    existing = []
-    if os.path.exists(a.results):
-        try:
-            with open(a.results) as f:
-                existing = json.load(f)
-        except ValueError:
-            existing = []
-        if not isinstance(existing, list):
-            existing = []
-    os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
-    with open(a.results, "w") as f:
-        json.dump(existing + records, f, indent=2, sort_keys=True)
-        f.write("\n")
-    print(f"appended {len(records)} records to {a.results}")
+    append_records(a.results, records)
     # Without one backend that ran, bench_attention has no baseline: fail the suite's step.
     return 0 if ran else 1
 

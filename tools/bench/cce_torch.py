@@ -21,9 +21,9 @@ cce.time_vs_torch.<shape>.
 
 import argparse
 import datetime
-import json
-import os
 import sys
+
+from results_file import append_records
 
 WARMUP = 2
 
@@ -119,21 +119,7 @@ def main():
             del w
             torch.cuda.empty_cache()
 
-    # Append to the results file, as tools/bench/results.h's AppendResults does.
-    existing = []
-    if os.path.exists(a.results):
-        try:
-            with open(a.results) as f:
-                existing = json.load(f)
-        except ValueError:
-            existing = []
-        if not isinstance(existing, list):
-            existing = []
-    os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
-    with open(a.results, "w") as f:
-        json.dump(existing + records, f, indent=2, sort_keys=True)
-        f.write("\n")
-    print(f"appended {len(records)} records to {a.results}")
+    append_records(a.results, records)
     return 0 if ran else 1
 
 
