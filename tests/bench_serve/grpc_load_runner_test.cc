@@ -108,16 +108,9 @@ PointReport Run(std::shared_ptr<grpc::Channel> channel, LoadPoint point,
   return MakePointReport(point, *result, Slo{});
 }
 
-LoadPoint Closed(int concurrency) {
-  LoadPoint p;
-  p.closed_loop = true;
-  p.concurrency = concurrency;
-  return p;
-}
-
 TEST_CASE("grpc: an injected slow first token shows in TTFT; token gaps in TPOT", "[bench]") {
   FakeGrpcServer server;
-  const PointReport r = Run(Connect(server.port()), Closed(4), Plan(8, "slow", 5));
+  const PointReport r = Run(Connect(server.port()), LoadPoint::ClosedLoop(4), Plan(8, "slow", 5));
   INFO(r.first_error);
   CHECK(r.completed == 8);
   CHECK(r.failed == 0);
@@ -146,7 +139,7 @@ TEST_CASE("grpc: open loop sends every request; a hundred streams run at once", 
   burst.rate = std::numeric_limits<double>::infinity();
   CHECK(Run(channel, burst, Plan(30, "fast")).completed == 30);
   // 100 slow streams in flight together: one at a time would take 100 x 0.21 s.
-  r = Run(channel, Closed(100), Plan(100, "slow", 2));
+  r = Run(channel, LoadPoint::ClosedLoop(100), Plan(100, "slow", 2));
   CHECK(r.completed == 100);
   CHECK(r.duration_s < 5.0);
 }
@@ -160,13 +153,14 @@ TEST_CASE("grpc: failures are counted by kind", "[bench]") {
       {"break", "stream_error"},
   };
   for (const auto& [model, kind] : cases) {
-    const PointReport r = Run(channel, Closed(2), Plan(3, model));
+    const PointReport r = Run(channel, LoadPoint::ClosedLoop(2), Plan(3, model));
     INFO(kind << ": " << r.first_error);
     CHECK(r.failed == 3);
     CHECK(r.errors.size() == 1);
     CHECK(r.errors.count(kind) == 1);
   }
-  const PointReport late = Run(channel, Closed(2), Plan(2, "hang"), /*timeout_s=*/0.3);
+  const PointReport late =
+      Run(channel, LoadPoint::ClosedLoop(2), Plan(2, "hang"), /*timeout_s=*/0.3);
   CHECK(late.errors.at("timeout") == 2);
   CHECK(late.e2e_ms.count == 0);
 
@@ -178,7 +172,7 @@ TEST_CASE("grpc: failures are counted by kind", "[bench]") {
   }
   auto dead =
       grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
-  const PointReport refused = Run(dead, Closed(1), Plan(2, "fast"));
+  const PointReport refused = Run(dead, LoadPoint::ClosedLoop(1), Plan(2, "fast"));
   INFO(refused.first_error);
   CHECK(refused.errors.at("connect") == 2);
 }

@@ -39,20 +39,13 @@ PointReport Run(const FakeSseServer& server, LoadPoint point, int n, double time
   return MakePointReport(point, *result, Slo{});
 }
 
-LoadPoint Closed(int concurrency) {
-  LoadPoint p;
-  p.closed_loop = true;
-  p.concurrency = concurrency;
-  return p;
-}
-
 TEST_CASE("an injected slow first token shows in TTFT; token gaps in TPOT and ITL", "[bench]") {
   FakeScript script;
   script.first_token_delay_ms = 150;
   script.gap_ms = 20;
   script.tokens = 5;
   FakeSseServer server(script);
-  const PointReport r = Run(server, Closed(4), 8);
+  const PointReport r = Run(server, LoadPoint::ClosedLoop(4), 8);
   CHECK(r.completed == 8);
   CHECK(r.failed == 0);
   CHECK(r.output_tokens == 40);  // from the usage chunk
@@ -83,7 +76,7 @@ TEST_CASE("hundreds of concurrent streams from one thread", "[bench]") {
   FakeScript script;
   script.first_token_delay_ms = 300;  // all 300 must be open at once to finish in time
   FakeSseServer server(script);
-  const PointReport r = Run(server, Closed(300), 300);
+  const PointReport r = Run(server, LoadPoint::ClosedLoop(300), 300);
   CHECK(r.completed == 300);
   CHECK(r.duration_s < 4.0);  // one at a time would take 90 s
 }
@@ -100,7 +93,7 @@ TEST_CASE("failures are counted by kind", "[bench]") {
     FakeScript script;
     script.mode = mode;
     FakeSseServer server(script);
-    const PointReport r = Run(server, Closed(2), 3);
+    const PointReport r = Run(server, LoadPoint::ClosedLoop(2), 3);
     INFO(kind << ": " << r.first_error);
     CHECK(r.failed == 3);
     CHECK(r.errors.size() == 1);
@@ -109,7 +102,7 @@ TEST_CASE("failures are counted by kind", "[bench]") {
   FakeScript hang;
   hang.mode = Mode::kHang;
   FakeSseServer hung(hang);
-  const PointReport late = Run(hung, Closed(2), 2, /*timeout_s=*/0.3);
+  const PointReport late = Run(hung, LoadPoint::ClosedLoop(2), 2, /*timeout_s=*/0.3);
   CHECK(late.errors.at("timeout") == 2);
   CHECK(late.e2e_ms.count == 0);
 
@@ -120,9 +113,9 @@ TEST_CASE("failures are counted by kind", "[bench]") {
   auto target = ResolveTarget(absl::StrCat("http://127.0.0.1:", port));
   REQUIRE(target.ok());
   options.target = *target;
-  auto result = RunPoint(options, Closed(1), Plan(2));
+  auto result = RunPoint(options, LoadPoint::ClosedLoop(1), Plan(2));
   REQUIRE(result.ok());
-  const PointReport refused = MakePointReport(Closed(1), *result, Slo{});
+  const PointReport refused = MakePointReport(LoadPoint::ClosedLoop(1), *result, Slo{});
   CHECK(refused.errors.at("connect") == 2);
 }
 

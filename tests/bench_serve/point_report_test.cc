@@ -39,9 +39,7 @@ TEST_CASE("point report: latencies, throughput, goodput and errors", "[bench]") 
   result.records.push_back(late);
   result.duration_s = 2.0;
 
-  LoadPoint closed;
-  closed.closed_loop = true;
-  closed.concurrency = 1;
+  const LoadPoint closed = LoadPoint::ClosedLoop(1);
   const PointReport r = MakePointReport(closed, result, Slo{200, 120});
   CHECK(r.requests == 5);
   CHECK(r.completed == 3);

@@ -253,10 +253,7 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& a
   }
   for (double c : concurrencies) {
     if (c != std::floor(c)) return Bad("--concurrency", "must be whole numbers");
-    LoadPoint lp;
-    lp.closed_loop = true;
-    lp.concurrency = int32_t(c);
-    o.points.push_back(lp);
+    o.points.push_back(LoadPoint::ClosedLoop(int32_t(c)));
   }
   return o;
 }

@@ -46,6 +46,13 @@ class Epoll {
 
 }  // namespace
 
+LoadPoint LoadPoint::ClosedLoop(int32_t concurrency) {
+  LoadPoint p;
+  p.closed_loop = true;
+  p.concurrency = concurrency;
+  return p;
+}
+
 std::string LoadPoint::Label() const {
   if (closed_loop) return absl::StrCat("concurrency=", concurrency);
   std::string label = std::isinf(rate) ? "rate=inf" : absl::StrFormat("rate=%g", rate);

@@ -25,6 +25,8 @@ struct LoadPoint {
   int32_t concurrency = 1;  // closed loop: requests in flight
   // A short name for progress lines and reports: "rate=4", "rate=4 gamma=0.5", "concurrency=32".
   std::string Label() const;
+  // A closed-loop point keeping `concurrency` requests in flight.
+  static LoadPoint ClosedLoop(int32_t concurrency);
 };
 
 struct RunOptions {
