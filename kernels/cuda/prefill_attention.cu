@@ -27,6 +27,7 @@
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/online_softmax.cuh"
 
 namespace arbor::kernels {
 namespace {
@@ -201,18 +202,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
         }
       }
     }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
-    }
-    const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
-    // A row with no key yet keeps base 0: its p are exp2(-inf) = 0 and nothing is rescaled.
-    const float base_lo = new_lo == -INFINITY ? 0.0f : new_lo;
-    const float base_hi = new_hi == -INFINITY ? 0.0f : new_hi;
-    const float alpha_lo = exp2f(m_lo - base_lo), alpha_hi = exp2f(m_hi - base_hi);
-    m_lo = new_lo;
-    m_hi = new_hi;
+    float alpha_lo, alpha_hi;
+    const float base_lo = OnlineSoftmaxStep(m_lo, mx_lo, &alpha_lo);
+    const float base_hi = OnlineSoftmaxStep(m_hi, mx_hi, &alpha_hi);
     float sum_lo = 0.0f, sum_hi = 0.0f;
 #pragma unroll
     for (int n = 0; n < kKeys / 8; ++n) {
