@@ -455,26 +455,32 @@ void Engine::Step() {
   // tokens (and the log-probs asked for) come back. Scored chunks' rows came out of the fused
   // LM head (Model::scored(), chunk order): their log-probs and top-k come to the host.
   std::vector<int64_t> first_scored(d.run.size(), 0);
-  std::vector<float> scored_logprobs, scored_top_logprobs;
-  std::vector<int32_t> scored_top_ids;
+  HostScores host_scores;
   std::vector<SampleInput> inputs;
   std::vector<int32_t> input_rows;
   std::vector<std::vector<Sequence*>> sampled(d.run.size());  // siblings first, then the chunk's
   absl::Status status = logits.status();
   const ScoredRows& scores = model_.scored();
   if (status.ok() && scores.rows > 0) {
-    scored_logprobs.resize(size_t(scores.rows));
-    scored_top_ids.resize(size_t(scores.rows * scores.top_k));
-    scored_top_logprobs.resize(scored_top_ids.size());
-    status = backend_.CopyToHost(scored_logprobs.data(), scores.logprobs,
-                                 scored_logprobs.size() * sizeof(float), stream);
-    if (status.ok() && scores.top_k > 0) {
-      status = backend_.CopyToHost(scored_top_ids.data(), scores.top_ids,
-                                   scored_top_ids.size() * sizeof(int32_t), stream);
+    HostScores& h = host_scores;
+    h.top_k = scores.top_k;
+    h.logprobs.resize(size_t(scores.rows));
+    h.ranks.resize(size_t(scores.rows));
+    h.top_ids.resize(size_t(scores.rows * scores.top_k));
+    h.top_logprobs.resize(h.top_ids.size());
+    status = backend_.CopyToHost(h.logprobs.data(), scores.logprobs,
+                                 h.logprobs.size() * sizeof(float), stream);
+    if (status.ok()) {
+      status = backend_.CopyToHost(h.ranks.data(), scores.ranks, h.ranks.size() * sizeof(int32_t),
+                                   stream);
     }
     if (status.ok() && scores.top_k > 0) {
-      status = backend_.CopyToHost(scored_top_logprobs.data(), scores.top_logprobs,
-                                   scored_top_logprobs.size() * sizeof(float), stream);
+      status = backend_.CopyToHost(h.top_ids.data(), scores.top_ids,
+                                   h.top_ids.size() * sizeof(int32_t), stream);
+    }
+    if (status.ok() && scores.top_k > 0) {
+      status = backend_.CopyToHost(h.top_logprobs.data(), scores.top_logprobs,
+                                   h.top_logprobs.size() * sizeof(float), stream);
     }
   }
   int64_t row = 0, scored_row = 0;
@@ -534,12 +540,7 @@ void Engine::Step() {
   size_t next_result = 0;
   for (size_t i = 0; i < d.run.size(); ++i) {
     const ScheduledChunk& c = d.run[i];
-    if (c.score) {
-      const size_t at = size_t(first_scored[i]);
-      StreamPromptLogprobs(c.seq, c.start, c.count, scored_logprobs.data() + at,
-                           scored_top_ids.data() + at * size_t(scores.top_k),
-                           scored_top_logprobs.data() + at * size_t(scores.top_k), scores.top_k);
-    }
+    if (c.score) StreamPromptLogprobs(c.seq, c.start, c.count, host_scores, first_scored[i]);
     if (c.sample) {
       for (Sequence* seq : sampled[i]) ProcessSample(seq, (*results)[next_result++]);
     } else if (c.seq->request->request.score_only &&
@@ -588,8 +589,7 @@ void Engine::Fork(Sequence* parent) {
 }
 
 void Engine::StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count,
-                                  const float* logprobs, const int32_t* top_ids,
-                                  const float* top_logprobs, int64_t stride) {
+                                  const HostScores& scores, int64_t first_row) {
   // Row j (position start + j) scores prompt token start + j + 1; the last prompt position
   // predicts past the prompt and scores nothing. Positions streamed before a preemption are
   // not sent again when the prompt is recomputed.
@@ -600,13 +600,15 @@ void Engine::StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count,
   StreamEvent ev;
   ev.index = seq->index;
   ev.prompt_logprobs.reserve(size_t(last - first + 1));
-  const int64_t k = req->request.prompt_logprobs;  // <= stride: the pass's largest
+  const int64_t k = req->request.prompt_logprobs;  // <= scores.top_k: the pass's largest
+  const int64_t stride = scores.top_k;
   for (int64_t pos = first; pos <= last; ++pos) {
-    const int64_t j = pos - 1 - start;
-    PromptLogprob e{pos, seq->tokens[size_t(pos)], logprobs[j], {}};
+    const size_t j = size_t(first_row + pos - 1 - start);
+    PromptLogprob e{pos, seq->tokens[size_t(pos)], scores.logprobs[j], scores.ranks[j], {}};
     e.top.reserve(size_t(k));
     for (int64_t t = 0; t < k; ++t) {
-      e.top.push_back({top_ids[j * stride + t], top_logprobs[j * stride + t]});
+      const size_t at = j * size_t(stride) + size_t(t);
+      e.top.push_back({scores.top_ids[at], scores.top_logprobs[at]});
     }
     ev.prompt_logprobs.push_back(std::move(e));
   }

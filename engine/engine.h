@@ -120,11 +120,17 @@ class Engine {
   void AbortAll(const std::string& detail);  // every live sequence, on the engine thread
   // A sampled token (and its log-probs) for `seq`: stop checks, text, the event.
   void ProcessSample(Sequence* seq, const SampleResult& r);
-  // A scored chunk's rows (row j at position start + j, scored against prompt token
-  // start + j + 1: its log-prob logprobs[j] and alternatives top_ids/top_logprobs[j * stride..])
-  // to the prompt log-probs of positions start + 1 .. start + count not streamed yet.
-  void StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, const float* logprobs,
-                            const int32_t* top_ids, const float* top_logprobs, int64_t stride);
+  // The scored rows of one pass, on the host (ScoredRows' fields).
+  struct HostScores {
+    std::vector<float> logprobs, top_logprobs;
+    std::vector<int32_t> ranks, top_ids;
+    int64_t top_k = 0;
+  };
+  // A scored chunk's rows, from row `first` of `scores` (row j at position start + j, scored
+  // against prompt token start + j + 1) to the prompt log-probs of positions start + 1 ..
+  // start + count not streamed yet.
+  void StreamPromptLogprobs(Sequence* seq, int64_t start, int64_t count, const HostScores& scores,
+                            int64_t first);
   void Fork(Sequence* parent);
   void RefreshStats(double scheduler_s, double forward_s, double other_s, double device_s = 0);
 

@@ -38,10 +38,12 @@ struct RequestMetrics {
 // The log-prob of prompt token `position` (>= 1; `token` is prompt[position]) given the prompt
 // tokens before it, with the request's prompt_logprobs most likely tokens at that position
 // (most likely first, ties to the lower id). Log-softmax of the raw logits, as SampleResult.
+// `rank`: 1 + how many vocabulary entries are strictly more likely than the token (vLLM's rank).
 struct PromptLogprob {
   int64_t position = 0;
   int32_t token = -1;
   float logprob = 0.0f;
+  int32_t rank = 0;
   std::vector<TokenLogprob> top;
 };
 

@@ -10,9 +10,10 @@ size_t Align(size_t b) { return (b + 255) / 256 * 256; }
 }  // namespace
 
 // Layout from the scratch's base: rows and targets (int32 [rows] each), log-probs and lse
-// (fp32 [rows] each), top ids and log-probs ([rows, top_k] each), then the op's workspace.
+// (fp32 [rows] each), ranks (int32 [rows]), top ids and log-probs ([rows, top_k] each), then the
+// op's workspace.
 size_t LmHeadScorer::Bytes(int64_t rows, int64_t vocab, int64_t top_k) {
-  return 4 * Align(size_t(rows) * 4) + 2 * Align(size_t(rows * top_k) * 4) +
+  return 5 * Align(size_t(rows) * 4) + 2 * Align(size_t(rows * top_k) * 4) +
          kernels::TargetLogprobsWorkspaceBytes(rows, vocab, top_k);
 }
 
@@ -44,6 +45,7 @@ absl::Status LmHeadScorer::Run(kernels::Backend& be, const kernels::Tensor& hidd
   auto* targets_dev = static_cast<int32_t*>(take(size_t(n) * 4));
   auto* logprobs = static_cast<float*>(take(size_t(n) * 4));
   auto* lse = static_cast<float*>(take(size_t(n) * 4));
+  auto* ranks = static_cast<int32_t*>(take(size_t(n) * 4));
   auto* top_ids = static_cast<int32_t*>(take(size_t(n * top_k) * 4));
   auto* top_logprobs = static_cast<float*>(take(size_t(n * top_k) * 4));
   kernels::Stream& st = be.default_stream();
@@ -57,13 +59,14 @@ absl::Status LmHeadScorer::Run(kernels::Backend& be, const kernels::Tensor& hidd
   a.targets = targets_dev;
   a.logprobs = logprobs;
   a.lse = lse;
+  a.ranks = ranks;
   a.top_k = top_k;
   a.top_ids = top_k > 0 ? top_ids : nullptr;
   a.top_logprobs = top_k > 0 ? top_logprobs : nullptr;
   a.workspace = at;
   a.workspace_bytes = kernels::TargetLogprobsWorkspaceBytes(n, vocab, top_k);
   RETURN_IF_ERROR(be.TargetLogprobs(a, st));
-  out_ = {logprobs, top_ids, top_logprobs, n, top_k};
+  out_ = {logprobs, ranks, top_ids, top_logprobs, n, top_k};
   return absl::OkStatus();
 }
 

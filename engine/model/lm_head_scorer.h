@@ -18,6 +18,7 @@ namespace arbor::engine {
 // A pass's scored rows on the device, in pass order, valid until the next pass.
 struct ScoredRows {
   const float* logprobs = nullptr;      // [rows]: log p(target) (0 where the target was -1)
+  const int32_t* ranks = nullptr;       // [rows]: the target's rank, 1 = most likely (0: none)
   const int32_t* top_ids = nullptr;     // [rows, top_k], most likely first
   const float* top_logprobs = nullptr;  // [rows, top_k]
   int64_t rows = 0;

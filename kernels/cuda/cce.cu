@@ -1,23 +1,28 @@
 // TargetLogprobs on the GPU (kernels/cce.h), Cut Cross-Entropy's forward: the logits never
 // leave the chip.
 //
+// Pass 0, CceTargetKernel: a warp per row takes the target's logit by an indexed dot product
+// (fp32, lanes over hidden, then a fixed butterfly), before any tile is computed, so that
+// pass 1 can count the logits above it.
+//
 // Pass 1, CceTileKernel<T, kTopK>: a CTA owns 128 rows x one vocab split (kCceSplitVocab = 16
 // tiles of 128 ids). For each tile it computes z = x w^T on tensor cores (mma.sync m16n8k16,
 // bf16/f16 in, fp32 accumulators; 8 warps of 64 rows x 32 ids; ldmatrix from shared memory
 // rows padded by 16 bytes, conflict-free; a 4-stage cp.async pipeline over hidden in steps of
 // 32 that runs on from one tile into the next), then in registers: bias, softcap, the mask of
-// ids >= vocab, the target's logit where the thread holds it (written once, by the one CTA
-// whose split holds the target), and an online (max, sum of exp) per row over the thread's own
-// columns. After the split the four lanes of a row and the four column warps are merged in a
-// fixed order into one partial per (row, split). With top-k, each tile's [128 x 128] logits go
+// ids >= vocab, the count of ids (other than the target) whose logit is above the target's,
+// and an online (max, sum of exp) per row over the thread's own columns. After the split the
+// four lanes of a row and the four column warps are merged in a fixed order into one partial
+// (and one count) per (row, split). With top-k, each tile's [128 x 128] logits go
 // through shared memory and warp w keeps rows 16w..16w+15's best k (a sorted list, one entry
 // per lane) by inserting every id that beats the k-th (CceBetter's total order).
 // CTAs run in groups of 16 row blocks x every split, so the 16 blocks of x (16 MB at hidden
 // 4096) stay in L2 while the splits' weights stream past them.
 //
 // Pass 2, CceMergeKernel: a warp per row merges the row's partials in split order (lane j takes
-// splits j, j + 32, ... in order, then a fixed butterfly), writes lse and z[target] - lse, and
-// merges the splits' top-k lists (a k-round argmax over the list heads).
+// splits j, j + 32, ... in order, then a fixed butterfly), writes lse, z[target] - lse and the
+// rank (1 + the splits' counts, integers), and merges the splits' top-k lists (a k-round argmax
+// over the list heads).
 //
 // Other dtypes (f32) and shapes the tile kernel cannot load (hidden % 8, unaligned rows) run
 // CceSimpleKernel: one CTA per (row, split), fp32 dot products, the same partials and merge.
@@ -48,7 +53,7 @@ constexpr int kMaxListsPerLane = int(kCceMaxSplits / 32);
 static_assert(kCceSplitVocab % kBN == 0, "a split is whole tiles");
 
 constexpr size_t kPipelineBytes = size_t(kStages) * kStageElems * sizeof(uint16_t);
-constexpr size_t kReduceBytes = size_t(kBM) * 4 * sizeof(float2);
+constexpr size_t kReduceBytes = size_t(kBM) * 4 * (sizeof(float2) + sizeof(int32_t));
 constexpr size_t kTopBytes = size_t(kBM) * kZPitch * sizeof(float) +
                              size_t(kBM) * kCceMaxTopK * (sizeof(float) + sizeof(int32_t));
 
@@ -58,7 +63,8 @@ struct CceParams {
   int64_t splits = 0;
   int64_t row_blocks = 0;
   float2* partial = nullptr;  // [rows, splits]: (max, sum of exp(z - max))
-  float* target_z = nullptr;  // [rows]
+  float* target_z = nullptr;  // [rows]: the indexed dot's logit (pass 0)
+  int32_t* above = nullptr;   // [rows, splits]: ids other than the target with a larger logit
   float* top_z = nullptr;     // [rows, splits, k]
   int32_t* top_id = nullptr;  // [rows, splits, k]
 };
@@ -71,7 +77,10 @@ CceParams MakeParams(const TargetLogprobsArgs& a) {
   char* ws = static_cast<char*>(a.workspace);
   p.partial = reinterpret_cast<float2*>(ws);
   p.target_z = reinterpret_cast<float*>(ws + CcePartialBytes(a.x.rows, a.w.rows));
-  char* top = ws + CcePartialBytes(a.x.rows, a.w.rows) + CceTargetBytes(a.x.rows);
+  p.above = reinterpret_cast<int32_t*>(ws + CcePartialBytes(a.x.rows, a.w.rows) +
+                                       CceTargetBytes(a.x.rows));
+  char* top = ws + CcePartialBytes(a.x.rows, a.w.rows) + CceTargetBytes(a.x.rows) +
+              CceCountBytes(a.x.rows, a.w.rows);
   p.top_z = reinterpret_cast<float*>(top);
   p.top_id = reinterpret_cast<int32_t*>(top + size_t(a.x.rows) * p.splits * a.top_k * 4);
   return p;
@@ -144,11 +153,35 @@ __device__ void WarpOffer(const float* zrow, int n, int64_t v0, int64_t vocab, i
   }
 }
 
+// A warp per row: target_z[row] = softcap(x[row] . w[target] + bias[target]) in fp32 (lane l
+// takes hidden l, l + 32, ... in order, then a fixed butterfly); +inf for a row not scored (so no
+// logit counts as above it), NaN for a target >= vocab.
+__global__ void __launch_bounds__(kThreads) CceTargetKernel(CceParams p) {
+  const TargetLogprobsArgs& a = p.a;
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * (kThreads / 32) + (threadIdx.x >> 5);
+  if (row >= a.x.rows) return;
+  const int32_t t = a.targets[row];
+  if (t < 0 || t >= a.w.rows) {
+    if (lane == 0) p.target_z[row] = t < 0 ? INFINITY : NAN;
+    return;
+  }
+  float dot = 0.0f;
+  for (int64_t e = lane; e < a.x.cols; e += 32) dot = fmaf(a.x.Load(row, e), a.w.Load(t, e), dot);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+  if (lane == 0) {
+    const float b = a.bias != nullptr ? LoadAsFloat(a.bias, a.w.dtype, t) : 0.0f;
+    p.target_z[row] = CceLogit(dot, b, a.softcap);
+  }
+}
+
 template <DType T, bool kTopK>
 __global__ void __launch_bounds__(kThreads, 1) CceTileKernel(CceParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   uint16_t* stages = reinterpret_cast<uint16_t*>(smem);
   float2* reduce = reinterpret_cast<float2*>(smem + kPipelineBytes);  // [kBM][4 column warps]
+  int32_t* reduce_above = reinterpret_cast<int32_t*>(reduce + kBM * 4);  // [kBM][4]
   float* zt = reinterpret_cast<float*>(smem + kPipelineBytes + kReduceBytes);  // [kBM][kZPitch]
   float* list_z = zt + kBM * kZPitch;                                   // [kBM][kCceMaxTopK]
   int32_t* list_id = reinterpret_cast<int32_t*>(list_z + kBM * kCceMaxTopK);
@@ -196,12 +229,14 @@ __global__ void __launch_bounds__(kThreads, 1) CceTileKernel(CceParams p) {
   };
 
   // The thread's rows: mt * 16 + g4 + 8 h of the warp's 64 (index mt * 2 + h).
-  int32_t target[8];
-  float run_m[8], run_s[8];
+  int32_t target[8], above[8];
+  float target_z[8], run_m[8], run_s[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int64_t row = row0 + warp_m * 64 + (i >> 1) * 16 + g4 + 8 * (i & 1);
     target[i] = row < n ? a.targets[row] : -1;
+    target_z[i] = row < n ? p.target_z[row] : INFINITY;
+    above[i] = 0;
     run_m[i] = -INFINITY;
     run_s[i] = 0.0f;
   }
@@ -277,7 +312,7 @@ __global__ void __launch_bounds__(kThreads, 1) CceTileKernel(CceParams p) {
           const int64_t v = v0 + col;
           const float zz = v < vocab ? CceLogit(acc[mt][nt][2 * h + j], bias[nt][j], a.softcap)
                                      : -INFINITY;
-          if (v == target[i]) p.target_z[row0 + r] = zz;  // target >= 0 only for live rows
+          above[i] += zz > target_z[i] && v != target[i];  // false for a NaN target
           if constexpr (kTopK) zt[r * kZPitch + col] = zz;
           z[nt * 2 + j] = zz;
           zmax = fmaxf(zmax, zz);
@@ -320,21 +355,26 @@ __global__ void __launch_bounds__(kThreads, 1) CceTileKernel(CceParams p) {
       const float om = __shfl_xor_sync(0xffffffffu, run_m[i], off);
       const float os = __shfl_xor_sync(0xffffffffu, run_s[i], off);
       MergeLse(run_m[i], run_s[i], om, os);
+      above[i] += __shfl_xor_sync(0xffffffffu, above[i], off);
     }
     if ((lane & 3) == 0) {
       const int r = warp_m * 64 + (i >> 1) * 16 + g4 + 8 * (i & 1);
       reduce[r * 4 + warp_n] = make_float2(run_m[i], run_s[i]);
+      reduce_above[r * 4 + warp_n] = above[i];
     }
   }
   __syncthreads();
   if (threadIdx.x < kBM && row0 + threadIdx.x < n) {
     float m = -INFINITY, s = 0.0f;
+    int32_t count = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const float2 e = reduce[threadIdx.x * 4 + j];
       MergeLse(m, s, e.x, e.y);
+      count += reduce_above[threadIdx.x * 4 + j];
     }
     p.partial[(row0 + threadIdx.x) * p.splits + split] = make_float2(m, s);
+    p.above[(row0 + threadIdx.x) * p.splits + split] = count;
   }
   if constexpr (kTopK) {
     for (int i = threadIdx.x; i < kBM * k; i += kThreads) {
@@ -352,12 +392,15 @@ __global__ void __launch_bounds__(kThreads, 1) CceTileKernel(CceParams p) {
 __global__ void __launch_bounds__(kThreads) CceSimpleKernel(CceParams p) {
   __shared__ float zs[kCceSplitVocab];
   __shared__ float2 red[kThreads / 32];
+  __shared__ int32_t red_above[kThreads / 32];
   const TargetLogprobsArgs& a = p.a;
   const int64_t row = blockIdx.x / p.splits, split = blockIdx.x % p.splits;
   const int64_t vocab = a.w.rows, hidden = a.x.cols, v_begin = split * kCceSplitVocab;
   const int32_t target = a.targets[row];
+  const float target_z = p.target_z[row];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float m = -INFINITY, s = 0.0f;
+  int32_t above = 0;
   for (int c = threadIdx.x; c < kCceSplitVocab; c += kThreads) {
     const int64_t v = v_begin + c;
     float z = -INFINITY;
@@ -366,7 +409,7 @@ __global__ void __launch_bounds__(kThreads) CceSimpleKernel(CceParams p) {
       for (int64_t e = 0; e < hidden; ++e) dot = fmaf(a.x.Load(row, e), a.w.Load(v, e), dot);
       const float b = a.bias != nullptr ? LoadAsFloat(a.bias, a.w.dtype, v) : 0.0f;
       z = CceLogit(dot, b, a.softcap);
-      if (v == target) p.target_z[row] = z;
+      above += z > target_z && v != target;
     }
     zs[c] = z;
     MergeLse(m, s, z, z == -INFINITY ? 0.0f : 1.0f);
@@ -376,13 +419,22 @@ __global__ void __launch_bounds__(kThreads) CceSimpleKernel(CceParams p) {
     const float om = __shfl_xor_sync(0xffffffffu, m, off);
     const float os = __shfl_xor_sync(0xffffffffu, s, off);
     MergeLse(m, s, om, os);
+    above += __shfl_xor_sync(0xffffffffu, above, off);
   }
-  if (lane == 0) red[warp] = make_float2(m, s);
+  if (lane == 0) {
+    red[warp] = make_float2(m, s);
+    red_above[warp] = above;
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
     float tm = -INFINITY, ts = 0.0f;
-    for (int j = 0; j < kThreads / 32; ++j) MergeLse(tm, ts, red[j].x, red[j].y);
+    int32_t count = 0;
+    for (int j = 0; j < kThreads / 32; ++j) {
+      MergeLse(tm, ts, red[j].x, red[j].y);
+      count += red_above[j];
+    }
     p.partial[row * p.splits + split] = make_float2(tm, ts);
+    p.above[row * p.splits + split] = count;
   }
   const int k = int(a.top_k);
   if (k > 0 && warp == 0) {
@@ -405,12 +457,17 @@ __global__ void __launch_bounds__(kThreads) CceMergeKernel(CceParams p) {
   if (row >= a.x.rows) return;
   const float2* part = p.partial + row * p.splits;
   float m = -INFINITY, s = 0.0f;
-  for (int64_t j = lane; j < p.splits; j += 32) MergeLse(m, s, part[j].x, part[j].y);
+  int32_t above = 0;
+  for (int64_t j = lane; j < p.splits; j += 32) {
+    MergeLse(m, s, part[j].x, part[j].y);
+    above += p.above[row * p.splits + j];
+  }
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) {
     const float om = __shfl_xor_sync(0xffffffffu, m, off);
     const float os = __shfl_xor_sync(0xffffffffu, s, off);
     MergeLse(m, s, om, os);
+    above += __shfl_xor_sync(0xffffffffu, above, off);
   }
   m = __shfl_sync(0xffffffffu, m, 0);
   s = __shfl_sync(0xffffffffu, s, 0);
@@ -419,6 +476,7 @@ __global__ void __launch_bounds__(kThreads) CceMergeKernel(CceParams p) {
     a.lse[row] = lse;
     const int32_t t = a.targets[row];
     a.logprobs[row] = t < 0 ? 0.0f : t >= a.w.rows ? NAN : p.target_z[row] - lse;
+    if (a.ranks != nullptr) a.ranks[row] = t < 0 || t >= a.w.rows ? 0 : 1 + above;
   }
   const int k = int(a.top_k);
   if (k == 0) return;
@@ -496,7 +554,10 @@ bool TargetLogprobsFits(const TargetLogprobsArgs& a) {
 cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& a, cudaStream_t stream) {
   if (a.x.rows <= 0) return cudaSuccess;
   const CceParams p = MakeParams(a);
-  cudaError_t e = cudaSuccess;
+  const int64_t blocks = (a.x.rows + kThreads / 32 - 1) / (kThreads / 32);
+  CceTargetKernel<<<unsigned(blocks), kThreads, 0, stream>>>(p);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
   if (TargetLogprobsFits(a)) {
     e = a.x.dtype == DType::kBF16 ? LaunchTiles<DType::kBF16>(p, stream)
                                   : LaunchTiles<DType::kF16>(p, stream);
@@ -506,7 +567,6 @@ cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& a, cudaStream_t strea
     e = cudaGetLastError();
   }
   if (e != cudaSuccess) return e;
-  const int64_t blocks = (a.x.rows + kThreads / 32 - 1) / (kThreads / 32);
   CceMergeKernel<<<unsigned(blocks), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }

@@ -119,8 +119,8 @@ std::vector<double> LogSoftmax(const std::vector<double>& x) {
 // `got` against the log-softmax of the reference logits: one entry per position 1..len-1 in
 // order, each log-prob within 2e-4 of the row's largest |logit| (model_parity_test holds the
 // logits to 1e-4 of that scale; a log-prob is a logit minus a log-sum-exp, two such errors),
-// and k alternatives in descending order, each with its reference log-prob and ranked right
-// within that tolerance.
+// its rank (1 + the more likely ids, within that tolerance), and k alternatives in descending
+// order, each with its reference log-prob and ranked right within that tolerance.
 void CheckAgainstReference(const std::vector<PromptLogprob>& got, const RefPrompt& ref, int32_t k) {
   const size_t len = ref.ids.size();
   REQUIRE(got.size() == len - 1);
@@ -141,6 +141,15 @@ void CheckAgainstReference(const std::vector<PromptLogprob>& got, const RefPromp
       if (!(err <= tol)) ++bad;  // NaN counts as bad
     };
     off(e.logprob, want[size_t(e.token)]);
+    // The rank: 1 + the ids more likely than the token, give or take those within tol of it.
+    int64_t above = 0, near = 0;
+    for (size_t v = 0; v < want.size(); ++v) {
+      const double d = want[v] - want[size_t(e.token)];
+      if (v == size_t(e.token)) continue;
+      above += d > 0;
+      near += d != 0 && std::fabs(d) <= tol;
+    }
+    if (std::llabs(int64_t(e.rank) - (1 + above)) > near) ++bad;
     std::vector<double> sorted = want;
     std::sort(sorted.begin(), sorted.end(), std::greater<double>());
     REQUIRE(e.top.size() == std::min(size_t(k), want.size()));

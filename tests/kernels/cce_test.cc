@@ -1,6 +1,7 @@
 // TargetLogprobs (kernels/cce.h): the CPU reference against a brute-force log-softmax of the
 // full logits in double, on fresh random odd sizes (bias, softcap, top-k with exact ties across
-// split boundaries, unscored rows); argument checks; the workspace bound. On a GPU ([gpu]): the
+// split boundaries, unscored rows, ranks: 1 + the ids strictly above the target, exact ties not
+// counted); argument checks; the workspace bound. On a GPU ([gpu]): the
 // CUDA op against the CPU reference (tensor-core path in bf16/f16, the plain path in f32 and
 // for strides it cannot load), outputs poisoned with NaN first, the same bits on a second run
 // and for a row scored alone (the vocab splits depend on the vocabulary only).
@@ -77,7 +78,7 @@ Inputs Draw(std::mt19937_64& rng, const Case& c) {
 
 struct Outputs {
   std::vector<float> logprobs, lse, top_logprobs;
-  std::vector<int32_t> top_ids;
+  std::vector<int32_t> top_ids, ranks;
 };
 
 // The op on `be`, outputs poisoned (NaN, ids -1) first.
@@ -91,7 +92,7 @@ Outputs Run(Backend& be, const Case& c, const Inputs& in) {
   REQUIRE(bias.ok());
   REQUIRE(targets.ok());
   const size_t rows = size_t(c.n), top = size_t(c.n * std::max<int64_t>(c.top_k, 1));
-  auto out = be.Allocate((2 * rows + 2 * top) * 4);
+  auto out = be.Allocate((3 * rows + 2 * top) * 4);
   const size_t ws_bytes = kernels::TargetLogprobsWorkspaceBytes(c.n, c.vocab, c.top_k);
   auto ws = be.Allocate(ws_bytes);
   REQUIRE(out.ok());
@@ -107,6 +108,7 @@ Outputs Run(Backend& be, const Case& c, const Inputs& in) {
   a.targets = targets->as<int32_t>();
   a.logprobs = base;
   a.lse = base + rows;
+  a.ranks = reinterpret_cast<int32_t*>(base + 2 * rows + 2 * top);
   a.top_k = c.top_k;
   a.top_logprobs = c.top_k > 0 ? base + 2 * rows : nullptr;
   a.top_ids = c.top_k > 0 ? reinterpret_cast<int32_t*>(base + 2 * rows + top) : nullptr;
@@ -126,6 +128,8 @@ Outputs Run(Backend& be, const Case& c, const Inputs& in) {
     const int32_t* ids = reinterpret_cast<const int32_t*>(f + 2 * rows + top);
     o.top_ids.assign(ids, ids + top);
   }
+  const int32_t* ranks = reinterpret_cast<const int32_t*>(f + 2 * rows + 2 * top);
+  o.ranks.assign(ranks, ranks + rows);
   return o;
 }
 
@@ -167,6 +171,21 @@ void CheckAgainstBruteForce(const Case& c, const Inputs& in, const Outputs& o, d
     if (!(std::fabs(o.logprobs[size_t(i)] - want) <= tol)) {
       ++bad;
       FAIL_CHECK("logprob of " << t << ": " << o.logprobs[size_t(i)] << ", want " << want);
+    }
+    // The rank: 1 + the ids strictly above the target; ids within `tol` of it may fall either
+    // way (exact ties never count).
+    int64_t above = 0, near = 0;
+    for (int64_t v = 0; t >= 0 && v < c.vocab; ++v) {
+      if (v == t) continue;
+      const double d = z[size_t(v)] - z[size_t(t)];
+      above += d > 0;
+      near += d != 0 && std::fabs(d) <= tol;
+    }
+    const int64_t rank = o.ranks[size_t(i)];
+    if (t < 0 ? rank != 0 : std::llabs(rank - (1 + above)) > near) {
+      ++bad;
+      FAIL_CHECK("rank of " << t << ": " << rank << ", want " << 1 + above << " (" << near
+                            << " ids within " << tol << ")");
     }
     if (c.top_k == 0) continue;
     std::vector<bool> kept(size_t(c.vocab), false);
@@ -225,6 +244,8 @@ TEST_CASE("TargetLogprobs on the CPU equals log_softmax of the full logits", "[k
         }
       }
     }
+    // Row 2 scores the last tied id: tied with the row's best, nothing strictly above it.
+    if (c.bias && c.n > 3) CHECK(o.ranks[2] == 1);
   }
 }
 
@@ -301,7 +322,8 @@ bool SameBits(const Outputs& a, const Outputs& b) {
     return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * 4) == 0;
   };
   return same(a.logprobs, b.logprobs) && same(a.lse, b.lse) &&
-         same(a.top_logprobs, b.top_logprobs) && same(a.top_ids, b.top_ids);
+         same(a.top_logprobs, b.top_logprobs) && same(a.top_ids, b.top_ids) &&
+         same(a.ranks, b.ranks);
 }
 
 TEST_CASE("TargetLogprobs on CUDA matches the CPU reference, bit-stable", "[kernels][gpu]") {
@@ -340,6 +362,19 @@ TEST_CASE("TargetLogprobs on CUDA matches the CPU reference, bit-stable", "[kern
       }
     }
     if (c.hidden <= 136) CheckAgainstBruteForce(c, in, g, tol);
+    if (c.hidden > 136) {
+      // Too large to brute-force every row: the first rows' ranks against the full logits.
+      Case few = c;
+      few.n = std::min<int64_t>(c.n, 4);
+      few.top_k = 0;
+      for (const Outputs* o : {&g, &h}) {
+        Outputs head;
+        head.logprobs.assign(o->logprobs.begin(), o->logprobs.begin() + few.n);
+        head.lse.assign(o->lse.begin(), o->lse.begin() + few.n);
+        head.ranks.assign(o->ranks.begin(), o->ranks.begin() + few.n);
+        CheckAgainstBruteForce(few, in, head, tol);
+      }
+    }
     // Same input, same bits; and a row's bits do not depend on the rows beside it.
     CHECK(SameBits(g, Run(gpu, c, in)));
     if (c.n > 1) {
@@ -352,6 +387,7 @@ TEST_CASE("TargetLogprobs on CUDA matches the CPU reference, bit-stable", "[kern
       const Outputs alone = Run(gpu, one, first);
       CHECK(std::memcmp(&alone.lse[0], &g.lse[0], 4) == 0);
       CHECK(std::memcmp(&alone.logprobs[0], &g.logprobs[0], 4) == 0);
+      CHECK(alone.ranks[0] == g.ranks[0]);
     }
   }
   REQUIRE(gpu.Health().ok());

@@ -21,7 +21,7 @@ constexpr int32_t kTopK = 7;
 
 struct Scored {
   std::vector<float> logprobs, top_logprobs;
-  std::vector<int32_t> top_ids;
+  std::vector<int32_t> top_ids, ranks;
 };
 
 Scored Download(kernels::Backend& be, const ScoredRows& s) {
@@ -31,6 +31,8 @@ Scored Download(kernels::Backend& be, const ScoredRows& s) {
   out.top_logprobs.resize(out.top_ids.size());
   kernels::Stream& st = be.default_stream();
   REQUIRE(be.CopyToHost(out.logprobs.data(), s.logprobs, out.logprobs.size() * 4, st).ok());
+  out.ranks.resize(size_t(s.rows));
+  REQUIRE(be.CopyToHost(out.ranks.data(), s.ranks, out.ranks.size() * 4, st).ok());
   if (s.top_k > 0) {
     REQUIRE(be.CopyToHost(out.top_ids.data(), s.top_ids, out.top_ids.size() * 4, st).ok());
     REQUIRE(be.CopyToHost(out.top_logprobs.data(), s.top_logprobs, out.top_ids.size() * 4, st)
@@ -69,6 +71,20 @@ void CheckRow(const Scored& s, int64_t row, int64_t k, const float* logits, int6
   const double want = target < 0 ? 0.0 : double(logits[target]) - lse;
   INFO("row " << row << ", target " << target);
   CHECK(std::fabs(s.logprobs[size_t(row)] - want) <= tol);  // NaN fails
+  // The target's rank: 1 + the ids above it, give or take those within tol of it.
+  int64_t above = 0, near = 0;
+  for (int64_t v = 0; target >= 0 && v < vocab; ++v) {
+    const double d = double(logits[v]) - double(logits[target]);
+    if (v == target) continue;
+    above += d > 0;
+    near += d != 0 && std::fabs(d) <= tol;
+  }
+  const int64_t rank = s.ranks[size_t(row)];
+  if (target < 0) {
+    CHECK(rank == 0);
+  } else {
+    CHECK(std::llabs(rank - (1 + above)) <= near);
+  }
   std::vector<int32_t> order(static_cast<size_t>(vocab));
   for (int64_t v = 0; v < vocab; ++v) order[size_t(v)] = int32_t(v);
   std::stable_sort(order.begin(), order.end(),
