@@ -48,7 +48,10 @@ __global__ void ScatterAddRowsKernel(ScatterAddRowsArgs a) {
   ARBOR_GRID_STRIDE(i, a.src.rows * a.src.cols) {
     const int64_t r = i / a.src.cols, c = i % a.src.cols;
     const int64_t at = a.dst.At(a.index[r], c);
-    const float add = RoundTo(D, a.scale[r] * LoadAsFloat(a.src.data, D, a.src.At(r, c)));
+    // __fmul_rn: rounded before the add, as the CPU backend (f32 would otherwise contract to
+    // an FMA).
+    const float src = LoadAsFloat(a.src.data, D, a.src.At(r, c));
+    const float add = RoundTo(D, __fmul_rn(a.scale[r], src));
     StoreFromFloat(a.dst.data, D, at, LoadAsFloat(a.dst.data, D, at) + add);
   }
 }

@@ -153,7 +153,10 @@ __global__ void MoeCombineKernel(MoeCombineArgs a) {
     for (int64_t j = 0; j < a.k; ++j) {
       const float w = RoundTo(D, a.weights[t * a.k + j]);
       const float y = LoadAsFloat(a.expert_out.data, D, a.expert_out.At(a.rows[t * a.k + j], c));
-      acc = RoundTo(D, acc + RoundTo(D, w * y));
+      // __fmul_rn: the product is rounded before the add, as torch's two ops (and the CPU
+      // backend) do; in f32 RoundTo is no rounding and nvcc would contract w * y + acc to
+      // one FMA, a unit of the last place away.
+      acc = RoundTo(D, acc + RoundTo(D, __fmul_rn(w, y)));
     }
     StoreFromFloat(a.out.data, D, a.out.At(t, c), acc);
   }

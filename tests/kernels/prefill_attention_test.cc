@@ -177,7 +177,7 @@ std::vector<double> Reference(const Batch& b) {
 // The tiles of the batch through `kernel` (LaunchPrefillAttention: tiles only) into a
 // NaN-poisoned output, downloaded.
 HostTensor RunTiles(kernels::Backend& be, const Batch& b, const Placed& p, PrefillKernel kernel) {
-  DeviceTensor out = Must(Poisoned(be, b.c.dtype, b.rows(), b.hq * b.c.head_dim, 3));
+  DeviceTensor out = Must(Poisoned(be, b.c.dtype, b.rows(), b.hq * b.c.head_dim, 2));
   PagedAttentionArgs a = Args(b, p, out.view);
   a.prefill_tiles = p.tiles.as<int32_t>();
   a.num_prefill_tiles = b.plan.num_tiles();
@@ -240,7 +240,7 @@ TEST_CASE("the prefill kernels match the CPU reference on their tiles", "[kernel
       INFO(Describe(c) << "; " << kernels::PrefillKernelName(kernel) << " kernel, " << b.rows()
                        << " rows, " << b.plan.num_tiles() << " tiles");
       if (kernel == PrefillKernel::kWgmma && !hopper) {
-        DeviceTensor out = Must(Poisoned(be, c.dtype, b.rows(), width, 3));
+        DeviceTensor out = Must(Poisoned(be, c.dtype, b.rows(), width, 2));
         PagedAttentionArgs a = Args(b, p, out.view);
         a.prefill_tiles = p.tiles.as<int32_t>();
         a.num_prefill_tiles = b.plan.num_tiles();
