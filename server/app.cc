@@ -4,8 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "engine/model/model_factory.h"
-#include "kernels/backend_factory.h"
 #include "server/version.h"
 
 namespace arbor::server {
@@ -36,67 +34,28 @@ absl::StatusOr<std::unique_ptr<ServerApp>> ServerApp::Start(
   ASSIGN_OR_RETURN(app->http_port_, app->http_->Start(config.server.host, config.server.http_port));
   spdlog::info("http listening on {}:{}", config.server.host, app->http_port_);
 
-  if (backend != nullptr) {
-    app->backend_ = std::move(backend);
-  } else {
-    ASSIGN_OR_RETURN(kernels::DevicePreference pref,
-                     kernels::ParseDevicePreference(config.device, "device"));
-    auto created = kernels::CreateBackend(pref);
-    if (!created.ok()) {
-      return absl::Status(created.status().code(),
-                          absl::StrCat("device: ", created.status().message()));
-    }
-    app->backend_ = std::move(*created);
+  if (backend == nullptr) {
+    ASSIGN_OR_RETURN(backend, CreateConfiguredBackend(config));
   }
-  ASSIGN_OR_RETURN(app->ctx_->device, app->backend_->Info());
-  app->ctx_->backend_name = kernels::DeviceKindName(app->backend_->kind());
+  ASSIGN_OR_RETURN(app->ctx_->device, backend->Info());
+  app->ctx_->backend_name = kernels::DeviceKindName(backend->kind());
   app->ctx_->system_fingerprint = SystemFingerprint(config, app->ctx_->backend_name);
   spdlog::info("backend: {} ({}, {:.1f} GiB, device={} in config)", app->ctx_->backend_name,
                app->ctx_->device.name, double(app->ctx_->device.total_memory) / (1 << 30),
                config.device);
-  app->ctx_->state.set_backend(app->backend_.get());
+  app->ctx_->state.set_backend(backend.get());
 
-  ASSIGN_OR_RETURN(
-      engine::LoadedModel loaded,
-      engine::LoadModelFromConfig(config.model, *app->backend_, config.engine.kv_cache_dtype));
-  app->model_ = std::move(loaded.model);
-  app->tokenizer_ = std::move(loaded.tokenizer);
-  app->chat_template_ = std::move(loaded.chat_template);
-  app->ctx_->model_architecture = app->model_->spec().architecture;
-  app->ctx_->max_model_len = loaded.max_model_len;
-  app->ctx_->bos_token = loaded.bos_token;
-  app->ctx_->eos_token = loaded.eos_token;
-
-  engine::EngineConfig ec;
-  ec.block_size = config.engine.block_size;
-  ec.max_num_seqs = config.engine.max_num_seqs;
-  ec.max_num_batched_tokens = config.engine.max_num_batched_tokens;
-  ec.pool_bytes = size_t(config.engine.pool_bytes);
-  ec.pool_fraction = config.engine.pool_fraction;
-  ec.max_model_len = loaded.max_model_len;
-  ec.enable_prefix_caching = config.engine.enable_prefix_caching;
-  ec.max_lora_rank = config.engine.max_lora_rank;
-  ec.cuda_graphs = config.engine.cuda_graphs;
-  ec.deterministic = config.engine.deterministic;
-  if (app->tokenizer_ != nullptr) {
-    app->text_streams_ = std::make_unique<engine::TokenizerTextStreams>(*app->tokenizer_);
-  }
-  ASSIGN_OR_RETURN(app->engine_, engine::Engine::Create(*app->model_, *app->backend_,
-                                                        app->text_streams_.get(), ec));
-  app->ctx_->engine = app->engine_.get();
-  app->ctx_->state.set_engine(app->engine_.get());
-  engine::AdapterStoreOptions adapter_options;
-  adapter_options.root = config.server.adapter_root;
-  adapter_options.max_rank = config.engine.max_lora_rank;
-  adapter_options.dtype = app->model_->dtype();
-  adapter_options.host_bytes = config.lora.host_bytes;
-  adapter_options.background_reload = true;  // the engine thread never waits for the disk
-  app->adapters_ = std::make_unique<engine::AdapterStore>(app->engine_->pool(), *app->backend_,
-                                                          app->model_->spec(), adapter_options);
-  app->engine_->SetAdapterStore(app->adapters_.get());
-  app->ctx_->adapters = app->adapters_.get();
-  app->ctx_->tokenizer = app->tokenizer_.get();
-  app->ctx_->chat_template = app->chat_template_ ? &*app->chat_template_ : nullptr;
+  ASSIGN_OR_RETURN(app->stack_, BuildEngineStack(config, std::move(backend)));
+  EngineStack& stack = *app->stack_;
+  app->ctx_->model_architecture = stack.model->spec().architecture;
+  app->ctx_->max_model_len = stack.max_model_len;
+  app->ctx_->bos_token = stack.bos_token;
+  app->ctx_->eos_token = stack.eos_token;
+  app->ctx_->engine = stack.engine.get();
+  app->ctx_->state.set_engine(stack.engine.get());
+  app->ctx_->adapters = stack.adapters.get();
+  app->ctx_->tokenizer = stack.tokenizer.get();
+  app->ctx_->chat_template = stack.chat_template ? &*stack.chat_template : nullptr;
 
   app->grpc_ = std::make_unique<GrpcServer>(app->ctx_.get());
   ASSIGN_OR_RETURN(app->grpc_port_, app->grpc_->Start(config.server.host, config.server.grpc_port));
@@ -119,7 +78,7 @@ void ServerApp::Shutdown(absl::Duration drain) {
   while (ctx_ && ctx_->in_flight.load() > 0 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  if (engine_) engine_->Shutdown();
+  if (stack_) stack_->engine->Shutdown();
   if (grpc_) grpc_->Stop(absl::Seconds(1));
   if (http_) http_->Stop();
   grpc_.reset();
@@ -128,15 +87,11 @@ void ServerApp::Shutdown(absl::Duration drain) {
     ctx_->engine = nullptr;
     ctx_->adapters = nullptr;
     ctx_->state.set_engine(nullptr);
+    ctx_->state.set_backend(nullptr);
   }
-  // engine_->Shutdown() finished every request, so only the store holds adapters now; their
-  // pages go back to the engine's pool, which must still be there.
-  if (engine_) engine_->SetAdapterStore(nullptr);
-  adapters_.reset();
-  engine_.reset();
-  if (ctx_) ctx_->state.set_backend(nullptr);
-  model_.reset();
-  backend_.reset();
+  // Every request has finished (above); the stack frees the adapters' pages back to the
+  // engine's pool before the pool, the model and the backend go.
+  stack_.reset();
 }
 
 }  // namespace arbor::server

@@ -7,12 +7,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "engine/engine.h"
 #include "engine/launch_config.h"
-#include "engine/model/model.h"
-#include "engine/tokenizer_text_stream.h"
 #include "kernels/backend.h"
 #include "server/context.h"
+#include "server/engine_stack.h"
 #include "server/grpc_server.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -38,13 +36,7 @@ class ServerApp {
   ServerApp() = default;
   std::unique_ptr<ServerContext> ctx_;
   std::unique_ptr<Metrics> metrics_;
-  std::unique_ptr<kernels::Backend> backend_;
-  std::unique_ptr<engine::Model> model_;
-  std::unique_ptr<engine::Tokenizer> tokenizer_;
-  std::optional<engine::ChatTemplate> chat_template_;
-  std::unique_ptr<engine::TokenizerTextStreams> text_streams_;
-  std::unique_ptr<engine::Engine> engine_;
-  std::unique_ptr<engine::AdapterStore> adapters_;
+  std::unique_ptr<EngineStack> stack_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<GrpcServer> grpc_;
   int http_port_ = 0;

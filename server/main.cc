@@ -1,20 +1,20 @@
 // arbor: the server binary. `arbor serve [--config FILE] [overrides]`, `arbor bench serve
-// [options]` (the load generator, tools/bench/serve/), `arbor --help`.
+// [options]` (the load generator, tools/bench/serve/), `arbor eval perplexity|reasoning`
+// (model quality through the engine, eval/), `arbor --help`.
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
-#include "configs/embedded_default.h"
 #include "engine/launch_config.h"
+#include "eval/eval_command.h"
 #include "server/app.h"
+#include "server/launch_args.h"
 #include "server/version.h"
 #include "tools/bench/serve/bench_serve.h"
 
@@ -25,6 +25,8 @@ constexpr char kUsage[] = R"(arbor — LLM inference server
 Usage:
   arbor serve [--config FILE] [options] [--set KEY=VALUE ...]
   arbor bench serve --model NAME [options]   (load generator: arbor bench serve --help)
+  arbor eval perplexity --data FILE.jsonl [options]   (arbor eval --help)
+  arbor eval reasoning --data FILE.jsonl [options]
   arbor version
   arbor --help
 
@@ -46,59 +48,24 @@ int Fail(const std::string& message) {
   return 2;
 }
 
-int Serve(int argc, char** argv) {
-  std::string config_path;
-  std::vector<std::string> overrides;
+int Serve(const std::vector<std::string>& args) {
+  arbor::server::LaunchArgs launch;
   bool print_config = false;
-  const std::vector<std::pair<std::string, std::string>> shortcuts = {
-      {"--host", "server.host"},           {"--port", "server.http_port"},
-      {"--grpc-port", "server.grpc_port"}, {"--device", "device"},
-      {"--log-level", "log_level"},
-  };
-  for (int i = 0; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&](const std::string& flag) -> const char* {
-      if (i + 1 >= argc) return nullptr;
-      (void)flag;
-      return argv[++i];
-    };
-    if (arg == "--help" || arg == "-h") {
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
     }
-    if (arg == "--print-config") {
+    if (args[i] == "--print-config") {
       print_config = true;
       continue;
     }
-    if (arg == "--config" || arg == "--set") {
-      const char* v = value(arg);
-      if (v == nullptr) return Fail(arg + " needs a value");
-      (arg == "--config" ? config_path = v : (overrides.push_back(v), config_path));
-      continue;
-    }
-    bool matched = false;
-    for (const auto& [flag, key] : shortcuts) {
-      if (arg == flag) {
-        const char* v = value(arg);
-        if (v == nullptr) return Fail(arg + " needs a value");
-        overrides.push_back(key + "=" + v);
-        matched = true;
-      }
-    }
-    if (!matched) return Fail("unknown argument '" + arg + "' (see arbor --help)");
+    auto taken = arbor::server::TakeLaunchArg(args, &i, &launch);
+    if (!taken.ok()) return Fail(std::string(taken.status().message()));
+    if (!*taken) return Fail("unknown argument '" + args[i] + "' (see arbor --help)");
   }
-
-  std::string yaml = arbor::configs::kEmbeddedDefaultYaml;
-  std::string source = "embedded configs/tiny.yaml";
-  if (!config_path.empty()) {
-    std::ifstream in(config_path);
-    if (!in) return Fail("--config: cannot read " + config_path + ": " + std::strerror(errno));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    yaml = ss.str();
-    source = config_path;
-  }
-  auto config = arbor::engine::ParseLaunchConfig(yaml, source, overrides);
+  std::string source;
+  auto config = arbor::server::LoadLaunchConfig(launch, &source);
   if (!config.ok()) return Fail(std::string(config.status().message()));
   if (print_config) {
     std::cout << arbor::engine::LaunchConfigToYaml(*config) << "\n";
@@ -143,12 +110,16 @@ int main(int argc, char** argv) {
     std::printf("arbor %s\n", arbor::kVersion);
     return 0;
   }
-  if (cmd == "serve") return Serve(argc - 2, argv + 2);
+  if (cmd == "serve") return Serve(std::vector<std::string>(argv + 2, argv + argc));
   if (cmd == "bench") {
     if (argc < 3 || std::strcmp(argv[2], "serve") != 0) {
       return Fail("bench: expected `arbor bench serve` (see arbor bench serve --help)");
     }
     return arbor::bench::BenchServeMain(std::vector<std::string>(argv + 3, argv + argc));
+  }
+  if (cmd == "eval") {
+    return arbor::eval::EvalMain(std::vector<std::string>(argv + 2, argv + argc), std::cout,
+                                 std::cerr, isatty(STDERR_FILENO) != 0);
   }
   return Fail("unknown command '" + cmd + "' (see arbor --help)");
 }

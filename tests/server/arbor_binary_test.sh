@@ -17,6 +17,22 @@ check "bad value is named" bash -c "'$ARBOR' serve --port 99999 2>&1 | grep -q '
 check "missing config file is named" bash -c "'$ARBOR' serve --config /nonexistent.yaml 2>&1 | grep -q '/nonexistent.yaml'"
 check "--print-config shows overrides" bash -c "'$ARBOR' serve --device cpu --print-config | grep -q 'device: cpu'"
 
+# arbor eval through the binary: JSON on stdout, the progress line on stderr, bad data exits 1.
+eval_docs=$(mktemp --suffix=.jsonl)
+printf '{"text": "In the beginning"}\n{"text": ""}\n' >"$eval_docs"
+eval_err=$(mktemp)
+check "--help lists eval" bash -c "'$ARBOR' --help | grep -q 'arbor eval perplexity'"
+check "eval --help exits 0" bash -c "'$ARBOR' eval --help | grep -q 'arbor eval reasoning'"
+check "eval perplexity prints one JSON object" bash -c \
+  "'$ARBOR' eval perplexity --device cpu --data '$eval_docs' --json 2>'$eval_err' | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j[\"documents\"] == 2 and j[\"perplexity\"] > 1, j'"
+check "eval progress ends with a plain line on stderr" grep -q '^2/2 documents' "$eval_err"
+printf '{"text": 1}\n' >"$eval_docs"
+eval_out=$("$ARBOR" eval perplexity --device cpu --data "$eval_docs" 2>&1)
+eval_rc=$?
+check "eval refuses bad data with 1" [ "$eval_rc" -eq 1 ]
+check "eval names the bad line and field" grep -q ':1: field "text" must be a string' <<<"$eval_out"
+rm -f "$eval_docs" "$eval_err"
+
 # A free port: ask the kernel, then release it for the server.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$(mktemp)
