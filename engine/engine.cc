@@ -187,24 +187,46 @@ absl::Status Engine::Validate(const Request& request) const {
 }
 
 absl::StatusOr<Engine::Handle> Engine::Submit(Request request) {
-  if (!request.callback) return absl::InvalidArgumentError("request has no callback");
-  RETURN_IF_ERROR(Validate(request));
-  const int64_t prompt_len = int64_t(request.prompt.size());
-  // The adapter's id salts the prefix cache: prompts under different adapters never share KV.
-  if (request.adapter != nullptr) request.cache_salt = request.adapter->id;
-  auto state = std::make_unique<RequestState>();
-  state->arrival = absl::Now();
-  state->metrics.prompt_tokens = prompt_len;
-  state->metrics.adapter = request.adapter != nullptr;
+  std::vector<Request> one;
+  one.push_back(std::move(request));
+  ASSIGN_OR_RETURN(std::vector<Handle> handles, SubmitAll(std::move(one)));
+  return handles[0];
+}
+
+absl::StatusOr<std::vector<Engine::Handle>> Engine::SubmitAll(std::vector<Request> requests) {
+  for (size_t i = 0; i < requests.size(); ++i) {
+    absl::Status s = !requests[i].callback ? absl::InvalidArgumentError("request has no callback")
+                                           : Validate(requests[i]);
+    if (s.ok()) continue;
+    // A single request's error reads as it always did.
+    if (requests.size() == 1) return s;
+    return absl::Status(s.code(), absl::StrCat("requests[", i, "]: ", s.message()));
+  }
+  std::vector<std::unique_ptr<RequestState>> states;
+  states.reserve(requests.size());
+  const absl::Time now = absl::Now();
+  for (Request& request : requests) {
+    // The adapter's id salts the prefix cache: prompts under different adapters never share KV.
+    if (request.adapter != nullptr) request.cache_salt = request.adapter->id;
+    auto state = std::make_unique<RequestState>();
+    state->arrival = now;
+    state->metrics.prompt_tokens = int64_t(request.prompt.size());
+    state->metrics.adapter = request.adapter != nullptr;
+    state->request = std::move(request);
+    states.push_back(std::move(state));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (stop_) return absl::UnavailableError("the engine is shutting down");
   if (!failure_.ok()) return absl::UnavailableError(failure_.message());
-  state->id = next_handle_++;
-  state->request = std::move(request);
-  const Handle handle = state->id;
-  incoming_.push_back(std::move(state));
+  std::vector<Handle> handles;
+  handles.reserve(states.size());
+  for (auto& state : states) {
+    state->id = next_handle_++;
+    handles.push_back(state->id);
+    incoming_.push_back(std::move(state));
+  }
   cv_.notify_one();
-  return handle;
+  return handles;
 }
 
 void Engine::Cancel(Handle handle) {

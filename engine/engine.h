@@ -90,6 +90,10 @@ class Engine {
   [[nodiscard]] absl::Status Validate(const Request& request) const;
   // Validates the request and queues it. Thread-safe.
   [[nodiscard]] absl::StatusOr<Handle> Submit(Request request);
+  // Validates every request, then queues all of them at once (none if one is refused: the error
+  // of the first bad one, its message led by "requests[i]: "), so that the engine thread takes
+  // them together and they share its forward passes as the token budget allows. Thread-safe.
+  [[nodiscard]] absl::StatusOr<std::vector<Handle>> SubmitAll(std::vector<Request> requests);
   // The request finishes with FinishReason::kAbort within one iteration. Thread-safe; unknown
   // or finished handles are ignored.
   void Cancel(Handle handle);

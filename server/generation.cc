@@ -75,6 +75,8 @@ ResponseMeta MetaFor(const ServerContext& ctx, const Prepared& p) {
   meta.model = p.model;
   meta.system_fingerprint = ctx.system_fingerprint;
   meta.with_logprobs = p.with_logprobs;
+  meta.top_logprobs = std::max(p.request.params.logprobs, 0);
+  meta.prompt_logprobs = p.prompt_logprobs;
   meta.token_text = TokenTextFor(ctx);
   meta.tokenizer = ctx.tokenizer;
   return meta;
@@ -106,8 +108,13 @@ absl::StatusOr<std::vector<Prepared>> PrepareCompletions(const ServerContext& ct
     p.with_logprobs = r.params.logprobs >= 0;
     p.echo = r.echo;
     p.request.params = r.params;
-    // echo + logprobs k: every prompt position's log-prob and top k, as OpenAI's legacy API.
-    if (r.echo && p.with_logprobs) p.request.prompt_logprobs = r.params.logprobs;
+    // echo + logprobs k: every prompt position's log-prob and top k, as OpenAI's legacy API;
+    // prompt_logprobs k: vLLM's field. The engine keeps the larger k; each shows its own.
+    p.prompt_logprobs = r.prompt_logprobs;
+    p.request.prompt_logprobs = r.prompt_logprobs;
+    if (r.echo && p.with_logprobs) {
+      p.request.prompt_logprobs = std::max(r.prompt_logprobs, r.params.logprobs);
+    }
     p.request.score_only = r.score_only;
     if (in.is_text) {
       if (ctx.tokenizer == nullptr) {
@@ -199,6 +206,8 @@ absl::StatusOr<Prepared> PrepareChat(const ServerContext& ctx, const json& body)
   p.stream = r.stream;
   p.include_usage = r.include_usage;
   p.with_logprobs = r.logprobs;
+  p.prompt_logprobs = r.prompt_logprobs;
+  p.request.prompt_logprobs = r.prompt_logprobs;
   p.request.params = std::move(r.params);
   // The template writes the special tokens itself.
   ASSIGN_OR_RETURN(p.request.prompt, ctx.tokenizer->Encode(prompt, false));

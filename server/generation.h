@@ -30,6 +30,9 @@ struct Prepared {
   bool echo = false;
   std::string echo_text;
   bool echo_text_prompt = false;
+  // vLLM's prompt_logprobs as asked (-1: not). request.prompt_logprobs is the engine's: the most
+  // alternatives either this or echo's logprobs shows.
+  int32_t prompt_logprobs = -1;
 };
 
 // An OpenAI completions / chat body (already parsed JSON) checked and turned into requests.

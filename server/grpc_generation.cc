@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "proto/arbor.grpc.pb.h"
 #include "server/auth.h"
@@ -55,6 +56,76 @@ void SamplingToJson(const arbor::v1::SamplingOptions& s, bool chat, json& body) 
 grpc::Status Refuse(ServerContext* ctx, const absl::Status& s) {
   ctx->metrics->RequestRejected(HttpStatusFor(s));
   return ToGrpcStatus(s);
+}
+
+// One Score's reply as its prompt's events arrive: every prompt token listed first, then each
+// position's log-prob, rank and alternatives as the engine streams them (1..n-1, once each).
+class ScoreReply {
+ public:
+  ScoreReply(const TokenText& token_text, const Prepared& p, arbor::v1::ScoreResponse* out)
+      : token_text_(token_text), n_(int64_t(p.request.prompt.size())), out_(out) {
+    out_->set_model(p.model);
+    out_->set_prompt_tokens(n_);
+    for (int32_t id : p.request.prompt) {
+      auto* t = out_->add_prompt_logprobs();
+      t->set_token_id(id);
+      t->set_token(token_text_(id));
+    }
+  }
+
+  void Add(const engine::StreamEvent& ev) {
+    for (const engine::PromptLogprob& e : ev.prompt_logprobs) {
+      if (e.position < 1 || e.position >= n_) continue;  // counted as missing by Finish
+      auto* t = out_->mutable_prompt_logprobs(int(e.position));
+      t->set_has_logprob(true);
+      t->set_logprob(e.logprob);
+      t->set_rank(e.rank);
+      for (const engine::TokenLogprob& alt : e.top) {
+        auto* a = t->add_top_logprobs();
+        a->set_token_id(alt.token);
+        a->set_token(token_text_(alt.token));
+        a->set_logprob(alt.logprob);
+      }
+      total_ += double(e.logprob);
+      ++scored_;
+    }
+    if (ev.finish) {
+      finish_ = ev.finish;
+      finish_detail_ = ev.finish_detail;
+    }
+  }
+
+  // After the request's last event: ABORTED if the engine ended it early, INTERNAL if a
+  // position is missing; else the total is set.
+  grpc::Status Finish() {
+    if (finish_ == engine::FinishReason::kAbort) {
+      return grpc::Status(grpc::StatusCode::ABORTED,
+                          absl::StrCat("the request was aborted: ", finish_detail_));
+    }
+    if (scored_ != n_ - 1) {
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          absl::StrCat("scored ", scored_, " of ", n_ - 1, " prompt positions"));
+    }
+    out_->set_total_logprob(total_);
+    return grpc::Status::OK;
+  }
+
+ private:
+  const TokenText& token_text_;
+  int64_t n_;
+  arbor::v1::ScoreResponse* out_;
+  int64_t scored_ = 0;
+  double total_ = 0;
+  std::optional<engine::FinishReason> finish_;
+  std::string finish_detail_;
+};
+
+// `s` (about one prompt of a batch) with its message led by "prompts[i]: " and the field
+// "prompts" as its param.
+absl::Status InPrompt(size_t i, const absl::Status& s) {
+  absl::Status out(s.code(), absl::StrCat("prompts[", i, "]: ", s.message()));
+  out.SetPayload(kParamPayload, absl::Cord("prompts"));
+  return out;
 }
 
 class GenerationService final : public arbor::v1::Generation::Service {
@@ -123,51 +194,86 @@ class GenerationService final : public arbor::v1::Generation::Service {
     auto prepared = PrepareScore(*ctx_, in);
     if (!prepared.ok()) return Refuse(ctx_, prepared.status());
     const TokenText token_text = TokenTextFor(*ctx_);
-    const int64_t n = int64_t(prepared->request.prompt.size());
-    out->set_model(prepared->model);
-    out->set_prompt_tokens(n);
-    for (int32_t id : prepared->request.prompt) {
-      auto* t = out->add_prompt_logprobs();
-      t->set_token_id(id);
-      t->set_token(token_text(id));
-    }
-    // The engine streams positions 1..n-1 once each, in order, over one or more events.
-    int64_t scored = 0;
-    double total = 0;
-    std::optional<engine::FinishReason> finish;
-    std::string finish_detail;
+    ScoreReply reply(token_text, *prepared, out);
+    std::vector<engine::Request> requests;
+    requests.push_back(std::move(prepared->request));
     const grpc::Status relayed =
-        Relay(call, std::move(prepared->request), [&](const engine::StreamEvent& ev) {
-          for (const engine::PromptLogprob& e : ev.prompt_logprobs) {
-            if (e.position < 1 || e.position >= n) continue;  // counted as missing below
-            auto* t = out->mutable_prompt_logprobs(int(e.position));
-            t->set_has_logprob(true);
-            t->set_logprob(e.logprob);
-            for (const engine::TokenLogprob& alt : e.top) {
-              auto* a = t->add_top_logprobs();
-              a->set_token_id(alt.token);
-              a->set_token(token_text(alt.token));
-              a->set_logprob(alt.logprob);
-            }
-            total += double(e.logprob);
-            ++scored;
-          }
-          if (ev.finish) {
-            finish = ev.finish;
-            finish_detail = ev.finish_detail;
-          }
+        Relay(call, std::move(requests), [&](const engine::StreamEvent& ev) {
+          reply.Add(ev);
           return true;
         });
     if (!relayed.ok()) return relayed;
-    if (finish == engine::FinishReason::kAbort) {
-      return grpc::Status(grpc::StatusCode::ABORTED,
-                          absl::StrCat("the request was aborted: ", finish_detail));
+    return reply.Finish();
+  }
+
+  // Many Scores in one call: all checked, then submitted together (Engine::SubmitAll) so that
+  // they share forward passes; one reply per prompt, in order.
+  grpc::Status ScoreBatch(grpc::ServerContext* call, const arbor::v1::ScoreBatchRequest* req,
+                          arbor::v1::ScoreBatchResponse* out) override {
+    if (auto s = CheckReady(call); !s.ok()) return s;
+    InFlight in_flight(ctx_);
+    if (auto s = CheckConcurrency(); !s.ok()) return s;
+    if (req->prompts_size() == 0) {
+      return Refuse(ctx_, FieldError("prompts", "at least one prompt is required"));
     }
-    if (scored != n - 1) {
-      return grpc::Status(grpc::StatusCode::INTERNAL,
-                          absl::StrCat("scored ", scored, " of ", n - 1, " prompt positions"));
+    if (size_t(req->prompts_size()) > kMaxPromptsPerRequest) {
+      return Refuse(ctx_, FieldError("prompts",
+                                     absl::StrCat("at most ", kMaxPromptsPerRequest,
+                                                  " prompts per call, got ", req->prompts_size())));
     }
-    out->set_total_logprob(total);
+    // The model first: an unknown one is NOT_FOUND once, not per prompt.
+    if (auto adapter = ResolveModel(*ctx_, req->model()); !adapter.ok()) {
+      return Refuse(ctx_, adapter.status());
+    }
+    std::vector<Prepared> prepared;
+    prepared.reserve(size_t(req->prompts_size()));
+    for (int i = 0; i < req->prompts_size(); ++i) {
+      const arbor::v1::ScorePrompt& p = req->prompts(i);
+      if (p.prompt_case() == arbor::v1::ScorePrompt::PROMPT_NOT_SET) {
+        return Refuse(ctx_, InPrompt(size_t(i), FieldError("prompt", "give text or token_ids")));
+      }
+      ScoreInput in;
+      in.model = req->model();
+      in.prompt_text = p.text();
+      in.prompt_ids.assign(p.token_ids().ids().begin(), p.token_ids().ids().end());
+      in.top_logprobs = req->top_logprobs();
+      if (req->has_add_special_tokens()) in.add_special_tokens = req->add_special_tokens();
+      auto one = PrepareScore(*ctx_, in);
+      if (!one.ok()) {
+        // The batch's own fields are named as they are; a prompt's problem names the prompt.
+        const bool batch_field =
+            one.status().GetPayload(kParamPayload) == absl::Cord("top_logprobs");
+        return Refuse(ctx_, batch_field ? one.status() : InPrompt(size_t(i), one.status()));
+      }
+      if (absl::Status s = ctx_->engine->Validate(one->request); !s.ok()) {
+        return Refuse(ctx_, InPrompt(size_t(i), s));
+      }
+      prepared.push_back(std::move(*one));
+    }
+    const TokenText token_text = TokenTextFor(*ctx_);
+    out->set_model(req->model());
+    std::vector<ScoreReply> replies;
+    replies.reserve(prepared.size());
+    std::vector<engine::Request> requests;
+    int64_t prompt_tokens = 0;
+    for (Prepared& p : prepared) {
+      prompt_tokens += int64_t(p.request.prompt.size());
+      replies.emplace_back(token_text, p, out->add_results());
+      requests.push_back(std::move(p.request));
+    }
+    out->set_prompt_tokens(prompt_tokens);
+    const grpc::Status relayed =
+        Relay(call, std::move(requests), [&](const engine::StreamEvent& ev) {
+          if (ev.index >= 0 && size_t(ev.index) < replies.size()) replies[size_t(ev.index)].Add(ev);
+          return true;
+        });
+    if (!relayed.ok()) return relayed;
+    for (size_t i = 0; i < replies.size(); ++i) {
+      const grpc::Status s = replies[i].Finish();
+      if (!s.ok()) {
+        return grpc::Status(s.error_code(), absl::StrCat("prompts[", i, "]: ", s.error_message()));
+      }
+    }
     return grpc::Status::OK;
   }
 
@@ -222,19 +328,27 @@ class GenerationService final : public arbor::v1::Generation::Service {
     return grpc::Status::OK;
   }
 
-  // Submits `request` and hands its events to `on_event` until every sequence has finished,
-  // recording the finished request in the metrics. A cancelled call or an expired deadline
-  // cancels the engine request (its pages are freed at the next iteration), as does on_event
-  // returning false (the client went away).
-  grpc::Status Relay(grpc::ServerContext* call, engine::Request request,
+  // Submits `requests` together (Engine::SubmitAll) and hands their events to `on_event` until
+  // every sequence has finished, recording the finished requests in the metrics. Request i's
+  // events are numbered from the sum of the n of the requests before it. A cancelled call or an
+  // expired deadline cancels the engine requests (their pages are freed at the next iteration),
+  // as does on_event returning false (the client went away).
+  grpc::Status Relay(grpc::ServerContext* call, std::vector<engine::Request> requests,
                      const std::function<bool(const engine::StreamEvent&)>& on_event) {
-    auto channel = std::make_shared<RequestChannel>(request.params.n);
-    request.callback = channel->Callback();
-    auto handle = ctx_->engine->Submit(std::move(request));
-    if (!handle.ok()) return Refuse(ctx_, WithParam(handle.status()));
-    // Cancels the engine request and waits for its abort, so it is counted with the finishes.
+    int total = 0;
+    for (const engine::Request& r : requests) total += r.params.n;
+    auto channel = std::make_shared<RequestChannel>(total);
+    int32_t offset = 0;
+    for (engine::Request& r : requests) {
+      r.callback = channel->Callback(offset);
+      offset += r.params.n;
+    }
+    auto handles = ctx_->engine->SubmitAll(std::move(requests));
+    if (!handles.ok()) return Refuse(ctx_, WithParam(handles.status()));
+    // Cancels the engine requests and waits for their aborts, so they are counted with the
+    // finishes.
     auto Abandon = [&](grpc::StatusCode code, const std::string& why) {
-      ctx_->engine->Cancel(*handle);
+      for (engine::Engine::Handle h : *handles) ctx_->engine->Cancel(h);
       DrainCancelled(*channel, *ctx_->metrics);
       return grpc::Status(code, why);
     };
@@ -277,8 +391,10 @@ class GenerationService final : public arbor::v1::Generation::Service {
     const int64_t created = absl::ToUnixSeconds(absl::Now());
     const TokenText token_text = TokenTextFor(*ctx_);
     int64_t completion_tokens = 0;
+    std::vector<engine::Request> requests;
+    requests.push_back(std::move(p.request));
     const grpc::Status relayed =
-        Relay(call, std::move(p.request), [&](const engine::StreamEvent& ev) {
+        Relay(call, std::move(requests), [&](const engine::StreamEvent& ev) {
           completion_tokens += int64_t(ev.token_ids.size());
           arbor::v1::CompletionChunk chunk;
           chunk.set_id(id);

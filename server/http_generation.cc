@@ -25,7 +25,7 @@ void SendError(http::ResponseWriter& w, const absl::Status& s) {
   w.Send(HttpStatusFor(s), "application/json", OpenAiErrorJson(s));
 }
 
-std::string Sse(const json& chunk) {
+std::string Sse(const nlohmann::ordered_json& chunk) {
   return "data: " + chunk.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
 }
 
@@ -121,6 +121,15 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
     echo_of_prompt[i] = &echoes[i];
   }
   auto EchoOf = [&](int32_t index) { return echo_of_prompt[size_t(index / n)]; };
+  // prompt_logprobs: each prompt's log-probs, complete before any of its choices' first token.
+  const bool with_prompt_logprobs = lead.prompt_logprobs >= 0;
+  std::vector<PromptScores> prompt_scores(prepared.size());
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    prompt_scores[i].prompt_len = int64_t(prepared[i].request.prompt.size());
+  }
+  auto PromptOf = [&](int32_t index) -> const PromptScores* {
+    return with_prompt_logprobs ? &prompt_scores[size_t(index / n)] : nullptr;
+  };
   ChoiceSpans spans(*ctx, meta.with_logprobs, skip_special, n, echo_of_prompt);
 
   auto channel = std::make_shared<RequestChannel>(total);
@@ -172,11 +181,18 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
       echo->logprobs.insert(echo->logprobs.end(), ev.prompt_logprobs.begin(),
                             ev.prompt_logprobs.end());
     }
+    if (with_prompt_logprobs) {
+      auto& to = prompt_scores[size_t(ev.index / n)].logprobs;
+      to.insert(to.end(), ev.prompt_logprobs.begin(), ev.prompt_logprobs.end());
+    }
   };
 
   if (!lead.stream) {
     std::vector<ChoiceState> choices(static_cast<size_t>(total));
-    for (int k = 0; k < total; ++k) choices[size_t(k)].echo = EchoOf(k);
+    for (int k = 0; k < total; ++k) {
+      choices[size_t(k)].echo = EchoOf(k);
+      choices[size_t(k)].prompt = PromptOf(k);
+    }
     engine::StreamEvent ev;
     int64_t completion_tokens = 0;
     while (!channel->Drained()) {
@@ -193,7 +209,7 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
       if (ev.metrics) metrics->RequestFinished(*ev.finish, *ev.metrics);
     }
     const Usage usage{prompt_tokens, completion_tokens};
-    const json out =
+    const nlohmann::ordered_json out =
         chat ? ChatResponse(meta, choices, usage) : CompletionResponse(meta, choices, usage);
     w.Send(200, "application/json", out.dump(-1, ' ', false, json::error_handler_t::replace));
     return;
@@ -202,10 +218,13 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
   // Streaming: one SSE chunk per event, a usage chunk if asked, then [DONE].
   if (!w.BeginStream(200, "text/event-stream", {{"Cache-Control", "no-cache"}})) return Abandon();
   std::vector<bool> started(size_t(total), false);
+  // The first chunk of each completions choice carries its prompt's prompt_logprobs when they
+  // were asked; chat's once, on its first chunk (vLLM puts chat's beside the choices).
+  bool chat_prompt_sent = false;
   int64_t completion_tokens = 0;
   engine::StreamEvent ev;
   // False when the client has gone: the request is cancelled unless it already ended.
-  auto Send = [&](const json& chunk) {
+  auto Send = [&](const nlohmann::ordered_json& chunk) {
     if (w.Write(Sse(chunk))) return true;
     if (!channel->Drained()) {
       Abandon();
@@ -224,12 +243,18 @@ void Serve(ServerContext* ctx, const http::Request& req, http::ResponseWriter& w
     if (ev.metrics) metrics->RequestFinished(*ev.finish, *ev.metrics);
     const bool first = !started[size_t(ev.index)];
     started[size_t(ev.index)] = true;
-    if (first && !chat && EchoOf(ev.index) != nullptr &&
-        !Send(EchoChunk(meta, ev.index, *EchoOf(ev.index)))) {
-      return;
+    const PromptScores* prompt = first ? PromptOf(ev.index) : nullptr;
+    if (chat) {
+      if (chat_prompt_sent) prompt = nullptr;
+      chat_prompt_sent = chat_prompt_sent || prompt != nullptr;
+    }
+    if (first && !chat && EchoOf(ev.index) != nullptr) {
+      if (!Send(EchoChunk(meta, ev.index, *EchoOf(ev.index), prompt))) return;
+      prompt = nullptr;  // sent with the echo
     }
     const std::vector<TokenSpan> ev_spans = spans.Next(ev.index, ev.token_ids);
-    if (!Send(chat ? ChatChunk(meta, ev, first, ev_spans) : CompletionChunk(meta, ev, ev_spans))) {
+    if (!Send(chat ? ChatChunk(meta, ev, first, ev_spans, prompt)
+                   : CompletionChunk(meta, ev, ev_spans, prompt))) {
       return;
     }
   }

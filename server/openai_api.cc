@@ -300,6 +300,18 @@ absl::Status ReadSampling(const json& j, SamplingFields* out) {
   return absl::OkStatus();
 }
 
+// vLLM's prompt_logprobs: an integer in [0, kMaxLogprobs]. Its -1 (every vocabulary entry) is
+// refused by name: the fused LM head keeps at most kMaxLogprobs alternatives a position.
+absl::Status ReadPromptLogprobs(const json& j, int32_t* out) {
+  const json* v = Find(j, "prompt_logprobs");
+  if (v != nullptr && IntegerValue(*v) == -1) {
+    return FieldError("prompt_logprobs",
+                      absl::StrCat("-1 (the whole vocabulary) is not supported; at most ",
+                                   engine::kMaxLogprobs, " alternatives"));
+  }
+  return ReadInt(j, "prompt_logprobs", 0, engine::kMaxLogprobs, out);
+}
+
 // One prompt's token ids (`where` names it in errors).
 absl::StatusOr<std::vector<int32_t>> ReadIds(const json& list) {
   std::vector<int32_t> ids;
@@ -407,6 +419,7 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(const json& body) {
     }
     r.params.logprobs = int32_t(*k);
   }
+  RETURN_IF_ERROR(ReadPromptLogprobs(body, &r.prompt_logprobs));
   return r;
 }
 
@@ -480,41 +493,46 @@ absl::StatusOr<ChatRequest> ParseChatRequest(const json& body) {
     return FieldError("top_logprobs", "needs logprobs: true");
   }
   r.params.logprobs = r.logprobs ? top : -1;
+  RETURN_IF_ERROR(ReadPromptLogprobs(body, &r.prompt_logprobs));
   return r;
 }
 
 namespace {
 
-json ReasonJson(const std::optional<engine::FinishReason>& f) {
-  return f ? json(engine::FinishReasonName(*f)) : json(nullptr);
+ordered_json ReasonJson(const std::optional<engine::FinishReason>& f) {
+  return f ? ordered_json(engine::FinishReasonName(*f)) : ordered_json(nullptr);
 }
 
-json UsageJson(const Usage& u) {
+ordered_json UsageJson(const Usage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
           {"total_tokens", u.prompt_tokens + u.completion_tokens}};
 }
 
-json BytesJson(std::string_view s) {
-  json b = json::array();
+ordered_json BytesJson(std::string_view s) {
+  ordered_json b = ordered_json::array();
   for (unsigned char c : s) b.push_back(int(c));
   return b;
 }
 
-json TopJson(const ResponseMeta& meta, const std::vector<engine::TokenLogprob>& top) {
-  json out = json::object();
-  for (const auto& alt : top) out[meta.token_text(alt.token)] = alt.logprob;
+// The first `limit` alternatives of `top` as {token text: logprob}.
+ordered_json TopJson(const ResponseMeta& meta, const std::vector<engine::TokenLogprob>& top,
+                     size_t limit) {
+  ordered_json out = ordered_json::object();
+  for (size_t i = 0; i < top.size() && i < limit; ++i) {
+    out[meta.token_text(top[i].token)] = top[i].logprob;
+  }
   return out;
 }
 
 // Completions' logprobs: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}.
 // With `echo`, the prompt's tokens come first; its first token has null log-probs, as OpenAI's.
 // text_offset counts characters of the choice's text (echoed prompt included).
-json CompletionLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& ids,
-                        const std::vector<engine::SampleResult>& lps,
-                        const std::vector<TokenSpan>& spans, const EchoedPrompt* echo) {
-  json tokens = json::array(), token_lps = json::array(), tops = json::array(),
-       offsets = json::array();
+ordered_json CompletionLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& ids,
+                                const std::vector<engine::SampleResult>& lps,
+                                const std::vector<TokenSpan>& spans, const EchoedPrompt* echo) {
+  ordered_json tokens = ordered_json::array(), token_lps = ordered_json::array(),
+               tops = ordered_json::array(), offsets = ordered_json::array();
   if (echo != nullptr) {
     for (size_t i = 0; i < echo->ids.size(); ++i) {
       tokens.push_back(meta.token_text(echo->ids[i]));
@@ -527,13 +545,14 @@ json CompletionLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& id
         continue;
       }
       token_lps.push_back(lp->logprob);
-      tops.push_back(TopJson(meta, lp->top));
+      // The engine kept max(logprobs, prompt_logprobs) alternatives: logprobs shows its own.
+      tops.push_back(TopJson(meta, lp->top, size_t(std::max(meta.top_logprobs, 0))));
     }
   }
   for (size_t i = 0; i < lps.size() && i < ids.size(); ++i) {
     tokens.push_back(meta.token_text(ids[i]));
     token_lps.push_back(lps[i].logprob);
-    tops.push_back(TopJson(meta, lps[i].top));
+    tops.push_back(TopJson(meta, lps[i].top, lps[i].top.size()));
     offsets.push_back(i < spans.size() ? spans[i].offset : 0);
   }
   return {{"tokens", tokens},
@@ -545,14 +564,14 @@ json CompletionLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& id
 // Chat's logprobs: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
 // A token's bytes are its own (a byte-fallback piece of a character has its one byte), so they
 // concatenate to the content; an alternative's are those of the token alone.
-json ChatLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& ids,
-                  const std::vector<engine::SampleResult>& lps,
-                  const std::vector<TokenSpan>& spans) {
+ordered_json ChatLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& ids,
+                          const std::vector<engine::SampleResult>& lps,
+                          const std::vector<TokenSpan>& spans) {
   const bool own_bytes = meta.tokenizer != nullptr;
-  json content = json::array();
+  ordered_json content = ordered_json::array();
   for (size_t i = 0; i < lps.size() && i < ids.size(); ++i) {
     const std::string t = meta.token_text(ids[i]);
-    json top = json::array();
+    ordered_json top = ordered_json::array();
     for (const auto& alt : lps[i].top) {
       const std::string at = meta.token_text(alt.token);
       top.push_back({{"token", at},
@@ -570,7 +589,7 @@ json ChatLogprobs(const ResponseMeta& meta, const std::vector<int32_t>& ids,
 }
 
 // The fields every response and chunk starts with.
-json Envelope(const ResponseMeta& meta, const char* object) {
+ordered_json Envelope(const ResponseMeta& meta, const char* object) {
   return {{"id", meta.id},
           {"object", object},
           {"created", meta.created},
@@ -580,9 +599,38 @@ json Envelope(const ResponseMeta& meta, const char* object) {
 
 }  // namespace
 
-json CompletionResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
-                        const Usage& usage) {
-  json out_choices = json::array();
+ordered_json PromptLogprobsJson(const ResponseMeta& meta, const PromptScores& prompt) {
+  ordered_json out = ordered_json::array();
+  if (prompt.prompt_len > 0) out.push_back(nullptr);
+  const size_t k = size_t(std::max(meta.prompt_logprobs, 0));
+  size_t next = 0;  // prompt.logprobs ascend by position
+  for (int64_t pos = 1; pos < prompt.prompt_len; ++pos) {
+    while (next < prompt.logprobs.size() && prompt.logprobs[next].position < pos) ++next;
+    if (next == prompt.logprobs.size() || prompt.logprobs[next].position != pos) {
+      out.push_back(nullptr);  // never scored (the request was aborted first)
+      continue;
+    }
+    const engine::PromptLogprob& e = prompt.logprobs[next];
+    ordered_json entry = ordered_json::object();
+    auto add = [&](int32_t id, float logprob, int32_t rank) {
+      const std::string key = absl::StrCat(id);
+      if (entry.contains(key)) return;
+      entry[key] = {{"logprob", logprob == -INFINITY ? -9999.0f : logprob},
+                    {"rank", rank},
+                    {"decoded_token", meta.token_text(id)}};
+    };
+    add(e.token, e.logprob, e.rank);
+    for (size_t j = 0; j < e.top.size() && j < k; ++j) {
+      add(e.top[j].token, e.top[j].logprob, int32_t(j + 1));
+    }
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
+ordered_json CompletionResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
+                                const Usage& usage) {
+  ordered_json out_choices = ordered_json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceState& c = choices[i];
     out_choices.push_back(
@@ -590,76 +638,88 @@ json CompletionResponse(const ResponseMeta& meta, const std::vector<ChoiceState>
          {"text", c.echo != nullptr ? c.echo->text + c.text : c.text},
          {"logprobs", meta.with_logprobs
                           ? CompletionLogprobs(meta, c.token_ids, c.logprobs, c.spans, c.echo)
-                          : json(nullptr)},
+                          : ordered_json(nullptr)},
          {"finish_reason", ReasonJson(c.finish)}});
+    if (meta.prompt_logprobs >= 0 && c.prompt != nullptr) {
+      out_choices.back()["prompt_logprobs"] = PromptLogprobsJson(meta, *c.prompt);
+    }
   }
-  json out = Envelope(meta, "text_completion");
+  ordered_json out = Envelope(meta, "text_completion");
   out["choices"] = std::move(out_choices);
   out["usage"] = UsageJson(usage);
   return out;
 }
 
-json ChatResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
-                  const Usage& usage) {
-  json out_choices = json::array();
+ordered_json ChatResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
+                          const Usage& usage) {
+  ordered_json out_choices = ordered_json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceState& c = choices[i];
     out_choices.push_back(
         {{"index", i},
          {"message", {{"role", "assistant"}, {"content", c.text}}},
          {"logprobs", meta.with_logprobs ? ChatLogprobs(meta, c.token_ids, c.logprobs, c.spans)
-                                         : json(nullptr)},
+                                         : ordered_json(nullptr)},
          {"finish_reason", ReasonJson(c.finish)}});
   }
-  json out = Envelope(meta, "chat.completion");
+  ordered_json out = Envelope(meta, "chat.completion");
   out["choices"] = std::move(out_choices);
   out["usage"] = UsageJson(usage);
+  if (meta.prompt_logprobs >= 0 && !choices.empty() && choices[0].prompt != nullptr) {
+    out["prompt_logprobs"] = PromptLogprobsJson(meta, *choices[0].prompt);
+  }
   return out;
 }
 
-json CompletionChunk(const ResponseMeta& meta, const engine::StreamEvent& ev,
-                     const std::vector<TokenSpan>& spans) {
-  json choice = {{"index", ev.index},
-                 {"text", ev.text},
-                 {"logprobs", meta.with_logprobs ? CompletionLogprobs(meta, ev.token_ids,
-                                                                      ev.logprobs, spans, nullptr)
-                                                 : json(nullptr)},
-                 {"finish_reason", ReasonJson(ev.finish)}};
-  json out = Envelope(meta, "text_completion");
-  out["choices"] = json::array({choice});
+ordered_json CompletionChunk(const ResponseMeta& meta, const engine::StreamEvent& ev,
+                             const std::vector<TokenSpan>& spans, const PromptScores* prompt) {
+  ordered_json choice = {
+      {"index", ev.index},
+      {"text", ev.text},
+      {"logprobs", meta.with_logprobs
+                       ? CompletionLogprobs(meta, ev.token_ids, ev.logprobs, spans, nullptr)
+                       : ordered_json(nullptr)},
+      {"finish_reason", ReasonJson(ev.finish)}};
+  if (prompt != nullptr) choice["prompt_logprobs"] = PromptLogprobsJson(meta, *prompt);
+  ordered_json out = Envelope(meta, "text_completion");
+  out["choices"] = ordered_json::array({choice});
   return out;
 }
 
-json EchoChunk(const ResponseMeta& meta, int32_t index, const EchoedPrompt& echo) {
-  json choice = {{"index", index},
-                 {"text", echo.text},
-                 {"logprobs",
-                  meta.with_logprobs ? CompletionLogprobs(meta, {}, {}, {}, &echo) : json(nullptr)},
-                 {"finish_reason", nullptr}};
-  json out = Envelope(meta, "text_completion");
-  out["choices"] = json::array({choice});
+ordered_json EchoChunk(const ResponseMeta& meta, int32_t index, const EchoedPrompt& echo,
+                       const PromptScores* prompt) {
+  ordered_json choice = {
+      {"index", index},
+      {"text", echo.text},
+      {"logprobs",
+       meta.with_logprobs ? CompletionLogprobs(meta, {}, {}, {}, &echo) : ordered_json(nullptr)},
+      {"finish_reason", nullptr}};
+  if (prompt != nullptr) choice["prompt_logprobs"] = PromptLogprobsJson(meta, *prompt);
+  ordered_json out = Envelope(meta, "text_completion");
+  out["choices"] = ordered_json::array({choice});
   return out;
 }
 
-json ChatChunk(const ResponseMeta& meta, const engine::StreamEvent& ev, bool first,
-               const std::vector<TokenSpan>& spans) {
-  json delta = json::object();
+ordered_json ChatChunk(const ResponseMeta& meta, const engine::StreamEvent& ev, bool first,
+                       const std::vector<TokenSpan>& spans, const PromptScores* prompt) {
+  ordered_json delta = ordered_json::object();
   if (first) delta["role"] = "assistant";
   if (!ev.text.empty() || !ev.finish) delta["content"] = ev.text;
-  json choice = {
+  ordered_json choice = {
       {"index", ev.index},
       {"delta", delta},
-      {"logprobs",
-       meta.with_logprobs ? ChatLogprobs(meta, ev.token_ids, ev.logprobs, spans) : json(nullptr)},
+      {"logprobs", meta.with_logprobs ? ChatLogprobs(meta, ev.token_ids, ev.logprobs, spans)
+                                      : ordered_json(nullptr)},
       {"finish_reason", ReasonJson(ev.finish)}};
-  json out = Envelope(meta, "chat.completion.chunk");
-  out["choices"] = json::array({choice});
+  ordered_json out = Envelope(meta, "chat.completion.chunk");
+  out["choices"] = ordered_json::array({choice});
+  if (prompt != nullptr) out["prompt_logprobs"] = PromptLogprobsJson(meta, *prompt);
   return out;
 }
 
-json UsageChunk(const ResponseMeta& meta, const char* object, const Usage& usage) {
-  json out = Envelope(meta, object);
-  out["choices"] = json::array();
+ordered_json UsageChunk(const ResponseMeta& meta, const char* object, const Usage& usage) {
+  ordered_json out = Envelope(meta, object);
+  out["choices"] = ordered_json::array();
   out["usage"] = UsageJson(usage);
   return out;
 }

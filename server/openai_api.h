@@ -1,5 +1,6 @@
 // OpenAI request bodies (JSON) checked field by field and turned into engine structs; responses
-// and stream chunks in OpenAI's shapes. Errors are InvalidArgument whose message names the field;
+// and stream chunks in OpenAI's shapes (ordered JSON: keys in the order OpenAI and vLLM write
+// them). Errors are InvalidArgument whose message names the field;
 // the field also rides along as the status payload kParamPayload (OpenAI's "param").
 #ifndef ARBOR_SERVER_OPENAI_API_H_
 #define ARBOR_SERVER_OPENAI_API_H_
@@ -54,6 +55,7 @@ struct CompletionRequest {
   // echo with max_tokens 0 (OpenAI's legacy scoring request): nothing is generated, each
   // choice is its prompt (with its log-probs when asked), finish_reason "length".
   bool score_only = false;
+  int32_t prompt_logprobs = -1;  // vLLM's prompt_logprobs: 0..kMaxLogprobs, -1 not asked
 };
 
 struct ChatRequest {
@@ -65,7 +67,8 @@ struct ChatRequest {
   bool max_tokens_set = false;
   bool stream = false;
   bool include_usage = false;
-  bool logprobs = false;  // chat's logprobs flag; params.logprobs holds top_logprobs or -1
+  bool logprobs = false;         // chat's logprobs flag; params.logprobs holds top_logprobs or -1
+  int32_t prompt_logprobs = -1;  // vLLM's prompt_logprobs: 0..kMaxLogprobs, -1 not asked
 };
 
 // An optional boolean field: unchanged when absent or null; InvalidArgument naming it when it is
@@ -91,6 +94,13 @@ struct EchoedPrompt {
   std::vector<engine::PromptLogprob> logprobs;  // positions 1..n-1, in order
 };
 
+// A prompt's log-probs as the engine streams them (positions 1..len-1, in order), for vLLM's
+// prompt_logprobs.
+struct PromptScores {
+  int64_t prompt_len = 0;
+  std::vector<engine::PromptLogprob> logprobs;
+};
+
 // One choice as it accumulates.
 struct ChoiceState {
   std::string text;
@@ -98,7 +108,8 @@ struct ChoiceState {
   std::vector<TokenSpan> spans;  // per token id: its bytes and text offset
   std::vector<engine::SampleResult> logprobs;
   std::optional<engine::FinishReason> finish;
-  const EchoedPrompt* echo = nullptr;  // completions' echo: leads the text and the logprobs
+  const EchoedPrompt* echo = nullptr;    // completions' echo: leads the text and the logprobs
+  const PromptScores* prompt = nullptr;  // its prompt's log-probs, when prompt_logprobs was asked
 };
 
 struct Usage {
@@ -116,23 +127,39 @@ struct ResponseMeta {
   std::string model;
   std::string system_fingerprint;
   bool with_logprobs = false;
+  int32_t top_logprobs = 0;      // alternatives per token in logprobs (echoed prompt included)
+  int32_t prompt_logprobs = -1;  // alternatives per prompt token in prompt_logprobs; -1: none
   TokenText token_text;
   const engine::Tokenizer* tokenizer = nullptr;  // null: a model served without one
 };
 
-nlohmann::json CompletionResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
-                                  const Usage& usage);
-// The stream chunk that echoes the prompt for choice `index`, before its first token.
-nlohmann::json EchoChunk(const ResponseMeta& meta, int32_t index, const EchoedPrompt& echo);
-nlohmann::json ChatResponse(const ResponseMeta& meta, const std::vector<ChoiceState>& choices,
-                            const Usage& usage);
+// vLLM's prompt_logprobs of one prompt: one entry per prompt token, null for the first (nothing
+// precedes it), then {"<token id>": {"logprob", "rank", "decoded_token"}}: the prompt token
+// first, with its rank in the vocabulary, then the meta.prompt_logprobs most likely tokens not
+// already listed, ranks 1, 2, ... A -inf log-prob is written as -9999.0, as vLLM does.
+nlohmann::ordered_json PromptLogprobsJson(const ResponseMeta& meta, const PromptScores& prompt);
+
+// Completions put prompt_logprobs on each choice (when asked), chat once beside the choices, as
+// vLLM does.
+nlohmann::ordered_json CompletionResponse(const ResponseMeta& meta,
+                                          const std::vector<ChoiceState>& choices,
+                                          const Usage& usage);
+// The stream chunk that echoes the prompt for choice `index`, before its first token; `prompt`
+// (may be null) adds the prompt's prompt_logprobs.
+nlohmann::ordered_json EchoChunk(const ResponseMeta& meta, int32_t index, const EchoedPrompt& echo,
+                                 const PromptScores* prompt);
+nlohmann::ordered_json ChatResponse(const ResponseMeta& meta,
+                                    const std::vector<ChoiceState>& choices, const Usage& usage);
 // One stream chunk for one event; `spans` are its tokens' (chat: `first` adds the assistant
-// role to the delta).
-nlohmann::json CompletionChunk(const ResponseMeta& meta, const engine::StreamEvent& ev,
-                               const std::vector<TokenSpan>& spans);
-nlohmann::json ChatChunk(const ResponseMeta& meta, const engine::StreamEvent& ev, bool first,
-                         const std::vector<TokenSpan>& spans);
-nlohmann::json UsageChunk(const ResponseMeta& meta, const char* object, const Usage& usage);
+// role to the delta). `prompt` (may be null) adds prompt_logprobs: the first chunk of each
+// completions choice, and chat's first chunk, carry them when they were asked.
+nlohmann::ordered_json CompletionChunk(const ResponseMeta& meta, const engine::StreamEvent& ev,
+                                       const std::vector<TokenSpan>& spans,
+                                       const PromptScores* prompt);
+nlohmann::ordered_json ChatChunk(const ResponseMeta& meta, const engine::StreamEvent& ev,
+                                 bool first, const std::vector<TokenSpan>& spans,
+                                 const PromptScores* prompt);
+nlohmann::ordered_json UsageChunk(const ResponseMeta& meta, const char* object, const Usage& usage);
 
 }  // namespace arbor::server
 

@@ -49,7 +49,9 @@ void Offer(RowState& st, float z, int32_t id, int64_t k) {
 // z[target] of row i from the 16-bit (or fp32) values, accumulated in double.
 float TargetLogit(const TargetLogprobsArgs& a, int64_t i, int32_t target) {
   double dot = 0.0;
-  for (int64_t e = 0; e < a.x.cols; ++e) dot += double(a.x.Load(i, e)) * double(a.w.Load(target, e));
+  for (int64_t e = 0; e < a.x.cols; ++e) {
+    dot += double(a.x.Load(i, e)) * double(a.w.Load(target, e));
+  }
   const float b = a.bias != nullptr ? LoadAsFloat(a.bias, a.w.dtype, target) : 0.0f;
   return CceLogit(float(dot), b, a.softcap);
 }

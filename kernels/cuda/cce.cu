@@ -180,8 +180,9 @@ template <DType T, bool kTopK>
 __global__ void __launch_bounds__(kThreads, 1) CceTileKernel(CceParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   uint16_t* stages = reinterpret_cast<uint16_t*>(smem);
-  float2* reduce = reinterpret_cast<float2*>(smem + kPipelineBytes);  // [kBM][4 column warps]
-  int32_t* reduce_above = reinterpret_cast<int32_t*>(reduce + kBM * 4);  // [kBM][4]
+  // [kBM][4 column warps] each: (max, sum) and the count above the target.
+  float2* reduce = reinterpret_cast<float2*>(smem + kPipelineBytes);
+  int32_t* reduce_above = reinterpret_cast<int32_t*>(reduce + kBM * 4);
   float* zt = reinterpret_cast<float*>(smem + kPipelineBytes + kReduceBytes);  // [kBM][kZPitch]
   float* list_z = zt + kBM * kZPitch;                                   // [kBM][kCceMaxTopK]
   int32_t* list_id = reinterpret_cast<int32_t*>(list_z + kBM * kCceMaxTopK);

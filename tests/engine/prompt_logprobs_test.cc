@@ -411,6 +411,34 @@ TEST_CASE("bad prompt_logprobs and score-only values are refused, naming the fie
   one.Wait();
   CHECK(one.entries().empty());
   CHECK(one.finish()[0] == FinishReason::kLength);
+
+  // SubmitAll: all or none. A bad request is named by its index and nothing is queued; good
+  // ones are taken together and scored in one pass.
+  std::vector<Request> batch;
+  batch.push_back(Score({1, 2, 3}, 1));
+  batch.push_back(Score({1, 2}, 21));
+  for (Request& r : batch) r.callback = [](const StreamEvent&) {};
+  const int64_t before = e->stats().iterations;
+  const absl::Status bad = e->SubmitAll(std::move(batch)).status();
+  CHECK(bad.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(bad.message()), Catch::StartsWith("requests[1]: prompt_logprobs"));
+  std::vector<Collector> collectors(3);
+  std::vector<Request> good;
+  for (int i = 0; i < 3; ++i) {
+    good.push_back(Score({1, 2, 3, int32_t(4 + i)}, 2));
+    good.back().callback = collectors[size_t(i)].Callback();
+  }
+  auto handles = e->SubmitAll(std::move(good));
+  REQUIRE(handles.ok());
+  CHECK(handles->size() == 3);
+  for (int i = 0; i < 3; ++i) {
+    collectors[size_t(i)].Wait();
+    const std::vector<PromptLogprob> got = collectors[size_t(i)].entries();
+    CheckPositions(got, 4);
+    CHECK(got.back().token == 4 + i);
+  }
+  e->ClearPrefixCache();  // on the engine thread, after its last iteration
+  CHECK(e->stats().iterations - before == 1);
   RequireAllFree(*e);
 }
 

@@ -93,12 +93,18 @@ void CheckShape(const arbor::v1::ScoreResponse& res, const std::vector<int32_t>&
     CHECK(t.token_id() == ids[size_t(i)]);
     if (i == 0) {
       CHECK_FALSE(t.has_logprob());
+      CHECK(t.rank() == 0);
       CHECK(t.top_logprobs_size() == 0);
       continue;
     }
     CHECK(t.has_logprob());
     CHECK(t.logprob() <= 0.0f);
+    CHECK(t.rank() >= 1);
     REQUIRE(t.top_logprobs_size() == top);
+    // Listed at j among the alternatives: rank j + 1 (no two of them tie in these models).
+    for (int j = 0; j < top; ++j) {
+      if (t.top_logprobs(j).token_id() == t.token_id()) CHECK(t.rank() == j + 1);
+    }
     for (int j = 1; j < top; ++j) {
       CHECK(t.top_logprobs(j - 1).logprob() >= t.top_logprobs(j).logprob());
     }
@@ -366,6 +372,176 @@ TEST_CASE("Score: a deadline or a cancel aborts the request and frees its pages"
   RequireAllFree(*app);
 }
 
+struct ScoredBatch {
+  grpc::Status status;
+  arbor::v1::ScoreBatchResponse response;
+};
+
+ScoredBatch CallScoreBatch(arbor::v1::Generation::Stub& gen,
+                           const arbor::v1::ScoreBatchRequest& req) {
+  grpc::ClientContext ctx;
+  ScoredBatch out;
+  out.status = gen.ScoreBatch(&ctx, req, &out.response);
+  return out;
+}
+
+arbor::v1::ScoreBatchRequest BatchOfIds(const std::string& model,
+                                        const std::vector<std::vector<int32_t>>& prompts,
+                                        int32_t top) {
+  arbor::v1::ScoreBatchRequest req;
+  req.set_model(model);
+  req.set_top_logprobs(top);
+  for (const auto& ids : prompts) {
+    auto* p = req.add_prompts()->mutable_token_ids();
+    for (int32_t id : ids) p->add_ids(id);
+  }
+  return req;
+}
+
+// A ScoreBatch result against the same prompt's own Score: the same tokens, log-probs, ranks
+// and alternatives.
+void CheckSameAsScore(const arbor::v1::ScoreResponse& got, const arbor::v1::ScoreResponse& want) {
+  CHECK(got.model() == want.model());
+  CHECK(got.prompt_tokens() == want.prompt_tokens());
+  CHECK(got.total_logprob() == Approx(want.total_logprob()).margin(1e-4));
+  REQUIRE(got.prompt_logprobs_size() == want.prompt_logprobs_size());
+  for (int i = 0; i < got.prompt_logprobs_size(); ++i) {
+    INFO("position " << i);
+    const auto& a = got.prompt_logprobs(i);
+    const auto& b = want.prompt_logprobs(i);
+    CHECK(a.token_id() == b.token_id());
+    CHECK(a.token() == b.token());
+    CHECK(a.has_logprob() == b.has_logprob());
+    CHECK(a.logprob() == Approx(b.logprob()).margin(1e-5));
+    CHECK(a.rank() == b.rank());
+    REQUIRE(a.top_logprobs_size() == b.top_logprobs_size());
+    for (int j = 0; j < a.top_logprobs_size(); ++j) {
+      CHECK(a.top_logprobs(j).token_id() == b.top_logprobs(j).token_id());
+      CHECK(a.top_logprobs(j).logprob() == Approx(b.top_logprobs(j).logprob()).margin(1e-5));
+    }
+  }
+}
+
+// The engine's forward passes so far, read on its thread after its last iteration.
+int64_t Iterations(ServerApp& app) {
+  app.context().engine->ClearPrefixCache();
+  return app.context().engine->stats().iterations;
+}
+
+TEST_CASE("ScoreBatch: many prompts in one call, in one forward pass, as Score scores each",
+          "[server][score]") {
+  auto app = StartTiny();
+  auto gen = Stub(*app);
+  arbor::v1::ScoreBatchRequest req;
+  req.set_model("tiny");
+  req.set_top_logprobs(3);
+  const std::vector<std::string> texts = {"In the beginning God created", "the heaven",
+                                          "and the earth. And the earth was without form"};
+  for (const std::string& t : texts) req.add_prompts()->set_text(t);
+  const std::vector<int32_t> ids = {1, 40, 41, 42, 43, 44, 45};
+  for (int32_t id : ids) req.mutable_prompts(1)->mutable_token_ids()->add_ids(id);  // ids now
+  // Each prompt alone first, for the reference.
+  std::vector<arbor::v1::ScoreResponse> alone;
+  for (int i = 0; i < req.prompts_size(); ++i) {
+    arbor::v1::ScoreRequest one;
+    one.set_model("tiny");
+    one.set_top_logprobs(3);
+    if (req.prompts(i).has_token_ids()) {
+      for (int32_t id : ids) one.add_prompt_token_ids(id);
+    } else {
+      one.set_prompt(req.prompts(i).text());
+    }
+    const Scored s = CallScore(*gen, one);
+    REQUIRE(s.status.ok());
+    alone.push_back(s.response);
+  }
+  const int64_t before = Iterations(*app);
+  const ScoredBatch batch = CallScoreBatch(*gen, req);
+  INFO(batch.status.error_message());
+  REQUIRE(batch.status.ok());
+  // Submitted together: one pass scored every prompt.
+  CHECK(Iterations(*app) - before == 1);
+  CHECK(batch.response.model() == "tiny");
+  REQUIRE(batch.response.results_size() == 3);
+  int64_t tokens = 0;
+  for (int i = 0; i < 3; ++i) {
+    INFO("prompt " << i);
+    CheckSameAsScore(batch.response.results(i), alone[size_t(i)]);
+    tokens += batch.response.results(i).prompt_tokens();
+  }
+  CHECK(batch.response.prompt_tokens() == tokens);
+  CHECK(batch.response.results(1).prompt_tokens() == int64_t(ids.size()));
+
+  // Refusals name the prompt and the field; nothing runs.
+  auto refused = [&](const arbor::v1::ScoreBatchRequest& bad, grpc::StatusCode code,
+                     const std::vector<std::string>& mentions) {
+    const int64_t at = Iterations(*app);
+    const ScoredBatch r = CallScoreBatch(*gen, bad);
+    CHECK(r.status.error_code() == code);
+    for (const std::string& m : mentions) CHECK_THAT(r.status.error_message(), Catch::Contains(m));
+    CHECK(Iterations(*app) == at);
+  };
+  refused(BatchOfIds("tiny", {}, 1), grpc::StatusCode::INVALID_ARGUMENT, {"prompts", "at least"});
+  refused(BatchOfIds("nope", {ids}, 1), grpc::StatusCode::NOT_FOUND, {"nope"});
+  refused(BatchOfIds("tiny", {ids}, 21), grpc::StatusCode::INVALID_ARGUMENT, {"top_logprobs"});
+  refused(BatchOfIds("tiny", {ids, {1, 5000}}, 1), grpc::StatusCode::INVALID_ARGUMENT,
+          {"prompts[1]", "5000"});
+  const int64_t max_len = app->context().max_model_len;
+  refused(BatchOfIds("tiny", {std::vector<int32_t>(size_t(max_len + 1), 7), ids}, 0),
+          grpc::StatusCode::INVALID_ARGUMENT, {"prompts[0]", "context length"});
+  arbor::v1::ScoreBatchRequest unset = BatchOfIds("tiny", {ids}, 0);
+  unset.add_prompts();
+  refused(unset, grpc::StatusCode::INVALID_ARGUMENT, {"prompts[1]", "text or token_ids"});
+  arbor::v1::ScoreBatchRequest empty_text = BatchOfIds("tiny", {ids}, 0);
+  empty_text.add_prompts()->set_text("");
+  refused(empty_text, grpc::StatusCode::INVALID_ARGUMENT, {"prompts[1]"});
+  refused(BatchOfIds("tiny", std::vector<std::vector<int32_t>>(1025, ids), 0),
+          grpc::StatusCode::INVALID_ARGUMENT, {"at most 1024"});
+  RequireAllFree(*app);
+}
+
+TEST_CASE("ScoreBatch under an adapter: every prompt through it, as Score", "[server][score]") {
+  auto app = StartLlama("16777216");
+  auto gen = Stub(*app);
+  Register(*app, "all", "llama-lora-all");
+  std::ifstream in("tests/data/adapters/llama-lora-all/reference.json");
+  REQUIRE(in);
+  const auto ref = nlohmann::json::parse(in);
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& p : ref["prompts"]) {
+    prompts.push_back(p["ids"].get<std::vector<int32_t>>());
+  }
+  REQUIRE(prompts.size() >= 2);
+  const ScoredBatch batch = CallScoreBatch(*gen, BatchOfIds("all", prompts, 4));
+  INFO(batch.status.error_message());
+  REQUIRE(batch.status.ok());
+  REQUIRE(batch.response.results_size() == int(prompts.size()));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i);
+    const Scored alone = CallScore(*gen, ScoreIds("all", prompts[i], 4));
+    REQUIRE(alone.status.ok());
+    CheckShape(batch.response.results(int(i)), prompts[i], 4);
+    CheckSameAsScore(batch.response.results(int(i)), alone.response);
+  }
+  // The base model's scores differ: the adapter was applied.
+  const ScoredBatch base = CallScoreBatch(*gen, BatchOfIds("arbor", prompts, 0));
+  REQUIRE(base.status.ok());
+  CHECK(base.response.results(0).total_logprob() != batch.response.results(0).total_logprob());
+  RequireAllFree(*app);
+}
+
+// The SSE body's JSON chunks, in order (keys as sent).
+std::vector<nlohmann::ordered_json> SseChunks(const std::string& body) {
+  std::vector<nlohmann::ordered_json> chunks;
+  size_t at = 0;
+  while ((at = body.find("data: {", at)) != std::string::npos) {
+    const size_t end = body.find("\n\n", at);
+    chunks.push_back(nlohmann::ordered_json::parse(body.substr(at + 6, end - at - 6)));
+    at = end;
+  }
+  return chunks;
+}
+
 // OpenAI's legacy echo on /v1/completions: the prompt leads the text, and with logprobs its
 // tokens lead the logprobs, the first with nulls; the prompt's log-probs are the Score RPC's.
 TEST_CASE("HTTP completions echo: prompt log-probs as Score's, JSON and stream",
@@ -410,13 +586,7 @@ TEST_CASE("HTTP completions echo: prompt log-probs as Score's, JSON and stream",
   auto streamed = http.Post("/v1/completions", body.dump(), "application/json");
   REQUIRE(streamed);
   REQUIRE(streamed->status == 200);
-  std::vector<nlohmann::json> chunks;
-  size_t at = 0;
-  while ((at = streamed->body.find("data: {", at)) != std::string::npos) {
-    const size_t end = streamed->body.find("\n\n", at);
-    chunks.push_back(nlohmann::json::parse(streamed->body.substr(at + 6, end - at - 6)));
-    at = end;
-  }
+  const auto chunks = SseChunks(streamed->body);
   REQUIRE(chunks.size() >= 2);
   const auto& first = chunks[0]["choices"][0];
   CHECK(first["text"] == prompt_text);
@@ -427,6 +597,179 @@ TEST_CASE("HTTP completions echo: prompt log-probs as Score's, JSON and stream",
   std::string joined;
   for (const auto& c : chunks) joined += c["choices"][0]["text"].get<std::string>();
   CHECK(joined == text);
+  RequireAllFree(*app);
+}
+
+// vLLM's prompt_logprobs of `ids` (as text: the body as sent) against Score's: one entry per
+// token, null first; each dict the prompt token first (key order kept), its log-prob Score's
+// and its rank 1 + the alternatives above it, then Score's top `k` not already listed with
+// ranks 1..k.
+void CheckPromptLogprobs(const std::string& text, const std::vector<int32_t>& ids,
+                         const arbor::v1::ScoreResponse& scored, int k) {
+  const auto j = nlohmann::ordered_json::parse(text);
+  REQUIRE(j.is_array());
+  REQUIRE(j.size() == ids.size());
+  CHECK(j[0].is_null());
+  for (size_t i = 1; i < ids.size(); ++i) {
+    INFO("position " << i);
+    const auto& entry = j[i];
+    REQUIRE(entry.is_object());
+    const auto& want = scored.prompt_logprobs(int(i));
+    const std::string key = std::to_string(ids[i]);
+    REQUIRE(entry.begin().key() == key);  // the prompt token leads
+    const auto& self = entry[key];
+    CHECK(self["logprob"].get<double>() == Approx(want.logprob()).margin(1e-5));
+    CHECK(self["decoded_token"] == want.token());
+    int above = 0;  // Score's alternatives strictly more likely than the token
+    for (const auto& a : want.top_logprobs()) above += a.logprob() > want.logprob();
+    if (above < want.top_logprobs_size()) {
+      CHECK(self["rank"] == 1 + above);  // inside the listed alternatives: exact
+    } else {
+      CHECK(self["rank"].get<int>() > above);
+    }
+    size_t listed = 1;
+    for (int r = 0; r < k; ++r) {
+      const auto& alt = want.top_logprobs(r);
+      const std::string id = std::to_string(alt.token_id());
+      REQUIRE(entry.contains(id));
+      if (id == key) continue;
+      ++listed;
+      CHECK(entry[id]["rank"] == r + 1);
+      CHECK(entry[id]["logprob"].get<double>() == Approx(alt.logprob()).margin(1e-5));
+      CHECK(entry[id]["decoded_token"] == alt.token());
+    }
+    CHECK(entry.size() == listed);
+  }
+}
+
+// vLLM's prompt_logprobs on /v1/completions (on each choice) and /v1/chat/completions (beside the
+// choices): the values of Score, with n > 1, with echo, and streamed (in each choice's first
+// chunk; vLLM itself refuses prompt_logprobs > 0 with stream).
+TEST_CASE("HTTP prompt_logprobs: completions and chat, JSON and stream", "[server][score]") {
+  auto app = StartTiny();
+  auto gen = Stub(*app);
+  httplib::Client http("127.0.0.1", app->http_port());
+  auto post = [&](const std::string& path, const nlohmann::json& body) {
+    auto res = http.Post(path.c_str(), body.dump(), "application/json");
+    REQUIRE(res);
+    INFO(res->body);
+    REQUIRE(res->status == 200);
+    return res->body;
+  };
+  const std::vector<int32_t> ids = {1, 40, 41, 42, 43, 44, 45};
+  const Scored score = CallScore(*gen, ScoreIds("tiny", ids, 5));
+  REQUIRE(score.status.ok());
+  const arbor::v1::ScoreResponse& scored = score.response;
+
+  // n = 2: both choices carry the prompt's log-probs; the generation is unchanged.
+  nlohmann::json body = {{"model", "tiny"},  {"prompt", ids}, {"max_tokens", 3},
+                         {"temperature", 0}, {"n", 2},        {"prompt_logprobs", 2}};
+  const auto j = nlohmann::ordered_json::parse(post("/v1/completions", body));
+  REQUIRE(j["choices"].size() == 2);
+  for (const auto& c : j["choices"]) {
+    CheckPromptLogprobs(c["prompt_logprobs"].dump(), ids, scored, 2);
+  }
+  CHECK(j["choices"][0]["text"] == j["choices"][1]["text"]);
+  CHECK(j["choices"][0].find("logprobs") != j["choices"][0].end());
+  CHECK(j["choices"][0]["logprobs"].is_null());
+  // 0: the prompt token alone.
+  body["prompt_logprobs"] = 0;
+  body["n"] = 1;
+  const auto zero = nlohmann::ordered_json::parse(post("/v1/completions", body));
+  CheckPromptLogprobs(zero["choices"][0]["prompt_logprobs"].dump(), ids, scored, 0);
+  // Not asked: no field.
+  body.erase("prompt_logprobs");
+  const auto none = nlohmann::json::parse(post("/v1/completions", body));
+  CHECK_FALSE(none["choices"][0].contains("prompt_logprobs"));
+
+  // With echo and logprobs 1: echo shows one alternative per prompt token, prompt_logprobs 4.
+  body = {{"model", "tiny"}, {"prompt", ids}, {"max_tokens", 0},
+          {"echo", true},    {"logprobs", 1}, {"prompt_logprobs", 4}};
+  const auto echoed = nlohmann::ordered_json::parse(post("/v1/completions", body));
+  const auto& ec = echoed["choices"][0];
+  CheckPromptLogprobs(ec["prompt_logprobs"].dump(), ids, scored, 4);
+  REQUIRE(ec["logprobs"]["top_logprobs"].size() == ids.size());
+  for (size_t i = 1; i < ids.size(); ++i) CHECK(ec["logprobs"]["top_logprobs"][i].size() == 1);
+  CHECK(ec["finish_reason"] == "length");
+
+  // Streamed, n = 2: each choice's first chunk carries them (the echo chunk when echoing), no
+  // other chunk does.
+  for (const bool echo : {false, true}) {
+    INFO("echo " << echo);
+    body = {{"model", "tiny"}, {"prompt", ids},  {"max_tokens", 3}, {"temperature", 0},
+            {"n", 2},          {"stream", true}, {"echo", echo},    {"prompt_logprobs", 3}};
+    const auto chunks = SseChunks(post("/v1/completions", body));
+    std::vector<int> seen(2, 0), with(2, 0);
+    for (const auto& c : chunks) {
+      if (c["choices"].empty()) continue;
+      const auto& choice = c["choices"][0];
+      const int index = choice["index"];
+      if (choice.contains("prompt_logprobs")) {
+        CHECK(seen[size_t(index)] == 0);
+        ++with[size_t(index)];
+        CheckPromptLogprobs(choice["prompt_logprobs"].dump(), ids, scored, 3);
+      }
+      ++seen[size_t(index)];
+    }
+    CHECK(with == std::vector<int>{1, 1});
+  }
+
+  // Chat: once, beside the choices (vLLM's ChatCompletionResponse.prompt_logprobs).
+  const nlohmann::json messages = {{{"role", "user"}, {"content", "In the beginning"}}};
+  nlohmann::json chat = {{"model", "tiny"}, {"messages", messages},
+                         {"max_tokens", 2}, {"temperature", 0},
+                         {"n", 2},          {"prompt_logprobs", 2}};
+  const auto cj = nlohmann::ordered_json::parse(post("/v1/chat/completions", chat));
+  const auto& plp = cj["prompt_logprobs"];
+  REQUIRE(plp.is_array());
+  REQUIRE(plp.size() == cj["usage"]["prompt_tokens"].get<size_t>());
+  CHECK(plp[0].is_null());
+  std::vector<int32_t> chat_ids;  // the templated prompt, read back from the entries' keys
+  chat_ids.push_back(-1);
+  for (size_t i = 1; i < plp.size(); ++i) {
+    REQUIRE(plp[i].is_object());
+    chat_ids.push_back(std::stoi(plp[i].begin().key()));
+    CHECK(plp[i].size() >= 2);
+    CHECK(plp[i].size() <= 3);
+  }
+  for (const auto& c : cj["choices"]) CHECK_FALSE(c.contains("prompt_logprobs"));
+  chat["stream"] = true;
+  int chunks_with = 0;
+  for (const auto& c : SseChunks(post("/v1/chat/completions", chat))) {
+    if (!c.contains("prompt_logprobs")) continue;
+    ++chunks_with;
+    CHECK(c["prompt_logprobs"] == plp);
+  }
+  CHECK(chunks_with == 1);
+  RequireAllFree(*app);
+}
+
+TEST_CASE("HTTP prompt_logprobs: bad values are 400s naming the field", "[server][score]") {
+  auto app = StartTiny();
+  httplib::Client http("127.0.0.1", app->http_port());
+  const nlohmann::json messages = {{{"role", "user"}, {"content", "hi"}}};
+  for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
+    for (const nlohmann::json& bad :
+         {nlohmann::json("2"), nlohmann::json(2.5), nlohmann::json(true), nlohmann::json(-1),
+          nlohmann::json(-3), nlohmann::json(21), nlohmann::json::array({1})}) {
+      INFO(path << " prompt_logprobs " << bad.dump());
+      nlohmann::json body = {{"model", "tiny"}, {"prompt_logprobs", bad}, {"max_tokens", 2}};
+      if (std::string(path) == "/v1/completions") {
+        body["prompt"] = "hello";
+      } else {
+        body["messages"] = messages;
+      }
+      auto res = http.Post(path, body.dump(), "application/json");
+      REQUIRE(res);
+      CHECK(res->status == 400);
+      const auto err = nlohmann::json::parse(res->body)["error"];
+      CHECK(err["param"] == "prompt_logprobs");
+      CHECK_THAT(err["message"].get<std::string>(), Catch::Contains("prompt_logprobs"));
+      if (bad == nlohmann::json(-1)) {
+        CHECK_THAT(err["message"].get<std::string>(), Catch::Contains("whole vocabulary"));
+      }
+    }
+  }
   RequireAllFree(*app);
 }
 
