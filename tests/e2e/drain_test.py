@@ -43,7 +43,8 @@ def start(binary, drain):
     proc = subprocess.Popen(
         [binary, "serve", "--port", str(port), "--grpc-port", "0",
          "--device", os.environ.get("ARBOR_E2E_DEVICE", "cpu"),
-         "--set", f"server.drain_timeout_s={drain}", "--log-level", "warn"],
+         "--set", f"server.drain_timeout_s={drain}", "--log-level", "warn",
+         "--set", "model.path=" + os.environ.get("ARBOR_E2E_MODEL", "models/tiny")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:

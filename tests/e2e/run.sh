@@ -7,6 +7,9 @@
 #   4. tests/e2e/http_limits.py — 431/413/408/400 transport limits, request timeouts, hang-ups,
 #      idle heads, HEAD, CORS, and eviction at a small server.max_connections (a second server)
 #   5. tests/e2e/drain_test.py — SIGTERM drain
+#   6. the embedded default config as a newcomer starts it: its chat answer reads as English
+# Suites 1-5 serve models/tiny (ARBOR_E2E_MODEL): they pin its vocab of 1206 (out-of-vocab ids)
+# and its speed (generations to the end of the context within their timeouts).
 # Each suite gets its own server on a free loopback port, with the options it needs; each
 # server is stopped with SIGTERM and must exit 0.
 #
@@ -24,6 +27,8 @@ cd "$ROOT"
 ARBOR=${1:-bazel-bin/server/arbor}
 # The servers' --device (cpu | cuda | auto); drain_test.py reads it too.
 export ARBOR_E2E_DEVICE=${ARBOR_E2E_DEVICE:-cpu}
+# The model suites 1-5 serve; drain_test.py reads it too.
+export ARBOR_E2E_MODEL=${ARBOR_E2E_MODEL:-models/tiny}
 if [[ ! -x "$ARBOR" ]]; then
   echo "run.sh: no arbor binary at $ARBOR (build it: bazel build //server:arbor)" >&2
   echo "arbor-tests: 0 passed, 1 failed, 0 skipped"
@@ -48,11 +53,12 @@ free_port() {
 }
 
 # start_server NAME ARGS... -> sets SERVER_PID and SERVER_PORT; returns non-zero if not ready.
+# Serves ARBOR_E2E_MODEL unless ARGS set model.path.
 start_server() {
   local name=$1; shift
   SERVER_PORT=$(free_port)
-  "$ARBOR" serve --host 127.0.0.1 --port "$SERVER_PORT" --grpc-port 0 --device "$ARBOR_E2E_DEVICE" "$@" \
-    >"$LOGS/$name.log" 2>&1 &
+  "$ARBOR" serve --host 127.0.0.1 --port "$SERVER_PORT" --grpc-port 0 --device "$ARBOR_E2E_DEVICE" \
+    --set model.path="$ARBOR_E2E_MODEL" "$@" >"$LOGS/$name.log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
   local i
@@ -210,6 +216,17 @@ python3 "$HERE/drain_test.py" "$ARBOR" >"$LOGS/drain.out" 2>&1
 grep -v '^arbor-tests:' "$LOGS/drain.out" | sed 's/^/   /'
 add_counts drain "$LOGS/drain.out"
 grep '^arbor-tests:' "$LOGS/drain.out" | sed 's/^arbor-tests:/   drain:/'
+
+# ---------------------------------------------------------------- 6. the default config
+# What tools/run.sh starts: the embedded configs/tiny.yaml, whose model is models/testbed/chat.
+echo "== default config suite"
+if start_server default --set model.path=models/testbed/chat; then
+  python3 "$HERE/default_answer.py" "http://127.0.0.1:$SERVER_PORT" >"$LOGS/default.out" 2>&1
+  grep -v '^arbor-tests:' "$LOGS/default.out" | sed 's/^/   /'
+  add_counts default "$LOGS/default.out"
+  grep '^arbor-tests:' "$LOGS/default.out" | sed 's/^arbor-tests:/   default:/'
+  stop_server default "$SERVER_PID"
+fi
 
 trap - EXIT
 echo "(logs in $LOGS)"

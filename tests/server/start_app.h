@@ -29,10 +29,11 @@ inline std::unique_ptr<ServerApp> StartApp(const std::string& yaml,
   return std::move(*app);
 }
 
-// The embedded default: the tiny model with its tokenizer and chat template, served as "tiny",
-// with a 16 MiB pool.
+// The embedded default config on models/tiny (the random-weight model whose tokenizer, chat
+// template and vocab of 1206 these tests pin; the default itself serves models/testbed/chat),
+// served as "tiny", with a 16 MiB pool.
 inline std::unique_ptr<ServerApp> StartTinyApp(std::vector<std::string> extra = {}) {
-  extra.insert(extra.begin(), "engine.pool_bytes=16777216");
+  extra.insert(extra.begin(), {"model.path=models/tiny", "engine.pool_bytes=16777216"});
   return StartApp(configs::kEmbeddedDefaultYaml, extra);
 }
 
