@@ -5,7 +5,7 @@
 #
 #   tools/train/check_outputs.sh TESTBED_DIR [ARBOR_BINARY]
 #
-# TESTBED_DIR is the run's --out (it holds tiny/, adapters/, moe/, swa/, policy/, prm/,
+# TESTBED_DIR is the run's --out (it holds chat/, adapters/, moe/, swa/, policy/, prm/,
 # report.json); ARBOR_BINARY defaults to bazel-bin/server/arbor. Exits non-zero when a model
 # fails to load or to answer. Needs curl and python3 (standard library).
 set -uo pipefail
@@ -62,9 +62,9 @@ ask() {  # ask NAME MODEL_ID: one chat answer and one completion, greedy
   echo "$name  complete 'In the beginning' -> $a"
 }
 
-for m in tiny moe swa; do
+for m in chat tiny moe swa; do   # the chat model is chat/ (tiny/ in runs before --reuse)
   [ -f "$dir/$m/config.json" ] || { echo "skip $m: not produced"; continue; }
-  if [ "$m" = tiny ] && [ -d "$dir/adapters" ]; then
+  if { [ "$m" = chat ] || [ "$m" = tiny ]; } && [ -d "$dir/adapters" ]; then
     start "$dir/$m" --set server.adapter_root="$dir/adapters" --set server.admin_key=check || continue
     ask "$m" m
     for a in "$dir"/adapters/*/; do

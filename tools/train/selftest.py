@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """CPU checks of the pure-Python parts of tools/train (no torch, no packages needed): the corpus
-splitter and parsers, and the arithmetic task's generator and verifier. Prints the
+splitter and parsers, the arithmetic task's generator and verifier, and train_all.py's planning
+helpers (plan.py). Prints the
 "arbor-tests: N passed, N failed, 0 skipped" line tools/test_summary.sh sums.
 
   python3 tools/train/selftest.py
@@ -14,6 +15,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import arith  # noqa: E402
 import corpus  # noqa: E402
+import plan  # noqa: E402
 
 passed = failed = 0
 
@@ -101,6 +103,33 @@ check("train/dev/test problems disjoint and distinct",
       not (keys[0] & keys[2]) and not (keys[0] & keys[1]) and not (keys[1] & keys[2]))
 check("the test set does not depend on the train size",
       [arith.problem_text(x) for x in arith.split_problems(1, 10, 200, 300)[2]] == [arith.problem_text(x) for x in te])
+
+# ---- plan: stage time, adapter caps, checkpoint choice, specificity
+shares = {"a": 0.18, "p": 0.14, "r": 0.08}
+over = {"a": 20, "p": 60, "r": 12}
+t = plan.stage_seconds(300, 20, ["a", "p", "r"], shares, over)
+check("stage time: its share of what is left after reserve and overheads",
+      abs(t - (300 - 20 - 92) * 0.18 / 0.40) < 1e-9)
+check("stage time: the last stage gets everything but its overhead and the reserve",
+      abs(plan.stage_seconds(100, 20, ["r"], shares, over) - 68) < 1e-9)
+check("stage time: never below the minimum", plan.stage_seconds(10, 20, ["a", "r"], shares, over) == 5.0)
+check("adapter steps: epochs x tokens / (batch x seq), rounded up",
+      plan.adapter_max_steps(388607, 1.5, 8, 512) == 143 and plan.adapter_max_steps(10, 1.5, 8, 512) == 1)
+check("adapter lr: base up to rank 16, 1/sqrt(rank) above",
+      plan.adapter_lr(8) == 1e-3 and plan.adapter_lr(16) == 1e-3 and abs(plan.adapter_lr(64) - 5e-4) < 1e-12)
+check("eval points: spread, the last at max_steps",
+      plan.eval_points(60, 6) == [10, 20, 30, 40, 50, 60] and plan.eval_points(3, 6) == [1, 2, 3] and
+      plan.eval_points(1, 6) == [1])
+base = {"kjv": 40.0, "fortunes": 90.0, "jargon": 120.0}
+own, other, spec = plan.specificity(base, {"kjv": 20.0, "fortunes": 90.0, "jargon": 100.0}, "kjv")
+check("specificity: own ratio over the largest other ratio", own == 2.0 and other == 1.2 and abs(spec - 2.0 / 1.2) < 1e-12)
+check("specificity < 1 when another source gains more",
+      plan.specificity(base, {"kjv": 39.0, "fortunes": 45.0, "jargon": 120.0}, "kjv")[2] < 1)
+check("closest check to the target, ties to the earlier",
+      plan.closest_check([0.64, 0.71, 0.86], 0.8) == 2 and plan.closest_check([0.64, 0.78, 0.9], 0.8) == 1 and plan.closest_check([0.5, 1.0], 0.75) == 0 and
+      plan.closest_check([0.5], 0.8) == 0 and plan.closest_check([], 0.8) is None)
+check("policy stops at the first check at or past the target",
+      not plan.policy_should_stop(0.79, 0.8) and plan.policy_should_stop(0.8, 0.8))
 
 print(f"arbor-tests: {passed} passed, {failed} failed, 0 skipped")
 sys.exit(1 if failed else 0)

@@ -8,15 +8,16 @@ Needs torch, tokenizers, transformers and peft (the GPU host has them). `--smoke
 stage at toy scale on the CPU with stand-ins for the Hugging Face libraries (tools/train/smoke.py),
 to test the loops and data pipeline where those libraries are missing.
 
---budget-s is the wall clock of the whole run. After the tokenizer and data preparation, each
-stage gets a fixed share of what is left (SHARES), measured by wall clock; its evaluation and
-saving come after its share. Stages run in priority order (dense + chat first: it becomes
-models/tiny) and each writes its outputs and report.json as soon as it ends, so a stage that
+--budget-s is the wall clock of the whole run. Before each stage, what is left (less --reserve-s
+and the evaluation/saving time OVERHEAD_S of every stage still to run) is shared among the
+remaining stages by SHARES (plan.stage_seconds), measured by wall clock. --reuse DIR loads the
+tokenizer, chat model and policy of a previous run instead (see tools/train/README.md). Stages run in priority order (dense + chat first: it becomes
+models/testbed/chat) and each writes its outputs and report.json as soon as it ends, so a stage that
 fails or runs out of time loses only itself. Weights are saved in bf16; every reported
 perplexity/accuracy is computed in fp32 on the bf16-rounded weights, i.e. on exactly the saved
 model (what Arbor loads), so Arbor's numbers can be compared with these.
 
-Outputs under --out: tokenizer/, tiny/ (chat-tuned dense; models/tiny), dense-base/ (before chat
+Outputs under --out: tokenizer/, chat/ (chat-tuned dense; models/testbed/chat), dense-base/ (before chat
 tuning), adapters/<name>/, moe/, swa/, policy/, prm/, eval/ (the documents and problems the
 numbers were measured on), report.json, train.log.
 """
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import arith  # noqa: E402
+import plan  # noqa: E402
 
 SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
             "<|eot_id|>", arith.STEP_TAG, "<|reserved_special_token_0|>",
@@ -76,8 +78,18 @@ SHARES = {"dense": 0.30, "chat": 0.06, "adapters": 0.18, "moe": 0.14, "swa": 0.1
 MIX = {"kjv": 0.24, "fortunes": 0.18, "gcide": 0.38, "jargon": 0.12, "devil": 0.05,
        "dhammapada": 0.03}
 # LoRA adapters: name -> (sub-corpus, rank).
-ADAPTERS = {"kjv-r8": ("kjv", 8), "fortunes-r16": ("fortunes", 16), "gcide-r32": ("gcide", 32),
+# Distinct styles: scripture, quips, cynical definitions (The Devil's Dictionary, in place of the
+# first run's gcide-r32: plain dictionary English lowered every source's perplexity), hacker
+# slang.
+ADAPTERS = {"kjv-r8": ("kjv", 8), "fortunes-r16": ("fortunes", 16), "devil-r32": ("devil", 32),
             "jargon-r64": ("jargon", 64)}
+POLICY_CHECK_EVERY = 5  # policy steps between dev checks (~30 steps/s on the H100)
+ADAPTER_CHECKS = 6     # own-source checks per adapter (early stopping)
+# Evaluation and saving after a stage's training, in seconds on the H100 (the first run's
+# stage_s - train_s, with margin): planned apart from the training shares. The policy's is the
+# test set's greedy and sampled generation (2 x 1000 problems, no KV cache; ~50 s) and 200 dev
+# problems greedy.
+OVERHEAD_S = {"dense": 12, "chat": 8, "adapters": 20, "moe": 8, "swa": 6, "policy": 75, "prm": 12}
 EVAL_DOCS = 300        # validation documents per source for perplexity (the first, by file order)
 EVAL_MAX_TOKENS = 512  # a document's tokens beyond this are not scored
 
@@ -142,6 +154,20 @@ class HF:
         return T.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
 
     @staticmethod
+    def load_tokenizer(path):
+        """The tokenizer a previous run saved (tokenizer.json; its post-processor adds BOS)."""
+        from tokenizers import Tokenizer
+        return Tok(Tokenizer.from_file(path))
+
+    @staticmethod
+    def load_model(d):
+        """A model a previous run saved (bf16 safetensors), in fp32: bf16 -> fp32 is exact, so
+        the weights are the saved ones bit for bit."""
+        import transformers as T
+        model = T.AutoModelForCausalLM.from_pretrained(d, attn_implementation="sdpa")
+        return model.to(torch.float32)
+
+    @staticmethod
     def set_attn(model, impl):
         if hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation(impl)
@@ -200,6 +226,20 @@ class Smoke:
                          head_dim=64, max_position_embeddings=1024,
                          sliding_window=size.get("window"), arch=size["arch"])
         return smoke.TinyLM(c)
+
+    @staticmethod
+    def load_tokenizer(path):
+        import smoke
+        with open(path) as f:
+            return smoke.ByteTokenizer(json.load(f)["specials"])
+
+    @staticmethod
+    def load_model(d):
+        import smoke
+        with open(os.path.join(d, "config.json")) as f:
+            model = smoke.TinyLM(smoke.Config(**json.load(f)))
+        model.load_state_dict(torch.load(os.path.join(d, "smoke_model.pt")))
+        return model.to(torch.float32)
 
     @staticmethod
     def set_attn(model, impl):
@@ -322,8 +362,11 @@ def forward(model, x, moe=False):
 
 
 def train_loop(run, model, batch_fn, seconds, lr, name, warmup=50, moe=False, aux_coef=0.02,
-               min_lr_frac=0.1, callback=None, two_way=None):
-    """AdamW under a wall-clock budget: warmup, then cosine by elapsed fraction of `seconds`.
+               min_lr_frac=0.1, callback=None, two_way=None, max_steps=None):
+    """AdamW under a wall-clock budget: warmup, then cosine by the elapsed fraction of `seconds`
+    (or of max_steps, whichever is further along); stops at either.
+    callback(step, elapsed) runs after every step (it should be cheap unless it acts) and
+    returns True to stop; the time it takes is not counted as training time.
     two_way=(plus_id, minus_id): the loss is a 2-way softmax over those logits at masked
     positions, whose targets are those ids (the PRM)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -335,14 +378,22 @@ def train_loop(run, model, batch_fn, seconds, lr, name, warmup=50, moe=False, au
                             lr=lr, betas=(0.9, 0.95), eps=1e-8, **kw)
     model.train()
     t0 = time.time()
-    step, last_log, tokens, hist = 0, t0, 0, []
+    step, last_log, tokens, hist, paused = 0, t0, 0, [], 0.0
+    stopped = None
     while True:
         if step % 10 == 0 and run.dev.type == "cuda":
             torch.cuda.synchronize()
-        el = time.time() - t0
-        if el >= seconds or (run.args.smoke and step >= run.args.smoke_steps):
+        el = time.time() - t0 - paused
+        if el >= seconds:
+            stopped = "time"
             break
-        frac = el / seconds
+        if max_steps is not None and step >= max_steps:
+            stopped = "max_steps"
+            break
+        if run.args.smoke and step >= run.args.smoke_steps:
+            stopped = "smoke_steps"
+            break
+        frac = min(1.0, max(el / seconds, step / max_steps if max_steps else 0.0))
         cur = lr * min(1.0, (step + 1) / warmup) * (
             min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
@@ -370,13 +421,20 @@ def train_loop(run, model, batch_fn, seconds, lr, name, warmup=50, moe=False, au
             lv = float(loss)
             hist.append((round(time.time() - t0, 1), step, round(lv, 4)))
             log(f"{name}: step {step} loss {lv:.4f} lr {cur:.2e} "
-                f"{tokens / max(time.time() - t0, 1e-9):,.0f} tok/s")
+                f"{tokens / max(time.time() - t0 - paused, 1e-9):,.0f} tok/s")
             last_log = time.time()
-            if callback is not None and callback(step, time.time() - t0):
+        if callback is not None:
+            tc = time.time()
+            stop = callback(step, tc - t0 - paused)
+            paused += time.time() - tc
+            model.train()
+            if stop:
+                stopped = "callback"
                 break
     model.eval()
-    return {"steps": step, "train_s": round(time.time() - t0, 1), "tokens": tokens,
-            "loss_history": hist}
+    return {"steps": step, "train_s": round(time.time() - t0 - paused, 1),
+            "callback_s": round(paused, 1), "tokens": tokens, "loss_history": hist,
+            "stopped_by": stopped}
 
 
 def round_to_bf16(model):
@@ -631,7 +689,7 @@ def stage_chat(run):
             tot += float((nll * m.reshape(-1)).sum())
             cnt += float(m.sum())
     info["chat_answer_ppl"] = round(math.exp(tot / max(cnt, 1)), 4)
-    info["bytes"] = save_model(run, model, os.path.join(run.out, "tiny"))
+    info["bytes"] = save_model(run, model, os.path.join(run.out, "chat"))
     info["samples"] = samples(run, model)
     run.models["tiny"] = model
     return info
@@ -652,24 +710,80 @@ def samples(run, model):
     return res
 
 
+def lora_state(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def load_lora_state(model, state):
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in state:
+                p.copy_(state[n])
+
+
 def stage_adapters(run):
+    """One LoRA per distinct sub-corpus. Each reads at most --adapter-epochs passes over its
+    sub-corpus (the first run's rank-64 adapter read its 388k-token sub-corpus ~29 times and got
+    worse everywhere); its own-source perplexity on held-out documents (the test split, not the
+    validation documents reported) is checked ADAPTER_CHECKS times and the best weights kept."""
     base = run.models["tiny"]
     srcs = sorted({s for s, _ in ADAPTERS.values()})
     val = {s: run.val_rows[s] for s in srcs}
     info = {"base_ppl": {s: round(math.exp(a / max(b, 1)), 4)
                          for s, (a, b) in ((s, eval_nll(run, base, val[s])) for s in srcs)},
-            "adapters": {}}
-    per = run.stage_s["adapters"] / len(ADAPTERS)
+            "adapters": {}, "epochs_max": run.args.adapter_epochs,
+            "selection": "best own-source perplexity on the test split's first "
+                         f"{EVAL_DOCS} documents, checked {ADAPTER_CHECKS} times",
+            "specificity_definition": (
+                "improvement ratio = base ppl / adapter ppl per source (validation); "
+                "specificity = own ratio / the largest other-source ratio (> 1: helps its own "
+                "source more than any other)")}
+    base_sel = {}
+    for s in srcs:
+        a, b = eval_nll(run, base, run.select_rows[s])
+        base_sel[s] = math.exp(a / max(b, 1))
+    t_stage = time.time()
     matrix = {}
+    seq = run.sizes["dense"]["seq"]
+    bs = run.args.adapter_batch
     for k, (name, (src, rank)) in enumerate(sorted(ADAPTERS.items(), key=lambda kv: kv[1][1])):
+        # What the stage has left, shared among the adapters still to train (one that stops at
+        # its epoch cap leaves its time to the next).
+        per = max((run.stage_s["adapters"] - (time.time() - t_stage)) / (len(ADAPTERS) - k), 2.0)
         try:
             torch.manual_seed(run.args.seed + 10 + k)
             model = run.lib.add_lora(copy.deepcopy(base), rank).to(run.dev)
             streams = run.adapter_streams[src]
-            seq = run.sizes["dense"]["seq"]
-            bs = run.args.batch // 2
-            tr = train_loop(run, model, lambda: streams.batch(bs, seq), per, lr=1e-3,
-                            name=f"lora {name}", warmup=20)
+            max_steps = plan.adapter_max_steps(run.train_tokens[src], run.args.adapter_epochs,
+                                               bs, seq)
+            lim = min(max_steps, run.args.smoke_steps) if run.args.smoke else max_steps
+            points = set(plan.eval_points(lim, ADAPTER_CHECKS))
+            best = {"ppl": base_sel[src], "step": 0, "state": lora_state(model)}
+            checks = []
+
+            late = {"done": False}
+
+            def callback(step, el, model=model, src=src, best=best, checks=checks, per=per,
+                         points=points, late=late):
+                # Checked at the planned steps, and once when time is about to run out.
+                is_late = el >= per - 1.0 and not late["done"]
+                if step not in points and not is_late:
+                    return False
+                late["done"] |= is_late
+                a, b = eval_nll(run, model, run.select_rows[src])
+                ppl = math.exp(a / max(b, 1))
+                checks.append((step, round(el, 1), round(ppl, 4)))
+                if ppl < best["ppl"]:
+                    best.update(ppl=ppl, step=step, state=lora_state(model))
+                return False
+
+            lr = plan.adapter_lr(rank)
+            tr = train_loop(run, model, lambda: streams.batch(bs, seq), per, lr=lr,
+                            name=f"lora {name}", warmup=min(20, max(1, max_steps // 5)),
+                            max_steps=max_steps, callback=callback)
+            if not checks or checks[-1][0] != tr["steps"]:
+                callback(tr["steps"], per, points={tr["steps"]})   # the final weights
+            load_lora_state(model, best["state"])
             round_to_bf16(model)
             row = {s: round(math.exp(a / max(b, 1)), 4)
                    for s, (a, b) in ((s, eval_nll(run, model, val[s])) for s in srcs)}
@@ -680,15 +794,24 @@ def stage_adapters(run):
                     if "lora_" in n:
                         p.data = p.data.to(torch.bfloat16)
             model.save_pretrained(out_dir, safe_serialization=True)
+            own_r, other_r, spec = plan.specificity(info["base_ppl"], row, src)
             own_better = row[src] < info["base_ppl"][src]
             others_not = all(row[s] >= info["base_ppl"][s] for s in srcs if s != src)
-            info["adapters"][name] = dict(tr, source=src, rank=rank, ppl=row,
-                                          lowers_own=own_better, not_others=others_not,
-                                          bytes=dir_bytes(out_dir))
-            log(f"lora {name}: ppl {row} (base {info['base_ppl']})")
+            info["adapters"][name] = dict(
+                tr, source=src, rank=rank, lr=lr, ppl=row, lowers_own=own_better,
+                not_others=others_not, own_ratio=round(own_r, 4),
+                max_other_ratio=round(other_r, 4), specificity=round(spec, 4),
+                max_steps=max_steps, epochs=round(tr["tokens"] / max(run.train_tokens[src], 1), 3),
+                epochs_kept=round(best["step"] * bs * seq / max(run.train_tokens[src], 1), 3),
+                kept_step=best["step"], selection_checks=checks,
+                selection_base_ppl=round(base_sel[src], 4), bytes=dir_bytes(out_dir))
+            log(f"lora {name}: kept step {best['step']} of {tr['steps']} (checks {checks}); "
+                f"ppl {row} (base {info['base_ppl']}); own x{own_r:.3f}, best other "
+                f"x{other_r:.3f}, specificity {spec:.3f}")
+            del model
         except Exception as e:  # one adapter's failure does not lose the others
             info["adapters"][name] = {"error": repr(e), "trace": traceback.format_exc()}
-            log(f"lora {name} FAILED: {e!r}")
+            log(f"lora {name} FAILED: {e!r}\n{traceback.format_exc()}")
         run.report["stages"]["adapters"] = dict(info, ppl_matrix=matrix)
         run.save_report()
     info["ppl_matrix"] = matrix
@@ -749,6 +872,24 @@ def arith_rows(run, problems, with_prompt_mask=True):
     return rows, masks
 
 
+@torch.no_grad()
+def teacher_forced_accuracy(run, model, rows, masks, batch=128):
+    """Fraction of rows whose every masked target token is the argmax (see stage_policy); whole
+    rows, never truncated (a row with nothing scored counts as wrong)."""
+    was = model.training
+    model.eval()
+    right = 0
+    for i in range(0, len(rows), batch):
+        x, y, m = padded_batch(rows[i:i + batch], masks[i:i + batch], run.ids["eod"], run.dev,
+                               10_000)
+        with run.amp():
+            logits, _ = forward(model, x)
+        ok = ((logits.argmax(-1) == y) | (m == 0)).all(-1) & (m.sum(-1) > 0)
+        right += int(ok.sum())
+    model.train(was)
+    return round(right / max(len(rows), 1), 4)
+
+
 def policy_answers(run, model, problems, temperature, gen=None):
     ps = [[run.ids["bos"]] + x for x in encode_many(run.tok, [arith.prompt(p) for p in problems])]
     outs = generate(run, model, ps, 80, [run.ids["eod"], run.ids["eot"]], temperature, gen)
@@ -768,26 +909,49 @@ def stage_policy(run):
         return padded_batch([rows[i] for i in pick], [masks[i] for i in pick], run.ids["eod"],
                             run.dev, size["seq"])
 
-    dev = run.arith["dev"][:100]
-    checks = []
-    seconds = run.stage_s["policy"]
-    state = {"next": 0.3 * seconds}
+    # Dev accuracy by teacher forcing: a problem counts as right when the argmax at every
+    # position of its solution (and the end token) is the solution's token, i.e. exactly when
+    # greedy decoding writes the reference solution. One batched forward pass over the dev set
+    # (no generation), so it is checked every few steps and the stage stops at the first check
+    # at or past --policy-target; of that checkpoint and the one before, the closer to the
+    # target is kept. (The first run checked by generation every 10% of the stage: 0.64, 0.71,
+    # then ran on to 0.98.)
+    dev_rows, dev_masks = arith_rows(run, run.arith["dev"])
+    checks, snaps = [], []
+    every = 1 if run.args.smoke else POLICY_CHECK_EVERY
 
     def callback(step, el):
-        # Stop once greedy dev accuracy reaches the target: the policy should be often right,
-        # not always (search has something to fix).
-        if el < state["next"]:
+        if step % every:
             return False
-        state["next"] = el + 0.1 * seconds
-        acc = sum(arith.is_correct(p, t) for p, t in zip(dev, policy_answers(run, model, dev, 0))) / len(dev)
-        model.train()
+        acc = teacher_forced_accuracy(run, model, dev_rows, dev_masks)
         checks.append((round(el, 1), step, acc))
-        log(f"policy: dev greedy accuracy {acc:.3f} at step {step}")
-        return acc >= run.args.policy_target
+        snaps.append({n: p.detach().clone() for n, p in model.state_dict().items()})
+        del snaps[:-2]    # the last two checkpoints
+        if len(checks) % 20 == 1 or acc >= run.args.policy_target:
+            log(f"policy: dev accuracy (teacher-forced) {acc:.3f} at step {step}")
+        return plan.policy_should_stop(acc, run.args.policy_target)
 
-    info = train_loop(run, model, batch, seconds, lr=2e-3, name="policy", callback=callback)
-    info["dev_checks"] = checks
+    info = train_loop(run, model, batch, run.stage_s["policy"], lr=2e-3, name="policy",
+                      callback=callback)
+    if checks:
+        accs = [c[2] for c in checks[-len(snaps):]]
+        k = plan.closest_check(accs, run.args.policy_target)
+        model.load_state_dict(snaps[k])
+        info["kept_check"] = list(checks[-len(snaps):][k])
+    # (elapsed s, step, accuracy): all of them, or every k-th and the last two when many
+    info["dev_checks"] = checks if len(checks) <= 42 else checks[::len(checks) // 40] + checks[-2:]
+    info["dev_checks_n"] = len(checks)
+    info["dev_problems"] = len(dev_rows)
+    model.eval()
     round_to_bf16(model)
+    # The kept weights as saved: the proxy again, and real greedy decoding on part of the dev set
+    # (they should agree: the proxy is a lower bound that misses only other correct wordings).
+    info["dev_accuracy_teacher_forced"] = teacher_forced_accuracy(run, model, dev_rows, dev_masks)
+    dv = run.arith["dev"][:20 if run.args.smoke else 200]
+    info["dev_accuracy_greedy_200"] = round(
+        sum(arith.is_correct(p, t) for p, t in zip(dv, policy_answers(run, model, dv, 0))) / len(dv), 4)
+    log(f"policy: kept check {info.get('kept_check')}; dev accuracy teacher-forced "
+        f"{info['dev_accuracy_teacher_forced']}, greedy (200) {info['dev_accuracy_greedy_200']}")
     test = run.arith["test"]
     greedy = policy_answers(run, model, test, 0)
     gen = torch.Generator().manual_seed(run.args.seed + 32)
@@ -884,6 +1048,14 @@ def stage_prm(run):
     round_to_bf16(model)
     test_rows = prm_rows(run, labelled(run.arith["test"], random.Random(run.args.seed + 43)))
     info["step_accuracy_synthetic"], info["steps_synthetic"] = prm_accuracy(run, model, test_rows)
+    if not getattr(run, "policy_samples", None) and "policy" in run.models:
+        # --reuse without the policy stage: the reused policy's samples, drawn as stage_policy
+        # draws them (same seed), so they are the ones its report entry was measured on.
+        test = run.arith["test"]
+        gen = torch.Generator().manual_seed(run.args.seed + 32)
+        run.policy_samples = list(zip(test, policy_answers(run, run.models["policy"], test, 1.0,
+                                                           gen)))
+        info["policy_samples_from"] = os.path.join(run.args.reuse, "policy")
     if getattr(run, "policy_samples", None):
         items = []
         for p, text in run.policy_samples:
@@ -909,6 +1081,58 @@ def stage_prm(run):
 
 
 # ------------------------------------------------------------------ main
+
+def reuse_dir(root, name):
+    """root/name; the chat model may be under chat/ (models/testbed) or tiny/ (older runs)."""
+    d = os.path.join(root, name)
+    if name == "chat" and not os.path.isdir(d) and os.path.isdir(os.path.join(root, "tiny")):
+        d = os.path.join(root, "tiny")
+    return d
+
+
+def reused_ids(root):
+    """Token ids a previous run used: bos/eos/pad from the chat model's config and
+    generation_config, step/plus/minus from prm.json when it has one."""
+    want = {}
+    cdir = reuse_dir(root, "chat")
+    with open(os.path.join(cdir, "config.json")) as f:
+        cfg = json.load(f)
+    want["vocab"] = cfg["vocab_size"]
+    if "bos_token_id" in cfg:
+        want["bos"] = cfg["bos_token_id"]
+    if "pad_token_id" in cfg:
+        want["eod"] = cfg["pad_token_id"]
+    gpath = os.path.join(cdir, "generation_config.json")
+    if os.path.exists(gpath):
+        with open(gpath) as f:
+            g = json.load(f)
+        eos = g.get("eos_token_id")
+        if isinstance(eos, list) and len(eos) == 2:
+            want["eot"], want["eod"] = eos
+        if "bos_token_id" in g:
+            want["bos"] = g["bos_token_id"]
+    # Every id the first run's tokenizer gave: report.json's data.token_ids, or (runs before it
+    # was recorded) train.log's "tokenizer: ... ids {...}" line.
+    rpath, lpath = os.path.join(root, "report.json"), os.path.join(root, "train.log")
+    ids = None
+    if os.path.exists(rpath):
+        with open(rpath) as f:
+            ids = json.load(f).get("data", {}).get("token_ids")
+    if ids is None and os.path.exists(lpath):
+        import ast
+        with open(lpath) as f:
+            for line in f:
+                if "tokenizer: vocab" in line and "; ids {" in line:
+                    ids = ast.literal_eval(line[line.index("; ids {") + 6:].strip())
+                    break
+    want.update(ids or {})
+    ppath = os.path.join(root, "prm", "prm.json")
+    if os.path.exists(ppath):
+        with open(ppath) as f:
+            p = json.load(f)
+        want.update(step=p["step_tag_id"], plus=p["plus_id"], minus=p["minus_id"])
+    return want
+
 
 def prepare(run):
     """Tokenizer, token streams, evaluation sets and arithmetic problems."""
@@ -937,7 +1161,11 @@ def prepare(run):
         for p in tr[:5000]:
             yield arith.prompt(p) + arith.solution(p)
 
-    run.tok = run.lib.train_tokenizer(texts(), args.vocab)
+    if args.reuse:
+        run.tok = run.lib.load_tokenizer(os.path.join(reuse_dir(args.reuse, "chat"),
+                                                      "tokenizer.json"))
+    else:
+        run.tok = run.lib.train_tokenizer(texts(), args.vocab)
     run.vocab = run.tok.get_vocab_size()
     run.ids = {"bos": run.tok.token_to_id(BOS_T), "eod": run.tok.token_to_id(EOD_T),
                "eot": run.tok.token_to_id(EOT_T), "step": run.tok.token_to_id(arith.STEP_TAG),
@@ -945,6 +1173,15 @@ def prepare(run):
     plus, minus = run.tok.encode_ids("+"), run.tok.encode_ids("-")
     assert len(plus) == 1 and len(minus) == 1, (plus, minus)
     run.ids["plus"], run.ids["minus"] = plus[0], minus[0]
+    if args.reuse:
+        # The reused models were trained with these ids: they must be the ones prm.json (or the
+        # saved configs) recorded.
+        want = reused_ids(args.reuse)
+        vocab = want.pop("vocab", run.vocab)
+        assert all(run.ids.get(k) == v for k, v in want.items()), (run.ids, want)
+        assert run.vocab == vocab, (run.vocab, vocab)
+        assert {"bos", "eod", "eot", "step", "plus", "minus"} <= set(want), want
+        log(f"reuse: tokenizer ids match {want}")
     save_tokenizer_files(run, os.path.join(run.out, "tokenizer"))
     log(f"tokenizer: vocab {run.vocab} in {time.time() - t:.1f}s; ids {run.ids}")
 
@@ -955,6 +1192,12 @@ def prepare(run):
     run.train_streams = Streams(train_rows, MIX, run.dev, gen)
     run.adapter_streams = {s: Streams({s: train_rows[s]}, {s: 1.0}, run.dev, gen)
                            for s, _ in ADAPTERS.values()}
+    run.train_tokens = {s: sum(len(r) for r in rows) for s, rows in train_rows.items()}
+    # Adapter checkpoint selection (early stopping) is on the test split's documents, so the
+    # validation perplexities reported (and measured by Arbor) are not the ones selected on.
+    run.select_rows = {s: doc_ids(run.tok, run.ids,
+                                  [d["text"] for d in run.corpus["test"][s][:EVAL_DOCS]])
+                       for _, (s, _) in ADAPTERS.items()}
     # Validation: the first EVAL_DOCS documents of each source (file order), each scored alone.
     val = {s: docs[:EVAL_DOCS] for s, docs in run.corpus["validation"].items()}
     run.val_rows = {s: doc_ids(run.tok, run.ids, [d["text"] for d in docs]) for s, docs in val.items()}
@@ -968,10 +1211,23 @@ def prepare(run):
             f.write(json.dumps({"problem": arith.problem_text(p), "prompt": arith.prompt(p),
                                 "answer": arith.answer(p), "start": p["start"],
                                 "ops": p["ops"]}) + "\n")
+    if args.reuse:
+        # Seeded problem sets and the corpus's validation documents: identical to the first
+        # run's, or the numbers are not comparable (another corpus pack?). Stop early if not.
+        same = {}
+        for name in sorted(os.listdir(os.path.join(run.out, "eval"))):
+            old = os.path.join(args.reuse, "eval", name)
+            if os.path.exists(old):
+                with open(old, "rb") as a, open(os.path.join(run.out, "eval", name), "rb") as b:
+                    same[name] = a.read() == b.read()
+        run.report["reuse_eval_files_identical"] = same
+        log(f"reuse: eval files identical to {args.reuse}/eval: {same}")
+        assert same and all(same.values()), f"eval files differ from {args.reuse}/eval: {same}"
     ntok = {s: sum(len(r) for r in rows) for s, rows in train_rows.items()}
     run.report["data"] = {
         "train_tokens": ntok, "val_docs": {s: len(r) for s, r in run.val_rows.items()},
         "arith_problems": {k: len(v) for k, v in run.arith.items()},
+        "token_ids": run.ids, "vocab": run.vocab,
         "perplexity_definition": (
             f"per document of eval/validation_<source>.jsonl: tokens = BOS + encode(text) + "
             f"<|end_of_text|> (no special-token parsing of the text), the first "
@@ -980,6 +1236,34 @@ def prepare(run):
             f"every source); fp32 on the bf16 weights as saved"),
         "prep_s": round(time.time() - t, 1)}
     log(f"data: train tokens {ntok} in {time.time() - t:.1f}s")
+
+
+def load_reused(run, stages):
+    """--reuse: the chat model (what adapters train on), the policy when its stage does not run
+    (the PRM is also measured on its samples), and the previous report's stages not redone."""
+    root = run.args.reuse
+    cdir = reuse_dir(root, "chat")
+    if any(s in stages for s in ("adapters",)) and "chat" not in stages:
+        run.models["tiny"] = run.lib.load_model(cdir).to(run.dev)
+        run.models["tiny"].eval()
+        log(f"reuse: chat model from {cdir}")
+    pdir = os.path.join(root, "policy")
+    if "prm" in stages and "policy" not in stages and os.path.isdir(pdir):
+        run.models["policy"] = run.lib.load_model(pdir).to(run.dev)
+        run.models["policy"].eval()
+        log(f"reuse: policy from {pdir}")
+    rpath = os.path.join(root, "report.json")
+    if os.path.exists(rpath):
+        with open(rpath) as f:
+            old = json.load(f)
+        kept = {k: v for k, v in old.get("stages", {}).items() if k not in stages}
+        for v in kept.values():
+            v["reused"] = True
+        run.report["stages"].update(kept)
+        run.report["reused"] = {"dir": root, "stages_kept": sorted(kept),
+                                "elapsed_s": old.get("elapsed_s"), "device": old.get("device"),
+                                "versions": old.get("versions"),
+                                "committed_bytes": old.get("committed_bytes")}
 
 
 def main():
@@ -994,14 +1278,30 @@ def main():
     ap.add_argument("--policy-target", type=float, default=0.8,
                     help="policy training stops once greedy dev accuracy reaches this")
     ap.add_argument("--stages", default="dense,chat,adapters,moe,swa,policy,prm")
-    ap.add_argument("--reserve-s", type=float, default=60,
-                    help="of the budget, kept for evaluation and saving after the training shares")
+    ap.add_argument("--reuse", default=None, metavar="DIR",
+                    help="a previous run's outputs (e.g. models/testbed): its tokenizer and chat "
+                         "model (DIR/chat, or DIR/tiny) are loaded instead of trained, and its "
+                         "policy (DIR/policy) when the policy stage does not run; report.json "
+                         "keeps its stages that this run does not redo")
+    ap.add_argument("--adapter-epochs", type=float, default=1.5,
+                    help="most passes an adapter makes over its sub-corpus's train tokens")
+    ap.add_argument("--adapter-batch", type=int, default=8,
+                    help="rows of 512 tokens per adapter step")
+    ap.add_argument("--reserve-s", type=float, default=20,
+                    help="of the budget, kept unused at the end (each stage's evaluation and "
+                         "saving time is OVERHEAD_S, planned separately)")
     ap.add_argument("--smoke", action="store_true", help="toy scale on the CPU, HF stand-ins")
     ap.add_argument("--smoke-steps", type=int, default=3)
     ap.add_argument("--smoke-docs", type=int, default=40)
     args = ap.parse_args()
     if args.smoke:
-        args.batch, args.tokenizer_mb = 4, 0.2
+        args.batch, args.tokenizer_mb, args.adapter_batch = 4, 0.2, 2
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = [s for s in stages if s not in SHARES]
+    if unknown:
+        ap.error(f"unknown stages {unknown}; known: {list(SHARES)}")
+    if args.reuse and os.path.abspath(args.reuse) == os.path.abspath(args.out):
+        ap.error("--reuse and --out must differ (the run rewrites eval/ and report.json)")
     os.makedirs(args.out, exist_ok=True)
     global LOG_FILE
     LOG_FILE = os.path.join(args.out, "train.log")
@@ -1021,31 +1321,36 @@ def main():
     except ImportError:
         run.report["versions"] = {"torch": torch.__version__}
     prepare(run)
-    stages = [s for s in args.stages.split(",") if s]
-    train_total = max(run.left() - args.reserve_s, 10)
-    share_sum = sum(SHARES[s] for s in stages)
-    run.stage_s = {s: train_total * SHARES[s] / share_sum for s in stages}
-    run.report["stage_budget_s"] = {s: round(v, 1) for s, v in run.stage_s.items()}
+    overhead = {k: v * (0.1 if args.smoke else 1.0) for k, v in OVERHEAD_S.items()}
+    if args.reuse:
+        load_reused(run, stages)
+    # The first plan (recomputed before each stage from the clock; see plan.stage_seconds).
+    run.report["stage_budget_s"] = {
+        s: round(plan.stage_seconds(run.left(), args.reserve_s, stages[i:], SHARES, overhead), 1)
+        for i, s in enumerate(stages) if i == 0}
+    run.report["overhead_s"] = {s: overhead[s] for s in stages}
     run.save_report()
     fns = {"dense": stage_dense, "chat": stage_chat, "adapters": stage_adapters,
            "moe": lambda r: stage_lm(r, "moe", 2e-3), "swa": lambda r: stage_lm(r, "swa", 2e-3),
            "policy": stage_policy, "prm": stage_prm}
     needs = {"chat": "dense", "adapters": "tiny"}
-    for s in stages:
+    for i, s in enumerate(stages):
         t = time.time()
         if s in needs and needs[s] not in run.models:
             run.report["stages"][s] = {"skipped": f"needs {needs[s]}, which did not train"}
             run.save_report()
             continue
-        if run.left() < 0.5 * run.stage_s[s] + 10:
+        if run.left() < overhead[s] + 10:
             run.report["stages"][s] = {"skipped": f"budget: {run.left():.0f}s left"}
             log(f"stage {s}: skipped, {run.left():.0f}s left")
             run.save_report()
             continue
-        # A late stage gets what is left of the budget (less a little for saving), never more
-        # than its share.
-        run.stage_s[s] = min(run.stage_s[s], max(run.left() - 20, 5))
-        log(f"stage {s}: {run.stage_s[s]:.0f}s of training")
+        # What is left (less the reserve and every remaining stage's evaluation overhead) is
+        # shared among the remaining stages, so an overrun shrinks the later ones in proportion.
+        run.stage_s[s] = plan.stage_seconds(run.left(), args.reserve_s, stages[i:], SHARES,
+                                            overhead)
+        run.report["stage_budget_s"][s] = round(run.stage_s[s], 1)
+        log(f"stage {s}: {run.stage_s[s]:.0f}s of training ({run.left():.0f}s left)")
         try:
             info = fns[s](run)
             info["stage_s"] = round(time.time() - t, 1)
@@ -1057,8 +1362,14 @@ def main():
         if run.dev.type == "cuda":
             torch.cuda.empty_cache()
     committed = {d: dir_bytes(os.path.join(args.out, d)) for d in
-                 ("tiny", "adapters", "moe", "swa", "policy", "prm")
+                 ("chat", "adapters", "moe", "swa", "policy", "prm")
                  if os.path.isdir(os.path.join(args.out, d))}
+    if args.reuse:   # the reused directories this run did not rewrite
+        old = dict((run.report.get("reused") or {}).get("committed_bytes") or {})
+        old.pop("total", None)
+        if "tiny" in old:
+            old["chat"] = old.pop("tiny")
+        committed = dict(old, **committed)
     run.report["committed_bytes"] = dict(committed, total=sum(committed.values()))
     run.save_report()
     log(f"done in {time.time() - run.t0:.0f}s; report {os.path.join(args.out, 'report.json')}")
