@@ -14,6 +14,12 @@
 //    turn at batch 32 for each --decode context and at batch 1 for each --decode-b1 context
 //    (128, 4096), each with the split-KV the model would use for that many rows
 //    (kernels/attention_plan.h AttentionSplitKeys).
+//  - decode at the tensor-core kernel's other head dims (--head-dims: 80, 96, 256), batch 32 at
+//    --head-dim-context (4096), GQA 32/8, bf16, on a pool of that head dim: every decode kernel
+//    forced in turn, as above, and recorded: attention.decode_4k_hd<d>.bw_fraction (the
+//    tensor-core kernel's default depth over the best device bandwidth) and
+//    attention.decode_4k_hd<d>.vs_per_token (its time against the per-token kernel's, the
+//    path those head dims took before).
 //  - prefill, one causal sequence of S new tokens whose K/V are already in the pages, cut into
 //    prefill tiles by kernels/attention_plan.h: TFLOP/s (attention.prefill_4k.tflops, impl
 //    "arbor"), and, when --peer (default: the results file) holds tools/bench/attention_sdpa.py's
@@ -31,7 +37,7 @@
 //
 //   bench_attention [--decode 4096,32768] [--decode-b1 128,4096] [--prefill 4096,16384]
 //                   [--iters 20] [--window-context 32768] [--windows 32768,...,256]
-//                   [--dilations 1,4]
+//                   [--dilations 1,4] [--head-dims 80,96,256] [--head-dim-context 4096]
 //                   [--results bench/results.json] [--peer FILE]
 //
 // An empty list (--prefill '') skips that part.
@@ -86,6 +92,9 @@ struct Args {
   int64_t window_context = 32768;
   std::vector<int64_t> windows = {32768, 16384, 8192, 4096, 2048, 1024, 512, 256};
   std::vector<int64_t> dilations = {1, 4};
+  // Decode at other head dims than kHeadDim (batch kDecodeSeqs, this context).
+  std::vector<int64_t> head_dims = {80, 96, 256};
+  int64_t head_dim_context = 4096;
   int iters = 20;
   std::string results = "bench/results.json";
   std::string peer;  // "": the results file
@@ -200,7 +209,7 @@ absl::StatusOr<DecodeBatch> MakeDecodeBatch(Backend& be, Stream& st, const Paged
   args.max_context = blocks * kBlock;
   args.split_keys = arbor::kernels::AttentionSplitKeys(args.max_context, seqs);
   args.split_workspace_floats =
-      arbor::kernels::AttentionSplitFloats(seqs, kQHeads, kHeadDim, args.max_context);
+      arbor::kernels::AttentionSplitFloats(seqs, base.num_q_heads, base.head_dim, args.max_context);
   auto d_split = be.Allocate(size_t(args.split_workspace_floats) * sizeof(float));
   if (!d_split.ok()) return d_split.status();
   b.split = std::move(*d_split);
@@ -233,6 +242,10 @@ int main(int argc, char** argv) {
       a.windows = arbor::bench::ParseIntList(v);
     } else if (k == "--dilations") {
       a.dilations = arbor::bench::ParseIntList(v);
+    } else if (k == "--head-dims") {
+      a.head_dims = arbor::bench::ParseIntList(v);
+    } else if (k == "--head-dim-context") {
+      a.head_dim_context = std::atoll(v.c_str());
     } else if (k == "--results") {
       a.results = v;
     } else if (k == "--peer") {
@@ -248,7 +261,15 @@ int main(int argc, char** argv) {
   for (int64_t d : a.dilations) {
     if (d <= 0) return Fail("--dilations must be > 0");
   }
-  if (a.decode.empty() && a.decode_b1.empty() && a.prefill.empty()) return Fail("nothing to run");
+  for (int64_t d : a.head_dims) {
+    if (d <= 0 || d > 256) return Fail("--head-dims must be in [1, 256]");
+  }
+  if (a.head_dim_context <= 0 || a.head_dim_context > (int64_t(1) << 24)) {
+    return Fail("--head-dim-context must be in [1, 2^24]");
+  }
+  if (a.decode.empty() && a.decode_b1.empty() && a.prefill.empty() && a.head_dims.empty()) {
+    return Fail("nothing to run");
+  }
   for (const auto* list : {&a.decode, &a.decode_b1, &a.prefill}) {
     for (int64_t n : *list) {
       // Positions and page ids are int32 on the device.
@@ -280,7 +301,7 @@ int main(int argc, char** argv) {
   // One pool for every case: decode's sequences each own a run of pages from page 0 on, and
   // prefill's one sequence takes pages from 0 too. Page layout (PagedKv, num_layers 1):
   // [K, V][kBlock tokens][kKvDim], bf16.
-  int64_t pages = 0, q_rows = 0;
+  int64_t pages = 1, q_rows = 1;  // at least one of each (--head-dims alone uses neither)
   for (int64_t c : a.decode) {
     pages = std::max(pages, kDecodeSeqs * Pages(c));
     q_rows = std::max(q_rows, kDecodeSeqs);
@@ -383,6 +404,92 @@ int main(int argc, char** argv) {
                   Label(c).c_str(), bytes / (times[0] * 1e-3) / bw.best(),
                   bytes / (times[1] * 1e-3) / bw.best(), times[0], times[1]);
     kernels_summary += item;
+  }
+
+  // Decode at the other head dims: a pool, q and out of that head dim each (kKvHeads heads of hd
+  // dims a K/V row), every kernel forced in turn on the same batch.
+  std::string head_dims_summary =
+      "decode at other head dims, bandwidth fraction per-token -> tensor-core:";
+  for (const int64_t hd : a.head_dims) {
+    const int64_t c = a.head_dim_context, kv_dim = kKvHeads * hd;
+    const int64_t hd_pages = kDecodeSeqs * Pages(c);
+    auto hd_pool = be.Allocate(size_t(hd_pages * 2 * kBlock * kv_dim) * 2);
+    auto hd_q = be.Allocate(size_t(kDecodeSeqs * kQHeads * hd) * 2);
+    auto hd_out = be.Allocate(size_t(kDecodeSeqs * kQHeads * hd) * 2);
+    if (!hd_pool.ok() || !hd_q.ok() || !hd_out.ok()) {
+      return Fail("cannot allocate the head_dim " + std::to_string(hd) + " batch");
+    }
+    const Tensor q_hd = arbor::kernels::View(hd_q->data(), DType::kBF16, kDecodeSeqs, kQHeads * hd);
+    const Tensor out_hd =
+        arbor::kernels::View(hd_out->data(), DType::kBF16, kDecodeSeqs, kQHeads * hd);
+    const Tensor rows_hd =
+        arbor::kernels::View(hd_pool->data(), DType::kBF16, hd_pages * 2 * kBlock, kv_dim);
+    if (auto e = be.RandomFill({q_hd, 3, 1, -1.0f, 1.0f}, st); !e.ok()) {
+      return Fail(std::string(e.message()));
+    }
+    if (auto e = be.RandomFill({rows_hd, 3, 2, -1.0f, 1.0f}, st); !e.ok()) {
+      return Fail(std::string(e.message()));
+    }
+    PagedAttentionArgs hd_base = base;
+    hd_base.kv = {hd_pool->data(), DType::kBF16, kBlock, 1, kv_dim, 0};
+    hd_base.head_dim = hd;
+    hd_base.scale = 1.0f / std::sqrt(float(hd));
+    auto batch = MakeDecodeBatch(be, st, hd_base, q_hd, out_hd, kDecodeSeqs, c);
+    if (!batch.ok()) return Fail(std::string(batch.status().message()));
+    const double bytes = double(kDecodeSeqs) * double(c) * double(kv_dim) * 2.0 * 2.0;
+    std::printf("decode %lld x %lld at head_dim %lld (%.2f GB of K/V, median of %d calls):\n",
+                (long long)kDecodeSeqs, (long long)c, (long long)hd, bytes / 1e9, a.iters);
+    double times[2] = {0, 0};  // per-token, tensor-core (the default depth)
+    for (const DecodeKernel kernel : arbor::kernels::kDecodeKernels) {
+      const char* kname = arbor::kernels::DecodeKernelName(kernel);
+      if (kernel != DecodeKernel::kPerToken && !arbor::kernels::DecodeAttentionFits(batch->args)) {
+        std::printf("  %-20s does not take head_dim %lld\n", kname, (long long)hd);
+        continue;
+      }
+      auto ms = MedianMs(be, st, a.iters, [&] {
+        return CudaOk(arbor::kernels::LaunchPagedAttention(batch->args, stream, kernel));
+      });
+      if (!ms.ok()) return Fail(std::string(ms.status().message()));
+      if (kernel == DecodeKernel::kPerToken) times[0] = *ms;
+      if (kernel == DecodeKernel::kTensorCore) times[1] = *ms;
+      std::printf("  %-20s %8.4f ms  %.3f of bandwidth\n", kname, *ms,
+                  bytes / (*ms * 1e-3) / bw.best());
+    }
+    char item[128];
+    std::snprintf(item, sizeof(item), " hd%lld %.3f -> %.3f", (long long)hd,
+                  bytes / (times[0] * 1e-3) / bw.best(),
+                  times[1] > 0 ? bytes / (times[1] * 1e-3) / bw.best() : 0.0);
+    head_dims_summary += item;
+    if (times[1] <= 0) continue;  // no tensor-core figure to record
+    std::printf("  tensor-core over per-token: %.2fx faster\n", times[0] / times[1]);
+    const std::string name = "attention.decode_" + Label(c) + "_hd" + std::to_string(hd);
+    const std::string what = " (decode, " + std::to_string(kDecodeSeqs) + " sequences, GQA " +
+                             std::to_string(kQHeads) + "/" + std::to_string(kKvHeads) +
+                             ", head_dim " + std::to_string(hd) + ", bf16; ";
+    const double bytes_per_s = bytes / (times[1] * 1e-3);
+    records.push_back({{"name", name + ".bw_fraction"},
+                       {"value", bytes_per_s / 1e12},
+                       {"unit", "TB/s"},
+                       {"baseline", bw.best() / 1e12},
+                       {"ratio", bytes_per_s / bw.best()},
+                       {"target", nullptr},
+                       {"card", info->name},
+                       {"date", date},
+                       {"command", command + what +
+                                       "tensor-core decode kernel; K/V bytes read / time, "
+                                       "baseline: best of copy and read-only streaming "
+                                       "bandwidth)"}});
+    records.push_back({{"name", name + ".vs_per_token"},
+                       {"value", times[1]},
+                       {"unit", "ms"},
+                       {"baseline", times[0]},
+                       {"ratio", times[0] / times[1]},
+                       {"target", nullptr},
+                       {"card", info->name},
+                       {"date", date},
+                       {"command", command + what +
+                                       "tensor-core decode kernel's time, baseline: the "
+                                       "per-token kernel's)"}});
   }
 
   for (const int64_t c : a.decode) {
@@ -612,6 +719,7 @@ int main(int argc, char** argv) {
   }
   // The figures last, where tools/bench/gpu_suite.sh's tail of the log shows them.
   if (!comparisons.empty()) std::printf("%s\n", kernels_summary.c_str());
+  if (!a.head_dims.empty()) std::printf("%s\n", head_dims_summary.c_str());
   if (!a.decode.empty()) std::printf("%s\n", decode_summary.c_str());
   if (!a.prefill.empty()) std::printf("%s\n", prefill_summary.c_str());
   arbor::bench::AppendResults(a.results, records);

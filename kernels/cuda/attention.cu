@@ -24,9 +24,10 @@
 //
 // This kernel is the decode rows' fallback and the comparison point: LaunchPagedAttention gives
 // the decode rows to the tensor-core decode kernel (kernels/cuda/decode_attention.cu) wherever
-// DecodeAttentionFits (16-bit q and cache of one dtype, head_dim 64 or 128), unless the caller
-// forces a kernel (kernels/cuda/launch.h DecodeKernel). Both write split-KV partials in the same
-// format, merged by SplitCombineKernel below.
+// DecodeAttentionFits (16-bit q and cache of one dtype, head_dim 64, 80, 96, 128 or 256), unless
+// the caller forces a kernel (kernels/cuda/launch.h DecodeKernel); every other head dim (the
+// generic HD = 0 kernel: any head_dim up to 256, odd ones included) stays here. Both write
+// split-KV partials in the same format, merged by SplitCombineKernel below.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/dispatch.cuh"

@@ -18,16 +18,18 @@
 // memory stream allows (a few percent of the tensor cores at full bandwidth): the extra MMAs
 // are free.
 //
-// Memory. Warp w of the CTA's kWarps takes the split's 16-key tiles w, w + kWarps, ... (the
-// warps' tiles are adjacent, so the CTA streams its range in order) and runs its own cp.async
-// pipeline of kStages tiles (K and V, 16-byte cp.async.cg, zero-filled past the range): no CTA
-// barrier in the main loop. Each copy instruction of a warp moves whole key rows (two rows of
-// 256 bytes at head_dim 128, four of 128 at 64: four 128-byte lines), so the L1 pipeline handles
-// 4 lines per 512 bytes, not one line per 16 or 32 bytes as scattered per-key copies would (the
-// per-token kernel's loads touch 32 lines per instruction). Lane l < 16 looks up key l's page;
-// the copying lanes take its row offset by shuffle. The page-table entry of a tile is loaded one
-// tile ahead of its copies, so its latency hides behind the math.
-// Shared rows are XOR-swizzled by 16-byte chunk (chunk ^ key % 8) so ldmatrix is free of bank
+// Memory. Warp w of the CTA's kWarps (4; 2 at head_dim 256) takes the split's 16-key tiles w,
+// w + kWarps, ... (the warps' tiles are adjacent, so the CTA streams its range in order) and
+// runs its own cp.async pipeline of kStages tiles (K and V, 16-byte cp.async.cg, zero-filled
+// past the range): no CTA barrier in the main loop. Each copy instruction of a warp moves 512
+// bytes of whole key rows laid end to end (one 512-byte row at head_dim 256, two of 256 at 128,
+// four of 128 at 64; 3.2 rows of 160 bytes at 80, 2.7 of 192 at 96), so the L1 pipeline handles
+// 4 to 6 lines per 512 bytes, not one line per 16 or 32 bytes as scattered per-key copies would
+// (the per-token kernel's loads touch 32 lines per instruction). Lane l < 16 looks up key l's
+// page; the copying lanes take its row offset by shuffle. The page-table entry of a tile is
+// loaded one tile ahead of its copies, so its latency hides behind the math.
+// Shared rows are XOR-swizzled by 16-byte chunk (chunk ^ key % 8) at head_dim 64, 128 and 256,
+// and padded to an odd number of chunks at 80 and 96 (DecodeShape), so ldmatrix is free of bank
 // conflicts. Keys are walked by key index (kernels/ops.h AttentionKeys: key i is position
 // first + i * dilation), so windows and dilation read only the keys a row sees.
 //
@@ -38,8 +40,9 @@
 // unnormalised P·V, max in natural-log units, sum) for attention.cu's split merge.
 //
 // Shapes: q, out [tokens, num_q_heads * HD] of T (bf16 or f16); K/V pages of T (PagedKv,
-// 16-byte aligned base); HD in {64, 128}; grid (rows, num_kv_heads * ceil(group / kMaxHeads),
-// splits). DecodeAttentionFits says which launches it takes.
+// 16-byte aligned base); HD in {64, 80, 96, 128, 256} (DecodeHeadDim; other head dims take the
+// per-token kernel); grid (rows, num_kv_heads * ceil(group / kMaxHeads), splits).
+// DecodeAttentionFits says which launches it takes.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -51,29 +54,62 @@
 namespace arbor::kernels {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
 constexpr int kTileKeys = 16;  // keys of one warp step: the M of S^T = K Q^T
 constexpr int kMaxHeads = 8;   // query heads of one CTA: the N of the MMAs
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
+// The head dims compiled (DecodeAttentionFits); each is a multiple of 16 (the MMAs' K of S^T
+// and M of O^T).
+constexpr bool DecodeHeadDim(int64_t hd) {
+  return hd == 64 || hd == 80 || hd == 96 || hd == 128 || hd == 256;
+}
+
+// Warps of a CTA. Four, except at HD 256: there a warp's tile of K and V is 16 KB, so four warps
+// of three stages (192 KB) would leave one CTA an SM; two warps of three stages (96 KB) give two
+// CTAs an SM with the same 128 KB in flight as HD 128, and a CTA's epilogue overlaps the other's
+// stream.
+template <int HD>
+constexpr int kDecodeWarps = HD == 256 ? 2 : 4;
+
 // The ring depth: STAGES tiles per warp in shared memory, STAGES - 1 of them in flight while
-// the warp computes one (8 KB a tile at HD 128, 4 KB at 64). The default (DecodeKernel
-// kTensorCore) is 3 stages at HD 128 (96 KB a CTA, 2 CTAs per SM, 128 KB in flight per SM) and
-// 4 at HD 64 (64 KB, 3 CTAs per SM); kTensorCoreShallow takes 2 stages, kTensorCoreDeep one
+// the warp computes one. The default (DecodeKernel kTensorCore) keeps about 128 KB or more in
+// flight per SM with at least two CTAs an SM (DecodeShape below; sizes a CTA, CTAs an SM, KB in
+// flight an SM):
+//   HD  64: 4 stages,  64 KB, 3, 144      HD 128: 3 stages,  96 KB, 2, 128
+//   HD  80: 3 stages,  66 KB, 3, 132      HD 256: 3 stages,  96 KB, 2, 128 (two warps)
+//   HD  96: 4 stages, 104 KB, 2, 156
+// (80 and 96 with padded rows, below). kTensorCoreShallow takes 2 stages, kTensorCoreDeep one
 // more than the default, for tools/bench_attention's sweep.
 template <int HD>
-constexpr int kDefaultStages = HD == 128 ? 3 : 4;
+constexpr int kDefaultStages = HD == 64 || HD == 96 ? 4 : 3;
+
+// How many CTAs of a head dim the registers allow an SM: about 160 registers a thread at HD
+// 128 (3 CTAs of 128 threads), 110 at 64 (4); 80 and 96 sit between (3); HD 256's CTAs have
+// 64 threads, so 4 of them still allow 255 registers a thread.
+template <int HD>
+constexpr int kRegisterCtas = HD == 64 || HD == 256 ? 4 : 3;
 
 // Sizes of a (head dim, ring depth). kMinCtas, the launch bound, is how many CTAs of this
-// size fit an SM's 227 KB of shared memory, capped where the registers would not fit (about
-// 160 a thread at HD 128, 110 at 64).
+// size fit an SM's 227 KB of shared memory, capped by kRegisterCtas.
+//
+// Shared rows. ldmatrix reads 8 rows at the same 16-byte chunk per matrix; they are free of
+// bank conflicts when the 8 chunks fall in 8 different 16-byte slots of a 128-byte line.
+// Where a row has a multiple of 8 chunks (HD 64, 128, 256) rows are stored unpadded and
+// XOR-swizzled by chunk (chunk ^ key % 8: the swizzle moves a chunk inside its aligned group of
+// 8, so inside the row). HD 80 and 96 (10 and 12 chunks) cannot swizzle that way (chunk 8 ^ 7
+// would leave an 80-dim row); their rows are padded by one chunk to an odd pitch (11, 13
+// chunks), so 8 consecutive keys at one chunk land on 8 different slots: conflict-free too,
+// for 10% (80) or 8% (96) more shared memory. The pad is never written nor read.
 template <int HD, int STAGES>
 struct DecodeShape {
+  static_assert(DecodeHeadDim(HD) && HD % 16 == 0, "a head dim of DecodeHeadDim");
+  static constexpr int kWarps = kDecodeWarps<HD>;
+  static constexpr int kThreads = kWarps * 32;
   static constexpr int kChunks = HD / 8;                      // 16-byte chunks of a K/V row
-  static constexpr int kRowBytes = HD * 2;                    // one key's K (or V) row
-  static constexpr int kTileBytes = kTileKeys * kRowBytes;    // K (or V) of a tile
+  static constexpr bool kSwizzle = kChunks % 8 == 0;          // else padded rows
+  static constexpr int kPitch = (kChunks + (kSwizzle ? 0 : 1)) * 16;  // bytes of a shared row
+  static constexpr int kTileBytes = kTileKeys * kPitch;               // K (or V) of a tile
   static constexpr int kStages = STAGES;
   static constexpr int kWarpBytes = kStages * 2 * kTileBytes;  // a warp's ring of K, V tiles
   static constexpr int kPipeBytes = kWarps * kWarpBytes;
@@ -81,8 +117,17 @@ struct DecodeShape {
   static constexpr int kMergeBytes = kWarps * kMaxHeads * (HD + 2) * 4;
   static constexpr int kSmemBytes = kPipeBytes > kMergeBytes ? kPipeBytes : kMergeBytes;
   static constexpr int kFit = (227 * 1024) / (kSmemBytes + 1024);
-  static constexpr int kMinCtas = kFit < (HD == 128 ? 3 : 4) ? kFit : (HD == 128 ? 3 : 4);
+  static constexpr int kMinCtas = kFit < kRegisterCtas<HD> ? kFit : kRegisterCtas<HD>;
   static_assert(kFit >= 1, "a CTA's ring must fit an SM");
+  static_assert(kSwizzle || (kPitch / 16) % 2 == 1, "padded rows: an odd number of chunks");
+  static_assert(kTileKeys * kChunks % 32 == 0, "a tile's copy: whole warp instructions");
+  static_assert(kTileKeys <= 32, "lane l < kTileKeys looks up key l of a tile");
+
+  // Byte offset in a K (or V) tile of 16-byte chunk `chunk` of a key's row from the row's
+  // start (key * kPitch); key8 = key % 8.
+  static __device__ __forceinline__ int Chunk(int chunk, int key8) {
+    return (kSwizzle ? chunk ^ key8 : chunk) << 4;
+  }
 };
 
 using mma::CopyAsyncCommit;
@@ -163,9 +208,11 @@ struct KeyRef {
 };
 
 template <DType T, int HD, int STAGES, bool SPLIT>
-__global__ void __launch_bounds__(kThreads, (DecodeShape<HD, STAGES>::kMinCtas))
+__global__ void __launch_bounds__((DecodeShape<HD, STAGES>::kThreads),
+                                  (DecodeShape<HD, STAGES>::kMinCtas))
     DecodeAttentionKernel(PagedAttentionArgs a) {
   using Shape = DecodeShape<HD, STAGES>;
+  constexpr int kWarps = Shape::kWarps, kThreads = Shape::kThreads;
   extern __shared__ __align__(128) unsigned char smem[];
   AllowNextKernel();
   WaitForPriorKernels();
@@ -228,19 +275,22 @@ __global__ void __launch_bounds__(kThreads, (DecodeShape<HD, STAGES>::kMinCtas))
   const uint32_t ring = SharedAddress(smem) + warp * Shape::kWarpBytes;
   // Copies a tile's K and V rows into ring stage `stage`, then commits (an empty group when
   // there is no tile, so that every iteration commits one). Copy i moves 16-byte chunks
-  // 32 i + lane of the tile's K rows (and the same of V): key (32 i + lane) / kChunks, whose row
-  // offset lane (that key) looked up.
+  // f = 32 i + lane of the tile's K rows (and the same of V), the rows laid end to end: chunk
+  // f % kChunks of key f / kChunks (< 16), whose row offset lane (that key) looked up. Where
+  // 32 is a multiple of kChunks (HD 64, 128, 256) the chunk is lane % kChunks for every i.
   auto issue = [&](const KeyRef& key, int stage) {
     if (key.page != kNoTile) {
       const int64_t mine = key.page == kNoKey ? -1 : int64_t(key.page) * page_elems + key.in_page;
       const uint32_t dst = ring + stage * 2 * Shape::kTileBytes;
 #pragma unroll
       for (int i = 0; i < kTileKeys * Shape::kChunks / 32; ++i) {
-        const int k = (i * 32 + lane) / Shape::kChunks, chunk = lane % Shape::kChunks;
+        const int k = (i * 32 + lane) / Shape::kChunks;
+        const int chunk =
+            32 % Shape::kChunks == 0 ? lane % Shape::kChunks : (i * 32 + lane) % Shape::kChunks;
         const int64_t row = __shfl_sync(0xffffffffu, mine, k);
         const bool valid = row >= 0;
         const uint16_t* src = pages + (valid ? row : 0) + chunk * 8;
-        const uint32_t at = dst + k * Shape::kRowBytes + ((chunk ^ (k & 7)) << 4);
+        const uint32_t at = dst + k * Shape::kPitch + Shape::Chunk(chunk, k & 7);
         CopyAsync16(at, src, valid);
         CopyAsync16(at + Shape::kTileBytes, src + v_skip, valid);
       }
@@ -266,10 +316,11 @@ __global__ void __launch_bounds__(kThreads, (DecodeShape<HD, STAGES>::kMinCtas))
   float m0 = -INFINITY, m1 = -INFINITY;  // running max of heads 2c, 2c + 1 (log2 units)
   float l0 = 0.0f, l1 = 0.0f;            // this lane's share of their running sums
   const float scale_log2 = a.scale * kLog2e;
-  // ldmatrix rows: lane l addresses row l % 8 of matrix l / 8.
+  // ldmatrix rows: lane l addresses row l % 8 of matrix l / 8: K's key of matrix & 1 at chunk
+  // 2 ks + (matrix >> 1), V's key of matrix >> 1 at chunk 2 mt + (matrix & 1).
   const int mat = lane >> 3, mrow = lane & 7;
-  const uint32_t k_ld = (mrow + (mat & 1) * 8) * Shape::kRowBytes;  // K: keys of matrix & 1
-  const uint32_t v_ld = (mrow + (mat >> 1) * 8) * Shape::kRowBytes;  // V: keys of matrix >> 1
+  const uint32_t k_ld = (mrow + (mat & 1) * 8) * Shape::kPitch;
+  const uint32_t v_ld = (mrow + (mat >> 1) * 8) * Shape::kPitch;
 
   int stage = 0;
   for (int64_t n = 0; n < my_tiles; ++n) {
@@ -286,7 +337,7 @@ __global__ void __launch_bounds__(kThreads, (DecodeShape<HD, STAGES>::kMinCtas))
 #pragma unroll
     for (int ks = 0; ks < HD / 16; ++ks) {
       uint32_t ka[4];
-      LoadMatrices(ka, kb + k_ld + (((2 * ks + (mat >> 1)) ^ mrow) << 4));
+      LoadMatrices(ka, kb + k_ld + Shape::Chunk(2 * ks + (mat >> 1), mrow));
       Mma<T>(ks % 2 == 0 ? s : s_odd, ka, qf[ks]);
     }
 #pragma unroll
@@ -332,7 +383,7 @@ __global__ void __launch_bounds__(kThreads, (DecodeShape<HD, STAGES>::kMinCtas))
 #pragma unroll
     for (int mt = 0; mt < HD / 16; ++mt) {
       uint32_t va[4];
-      LoadMatricesTransposed(va, vb + v_ld + (((2 * mt + (mat & 1)) ^ mrow) << 4));
+      LoadMatricesTransposed(va, vb + v_ld + Shape::Chunk(2 * mt + (mat & 1), mrow));
 #pragma unroll
       for (int j = kPTerms<T> - 1; j >= 0; --j) Mma<T>(o[mt], va, pt[j]);
     }
@@ -406,7 +457,8 @@ cudaError_t Launch(const PagedAttentionArgs& a, dim3 grid, cudaStream_t s) {
       e != cudaSuccess) {
     return e;
   }
-  return LaunchOverlapped(kernel, grid, dim3(kThreads), size_t(bytes), s, a);
+  return LaunchOverlapped(kernel, grid, dim3(DecodeShape<HD, STAGES>::kThreads), size_t(bytes), s,
+                          a);
 }
 
 template <DType T, int HD, int STAGES>
@@ -427,13 +479,33 @@ cudaError_t LaunchFor(const PagedAttentionArgs& a, dim3 grid, bool split, Decode
   }
 }
 
+// The head dims of DecodeHeadDim, each compiled.
+template <DType T>
+cudaError_t LaunchHeadDim(const PagedAttentionArgs& a, dim3 grid, bool split, DecodeKernel depth,
+                          cudaStream_t s) {
+  switch (a.head_dim) {
+    case 64:
+      return LaunchFor<T, 64>(a, grid, split, depth, s);
+    case 80:
+      return LaunchFor<T, 80>(a, grid, split, depth, s);
+    case 96:
+      return LaunchFor<T, 96>(a, grid, split, depth, s);
+    case 128:
+      return LaunchFor<T, 128>(a, grid, split, depth, s);
+    case 256:
+      return LaunchFor<T, 256>(a, grid, split, depth, s);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
 }  // namespace
 
 bool DecodeAttentionFits(const PagedAttentionArgs& a) {
   const bool dtypes = a.q.dtype == a.kv.dtype &&
                       (a.q.dtype == DType::kBF16 || a.q.dtype == DType::kF16) &&
                       a.out.dtype == a.q.dtype;
-  if (!dtypes || (a.head_dim != 64 && a.head_dim != 128) || a.num_kv_heads <= 0 ||
+  if (!dtypes || !DecodeHeadDim(a.head_dim) || a.num_kv_heads <= 0 ||
       a.num_q_heads % a.num_kv_heads != 0) {
     return false;
   }
@@ -456,12 +528,8 @@ cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& a, int64_t rows, int
   const dim3 grid(unsigned(rows),
                   unsigned(a.num_kv_heads * ((group + kMaxHeads - 1) / kMaxHeads)),
                   unsigned(split ? splits : 1));
-  if (a.q.dtype == DType::kBF16) {
-    return a.head_dim == 128 ? LaunchFor<DType::kBF16, 128>(a, grid, split, depth, s)
-                             : LaunchFor<DType::kBF16, 64>(a, grid, split, depth, s);
-  }
-  return a.head_dim == 128 ? LaunchFor<DType::kF16, 128>(a, grid, split, depth, s)
-                           : LaunchFor<DType::kF16, 64>(a, grid, split, depth, s);
+  return a.q.dtype == DType::kBF16 ? LaunchHeadDim<DType::kBF16>(a, grid, split, depth, s)
+                                   : LaunchHeadDim<DType::kF16>(a, grid, split, depth, s);
 }
 
 }  // namespace arbor::kernels

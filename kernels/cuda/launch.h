@@ -45,15 +45,17 @@ constexpr bool kPrefillAutoWgmma = false;
 const char* PrefillKernelName(PrefillKernel kernel);
 cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t stream,
                                    PrefillKernel kernel = PrefillKernel::kAuto);
-// The shapes the wgmma kernel takes (PrefillAttentionFits's, dilation 1, q rows 16-byte
-// aligned); ...Fits adds that the current device is a Hopper (compute capability 9.x).
+// The shapes the wgmma kernel takes (PrefillAttentionFits's at head_dim 64 or 128, dilation 1,
+// q rows 16-byte aligned); ...Fits adds that the current device is a Hopper (compute capability
+// 9.x).
 bool PrefillAttentionSm90Takes(const PagedAttentionArgs& args);
 bool PrefillAttentionSm90Fits(const PagedAttentionArgs& args);
 cudaError_t LaunchPrefillAttentionSm90(const PagedAttentionArgs& args, cudaStream_t stream);
-// The tensor-core decode kernel takes 16-bit q, out and cache of one dtype, head_dim 64 or 128,
-// any GQA group. It runs `rows` rows (args.decode_rows[i] when set, else row i); splits > 0:
-// each row's keys in runs of args.split_keys over `splits` splits, partials to
-// args.split_workspace for the split merge; 0: unsplit, straight to args.out. `depth` picks
+// The tensor-core decode kernel takes 16-bit q, out and cache of one dtype, head_dim 64, 80, 96,
+// 128 or 256 (each compiled), any GQA group; every other head_dim (up to 256) runs on the
+// per-token kernel, which takes any. It runs `rows` rows (args.decode_rows[i] when set, else
+// row i); splits > 0: each row's keys in runs of args.split_keys over `splits` splits, partials
+// to args.split_workspace for the split merge; 0: unsplit, straight to args.out. `depth` picks
 // the pipeline (kTensorCore, kTensorCoreShallow, kTensorCoreDeep).
 bool DecodeAttentionFits(const PagedAttentionArgs& args);
 cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& args, int64_t rows, int64_t splits,

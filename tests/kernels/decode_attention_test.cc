@@ -1,14 +1,16 @@
 // Both decode attention kernels of the CUDA backend (kernels/cuda/launch.h DecodeKernel: the
 // per-token kernel and the tensor-core kernel at each of its pipeline depths), forced one at a
-// time, unsplit and split-KV,
-// against the CPU reference (kernels/cpu/attention.cc): fresh random inputs, bf16 and f16, head
-// dims 64 and 128, GQA groups 1, 3, 4, 8 and 12 (two CTAs per KV head), ragged batches of 1 to
-// 64 sequences with 1 to 5 rows each, contexts of 1 to 32k keys, pages of 16 and 32 tokens
-// shuffled through the pool, sliding windows and dilation, a padding row. Outputs and the split
-// workspace are NaN-poisoned first (an element never written fails), the pool's unused slots
-// are NaN, and every table entry wholly before a sequence's windows points at a page of NaN,
-// so a kernel that reads a key a row does not see fails too. A row's bits must not depend on
-// its batch: the last row run alone gives the bits it got in the batch.
+// time, unsplit and split-KV, against the CPU reference (kernels/cpu/attention.cc): fresh random
+// inputs, bf16 and f16, the tensor-core kernel's head dims 64, 80, 96, 128 and 256 (80 and 96
+// with padded shared rows, 256 with two warps a CTA) and the per-token kernel's other ones (16
+// and 24 of the tiny fixtures, 40 and 72; a tensor-core kernel forced there is refused), GQA
+// groups 1, 3, 4, 8 and 12 (two CTAs per KV head), ragged batches of 1 to 64 sequences with 1
+// to 5 rows each, contexts of 1 to 32k keys (most not a multiple of the 16-key tile), pages of
+// 16 and 32 tokens shuffled through the pool, sliding windows and dilation, a padding row.
+// Outputs and the split workspace are NaN-poisoned first (an element never written fails), the
+// pool's unused slots are NaN, and every table entry wholly before a sequence's windows points
+// at a page of NaN, so a kernel that reads a key a row does not see fails too. A row's bits
+// must not depend on its batch: the last row run alone gives the bits it got in the batch.
 #include <catch2/catch.hpp>
 #include <cuda_runtime_api.h>
 
@@ -218,6 +220,25 @@ std::vector<DecodeCase> Cases() {
       {kBF16, 64, 2, 8, 17, 1, 1000, 32, 100, 1, 5},
       {kBF16, 128, 2, 1, 5, 200, 700, 16, 0, 4},
       {kF16, 64, 2, 4, 1, 1, 1, 16},
+      // The other tensor-core head dims.
+      {kBF16, 80, 2, 4, 9, 1, 333, 16, 0, 1, 3},
+      {kF16, 80, 1, 8, 5, 17, 1500, 32, 100, 3, 2, true},
+      {kBF16, 80, 1, 12, 3, 1, 400, 16, 0, 1, 2},
+      {kF16, 80, 4, 1, 2, 5000, 9000, 16},
+      {kBF16, 96, 4, 1, 12, 1, 250, 32, 0, 1, 2},
+      {kF16, 96, 2, 8, 3, 2000, 5000, 16, 513, 2, 1},
+      {kBF16, 96, 1, 4, 7, 1, 700, 16, 1, 1, 3, true},
+      {kF16, 96, 2, 3, 2, 16384, 20000, 32},
+      {kBF16, 256, 1, 4, 6, 1, 900, 16, 0, 1, 4, true},
+      {kF16, 256, 2, 1, 4, 3000, 9000, 32},
+      {kBF16, 256, 1, 8, 3, 100, 700, 32, 7, 4, 2},
+      {kF16, 256, 1, 8, 2, 17, 47, 16, 0, 1, 5},
+      {kBF16, 256, 2, 4, 2, 16384, 20000, 16, 4096, 1},
+      // Head dims only the per-token kernel takes: the tiny fixtures' and two odd multiples of 8.
+      {kBF16, 40, 2, 4, 5, 1, 300, 16, 0, 2, 2},
+      {kF16, 72, 1, 8, 4, 1, 500, 32, 50, 1, 3, true},
+      {kBF16, 16, 2, 2, 6, 1, 200, 16, 0, 1, 2},
+      {kF16, 24, 1, 4, 3, 1, 300, 32, 9, 2, 1},
   };
 }
 
@@ -231,6 +252,12 @@ TEST_CASE("every decode kernel matches the CPU reference, unsplit and split", "[
     const std::vector<double> want = Reference(b);
     const Placed p = Place(be, b);
     const int64_t n = b.rows();
+    // The tensor-core kernel takes exactly its compiled head dims (a Fits that said no to one of
+    // them would leave only the per-token kernel checked).
+    DeviceTensor probe = Must(Poisoned(be, c.dtype, n, b.hq * c.head_dim, 3));
+    const bool tensor_core = kernels::DecodeAttentionFits(Args(b, p, probe.view, n));
+    CHECK(tensor_core == (c.head_dim == 64 || c.head_dim == 80 || c.head_dim == 96 ||
+                          c.head_dim == 128 || c.head_dim == 256));
     // Unsplit, the smallest split and the model's split for this many decode rows.
     const int64_t max_context = b.max_blocks * c.block_size;
     for (const int64_t split_keys :
@@ -238,6 +265,12 @@ TEST_CASE("every decode kernel matches the CPU reference, unsplit and split", "[
       for (const DecodeKernel kernel : kernels::kDecodeKernels) {
         INFO(Describe(c) << "; " << kernels::DecodeKernelName(kernel) << " kernel, split keys "
                          << split_keys << ", " << n << " rows");
+        if (kernel != DecodeKernel::kPerToken && !tensor_core) {
+          // A head dim the tensor-core kernel does not compile: forcing it is refused.
+          CHECK(kernels::LaunchPagedAttention(Args(b, p, probe.view, n), nullptr, kernel) ==
+                cudaErrorNotSupported);
+          continue;
+        }
         const HostTensor got = RunCuda(be, b, p, kernel, split_keys, 0, n);
         // Both round once to the 16-bit type: a sum that lands near a rounding boundary may
         // round the other way (one unit; two allowed for ex2.approx and fp32 sums over 32k
@@ -259,7 +292,8 @@ TEST_CASE("every decode kernel matches the CPU reference, unsplit and split", "[
   REQUIRE(be.Health().ok());
 }
 
-TEST_CASE("the tensor-core decode kernel takes 16-bit head dims 64 and 128 only", "[kernels]") {
+TEST_CASE("the tensor-core decode kernel takes 16-bit head dims 64, 80, 96, 128 and 256 only",
+          "[kernels]") {
   alignas(16) static uint16_t page[64];
   PagedAttentionArgs a;
   a.q.dtype = a.out.dtype = DType::kBF16;
@@ -277,9 +311,18 @@ TEST_CASE("the tensor-core decode kernel takes 16-bit head dims 64 and 128 only"
   a.q.dtype = a.out.dtype = a.kv.dtype = DType::kF16;
   CHECK(kernels::DecodeAttentionFits(a));
   PagedAttentionArgs other = a;
-  other.head_dim = 96;
-  other.kv.kv_dim = 8 * 96;
-  CHECK_FALSE(kernels::DecodeAttentionFits(other));
+  for (const int64_t hd : {80, 96, 256}) {
+    other.head_dim = hd;
+    other.kv.kv_dim = 8 * hd;
+    CHECK(kernels::DecodeAttentionFits(other));
+  }
+  // Every other head dim up to 256 runs per token (the tiny fixtures' 16 and 24 among them).
+  for (const int64_t hd : {8, 16, 24, 32, 40, 48, 72, 112, 120, 160, 192, 200, 248, 255, 264}) {
+    INFO("head_dim " << hd);
+    other.head_dim = hd;
+    other.kv.kv_dim = 8 * hd;
+    CHECK_FALSE(kernels::DecodeAttentionFits(other));
+  }
   other = a;
   other.q.dtype = other.out.dtype = DType::kF32;  // f32 queries over a 16-bit cache
   CHECK_FALSE(kernels::DecodeAttentionFits(other));
