@@ -12,6 +12,7 @@
 #include "eval/framing.h"
 #include "eval/jsonl.h"
 #include "eval/perplexity.h"
+#include "eval/prm.h"
 #include "eval/progress.h"
 #include "eval/reasoning.h"
 #include "kernels/backend.h"
@@ -40,6 +41,9 @@ Options:
                       reasoning: tokens generated per problem (default 256)
   --limit N           only the first N records
   --adapter DIR       run under this PEFT LoRA adapter directory
+  --prm DIR           reasoning: then score the answers' steps with this process reward
+                      model (its prm.json names the step tag and the '+' / '-' tokens) and
+                      report its step accuracy against arith.py's step labels
   --json              print one JSON object instead of the summary
   --config FILE, --set KEY=VALUE, --device D, --log-level L
                       the launch config, as for `arbor serve` (default: the embedded
@@ -85,13 +89,16 @@ class ScopedLogger {
   spdlog::level::level_enum previous_level_;
 };
 
-// Logs at warn unless the command line says otherwise.
-absl::StatusOr<Loaded> Load(const EvalOptions& options) {
+// The config's model (or `model_path`, when given, without the adapter). Logs at warn unless
+// the command line says otherwise.
+absl::StatusOr<Loaded> Load(const EvalOptions& options, const std::string& model_path = "") {
   server::LaunchArgs launch = options.launch;
   launch.overrides.insert(launch.overrides.begin(), "log_level=warn");
   Loaded l;
   ASSIGN_OR_RETURN(l.config, server::LoadLaunchConfig(launch));
-  if (!options.adapter.empty()) l.config.server.adapter_root = options.adapter;
+  const bool adapter = !options.adapter.empty() && model_path.empty();
+  if (!model_path.empty()) l.config.model.path = model_path;
+  if (adapter) l.config.server.adapter_root = options.adapter;
   spdlog::set_level(spdlog::level::from_str(l.config.log_level));
 
   ASSIGN_OR_RETURN(auto backend, server::CreateConfiguredBackend(l.config));
@@ -103,7 +110,7 @@ absl::StatusOr<Loaded> Load(const EvalOptions& options) {
   }
   ASSIGN_OR_RETURN(l.framing, FramingFor(l.stack->model->spec(), *l.stack->tokenizer,
                                          l.stack->bos_token, l.stack->eos_token));
-  if (!options.adapter.empty()) {
+  if (adapter) {
     // The adapter root is the adapter's own directory.
     auto info = l.stack->adapters->Register("eval-adapter", ".");
     if (!info.ok()) {
@@ -116,11 +123,12 @@ absl::StatusOr<Loaded> Load(const EvalOptions& options) {
 }
 
 // The result on `out`: one JSON object (what ran, then `result`) or a line and the summary.
-void Print(const EvalOptions& options, const Loaded& l, int64_t max_tokens,
-           const nlohmann::ordered_json& result, const std::string& summary, std::ostream& out) {
+void Print(const EvalOptions& options, const std::string& model, const std::string& device,
+           int64_t max_tokens, const nlohmann::ordered_json& result, const std::string& summary,
+           std::ostream& out) {
   if (!options.json) {
-    out << "arbor eval " << options.task << ": " << options.data << " on " << l.config.model.path
-        << (options.adapter.empty() ? "" : " + adapter " + options.adapter) << " (" << l.device
+    out << "arbor eval " << options.task << ": " << options.data << " on " << model
+        << (options.adapter.empty() ? "" : " + adapter " + options.adapter) << " (" << device
         << ")\n"
         << summary;
     return;
@@ -128,13 +136,19 @@ void Print(const EvalOptions& options, const Loaded& l, int64_t max_tokens,
   nlohmann::ordered_json j;
   j["task"] = options.task;
   j["data"] = options.data;
-  j["model"] = l.config.model.path;
+  j["model"] = model;
   j["adapter"] =
       options.adapter.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(options.adapter);
-  j["device"] = l.device;
+  j["device"] = device;
   j["max_tokens"] = max_tokens;
   j.update(result);
   out << j.dump() << "\n";
+}
+
+// The same for the model `l` evaluated.
+void Print(const EvalOptions& options, const Loaded& l, int64_t max_tokens,
+           const nlohmann::ordered_json& result, const std::string& summary, std::ostream& out) {
+  Print(options, l.config.model.path, l.device, max_tokens, result, summary, out);
 }
 
 absl::Status RunPerplexity(const EvalOptions& options, std::ostream& out, std::ostream& err,
@@ -169,17 +183,50 @@ absl::Status RunReasoning(const EvalOptions& options, std::ostream& out, std::os
   const int64_t max_tokens = options.max_tokens > 0 ? options.max_tokens : 256;
   ASSIGN_OR_RETURN(std::vector<ArithProblem> problems,
                    ReadArithProblems(options.data, options.limit));
-  ASSIGN_OR_RETURN(Loaded l, Load(options));
-  Progress progress(err, err_tty, "problems", int64_t(problems.size()));
-  ReasoningOptions ro;
-  ro.max_tokens = max_tokens;
-  ro.adapter = l.adapter;
-  ro.max_in_flight = 4 * l.config.engine.max_num_seqs;
-  ro.on_progress = [&](int64_t done, int64_t tokens) { progress.Update(done, tokens); };
-  auto result = SolveProblems(*l.stack->engine, *l.stack->tokenizer, l.framing, problems, ro);
-  progress.Finish();
-  if (!result.ok()) return result.status();
-  Print(options, l, max_tokens, ReasoningJson(*result), ReasoningSummary(*result), out);
+  if (!options.prm.empty()) RETURN_IF_ERROR(CheckChains(problems));  // before any model loads
+  std::vector<std::string> texts;
+  nlohmann::ordered_json json;
+  std::string summary, policy, device;
+  {
+    ASSIGN_OR_RETURN(Loaded l, Load(options));
+    Progress progress(err, err_tty, "problems", int64_t(problems.size()));
+    ReasoningOptions ro;
+    ro.max_tokens = max_tokens;
+    ro.adapter = l.adapter;
+    ro.max_in_flight = 4 * l.config.engine.max_num_seqs;
+    ro.on_progress = [&](int64_t done, int64_t tokens) { progress.Update(done, tokens); };
+    ro.on_answer = [&](const ArithProblem&, const std::string& text, Verdict) {
+      texts.push_back(text);
+    };
+    auto result = SolveProblems(*l.stack->engine, *l.stack->tokenizer, l.framing, problems, ro);
+    progress.Finish();
+    if (!result.ok()) return result.status();
+    json = ReasoningJson(*result);
+    summary = ReasoningSummary(*result);
+    policy = l.config.model.path;
+    device = l.device;
+  }  // the policy's engine is gone before the PRM's starts
+  if (!options.prm.empty()) {
+    ASSIGN_OR_RETURN(Loaded prm, Load(options, options.prm));
+    ASSIGN_OR_RETURN(PrmFormat format, ReadPrmFormat(options.prm, *prm.stack->tokenizer));
+    int64_t skipped = 0;
+    ASSIGN_OR_RETURN(std::vector<PrmItem> items, MakePrmItems(*prm.stack->tokenizer, prm.framing,
+                                                              format, problems, texts, &skipped));
+    int64_t requests = 0;
+    for (const PrmItem& item : items) requests += 2 * int64_t(item.tags.size());
+    Progress progress(err, err_tty, "PRM requests", requests);
+    PrmOptions po;
+    po.max_in_flight = 4 * prm.config.engine.max_num_seqs;
+    po.on_progress = [&](int64_t done, int64_t tokens) { progress.Update(done, tokens); };
+    auto scored = ScoreSteps(*prm.stack->engine, format, items, po);
+    progress.Finish();
+    if (!scored.ok()) return scored.status();
+    scored->skipped = skipped;
+    json["prm"] = nlohmann::ordered_json{{"model", options.prm}};
+    json["prm"].update(PrmJson(*scored));
+    summary += PrmSummary(*scored);
+  }
+  Print(options, policy, device, max_tokens, json, summary, out);
   return absl::OkStatus();
 }
 
@@ -211,7 +258,8 @@ absl::StatusOr<EvalOptions> ParseEvalArgs(const std::vector<std::string>& args) 
     }
     ASSIGN_OR_RETURN(bool launch_arg, server::TakeLaunchArg(args, &i, &o.launch));
     if (launch_arg) continue;
-    if (arg != "--data" && arg != "--adapter" && arg != "--max-tokens" && arg != "--limit") {
+    if (arg != "--data" && arg != "--adapter" && arg != "--prm" && arg != "--max-tokens" &&
+        arg != "--limit") {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown argument '", arg, "' (see arbor eval --help)"));
     }
@@ -221,6 +269,8 @@ absl::StatusOr<EvalOptions> ParseEvalArgs(const std::vector<std::string>& args) 
       o.data = value;
     } else if (arg == "--adapter") {
       o.adapter = value;
+    } else if (arg == "--prm") {
+      o.prm = value;
     } else if (arg == "--max-tokens") {
       ASSIGN_OR_RETURN(o.max_tokens, PositiveValue(arg, value));
     } else {
@@ -228,6 +278,9 @@ absl::StatusOr<EvalOptions> ParseEvalArgs(const std::vector<std::string>& args) 
     }
   }
   if (!o.help && o.data.empty()) return absl::InvalidArgumentError("--data FILE is required");
+  if (!o.prm.empty() && o.task != "reasoning") {
+    return absl::InvalidArgumentError("--prm is for `arbor eval reasoning`");
+  }
   return o;
 }
 

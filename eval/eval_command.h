@@ -21,6 +21,7 @@ struct EvalOptions {
   server::LaunchArgs launch;
   std::string data;        // --data: the JSONL file
   std::string adapter;     // --adapter: a PEFT LoRA directory; empty: the base model
+  std::string prm;         // reasoning --prm: a process reward model directory; empty: none
   int64_t max_tokens = 0;  // --max-tokens; 0: the task's default (512 / 256)
   int64_t limit = 0;       // --limit: the first N records; 0: all
   bool json = false;       // --json

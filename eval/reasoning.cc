@@ -16,26 +16,26 @@
 namespace arbor::eval {
 namespace {
 
-// Python's str.splitlines() boundaries that can occur in ASCII-heavy model output: \n, \r,
-// \r\n, \v, \f, and \x1c-\x1e.
-bool LineBreak(char c) {
-  return c == '\n' || c == '\r' || c == '\v' || c == '\f' || (c >= '\x1c' && c <= '\x1e');
-}
-
-// `line` against ^\s*The answer is (-?\d+)\s*\.?\s*$.
-std::optional<std::string> MatchFinal(std::string_view text) {
-  // (Debian's Abseil has its own string_view.)
-  absl::string_view line = absl::StripLeadingAsciiWhitespace({text.data(), text.size()});
-  if (!absl::ConsumePrefix(&line, "The answer is ")) return std::nullopt;
-  size_t n = line.size() > 0 && line[0] == '-' ? 1 : 0;
-  const size_t digits_start = n;
-  while (n < line.size() && absl::ascii_isdigit(static_cast<unsigned char>(line[n]))) ++n;
-  if (n == digits_start) return std::nullopt;
-  std::string number(line.substr(0, n));
-  absl::string_view rest = absl::StripLeadingAsciiWhitespace(line.substr(n));
-  absl::ConsumePrefix(&rest, ".");
-  if (!absl::StripAsciiWhitespace(rest).empty()) return std::nullopt;
-  return number;
+// "start" and "ops" when the record has them.
+absl::StatusOr<std::optional<ArithChain>> ReadChain(const JsonlRecord& r) {
+  if (!r.value.contains("start") && !r.value.contains("ops")) return std::nullopt;
+  ArithChain chain;
+  ASSIGN_OR_RETURN(chain.start, r.Integer("start"));
+  auto ops = r.value.find("ops");
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat(r.Where(), ": field \"ops\" must be a list of [\"+\" or \"*\", integer]"));
+  };
+  if (ops == r.value.end() || !ops->is_array()) return bad();
+  for (const auto& op : *ops) {
+    if (!op.is_array() || op.size() != 2 || !op[0].is_string() || !op[1].is_number_integer()) {
+      return bad();
+    }
+    const std::string name = op[0].get<std::string>();
+    if (name != "+" && name != "*") return bad();
+    chain.ops.emplace_back(name[0], op[1].get<int64_t>());
+  }
+  return chain;
 }
 
 }  // namespace
@@ -50,24 +50,13 @@ absl::StatusOr<std::vector<ArithProblem>> ReadArithProblems(const std::string& p
     p.where = r.Where();
     ASSIGN_OR_RETURN(p.prompt, r.String("prompt"));
     ASSIGN_OR_RETURN(p.answer, r.Integer("answer"));
+    ASSIGN_OR_RETURN(p.chain, ReadChain(r));
     if (p.prompt.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(r.Where(), ": field \"prompt\" is empty"));
     }
     out.push_back(std::move(p));
   }
   return out;
-}
-
-std::optional<std::string> FinalAnswer(std::string_view text) {
-  size_t begin = 0;
-  while (begin <= text.size()) {
-    size_t end = begin;
-    while (end < text.size() && !LineBreak(text[end])) ++end;
-    if (auto n = MatchFinal(text.substr(begin, end - begin))) return n;
-    if (end >= text.size()) break;
-    begin = end + (text[end] == '\r' && end + 1 < text.size() && text[end + 1] == '\n' ? 2 : 1);
-  }
-  return std::nullopt;
 }
 
 Verdict Judge(int64_t answer, std::string_view text) {

@@ -19,26 +19,25 @@
 #include "engine/engine.h"
 #include "engine/lora/adapter.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "eval/arith_format.h"
 #include "eval/framing.h"
 
 namespace arbor::eval {
 
-// One line of arith_test.jsonl: {"problem", "prompt", "answer", "start", "ops"}; only "prompt"
-// (a string) and "answer" (an integer) are read.
+// One line of arith_test.jsonl: {"problem", "prompt", "answer", "start", "ops"}. "prompt" (a
+// string) and "answer" (an integer) are required; "start" (an integer) and "ops" ([["+", 5],
+// ["*", 3]]) give the chain the PRM's step labels need.
 struct ArithProblem {
   std::string where;  // "file:line"
   std::string prompt;
   int64_t answer = 0;
+  std::optional<ArithChain> chain;  // unset without "start" and "ops"
 };
 
 // The first `limit` problems of `path` (all when limit is 0). Errors name the file, the line
 // and the field.
 absl::StatusOr<std::vector<ArithProblem>> ReadArithProblems(const std::string& path,
                                                             int64_t limit = 0);
-
-// The N of the first line of `text` matching ^\s*The answer is (-?\d+)\s*\.?\s*$, as written
-// ("-12", "007"); nullopt when no line does.
-std::optional<std::string> FinalAnswer(std::string_view text);
 
 enum class Verdict { kCorrect, kWrong, kNoAnswer };
 // kCorrect when FinalAnswer(text) is the number `answer`.

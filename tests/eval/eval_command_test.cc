@@ -22,7 +22,11 @@ struct Run {
   std::string out, err;
 };
 
+// EvalMain on models/tiny (a later --set model.path wins).
 Run Eval(std::vector<std::string> args) {
+  if (!args.empty() && (args[0] == "perplexity" || args[0] == "reasoning")) {
+    args.insert(args.begin() + 1, {"--set", "model.path=models/tiny"});
+  }
   std::ostringstream out, err;
   Run r;
   r.code = EvalMain(args, out, err, /*err_tty=*/false);
@@ -56,6 +60,7 @@ TEST_CASE("flags") {
       {{"reasoning", "--data", "x", "--limit", "ten"}, "--limit must be a positive"},
       {{"reasoning", "--data", "x", "--bogus"}, "unknown argument '--bogus'"},
       {{"reasoning", "--data", "x", "--set"}, "--set needs a value"},
+      {{"perplexity", "--data", "x", "--prm", "p"}, "--prm is for `arbor eval reasoning`"},
   };
   for (const auto& [args, message] : bad) {
     INFO(message);
@@ -122,7 +127,7 @@ TEST_CASE("reasoning --json: counts that add up, and --limit") {
                              "Problem: Start with 3. Add " + std::to_string(i) + ".\nSolution:\n"},
                             {"answer", 3 + i},
                             {"start", 3},
-                            {"ops", {{"+", i}}}}
+                            {"ops", nlohmann::json::array({nlohmann::json::array({"+", i})})}}
                  .dump() +
              "\n";
   }
@@ -142,6 +147,24 @@ TEST_CASE("reasoning --json: counts that add up, and --limit") {
   const Run human = Eval({"reasoning", "--data", path, "--device", "cpu", "--max-tokens", "4"});
   REQUIRE(human.code == 0);
   CHECK_THAT(human.out, Catch::Contains("problems correct"));
+
+  // --prm: the answers' steps scored by a (stand-in) process reward model.
+  const std::string prm = testing::TinyPrmDir();
+  const Run with_prm = Eval({"reasoning", "--data", path, "--device", "cpu", "--json",
+                             "--max-tokens", "16", "--prm", prm});
+  INFO(with_prm.err);
+  REQUIRE(with_prm.code == 0);
+  const auto p = nlohmann::json::parse(with_prm.out);
+  CHECK(p["problems"] == 6);
+  CHECK(p["model"] == "models/tiny");  // the policy
+  CHECK(p["prm"]["model"] == prm);
+  CHECK(p["prm"]["solutions"].get<int64_t>() + p["prm"]["skipped"].get<int64_t>() == 6);
+  CHECK(p["prm"]["right"].get<int64_t>() <= p["prm"]["steps"].get<int64_t>());
+  CHECK(p["prm"]["step_accuracy"].get<double>() >= 0.0);
+  const Run prm_human =
+      Eval({"reasoning", "--data", path, "--device", "cpu", "--max-tokens", "8", "--prm", prm});
+  REQUIRE(prm_human.code == 0);
+  CHECK_THAT(prm_human.out, Catch::Contains("PRM step accuracy"));
 }
 
 TEST_CASE("bad input: an exit code of 1 and a message naming the file, line or flag") {
@@ -151,6 +174,12 @@ TEST_CASE("bad input: an exit code of 1 and a message naming the file, line or f
   const std::string empty = WriteTempFile("empty.jsonl", "");
   const std::string no_answer = WriteTempFile("noanswer.jsonl", "{\"prompt\": \"p\"}\n");
   const std::string docs = WriteTempFile("fine.jsonl", "{\"text\": \"a\"}\n");
+  const std::string no_chain =
+      WriteTempFile("nochain.jsonl", "{\"prompt\": \"Problem: 1\\n\", \"answer\": 1}\n");
+  const std::string chain = WriteTempFile(
+      "chain.jsonl", "{\"prompt\": \"p\", \"answer\": 2, \"start\": 1, \"ops\": [[\"+\", 1]]}\n");
+  const std::string bad_ops = WriteTempFile(
+      "badops.jsonl", "{\"prompt\": \"p\", \"answer\": 1, \"start\": 1, \"ops\": [[\"-\", 1]]}\n");
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"perplexity", "--data", "/nonexistent/d.jsonl"}, "/nonexistent/d.jsonl: cannot read"},
       {{"perplexity", "--data", bad_json}, bad_json + ":2: not valid JSON"},
@@ -168,6 +197,11 @@ TEST_CASE("bad input: an exit code of 1 and a message naming the file, line or f
       {{"perplexity", "--data", docs, "--set", "engine.bogus=1"}, "engine.bogus"},
       {{"perplexity", "--data", docs, "--set", "model.path=/nonexistent/model"},
        "/nonexistent/model"},
+      {{"reasoning", "--data", no_chain, "--max-tokens", "2", "--prm", testing::TinyPrmDir()},
+       no_chain + ":1: the PRM's step labels need the fields \"start\" and \"ops\""},
+      {{"reasoning", "--data", chain, "--max-tokens", "2", "--prm", "models/tiny"},
+       "models/tiny/prm.json: cannot read"},
+      {{"reasoning", "--data", bad_ops}, bad_ops + ":1: field \"ops\" must be a list"},
   };
   for (auto [args, message] : cases) {
     args.insert(args.end(), {"--device", "cpu"});

@@ -1,7 +1,7 @@
-// eval/reasoning.h: the answer parser against tools/train/arith.py's final_answer regex, the
-// verdicts and their counts, and SolveProblems through a real engine: each problem's text is the
-// model's greedy continuation of BOS + prompt (computed here from Model::Forward's logits),
-// stopped at an end token or max_tokens, and the counts agree with judging those texts.
+// eval/reasoning.h: the verdicts and their counts, and SolveProblems through a real engine: each
+// problem's text is the model's greedy continuation of BOS + prompt (computed here from
+// Model::Forward's logits), stopped at an end token or max_tokens, and the counts agree with
+// judging those texts.
 #include "eval/reasoning.h"
 
 #include <catch2/catch.hpp>
@@ -16,34 +16,6 @@
 
 namespace arbor::eval {
 namespace {
-
-TEST_CASE("FinalAnswer: the first line matching ^\\s*The answer is (-?\\d+)\\s*\\.?\\s*$") {
-  const std::vector<std::pair<std::string, std::optional<std::string>>> cases = {
-      {"7 + 5 = 12\n12 * 3 = 36\nThe answer is 36\n", "36"},
-      {"The answer is 36", "36"},
-      {"  The answer is -3 . ", "-3"},
-      {"The answer is 12.", "12"},
-      {"\tThe answer is 007\n", "007"},
-      {"x\r\nThe answer is 5\r\n", "5"},
-      {"x\rThe answer is 5", "5"},
-      {"The answer is 3\nThe answer is 4\n", "3"},  // the first one counts
-      {"The answer is x\nThe answer is 4\n", "4"},  // a non-matching line is skipped
-      {"The answer is 12.5", std::nullopt},
-      {"The answer is  12", std::nullopt},  // one space before the number, as the regex
-      {"the answer is 12", std::nullopt},
-      {"The answer is 12 apples", std::nullopt},
-      {"So The answer is 4", std::nullopt},
-      {"The answer is", std::nullopt},
-      {"The answer is -", std::nullopt},
-      {"The answer is 4..", std::nullopt},
-      {"", std::nullopt},
-      {"\n\n", std::nullopt},
-  };
-  for (const auto& [text, want] : cases) {
-    INFO("text: " << text);
-    CHECK(FinalAnswer(text) == want);
-  }
-}
 
 TEST_CASE("Judge and the counts") {
   CHECK(Judge(36, "12 * 3 = 36\nThe answer is 36\n") == Verdict::kCorrect);
@@ -80,7 +52,7 @@ TEST_CASE("SolveProblems: greedy plain completions from BOS + prompt, judged") {
   for (int i = 0; i < 12; ++i) {
     problems.push_back({"arith.jsonl:" + std::to_string(i + 1),
                         "Problem: Start with " + std::to_string(i + 2) + ". Add 5.\nSolution:\n",
-                        i + 7});
+                        i + 7, std::nullopt});
   }
   std::map<std::string, std::string> texts;
   std::map<std::string, Verdict> verdicts;
@@ -137,7 +109,8 @@ TEST_CASE("SolveProblems on the GPU", "[gpu]") {
   for (int i = 0; i < 20; ++i) {
     problems.push_back(
         {"gpu.jsonl:" + std::to_string(i + 1),
-         "Problem: Start with " + std::to_string(i) + ". Multiply by 3.\nSolution:\n", 3 * i});
+         "Problem: Start with " + std::to_string(i) + ". Multiply by 3.\nSolution:\n", 3 * i,
+         std::nullopt});
   }
   std::map<std::string, std::string> texts[2];
   int run = 0;
@@ -165,7 +138,7 @@ TEST_CASE("SolveProblems: a prompt that fills the context is an error naming it"
   const testing::EvalStack stack =
       testing::NewEvalStack(testing::TinyConfig({"model.max_model_len=8"}));
   std::vector<ArithProblem> problems = {
-      {"a.jsonl:3", "Problem: Start with 7. Add 5. Multiply by 3.\nSolution:\n", 36}};
+      {"a.jsonl:3", "Problem: Start with 7. Add 5. Multiply by 3.\nSolution:\n", 36, std::nullopt}};
   auto got = SolveProblems(*stack->engine, *stack->tokenizer, stack.framing, problems, {});
   REQUIRE_FALSE(got.ok());
   CHECK_THAT(std::string(got.status().message()), Catch::Contains("a.jsonl:3"));

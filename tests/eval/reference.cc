@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "engine/tokenizer/tokenizer.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -95,7 +97,7 @@ std::vector<int32_t> ReferenceGreedy(engine::Model& model, const std::vector<int
 
 engine::LaunchConfig TinyConfig(const std::vector<std::string>& overrides) {
   server::LaunchArgs args;
-  args.overrides = {"device=cpu", "log_level=warn"};
+  args.overrides = {"device=cpu", "log_level=warn", "model.path=models/tiny"};
   args.overrides.insert(args.overrides.end(), overrides.begin(), overrides.end());
   auto config = server::LoadLaunchConfig(args);
   INFO(config.status().ToString());
@@ -117,6 +119,21 @@ EvalStack NewEvalStack(const engine::LaunchConfig& config) {
     out.framing = *framing;
   }
   return out;
+}
+
+std::string TinyPrmDir(const std::string& name, const std::string& step_tag) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::filesystem::path dir = std::filesystem::path(tmp != nullptr ? tmp : "/tmp") / name;
+  std::filesystem::create_directories(dir);
+  for (const auto& entry : std::filesystem::directory_iterator("models/tiny")) {
+    std::filesystem::copy_file(entry.path(), dir / entry.path().filename(),
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  std::ofstream(dir / "prm.json") << nlohmann::json{
+      {"step_tag", step_tag},
+      {"plus_token", "+"},
+      {"minus_token", "-"}}.dump();
+  return dir.string();
 }
 
 std::string WriteTempFile(const std::string& name, const std::string& text) {

@@ -37,8 +37,8 @@ TinyReference TinyPerplexity(const std::vector<std::string>& texts, int64_t max_
 std::vector<int32_t> ReferenceGreedy(engine::Model& model, const std::vector<int32_t>& prompt,
                                      int64_t max_tokens, const std::vector<int32_t>& stop);
 
-// The embedded default (models/tiny) on the CPU, quiet, then `overrides` (which may pick
-// another device).
+// The embedded default config serving models/tiny on the CPU, quiet, then `overrides` (which
+// may pick another device or model).
 engine::LaunchConfig TinyConfig(const std::vector<std::string>& overrides = {});
 
 // The engine stack `config` describes, as `arbor eval` builds it, and the framing of its
@@ -49,6 +49,12 @@ struct EvalStack {
   server::EngineStack* operator->() const { return stack.get(); }
 };
 EvalStack NewEvalStack(const engine::LaunchConfig& config);
+
+// A copy of models/tiny under TEST_TMPDIR/`name` with a prm.json naming `step_tag` (default
+// <|reserved_special_token_0|>, id 1205) and the tokens "+" (id 10) and "-" (id 12): a stand-in
+// process reward model. Its path.
+std::string TinyPrmDir(const std::string& name = "prm",
+                       const std::string& step_tag = "<|reserved_special_token_0|>");
 
 // Writes `text` to a fresh file under TEST_TMPDIR; its path.
 std::string WriteTempFile(const std::string& name, const std::string& text);

@@ -24,10 +24,10 @@ eval_err=$(mktemp)
 check "--help lists eval" bash -c "'$ARBOR' --help | grep -q 'arbor eval perplexity'"
 check "eval --help exits 0" bash -c "'$ARBOR' eval --help | grep -q 'arbor eval reasoning'"
 check "eval perplexity prints one JSON object" bash -c \
-  "'$ARBOR' eval perplexity --device cpu --data '$eval_docs' --json 2>'$eval_err' | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j[\"documents\"] == 2 and j[\"perplexity\"] > 1, j'"
+  "'$ARBOR' eval perplexity --device cpu --set model.path=models/tiny --data '$eval_docs' --json 2>'$eval_err' | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j[\"documents\"] == 2 and j[\"perplexity\"] > 1, j'"
 check "eval progress ends with a plain line on stderr" grep -q '^2/2 documents' "$eval_err"
 printf '{"text": 1}\n' >"$eval_docs"
-eval_out=$("$ARBOR" eval perplexity --device cpu --data "$eval_docs" 2>&1)
+eval_out=$("$ARBOR" eval perplexity --device cpu --set model.path=models/tiny --data "$eval_docs" 2>&1)
 eval_rc=$?
 check "eval refuses bad data with 1" [ "$eval_rc" -eq 1 ]
 check "eval names the bad line and field" grep -q ':1: field "text" must be a string' <<<"$eval_out"
