@@ -373,6 +373,50 @@ absl::Status ValidateSampleShape(const SampleArgs& a) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateLora(const LoraArgs& a) {
+  constexpr const char* kOp = "Lora";
+  ARBOR_REQUIRE(RequireTensor(kOp, "x", a.x));
+  ARBOR_REQUIRE(RequireTensor(kOp, "y", a.y));
+  ARBOR_REQUIRE(RequireDType(kOp, "y", a.y, a.x.dtype));
+  if (a.y.rows != a.x.rows) {
+    return Invalid(kOp, absl::StrCat("y has ", a.y.rows, " rows but x has ", a.x.rows));
+  }
+  ARBOR_REQUIRE(RequirePointer(kOp, "token_slot", a.token_slot));
+  ARBOR_REQUIRE(RequirePointer(kOp, "shrink", a.shrink));
+  if (a.num_targets < 1 || a.num_targets > kLoraMaxTargets) {
+    return Invalid(kOp, absl::StrCat("num_targets must be in [1, ", kLoraMaxTargets, "], got ",
+                                     a.num_targets));
+  }
+  if (a.max_rank < 1 || a.max_rank > kLoraMaxRank) {
+    return Invalid(kOp,
+                   absl::StrCat("max_rank must be in [1, ", kLoraMaxRank, "], got ", a.max_rank));
+  }
+  int64_t end = 0;  // targets in column order, disjoint
+  for (int g = 0; g < a.num_targets; ++g) {
+    const LoraTarget& t = a.targets[g];
+    if (t.matrix < 0) return Invalid(kOp, absl::StrCat("targets[", g, "].matrix is negative"));
+    if (t.out_features <= 0 || t.out_col < end || t.out_col + t.out_features > a.y.cols) {
+      return Invalid(kOp, absl::StrCat("targets[", g, "] columns [", t.out_col, ", ",
+                                       t.out_col + t.out_features, ") are not inside y's ",
+                                       a.y.cols, " columns after the previous target's"));
+    }
+    end = t.out_col + t.out_features;
+  }
+  const LoraWeights& w = a.w;
+  if (w.num_slots < 0) return Invalid(kOp, "w.num_slots is negative");
+  if (w.num_slots == 0) return absl::OkStatus();  // every token must be base-only
+  ARBOR_REQUIRE(RequirePointer(kOp, "w.pool", w.pool));
+  ARBOR_REQUIRE(RequirePointer(kOp, "w.page_table", w.page_table));
+  ARBOR_REQUIRE(RequirePointer(kOp, "w.slot_pages", w.slot_pages));
+  ARBOR_REQUIRE(RequirePointer(kOp, "w.slot_rank", w.slot_rank));
+  ARBOR_REQUIRE(RequirePointer(kOp, "w.slot_scale", w.slot_scale));
+  if (w.page_bytes <= 0 || w.page_bytes % 16 != 0) {
+    return Invalid(kOp, absl::StrCat("w.page_bytes must be a positive multiple of 16, got ",
+                                     w.page_bytes));
+  }
+  return absl::OkStatus();
+}
+
 #undef ARBOR_REQUIRE
 
 }  // namespace arbor::kernels

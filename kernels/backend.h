@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/cce.h"
+#include "kernels/lora.h"
 #include "kernels/ops.h"
 #include "kernels/sampling.h"
 
@@ -159,6 +160,8 @@ class Backend {
   virtual absl::Status Convert(const ConvertArgs& args, Stream& stream) = 0;
   // Log-probs of given targets through the LM head without materialised logits (kernels/cce.h).
   virtual absl::Status TargetLogprobs(const TargetLogprobsArgs& args, Stream& stream) = 0;
+  // Every adapter of a batch at once: y += scale * (x A^T) B^T per token (kernels/lora.h).
+  virtual absl::Status Lora(const LoraArgs& args, Stream& stream) = 0;
   // Sampling (kernels/sampling.h): one token per logits row, and the penalty state it reads.
   virtual absl::Status Sample(const SampleArgs& args, Stream& stream) = 0;
   virtual absl::Status UpdatePenaltyState(const PenaltyUpdateArgs& args, Stream& stream) = 0;
@@ -207,6 +210,8 @@ absl::Status ValidateConvert(const ConvertArgs& args);
 // Shapes, dtypes, pointers, top_k and the workspace size (kernels/backend_cce.cc); the targets
 // live on the device and are not read.
 absl::Status ValidateTargetLogprobs(const TargetLogprobsArgs& args);
+// Shapes, targets, max_rank and pointers; the slot arrays (on the device) are not read.
+absl::Status ValidateLora(const LoraArgs& args);
 // What can be checked without reading the arrays (which live on the device): shapes, the
 // pointers every call needs, and the workspace size. The CPU reference checks the rest.
 absl::Status ValidateSampleShape(const SampleArgs& args);

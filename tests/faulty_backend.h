@@ -92,6 +92,7 @@ class FaultyBackend : public kernels::Backend {
   ARBOR_FAULTY_OP(RandomFill)
   ARBOR_FAULTY_OP(Convert)
   ARBOR_FAULTY_OP(TargetLogprobs)
+  ARBOR_FAULTY_OP(Lora)
   ARBOR_FAULTY_OP(Sample)
   absl::Status UpdatePenaltyState(const kernels::PenaltyUpdateArgs& a,
                                   kernels::Stream& s) override {

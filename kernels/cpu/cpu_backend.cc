@@ -218,4 +218,10 @@ absl::Status CpuBackend::TargetLogprobs(const TargetLogprobsArgs& args, Stream&)
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::Lora(const LoraArgs& args, Stream&) {
+  if (auto s = ValidateLora(args); !s.ok()) return s;
+  CpuLora(args);
+  return absl::OkStatus();
+}
+
 }  // namespace arbor::kernels

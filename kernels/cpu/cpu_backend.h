@@ -45,6 +45,7 @@ class CpuBackend final : public Backend {
   absl::Status RandomFill(const RandomFillArgs& args, Stream& stream) override;
   absl::Status Convert(const ConvertArgs& args, Stream& stream) override;
   absl::Status TargetLogprobs(const TargetLogprobsArgs& args, Stream& stream) override;
+  absl::Status Lora(const LoraArgs& args, Stream& stream) override;
   absl::Status Sample(const SampleArgs& args, Stream& stream) override;
   absl::Status UpdatePenaltyState(const PenaltyUpdateArgs& args, Stream& stream) override;
   absl::Status ResetPenaltySlots(const PenaltyResetArgs& args, Stream& stream) override;
@@ -73,6 +74,7 @@ void CpuGroupedLinear(const GroupedLinearArgs& args);
 void CpuRandomFill(const RandomFillArgs& args);
 void CpuConvert(const ConvertArgs& args);
 void CpuTargetLogprobs(const TargetLogprobsArgs& args);  // kernels/cpu/cce.cc
+void CpuLora(const LoraArgs& args);                      // kernels/cpu/lora.cc
 
 }  // namespace arbor::kernels
 

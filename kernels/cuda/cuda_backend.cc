@@ -265,6 +265,16 @@ class CudaBackend final : public Backend {
     if (auto st = ValidateTargetLogprobs(a); !st.ok()) return st;
     return CudaStatus(LaunchTargetLogprobs(a, Native(s)), "TargetLogprobs");
   }
+  absl::Status Lora(const LoraArgs& a, Stream& s) override {
+    if (auto st = ValidateLora(a); !st.ok()) return st;
+    if (deterministic_ && a.schedule != LoraSchedule::kPerToken) {
+      // The schedule depends on the batch; per token, a row's sums do not.
+      LoraArgs per_token = a;
+      per_token.schedule = LoraSchedule::kPerToken;
+      return CudaStatus(LaunchLora(per_token, Native(s)), "Lora");
+    }
+    return CudaStatus(LaunchLora(a, Native(s)), "Lora");
+  }
   absl::Status Sample(const SampleArgs& a, Stream& s) override {
     if (auto st = ValidateSampleShape(a); !st.ok()) return st;
     if (a.num_rows > 0 && a.workspace_bytes < SampleWorkspaceBytes(a.num_rows, a.vocab)) {

@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include "kernels/cce.h"
+#include "kernels/lora.h"
 #include "kernels/ops.h"
 
 namespace arbor::kernels {
@@ -90,6 +91,9 @@ cudaError_t LaunchConvert(const ConvertArgs& args, cudaStream_t stream);
 // dtypes and alignments on a plain fp32 kernel with the same splits and merge.
 bool TargetLogprobsFits(const TargetLogprobsArgs& args);
 cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& args, cudaStream_t stream);
+// Batched LoRA (kernels/lora.h), shrink then expand, per token or per tile as args.schedule says
+// (kernels/cuda/lora.cu).
+cudaError_t LaunchLora(const LoraArgs& args, cudaStream_t stream);
 
 }  // namespace arbor::kernels
 

@@ -1,0 +1,366 @@
+// Batched LoRA on CUDA (kernels/lora.h): a shrink kernel writes v = round(x A^T) per (token,
+// target, rank row) into the fp32 workspace, then an expand kernel adds
+// round(scale * round(v B^T)) into y's column slices. Every weight is read through the slot's
+// page table: a row that lies in one page is read through one pointer, a row that straddles two
+// pages piece by piece (16-byte pieces never straddle: page_bytes and matrix offsets are
+// multiples of 16). Launch geometry depends on n, the targets' shapes and max_rank only; a CTA
+// finds its slot (and its rank) in memory and returns at once when it has no work, so base-only
+// tokens cost a read of token_slot.
+//
+// kPerToken (decode): shrink, a CTA per (token, 8 rows of the [targets x max_rank] row space), a
+// warp per A row dotting it with x[t] in 16-byte vectors where the row size allows (fp32
+// accumulation, shuffle reduction); expand, a CTA per (token, 256 output columns), a thread per
+// column dotting v[t] (shared memory) with the column's B row.
+// kSegments (prefill): tiles of kLoraTileTokens tokens x 32 rows (shrink) or x 64 columns of one
+// target (expand). Within a tile, each run of tokens of one slot (a chunk's segment) loads A or
+// B in 32-wide K slices to shared memory once for all its tokens; each thread accumulates 4
+// (shrink) or 8 (expand) outputs in fp32 registers. Tokens outside the run read zeros.
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/launch.h"
+
+namespace arbor::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTileTokens = int(kLoraTileTokens);
+constexpr int kTileRows = 32;  // shrink: A rows per tile
+constexpr int kTileCols = 64;  // expand: output columns per tile
+constexpr int kTileK = 32;     // K slice (in for the shrink, rank for the expand)
+
+template <DType D>
+constexpr int64_t kBytes = int64_t(DTypeSize(D));
+
+// 16 bytes at p (16-byte aligned) as 16 / sizeof(element) floats.
+template <DType D>
+__device__ __forceinline__ void Load16(const char* p, float* out) {
+  const uint4 v = *reinterpret_cast<const uint4*>(p);
+  if constexpr (D == DType::kF32) {
+    out[0] = __uint_as_float(v.x);
+    out[1] = __uint_as_float(v.y);
+    out[2] = __uint_as_float(v.z);
+    out[3] = __uint_as_float(v.w);
+  } else {
+    Unpack8<D>(v, out);
+  }
+}
+
+// This lane's share (elements lane, lane + 32, ... or 16-byte pieces so strided) of
+// sum_i x[i] * row[i] over a row of `len` elements at stream offset `offset` of `slot`, x in
+// global (or shared) memory. kVec: 16-byte pieces (len * element size and offset multiples of
+// 16, x 16-byte aligned).
+template <DType D, bool kVec>
+__device__ __forceinline__ float LaneDot(const char* x, const LoraWeights& w, int32_t slot,
+                                         int64_t offset, int64_t len, int lane) {
+  const char* row = LoraContiguous(w, slot, offset, len * kBytes<D>);
+  float acc = 0.0f;
+  if constexpr (kVec) {
+    constexpr int kV = int(16 / kBytes<D>);
+    const int64_t pieces = len / kV;
+    for (int64_t c = lane; c < pieces; c += 32) {
+      const char* p = row != nullptr ? row + c * 16 : LoraStreamAddress(w, slot, offset + c * 16);
+      float a[kV], b[kV];
+      Load16<D>(p, a);
+      Load16<D>(x + c * 16, b);
+#pragma unroll
+      for (int k = 0; k < kV; ++k) acc += a[k] * b[k];
+    }
+  } else {
+    for (int64_t i = lane; i < len; i += 32) {
+      const char* p =
+          row != nullptr ? row + i * kBytes<D> : LoraStreamAddress(w, slot, offset + i * kBytes<D>);
+      acc += LoadAsFloat(p, D, 0) * LoadAsFloat(x, D, i);
+    }
+  }
+  return acc;
+}
+
+// Element `i` of a stream row whose pointer is `row` when contiguous (else null), at `offset`.
+template <DType D>
+__device__ __forceinline__ float LoadRowElement(const LoraWeights& w, int32_t slot, const char* row,
+                                                int64_t offset, int64_t i) {
+  const char* p =
+      row != nullptr ? row + i * kBytes<D> : LoraStreamAddress(w, slot, offset + i * kBytes<D>);
+  return LoadAsFloat(p, D, 0);
+}
+
+// y[t, col] = round(y + round(scale * round(acc))): PEFT's `result + lora_B(...) * scaling`.
+template <DType D>
+__device__ __forceinline__ void AddInto(const Tensor& y, int64_t t, int64_t col, float scale,
+                                        float acc) {
+  const int64_t at = y.At(t, col);
+  // __fmul_rn: the product rounded before the add, as the CPU rounds it (no contraction to FMA).
+  const float add = RoundTo(D, __fmul_rn(scale, RoundTo(D, acc)));
+  StoreFromFloat(y.data, D, at, LoadAsFloat(y.data, D, at) + add);
+}
+
+__device__ __forceinline__ float* ShrinkRow(const LoraArgs& a, int64_t t, int g) {
+  return a.shrink + (t * a.num_targets + g) * a.max_rank;
+}
+
+template <DType D, bool kVec>
+__global__ void __launch_bounds__(kThreads) ShrinkPerTokenKernel(LoraArgs a) {
+  const int64_t t = blockIdx.x;
+  const int32_t slot = a.token_slot[t];
+  if (slot < 0) return;
+  const int32_t rank = LoraRank(a.w, slot, a.max_rank);
+  const int lane = threadIdx.x & 31;
+  const int64_t q = int64_t(blockIdx.y) * kWarps + (threadIdx.x >> 5);
+  const int g = int(q / a.max_rank);
+  const int64_t j = q % a.max_rank;
+  if (g >= a.num_targets || j >= rank) return;  // whole warps
+  const int64_t a_off = LoraMatrixOffset(a.w, slot, a.targets[g].matrix, 0);
+  if (a_off < 0) return;
+  const int64_t in = a.x.cols;
+  const char* x = static_cast<const char*>(a.x.data) + a.x.At(t, 0) * kBytes<D>;
+  float acc = LaneDot<D, kVec>(x, a.w, slot, a_off + j * in * kBytes<D>, in, lane);
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (lane == 0) ShrinkRow(a, t, g)[j] = RoundTo(D, acc);
+}
+
+// Which target virtual column c (targets' columns one after another) belongs to; c becomes its
+// column within the target. num_targets when c is past the last.
+__device__ __forceinline__ int TargetOf(const LoraArgs& a, int64_t* c) {
+  int g = 0;
+  while (g < a.num_targets && *c >= a.targets[g].out_features) *c -= a.targets[g++].out_features;
+  return g;
+}
+
+template <DType D>
+__global__ void __launch_bounds__(kThreads) ExpandPerTokenKernel(LoraArgs a) {
+  __shared__ float v[kLoraMaxTargets * kLoraMaxRank];
+  __shared__ int64_t b_off[kLoraMaxTargets];
+  const int64_t t = blockIdx.x;
+  const int32_t slot = a.token_slot[t];
+  if (slot < 0) return;
+  const int32_t rank = LoraRank(a.w, slot, a.max_rank);
+  if (rank == 0) return;
+  if (threadIdx.x < a.num_targets) {
+    const int64_t m = a.targets[threadIdx.x].matrix;
+    const bool has = LoraMatrixOffset(a.w, slot, m, 0) >= 0;
+    b_off[threadIdx.x] = has ? LoraMatrixOffset(a.w, slot, m, 1) : -1;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < a.num_targets * rank; i += kThreads) {
+    const int g = i / rank, j = i % rank;
+    if (b_off[g] >= 0) v[g * kLoraMaxRank + j] = ShrinkRow(a, t, g)[j];
+  }
+  __syncthreads();
+  int64_t c = int64_t(blockIdx.y) * kThreads + threadIdx.x;
+  const int g = TargetOf(a, &c);
+  if (g >= a.num_targets || b_off[g] < 0) return;
+  const int64_t row_bytes = rank * kBytes<D>;
+  const int64_t offset = b_off[g] + c * row_bytes;
+  const char* row = LoraContiguous(a.w, slot, offset, row_bytes);
+  const float* vg = v + g * kLoraMaxRank;
+  float acc = 0.0f;
+  if (row_bytes % 16 == 0) {
+    constexpr int kV = int(16 / kBytes<D>);
+    for (int j = 0; j < rank; j += kV) {
+      const char* p = row != nullptr ? row + j * kBytes<D>
+                                     : LoraStreamAddress(a.w, slot, offset + j * kBytes<D>);
+      float b[kV];
+      Load16<D>(p, b);
+#pragma unroll
+      for (int k = 0; k < kV; ++k) acc += vg[j + k] * b[k];
+    }
+  } else {
+    for (int j = 0; j < rank; ++j) acc += vg[j] * LoadRowElement<D>(a.w, slot, row, offset, j);
+  }
+  AddInto<D>(a.y, t, a.targets[g].out_col + c, a.w.slot_scale[slot], acc);
+}
+
+// Calls f(begin, end, slot, rank) for each run [begin, end) of the tile's tokens under one slot
+// of usable rank, in order. Every thread of the CTA makes the same calls (f may sync).
+template <typename F>
+__device__ __forceinline__ void ForEachRun(const LoraArgs& a, int64_t t0, int32_t* slots, F f) {
+  if (threadIdx.x < kTileTokens) {
+    const int64_t t = t0 + threadIdx.x;
+    slots[threadIdx.x] = t < a.x.rows ? a.token_slot[t] : -1;  // -1 past n
+  }
+  __syncthreads();
+  for (int begin = 0; begin < kTileTokens;) {
+    int end = begin + 1;
+    while (end < kTileTokens && slots[end] == slots[begin]) ++end;
+    const int32_t slot = slots[begin];
+    const int32_t rank = slot >= 0 ? LoraRank(a.w, slot, a.max_rank) : 0;
+    if (rank > 0) f(begin, end, slot, rank);
+    begin = end;
+  }
+}
+
+// One K slice of a tile into shared memory: dst[r][k] = value(r, k) for r < kRows, k < kTileK,
+// by every thread of the CTA.
+template <int kRows, typename F>
+__device__ __forceinline__ void FillSlice(float (*dst)[kTileK + 1], F value) {
+  for (int e = threadIdx.x; e < kRows * kTileK; e += kThreads) {
+    dst[e / kTileK][e % kTileK] = value(e / kTileK, e % kTileK);
+  }
+}
+
+// The slices filled (one barrier before, one after): acc[i] += sum_k left[ty][k] * right[r][k]
+// for r = tx + 8 i, the thread's kRight / 8 outputs of token ty.
+template <int kRight>
+__device__ __forceinline__ void MultiplySlices(const float (*left)[kTileK + 1],
+                                               const float (*right)[kTileK + 1], int ty, int tx,
+                                               float* acc) {
+  __syncthreads();
+#pragma unroll 8
+  for (int k = 0; k < kTileK; ++k) {
+    const float l = left[ty][k];
+#pragma unroll
+    for (int i = 0; i < kRight / 8; ++i) acc[i] += l * right[tx + 8 * i][k];
+  }
+  __syncthreads();
+}
+
+// A run's tile product over K = [0, len) in kTileK slices: acc += left x right^T, where
+// left(r, k) gives the tile's token r at k (zero outside the run) and the right rows are stream
+// rows of `slot` (rows/row_off as the kernels keep them; row_off < 0: a zero row).
+template <DType D, int kRight, typename Left>
+__device__ __forceinline__ void TileProduct(float (*ls)[kTileK + 1], float (*rs)[kTileK + 1],
+                                            Left left, const LoraWeights& w, int32_t slot,
+                                            const char* const* rows, const int64_t* row_off,
+                                            int64_t len, int ty, int tx, float* acc) {
+  for (int64_t k0 = 0; k0 < len; k0 += kTileK) {
+    FillSlice<kTileTokens>(ls, [&](int r, int k) { return k0 + k < len ? left(r, k0 + k) : 0.0f; });
+    FillSlice<kRight>(rs, [&](int r, int k) {
+      return row_off[r] >= 0 && k0 + k < len
+                 ? LoadRowElement<D>(w, slot, rows[r], row_off[r], k0 + k)
+                 : 0.0f;
+    });
+    MultiplySlices<kRight>(ls, rs, ty, tx, acc);
+  }
+}
+
+template <DType D>
+__global__ void __launch_bounds__(kThreads) ShrinkSegmentsKernel(LoraArgs a) {
+  __shared__ float xs[kTileTokens][kTileK + 1];
+  __shared__ float as[kTileRows][kTileK + 1];
+  __shared__ int32_t slots[kTileTokens];
+  __shared__ const char* rows[kTileRows];  // an A row's pointer when it lies in one page
+  __shared__ int64_t row_off[kTileRows];   // its stream offset; -1: no such row for this run
+  const int64_t t0 = int64_t(blockIdx.x) * kTileTokens;
+  const int64_t q0 = int64_t(blockIdx.y) * kTileRows;
+  const int64_t in = a.x.cols;
+  const int tid = threadIdx.x, ty = tid / 8, tx = tid % 8;  // token ty, rows tx + 8 i
+  ForEachRun(a, t0, slots, [&](int begin, int end, int32_t slot, int32_t rank) {
+    if (tid < kTileRows) {
+      const int64_t q = q0 + tid;
+      const int g = int(q / a.max_rank);
+      const int64_t j = q % a.max_rank;
+      int64_t off = -1;
+      if (g < a.num_targets && j < rank) {
+        const int64_t a_off = LoraMatrixOffset(a.w, slot, a.targets[g].matrix, 0);
+        if (a_off >= 0) off = a_off + j * in * kBytes<D>;
+      }
+      row_off[tid] = off;
+      rows[tid] = off >= 0 ? LoraContiguous(a.w, slot, off, in * kBytes<D>) : nullptr;
+    }
+    if (__syncthreads_or(tid < kTileRows && row_off[tid] >= 0)) {
+      float acc[kTileRows / 8] = {};
+      TileProduct<D, kTileRows>(
+          xs, as,
+          [&](int r, int64_t k) { return r >= begin && r < end ? a.x.Load(t0 + r, k) : 0.0f; }, a.w,
+          slot, rows, row_off, in, ty, tx, acc);
+      if (ty >= begin && ty < end) {
+#pragma unroll
+        for (int i = 0; i < kTileRows / 8; ++i) {
+          const int r = tx + 8 * i;
+          if (row_off[r] < 0) continue;
+          const int64_t q = q0 + r;
+          ShrinkRow(a, t0 + ty, int(q / a.max_rank))[q % a.max_rank] = RoundTo(D, acc[i]);
+        }
+      }
+    }
+    __syncthreads();  // row_off and rows are rewritten for the next run
+  });
+}
+
+template <DType D>
+__global__ void __launch_bounds__(kThreads) ExpandSegmentsKernel(LoraArgs a) {
+  __shared__ float vs[kTileTokens][kTileK + 1];
+  __shared__ float bs[kTileCols][kTileK + 1];
+  __shared__ int32_t slots[kTileTokens];
+  __shared__ const char* rows[kTileCols];
+  __shared__ int64_t row_off[kTileCols];
+  // blockIdx.y: the column tiles of target 0, then of target 1, ...
+  int g = 0;
+  int64_t c0 = blockIdx.y;
+  while (g < a.num_targets) {
+    const int64_t tiles = (a.targets[g].out_features + kTileCols - 1) / kTileCols;
+    if (c0 < tiles) break;
+    c0 -= tiles;
+    ++g;
+  }
+  if (g >= a.num_targets) return;
+  c0 *= kTileCols;
+  const LoraTarget target = a.targets[g];
+  const int64_t t0 = int64_t(blockIdx.x) * kTileTokens;
+  const int tid = threadIdx.x, ty = tid / 8, tx = tid % 8;  // token ty, columns tx + 8 i
+  ForEachRun(a, t0, slots, [&](int begin, int end, int32_t slot, int32_t rank) {
+    if (LoraMatrixOffset(a.w, slot, target.matrix, 0) < 0) return;  // the same for every thread
+    const int64_t b_off = LoraMatrixOffset(a.w, slot, target.matrix, 1);
+    if (tid < kTileCols) {
+      const int64_t c = c0 + tid;
+      const int64_t off = b_off >= 0 && c < target.out_features ? b_off + c * rank * kBytes<D> : -1;
+      row_off[tid] = off;
+      rows[tid] = off >= 0 ? LoraContiguous(a.w, slot, off, rank * kBytes<D>) : nullptr;
+    }
+    __syncthreads();
+    float acc[kTileCols / 8] = {};
+    TileProduct<D, kTileCols>(
+        vs, bs,
+        [&](int r, int64_t j) { return r >= begin && r < end ? ShrinkRow(a, t0 + r, g)[j] : 0.0f; },
+        a.w, slot, rows, row_off, rank, ty, tx, acc);
+    if (ty >= begin && ty < end) {
+      const float scale = a.w.slot_scale[slot];
+#pragma unroll
+      for (int i = 0; i < kTileCols / 8; ++i) {
+        const int c = tx + 8 * i;
+        if (row_off[c] >= 0) AddInto<D>(a.y, t0 + ty, target.out_col + c0 + c, scale, acc[i]);
+      }
+    }
+    __syncthreads();  // row_off and rows are rewritten for the next run
+  });
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+cudaError_t LaunchLora(const LoraArgs& a, cudaStream_t s) {
+  const int64_t n = a.x.rows;
+  const int64_t shrink_rows = a.num_targets * a.max_rank;
+  int64_t out_cols = 0, col_tiles = 0;
+  for (int g = 0; g < a.num_targets; ++g) {
+    out_cols += a.targets[g].out_features;
+    col_tiles += CeilDiv(a.targets[g].out_features, kTileCols);
+  }
+  return WithFloatType(a.x.dtype, [&](auto tag) -> cudaError_t {
+    constexpr DType D = decltype(tag)::value;
+    if (a.schedule == LoraSchedule::kSegments) {
+      const unsigned tiles = unsigned(CeilDiv(n, kTileTokens));
+      ShrinkSegmentsKernel<D>
+          <<<dim3(tiles, unsigned(CeilDiv(shrink_rows, kTileRows))), kThreads, 0, s>>>(a);
+      ExpandSegmentsKernel<D><<<dim3(tiles, unsigned(col_tiles)), kThreads, 0, s>>>(a);
+      return cudaGetLastError();
+    }
+    const int64_t row_bytes = a.x.cols * kBytes<D>;
+    const bool vec =
+        row_bytes % 16 == 0 && (a.x.stride * kBytes<D>) % 16 == 0 && Aligned16(a.x.data);
+    const dim3 shrink_grid(unsigned(n), unsigned(CeilDiv(shrink_rows, kWarps)));
+    if (vec) {
+      ShrinkPerTokenKernel<D, true><<<shrink_grid, kThreads, 0, s>>>(a);
+    } else {
+      ShrinkPerTokenKernel<D, false><<<shrink_grid, kThreads, 0, s>>>(a);
+    }
+    ExpandPerTokenKernel<D>
+        <<<dim3(unsigned(n), unsigned(CeilDiv(out_cols, kThreads))), kThreads, 0, s>>>(a);
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace arbor::kernels

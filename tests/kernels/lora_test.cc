@@ -1,0 +1,372 @@
+// Lora (kernels/lora.h): the CPU reference against a naive dense computation (double sums,
+// rounded at the op's points) on fresh random odd sizes: ranks 8-128 (and 12) mixed in one
+// batch, base-only tokens and slots without a target interleaved, segments of 1 to 70 tokens,
+// adapters in small pages handed out in shuffled order so matrices span pages and rows straddle
+// them, pool bytes outside any adapter poisoned with NaN; argument checks. On a GPU ([gpu]): the
+// CUDA op in both schedules against the CPU reference, with the shrink workspace poisoned (NaN).
+// Everywhere: base-only rows, rows of slots without the target, and columns between and beside
+// the targets unchanged bit for bit, the stride's padding still NaN; a NaN never passes.
+#include "kernels/lora.h"
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "tests/kernels/typed_tensors.h"
+
+namespace arbor::testing {
+namespace {
+
+using kernels::Backend;
+using kernels::DType;
+using kernels::LoraSchedule;
+
+constexpr int64_t kMatrices = 5;  // directory entries per adapter
+
+struct Case {
+  int64_t in;
+  std::vector<int64_t> outs;  // per target
+  DType dtype;
+  int64_t page_bytes;
+  std::vector<int32_t> ranks;  // per slot
+  int64_t runs;                // runs of tokens drawn
+  int64_t pad = 0;             // extra columns of x's and y's strides
+  int64_t max_run = 70;        // longest run drawn
+};
+
+std::string Describe(const Case& c) {
+  std::string s = "in " + std::to_string(c.in) + ", outs";
+  for (int64_t o : c.outs) s += " " + std::to_string(o);
+  s += std::string(", ") + kernels::DTypeName(c.dtype) + ", page_bytes " +
+       std::to_string(c.page_bytes) + ", ranks";
+  for (int32_t r : c.ranks) s += " " + std::to_string(r);
+  return s + ", pad " + std::to_string(c.pad);
+}
+
+// One adapter: dense A and B per matrix id (empty: absent), its scale.
+struct Adapter {
+  int32_t rank;
+  float scale;
+  std::vector<HostTensor> a, b;  // [kMatrices]
+};
+
+struct Inputs {
+  HostTensor x, y;  // y: the base output the op adds into
+  std::vector<int32_t> token_slot;
+  std::vector<Adapter> adapters;
+  std::vector<int64_t> matrix, out_col;  // per target
+  int64_t y_cols = 0;
+  // The pool: every adapter's stream in shuffled pages; bytes outside any stream are NaN.
+  std::vector<uint8_t> pool;
+  std::vector<int32_t> page_table, slot_pages, slot_rank;
+  std::vector<float> slot_scale;
+  int32_t max_rank = 0;
+};
+
+Inputs Draw(std::mt19937_64& rng, const Case& c) {
+  Inputs in;
+  const DType dt = c.dtype;
+  const int64_t elem = int64_t(kernels::DTypeSize(dt));
+  const int64_t num_targets = int64_t(c.outs.size());
+  // Targets read matrices 3, 1, 4 (not in id order), with a 3-column gap before each but the
+  // first.
+  const int64_t ids[] = {3, 1, 4};
+  for (int64_t g = 0; g < num_targets; ++g) {
+    in.matrix.push_back(ids[g]);
+    in.out_col.push_back(in.y_cols + (g > 0 ? 3 : 0));
+    in.y_cols = in.out_col.back() + c.outs[size_t(g)];
+  }
+  in.y_cols += 2;  // two columns after the last target
+  std::uniform_real_distribution<float> scale(0.25f, 2.0f);
+  std::bernoulli_distribution absent(0.15);
+  for (size_t s = 0; s < c.ranks.size(); ++s) {
+    Adapter ad{c.ranks[s], scale(rng), std::vector<HostTensor>(kMatrices),
+               std::vector<HostTensor>(kMatrices)};
+    for (int64_t g = 0; g < num_targets; ++g) {
+      if (s > 0 && absent(rng)) continue;  // this adapter does not adapt target g
+      const float as = 1.0f / std::sqrt(float(c.in)), bs = 1.0f / std::sqrt(float(ad.rank));
+      ad.a[size_t(in.matrix[size_t(g)])] = RandomTensor(rng, dt, ad.rank, c.in, -as, as);
+      ad.b[size_t(in.matrix[size_t(g)])] =
+          RandomTensor(rng, dt, c.outs[size_t(g)], ad.rank, -bs, bs);
+    }
+    in.max_rank = std::max(in.max_rank, ad.rank);
+    in.adapters.push_back(std::move(ad));
+  }
+  // Streams: the directory, then the matrices at 16-byte aligned offsets, some 16 bytes apart.
+  std::vector<std::vector<uint8_t>> streams;
+  std::bernoulli_distribution gap(0.5);
+  for (const Adapter& ad : in.adapters) {
+    std::vector<int64_t> dir(kMatrices * 2, -1);
+    int64_t used = kMatrices * kernels::kLoraDirectoryEntryBytes;
+    std::vector<uint8_t> bytes(static_cast<size_t>(used));
+    for (int64_t m = 0; m < kMatrices; ++m) {
+      for (int ab = 0; ab < 2; ++ab) {
+        const HostTensor& t = ab == 0 ? ad.a[size_t(m)] : ad.b[size_t(m)];
+        if (t.v.empty()) continue;
+        used = (used + 15) / 16 * 16 + (gap(rng) ? 16 : 0);
+        dir[size_t(m * 2 + ab)] = used;
+        bytes.resize(size_t(used + int64_t(t.v.size()) * elem), 0xFF);
+        for (size_t i = 0; i < t.v.size(); ++i) {
+          kernels::StoreFromFloat(bytes.data() + used, dt, int64_t(i), t.v[i]);
+        }
+        used += int64_t(t.v.size()) * elem;
+      }
+    }
+    std::memcpy(bytes.data(), dir.data(), dir.size() * sizeof(int64_t));
+    streams.push_back(std::move(bytes));
+  }
+  int64_t num_pages = 3;  // pages no adapter has
+  for (const auto& s : streams) num_pages += (int64_t(s.size()) + c.page_bytes - 1) / c.page_bytes;
+  std::vector<int32_t> order(static_cast<size_t>(num_pages));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  in.pool.assign(size_t(num_pages * c.page_bytes), 0xFF);
+  size_t next = 0;
+  for (size_t s = 0; s < streams.size(); ++s) {
+    in.slot_pages.push_back(int32_t(in.page_table.size()));
+    in.slot_rank.push_back(in.adapters[s].rank);
+    in.slot_scale.push_back(in.adapters[s].scale);
+    for (size_t at = 0; at < streams[s].size(); at += size_t(c.page_bytes)) {
+      const int32_t page = order[next++];
+      in.page_table.push_back(page);
+      const size_t len = std::min(size_t(c.page_bytes), streams[s].size() - at);
+      std::memcpy(in.pool.data() + size_t(page) * size_t(c.page_bytes), streams[s].data() + at,
+                  len);
+    }
+  }
+  // Tokens: runs of one slot (or of base-only tokens) of 1 to 70 tokens.
+  const int64_t lengths[] = {1, 1, 2, 5, 31, 32, 33, 70};
+  std::uniform_int_distribution<size_t> length(0, std::size(lengths) - 1);
+  std::uniform_int_distribution<int32_t> slot(-1, int32_t(c.ranks.size()) - 1);
+  for (int64_t r = 0; r < c.runs; ++r) {
+    const int64_t len = std::min(c.max_run, lengths[length(rng)]);
+    in.token_slot.insert(in.token_slot.end(), size_t(len), slot(rng));
+  }
+  if (in.token_slot.size() % 2 == 0) in.token_slot.push_back(-1);  // odd n
+  const int64_t n = int64_t(in.token_slot.size());
+  in.x = RandomTensor(rng, dt, n, c.in);
+  in.y = RandomTensor(rng, dt, n, in.y_cols);
+  return in;
+}
+
+// The op's result in double sums, rounded at the op's points, and a tolerance per element
+// for a different summation order (a few units in the last place of each rounded step).
+struct Expected {
+  std::vector<double> y, tol;
+};
+
+double Unit(DType dt) {
+  return dt == DType::kBF16 ? 1.0 / 256 : dt == DType::kF16 ? 1.0 / 2048 : 1.0 / (1 << 23);
+}
+
+Expected Naive(const Case& c, const Inputs& in) {
+  const DType dt = c.dtype;
+  const int64_t n = in.x.rows;
+  Expected e{std::vector<double>(in.y.v.begin(), in.y.v.end()),
+             std::vector<double>(in.y.v.size(), 0.0)};
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t s = in.token_slot[size_t(t)];
+    if (s < 0) continue;
+    const Adapter& ad = in.adapters[size_t(s)];
+    for (size_t g = 0; g < c.outs.size(); ++g) {
+      const HostTensor& a = ad.a[size_t(in.matrix[g])];
+      const HostTensor& b = ad.b[size_t(in.matrix[g])];
+      if (a.v.empty()) continue;
+      std::vector<double> v(size_t(ad.rank)), v_mag(size_t(ad.rank));
+      for (int32_t j = 0; j < ad.rank; ++j) {
+        double acc = 0, mag = 0;
+        for (int64_t i = 0; i < c.in; ++i) {
+          acc += double(in.x.at(t, i)) * a.at(j, i);
+          mag += std::fabs(double(in.x.at(t, i)) * a.at(j, i));
+        }
+        v[size_t(j)] = kernels::RoundTo(dt, float(acc));
+        v_mag[size_t(j)] = std::fabs(v[size_t(j)]) + mag * 1e-6;
+      }
+      for (int64_t col = 0; col < c.outs[g]; ++col) {
+        double acc = 0, mag = 0;
+        for (int32_t j = 0; j < ad.rank; ++j) {
+          acc += v[size_t(j)] * b.at(col, j);
+          mag += v_mag[size_t(j)] * std::fabs(b.at(col, j));
+        }
+        const float add = kernels::RoundTo(dt, ad.scale * kernels::RoundTo(dt, float(acc)));
+        const size_t at = size_t(t * in.y_cols + in.out_col[g] + col);
+        e.y[at] = kernels::RoundTo(dt, float(e.y[at]) + add);
+        // v's entries one unit apart, then each rounding one unit apart, in float sums.
+        e.tol[at] = 3 * Unit(dt) * ad.scale * mag + 2 * Ulp(dt, std::fabs(e.y[at])) +
+                    2 * Ulp(dt, std::fabs(add)) + 1e-6 * ad.scale * mag;
+      }
+    }
+  }
+  return e;
+}
+
+// Runs the op on `be` and returns y [n, y_cols] with its padding columns.
+std::vector<float> Run(Backend& be, const Case& c, const Inputs& in, LoraSchedule schedule) {
+  const int64_t n = in.x.rows;
+  auto x = Upload(be, in.x, c.pad);
+  auto y = Upload(be, in.y, c.pad);
+  auto pool = UploadBytes(be, in.pool.data(), in.pool.size());
+  auto table = UploadInts(be, in.page_table);
+  auto slot_pages = UploadInts(be, in.slot_pages);
+  auto slot_rank = UploadInts(be, in.slot_rank);
+  auto slot_scale = UploadFloats(be, in.slot_scale);
+  auto token_slot = UploadInts(be, in.token_slot);
+  const int64_t shrink_floats = kernels::LoraShrinkFloats(n, int64_t(c.outs.size()), in.max_rank);
+  auto shrink = be.Allocate(size_t(shrink_floats) * 4);
+  REQUIRE((x.ok() && y.ok() && pool.ok() && table.ok() && slot_pages.ok() && slot_rank.ok() &&
+           slot_scale.ok() && token_slot.ok() && shrink.ok()));
+  REQUIRE(be.Fill(shrink->data(), 0xFF, size_t(shrink_floats) * 4, be.default_stream()).ok());
+  kernels::LoraArgs args;
+  args.x = x->view;
+  args.y = y->view;
+  args.token_slot = token_slot->as<int32_t>();
+  args.w = {pool->data(),
+            c.page_bytes,
+            table->as<int32_t>(),
+            slot_pages->as<int32_t>(),
+            slot_rank->as<int32_t>(),
+            slot_scale->as<float>(),
+            int64_t(in.adapters.size())};
+  args.num_targets = int32_t(c.outs.size());
+  for (size_t g = 0; g < c.outs.size(); ++g) {
+    args.targets[g] = {in.matrix[g], in.out_col[g], c.outs[g]};
+  }
+  args.max_rank = in.max_rank;
+  args.shrink = shrink->as<float>();
+  args.schedule = schedule;
+  const absl::Status s = be.Lora(args, be.default_stream());
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  auto raw =
+      DownloadBytes(be, y->view.data, size_t(n * y->view.stride) * kernels::DTypeSize(c.dtype));
+  REQUIRE(raw.ok());
+  std::vector<float> out(size_t(n * y->view.stride));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = kernels::LoadAsFloat(raw->data(), c.dtype, i);
+  return out;
+}
+
+// Every element of `got` (with its stride's padding) against `want`: elements the op adds to
+// within tolerance, every other one (NaN included) the same bits as before.
+void Check(const Case& c, const Inputs& in, const Expected& want, const std::vector<float>& got) {
+  const int64_t n = in.x.rows, stride = in.y_cols + c.pad;
+  int64_t bad = 0, checked = 0;
+  std::string first;
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t col = 0; col < stride; ++col) {
+      const float g = got[size_t(t * stride + col)];
+      bool ok;
+      if (col >= in.y_cols) {
+        ok = std::isnan(g);  // padding: poisoned by Upload, never written
+      } else {
+        const size_t at = size_t(t * in.y_cols + col);
+        const float before = in.y.v[at];
+        if (want.tol[at] == 0) {  // not added to: same bits
+          ok = std::memcmp(&g, &before, 4) == 0;
+        } else {
+          ok = std::fabs(g - want.y[at]) <= want.tol[at];  // NaN fails
+          ++checked;
+        }
+      }
+      if (!ok && bad++ == 0) {
+        first = "token " + std::to_string(t) + " (slot " +
+                std::to_string(in.token_slot[size_t(t)]) + ") column " + std::to_string(col) +
+                ": got " + std::to_string(g) +
+                (col < in.y_cols ? ", want " + std::to_string(want.y[size_t(t * in.y_cols + col)])
+                                 : std::string(", want the padding's NaN"));
+      }
+    }
+  }
+  INFO(first);
+  CHECK(bad == 0);
+  CHECK(checked > 0);
+}
+
+std::vector<Case> Cases() {
+  return {
+      {77, {45, 13, 13}, DType::kF32, 112, {8, 16, 12}, 7},
+      {769, {300, 61, 61}, DType::kBF16, 4096, {8, 16, 32, 64, 128}, 9},
+      {64, {128, 128}, DType::kBF16, 272, {16, 128, 8}, 8, 3},  // gate/up, strided
+      {256, {100}, DType::kF16, 1024, {64, 32, 8, 128}, 6},
+      {129, {257}, DType::kBF16, 2048, {128, 12}, 5, 1},
+  };
+}
+
+TEST_CASE("Lora on the CPU equals a naive dense computation", "[kernels][lora]") {
+  kernels::CpuBackend cpu;
+  std::mt19937_64 rng(Catch::rngSeed() + 41);
+  for (const Case& c : Cases()) {
+    INFO(Describe(c));
+    const Inputs in = Draw(rng, c);
+    Check(c, in, Naive(c, in), Run(cpu, c, in, LoraSchedule::kPerToken));
+  }
+}
+
+TEST_CASE("Lora refuses bad arguments naming the field", "[kernels][lora]") {
+  kernels::CpuBackend cpu;
+  std::vector<float> x(12), y(12), shrink(64);
+  std::vector<int32_t> slots(3, -1);
+  kernels::LoraArgs good;
+  good.x = kernels::View(x.data(), DType::kF32, 3, 4);
+  good.y = kernels::View(y.data(), DType::kF32, 3, 4);
+  good.token_slot = slots.data();
+  good.num_targets = 2;
+  good.targets[0] = {0, 0, 2};
+  good.targets[1] = {1, 2, 2};
+  good.max_rank = 8;
+  good.shrink = shrink.data();
+  REQUIRE(cpu.Lora(good, cpu.default_stream()).ok());  // all base-only: nothing to do
+  auto refused = [&](const std::function<void(kernels::LoraArgs&)>& edit, const char* field) {
+    kernels::LoraArgs a = good;
+    edit(a);
+    const absl::Status s = cpu.Lora(a, cpu.default_stream());
+    INFO(s.ToString());
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(s.message().find(field) != std::string::npos);
+  };
+  refused([](auto& a) { a.y.dtype = DType::kBF16; }, "y is bf16, want f32");
+  refused([](auto& a) { a.y.rows = 2; }, "rows");
+  refused([](auto& a) { a.token_slot = nullptr; }, "token_slot");
+  refused([](auto& a) { a.num_targets = 4; }, "num_targets");
+  refused([](auto& a) { a.max_rank = 129; }, "max_rank");
+  refused([](auto& a) { a.targets[1].out_col = 1; }, "targets[1]");
+  refused([](auto& a) { a.targets[1].out_features = 3; }, "targets[1]");
+  refused([](auto& a) { a.shrink = nullptr; }, "shrink");
+  refused([](auto& a) { a.w.num_slots = 1; }, "w.pool");
+  refused(
+      [&](auto& a) { a.w = {x.data(), 24, slots.data(), slots.data(), slots.data(), y.data(), 1}; },
+      "page_bytes");
+}
+
+TEST_CASE("Lora on CUDA matches the CPU reference in both schedules", "[kernels][lora][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  Backend& gpu = **cuda;
+  kernels::CpuBackend cpu;
+  std::mt19937_64 rng(Catch::rngSeed() + 42);
+  std::vector<Case> cases = Cases();
+  // Decode-shaped (one token per run) at Llama-3-8B's qkv, and a prefill-shaped batch.
+  cases.push_back(
+      {4096, {4096, 1024, 1024}, DType::kBF16, 2 << 20, {8, 16, 32, 64, 128}, 33, 0, 1});
+  cases.push_back({4096, {14336}, DType::kBF16, 1 << 20, {16, 64}, 12, 0, 33});
+  for (const Case& c : cases) {
+    INFO(Describe(c));
+    const Inputs in = Draw(rng, c);
+    const Expected want = Naive(c, in);
+    for (LoraSchedule schedule : {LoraSchedule::kPerToken, LoraSchedule::kSegments}) {
+      INFO("schedule " << (schedule == LoraSchedule::kPerToken ? "per token" : "segments"));
+      Check(c, in, want, Run(gpu, c, in, schedule));
+    }
+  }
+  REQUIRE(gpu.Health().ok());
+}
+
+}  // namespace
+}  // namespace arbor::testing
