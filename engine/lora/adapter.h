@@ -1,6 +1,6 @@
 // LoRA adapters (PEFT format) for the served model: reading and checking a PEFT directory, and
-// the adapter as the forward pass uses it — per layer and target module, device pointers to
-// A [rank, in] and B [out, rank] (in the model's dtype) inside unified-pool pages, and the
+// the adapter as the forward pass uses it — its packed stream of A [rank, in] and B [out, rank]
+// matrices (in the model's dtype) in unified-pool pages, read through its page table, and the
 // scale alpha / rank.
 #ifndef ARBOR_ENGINE_LORA_ADAPTER_H_
 #define ARBOR_ENGINE_LORA_ADAPTER_H_
@@ -19,19 +19,25 @@ enum LoraTarget : int { kLoraQ, kLoraK, kLoraV, kLoraO, kLoraGate, kLoraUp, kLor
 inline constexpr int kNumLoraTargets = 7;
 const char* LoraTargetName(int target);  // "q_proj", ...
 
-// Device pointers of one (layer, target), in the model's dtype; both null when the adapter
-// does not touch it.
-struct LoraMatrix {
-  const void* a = nullptr;  // [rank, in_features]
-  const void* b = nullptr;  // [out_features, rank]
-};
+// The id of (layer, target) in an adapter's directory (kernels/lora.h).
+constexpr int64_t LoraMatrixId(int64_t layer, int target) {
+  return layer * kNumLoraTargets + target;
+}
 
+// The adapter as the forward pass reads it (kernels/lora.h): one packed byte stream, a directory
+// of the stream offsets of A [rank, in] and B [out, rank] by LoraMatrixId, then the matrices in
+// the model's dtype, lying in unified-pool pages while the adapter is resident.
 struct LoraAdapter {
   uint64_t id = 0;  // unique per registration: the prefix-cache salt of its requests
   std::string name;
   int64_t rank = 0;
   float scale = 1.0f;  // lora_alpha / r (lora_alpha / sqrt(r) with use_rslora)
-  std::vector<std::array<LoraMatrix, kNumLoraTargets>> layers;
+  std::vector<std::array<bool, kNumLoraTargets>> targets;  // [layer][target]: adapted
+  // Where the stream is (set by AdapterStore on the engine thread): the pool's first page, its
+  // page size, and the adapter's pages in stream order; no pages while not resident.
+  const void* pool = nullptr;
+  int64_t page_bytes = 0;
+  std::vector<int32_t> pages;
 };
 
 // A PEFT adapter read from disk and checked against the base model, fp32 on the host.

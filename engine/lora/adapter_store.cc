@@ -41,70 +41,63 @@ bool ValidName(const std::string& name) {
   return true;
 }
 
-// Where one matrix lies in the adapter's pages (and in its packed host copy).
+// Where one matrix lies in the adapter's packed stream (and in its host copy).
 struct Placement {
   int32_t layer;
   int32_t target;
-  int32_t ab;  // 0: A [rank, in], 1: B [out, rank]
-  int64_t page;
-  size_t offset;  // bytes into the page
+  int32_t ab;      // 0: A [rank, in], 1: B [out, rank]
+  int64_t offset;  // bytes into the stream
   size_t elems;
 };
 
 struct Layout {
   std::vector<Placement> plan;
+  int64_t num_layers = 0;  // directory entries: num_layers * kNumLoraTargets
   int64_t num_pages = 0;
-  size_t packed_bytes = 0;  // whole pages, the last one cut to what it holds
+  size_t packed_bytes = 0;  // the stream: whole pages, the last one cut to what it holds
 };
 
-// Matrices packed into pages in order, each 256-byte aligned; a matrix never straddles two
-// pages (the GEMM reads it contiguously), so one larger than a page is refused.
-absl::StatusOr<Layout> PlanLayout(const HostLora& host, size_t page_bytes, kernels::DType dtype,
-                                  const std::string& dir) {
+size_t Align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// The stream kernels/lora.h reads: the directory, then every matrix 256-byte aligned, densely;
+// a matrix may span pages (the kernels read it through the adapter's page table).
+Layout PlanLayout(const HostLora& host, size_t page_bytes, kernels::DType dtype) {
   Layout out;
-  int64_t page = -1;
-  size_t used = page_bytes;
+  out.num_layers = int64_t(host.layers.size());
+  size_t used = Align256(size_t(out.num_layers * kNumLoraTargets) *
+                         size_t(kernels::kLoraDirectoryEntryBytes));
   for (size_t l = 0; l < host.layers.size(); ++l) {
     for (int t = 0; t < kNumLoraTargets; ++t) {
       const auto& [a, b] = host.layers[l][size_t(t)];
       if (a.empty()) continue;
       for (int ab = 0; ab < 2; ++ab) {
         const size_t elems = (ab == 0 ? a : b).size();
-        const size_t bytes = (elems * kernels::DTypeSize(dtype) + 255) / 256 * 256;
-        if (bytes > page_bytes) {
-          return absl::InvalidArgumentError(absl::StrCat(dir, ": a ", bytes,
-                                                         "-byte LoRA matrix exceeds a pool page (",
-                                                         page_bytes, " bytes)"));
-        }
-        if (used + bytes > page_bytes) {
-          ++page;
-          used = 0;
-        }
-        out.plan.push_back({int32_t(l), t, ab, page, used, elems});
-        used += bytes;
+        out.plan.push_back({int32_t(l), t, ab, int64_t(used), elems});
+        used += Align256(elems * kernels::DTypeSize(dtype));
       }
     }
   }
-  out.num_pages = page + 1;
-  out.packed_bytes = out.num_pages == 0 ? 0 : size_t(page) * page_bytes + used;
+  out.num_pages = int64_t((used + page_bytes - 1) / page_bytes);
+  out.packed_bytes = used;
   return out;
 }
 
-// Writes the matrices of `host` into `dst` (layout.packed_bytes) as `layout` places them, in
-// `dtype` (PEFT's fp32 or bf16 rounded to the model's dtype as PEFT casts them); padding is
-// zero so the bytes, and their digest, depend on the weights alone. False when `host` lacks a
-// planned matrix or has it in another size (the adapter on disk is not the registered one).
-bool Pack(const HostLora& host, const Layout& layout, size_t page_bytes, kernels::DType dtype,
-          uint8_t* dst) {
+// Writes the stream of `host` into `dst` (layout.packed_bytes) as `layout` places it, in `dtype`
+// (PEFT's fp32 or bf16 rounded to the model's dtype as PEFT casts them); padding is zero so the
+// bytes, and their digest, depend on the weights alone. False when `host` lacks a planned
+// matrix or has it in another size (the adapter on disk is not the registered one).
+bool Pack(const HostLora& host, const Layout& layout, kernels::DType dtype, uint8_t* dst) {
   std::memset(dst, 0, layout.packed_bytes);
+  if (int64_t(host.layers.size()) != layout.num_layers) return false;
+  std::vector<int64_t> directory(size_t(layout.num_layers * kNumLoraTargets) * 2, -1);
   for (const Placement& p : layout.plan) {
-    if (size_t(p.layer) >= host.layers.size()) return false;
     const auto& [a, b] = host.layers[size_t(p.layer)][size_t(p.target)];
     const std::vector<float>& src = p.ab == 0 ? a : b;
     if (src.size() != p.elems) return false;
-    kernels::StoreFloats(src.data(), src.size(), dtype,
-                         dst + size_t(p.page) * page_bytes + p.offset);
+    kernels::StoreFloats(src.data(), src.size(), dtype, dst + p.offset);
+    directory[size_t(LoraMatrixId(p.layer, p.target) * 2 + p.ab)] = p.offset;
   }
+  std::memcpy(dst, directory.data(), directory.size() * sizeof(int64_t));
   return true;
 }
 
@@ -220,7 +213,7 @@ struct AdapterHold::State {
     (void)pool.Free(e.pages);
     e.pages.clear();
     e.prefetched = false;
-    for (auto& layer : e.adapter->layers) layer.fill(LoraMatrix{});
+    e.adapter->pages.clear();
   }
 
   int64_t IdlePages() const {
@@ -265,11 +258,9 @@ struct AdapterHold::State {
     e.fence_pending = true;
     e.host_tick = ++tick;
     e.gpu_tick = ++tick;
-    for (const Placement& p : e.layout.plan) {
-      LoraMatrix& m = e.adapter->layers[size_t(p.layer)][size_t(p.target)];
-      const void* at = static_cast<const char*>(pool.page_ptr(pages[size_t(p.page)])) + p.offset;
-      (p.ab == 0 ? m.a : m.b) = at;
-    }
+    e.adapter->pool = pool.base();
+    e.adapter->page_bytes = int64_t(page_bytes);
+    e.adapter->pages = pages;
     e.pages = std::move(pages);
     ++counters.copies;
     counters.copy_bytes += int64_t(e.layout.packed_bytes);
@@ -299,7 +290,7 @@ struct AdapterHold::State {
       }
       ASSIGN_OR_RETURN(kernels::HostBuffer out, backend.AllocateHost(e.layout.packed_bytes));
       Digest digest{};
-      if (!Pack(*host, e.layout, pool.page_bytes(), options.dtype, out.as<uint8_t>()) ||
+      if (!Pack(*host, e.layout, options.dtype, out.as<uint8_t>()) ||
           !Sha256(out.as<uint8_t>(), e.layout.packed_bytes, &digest) || digest != e.digest) {
         return absl::DataLossError(absl::StrCat(weights, ": adapter `", e.name,
                                                 "` changed on disk since it was registered (the "
@@ -448,7 +439,7 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
   }
   ASSIGN_OR_RETURN(HostLora host, ReadPeftAdapter(real, st.spec, st.options.max_rank));
   const size_t page_bytes = st.pool.page_bytes();
-  ASSIGN_OR_RETURN(Layout layout, PlanLayout(host, page_bytes, st.options.dtype, real));
+  Layout layout = PlanLayout(host, page_bytes, st.options.dtype);
   if (int64_t(layout.packed_bytes) > st.options.host_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         real, ": the adapter takes ", layout.packed_bytes,
@@ -481,7 +472,7 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
     unreserve();
     return buf.status();
   }
-  if (!Pack(host, entry->layout, page_bytes, st.options.dtype, buf->as<uint8_t>()) ||
+  if (!Pack(host, entry->layout, st.options.dtype, buf->as<uint8_t>()) ||
       !Sha256(buf->as<uint8_t>(), entry->layout.packed_bytes, &entry->digest)) {
     unreserve();
     return absl::InternalError(absl::StrCat(real, ": packing the adapter failed"));
@@ -494,7 +485,10 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
   adapter->name = name;
   adapter->rank = entry->rank;
   adapter->scale = entry->scale;
-  adapter->layers.resize(size_t(st.spec.num_layers));
+  adapter->targets.resize(size_t(st.spec.num_layers));
+  for (const Placement& p : entry->layout.plan) {
+    adapter->targets[size_t(p.layer)][size_t(p.target)] = true;
+  }
   entry->adapter = adapter;
   const uint64_t id = entry->id;
   std::shared_ptr<LoraAdapter> shared;

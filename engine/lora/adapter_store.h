@@ -1,8 +1,9 @@
 // AdapterStore: the registered LoRA adapters in two tiers, as S-LoRA keeps them.
 //
 // Host tier. Registration reads the PEFT directory (ReadPeftAdapter), packs its matrices in the
-// model's dtype exactly as they will lie in pool pages (a matrix never straddles a page; page i
-// of the adapter is bytes [i * page_bytes, (i + 1) * page_bytes) of the packed copy), keeps the
+// model's dtype exactly as they will lie in pool pages (the stream of kernels/lora.h: a
+// directory, then the matrices, which may span pages; page i of the adapter is bytes
+// [i * page_bytes, (i + 1) * page_bytes) of the packed copy), keeps the
 // packed copy in host memory from Backend::AllocateHost (page-locked on CUDA, so host->device
 // copies are asynchronous) and records the SHA-256 of the packed bytes. Registration costs host
 // memory only. The host copies share a budget (lora.host_bytes): past it, the least recently
@@ -31,7 +32,7 @@
 //
 // Thread-safety: Register, Unregister, Find, List and stats from any thread. Acquire, Prefetch,
 // EvictOneIdle and FenceForUse from the engine thread only (the one that runs forward passes);
-// the device pointers in LoraAdapter::layers are written and read on that thread alone.
+// LoraAdapter's pool, page_bytes and pages are written and read on that thread alone.
 #ifndef ARBOR_ENGINE_LORA_ADAPTER_STORE_H_
 #define ARBOR_ENGINE_LORA_ADAPTER_STORE_H_
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -236,20 +237,33 @@ absl::StatusOr<Model::PassPlan> Model::PlanPass(absl::Span<const SequenceChunk> 
                                        s.num_heads / s.num_kv_heads));
   p.prefill_tiles = attention.prefill_tiles;
   p.decode_rows = attention.decode_rows;
-  // LoRA: the batch's tokens grouped by adapter, uploaded once for every layer.
-  int32_t token = 0;
-  for (const auto& c : chunks) {
-    if (c.adapter != nullptr) {
-      auto it = std::find(p.adapters.begin(), p.adapters.end(), c.adapter);
-      if (it == p.adapters.end()) {
-        p.adapters.push_back(c.adapter);
-        p.adapter_rows.emplace_back();
-        it = p.adapters.end() - 1;
+  // LoRA: the batch's adapters are its slots (in order of appearance); each token's slot.
+  if (std::any_of(chunks.begin(), chunks.end(),
+                  [](const SequenceChunk& c) { return c.adapter != nullptr; })) {
+    int32_t previous = -1;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const LoraAdapter* ad = chunks[i].adapter;
+      int32_t slot = -1;
+      if (ad != nullptr) {
+        if (ad->pages.empty() || ad->rank < 1 || ad->rank > kernels::kLoraMaxRank ||
+            int64_t(ad->targets.size()) != s.num_layers) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "Forward: chunk ", i, "'s adapter `", ad->name, "` is not resident in pool pages"));
+        }
+        const LoraAdapter* first = p.adapters.empty() ? ad : p.adapters[0];
+        if (ad->pool != first->pool || ad->page_bytes != first->page_bytes) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "Forward: chunk ", i, "'s adapter `", ad->name, "` lies in another pool"));
+        }
+        auto it = std::find(p.adapters.begin(), p.adapters.end(), ad);
+        if (it == p.adapters.end()) it = p.adapters.insert(p.adapters.end(), ad);
+        slot = int32_t(it - p.adapters.begin());
+        p.adapter_tokens += int64_t(chunks[i].tokens.size());
+        if (slot != previous) ++p.adapter_runs;
       }
-      auto& rows_of = p.adapter_rows[size_t(it - p.adapters.begin())];
-      for (size_t j = 0; j < c.tokens.size(); ++j) rows_of.push_back(token + int32_t(j));
+      previous = slot;
+      p.token_slot.insert(p.token_slot.end(), chunks[i].tokens.size(), slot);
     }
-    token += int32_t(c.tokens.size());
   }
   return p;
 }
@@ -279,21 +293,38 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
   d.max_blocks = p.max_blocks;
   d.rows = int64_t(p.logit_rows.size());
   if (!p.adapters.empty()) {
-    int64_t max_rank = 0;
-    for (const auto* ad : p.adapters) max_rank = std::max(max_rank, ad->rank);
-    ASSIGN_OR_RETURN(void* lora_ws, lora_.Get(be_, LayoutLora(nullptr, n, max_rank, lora)));
-    LayoutLora(lora_ws, n, max_rank, lora);
-    lora->n = n;
-    std::vector<int32_t> all_rows;
-    std::vector<float> all_scales;
-    for (size_t i = 0; i < p.adapters.size(); ++i) {
-      lora->groups.push_back({p.adapters[i], lora->rows + all_rows.size(),
-                              lora->scales + all_rows.size(), int64_t(p.adapter_rows[i].size())});
-      all_rows.insert(all_rows.end(), p.adapter_rows[i].begin(), p.adapter_rows[i].end());
-      all_scales.insert(all_scales.end(), p.adapter_rows[i].size(), p.adapters[i]->scale);
+    const int64_t slots = int64_t(p.adapters.size());
+    int64_t max_rank = 0, num_pages = 0;
+    for (const LoraAdapter* ad : p.adapters) {
+      max_rank = std::max(max_rank, ad->rank);
+      num_pages += int64_t(ad->pages.size());
     }
-    RETURN_IF_ERROR(be_.CopyToDevice(lora->rows, all_rows.data(), all_rows.size() * 4, st));
-    RETURN_IF_ERROR(be_.CopyToDevice(lora->scales, all_scales.data(), all_scales.size() * 4, st));
+    int32_t* ints = nullptr;
+    ASSIGN_OR_RETURN(void* lora_ws, lora_.Get(be_, LayoutLora(nullptr, n, max_rank, slots,
+                                                              num_pages, lora, &ints)));
+    LayoutLora(lora_ws, n, max_rank, slots, num_pages, lora, &ints);
+    // One upload: token_slot, slot_pages, slot_rank, slot_scale (as bits), page_table.
+    std::vector<int32_t> host(p.token_slot);
+    host.resize(size_t(n + 3 * slots));
+    int32_t pages = 0;
+    lora->targets.assign(size_t(spec_.num_layers), {});
+    for (int64_t i = 0; i < slots; ++i) {
+      const LoraAdapter* ad = p.adapters[size_t(i)];
+      host[size_t(n + i)] = pages;
+      host[size_t(n + slots + i)] = int32_t(ad->rank);
+      std::memcpy(&host[size_t(n + 2 * slots + i)], &ad->scale, sizeof(float));
+      host.insert(host.end(), ad->pages.begin(), ad->pages.end());
+      pages += int32_t(ad->pages.size());
+      for (size_t l = 0; l < lora->targets.size(); ++l) {
+        for (int t = 0; t < kNumLoraTargets; ++t) lora->targets[l][t] |= ad->targets[l][t];
+      }
+    }
+    RETURN_IF_ERROR(be_.CopyToDevice(ints, host.data(), host.size() * sizeof(int32_t), st));
+    lora->w.pool = p.adapters[0]->pool;
+    lora->w.page_bytes = p.adapters[0]->page_bytes;
+    lora->w.num_slots = slots;
+    lora->max_rank = max_rank;
+    lora->schedule = kernels::PickLoraSchedule(p.adapter_tokens, p.adapter_runs);
   }
   // The workspace: the activations (model dtype), then the int32 plan.
   const size_t plan_ints = 4 * size_t(n) + p.tables.size() +
@@ -426,10 +457,7 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
       RETURN_IF_ERROR(be_.Linear(qkv, st));
     } else {
       RETURN_IF_ERROR(be_.Linear(qkv, st));
-      RETURN_IF_ERROR(ApplyLora(lora, l, kLoraQ, a.hb, kernels::Columns(a.qkv, 0, q_dim)));
-      RETURN_IF_ERROR(ApplyLora(lora, l, kLoraK, a.hb, kernels::Columns(a.qkv, q_dim, kv_dim)));
-      RETURN_IF_ERROR(
-          ApplyLora(lora, l, kLoraV, a.hb, kernels::Columns(a.qkv, q_dim + kv_dim, kv_dim)));
+      RETURN_IF_ERROR(ApplyLora(lora, l, {kLoraQ, kLoraK, kLoraV}, a.hb, a.qkv));
       RETURN_IF_ERROR(be_.RopeKvWrite(rope, st));
     }
     kernels::PagedAttentionArgs attn;
@@ -457,7 +485,7 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
     RETURN_IF_ERROR(be_.PagedAttention(attn, st));
     RETURN_IF_ERROR(
         be_.Linear({a.attn, weight(L.o, h, q_dim), L.o_bias.data(), a.delta, false}, st));
-    RETURN_IF_ERROR(ApplyLora(lora, l, kLoraO, a.attn, a.delta));
+    RETURN_IF_ERROR(ApplyLora(lora, l, {kLoraO}, a.attn, a.delta));
     RETURN_IF_ERROR(be_.AddRmsNorm({a.x, a.delta, L.post_norm.data(), a.hb, eps}, st));
     if (moe) {
       RETURN_IF_ERROR(Moe(L, a));
@@ -556,17 +584,17 @@ size_t Model::LayoutActivations(void* base, int64_t n, size_t plan_ints, Activat
   return c.used();
 }
 
-size_t Model::LayoutLora(void* base, int64_t n, int64_t max_rank, LoraPass* pass) const {
-  const ModelSpec& s = spec_;
-  const size_t elem = kernels::DTypeSize(options_.dtype);
-  const int64_t max_features =
-      std::max({s.hidden_size, s.intermediate_size, s.num_heads * s.head_dim});
+size_t Model::LayoutLora(void* base, int64_t n, int64_t max_rank, int64_t num_slots,
+                         int64_t num_pages, LoraPass* pass, int32_t** ints) const {
   Carver c(base);
-  pass->gathered = c.Take(size_t(n * max_features) * elem);
-  pass->mid = c.Take(size_t(n * max_rank) * elem);
-  pass->out = c.Take(size_t(n * max_features) * elem);
-  pass->rows = static_cast<int32_t*>(c.Take(size_t(n) * 4));
-  pass->scales = static_cast<float*>(c.Take(size_t(n) * 4));
+  *ints = static_cast<int32_t*>(c.Take(size_t(n + 3 * num_slots + num_pages) * 4));
+  pass->token_slot = *ints;
+  pass->w.slot_pages = *ints + n;
+  pass->w.slot_rank = *ints + n + num_slots;
+  pass->w.slot_scale = reinterpret_cast<const float*>(*ints + n + 2 * num_slots);
+  pass->w.page_table = *ints + n + 3 * num_slots;
+  pass->shrink = static_cast<float*>(
+      c.Take(size_t(kernels::LoraShrinkFloats(n, kernels::kLoraMaxTargets, max_rank)) * 4));
   return c.used();
 }
 
@@ -597,8 +625,12 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
     ASSIGN_OR_RETURN(plan_mirror_, be_.AllocateHost(plan_ints * sizeof(int32_t)));
   }
   if (limits.max_lora_rank > 0) {
+    // Room for a slot per token; the page tables grow the workspace when they need more.
     LoraPass pass;
-    RETURN_IF_ERROR(lora_.Get(be_, LayoutLora(nullptr, n, limits.max_lora_rank, &pass)).status());
+    int32_t* ints = nullptr;
+    RETURN_IF_ERROR(
+        lora_.Get(be_, LayoutLora(nullptr, n, limits.max_lora_rank, n, 0, &pass, &ints))
+            .status());
   }
   RETURN_IF_ERROR(
       logits_.Get(be_, size_t(std::max<int64_t>(limits.max_logit_rows, 1) * s.vocab_size) * 4)
@@ -617,31 +649,31 @@ size_t Model::workspace_bytes() const {
   return workspace_.bytes() + lora_.bytes() + logits_.bytes() + moe_.bytes() + scorer_.bytes();
 }
 
-absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer, int target, const Tensor& x,
-                              const Tensor& y) {
-  kernels::Stream& st = be_.default_stream();
-  const DType dt = options_.dtype;
-  for (const LoraGroup& g : pass.groups) {
-    const LoraMatrix& m = g.adapter->layers[size_t(layer)][size_t(target)];
-    if (m.a == nullptr) continue;
-    const int64_t r = g.adapter->rank;
-    const Tensor gathered = kernels::View(pass.gathered, dt, g.count, x.cols);
-    const Tensor mid = kernels::View(pass.mid, dt, g.count, r);
-    const Tensor out = kernels::View(pass.out, dt, g.count, y.cols);
-    RETURN_IF_ERROR(be_.GatherRows({x, g.rows, gathered}, st));
-    RETURN_IF_ERROR(be_.Linear({gathered, kernels::View(m.a, dt, r, x.cols), nullptr, mid}, st));
-    RETURN_IF_ERROR(be_.Linear({mid, kernels::View(m.b, dt, y.cols, r), nullptr, out}, st));
-    RETURN_IF_ERROR(be_.ScatterAddRows({out, g.rows, g.scales, y}, st));
+absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer,
+                              std::initializer_list<int> targets, const Tensor& x, const Tensor& y) {
+  kernels::LoraArgs args;
+  args.x = x;
+  args.y = y;
+  args.token_slot = pass.token_slot;
+  args.w = pass.w;
+  args.max_rank = pass.max_rank;
+  args.shrink = pass.shrink;
+  args.schedule = pass.schedule;
+  int64_t col = 0;
+  for (int target : targets) {
+    const int64_t out = LoraTargetShape(spec_, target).second;
+    if (LoraTargets(pass, layer, target)) {
+      args.targets[args.num_targets++] = {LoraMatrixId(layer, target), col, out};
+    }
+    col += out;
   }
-  return absl::OkStatus();
+  if (args.num_targets == 0) return absl::OkStatus();
+  return be_.Lora(args, be_.default_stream());
 }
 
-// Whether any adapter of the pass has weights for `target` in `layer`.
+// Whether any adapter of the pass adapts `target` in `layer`.
 bool Model::LoraTargets(const LoraPass& pass, int64_t layer, int target) const {
-  for (const LoraGroup& g : pass.groups) {
-    if (g.adapter->layers[size_t(layer)][size_t(target)].a != nullptr) return true;
-  }
-  return false;
+  return pass.w.num_slots > 0 && pass.targets[size_t(layer)][size_t(target)];
 }
 
 // delta = down(silu(gate(hb)) * up(hb)), gate and up one fused projection.
@@ -660,15 +692,12 @@ absl::Status Model::Mlp(const LayerWeights& L, const Activations& a, const LoraP
     RETURN_IF_ERROR(be_.Linear(args, st));
   } else {
     RETURN_IF_ERROR(be_.Linear({a.hb, gate_up_w, nullptr, a.gate_up}, st));
-    RETURN_IF_ERROR(
-        ApplyLora(lora, layer, kLoraGate, a.hb, kernels::Columns(a.gate_up, 0, inter)));
-    RETURN_IF_ERROR(
-        ApplyLora(lora, layer, kLoraUp, a.hb, kernels::Columns(a.gate_up, inter, inter)));
+    RETURN_IF_ERROR(ApplyLora(lora, layer, {kLoraGate, kLoraUp}, a.hb, a.gate_up));
     RETURN_IF_ERROR(be_.SiluMul({a.gate_up, a.act}, st));
   }
   RETURN_IF_ERROR(
       be_.Linear({a.act, kernels::View(L.down.data(), dt, hid, inter), nullptr, a.delta}, st));
-  return ApplyLora(lora, layer, kLoraDown, a.act, a.delta);
+  return ApplyLora(lora, layer, {kLoraDown}, a.act, a.delta);
 }
 
 // Mixtral's sparse MLP, delta = MoE(hb): softmax top-k routing, the (token, expert) pairs

@@ -10,8 +10,10 @@
 #ifndef ARBOR_ENGINE_MODEL_MODEL_H_
 #define ARBOR_ENGINE_MODEL_MODEL_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -154,15 +156,16 @@ class Model {
                                                 const KvCacheView& kv,
                                                 absl::Span<const ChunkScore> scores = {});
   // The host side of a pass: per token its id, position, sequence and KV slot; per sequence
-  // its block table, padded with -1 to max_blocks; the rows whose logits are wanted; the tokens
-  // of each adapter.
+  // its block table, padded with -1 to max_blocks; the rows whose logits are wanted; the
+  // adapters of the batch (its LoRA slots) and each token's slot.
   struct PassPlan {
     std::vector<int32_t> ids, positions, token_seq, slots, tables, logit_rows;
     std::vector<int32_t> prefill_tiles, decode_rows;  // kernels/attention_plan.h
     int64_t num_seqs = 0;
     int64_t max_blocks = 1;
-    std::vector<const LoraAdapter*> adapters;
-    std::vector<std::vector<int32_t>> adapter_rows;
+    std::vector<const LoraAdapter*> adapters;  // slot -> adapter
+    std::vector<int32_t> token_slot;            // [n] when there are adapters; -1: base only
+    int64_t adapter_tokens = 0, adapter_runs = 0;  // runs of consecutive tokens of one slot
     // Tokens scored against a target (ChunkScore): pass rows, targets, the largest top-k asked.
     std::vector<int32_t> score_rows, score_targets;
     int64_t score_top_k = 0;
@@ -205,21 +208,15 @@ class Model {
                                           const LoraPass& lora, const KvCacheView& kv);
   // The graph that runs `chunks`, or null when they are not a capturable decode step.
   const DecodeGraph* GraphFor(absl::Span<const SequenceChunk> chunks, const KvCacheView& kv) const;
-  // Tokens of one adapter in the batch, as device index and per-row scale arrays.
-  struct LoraGroup {
-    const LoraAdapter* adapter;
-    const int32_t* rows;
-    const float* scales;
-    int64_t count;
-  };
+  // The batch's adapters as the Lora op takes them (kernels/lora.h), uploaded once for every
+  // layer into the LoRA workspace.
   struct LoraPass {
-    std::vector<LoraGroup> groups;
-    void* gathered = nullptr;  // [n, max features]
-    void* mid = nullptr;       // [n, max rank]
-    void* out = nullptr;       // [n, max features]
-    int32_t* rows = nullptr;   // [n]: the tokens of each group, group after group
-    float* scales = nullptr;   // [n]
-    int64_t n = 0;
+    kernels::LoraWeights w;  // num_slots 0: no adapter in the batch
+    const int32_t* token_slot = nullptr;  // [n]
+    float* shrink = nullptr;              // [n, kLoraMaxTargets * max_rank]
+    int64_t max_rank = 0;
+    kernels::LoraSchedule schedule = kernels::LoraSchedule::kPerToken;
+    std::vector<std::array<bool, kNumLoraTargets>> targets;  // [layer][target]: some slot adapts it
   };
   // The activations of one pass (model dtype), carved from the workspace.
   struct Activations {
@@ -241,11 +238,15 @@ class Model {
   };
   // Where a pass's buffers sit from `base` (null: only the size); returns the bytes.
   size_t LayoutActivations(void* base, int64_t n, size_t plan_ints, Activations* a) const;
-  size_t LayoutLora(void* base, int64_t n, int64_t max_rank, LoraPass* pass) const;
-  // y[t] += scale * B (A x[t]) for every token t of every adapter that targets (layer, target);
-  // x [n, in_features], y [n, out_features] (views; y may be a column slice).
-  absl::Status ApplyLora(const LoraPass& pass, int64_t layer, int target, const kernels::Tensor& x,
-                         const kernels::Tensor& y);
+  // The LoRA workspace of a pass (null base: only the size): the int32 slot arrays (`ints`:
+  // token_slot, slot_pages, slot_rank, slot_scale's bits, page_table) and the shrink floats.
+  size_t LayoutLora(void* base, int64_t n, int64_t max_rank, int64_t num_slots, int64_t num_pages,
+                    LoraPass* pass, int32_t** ints) const;
+  // y[t, cols of target] += scale * B (A x[t]) for every token t under an adapter, for each of
+  // `targets` (consecutive column slices of y in that order, with one fused shrink over x):
+  // x [n, in_features], y [n, sum of the targets' out_features].
+  absl::Status ApplyLora(const LoraPass& pass, int64_t layer, std::initializer_list<int> targets,
+                         const kernels::Tensor& x, const kernels::Tensor& y);
   bool LoraTargets(const LoraPass& pass, int64_t layer, int target) const;
   absl::Status Mlp(const LayerWeights& L, const Activations& a, const LoraPass& lora,
                    int64_t layer);
@@ -260,7 +261,7 @@ class Model {
   // Forward's device buffers, reused from pass to pass (forward_mu_ serializes passes).
   std::mutex forward_mu_;
   Scratch workspace_;                // activations and the int32 plan
-  Scratch lora_;                     // LoRA gather/mid/out rows and the adapter row plan
+  Scratch lora_;                     // LoRA slot arrays and shrink rows (LayoutLora)
   Scratch logits_;                   // [rows, vocab]
   Scratch moe_;                      // MoE routing and grouping arrays (MoeScratchBytes)
   LmHeadScorer scorer_;              // rows scored against targets, through the fused LM head

@@ -1,7 +1,8 @@
 // LoRA adapters against PEFT on the same weights: logits within 1e-4 relative and identical
 // greedy tokens for every fixture adapter, with the adapter's weights living in unified-pool
-// pages; a batch mixing the base model and two adapters gives each sequence what it gets alone;
-// and every refusal of AdapterStore::Register. [gpu] repeats the parity on CUDA.
+// pages (8 KiB ones, and 512-byte ones that every matrix spans); a batch mixing the base model and
+// two adapters gives each sequence what it gets alone; and every refusal of AdapterStore::Register.
+// [gpu] repeats the parity on CUDA.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdlib>
@@ -24,11 +25,14 @@ struct Setup {
   std::unique_ptr<Model> model;
   std::unique_ptr<memory::UnifiedPool> pool;
   std::unique_ptr<AdapterStore> store;
-  explicit Setup(kernels::Backend& be, const std::string& root = kRoot) {
+  // Pages of `page_tokens` KV tokens (16: 8 KiB, which the adapters' matrices straddle now and
+  // then; 1: 512 bytes, which every matrix spans).
+  explicit Setup(kernels::Backend& be, const std::string& root = kRoot, int64_t page_tokens = 16,
+                 int64_t pages = 64) {
     auto m = Model::Load("tests/data/models/llama", be);
     REQUIRE(m.ok());
     model = std::move(*m);
-    auto p = memory::UnifiedPool::Create(be, model->KvPageBytes(16), 64);
+    auto p = memory::UnifiedPool::Create(be, model->KvPageBytes(page_tokens), pages);
     REQUIRE(p.ok());
     pool = std::move(*p);
     AdapterStoreOptions options;
@@ -42,9 +46,10 @@ int32_t Argmax(const float* row, int64_t n) {
   return int32_t(std::max_element(row, row + n) - row);
 }
 
-void CheckAdapter(kernels::Backend& be, const std::string& name) {
-  INFO("adapter " << name);
-  Setup s(be);
+void CheckAdapter(kernels::Backend& be, const std::string& name, int64_t page_tokens = 16,
+                  int64_t pages = 64) {
+  INFO("adapter " << name << ", pages of " << page_tokens << " tokens");
+  Setup s(be, kRoot, page_tokens, pages);
   auto info = s.store->Register(name, name);
   INFO(info.status().ToString());
   REQUIRE(info.ok());
@@ -117,13 +122,19 @@ void CheckAdapter(kernels::Backend& be, const std::string& name) {
 
 TEST_CASE("LoRA on the CPU matches PEFT", "[lora]") {
   kernels::CpuBackend cpu;
-  for (const char* name : {"llama-lora-all", "llama-lora-qv"}) CheckAdapter(cpu, name);
+  for (const char* name : {"llama-lora-all", "llama-lora-qv"}) {
+    CheckAdapter(cpu, name);
+    CheckAdapter(cpu, name, 1, 1024);
+  }
 }
 
 TEST_CASE("LoRA on CUDA matches PEFT", "[lora][gpu]") {
   auto cuda = kernels::CreateCudaBackend(0);
   REQUIRE(cuda.ok());
-  for (const char* name : {"llama-lora-all", "llama-lora-qv"}) CheckAdapter(**cuda, name);
+  for (const char* name : {"llama-lora-all", "llama-lora-qv"}) {
+    CheckAdapter(**cuda, name);
+    CheckAdapter(**cuda, name, 1, 1024);
+  }
 }
 
 TEST_CASE("a batch mixing the base model and two adapters equals each alone", "[lora]") {
