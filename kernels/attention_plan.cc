@@ -6,7 +6,9 @@ namespace arbor::kernels {
 
 int64_t PrefillTileTokens(DType q, DType kv, int64_t head_dim, int64_t group) {
   const bool dtypes = q == kv && (q == DType::kBF16 || q == DType::kF16);
-  if (!dtypes || (head_dim != 64 && head_dim != 128) || group < 1 || group > 8) return 0;
+  const bool head_dims =
+      head_dim == 64 || head_dim == 80 || head_dim == 96 || head_dim == 128 || head_dim == 256;
+  if (!dtypes || !head_dims || group < 1 || group > 8) return 0;
   return 16 * (8 / group);
 }
 

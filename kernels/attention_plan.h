@@ -14,7 +14,7 @@ namespace arbor::kernels {
 // Query rows (tokens) a prefill tile holds for GQA groups of `group` query heads: one warp takes
 // 16 tokens of one head and a CTA has up to 8 warps, so 16 * floor(8 / group). 0 when the
 // tensor-core kernel does not take these shapes: q and the cache must share a 16-bit dtype,
-// head_dim must be 64 or 128 and group <= 8.
+// head_dim must be 64, 80, 96, 128 or 256 (kernels/cuda/prefill_attention.cu) and group <= 8.
 int64_t PrefillTileTokens(DType q, DType kv, int64_t head_dim, int64_t group);
 
 // One sequence's rows of a pass: `count` rows from `first`, at consecutive positions.

@@ -154,6 +154,43 @@ absl::StatusOr<double> MedianMs(Backend& be, Stream& st, int iters,
   return double(ms[ms.size() / 2]);
 }
 
+// A case's device buffers, bf16: `pages` pages of K/V rows of kv_dim ([pages * 2 * kBlock,
+// kv_dim] rows; PagedKv num_layers 1), q and out [q_rows, kQHeads * head_dim]; q and the pages
+// seeded U(-1, 1) (Philox `seed`).
+struct Buffers {
+  DeviceBuffer pool, q, out;
+  Tensor q_all, out_all;
+  size_t pool_bytes = 0;
+  arbor::kernels::PagedKv kv;
+};
+
+absl::StatusOr<Buffers> MakeBuffers(Backend& be, Stream& st, uint64_t seed, int64_t pages,
+                                    int64_t q_rows, int64_t head_dim) {
+  const int64_t kv_dim = kKvHeads * head_dim;
+  Buffers b;
+  b.pool_bytes = size_t(pages * 2 * kBlock * kv_dim) * 2;
+  const size_t q_bytes = size_t(q_rows * kQHeads * head_dim) * 2;
+  auto pool = be.Allocate(b.pool_bytes);
+  if (!pool.ok()) {
+    return absl::ResourceExhaustedError("cannot allocate " + std::to_string(b.pool_bytes >> 20) +
+                                        " MiB of KV pages: " + std::string(pool.status().message()));
+  }
+  auto q = be.Allocate(q_bytes);
+  auto out = be.Allocate(q_bytes);
+  if (!q.ok() || !out.ok()) return absl::ResourceExhaustedError("cannot allocate q and out");
+  b.pool = std::move(*pool);
+  b.q = std::move(*q);
+  b.out = std::move(*out);
+  b.q_all = arbor::kernels::View(b.q.data(), DType::kBF16, q_rows, kQHeads * head_dim);
+  b.out_all = arbor::kernels::View(b.out.data(), DType::kBF16, q_rows, kQHeads * head_dim);
+  const Tensor pool_rows =
+      arbor::kernels::View(b.pool.data(), DType::kBF16, pages * 2 * kBlock, kv_dim);
+  if (auto s = be.RandomFill({b.q_all, seed, 1, -1.0f, 1.0f}, st); !s.ok()) return s;
+  if (auto s = be.RandomFill({pool_rows, seed, 2, -1.0f, 1.0f}, st); !s.ok()) return s;
+  b.kv = {b.pool.data(), DType::kBF16, kBlock, 1, kv_dim, 0};
+  return b;
+}
+
 absl::Status CudaOk(cudaError_t e) {
   return e == cudaSuccess ? absl::OkStatus() : absl::InternalError(cudaGetErrorString(e));
 }
@@ -314,31 +351,12 @@ int main(int argc, char** argv) {
     pages = std::max(pages, Pages(s));
     q_rows = std::max(q_rows, s);
   }
-  const int64_t page_elems = 2 * kBlock * kKvDim;
-  const size_t pool_bytes = size_t(pages * page_elems) * 2;
-  const size_t q_bytes = size_t(q_rows * kQHeads * kHeadDim) * 2;
-  auto pool = be.Allocate(pool_bytes);
-  if (!pool.ok()) {
-    return Fail("cannot allocate " + std::to_string(pool_bytes >> 20) +
-                " MiB of KV pages: " + std::string(pool.status().message()));
-  }
-  auto q_buf = be.Allocate(q_bytes);
-  auto out_buf = be.Allocate(q_bytes);
-  if (!q_buf.ok() || !out_buf.ok()) return Fail("cannot allocate q and out");
-  // q, out [q_rows, kQHeads * kHeadDim]; the pool as [pages * 2 * kBlock, kKvDim] rows.
-  const Tensor q_all =
-      arbor::kernels::View(q_buf->data(), DType::kBF16, q_rows, kQHeads * kHeadDim);
-  const Tensor out_all =
-      arbor::kernels::View(out_buf->data(), DType::kBF16, q_rows, kQHeads * kHeadDim);
-  const Tensor pool_rows =
-      arbor::kernels::View(pool->data(), DType::kBF16, pages * 2 * kBlock, kKvDim);
-  if (auto s = be.RandomFill({q_all, 1, 1, -1.0f, 1.0f}, st); !s.ok()) {
-    return Fail(std::string(s.message()));
-  }
-  if (auto s = be.RandomFill({pool_rows, 1, 2, -1.0f, 1.0f}, st); !s.ok()) {
-    return Fail(std::string(s.message()));
-  }
-  const arbor::kernels::PagedKv kv{pool->data(), DType::kBF16, kBlock, 1, kKvDim, 0};
+  auto buffers = MakeBuffers(be, st, 1, pages, q_rows, kHeadDim);
+  if (!buffers.ok()) return Fail(std::string(buffers.status().message()));
+  const Tensor& q_all = buffers->q_all;
+  const Tensor& out_all = buffers->out_all;
+  const size_t pool_bytes = buffers->pool_bytes;
+  const arbor::kernels::PagedKv kv = buffers->kv;
   // The args every case shares; each fills in its batch.
   PagedAttentionArgs base;
   base.kv = kv;
@@ -412,29 +430,14 @@ int main(int argc, char** argv) {
       "decode at other head dims, bandwidth fraction per-token -> tensor-core:";
   for (const int64_t hd : a.head_dims) {
     const int64_t c = a.head_dim_context, kv_dim = kKvHeads * hd;
-    const int64_t hd_pages = kDecodeSeqs * Pages(c);
-    auto hd_pool = be.Allocate(size_t(hd_pages * 2 * kBlock * kv_dim) * 2);
-    auto hd_q = be.Allocate(size_t(kDecodeSeqs * kQHeads * hd) * 2);
-    auto hd_out = be.Allocate(size_t(kDecodeSeqs * kQHeads * hd) * 2);
-    if (!hd_pool.ok() || !hd_q.ok() || !hd_out.ok()) {
-      return Fail("cannot allocate the head_dim " + std::to_string(hd) + " batch");
-    }
-    const Tensor q_hd = arbor::kernels::View(hd_q->data(), DType::kBF16, kDecodeSeqs, kQHeads * hd);
-    const Tensor out_hd =
-        arbor::kernels::View(hd_out->data(), DType::kBF16, kDecodeSeqs, kQHeads * hd);
-    const Tensor rows_hd =
-        arbor::kernels::View(hd_pool->data(), DType::kBF16, hd_pages * 2 * kBlock, kv_dim);
-    if (auto e = be.RandomFill({q_hd, 3, 1, -1.0f, 1.0f}, st); !e.ok()) {
-      return Fail(std::string(e.message()));
-    }
-    if (auto e = be.RandomFill({rows_hd, 3, 2, -1.0f, 1.0f}, st); !e.ok()) {
-      return Fail(std::string(e.message()));
-    }
+    auto hd_buffers = MakeBuffers(be, st, 3, kDecodeSeqs * Pages(c), kDecodeSeqs, hd);
+    if (!hd_buffers.ok()) return Fail(std::string(hd_buffers.status().message()));
     PagedAttentionArgs hd_base = base;
-    hd_base.kv = {hd_pool->data(), DType::kBF16, kBlock, 1, kv_dim, 0};
+    hd_base.kv = hd_buffers->kv;
     hd_base.head_dim = hd;
     hd_base.scale = 1.0f / std::sqrt(float(hd));
-    auto batch = MakeDecodeBatch(be, st, hd_base, q_hd, out_hd, kDecodeSeqs, c);
+    auto batch =
+        MakeDecodeBatch(be, st, hd_base, hd_buffers->q_all, hd_buffers->out_all, kDecodeSeqs, c);
     if (!batch.ok()) return Fail(std::string(batch.status().message()));
     const double bytes = double(kDecodeSeqs) * double(c) * double(kv_dim) * 2.0 * 2.0;
     std::printf("decode %lld x %lld at head_dim %lld (%.2f GB of K/V, median of %d calls):\n",

@@ -8,7 +8,18 @@
 // then O += P V with P rounded to the 16-bit type T (the accumulator layout of S is the operand
 // layout of P: no trip through shared memory). K fragments come from ldmatrix, V fragments from
 // ldmatrix.trans; rows of K/V in shared memory are padded by 16 bytes so both are free of bank
-// conflicts. Keys past the tile's last position are zero-filled by cp.async, never read.
+// conflicts (a row of HD / 8 + 1 chunks, an odd number for every HD here: 8 consecutive rows at
+// one chunk fall on 8 different 16-byte slots of a 128-byte line). Keys past the tile's last
+// position are zero-filled by cp.async, never read.
+//
+// Head dims. 64, 80, 96 and 128 keep a warp's Q fragments in registers (HD / 4 of them) beside
+// O's accumulators (HD / 2), and stage blocks of 64 keys (36 to 68 KB for two stages). At 256,
+// Q in registers would be 64 + 128 registers before S's, so Q's fragments wait in shared memory
+// instead (8 KB a warp, read back as one 16-byte load per lane and 16-dim step of a block: each
+// lane reads only what it wrote), and a block is 32 keys: two stages of 64-key blocks (132 KB)
+// beside Q's 64 KB would pass the 163 KB an sm_80 block may have. A 32-key block at HD 256 has
+// the MMAs of a 64-key block at 128, so the barriers per MMA stay the same; S needs 16
+// registers, not 32. 130 KB a CTA, one CTA an SM, as the launch bound already says.
 //
 // Dilation d (kernels/ops.h: a token sees only positions of its own group p mod d): CTA z =
 // blockIdx.z takes the tile's tokens of group z, and the whole kernel runs in the group's index
@@ -20,8 +31,9 @@
 // tile of n tokens gives each of its d CTAs about n / d rows, so warps idle when n / d < 16.
 //
 // Shapes: q, out [tokens, num_q_heads * HD] (T, 4-byte aligned rows); K/V in pages of T
-// (PagedKv), HD in {64, 128}; group <= 8; tiles [num_prefill_tiles, 2] (first row, count);
-// grid (tiles, num_kv_heads, dilation).
+// (PagedKv), HD in {64, 80, 96, 128, 256} (PrefillHeadDim; other head dims run per token);
+// group <= 8; tiles [num_prefill_tiles, 2] (first row, count); grid (tiles, num_kv_heads,
+// dilation).
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/dispatch.cuh"
@@ -32,11 +44,28 @@
 namespace arbor::kernels {
 namespace {
 
-constexpr int kKeys = 64;      // keys per block staged in shared memory
-constexpr int kMaxWarps = 8;   // group <= 8 (PrefillTileTokens): 8 warps, 16 * 8 rows
+// Keys per block staged in shared memory: 64, and 32 at HD 256 (the file's comment).
 template <int HD>
-constexpr size_t kStageElems = size_t(2) * kKeys * (HD + 8);  // K then V of one block
+constexpr int kBlockKeys = HD == 256 ? 32 : 64;
+constexpr int kMaxWarps = 8;  // group <= 8 (PrefillTileTokens): 8 warps, 16 * 8 rows
+template <int HD>
+constexpr size_t kStageElems = size_t(2) * kBlockKeys<HD> * (HD + 8);  // K then V of one block
 constexpr float kLog2e = 1.4426950408889634f;
+
+// The head dims compiled (PrefillAttentionFits).
+constexpr bool PrefillHeadDim(int64_t hd) {
+  return hd == 64 || hd == 80 || hd == 96 || hd == 128 || hd == 256;
+}
+// Q's fragments in shared memory rather than registers (the file's comment).
+template <int HD>
+constexpr bool kQShared = HD > 128;
+// Bytes of Q's fragments of one warp in shared memory: HD / 16 steps x 32 lanes x 16 bytes.
+template <int HD>
+constexpr size_t kQWarpBytes = kQShared<HD> ? size_t(HD / 16) * 32 * 16 : 0;
+// Dynamic shared memory of a CTA: two stages of K/V, then Q's fragments of every warp.
+template <int HD>
+constexpr size_t kSmemBytes =
+    2 * kStageElems<HD> * sizeof(uint16_t) + size_t(kMaxWarps) * kQWarpBytes<HD>;
 
 using mma::CopyAsync16;
 using mma::CopyAsyncCommit;
@@ -56,8 +85,15 @@ __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
 
 template <DType T, int HD>
 __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(PagedAttentionArgs a) {
+  static_assert(PrefillHeadDim(HD) && HD % 16 == 0, "16-dim MMA steps; a head dim compiled");
   constexpr int kPitch = HD + 8;  // elements per shared row: 16 bytes of padding
-  extern __shared__ __align__(16) uint16_t smem[];  // [2 stages][K, V][kKeys][kPitch]
+  static_assert((kPitch / 8) % 2 == 1, "an odd number of 16-byte chunks a row: no conflicts");
+  constexpr int kKeys = kBlockKeys<HD>;
+  static_assert(kKeys % 16 == 0, "16-key steps of P V");
+  // A CTA's shared memory fits the 163 KB an sm_80 block may take (227 KB on Hopper).
+  static_assert(kSmemBytes<HD> <= 163 * 1024, "a CTA's shared memory fits an SM");
+  // [2 stages][K, V][kKeys][kPitch], then (kQShared) Q's fragments [warp][HD / 16][32 lanes].
+  extern __shared__ __align__(16) uint16_t smem[];
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int group = int(a.num_q_heads / a.num_kv_heads);
@@ -90,8 +126,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
   const int64_t qpos_lo = pos0 + tok_lo, qpos_hi = pos0 + tok_hi;
   const bool live_lo = tok_lo < count, live_hi = tok_hi < count;
 
-  // Q as A fragments: qa[ks] covers dims [16 ks, 16 ks + 16) of rows r, r + 8.
-  uint32_t qa[HD / 16][4];
+  // Q as A fragments: qa[ks] covers dims [16 ks, 16 ks + 16) of rows r, r + 8. With kQShared
+  // they are stored to the warp's slice of shared memory (q_frags[ks * 32 + lane]) and qa keeps
+  // one step.
+  uint32_t qa[kQShared<HD> ? 1 : HD / 16][4];
+  uint4* const q_frags =
+      reinterpret_cast<uint4*>(smem + 2 * kStageElems<HD>) + warp * (kQWarpBytes<HD> / 16);
   {
     const uint16_t* q = static_cast<const uint16_t*>(a.q.data);
     const uint16_t* q_lo =
@@ -101,10 +141,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
 #pragma unroll
     for (int ks = 0; ks < HD / 16; ++ks) {
       const int d = ks * 16 + c2;
-      qa[ks][0] = live_lo ? *reinterpret_cast<const uint32_t*>(q_lo + d) : 0u;
-      qa[ks][1] = live_hi ? *reinterpret_cast<const uint32_t*>(q_hi + d) : 0u;
-      qa[ks][2] = live_lo ? *reinterpret_cast<const uint32_t*>(q_lo + d + 8) : 0u;
-      qa[ks][3] = live_hi ? *reinterpret_cast<const uint32_t*>(q_hi + d + 8) : 0u;
+      uint32_t* f = qa[kQShared<HD> ? 0 : ks];
+      f[0] = live_lo ? *reinterpret_cast<const uint32_t*>(q_lo + d) : 0u;
+      f[1] = live_hi ? *reinterpret_cast<const uint32_t*>(q_hi + d) : 0u;
+      f[2] = live_lo ? *reinterpret_cast<const uint32_t*>(q_lo + d + 8) : 0u;
+      f[3] = live_hi ? *reinterpret_cast<const uint32_t*>(q_hi + d + 8) : 0u;
+      if constexpr (kQShared<HD>) q_frags[ks * 32 + lane] = make_uint4(f[0], f[1], f[2], f[3]);
     }
   }
   float o[HD / 8][4];
@@ -163,6 +205,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
     for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
     for (int ks = 0; ks < HD / 16; ++ks) {
+      if constexpr (kQShared<HD>) {
+        const uint4 f = q_frags[ks * 32 + lane];  // written by this lane above
+        qa[0][0] = f.x;
+        qa[0][1] = f.y;
+        qa[0][2] = f.z;
+        qa[0][3] = f.w;
+      }
+      const uint32_t* q_step = qa[kQShared<HD> ? 0 : ks];
 #pragma unroll
       for (int np = 0; np < kKeys / 16; ++np) {
         // Matrices: keys [16 np, +8) x dims [16 ks, +8), the same keys x the next 8 dims, then
@@ -171,8 +221,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
         const int dim = ks * 16 + ((lane >> 3) & 1) * 8;
         uint32_t b[4];
         LoadMatrices(b, k_s + key * kPitch + dim);
-        Mma<T>(s[2 * np], qa[ks], b);
-        Mma<T>(s[2 * np + 1], qa[ks], b + 2);
+        Mma<T>(s[2 * np], q_step, b);
+        Mma<T>(s[2 * np + 1], q_step, b + 2);
       }
     }
     // Mask (causal, window, dead rows) and scale; the block's row maxima. A block every key of
@@ -274,11 +324,11 @@ bool PrefillAttentionFits(const PagedAttentionArgs& a) {
   const bool dtypes = a.q.dtype == a.kv.dtype &&
                       (a.q.dtype == DType::kBF16 || a.q.dtype == DType::kF16);
   const auto aligned4 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; };
-  return dtypes && (a.head_dim == 64 || a.head_dim == 128) && group >= 1 && group <= 8 &&
-         a.q.stride % 2 == 0 && a.out.stride % 2 == 0 && aligned4(a.q.data) &&
-         aligned4(a.out.data) && Aligned16(a.kv.pages) && a.kv.kv_dim % 8 == 0 &&
-         a.num_prefill_tiles > 0 && a.num_prefill_tiles <= 0x7fffffff && a.num_kv_heads <= 65535 &&
-         a.dilation >= 1 && a.dilation <= 65535;
+  return dtypes && PrefillHeadDim(a.head_dim) && group >= 1 && group <= 8 && a.q.stride % 2 == 0 &&
+         a.out.stride % 2 == 0 && aligned4(a.q.data) && aligned4(a.out.data) &&
+         Aligned16(a.kv.pages) && a.kv.kv_dim % 8 == 0 && a.num_prefill_tiles > 0 &&
+         a.num_prefill_tiles <= 0x7fffffff && a.num_kv_heads <= 65535 && a.dilation >= 1 &&
+         a.dilation <= 65535;
 }
 
 const char* PrefillKernelName(PrefillKernel kernel) {
@@ -305,9 +355,8 @@ cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& a, cudaStream_t s,
   // One CTA per (tile, KV head, dilation group).
   const dim3 grid(unsigned(a.num_prefill_tiles), unsigned(a.num_kv_heads), unsigned(a.dilation));
   const dim3 block(unsigned(warps * 32));
-  auto launch = [&](auto kernel, size_t stage_elems) {
+  auto launch = [&](auto kernel, size_t bytes) {
     // Two stages of K/V exceed the 48 KB a kernel gets without asking (69.6 KB at HD 128).
-    const size_t bytes = 2 * stage_elems * sizeof(uint16_t);
     if (const cudaError_t e =
             cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
         e != cudaSuccess) {
@@ -316,12 +365,26 @@ cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& a, cudaStream_t s,
     kernel<<<grid, block, bytes, s>>>(a);
     return cudaGetLastError();
   };
-  if (a.q.dtype == DType::kBF16) {
-    return a.head_dim == 128 ? launch(PrefillAttentionKernel<DType::kBF16, 128>, kStageElems<128>)
-                             : launch(PrefillAttentionKernel<DType::kBF16, 64>, kStageElems<64>);
-  }
-  return a.head_dim == 128 ? launch(PrefillAttentionKernel<DType::kF16, 128>, kStageElems<128>)
-                           : launch(PrefillAttentionKernel<DType::kF16, 64>, kStageElems<64>);
+  // The head dims of PrefillHeadDim, each compiled.
+  auto launch_head_dim = [&](auto tag) {
+    constexpr DType T = decltype(tag)::value;
+    switch (a.head_dim) {
+      case 64:
+        return launch(PrefillAttentionKernel<T, 64>, kSmemBytes<64>);
+      case 80:
+        return launch(PrefillAttentionKernel<T, 80>, kSmemBytes<80>);
+      case 96:
+        return launch(PrefillAttentionKernel<T, 96>, kSmemBytes<96>);
+      case 128:
+        return launch(PrefillAttentionKernel<T, 128>, kSmemBytes<128>);
+      case 256:
+        return launch(PrefillAttentionKernel<T, 256>, kSmemBytes<256>);
+      default:
+        return cudaErrorInvalidValue;
+    }
+  };
+  return a.q.dtype == DType::kBF16 ? launch_head_dim(DTypeTag<DType::kBF16>{})
+                                   : launch_head_dim(DTypeTag<DType::kF16>{});
 }
 
 }  // namespace arbor::kernels

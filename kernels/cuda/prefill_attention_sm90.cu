@@ -498,7 +498,9 @@ bool OnHopper() {
 }  // namespace
 
 bool PrefillAttentionSm90Takes(const PagedAttentionArgs& a) {
-  return PrefillAttentionFits(a) && a.dilation == 1 && Aligned16(a.q.data) && a.q.stride % 8 == 0;
+  // HD 64 and 128 only (the mma.sync kernel's other head dims stay there).
+  return PrefillAttentionFits(a) && (a.head_dim == 64 || a.head_dim == 128) && a.dilation == 1 &&
+         Aligned16(a.q.data) && a.q.stride % 8 == 0;
 }
 
 bool PrefillAttentionSm90Fits(const PagedAttentionArgs& a) {

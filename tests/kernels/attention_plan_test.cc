@@ -15,7 +15,11 @@ TEST_CASE("prefill tiles follow the tensor-core kernel's shapes", "[attention_pl
   CHECK(PrefillTileTokens(DType::kBF16, DType::kBF16, 128, 3) == 32);
   CHECK(PrefillTileTokens(DType::kBF16, DType::kBF16, 128, 8) == 16);
   CHECK(PrefillTileTokens(DType::kBF16, DType::kBF16, 128, 9) == 0);   // group > 8
-  CHECK(PrefillTileTokens(DType::kBF16, DType::kBF16, 96, 4) == 0);    // head_dim
+  CHECK(PrefillTileTokens(DType::kBF16, DType::kBF16, 80, 4) == 32);
+  CHECK(PrefillTileTokens(DType::kF16, DType::kF16, 96, 2) == 64);
+  CHECK(PrefillTileTokens(DType::kBF16, DType::kBF16, 256, 8) == 16);
+  CHECK(PrefillTileTokens(DType::kBF16, DType::kBF16, 72, 4) == 0);    // head_dim
+  CHECK(PrefillTileTokens(DType::kBF16, DType::kBF16, 24, 4) == 0);    // the tiny fixtures'
   CHECK(PrefillTileTokens(DType::kBF16, DType::kF16, 128, 4) == 0);    // mixed dtypes
   CHECK(PrefillTileTokens(DType::kF32, DType::kF32, 128, 4) == 0);     // not 16-bit
 }

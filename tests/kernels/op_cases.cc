@@ -846,6 +846,14 @@ const std::vector<OpCase>& OpCases() {
       {"attention", kF16, 64, 2, 64, 0, 1, 4096},
       {"attention", kBF16, 9, 4, 128, 300, 3, 4096},
       {"attention_prefill", kBF16, 2, 4, 128, 0, 1, 32768},
+      // The tensor-core kernels' other head dims (decode and mma.sync prefill: 80, 96, 256).
+      {"attention", kBF16, 7, 2, 80},
+      {"attention", kF16, 5, 1, 96, 7, 2},
+      {"attention", kBF16, 4, 2, 256, 0, 1, 4096},
+      {"attention_prefill", kBF16, 4, 4, 80},
+      {"attention_prefill", kF16, 3, 8, 96, 7, 2},
+      {"attention_prefill", kBF16, 3, 1, 256, 256, 1},
+      {"attention_prefill", kF16, 4, 2, 256},
       // top_k: tokens, experts, k
       {"top_k", kF32, 1, 2, 1},
       {"top_k", kF32, 37, 8, 2},

@@ -1,13 +1,16 @@
 // The prefill kernels of the CUDA backend (kernels/cuda/launch.h PrefillKernel: the mma.sync
 // kernel and the Hopper wgmma kernel), each forced, and the auto pick, against the CPU reference
 // (kernels/cpu/attention.cc) on the prefill tiles of kernels/attention_plan.h: fresh random
-// inputs, bf16 and f16, head dims 64 and 128, GQA groups 1, 3, 4 and 8, ragged batches of 1 to
-// 24 sequences mixing whole prompts with chunked-prefill continuations over cached pages,
-// contexts up to 5k keys, pages of 16 and 32 tokens shuffled through the pool, causal with and
-// without a sliding window. Outputs are NaN-poisoned first: a tile row never written fails, and
+// inputs, bf16 and f16, head dims 64, 80, 96, 128 and 256 (the wgmma kernel takes 64 and 128 and
+// is refused elsewhere), GQA groups 1, 3, 4 and 8, ragged batches of 1 to 24 sequences mixing
+// whole prompts with chunked-prefill continuations over cached pages, contexts up to 5k keys,
+// pages of 16 and 32 tokens shuffled through the pool, causal with and without a sliding window,
+// with and without dilation. Outputs are NaN-poisoned first: a tile row never written fails, and
 // a row outside the tiles must stay NaN (the kernel writes nothing else). The pool's unused
 // slots are NaN and every table entry wholly before a sequence's windows points at a page of
-// NaN, so a kernel that lets a key no row sees into P V fails too.
+// NaN, so a kernel that lets a key no row sees into P V fails too. Head dims no tensor-core
+// kernel takes (16 and 24 of the tiny fixtures, 40, 72) get no tiles: the whole pass runs per
+// token, checked too.
 #include <catch2/catch.hpp>
 #include <cuda_runtime_api.h>
 
@@ -48,6 +51,7 @@ struct PrefillCase {
   // New tokens of a continuation (the rest of the sequence cached): 1 to max_chunk. Half the
   // sequences (a coin) are whole prompts instead.
   int64_t max_chunk = 0;
+  int64_t dilation = 1;
 };
 
 std::string Describe(const PrefillCase& c) {
@@ -55,8 +59,8 @@ std::string Describe(const PrefillCase& c) {
          ", " + std::to_string(c.kv_heads) + " kv heads x group " + std::to_string(c.group) +
          ", " + std::to_string(c.seqs) + " seqs of " + std::to_string(c.min_len) + "-" +
          std::to_string(c.max_len) + ", pages of " + std::to_string(c.block_size) +
-         ", window " + std::to_string(c.window) + ", chunks up to " +
-         std::to_string(c.max_chunk);
+         ", window " + std::to_string(c.window) + ", dilation " + std::to_string(c.dilation) +
+         ", chunks up to " + std::to_string(c.max_chunk);
 }
 
 struct Batch {
@@ -105,7 +109,7 @@ Batch MakeBatch(const PrefillCase& c, std::mt19937_64& rng) {
     for (int64_t p = l - fresh; p < l; ++p) {
       b.token_seq.push_back(int32_t(s));
       b.q_pos.push_back(int32_t(p));
-      first_seen = std::min(first_seen, kernels::AttentionKeys(p, c.window, 1).first);
+      first_seen = std::min(first_seen, kernels::AttentionKeys(p, c.window, c.dilation).first);
     }
     for (int64_t blk = 0; blk * c.block_size < l; ++blk) {
       const bool seen = (blk + 1) * c.block_size > first_seen;
@@ -160,6 +164,7 @@ PagedAttentionArgs Args(const Batch& b, const Placed& p, const kernels::Tensor& 
   a.num_kv_heads = b.c.kv_heads;
   a.head_dim = b.c.head_dim;
   a.sliding_window = b.c.window;
+  a.dilation = b.c.dilation;
   a.scale = float(1.0 / std::sqrt(double(b.c.head_dim)));
   a.max_context = b.max_blocks * b.c.block_size;
   return a;
@@ -213,6 +218,20 @@ std::vector<PrefillCase> Cases() {
       {kBF16, 64, 1, 8, 24, 1, 200, 16, 0, 40},      // many short ragged sequences
       {kF16, 64, 4, 4, 2, 1, 3, 16},                 // prompts of 1 to 3 tokens
       {kBF16, 128, 1, 4, 1, 130, 130, 16, 1, 0},     // window 1: a token sees itself
+      {kBF16, 64, 2, 4, 4, 100, 900, 16, 0, 120, 2},   // dilation 2
+      {kF16, 128, 1, 8, 3, 1, 700, 32, 50, 0, 4},      // a window of 50 keys of dilation 4
+      // The other head dims of the mma.sync kernel: 80 and 96 (Q in registers, 11 and 13
+      // chunks a shared row), 256 (Q's fragments in shared memory).
+      {kBF16, 80, 2, 4, 5, 1, 777, 16, 0, 150},
+      {kF16, 80, 1, 8, 3, 300, 1900, 32, 333, 0},
+      {kBF16, 80, 3, 1, 4, 1, 300, 16, 7, 0, 2},
+      {kF16, 96, 2, 1, 3, 1, 1000, 32, 0, 200},
+      {kBF16, 96, 1, 4, 6, 1, 95, 16, 0, 0},
+      {kBF16, 96, 2, 3, 2, 500, 2500, 16, 256, 100, 3},
+      {kBF16, 256, 2, 4, 3, 1, 1100, 16, 0, 300},
+      {kF16, 256, 1, 8, 2, 700, 2100, 32, 129, 0},
+      {kBF16, 256, 1, 1, 3, 1, 400, 32, 0, 0, 2},
+      {kF16, 256, 2, 3, 4, 1, 33, 16},  // prompts shorter than a key block
   };
 }
 
@@ -225,6 +244,8 @@ TEST_CASE("the prefill kernels match the CPU reference on their tiles", "[kernel
   std::mt19937_64 rng(Catch::rngSeed() + 29);
   for (const PrefillCase& c : Cases()) {
     const Batch b = MakeBatch(c, rng);
+    // Every case's shapes are the tensor-core kernel's: a plan without tiles would check nothing.
+    CHECK(kernels::PrefillTileTokens(c.dtype, c.dtype, c.head_dim, c.group) > 0);
     if (b.plan.num_tiles() == 0) continue;
     const std::vector<double> want_all = Reference(b);
     const Placed p = Place(be, b);
@@ -235,11 +256,13 @@ TEST_CASE("the prefill kernels match the CPU reference on their tiles", "[kernel
       const int32_t count = b.plan.prefill_tiles[size_t(2 * t + 1)];
       for (int32_t r = first; r < first + count; ++r) in_tile[size_t(r)] = true;
     }
+    // The wgmma kernel's shapes: head_dim 64 or 128, dilation 1.
+    const bool wgmma_takes = (c.head_dim == 64 || c.head_dim == 128) && c.dilation == 1;
     for (const PrefillKernel kernel :
          {PrefillKernel::kAuto, PrefillKernel::kMmaSync, PrefillKernel::kWgmma}) {
       INFO(Describe(c) << "; " << kernels::PrefillKernelName(kernel) << " kernel, " << b.rows()
                        << " rows, " << b.plan.num_tiles() << " tiles");
-      if (kernel == PrefillKernel::kWgmma && !hopper) {
+      if (kernel == PrefillKernel::kWgmma && !(hopper && wgmma_takes)) {
         DeviceTensor out = Must(Poisoned(be, c.dtype, b.rows(), width, 2));
         PagedAttentionArgs a = Args(b, p, out.view);
         a.prefill_tiles = p.tiles.as<int32_t>();
@@ -270,6 +293,81 @@ TEST_CASE("the prefill kernels match the CPU reference on their tiles", "[kernel
     }
   }
   REQUIRE(be.Health().ok());
+}
+
+// A whole pass through the launcher (kernels/cuda/launch.h LaunchPagedAttention, the backend's
+// pick): tiles to the prefill kernel, the plan's other rows to the decode kernels. At head dims
+// no tensor-core kernel takes, PrefillTileTokens gives no tiles and every row runs on the
+// per-token kernel (any head dim up to 256).
+TEST_CASE("whole prefill passes match the CPU reference at every head dim", "[kernels][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  kernels::Backend& be = **cuda;
+  constexpr DType kBF16 = DType::kBF16, kF16 = DType::kF16;
+  const std::vector<PrefillCase> cases = {
+      // dtype, head_dim, kv heads, group, seqs, lengths, page size, window, chunk, dilation
+      {kBF16, 16, 2, 2, 3, 1, 200, 16, 0, 50},
+      {kF16, 24, 1, 4, 4, 1, 300, 32, 7, 0, 2},
+      {kBF16, 40, 2, 4, 3, 1, 500, 16, 0, 100},
+      {kF16, 72, 1, 8, 2, 100, 900, 32, 100, 0},
+      {kBF16, 80, 2, 4, 4, 1, 600, 16, 0, 100},
+      {kF16, 96, 1, 8, 3, 1, 400, 32, 33, 60, 2},
+      {kBF16, 256, 1, 4, 3, 1, 500, 16, 0, 100},
+  };
+  std::mt19937_64 rng(Catch::rngSeed() + 31);
+  for (const PrefillCase& c : cases) {
+    INFO(Describe(c));
+    const bool tensor_core = c.head_dim == 64 || c.head_dim == 80 || c.head_dim == 96 ||
+                             c.head_dim == 128 || c.head_dim == 256;
+    CHECK((kernels::PrefillTileTokens(c.dtype, c.dtype, c.head_dim, c.group) > 0) == tensor_core);
+    const Batch b = MakeBatch(c, rng);
+    const std::vector<double> want = Reference(b);
+    const Placed p = Place(be, b);
+    const kernels::DeviceBuffer decode_rows = Must(UploadInts(
+        be, b.plan.decode_rows.empty() ? std::vector<int32_t>{0} : b.plan.decode_rows));
+    // Two padding columns: an even row stride, as PrefillAttentionFits needs.
+    DeviceTensor out = Must(Poisoned(be, c.dtype, b.rows(), b.hq * c.head_dim, 2));
+    PagedAttentionArgs a = Args(b, p, out.view);
+    a.prefill_tiles = p.tiles.as<int32_t>();
+    a.num_prefill_tiles = b.plan.num_tiles();
+    a.decode_rows = decode_rows.as<int32_t>();
+    a.num_decode_rows = int64_t(b.plan.decode_rows.size());
+    CHECK(kernels::PrefillAttentionFits(a) == (tensor_core && b.plan.num_tiles() > 0));
+    REQUIRE(be.default_stream().Synchronize().ok());
+    const auto stream = static_cast<cudaStream_t>(be.default_stream().native());
+    REQUIRE(kernels::LaunchPagedAttention(a, stream) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+    const HostTensor got = Must(Download(be, out.view));
+    // The tiles' tolerance (P rounded to the 16-bit type) covers the per-token rows too.
+    CHECK(Compare(got.v, want, c.dtype, 2, c.dtype == DType::kBF16 ? 0x1p-8 : 0x1p-11) == "");
+  }
+  REQUIRE(be.Health().ok());
+}
+
+TEST_CASE("the mma.sync prefill kernel takes head dims 64, 80, 96, 128 and 256", "[kernels]") {
+  alignas(16) static uint16_t page[64];
+  static const int32_t tiles[2] = {0, 1};
+  PagedAttentionArgs a;
+  a.q.data = a.out.data = page;
+  a.q.dtype = a.out.dtype = DType::kBF16;
+  a.q.rows = a.out.rows = 1;
+  a.kv = {page, DType::kBF16, 16, 1, 0, 0};
+  a.num_q_heads = 32;
+  a.num_kv_heads = 8;
+  a.prefill_tiles = tiles;
+  a.num_prefill_tiles = 1;
+  for (int64_t hd = 1; hd <= 264; ++hd) {
+    INFO("head_dim " << hd);
+    a.head_dim = hd;
+    a.kv.kv_dim = 8 * hd;
+    a.q.stride = 48 * hd;
+    a.out.stride = 32 * hd;
+    const bool compiled = hd == 64 || hd == 80 || hd == 96 || hd == 128 || hd == 256;
+    // The plan cuts tiles exactly where the kernel takes them, and the wgmma kernel only 64/128.
+    CHECK(kernels::PrefillAttentionFits(a) == compiled);
+    CHECK((kernels::PrefillTileTokens(DType::kBF16, DType::kBF16, hd, 4) > 0) == compiled);
+    CHECK(kernels::PrefillAttentionSm90Takes(a) == (hd == 64 || hd == 128));
+  }
 }
 
 TEST_CASE("the wgmma prefill kernel takes dilation 1 and 16-byte aligned q rows only",
