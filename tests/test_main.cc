@@ -2,9 +2,13 @@
 // - Prints one summary line "arbor-tests: N passed, N failed, N skipped" that .ci/run sums.
 // - Test cases tagged [gpu] need a CUDA device: without one they are skipped (and counted as
 //   skipped), so the same binaries pass in CI and exercise the GPU on a GPU host.
+// - Test cases tagged [testbed] need the testbed models kept on the branch `testbed`
+//   (tools/train/testbed.sh restore, which tools/test.sh runs where the branch is reachable):
+//   without models/testbed/policy they are skipped and counted the same way.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -22,14 +26,25 @@ bool GpuVisible() {
 #endif
 }
 
-int CountGpuTests() {
+int CountTagged(const std::string& name) {
   int n = 0;
   for (const auto& tc : Catch::getRegistryHub().getTestCaseRegistry().getAllTests()) {
     for (const auto& tag : tc.getTestCaseInfo().tags) {
-      if (tag == "gpu") ++n;
+      if (tag == name) ++n;
     }
   }
   return n;
+}
+
+// Adds "not [tag]" to every filter of the session (or makes it the filter).
+void Exclude(Catch::Session& session, const std::string& tag) {
+  auto& cfg = session.configData();
+  if (cfg.testsOrTags.empty()) {
+    cfg.testsOrTags.push_back("~[" + tag + "]");
+  } else {
+    for (auto& spec : cfg.testsOrTags) spec += " ~[" + tag + "]";
+  }
+  session.useConfigData(cfg);
 }
 
 int g_skipped = 0;
@@ -52,17 +67,18 @@ int main(int argc, char** argv) {
   Catch::Session session;
   if (int rc = session.applyCommandLine(argc, argv); rc != 0) return rc;
   if (!GpuVisible()) {
-    g_skipped = CountGpuTests();
-    if (g_skipped > 0) {
-      std::printf("no CUDA device visible: skipping %d [gpu] test case(s)\n", g_skipped);
-      auto& cfg = session.configData();
-      // Keep the user's own filters and add "not [gpu]" to each of them.
-      if (cfg.testsOrTags.empty()) {
-        cfg.testsOrTags.push_back("~[gpu]");
-      } else {
-        for (auto& spec : cfg.testsOrTags) spec += " ~[gpu]";
-      }
-      session.useConfigData(cfg);
+    if (const int n = CountTagged("gpu"); n > 0) {
+      std::printf("no CUDA device visible: skipping %d [gpu] test case(s)\n", n);
+      g_skipped += n;
+      Exclude(session, "gpu");
+    }
+  }
+  if (!std::filesystem::exists("models/testbed/policy/config.json")) {
+    if (const int n = CountTagged("testbed"); n > 0) {
+      std::printf("models/testbed/policy missing (tools/train/testbed.sh restore): skipping %d "
+                  "[testbed] test case(s)\n", n);
+      g_skipped += n;
+      Exclude(session, "testbed");
     }
   }
   // A binary whose every case is [gpu] runs nothing without a GPU; that is a clean skip.
