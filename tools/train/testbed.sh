@@ -32,7 +32,7 @@ case "${1:-}" in
     trap 'rm -f "$GIT_INDEX_FILE"' EXIT
     if [ -n "$ref" ]; then git read-tree "$ref"; else git read-tree --empty; fi
     for d in "${dirs[@]}"; do
-      git rm -r -q --cached --ignore-unmatch "models/testbed/$d"
+      git rm -r -q -f --cached --ignore-unmatch "models/testbed/$d"
       if [ -d "models/testbed/$d" ]; then git add -f "models/testbed/$d"; fi
     done
     tree=$(git write-tree)
