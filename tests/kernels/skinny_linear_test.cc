@@ -60,9 +60,6 @@ TEST_CASE("every skinny Linear tiling matches the host reference", "[kernels][gp
       kernels::LinearArgs args{dx->view, dw->view, sh.bias ? db->view.data : nullptr, dy->view,
                                sh.accumulate};
       REQUIRE(kernels::SkinnyLinearFits(args));
-      // The poison fills ran on the backend's stream (non-blocking); these launches use the
-      // legacy stream: wait for the fills first.
-      REQUIRE(be.default_stream().Synchronize().ok());
       REQUIRE(kernels::LaunchSkinnyLinear(args, nullptr, tiling) == cudaSuccess);
       REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
       auto y = Download(be, dy->view);
@@ -128,9 +125,6 @@ TEST_CASE("the skinny SwiGLU epilogue equals Linear then SiluMul bit for bit", "
       REQUIRE(fused.ok());
       REQUIRE(untouched.ok());
       const kernels::LinearArgs plain{dx->view, dw->view, nullptr, gate_up->view};
-      // The poison fills ran on the backend's stream (non-blocking); these launches use the
-      // legacy stream: wait for the fills first.
-      REQUIRE(be.default_stream().Synchronize().ok());
       REQUIRE(kernels::LaunchSkinnyLinear(plain, nullptr, tiling) == cudaSuccess);
       REQUIRE(kernels::LaunchSiluMul({gate_up->view, unfused->view}, nullptr) == cudaSuccess);
       kernels::LinearArgs glu{dx->view, dw->view, nullptr, fused->view};
@@ -228,8 +222,8 @@ TEST_CASE("the skinny RoPE epilogue equals Linear then RopeKvWrite bit for bit",
         REQUIRE(qkv.ok());
         REQUIRE(pool.ok());
         REQUIRE(be.Fill(pool->data(), 0xFF, pool_bytes, be.default_stream()).ok());
-        // The poison fills ran on the backend's stream (non-blocking); these launches use the
-        // legacy stream: wait for the fills first.
+        // The pool's fill ran on the backend's (non-blocking) stream; these launches use the
+        // legacy stream: wait for it first (Upload and Poisoned wait for their own).
         REQUIRE(be.default_stream().Synchronize().ok());
         kernels::RopeKvWriteArgs rope;
         rope.qkv = qkv->view;

@@ -24,6 +24,9 @@ absl::StatusOr<DeviceBuffer> UploadBytes(Backend& be, const void* data, size_t b
   if (bytes > 0) {
     if (auto s = be.CopyToDevice(buf->data(), data, bytes, be.default_stream()); !s.ok()) return s;
   }
+  // Finished before it is handed out: tests also launch kernels on other streams (the legacy
+  // one), which the backend's non-blocking stream does not order against.
+  if (auto s = be.default_stream().Synchronize(); !s.ok()) return s;
   return buf;
 }
 
@@ -48,6 +51,7 @@ absl::StatusOr<DeviceTensor> Poisoned(Backend& be, DType dtype, int64_t rows, in
   auto buf = be.Allocate(std::max<size_t>(bytes, 1));
   if (!buf.ok()) return buf.status();
   if (auto s = be.Fill(buf->data(), 0xFF, bytes, be.default_stream()); !s.ok()) return s;
+  if (auto s = be.default_stream().Synchronize(); !s.ok()) return s;  // as UploadBytes
   DeviceTensor out;
   out.view = kernels::Tensor{buf->data(), dtype, rows, cols, cols + pad};
   out.buffer = std::move(*buf);

@@ -31,6 +31,8 @@ struct DeviceTensor {
   kernels::DeviceBuffer buffer;
   kernels::Tensor view;
 };
+// Upload, Poisoned and the Upload* below return once the device holds the bytes (the backend's
+// stream synchronized), so a kernel launched on any stream sees them.
 absl::StatusOr<DeviceTensor> Upload(kernels::Backend& be, const HostTensor& t, int64_t pad = 0);
 absl::StatusOr<DeviceTensor> Poisoned(kernels::Backend& be, kernels::DType dtype, int64_t rows,
                                       int64_t cols, int64_t pad = 0);
