@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "kernels/lora.h"
 
 namespace arbor::engine {
 namespace {
@@ -180,7 +181,9 @@ const std::map<std::string, Setter>& Schema() {
        }},
       {"engine.max_lora_rank",
        [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
-         ASSIGN_OR_RETURN(c.engine.max_lora_rank, ReadInt(n, k, 1, 1024));
+         // The batched LoRA op's largest rank: a higher one would register, then fail every
+         // forward pass that used it (and with it the engine).
+         ASSIGN_OR_RETURN(c.engine.max_lora_rank, ReadInt(n, k, 1, kernels::kLoraMaxRank));
          return absl::OkStatus();
        }},
       {"engine.cuda_graphs",

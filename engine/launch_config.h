@@ -30,7 +30,7 @@ struct EngineSection {
   double pool_fraction = 0.5;
   bool enable_prefix_caching = true;
   std::string kv_cache_dtype = "auto";  // auto (the model's dtype) | bfloat16 | float16 | float32
-  int64_t max_lora_rank = 64;           // LoRA adapters of higher rank are refused
+  int64_t max_lora_rank = 64;           // 1..128 (kernels::kLoraMaxRank); higher ranks refused
   bool cuda_graphs = true;              // decode steps replay CUDA graphs (CUDA only)
   bool deterministic = false;           // batch-invariant results (fixed GEMM algorithms)
 };

@@ -91,6 +91,22 @@ TEST_CASE("lora.host_bytes: 8 GiB by default, at least 1, kept through YAML", "[
   }
 }
 
+TEST_CASE("engine.max_lora_rank: 64 by default, up to the LoRA op's 128", "[config]") {
+  auto d = ParseLaunchConfig("", "empty.yaml");
+  REQUIRE(d.ok());
+  CHECK(d->engine.max_lora_rank == 64);
+  auto c = ParseLaunchConfig("engine:\n  max_lora_rank: 128\n", "a.yaml");
+  REQUIRE(c.ok());
+  CHECK(c->engine.max_lora_rank == 128);
+  // Above 128 an adapter would register, then fail every forward pass that used it.
+  for (const char* bad : {"engine.max_lora_rank=129", "engine.max_lora_rank=1024",
+                          "engine.max_lora_rank=0"}) {
+    auto e = ParseLaunchConfig("", "a.yaml", {bad});
+    CHECK_FALSE(e.ok());
+    CHECK_THAT(std::string(e.status().message()), Catch::Contains("engine.max_lora_rank"));
+  }
+}
+
 TEST_CASE("an override creates a missing section", "[config]") {
   auto c = ParseLaunchConfig("", "empty.yaml", {"model.served_model_name=m1"});
   REQUIRE(c.ok());
