@@ -30,7 +30,7 @@ JSON
 OUT=$tmp/out RESULTS=$tmp/out/results.json "$suite" --arbor "$arbor" --model-dir "$tmp/tiny" \
   --device cpu --dtype float32 --adapters 2,8 --rate 40 --num-requests 12 --min-len 8 \
   --max-len 24 --ranks 8,16 --per-rank 1 --peft-requests 6 --peft-adapters 2 \
-  --peer-json "$tmp/peer.json" --host-bytes 60000 --budget-s 100 --card "cpu (test)" \
+  --peer-json "$tmp/peer.json" --host-bytes 60000 --budget-s 250 --card "cpu (test)" \
   --adapter-dir "$tmp/adapters" --set engine.pool_bytes=16777216 >"$tmp/suite.log" 2>&1
 rc=$?
 cat "$tmp/suite.log"
