@@ -108,11 +108,19 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Model& model, kernels::Ba
     // Decode steps replay graphs captured over this pool. If capture fails the
     // engine runs every step eagerly, which is correct, only slower.
     const absl::Time start = absl::Now();
+    // With adapters enabled, decode steps that use them replay graphs too (their pages are in
+    // this pool).
+    LoraGraphPool lora_pool;
+    if (config.max_lora_rank > 0) {
+      lora_pool = {e->pool_->base(), int64_t(e->pool_->page_bytes()), e->pool_->num_pages()};
+    }
     auto graphs = model.CaptureDecodeGraphs(KvCacheView{e->pool_->base(), config.block_size},
-                                            config.max_num_seqs);
+                                            config.max_num_seqs, lora_pool);
     if (graphs.ok()) {
-      spdlog::info("engine: {} decode CUDA graphs captured (batch 1 to {}) in {:.0f} ms", *graphs,
-                   model.max_graph_batch(), absl::ToDoubleMilliseconds(absl::Now() - start));
+      spdlog::info("engine: {} decode CUDA graphs captured (batch 1 to {}{}) in {:.0f} ms",
+                   *graphs, model.max_graph_batch(),
+                   model.lora_graphs() ? ", with and without adapters" : "",
+                   absl::ToDoubleMilliseconds(absl::Now() - start));
     } else {
       spdlog::warn("engine: decode steps run without CUDA graphs: {}",
                    std::string(graphs.status().message()));

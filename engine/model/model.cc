@@ -1,6 +1,8 @@
 #include "engine/model/model.h"
 
 #include <algorithm>
+#include <array>
+#include <climits>
 #include <cmath>
 #include <cstring>
 
@@ -292,7 +294,7 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
   d.num_seqs = p.num_seqs;
   d.max_blocks = p.max_blocks;
   d.rows = int64_t(p.logit_rows.size());
-  if (!p.adapters.empty()) {
+  if (lora != nullptr && !p.adapters.empty()) {
     const int64_t slots = int64_t(p.adapters.size());
     int64_t max_rank = 0, num_pages = 0;
     for (const LoraAdapter* ad : p.adapters) {
@@ -373,13 +375,22 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
   if (const DecodeGraph* g = scoring ? nullptr : GraphFor(chunks, kv_view); g != nullptr) {
     ASSIGN_OR_RETURN(PassPlan p, PlanPass(chunks, kv_view, graph_max_blocks_));
     PadPlan(g->batch, &p);
-    Activations a;
-    LoraPass lora;
-    ASSIGN_OR_RETURN(const DevicePlan d, UploadPlan(p, &a, &lora));
-    RETURN_IF_ERROR(g->graph->Launch(be_.default_stream()));
-    ++graph_launches_;
-    ASSIGN_OR_RETURN(void* logits_dev, logits_.Get(be_, size_t(d.rows * spec_.vocab_size) * 4));
-    return kernels::View(logits_dev, DType::kF32, int64_t(chunks.size()), spec_.vocab_size);
+    bool replay = true;
+    if (g->lora) {
+      ASSIGN_OR_RETURN(replay, UploadGraphLora(p));
+    }
+    if (replay) {
+      Activations a;
+      ASSIGN_OR_RETURN(const DevicePlan d, UploadPlan(p, &a, nullptr));
+      RETURN_IF_ERROR(g->graph->Launch(be_.default_stream()));
+      ++graph_launches_;
+      if (g->lora) ++lora_graph_launches_;
+      ASSIGN_OR_RETURN(void* logits_dev,
+                       logits_.Get(be_, size_t(d.rows * spec_.vocab_size) * 4));
+      return kernels::View(logits_dev, DType::kF32, int64_t(chunks.size()), spec_.vocab_size);
+    }
+    // The adapters' page tables outgrow the region (not while they are distinct pool pages):
+    // the pass runs eagerly.
   }
   ASSIGN_OR_RETURN(PassPlan p, PlanPass(chunks, kv_view, 1));
   RETURN_IF_ERROR(PlanScores(chunks, scores, &p));
@@ -399,13 +410,23 @@ const Model::DecodeGraph* Model::GraphFor(absl::Span<const SequenceChunk> chunks
                                           const KvCacheView& kv) const {
   if (graphs_.empty() || int64_t(chunks.size()) > graphs_.back().batch) return nullptr;
   if (kv.pages != graph_kv_.pages || kv.block_size != graph_kv_.block_size) return nullptr;
+  bool adapters = false;
   for (const SequenceChunk& c : chunks) {
-    if (c.tokens.size() != 1 || c.logits != SequenceChunk::Logits::kLast || c.adapter != nullptr ||
+    if (c.tokens.size() != 1 || c.logits != SequenceChunk::Logits::kLast ||
         int64_t(c.block_table.size()) > graph_max_blocks_) {
       return nullptr;
     }
+    if (c.adapter != nullptr) {
+      // The graphs read adapters from the pool they were captured over, up to the reserved rank.
+      if (lora_graphs_.empty() || c.adapter->pool != lora_graph_pool_.base ||
+          c.adapter->page_bytes != lora_graph_pool_.page_bytes ||
+          c.adapter->rank > lora_graph_pass_.max_rank) {
+        return nullptr;
+      }
+      adapters = true;
+    }
   }
-  for (const DecodeGraph& g : graphs_) {
+  for (const DecodeGraph& g : adapters ? lora_graphs_ : graphs_) {
     if (g.batch >= int64_t(chunks.size())) return &g;
   }
   return nullptr;
@@ -506,9 +527,11 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
   return logits_view;
 }
 
-absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_t max_batch) {
+absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_t max_batch,
+                                                   const LoraGraphPool& lora_pool) {
   std::lock_guard<std::mutex> lock(forward_mu_);
   graphs_.clear();
+  lora_graphs_.clear();
   if (reserved_.max_tokens <= 0) {
     return absl::FailedPreconditionError("decode graphs: Reserve the workspace first");
   }
@@ -518,23 +541,69 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
   max_batch =
       std::min({max_batch, reserved_.max_seqs, reserved_.max_tokens, reserved_.max_logit_rows});
   if (max_batch <= 0) return absl::InvalidArgumentError("decode graphs: max_batch must be > 0");
+  const bool with_lora = lora_pool.base != nullptr && reserved_.max_lora_rank > 0;
+  if (with_lora && (lora_pool.page_bytes <= 0 || lora_pool.num_pages <= 0 ||
+                    lora_pool.num_pages > int64_t(INT32_MAX))) {
+    return absl::InvalidArgumentError("decode graphs: the adapters' pool has no pages");
+  }
   // Batch-size buckets 1, 2, 4, ... and max_batch itself: a step of b sequences replays the
   // smallest bucket >= b, padded (PadPlan).
   std::vector<int64_t> buckets;
   for (int64_t b = 1; b < max_batch; b *= 2) buckets.push_back(b);
   buckets.push_back(max_batch);
+  ASSIGN_OR_RETURN(std::vector<DecodeGraph> graphs, CaptureBuckets(buckets, LoraPass{}, kv));
+  std::vector<DecodeGraph> lora_graphs;
+  if (with_lora) {
+    // One LoRA region for every bucket: slot arrays for max_batch tokens and slots, a page
+    // table as long as the pool, shrink rows at the reserved rank. Every target the model can
+    // adapt is launched in every layer (MoE models: attention only, as AdapterStore allows).
+    LoraPass& lp = lora_graph_pass_;
+    lp = LoraPass{};
+    int32_t* ints = nullptr;
+    const size_t bytes =
+        LayoutLora(nullptr, max_batch, reserved_.max_lora_rank, max_batch, lora_pool.num_pages,
+                   &lp, &ints);
+    ASSIGN_OR_RETURN(void* base, lora_graph_.Get(be_, bytes));
+    LayoutLora(base, max_batch, reserved_.max_lora_rank, max_batch, lora_pool.num_pages, &lp,
+               &lora_graph_ints_);
+    lp.w.pool = lora_pool.base;
+    lp.w.page_bytes = lora_pool.page_bytes;
+    lp.w.num_slots = max_batch;
+    lp.max_rank = reserved_.max_lora_rank;
+    lp.schedule = kernels::LoraSchedule::kPerToken;
+    std::array<bool, kNumLoraTargets> all{};
+    for (int t = 0; t < kNumLoraTargets; ++t) all[size_t(t)] = spec_.num_experts == 0 || t < kLoraGate;
+    lp.targets.assign(size_t(spec_.num_layers), all);
+    lora_graph_pool_ = lora_pool;
+    RETURN_IF_ERROR(UploadGraphLora(PassPlan{}).status());  // every token base-only
+    ASSIGN_OR_RETURN(lora_graphs, CaptureBuckets(buckets, lp, kv));
+    for (DecodeGraph& g : lora_graphs) g.lora = true;
+  }
+  // The graphs hold the workspaces' addresses: from now on they may not move (a pass that
+  // needs more than was reserved fails instead of reallocating under the graphs). The eager
+  // passes' LoRA workspace is not in any graph: it may still grow.
+  for (Scratch* scratch : {&workspace_, &logits_, &moe_, &lora_graph_}) scratch->Freeze();
+  graphs_ = std::move(graphs);
+  lora_graphs_ = std::move(lora_graphs);
+  graph_kv_ = kv;
+  graph_max_blocks_ = reserved_.max_blocks;
+  return int64_t(graphs_.size() + lora_graphs_.size());
+}
+
+absl::StatusOr<std::vector<Model::DecodeGraph>> Model::CaptureBuckets(
+    absl::Span<const int64_t> buckets, const LoraPass& lora, const KvCacheView& kv) {
   kernels::Stream& st = be_.default_stream();
   std::vector<DecodeGraph> graphs;
   for (int64_t b : buckets) {
     // An all-padding batch: it runs every kernel of a decode step of b sequences and touches
     // no page, so capturing it (and the warm-up before, which makes cuBLASLt pick its
-    // algorithms and loads every kernel outside the capture) leaves the pool as it was.
+    // algorithms and loads every kernel outside the capture) leaves the pool as it was. Its
+    // LoRA slots are all -1: the LoRA kernels run and add nothing.
     PassPlan p;
     p.max_blocks = reserved_.max_blocks;
     PadPlan(b, &p);
     Activations a;
-    LoraPass lora;
-    ASSIGN_OR_RETURN(const DevicePlan d, UploadPlan(p, &a, &lora));
+    ASSIGN_OR_RETURN(const DevicePlan d, UploadPlan(p, &a, nullptr));
     RETURN_IF_ERROR(RunPass(d, a, lora, kv).status());
     RETURN_IF_ERROR(st.Synchronize());
     RETURN_IF_ERROR(be_.BeginCapture(st));
@@ -542,16 +611,35 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
     auto graph = be_.EndCapture(st);  // always ends the capture, even after a failed op
     RETURN_IF_ERROR(ran);
     if (!graph.ok()) return graph.status();
-    graphs.push_back({b, std::move(*graph)});
+    graphs.push_back({b, std::move(*graph), false});
   }
-  // The graphs hold the workspaces' addresses: from now on they may not move (a pass that
-  // needs more than was reserved fails instead of reallocating under the graphs). The LoRA
-  // workspace is not in any graph (passes with adapters run eagerly): it may still grow.
-  for (Scratch* scratch : {&workspace_, &logits_, &moe_}) scratch->Freeze();
-  graphs_ = std::move(graphs);
-  graph_kv_ = kv;
-  graph_max_blocks_ = reserved_.max_blocks;
-  return int64_t(graphs_.size());
+  return graphs;
+}
+
+absl::StatusOr<bool> Model::UploadGraphLora(const PassPlan& p) {
+  const LoraPass& lp = lora_graph_pass_;
+  const int64_t cap = lp.w.num_slots;  // max_batch: tokens and slots
+  // LayoutLora's order: token_slot [cap], slot_pages [cap], slot_rank [cap], slot_scale [cap]
+  // (float bits), then the page table; only the part in use goes up.
+  std::vector<int32_t> host(size_t(4 * cap), 0);
+  std::fill(host.begin(), host.begin() + cap, -1);
+  if (!p.adapters.empty()) {
+    if (int64_t(p.token_slot.size()) > cap || int64_t(p.adapters.size()) > cap) return false;
+    std::copy(p.token_slot.begin(), p.token_slot.end(), host.begin());
+    int64_t pages = 0;
+    for (size_t i = 0; i < p.adapters.size(); ++i) {
+      const LoraAdapter* ad = p.adapters[i];
+      if (pages + int64_t(ad->pages.size()) > lora_graph_pool_.num_pages) return false;
+      host[size_t(cap) + i] = int32_t(pages);
+      host[size_t(2 * cap) + i] = int32_t(ad->rank);
+      std::memcpy(&host[size_t(3 * cap) + i], &ad->scale, sizeof(float));
+      host.insert(host.end(), ad->pages.begin(), ad->pages.end());
+      pages += int64_t(ad->pages.size());
+    }
+  }
+  RETURN_IF_ERROR(be_.CopyToDevice(lora_graph_ints_, host.data(), host.size() * sizeof(int32_t),
+                                   be_.default_stream()));
+  return true;
 }
 
 size_t Model::LayoutActivations(void* base, int64_t n, size_t plan_ints, Activations* a) const {
@@ -613,7 +701,8 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
        limits.max_blocks > reserved_.max_blocks ||
        limits.max_logit_rows > reserved_.max_logit_rows)) {
     graphs_.clear();
-    for (Scratch* scratch : {&workspace_, &logits_, &moe_}) scratch->Thaw();
+    lora_graphs_.clear();
+    for (Scratch* scratch : {&workspace_, &logits_, &moe_, &lora_graph_}) scratch->Thaw();
   }
   Activations a;
   const size_t plan_ints =

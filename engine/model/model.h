@@ -39,6 +39,15 @@ struct KvCacheView {
   int64_t block_size = 16;
 };
 
+// Where adapters' pages live (the unified pool: AdapterStore), for decode graphs that apply
+// adapters. The pool's base and page size are baked into those graphs; its page count bounds
+// the page-table entries a batch's adapters can need (their pages are distinct pool pages).
+struct LoraGraphPool {
+  const void* base = nullptr;  // null: no graphs with adapters
+  int64_t page_bytes = 0;
+  int64_t num_pages = 0;
+};
+
 // The largest pass the engine will run: Model::Reserve sizes every workspace for it once, at
 // start-up, so that serving allocates no device memory.
 struct ForwardLimits {
@@ -133,13 +142,23 @@ class Model {
   // chunks without adapters, over these pages, uploads its plan padded to the smallest bucket
   // >= b and replays that bucket's graph: one launch instead of a few per layer. Returns how
   // many graphs were captured; Unimplemented on backends without graphs.
+  // With `lora_pool` (and a max_lora_rank reserved), a second set of graphs per bucket applies
+  // adapters too: a decode step whose sequences use adapters paged in `lora_pool` replays one
+  // of those. Adapter slots, ranks, scales and page tables are data in a fixed LoRA region
+  // (uploaded each step), not launch shapes: the graphs launch the LoRA op for every target
+  // the model can adapt at the reserved max rank (kernels/lora.h: a slot's rank and missing
+  // matrices are read from its directory, so a q/v-only rank-8 adapter adds nothing elsewhere).
   // Call after Reserve; a later Reserve that would grow the workspaces drops the graphs (they
   // hold the workspaces' addresses). Capturing again (a new engine over a new pool) replaces
   // them.
-  absl::StatusOr<int64_t> CaptureDecodeGraphs(const KvCacheView& kv, int64_t max_batch);
+  absl::StatusOr<int64_t> CaptureDecodeGraphs(const KvCacheView& kv, int64_t max_batch,
+                                              const LoraGraphPool& lora_pool = {});
   int64_t max_graph_batch() const { return graphs_.empty() ? 0 : graphs_.back().batch; }
-  // Passes that replayed a graph so far.
+  // Whether decode steps with adapters replay graphs.
+  bool lora_graphs() const { return !lora_graphs_.empty(); }
+  // Passes that replayed a graph so far, and those of them that applied adapters.
   int64_t graph_launches() const { return graph_launches_; }
+  int64_t lora_graph_launches() const { return lora_graph_launches_; }
 
   // A single sequence with its own pages for up to `capacity` tokens.
   absl::StatusOr<SequenceKv> NewSequence(int64_t capacity, int64_t block_size = 16);
@@ -188,6 +207,7 @@ class Model {
   struct DecodeGraph {
     int64_t batch = 0;
     std::unique_ptr<kernels::Graph> graph;
+    bool lora = false;  // applies adapters (lora_graph_pass_)
   };
   struct Activations;
   struct LoraPass;
@@ -200,7 +220,8 @@ class Model {
                           absl::Span<const ChunkScore> scores, PassPlan* plan) const;
   // Adds padding sequences up to `batch` (see the .cc for why they touch no page).
   static void PadPlan(int64_t batch, PassPlan* plan);
-  // Lays out the pass's buffers and queues the plan's upload.
+  // Lays out the pass's buffers and queues the plan's upload; the adapters' slot arrays too,
+  // unless `lora` is null (a graph pass: UploadGraphLora).
   absl::StatusOr<DevicePlan> UploadPlan(const PassPlan& plan, Activations* a, LoraPass* lora);
   // Every kernel of the pass, from the embedding to the LM head; launch-only (no host sync),
   // so that it can be captured.
@@ -208,6 +229,13 @@ class Model {
                                           const LoraPass& lora, const KvCacheView& kv);
   // The graph that runs `chunks`, or null when they are not a capturable decode step.
   const DecodeGraph* GraphFor(absl::Span<const SequenceChunk> chunks, const KvCacheView& kv) const;
+  // Captures one graph per bucket of `buckets`, with `lora` as every pass's LoRA state.
+  absl::StatusOr<std::vector<DecodeGraph>> CaptureBuckets(absl::Span<const int64_t> buckets,
+                                                          const LoraPass& lora,
+                                                          const KvCacheView& kv);
+  // The LoRA state of a graph pass (lora_graph_pass_) for the adapters of `p` (none: every
+  // token base-only), uploaded into the fixed region; false when they do not fit it.
+  absl::StatusOr<bool> UploadGraphLora(const PassPlan& p);
   // The batch's adapters as the Lora op takes them (kernels/lora.h), uploaded once for every
   // layer into the LoRA workspace.
   struct LoraPass {
@@ -268,9 +296,18 @@ class Model {
   kernels::HostBuffer plan_mirror_;  // pinned: the int32 plan before it goes up (Reserve)
   ForwardLimits reserved_;           // the largest limits Reserve was given
   std::vector<DecodeGraph> graphs_;  // ascending batch (CaptureDecodeGraphs)
+  // The same buckets with adapters applied, over lora_graph_pool_; their LoRA state is
+  // lora_graph_pass_, laid out once in lora_graph_ for max_graph_batch() tokens and slots and
+  // the pool's page count.
+  std::vector<DecodeGraph> lora_graphs_;
+  LoraGraphPool lora_graph_pool_;
+  Scratch lora_graph_;
+  LoraPass lora_graph_pass_;
+  int32_t* lora_graph_ints_ = nullptr;  // lora_graph_pass_'s int32 arrays, in LayoutLora order
   KvCacheView graph_kv_;             // the pages the graphs were captured over
   int64_t graph_max_blocks_ = 0;     // every graph's block-table width
   std::atomic<int64_t> graph_launches_{0};
+  std::atomic<int64_t> lora_graph_launches_{0};
 };
 
 }  // namespace arbor::engine

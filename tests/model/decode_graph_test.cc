@@ -1,7 +1,8 @@
 // Decode CUDA graphs (Model::CaptureDecodeGraphs): a replayed graph, padded to its bucket, gives
 // the same logits and writes the same KV as the eager pass of the same batch, bit for bit in
-// deterministic mode, for a dense model and a mixture of experts; on the CPU capture is refused
-// and passes stay eager.
+// deterministic mode, for a dense model and a mixture of experts, and with LoRA adapters mixed
+// with base-only sequences (the graphs that apply adapters); on the CPU capture is refused and
+// passes stay eager.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -10,9 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "engine/lora/adapter_store.h"
 #include "engine/model/model.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "memory/unified_pool.h"
 
 namespace arbor::engine {
 namespace {
@@ -178,6 +181,131 @@ TEST_CASE("a replayed decode graph matches the eager pass bit for bit (determini
   b.cached = {int64_t(b.tokens[0].size()) - 1, int64_t(b.tokens[1].size()) - 1};
   REQUIRE((*graphed)->Forward(Chunks(b), kv_g).ok());  // one token each: a decode step, eager
   CHECK((*graphed)->graph_launches() == launches);
+  REQUIRE(be.Health().ok());
+}
+
+// One model with its unified pool (adapters and KV) and its adapter store, for the LoRA graphs.
+struct LoraSetup {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<memory::UnifiedPool> pool;
+  std::unique_ptr<AdapterStore> store;
+  std::vector<AdapterHold> holds;
+  explicit LoraSetup(kernels::Backend& be) {
+    auto m = Model::Load("tests/data/models/llama", be, kBf16);
+    REQUIRE(m.ok());
+    model = std::move(*m);
+    auto p = memory::UnifiedPool::Create(be, model->KvPageBytes(kBlock), 96);
+    REQUIRE(p.ok());
+    pool = std::move(*p);
+    REQUIRE(be.Fill(pool->base(), 0, pool->num_pages() * pool->page_bytes(), be.default_stream())
+                .ok());
+    AdapterStoreOptions options;
+    options.root = "tests/data/adapters";
+    options.max_rank = 16;
+    options.dtype = kernels::DType::kBF16;
+    store = std::make_unique<AdapterStore>(*pool, be, model->spec(), options);
+    for (const char* name : {"llama-lora-all", "llama-lora-qv"}) {
+      REQUIRE(store->Register(name, name).ok());
+      auto hold = store->Acquire(*store->Find(name));
+      REQUIRE(hold.ok());
+      holds.push_back(std::move(*hold));
+      REQUIRE(store->FenceForUse(*store->Find(name)).ok());
+    }
+    ForwardLimits limits = Limits();
+    limits.max_lora_rank = 16;
+    REQUIRE(model->Reserve(limits).ok());
+  }
+  LoraGraphPool graph_pool() const {
+    return {pool->base(), int64_t(pool->page_bytes()), pool->num_pages()};
+  }
+};
+
+TEST_CASE("decode graphs with adapters match the eager pass bit for bit (deterministic mode)",
+          "[model][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  kernels::Backend& be = **cuda;
+  be.SetDeterministic(true);
+  LoraSetup graphed(be), eager(be);
+  const KvCacheView kv_g{graphed.pool->base(), kBlock}, kv_e{eager.pool->base(), kBlock};
+  auto graphs = graphed.model->CaptureDecodeGraphs(kv_g, 8, graphed.graph_pool());
+  INFO(graphs.status().ToString());
+  REQUIRE(graphs.ok());
+  CHECK(*graphs == 8);  // batches 1, 2, 4, 8, without and with adapters
+  CHECK(graphed.model->lora_graphs());
+
+  const int64_t vocab = graphed.model->spec().vocab_size;
+  // Sequence s uses adapter kinds[s % 4]: all, base only, qv, all.
+  const std::vector<const char*> kinds = {"llama-lora-all", nullptr, "llama-lora-qv",
+                                          "llama-lora-all"};
+  for (int seqs : {1, 2, 3, 7}) {
+    INFO(seqs << " sequences");
+    Batch b = NewBatch(seqs, 300 + uint64_t(seqs), vocab);
+    // KV pages from each pool (the adapters hold some of its pages).
+    Batch be_batch = b;
+    for (int s = 0; s < seqs; ++s) {
+      auto pg = graphed.pool->Allocate(8, memory::PageKind::kKv);
+      auto pe = eager.pool->Allocate(8, memory::PageKind::kKv);
+      REQUIRE(pg.ok());
+      REQUIRE(pe.ok());
+      b.tables[size_t(s)] = *pg;
+      be_batch.tables[size_t(s)] = *pe;
+    }
+    auto with_adapters = [&](std::vector<SequenceChunk> chunks, const LoraSetup& setup) {
+      for (size_t s = 0; s < chunks.size(); ++s) {
+        const char* kind = kinds[s % kinds.size()];
+        chunks[s].adapter = kind == nullptr ? nullptr : setup.store->Find(kind).get();
+      }
+      return chunks;
+    };
+    auto pg = graphed.model->Forward(with_adapters(Chunks(b), graphed), kv_g);
+    auto pe = eager.model->Forward(with_adapters(Chunks(be_batch), eager), kv_e);
+    REQUIRE(pg.ok());
+    REQUIRE(pe.ok());
+    CHECK(*pg == *pe);
+    std::vector<float> last = *pg;
+    for (size_t s = 0; s < b.tokens.size(); ++s) {
+      b.cached[s] = be_batch.cached[s] = int64_t(b.tokens[s].size());
+    }
+    const int64_t before = graphed.model->lora_graph_launches();
+    for (int step = 0; step < 12; ++step) {
+      for (size_t s = 0; s < b.tokens.size(); ++s) {
+        const float* row = last.data() + s * size_t(vocab);
+        const int32_t next = int32_t(std::max_element(row, row + vocab) - row);
+        b.tokens[s].push_back(next);
+        be_batch.tokens[s].push_back(next);
+      }
+      auto g = graphed.model->Forward(with_adapters(Chunks(b), graphed), kv_g);
+      auto e = eager.model->Forward(with_adapters(Chunks(be_batch), eager), kv_e);
+      REQUIRE(g.ok());
+      REQUIRE(e.ok());
+      for (float x : *g) REQUIRE(std::isfinite(x));
+      REQUIRE(*g == *e);
+      last = *g;
+      for (size_t s = 0; s < b.tokens.size(); ++s) b.cached[s] = be_batch.cached[s] += 1;
+    }
+    // Sequence 0 has an adapter: every step replayed a graph that applies adapters.
+    CHECK(graphed.model->lora_graph_launches() == before + 12);
+    for (int s = 0; s < seqs; ++s) {
+      REQUIRE(graphed.pool->Free(b.tables[size_t(s)]).ok());
+      REQUIRE(eager.pool->Free(be_batch.tables[size_t(s)]).ok());
+    }
+  }
+  // A decode step with no adapter replays a graph without them.
+  {
+    Batch b = NewBatch(1, 9, vocab);
+    auto pages = graphed.pool->Allocate(8, memory::PageKind::kKv);
+    REQUIRE(pages.ok());
+    b.tables[0] = *pages;
+    REQUIRE(graphed.model->Forward(Chunks(b), kv_g).ok());
+    b.cached[0] = int64_t(b.tokens[0].size()) - 1;
+    const int64_t launches = graphed.model->graph_launches();
+    const int64_t lora_launches = graphed.model->lora_graph_launches();
+    REQUIRE(graphed.model->Forward(Chunks(b), kv_g).ok());
+    CHECK(graphed.model->graph_launches() == launches + 1);
+    CHECK(graphed.model->lora_graph_launches() == lora_launches);
+    REQUIRE(graphed.pool->Free(*pages).ok());
+  }
   REQUIRE(be.Health().ok());
 }
 
