@@ -100,8 +100,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
   const int64_t kv_head = blockIdx.y;
   const int64_t head = kv_head * group + warp % group;
   const int tok0 = (warp / group) * 16;  // the warp's first token in the tile
-  const int32_t tile_row = a.prefill_tiles[2 * blockIdx.x];
-  const int tile_count = a.prefill_tiles[2 * blockIdx.x + 1];
+  // Tiles in reverse: a sequence's later tiles see more keys, so the longest CTAs start first
+  // and the last wave is short ones (causal load balance).
+  const int64_t tile = int64_t(gridDim.x) - 1 - blockIdx.x;
+  const int32_t tile_row = a.prefill_tiles[2 * tile];
+  const int tile_count = a.prefill_tiles[2 * tile + 1];
   const int64_t seq = a.token_seq[tile_row];
   // The tile's positions are tile_pos, tile_pos + 1, ... (the plan's). This CTA's rows are its
   // tokens of group z: tile tokens t0, t0 + d, ...; below, positions are group indexes (p / d)

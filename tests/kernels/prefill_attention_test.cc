@@ -15,10 +15,12 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/attention_plan.h"
@@ -52,6 +54,9 @@ struct PrefillCase {
   // sequences (a coin) are whole prompts instead.
   int64_t max_chunk = 0;
   int64_t dilation = 1;
+  // Table entries wholly before every window of a sequence: -1 (pages the engine freed) rather
+  // than a page of NaN.
+  bool freed_before_window = false;
 };
 
 std::string Describe(const PrefillCase& c) {
@@ -60,7 +65,8 @@ std::string Describe(const PrefillCase& c) {
          ", " + std::to_string(c.seqs) + " seqs of " + std::to_string(c.min_len) + "-" +
          std::to_string(c.max_len) + ", pages of " + std::to_string(c.block_size) +
          ", window " + std::to_string(c.window) + ", dilation " + std::to_string(c.dilation) +
-         ", chunks up to " + std::to_string(c.max_chunk);
+         ", chunks up to " + std::to_string(c.max_chunk) +
+         (c.freed_before_window ? ", -1 pages before the windows" : "");
 }
 
 struct Batch {
@@ -113,7 +119,8 @@ Batch MakeBatch(const PrefillCase& c, std::mt19937_64& rng) {
     }
     for (int64_t blk = 0; blk * c.block_size < l; ++blk) {
       const bool seen = (blk + 1) * c.block_size > first_seen;
-      const int32_t page = seen ? ids[next++] : int32_t(nan_page);
+      const int32_t page =
+          seen ? ids[next++] : (c.freed_before_window ? int32_t(-1) : int32_t(nan_page));
       b.tables[size_t(s * b.max_blocks + blk)] = page;
       if (!seen) continue;
       for (int64_t j = blk * c.block_size; j < std::min(l, (blk + 1) * c.block_size); ++j) {
@@ -170,11 +177,34 @@ PagedAttentionArgs Args(const Batch& b, const Placed& p, const kernels::Tensor& 
   return a;
 }
 
+// The CPU reference (kernels::CpuPagedAttention, the CPU backend's kernel) of every row, run on
+// all host cores over slices of 16 rows: a row's output depends on its own q row, position and
+// sequence only, so a slice is the same op on fewer rows. (One thread took most of a minute on
+// the cases here; the 4k prompt alone is 8.6 G multiply-adds in doubles.)
 std::vector<double> Reference(const Batch& b) {
   kernels::CpuBackend cpu;
   const Placed p = Place(cpu, b);
   DeviceTensor out = Must(Poisoned(cpu, b.c.dtype, b.rows(), b.hq * b.c.head_dim));
-  REQUIRE(cpu.PagedAttention(Args(b, p, out.view), cpu.default_stream()).ok());
+  const PagedAttentionArgs all = Args(b, p, out.view);
+  const int64_t elem = kernels::DTypeSize(b.c.dtype);
+  constexpr int64_t kSlice = 16;
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t r0 = next.fetch_add(kSlice); r0 < b.rows(); r0 = next.fetch_add(kSlice)) {
+      PagedAttentionArgs a = all;
+      a.q.data = static_cast<uint8_t*>(all.q.data) + r0 * all.q.stride * elem;
+      a.out.data = static_cast<uint8_t*>(all.out.data) + r0 * all.out.stride * elem;
+      a.q.rows = a.out.rows = std::min(kSlice, b.rows() - r0);
+      a.token_seq = all.token_seq + r0;
+      a.q_positions = all.q_positions + r0;
+      kernels::CpuPagedAttention(a);
+    }
+  };
+  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 64);
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
   const HostTensor got = Must(Download(cpu, out.view));
   return std::vector<double>(got.v.begin(), got.v.end());
 }
@@ -232,6 +262,18 @@ std::vector<PrefillCase> Cases() {
       {kF16, 256, 1, 8, 2, 700, 2100, 32, 129, 0},
       {kBF16, 256, 1, 1, 3, 1, 400, 32, 0, 0, 2},
       {kF16, 256, 2, 3, 4, 1, 33, 16},  // prompts shorter than a key block
+      // The wgmma kernel's ring (128-key blocks; 3 stages at head_dim 128, 4 at 64) through 1,
+      // kStages, kStages + 1 and more blocks, and tiles whose second consumer warpgroup has no
+      // token (at most 64 / group tokens).
+      {kBF16, 128, 1, 4, 4, 1, 16, 16},              // one block; warpgroup 1 idle
+      {kF16, 128, 2, 1, 3, 1, 64, 32, 0, 0},         // group 1, one warpgroup's worth or less
+      {kF16, 64, 2, 8, 5, 1, 9, 32},                 // group 8: 1 to 9 tokens
+      {kBF16, 128, 2, 1, 2, 257, 384, 32},           // 3 blocks (kStages at 128)
+      {kF16, 128, 1, 8, 3, 385, 512, 16, 0, 100},    // 4 blocks (kStages + 1), chunks
+      {kBF16, 64, 2, 4, 2, 385, 640, 32, 0, 200},    // 4-5 blocks (kStages, + 1 at 64)
+      {kBF16, 128, 2, 4, 2, 1500, 2600, 16, 300, 200, 1, true},  // freed pages (-1) before
+      {kF16, 64, 1, 8, 2, 1500, 2600, 32, 777, 0, 1, true},      // the windows
+      {kBF16, 128, 1, 4, 2, 900, 1300, 32, 128, 64, 2, true},    // and with dilation
   };
 }
 
