@@ -23,7 +23,8 @@
 //    `full_k` mbarrier when its K copies landed, `full_v` when its V copies did. The consumers'
 //    warps arrive on the stage's `empty` mbarrier once their wgmma reads of it are done, and the
 //    producer waits on that before refilling it.
-// The two consumer warpgroups share the tensor cores: one's softmax overlaps the other's MMAs.
+// The two consumer warpgroups share the tensor cores and take turns issuing their wgmmas
+// (kPingPong): one's softmax overlaps the other's MMAs.
 //
 // Shared tiles: a [rows][HD] tile of T is HD / 64 panels of [rows][64] (128 bytes a row); in a
 // panel, row r's 16-byte piece c sits at piece c ^ (r % 8) (the 128-byte swizzle wgmma reads;
@@ -75,6 +76,20 @@ static_assert(kSmemBytes<128> <= 227 * 1024 && kSmemBytes<64> <= 227 * 1024,
               "a CTA's shared memory fits a Hopper SM");
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+// FlashAttention-3's ping-pong between the two consumer warpgroups: they take turns issuing
+// their wgmmas (named barriers 2 and 3), so one's softmax runs under the other's MMAs rather
+// than both softmaxes at once with the tensor cores idle. Only where both warpgroups are live.
+constexpr bool kPingPong = true;
+
+// Named barrier 2 + w is warpgroup w's turn: w waits on it (bar.sync, its 128 threads) and the
+// other warpgroup's 128 threads arrive on it (bar.arrive) once they issued theirs.
+__device__ __forceinline__ void WaitTurn(int wg) {
+  asm volatile("bar.sync %0, 256;" ::"r"(2 + wg) : "memory");
+}
+__device__ __forceinline__ void PassTurn(int wg) {
+  asm volatile("bar.arrive %0, 256;" ::"r"(3 - wg) : "memory");
+}
 
 constexpr float kLog2e = 1.4426950408889634f;
 // Registers a thread (setmaxnreg): the producer warpgroup gives part of its share to the
@@ -341,11 +356,19 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillAttentionSm90Kernel(PagedA
   // P_{i-1} V_{i-1}; block 0's S and softmax come before the loop, the last block's P V after
   // it. O is rescaled by block i's alpha only once P_{i-1} V_{i-1} is in it (O then holds blocks
   // < i at block i - 1's max; alpha moves it to block i's, the max P_i was computed against).
+  // With the ping-pong, warpgroup w's k-th issue (block 0's S, loop iterations, the last P V:
+  // blocks + 1 in all) waits for the other's k-th pass (warpgroup 0's first is warpgroup 1's
+  // arrival here) and passes the turn after it; warpgroup 1 skips its last pass, which nobody
+  // would wait for, so both barriers end with every arrival matched.
+  const bool ping_pong = kPingPong && live_wgs == 2;
+  if (ping_pong && wg == 1) PassTurn(1);
   MbarWait(full_k, 0);
+  if (ping_pong) WaitTurn(wg);
   FenceProxyAsync();  // the producer's cp.async writes, before wgmma reads them
   WgmmaFence();
   IssueQK<T, HD>(s_acc, q_wg, ring);
   WgmmaCommit();
+  if (ping_pong) PassTurn(wg);
   WgmmaWait<0>();
   FenceRegisters<kKeys / 2>(s_acc);
   softmax(0);
@@ -353,15 +376,16 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillAttentionSm90Kernel(PagedA
   for (int i = 1; i < blocks; ++i) {
     const int s = i % kStage, sp = (i - 1) % kStage;
     MbarWait(full_k + 8 * s, uint32_t(i / kStage) & 1u);
+    MbarWait(full_v + 8 * sp, uint32_t((i - 1) / kStage) & 1u);
+    if (ping_pong) WaitTurn(wg);
     FenceProxyAsync();
     WgmmaFence();  // O's rescale, P, and S's last reads before the wgmmas below
     IssueQK<T, HD>(s_acc, q_wg, ring + uint32_t(s) * 2 * kTileBytes<HD>);
     WgmmaCommit();
-    MbarWait(full_v + 8 * sp, uint32_t((i - 1) / kStage) & 1u);
-    FenceProxyAsync();
     WgmmaFence();
     IssuePV<T, HD>(o, p, ring + uint32_t(sp) * 2 * kTileBytes<HD> + kTileBytes<HD>);
     WgmmaCommit();
+    if (ping_pong) PassTurn(wg);
     WgmmaWait<1>();  // S_i is in s_acc; P_{i-1} V_{i-1} may still run
     FenceRegisters<kKeys / 2>(s_acc);
     softmax(i);
@@ -389,10 +413,12 @@ __global__ void __launch_bounds__(kThreads, 1) PrefillAttentionSm90Kernel(PagedA
     // The last block's P V.
     const int sp = (blocks - 1) % kStage;
     MbarWait(full_v + 8 * sp, uint32_t((blocks - 1) / kStage) & 1u);
+    if (ping_pong) WaitTurn(wg);
     FenceProxyAsync();
     WgmmaFence();
     IssuePV<T, HD>(o, p, ring + uint32_t(sp) * 2 * kTileBytes<HD> + kTileBytes<HD>);
     WgmmaCommit();
+    if (ping_pong && wg == 0) PassTurn(0);
     WgmmaWait<0>();
 #pragma unroll
     for (int db = 0; db < HD / 64; ++db) FenceRegisters<32>(o[db]);

@@ -8,7 +8,10 @@
 // with and without dilation. Outputs are NaN-poisoned first: a tile row never written fails, and
 // a row outside the tiles must stay NaN (the kernel writes nothing else). The pool's unused
 // slots are NaN and every table entry wholly before a sequence's windows points at a page of
-// NaN, so a kernel that lets a key no row sees into P V fails too. Head dims no tensor-core
+// NaN (or, in some cases, is -1: a freed page), so a kernel that lets a key no row sees into
+// P V fails too. The wgmma kernel's ring runs through 1, kStages, kStages + 1 and more blocks,
+// and tiles too short for its second consumer warpgroup. The CPU reference runs on every host
+// core. Head dims no tensor-core
 // kernel takes (16 and 24 of the tiny fixtures, 40, 72) get no tiles: the whole pass runs per
 // token, checked too.
 #include <catch2/catch.hpp>
