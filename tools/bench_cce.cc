@@ -7,7 +7,9 @@
 // the LM head (neither kernel allocates on its own): the fused workspace and outputs, the dense
 // logits and outputs; the cudaMemGetInfo delta around those allocations is printed beside it.
 // The two paths' log-probs are compared (max |difference|) so a figure never comes from a
-// broken run.
+// broken run. The fused path is timed with each pass-1 kernel that takes the shape
+// (kernels/cuda/launch.h CceKernel: mma.sync everywhere, wgmma on a Hopper), forced, and
+// printed side by side; the records take the default's (kAuto's pick, named in the command).
 //
 // Records (bench/results.json, BENCHMARKS.md), per shape n<N>_v<V> (1k = 1024):
 //  - cce.time_vs_dense.<shape>: fused ms (value) over dense ms (baseline); target <= 1.0;
@@ -39,9 +41,17 @@
 namespace {
 
 using arbor::kernels::Backend;
+using arbor::kernels::CceKernel;
 using arbor::kernels::DeviceBuffer;
 using arbor::kernels::DType;
 using arbor::kernels::Tensor;
+
+// One pass-1 kernel's median time and log-probs on a shape.
+struct KernelRun {
+  CceKernel kernel;
+  double ms;
+  std::vector<float> logprobs;
+};
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "bench_cce: %s\n", msg.c_str());
@@ -185,13 +195,35 @@ int main(int argc, char** argv) {
       a.lse = fused_out->as<float>() + n;
       a.workspace = ws->data();
       a.workspace_bytes = ws_bytes;
-      const double fused_ms =
-          TimeMs(stream, iters, [&] { return be.TargetLogprobs(a, st).ok(); });
-      if (fused_ms < 0) return Fail(shape + ": fused kernel failed");
-      std::vector<float> fused_lp(static_cast<size_t>(n));
-      if (!be.CopyToHost(fused_lp.data(), a.logprobs, size_t(n) * 4, st).ok()) {
-        return Fail("copy fused");
+      // Each pass-1 kernel that takes the shape (wgmma: Hopper only), forced; the default's
+      // (kAuto's pick) time is the one recorded.
+      const CceKernel picked = arbor::kernels::kCceAutoWgmma &&
+                                       arbor::kernels::TargetLogprobsSm90Fits(a)
+                                   ? CceKernel::kWgmma
+                                   : CceKernel::kMmaSync;
+      std::vector<KernelRun> runs;
+      for (const CceKernel kernel : arbor::kernels::kCceKernels) {
+        if (kernel == CceKernel::kWgmma && !arbor::kernels::TargetLogprobsSm90Fits(a)) continue;
+        KernelRun run{kernel, 0, std::vector<float>(static_cast<size_t>(n))};
+        run.ms = TimeMs(stream, iters, [&] {
+          return arbor::kernels::LaunchTargetLogprobs(a, stream, kernel) == cudaSuccess;
+        });
+        if (run.ms < 0) {
+          return Fail(shape + ": fused kernel " + arbor::kernels::CceKernelName(kernel) +
+                      " failed");
+        }
+        if (!be.CopyToHost(run.logprobs.data(), a.logprobs, size_t(n) * 4, st).ok() ||
+            !st.Synchronize().ok()) {
+          return Fail("copy fused");
+        }
+        runs.push_back(std::move(run));
       }
+      const KernelRun* fused = nullptr;
+      for (const KernelRun& run : runs) {
+        if (run.kernel == picked) fused = &run;
+      }
+      if (fused == nullptr) return Fail(shape + ": the default kernel did not run");
+      const double fused_ms = fused->ms;
       ws = DeviceBuffer();
 
       // Dense: fp32 logits for as many rows as fit (all of them on an 80 GB card).
@@ -230,13 +262,27 @@ int main(int argc, char** argv) {
         return Fail("copy dense");
       }
       logits = DeviceBuffer();
-      double max_diff = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const double d = std::fabs(double(fused_lp[size_t(i)]) - dense_host[size_t(i)]);
-        max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
-      }
+      auto max_diff_of = [&](const std::vector<float>& lp) {
+        double max_diff = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const double d = std::fabs(double(lp[size_t(i)]) - dense_host[size_t(i)]);
+          max_diff = std::isnan(d) ? INFINITY : std::max(max_diff, d);
+        }
+        return max_diff;
+      };
+      const double max_diff = max_diff_of(fused->logprobs);
       const std::string chunked =
           chunk < n ? ", dense logits in chunks of " + std::to_string(chunk) + " rows" : "";
+      for (const KernelRun& run : runs) {
+        const double diff = max_diff_of(run.logprobs);
+        std::printf("%-12s   pass 1 %-8s %9.3f ms | fused/dense %.3f | max |dlogprob| %.2e%s\n",
+                    shape.c_str(), arbor::kernels::CceKernelName(run.kernel), run.ms,
+                    run.ms / dense_ms, diff, run.kernel == picked ? " (default)" : "");
+        if (!(diff < 2e-2)) {
+          return Fail(shape + ": " + arbor::kernels::CceKernelName(run.kernel) +
+                      " and dense log-probs disagree");
+        }
+      }
       std::printf(
           "%-12s fused %9.3f ms %10.1f MB (memgetinfo %8.1f MB) | dense %9.3f ms %10.1f MB "
           "(memgetinfo %8.1f MB)%s | fused/dense %.3f | max |dlogprob| %.2e\n",
@@ -244,8 +290,10 @@ int main(int argc, char** argv) {
           dense_bytes / 1e6, dense_delta / 1e6, chunked.c_str(), fused_ms / dense_ms, max_diff);
       if (!(max_diff < 2e-2)) return Fail(shape + ": fused and dense log-probs disagree");
       const std::string note = "N " + std::to_string(n) + ", V " + std::to_string(vocab) +
-                               ", D " + std::to_string(hidden) + ", bf16; dense = cuBLASLt fp32 "
-                               "logits + one-pass log-softmax/gather" + chunked;
+                               ", D " + std::to_string(hidden) + ", bf16, pass 1 " +
+                               arbor::kernels::CceKernelName(picked) +
+                               "; dense = cuBLASLt fp32 logits + one-pass log-softmax/gather" +
+                               chunked;
       record("cce.time_vs_dense." + shape, fused_ms, "ms", dense_ms, "<= 1.0", note);
       record("cce.memory_vs_dense." + shape, fused_bytes / 1e6, "MB", dense_bytes / 1e6, nullptr,
              note);

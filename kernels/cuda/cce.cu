@@ -24,6 +24,10 @@
 // rank (1 + the splits' counts, integers), and merges the splits' top-k lists (a k-round argmax
 // over the list heads).
 //
+// On Hopper, pass 1 may instead run kernels/cuda/cce_sm90.cu (wgmma + TMA, 128 rows x 256 ids a
+// tile, no top-k): the same partials and counts per (row, split), so passes 0 and 2 are shared.
+// LaunchTargetLogprobs's CceKernel picks (kernels/cuda/launch.h).
+//
 // Other dtypes (f32) and shapes the tile kernel cannot load (hidden % 8, unaligned rows) run
 // CceSimpleKernel: one CTA per (row, split), fp32 dot products, the same partials and merge.
 // Same input, same bits: every reduction has a fixed order and no atomics.
@@ -32,6 +36,7 @@
 #include <climits>
 
 #include "kernels/cce.h"
+#include "kernels/cuda/cce_internal.cuh"
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/mma.cuh"
@@ -39,7 +44,7 @@
 namespace arbor::kernels {
 namespace {
 
-constexpr int kBM = 128;  // rows per CTA
+constexpr int kBM = kCceTileRows;  // rows per CTA
 constexpr int kBN = 128;  // vocab ids per tile
 constexpr int kBK = 32;   // hidden per pipeline stage
 constexpr int kStages = 4;
@@ -47,7 +52,7 @@ constexpr int kThreads = 256;
 constexpr int kPitch = kBK + 8;  // 16-bit elements per shared row: 80 bytes, ldmatrix conflict-free
 constexpr int kStageElems = (kBM + kBN) * kPitch;
 constexpr int kTilesPerSplit = int(kCceSplitVocab / kBN);
-constexpr int kGroupRows = 16;        // row blocks per CTA group (L2 reuse of x)
+constexpr int kGroupRows = kCceGroupRows;  // row blocks per CTA group (L2 reuse of x)
 constexpr int kZPitch = kBN + 4;      // floats per row of a staged logits tile
 constexpr int kMaxListsPerLane = int(kCceMaxSplits / 32);
 static_assert(kCceSplitVocab % kBN == 0, "a split is whole tiles");
@@ -56,18 +61,6 @@ constexpr size_t kPipelineBytes = size_t(kStages) * kStageElems * sizeof(uint16_
 constexpr size_t kReduceBytes = size_t(kBM) * 4 * (sizeof(float2) + sizeof(int32_t));
 constexpr size_t kTopBytes = size_t(kBM) * kZPitch * sizeof(float) +
                              size_t(kBM) * kCceMaxTopK * (sizeof(float) + sizeof(int32_t));
-
-// The workspace's parts (kernels/cce.h TargetLogprobsWorkspaceBytes).
-struct CceParams {
-  TargetLogprobsArgs a;
-  int64_t splits = 0;
-  int64_t row_blocks = 0;
-  float2* partial = nullptr;  // [rows, splits]: (max, sum of exp(z - max))
-  float* target_z = nullptr;  // [rows]: the indexed dot's logit (pass 0)
-  int32_t* above = nullptr;   // [rows, splits]: ids other than the target with a larger logit
-  float* top_z = nullptr;     // [rows, splits, k]
-  int32_t* top_id = nullptr;  // [rows, splits, k]
-};
 
 CceParams MakeParams(const TargetLogprobsArgs& a) {
   CceParams p;
@@ -84,14 +77,6 @@ CceParams MakeParams(const TargetLogprobsArgs& a) {
   p.top_z = reinterpret_cast<float*>(top);
   p.top_id = reinterpret_cast<int32_t*>(top + size_t(a.x.rows) * p.splits * a.top_k * 4);
   return p;
-}
-
-// (m, s) <- (m, s) merged with (om, os): the log-sum-exp of two partial sums.
-__device__ __forceinline__ void MergeLse(float& m, float& s, float om, float os) {
-  const float nm = fmaxf(m, om);
-  if (nm == -INFINITY) return;  // both empty
-  s = s * expf(m - nm) + os * expf(om - nm);
-  m = nm;
 }
 
 // One row's top-k list held by a warp: lane i < k has entry i (best first). Offers the ids
@@ -552,14 +537,34 @@ bool TargetLogprobsFits(const TargetLogprobsArgs& a) {
          Aligned16(a.w.data) && a.x.rows <= (int64_t(1) << 31) / kCceMaxSplits;
 }
 
-cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& a, cudaStream_t stream) {
+const char* CceKernelName(CceKernel kernel) {
+  switch (kernel) {
+    case CceKernel::kAuto:
+      return "auto";
+    case CceKernel::kMmaSync:
+      return "mma-sync";
+    case CceKernel::kWgmma:
+      return "wgmma";
+  }
+  return "?";
+}
+
+bool TargetLogprobsSm90Fits(const TargetLogprobsArgs& a) { return CceSm90Fits(a); }
+
+cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& a, cudaStream_t stream,
+                                 CceKernel kernel) {
+  if (kernel == CceKernel::kWgmma && !CceSm90Fits(a)) return cudaErrorNotSupported;
   if (a.x.rows <= 0) return cudaSuccess;
   const CceParams p = MakeParams(a);
+  const bool wgmma = kernel == CceKernel::kWgmma ||
+                     (kernel == CceKernel::kAuto && kCceAutoWgmma && CceSm90Fits(a));
   const int64_t blocks = (a.x.rows + kThreads / 32 - 1) / (kThreads / 32);
   CceTargetKernel<<<unsigned(blocks), kThreads, 0, stream>>>(p);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  if (TargetLogprobsFits(a)) {
+  if (wgmma) {
+    e = LaunchCceTilesSm90(p, stream);
+  } else if (TargetLogprobsFits(a)) {
     e = a.x.dtype == DType::kBF16 ? LaunchTiles<DType::kBF16>(p, stream)
                                   : LaunchTiles<DType::kF16>(p, stream);
   } else {

@@ -89,8 +89,22 @@ cudaError_t LaunchRandomFill(const RandomFillArgs& args, cudaStream_t stream);
 cudaError_t LaunchConvert(const ConvertArgs& args, cudaStream_t stream);
 // TargetLogprobs on bf16/f16 tensor cores (kernels/cuda/cce.cu) where TargetLogprobsFits; other
 // dtypes and alignments on a plain fp32 kernel with the same splits and merge.
+// Pass 1's tensor-core kernel: kMmaSync is cce.cu's (mma.sync, any GPU, top-k), kWgmma the
+// Hopper kernel of kernels/cuda/cce_sm90.cu (wgmma + TMA, no top-k) where
+// TargetLogprobsSm90Fits (forced where it does not: cudaErrorNotSupported). kAuto takes kWgmma
+// where it fits only when kCceAutoWgmma is set, else kMmaSync. The others are for
+// tools/bench_cce's comparison and the tests.
+enum class CceKernel { kAuto, kMmaSync, kWgmma };
+constexpr CceKernel kCceKernels[] = {CceKernel::kMmaSync, CceKernel::kWgmma};
+// THE SWITCH: set true once cce_test has passed kWgmma on an H100/H200.
+constexpr bool kCceAutoWgmma = false;
+const char* CceKernelName(CceKernel kernel);
 bool TargetLogprobsFits(const TargetLogprobsArgs& args);
-cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& args, cudaStream_t stream);
+// bf16/f16 x and w that TargetLogprobsFits, top_k 0, on a Hopper (compute capability 9.x) whose
+// driver gives cuTensorMapEncodeTiled.
+bool TargetLogprobsSm90Fits(const TargetLogprobsArgs& args);
+cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& args, cudaStream_t stream,
+                                 CceKernel kernel = CceKernel::kAuto);
 // Batched LoRA (kernels/lora.h), shrink then expand, per token or per tile as args.schedule says
 // (kernels/cuda/lora.cu).
 cudaError_t LaunchLora(const LoraArgs& args, cudaStream_t stream);

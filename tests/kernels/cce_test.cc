@@ -4,7 +4,12 @@
 // counted); argument checks; the workspace bound. On a GPU ([gpu]): the
 // CUDA op against the CPU reference (tensor-core path in bf16/f16, the plain path in f32 and
 // for strides it cannot load), outputs poisoned with NaN first, the same bits on a second run
-// and for a row scored alone (the vocab splits depend on the vocabulary only).
+// and for a row scored alone (the vocab splits depend on the vocabulary only). On a Hopper, the
+// same for the wgmma pass 1 (kernels/cuda/cce_sm90.cu) forced, at its edges (rows past a
+// 128-row block, vocab past a 256-id tile and a split, hidden not a multiple of 64, targets in
+// the last partial tile), and against the mma.sync kernel.
+#include <cuda_runtime_api.h>
+
 #include <catch2/catch.hpp>
 #include <algorithm>
 #include <cmath>
@@ -16,6 +21,7 @@
 #include "kernels/cce.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/launch.h"
 #include "tests/kernels/typed_tensors.h"
 
 namespace arbor::testing {
@@ -81,8 +87,10 @@ struct Outputs {
   std::vector<int32_t> top_ids, ranks;
 };
 
-// The op on `be`, outputs poisoned (NaN, ids -1) first.
-Outputs Run(Backend& be, const Case& c, const Inputs& in) {
+// The op on `be`, outputs poisoned (NaN, ids -1) first. A `kernel` other than kAuto (CUDA only)
+// forces pass 1's tensor-core kernel through LaunchTargetLogprobs on the backend's stream.
+Outputs Run(Backend& be, const Case& c, const Inputs& in,
+            kernels::CceKernel kernel = kernels::CceKernel::kAuto) {
   auto x = Upload(be, in.x, c.pad);
   auto w = Upload(be, in.w);
   auto bias = Upload(be, in.bias);
@@ -114,9 +122,17 @@ Outputs Run(Backend& be, const Case& c, const Inputs& in) {
   a.top_ids = c.top_k > 0 ? reinterpret_cast<int32_t*>(base + 2 * rows + top) : nullptr;
   a.workspace = ws->data();
   a.workspace_bytes = ws_bytes;
-  const absl::Status s = be.TargetLogprobs(a, be.default_stream());
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  if (kernel == kernels::CceKernel::kAuto) {
+    const absl::Status s = be.TargetLogprobs(a, be.default_stream());
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+  } else {
+    REQUIRE(kernels::ValidateTargetLogprobs(a).ok());
+    const cudaError_t e = kernels::LaunchTargetLogprobs(
+        a, static_cast<cudaStream_t>(be.default_stream().native()), kernel);
+    INFO(cudaGetErrorString(e));
+    REQUIRE(e == cudaSuccess);
+  }
   auto bytes = DownloadBytes(be, out->data(), out->bytes());
   REQUIRE(bytes.ok());
   const float* f = reinterpret_cast<const float*>(bytes->data());
@@ -385,6 +401,91 @@ TEST_CASE("TargetLogprobs on CUDA matches the CPU reference, bit-stable", "[kern
       first.x.v.resize(size_t(c.hidden));
       first.targets.resize(1);
       const Outputs alone = Run(gpu, one, first);
+      CHECK(std::memcmp(&alone.lse[0], &g.lse[0], 4) == 0);
+      CHECK(std::memcmp(&alone.logprobs[0], &g.logprobs[0], 4) == 0);
+      CHECK(alone.ranks[0] == g.ranks[0]);
+    }
+  }
+  REQUIRE(gpu.Health().ok());
+}
+
+// The first rows' outputs (ranks against the full logits) where brute force over every row
+// is too slow.
+void CheckHead(const Case& c, const Inputs& in, const Outputs& o, double tol) {
+  Case few = c;
+  few.n = std::min<int64_t>(c.n, 4);
+  few.top_k = 0;
+  Outputs head;
+  head.logprobs.assign(o.logprobs.begin(), o.logprobs.begin() + few.n);
+  head.lse.assign(o.lse.begin(), o.lse.begin() + few.n);
+  head.ranks.assign(o.ranks.begin(), o.ranks.begin() + few.n);
+  CheckAgainstBruteForce(few, in, head, tol);
+}
+
+TEST_CASE("TargetLogprobs' wgmma pass 1 matches the CPU reference, bit-stable", "[kernels][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  Backend& gpu = **cuda;
+  kernels::CpuBackend cpu;
+  std::mt19937_64 rng(Catch::rngSeed() + 17);
+  // Edges of the Hopper kernel: 128-row blocks (rows 1, 130, 257), 256-id tiles and 2048-id
+  // splits (vocab 1000: one partial tile; 4099: a 3-id last split; 6000: a last split of 7
+  // tiles and 112 ids; 8197), 64-wide hidden steps (72, 1000: a partial last step; 256, 4096),
+  // bias, softcap, f16, a padded x stride (16-byte rows still).
+  const std::vector<Case> cases = {
+      {1, 1000, 64, DType::kBF16},
+      {130, 4099, 72, DType::kBF16, false, 30.0f},
+      {257, 6000, 256, DType::kF16, true, 0.0f},
+      {129, 8197, 1000, DType::kBF16, true, 30.0f, 0, 8},
+      {33, 32771, 4096, DType::kBF16, true, 0.0f},
+  };
+  {
+    // Top-k stays on the mma.sync kernel: a forced kWgmma is refused, not run.
+    kernels::TargetLogprobsArgs a;
+    a.x = kernels::Tensor{nullptr, DType::kBF16, 1, 64, 64};
+    a.w = kernels::Tensor{nullptr, DType::kBF16, 1000, 64, 64};
+    a.top_k = 3;
+    CHECK_FALSE(kernels::TargetLogprobsSm90Fits(a));
+    CHECK(kernels::LaunchTargetLogprobs(a, nullptr, kernels::CceKernel::kWgmma) ==
+          cudaErrorNotSupported);
+  }
+  for (const Case& c : cases) {
+    kernels::TargetLogprobsArgs probe;
+    probe.x = kernels::Tensor{nullptr, c.dtype, c.n, c.hidden, c.hidden + c.pad};
+    probe.w = kernels::Tensor{nullptr, c.dtype, c.vocab, c.hidden, c.hidden};
+    if (!kernels::TargetLogprobsSm90Fits(probe)) {
+      WARN("not a Hopper (or no cuTensorMapEncodeTiled): the wgmma pass 1 is not tested here");
+      return;
+    }
+    INFO(Describe(c));
+    Inputs in = Draw(rng, c);
+    in.targets[0] = int32_t(c.vocab - 1);  // in the last, partial tile (and split)
+    if (c.n > 5) in.targets[size_t(c.n - 1)] = int32_t(c.vocab - 2);
+    const Outputs g = Run(gpu, c, in, kernels::CceKernel::kWgmma);
+    const Outputs m = Run(gpu, c, in, kernels::CceKernel::kMmaSync);
+    const Outputs h = Run(cpu, c, in);
+    const double tol = 2e-4 + 2e-6 * std::sqrt(double(c.hidden)) * 10;
+    for (int64_t i = 0; i < c.n; ++i) {
+      INFO("row " << i);
+      REQUIRE(std::fabs(g.lse[size_t(i)] - h.lse[size_t(i)]) <= tol);  // NaN fails
+      REQUIRE(std::fabs(g.logprobs[size_t(i)] - h.logprobs[size_t(i)]) <= tol);
+      REQUIRE(std::fabs(g.lse[size_t(i)] - m.lse[size_t(i)]) <= tol);
+    }
+    // Ranks (and the rest) against the full logits: every row where that is quick.
+    if (double(c.n) * double(c.vocab) * double(c.hidden) <= 2e9) {
+      CheckAgainstBruteForce(c, in, g, tol);
+    } else {
+      CheckHead(c, in, g, tol);
+    }
+    CHECK(SameBits(g, Run(gpu, c, in, kernels::CceKernel::kWgmma)));
+    if (c.n > 1) {
+      Case one = c;
+      one.n = 1;
+      Inputs first = in;
+      first.x.rows = 1;
+      first.x.v.resize(size_t(c.hidden));
+      first.targets.resize(1);
+      const Outputs alone = Run(gpu, one, first, kernels::CceKernel::kWgmma);
       CHECK(std::memcmp(&alone.lse[0], &g.lse[0], 4) == 0);
       CHECK(std::memcmp(&alone.logprobs[0], &g.logprobs[0], 4) == 0);
       CHECK(alone.ranks[0] == g.ranks[0]);
