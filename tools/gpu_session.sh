@@ -116,7 +116,7 @@ for step in "${steps[@]}"; do
       tail -8 "$work/cce/cce_torch.log"
       timeout 200 bundle/run.sh bench_cce --results "$work/results.json" \
         >"$work/cce/bench_cce.log" 2>&1
-      tail -16 "$work/cce/bench_cce.log" ;;
+      tail -30 "$work/cce/bench_cce.log" ;;  # a shape: its line and a line per pass-1 kernel
     profile32)
       KINDS=graph timeout 150 tools/bench/profile_decode.sh "$work/profile32" --batch 32 \
         >"$work/profile32.txt" 2>&1
