@@ -25,8 +25,14 @@
 // replayed with other adapters.
 //   kPerToken (decode, BGMV): one token per CTA group; the shrink gives each (token, A row) a
 //     warp, the expand each (token, output column) a thread.
-//   kSegments (prefill, SGMV): tiles of kLoraTileTokens consecutive tokens; the tokens of one
-//     slot within a tile (a segment of a chunk) share every A and B tile loaded to shared memory.
+//   kSegments (prefill, SGMV): tiles of consecutive tokens; the tokens of one slot within a tile
+//     (a segment of a chunk) share every A and B tile loaded to shared memory. On CUDA, bf16/f16
+//     with 16-byte aligned x rows: a token whose run (maximal range of consecutive tokens under
+//     one slot) has at least kLoraMmaMinRun tokens and whose slot's rank is a multiple of 8 goes
+//     through tensor-core tiles of kLoraMmaTileTokens tokens (the shrink split over `in` in
+//     LoraShrinkSplits(n) parts, reduced in a fixed order); every other adapter token of the
+//     call runs per token as in kPerToken. Otherwise (f32, unaligned rows) SIMT tiles of
+//     kLoraTileTokens tokens.
 //
 // Plain header: usable from .cu files.
 #ifndef ARBOR_KERNELS_LORA_H_
@@ -41,7 +47,12 @@ namespace arbor::kernels {
 
 constexpr int kLoraMaxTargets = 3;     // q, k, v
 constexpr int64_t kLoraMaxRank = 128;  // S-LoRA's largest instantiated rank
-constexpr int64_t kLoraTileTokens = 32;
+constexpr int64_t kLoraTileTokens = 32;      // SIMT segment tiles
+constexpr int64_t kLoraMmaTileTokens = 64;   // tensor-core segment tiles
+// Shortest run the tensor-core tiles take: one m16 row block of mma.sync. A shorter run would
+// leave most of a tile's rows idle while its CTA reads the slot's whole A and B alone; the
+// per-token kernels spread those reads over a CTA per (token, rows) instead.
+constexpr int64_t kLoraMmaMinRun = 16;
 constexpr int64_t kLoraDirectoryEntryBytes = 16;  // (A offset, B offset) per matrix id
 
 // The adapters of a call (its slots) and where their pages are.
@@ -72,13 +83,25 @@ struct LoraArgs {
   int32_t num_targets = 0;  // 1..kLoraMaxTargets, disjoint column ranges of y
   LoraTarget targets[kLoraMaxTargets];
   int64_t max_rank = 0;     // 1..kLoraMaxRank: every slot's rank is at most this (launch shape)
-  float* shrink = nullptr;  // workspace [n, num_targets * max_rank]: v (CUDA; the CPU ignores it)
+  float* shrink = nullptr;  // workspace of LoraShrinkFloats(n, num_targets, max_rank) floats:
+                            // v [n, num_targets * max_rank], then partial sums (CUDA; the CPU
+                            // ignores it)
   LoraSchedule schedule = LoraSchedule::kPerToken;
 };
 
-// Floats of the shrink workspace of a call of n tokens.
+// Parts the tensor-core shrink splits `in` into for n tokens: with fewer than 64 token tiles
+// (n < 4096), enough parts for about 64 tiles' worth of CTAs, at most 4; each part's fp32 sums
+// go to the workspace and a second kernel adds them in part order (deterministic).
+constexpr int64_t LoraShrinkSplits(int64_t n) {
+  const int64_t tiles = (n + kLoraMmaTileTokens - 1) / kLoraMmaTileTokens;
+  return tiles >= 64 ? 1 : (64 + tiles - 1) / tiles < 4 ? (64 + tiles - 1) / tiles : 4;
+}
+
+// Floats of the shrink workspace of a call of n tokens: v [n, num_targets * max_rank], then,
+// where LoraShrinkSplits(n) > 1, that many partial sums of v (CUDA's tensor-core shrink).
 constexpr int64_t LoraShrinkFloats(int64_t n, int64_t num_targets, int64_t max_rank) {
-  return n * num_targets * max_rank;
+  const int64_t splits = LoraShrinkSplits(n);
+  return n * num_targets * max_rank * (1 + (splits > 1 ? splits : 0));
 }
 
 // kSegments once a batch's adapter tokens come in runs long enough to share a tile (prefill

@@ -17,8 +17,11 @@
 // (shrink) or 8 (expand) outputs in fp32 registers. Tokens outside the run read zeros.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "kernels/cuda/dispatch.cuh"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/lora_mma.cuh"
 
 namespace arbor::kernels {
 namespace {
@@ -100,14 +103,12 @@ __device__ __forceinline__ float* ShrinkRow(const LoraArgs& a, int64_t t, int g)
   return a.shrink + (t * a.num_targets + g) * a.max_rank;
 }
 
+// Warp: row q of [targets x max_rank] of token t's v.
 template <DType D, bool kVec>
-__global__ void __launch_bounds__(kThreads) ShrinkPerTokenKernel(LoraArgs a) {
-  const int64_t t = blockIdx.x;
+__device__ __forceinline__ void ShrinkToken(const LoraArgs& a, int64_t t, int64_t q, int lane) {
   const int32_t slot = a.token_slot[t];
   if (slot < 0) return;
   const int32_t rank = LoraRank(a.w, slot, a.max_rank);
-  const int lane = threadIdx.x & 31;
-  const int64_t q = int64_t(blockIdx.y) * kWarps + (threadIdx.x >> 5);
   const int g = int(q / a.max_rank);
   const int64_t j = q % a.max_rank;
   if (g >= a.num_targets || j >= rank) return;  // whole warps
@@ -120,6 +121,21 @@ __global__ void __launch_bounds__(kThreads) ShrinkPerTokenKernel(LoraArgs a) {
   if (lane == 0) ShrinkRow(a, t, g)[j] = RoundTo(D, acc);
 }
 
+// kShortRuns: the tokens the tensor-core tiles leave (lora_mma::MmaToken false), gridDim.x CTAs
+// striding over the tokens; else token blockIdx.x.
+template <DType D, bool kVec, bool kShortRuns>
+__global__ void __launch_bounds__(kThreads) ShrinkPerTokenKernel(LoraArgs a) {
+  const int lane = threadIdx.x & 31;
+  const int64_t q = int64_t(blockIdx.y) * kWarps + (threadIdx.x >> 5);
+  if constexpr (kShortRuns) {
+    for (int64_t t = blockIdx.x; t < a.x.rows; t += gridDim.x) {
+      if (!lora_mma::MmaToken(a, t, lane)) ShrinkToken<D, kVec>(a, t, q, lane);
+    }
+  } else {
+    ShrinkToken<D, kVec>(a, blockIdx.x, q, lane);
+  }
+}
+
 // Which target virtual column c (targets' columns one after another) belongs to; c becomes its
 // column within the target. num_targets when c is past the last.
 __device__ __forceinline__ int TargetOf(const LoraArgs& a, int64_t* c) {
@@ -128,11 +144,10 @@ __device__ __forceinline__ int TargetOf(const LoraArgs& a, int64_t* c) {
   return g;
 }
 
+// The CTA: token t's columns blockIdx.y * kThreads + threadIdx.x (targets one after another).
 template <DType D>
-__global__ void __launch_bounds__(kThreads) ExpandPerTokenKernel(LoraArgs a) {
-  __shared__ float v[kLoraMaxTargets * kLoraMaxRank];
-  __shared__ int64_t b_off[kLoraMaxTargets];
-  const int64_t t = blockIdx.x;
+__device__ __forceinline__ void ExpandToken(const LoraArgs& a, int64_t t, float* v,
+                                            int64_t* b_off) {
   const int32_t slot = a.token_slot[t];
   if (slot < 0) return;
   const int32_t rank = LoraRank(a.w, slot, a.max_rank);
@@ -170,6 +185,22 @@ __global__ void __launch_bounds__(kThreads) ExpandPerTokenKernel(LoraArgs a) {
     for (int j = 0; j < rank; ++j) acc += vg[j] * LoadRowElement<D>(a.w, slot, row, offset, j);
   }
   AddInto<D>(a.y, t, a.targets[g].out_col + c, a.w.slot_scale[slot], acc);
+}
+
+// kShortRuns as for ShrinkPerTokenKernel.
+template <DType D, bool kShortRuns>
+__global__ void __launch_bounds__(kThreads) ExpandPerTokenKernel(LoraArgs a) {
+  __shared__ float v[kLoraMaxTargets * kLoraMaxRank];
+  __shared__ int64_t b_off[kLoraMaxTargets];
+  if constexpr (kShortRuns) {
+    for (int64_t t = blockIdx.x; t < a.x.rows; t += gridDim.x) {
+      // Every warp finds the same answer, so the CTA agrees without a barrier.
+      if (!lora_mma::MmaToken(a, t, threadIdx.x & 31)) ExpandToken<D>(a, t, v, b_off);
+      __syncthreads();  // v and b_off are rewritten for the next token
+    }
+  } else {
+    ExpandToken<D>(a, blockIdx.x, v, b_off);
+  }
 }
 
 // Calls f(begin, end, slot, rank) for each run [begin, end) of the tile's tokens under one slot
@@ -329,18 +360,72 @@ __global__ void __launch_bounds__(kThreads) ExpandSegmentsKernel(LoraArgs a) {
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// CTAs of the per-token kernels in kShortRuns mode (along tokens): each strides over n / 32
+// tokens, testing each for the tensor-core path; the few short-run tokens of a prefill batch
+// (decode tokens riding along, run ends) still spread over 32 x (rows or columns) CTAs.
+constexpr int64_t kShortRunCtas = 32;
+
+// The kSegments schedule through the tensor-core tiles (kernels/cuda/lora_mma.cuh) for the long
+// runs and the per-token kernels for every other adapter token. Launch geometry: n, the targets'
+// shapes and max_rank only.
+template <DType D>
+cudaError_t LaunchSegmentsMma(const LoraArgs& a, int64_t col_tiles, int64_t out_cols,
+                              cudaStream_t s) {
+  namespace lm = lora_mma;
+  const int64_t n = a.x.rows, in = a.x.cols;
+  const int64_t rows = a.num_targets * a.max_rank;
+  const unsigned tiles = unsigned(CeilDiv(n, lm::kM));
+  const int64_t splits = LoraShrinkSplits(n);
+  const int64_t split_len = CeilDiv(CeilDiv(in, splits), lm::kK) * lm::kK;
+  float* partial = splits > 1 ? a.shrink + n * rows : nullptr;
+  if (const cudaError_t e = cudaFuncSetAttribute(
+          lm::ShrinkMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, lm::kShrinkSmemBytes);
+      e != cudaSuccess) {
+    return e;
+  }
+  if (const cudaError_t e = cudaFuncSetAttribute(
+          lm::ExpandMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, lm::kExpandSmemBytes);
+      e != cudaSuccess) {
+    return e;
+  }
+  lm::ShrinkMmaKernel<D>
+      <<<dim3(unsigned(CeilDiv(rows, lm::kN)), tiles, unsigned(splits)), lm::kThreads,
+         lm::kShrinkSmemBytes, s>>>(a, partial, split_len);
+  if (partial != nullptr) {
+    lm::ReduceSplitsKernel<D>
+        <<<unsigned(CeilDiv(n, lm::kThreads / 32)), lm::kThreads, 0, s>>>(a, partial, int(splits));
+  }
+  const unsigned short_ctas = unsigned(std::min(n, kShortRunCtas));
+  ShrinkPerTokenKernel<D, true, true>
+      <<<dim3(short_ctas, unsigned(CeilDiv(rows, kWarps))), kThreads, 0, s>>>(a);
+  lm::ExpandMmaKernel<D>
+      <<<dim3(unsigned(col_tiles), tiles), lm::kThreads, lm::kExpandSmemBytes, s>>>(a);
+  ExpandPerTokenKernel<D, true>
+      <<<dim3(short_ctas, unsigned(CeilDiv(out_cols, kThreads))), kThreads, 0, s>>>(a);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 cudaError_t LaunchLora(const LoraArgs& a, cudaStream_t s) {
   const int64_t n = a.x.rows;
+  if (n == 0) return cudaSuccess;
   const int64_t shrink_rows = a.num_targets * a.max_rank;
-  int64_t out_cols = 0, col_tiles = 0;
+  int64_t out_cols = 0, col_tiles = 0, mma_col_tiles = 0;
   for (int g = 0; g < a.num_targets; ++g) {
     out_cols += a.targets[g].out_features;
     col_tiles += CeilDiv(a.targets[g].out_features, kTileCols);
+    mma_col_tiles += CeilDiv(a.targets[g].out_features, lora_mma::kN);
   }
   return WithFloatType(a.x.dtype, [&](auto tag) -> cudaError_t {
     constexpr DType D = decltype(tag)::value;
+    if constexpr (D != DType::kF32) {
+      // Tensor-core tiles need x's rows 16-byte aligned (cp.async pieces).
+      if (a.schedule == LoraSchedule::kSegments && a.x.cols % 8 == 0 && a.x.stride % 8 == 0 &&
+          Aligned16(a.x.data)) {
+        return LaunchSegmentsMma<D>(a, mma_col_tiles, out_cols, s);
+      }
+    }
     if (a.schedule == LoraSchedule::kSegments) {
       const unsigned tiles = unsigned(CeilDiv(n, kTileTokens));
       ShrinkSegmentsKernel<D>
@@ -353,11 +438,11 @@ cudaError_t LaunchLora(const LoraArgs& a, cudaStream_t s) {
         row_bytes % 16 == 0 && (a.x.stride * kBytes<D>) % 16 == 0 && Aligned16(a.x.data);
     const dim3 shrink_grid(unsigned(n), unsigned(CeilDiv(shrink_rows, kWarps)));
     if (vec) {
-      ShrinkPerTokenKernel<D, true><<<shrink_grid, kThreads, 0, s>>>(a);
+      ShrinkPerTokenKernel<D, true, false><<<shrink_grid, kThreads, 0, s>>>(a);
     } else {
-      ShrinkPerTokenKernel<D, false><<<shrink_grid, kThreads, 0, s>>>(a);
+      ShrinkPerTokenKernel<D, false, false><<<shrink_grid, kThreads, 0, s>>>(a);
     }
-    ExpandPerTokenKernel<D>
+    ExpandPerTokenKernel<D, false>
         <<<dim3(unsigned(n), unsigned(CeilDiv(out_cols, kThreads))), kThreads, 0, s>>>(a);
     return cudaGetLastError();
   });

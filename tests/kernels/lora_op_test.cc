@@ -5,7 +5,8 @@
 // them, pool bytes outside any adapter poisoned with NaN; argument checks. On a GPU ([gpu]): the
 // CUDA op in both schedules against the CPU reference, with the shrink workspace poisoned (NaN).
 // Everywhere: base-only rows, rows of slots without the target, and columns between and beside
-// the targets unchanged bit for bit, the stride's padding still NaN; a NaN never passes.
+// the targets unchanged bit for bit, the stride's padding still NaN; a NaN never passes. On a
+// GPU, prefill-shaped batches that reach the tensor-core segment path, run twice for equal bits.
 #include "kernels/lora.h"
 
 #include <algorithm>
@@ -40,6 +41,9 @@ struct Case {
   int64_t runs;                // runs of tokens drawn
   int64_t pad = 0;             // extra columns of x's and y's strides
   int64_t max_run = 70;        // longest run drawn
+  // When set: runs of exactly these lengths, in order, each under a slot drawn from the
+  // adapters, with 0 to 3 base-only tokens after each (instead of `runs` drawn runs).
+  std::vector<int64_t> lengths = {};
 };
 
 std::string Describe(const Case& c) {
@@ -48,6 +52,10 @@ std::string Describe(const Case& c) {
   s += std::string(", ") + kernels::DTypeName(c.dtype) + ", page_bytes " +
        std::to_string(c.page_bytes) + ", ranks";
   for (int32_t r : c.ranks) s += " " + std::to_string(r);
+  if (!c.lengths.empty()) {
+    s += ", runs";
+    for (int64_t l : c.lengths) s += " " + std::to_string(l);
+  }
   return s + ", pad " + std::to_string(c.pad);
 }
 
@@ -149,6 +157,12 @@ Inputs Draw(std::mt19937_64& rng, const Case& c) {
   for (int64_t r = 0; r < c.runs; ++r) {
     const int64_t len = std::min(c.max_run, lengths[length(rng)]);
     in.token_slot.insert(in.token_slot.end(), size_t(len), slot(rng));
+  }
+  std::uniform_int_distribution<int32_t> adapter(0, int32_t(c.ranks.size()) - 1);
+  std::uniform_int_distribution<int64_t> gap_len(0, 3);
+  for (int64_t len : c.lengths) {
+    in.token_slot.insert(in.token_slot.end(), size_t(len), adapter(rng));
+    in.token_slot.insert(in.token_slot.end(), size_t(gap_len(rng)), -1);
   }
   if (in.token_slot.size() % 2 == 0) in.token_slot.push_back(-1);  // odd n
   const int64_t n = int64_t(in.token_slot.size());
@@ -364,6 +378,41 @@ TEST_CASE("Lora on CUDA matches the CPU reference in both schedules", "[kernels]
       INFO("schedule " << (schedule == LoraSchedule::kPerToken ? "per token" : "segments"));
       Check(c, in, want, Run(gpu, c, in, schedule));
     }
+  }
+  REQUIRE(gpu.Health().ok());
+}
+
+// Prefill-shaped batches for the tensor-core segment path (kernels/cuda/lora_mma.cuh): runs of
+// 1, 15, 16, 17, 129 and 1000 tokens (around kLoraMmaMinRun and the 64-token tiles; the short
+// ones go per token within the same call), ranks 8-128 mixed (and 24 and 12: a rank not a
+// multiple of 16, and one not of 8, which goes per token), base-only tokens between runs,
+// pages of 1040 or 528 bytes (every matrix spans pages; a 128-byte k-slice of a row straddles
+// them), bf16 and f16, n below and above LoraShrinkSplits' threshold (split and unsplit
+// shrink), strided x and y, qkv and gate/up targets. Two runs of the op give the same bits.
+TEST_CASE("Lora on CUDA: tensor-core segments match the CPU reference, deterministically",
+          "[kernels][lora][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  Backend& gpu = **cuda;
+  std::mt19937_64 rng(Catch::rngSeed() + 43);
+  const std::vector<int64_t> mixed = {1, 15, 17, 129, 1000, 16, 64, 3, 17};
+  std::vector<Case> cases = {
+      {512, {256, 64, 64}, DType::kBF16, 1040, {8, 16, 32, 64, 128}, 0, 0, 70, mixed},
+      {264, {200}, DType::kF16, 528, {128, 8, 24, 12}, 0, 0, 70, {1000, 17, 15, 129, 1, 40}},
+      {128, {96, 96}, DType::kBF16, 1040, {16, 128, 64}, 0, 8, 70, {129, 1000, 15, 33}},
+      {64, {128, 128}, DType::kF16, 528, {16, 128}, 0, 0, 70, {4000, 17, 100, 1}},
+      {4096, {4096, 1024, 1024}, DType::kBF16, 1 << 16, {8, 16, 32, 64, 128}, 0, 0, 70,
+       {129, 1000, 17, 15, 1}},
+  };
+  for (const Case& c : cases) {
+    INFO(Describe(c));
+    const Inputs in = Draw(rng, c);
+    const Expected want = Naive(c, in);
+    const std::vector<float> first = Run(gpu, c, in, LoraSchedule::kSegments);
+    Check(c, in, want, first);
+    const std::vector<float> second = Run(gpu, c, in, LoraSchedule::kSegments);
+    REQUIRE(first.size() == second.size());
+    CHECK(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)) == 0);
   }
   REQUIRE(gpu.Health().ok());
 }
