@@ -5,9 +5,12 @@
 // per target, GatherRows of its tokens, Linear by A, Linear by B and ScatterAddRows, with A and
 // B contiguous. Decode (one token per sequence, token t under adapter t % k, the per-token
 // schedule) at every (tokens, adapters) pair with adapters <= tokens; prefill (--prefill: chunks
-// of tokens / k consecutive tokens per adapter, the schedule PickLoraSchedule gives).
+// of tokens / k consecutive tokens per adapter, the schedule PickLoraSchedule gives: segments,
+// whose runs of >= kLoraMmaMinRun tokens go through the tensor-core tiles of
+// kernels/cuda/lora_mma.cuh), also timed under the per-token schedule for comparison.
 // CUDA-event medians over --iters calls after 5 warm-ups. Appends to bench/results.json per case
-// a lora.qkv record and a lora.qkv_vs_loop record with the loop's time as baseline. GPU only.
+// a lora.qkv record and a lora.qkv_vs_loop record with the loop's time as baseline (each naming
+// the kernel path it timed), and per prefill case a lora.qkv_vs_per_token record. GPU only.
 //
 //   bench_lora [--tokens 1,4,16,64,256] [--adapters 1,8,64] [--prefill 1024]
 //              [--ranks 8,16,32,64] [--iters 50] [--results bench/results.json]
@@ -287,6 +290,21 @@ int main(int argc, char** argv) {
                             : arbor::kernels::LoraSchedule::kPerToken;
     auto batched = time([&] { return be.Lora(args, st); });
     if (!batched.ok()) return batched.status();
+    // What the batched op ran: in this bench (bf16, aligned rows, ranks multiples of 8) a
+    // segment call sends runs of >= kLoraMmaMinRun tokens to the tensor-core tiles.
+    const bool segments = args.schedule == arbor::kernels::LoraSchedule::kSegments;
+    const bool mma = segments && (n + k - 1) / k >= arbor::kernels::kLoraMmaMinRun;
+    const std::string kernel = !segments ? "per-token (BGMV)"
+                               : mma     ? "segments: tensor-core tiles (SGMV, mma.sync)"
+                                         : "segments: per-token for runs < 16";
+    double per_token = 0;
+    if (segments) {
+      arbor::kernels::LoraArgs pt = args;
+      pt.schedule = arbor::kernels::LoraSchedule::kPerToken;
+      auto t = time([&] { return be.Lora(pt, st); });
+      if (!t.ok()) return t.status();
+      per_token = *t;
+    }
     auto loop = time([&]() -> absl::Status {
       int64_t at = 0;
       for (int64_t i = 0; i < k; ++i) {
@@ -316,11 +334,16 @@ int main(int argc, char** argv) {
     const std::string shape = std::string(prefill ? "prefill" : "decode") + ", tokens " +
                               std::to_string(n) + ", adapters " + std::to_string(k) + ", ranks " +
                               rank_list + ", bf16)";
-    std::printf("%-7s tokens %5lld adapters %3lld: batched %.4f ms, loop %.4f ms -> %.2fx\n",
+    std::printf("%-7s tokens %5lld adapters %3lld: batched %.4f ms, loop %.4f ms -> %.2fx",
                 prefill ? "prefill" : "decode", (long long)n, (long long)k, *batched, *loop,
                 *loop / *batched);
+    if (segments) {
+      std::printf("; per-token schedule %.4f ms -> %.2fx", per_token, per_token / *batched);
+    }
+    std::printf("  [%s]\n", kernel.c_str());
     records.push_back({{"name", "lora.qkv (" + shape},
                        {"impl", "arbor"},
+                       {"kernel", kernel},
                        {"value", *batched},
                        {"unit", "ms"},
                        {"baseline", nullptr},
@@ -332,6 +355,7 @@ int main(int argc, char** argv) {
     records.push_back({{"name", "lora.qkv_vs_loop (" + shape +
                                     "; baseline: per adapter and target GatherRows, two Linears, "
                                     "ScatterAddRows"},
+                       {"kernel", kernel},
                        {"value", *batched},
                        {"unit", "ms"},
                        {"baseline", *loop},
@@ -340,6 +364,19 @@ int main(int argc, char** argv) {
                        {"card", info->name},
                        {"date", date},
                        {"command", command}});
+    if (segments) {
+      records.push_back({{"name", "lora.qkv_vs_per_token (" + shape +
+                                      "; baseline: the same op under the per-token schedule"},
+                         {"kernel", kernel},
+                         {"value", *batched},
+                         {"unit", "ms"},
+                         {"baseline", per_token},
+                         {"ratio", *batched / per_token},
+                         {"target", nullptr},
+                         {"card", info->name},
+                         {"date", date},
+                         {"command", command}});
+    }
     return absl::OkStatus();
   };
   for (int64_t n : a.tokens) {
