@@ -360,10 +360,12 @@ __global__ void __launch_bounds__(kThreads) ExpandSegmentsKernel(LoraArgs a) {
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// CTAs of the per-token kernels in kShortRuns mode (along tokens): each strides over n / 32
-// tokens, testing each for the tensor-core path; the few short-run tokens of a prefill batch
-// (decode tokens riding along, run ends) still spread over 32 x (rows or columns) CTAs.
-constexpr int64_t kShortRunCtas = 32;
+// CTAs of the per-token kernels in kShortRuns mode (along tokens): each strides over n / 64
+// tokens, testing each for the tensor-core path (a ballot per token); the short-run tokens of a
+// segment call (decode tokens riding along a prefill, chunks shorter than kLoraMmaMinRun) still
+// spread over 64 x (rows or columns) CTAs, while a call of long runs pays only for 64 x (rows or
+// columns) CTAs that find nothing to do.
+constexpr int64_t kShortRunCtas = 64;
 
 // The kSegments schedule through the tensor-core tiles (kernels/cuda/lora_mma.cuh) for the long
 // runs and the per-token kernels for every other adapter token. Launch geometry: n, the targets'
