@@ -1,17 +1,21 @@
-// LoRA adapters (PEFT format) for the served model: reading and checking a PEFT directory, and
-// the adapter as the forward pass uses it — its packed stream of A [rank, in] and B [out, rank]
-// matrices (in the model's dtype) in unified-pool pages, read through its page table, and the
-// scale alpha / rank.
+// LoRA adapters (PEFT format) for the served model: opening and checking a PEFT directory, packing
+// it into the stream the kernels read, and the adapter as the forward pass uses it — its packed
+// stream of A [rank, in] and B [out, rank] matrices (in the model's dtype) in unified-pool pages,
+// read through its page table, and the scale alpha / rank.
 #ifndef ARBOR_ENGINE_LORA_ADAPTER_H_
 #define ARBOR_ENGINE_LORA_ADAPTER_H_
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/checkpoint/checkpoint.h"
 #include "engine/model/hf_config.h"
+#include "kernels/dtype.h"
 
 namespace arbor::engine {
 
@@ -40,22 +44,65 @@ struct LoraAdapter {
   std::vector<int32_t> pages;
 };
 
-// A PEFT adapter read from disk and checked against the base model, fp32 on the host.
-struct HostLora {
+// A PEFT adapter opened and checked against the base model: its rank and scale, and its matrices
+// as views into the memory-mapped adapter_model.safetensors, in the file's dtype (F32, F16 or
+// BF16). Nothing is copied until PackLora writes them into the host copy.
+struct PeftAdapter {
+  std::string weights_path;  // <dir>/adapter_model.safetensors
   int64_t rank = 0;
   float scale = 1.0f;
-  // [layer][target] -> A then B, row-major; empty when not targeted.
-  std::vector<std::array<std::pair<std::vector<float>, std::vector<float>>, kNumLoraTargets>>
-      layers;
+  // [layer][target] -> A [rank, in] and B [out, rank], views into `file`; null when not targeted.
+  std::vector<std::array<std::array<const TensorView*, 2>, kNumLoraTargets>> layers;
+  std::unique_ptr<Checkpoint> file;  // the mapping the views point into
 };
 
-// Reads <dir>/adapter_config.json and <dir>/adapter_model.safetensors. Refused with
-// InvalidArgument naming the file and key or tensor: non-JSON config, peft_type other than LORA,
-// DoRA, bias training, modules_to_save, layers_to_transform, rank/alpha patterns, rank above
-// `max_rank`, unknown target modules (MLP targets on MoE models), tensors missing or of the
-// wrong shape. Pickle weights (adapter_model.bin, *.pt) are refused outright.
-absl::StatusOr<HostLora> ReadPeftAdapter(const std::string& dir, const ModelSpec& spec,
-                                         int64_t max_rank);
+// Opens <dir>/adapter_config.json and <dir>/adapter_model.safetensors (mapped, not read). Refused
+// with InvalidArgument naming the file and key or tensor: non-JSON config, peft_type other than
+// LORA, DoRA, bias training, modules_to_save, layers_to_transform, rank/alpha patterns, rank
+// above `max_rank`, non-finite lora_alpha, unknown target modules (MLP targets on MoE models),
+// tensors missing, of the wrong shape or of a dtype other than F32, F16 and BF16, tensors the
+// target modules do not explain; a malformed safetensors file (truncated, corrupt header) as
+// Checkpoint::OpenFile reports it. Pickle weights (adapter_model.bin, *.pt) are refused outright.
+// Weights are not checked for NaN or infinity (PEFT does not either).
+absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelSpec& spec,
+                                            int64_t max_rank);
+
+// Where one matrix lies in an adapter's packed stream (and in its host copy).
+struct LoraPlacement {
+  int32_t layer;
+  int32_t target;
+  int32_t ab;      // 0: A [rank, in], 1: B [out, rank]
+  int64_t offset;  // bytes into the stream
+  size_t elems;
+};
+
+// The packed stream of an adapter (LoraAdapter): the directory, then every matrix 256-byte
+// aligned, densely, in (layer, target, A then B) order; a matrix may span pages (the kernels
+// read it through the adapter's page table).
+struct LoraPackLayout {
+  std::vector<LoraPlacement> plan;
+  int64_t num_layers = 0;  // directory entries: num_layers * kNumLoraTargets
+  int64_t num_pages = 0;
+  size_t packed_bytes = 0;  // the stream: whole pages, the last one cut to what it holds
+};
+
+LoraPackLayout PlanLoraPack(const PeftAdapter& adapter, size_t page_bytes, kernels::DType dtype);
+
+// Writes every byte of dst[0, layout.packed_bytes) (fresh memory need not be cleared first): the
+// directory (the stream offsets of A and B by LoraMatrixId, -1 where not adapted), then each
+// planned matrix converted element by element from the file's dtype straight to `dtype` (bits as
+// the file's value read as fp32, then rounded as PEFT casts it: kernels/dtype.h), with zero
+// padding, so the bytes, and their digest, depend on the weights alone. False when `adapter`
+// lacks a planned matrix or has it in another size (the adapter on disk is not the registered
+// one); dst is then partly written.
+bool PackLora(const PeftAdapter& adapter, const LoraPackLayout& layout, kernels::DType dtype,
+              uint8_t* dst);
+
+// The `n` elements of `src` (F32, F16 or BF16 little-endian, unaligned) as `n` elements of
+// `dtype` (kF32, kF16 or kBF16) in dst: the bits ReadAsF32 then kernels::StoreFloats give, in one
+// pass.
+void ConvertElements(const uint8_t* src, StDtype src_dtype, size_t n, kernels::DType dtype,
+                     void* dst);
 
 // in/out features of a target for the model.
 std::pair<int64_t, int64_t> LoraTargetShape(const ModelSpec& spec, int target);

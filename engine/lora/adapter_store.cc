@@ -41,66 +41,6 @@ bool ValidName(const std::string& name) {
   return true;
 }
 
-// Where one matrix lies in the adapter's packed stream (and in its host copy).
-struct Placement {
-  int32_t layer;
-  int32_t target;
-  int32_t ab;      // 0: A [rank, in], 1: B [out, rank]
-  int64_t offset;  // bytes into the stream
-  size_t elems;
-};
-
-struct Layout {
-  std::vector<Placement> plan;
-  int64_t num_layers = 0;  // directory entries: num_layers * kNumLoraTargets
-  int64_t num_pages = 0;
-  size_t packed_bytes = 0;  // the stream: whole pages, the last one cut to what it holds
-};
-
-size_t Align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
-// The stream kernels/lora.h reads: the directory, then every matrix 256-byte aligned, densely;
-// a matrix may span pages (the kernels read it through the adapter's page table).
-Layout PlanLayout(const HostLora& host, size_t page_bytes, kernels::DType dtype) {
-  Layout out;
-  out.num_layers = int64_t(host.layers.size());
-  size_t used = Align256(size_t(out.num_layers * kNumLoraTargets) *
-                         size_t(kernels::kLoraDirectoryEntryBytes));
-  for (size_t l = 0; l < host.layers.size(); ++l) {
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      const auto& [a, b] = host.layers[l][size_t(t)];
-      if (a.empty()) continue;
-      for (int ab = 0; ab < 2; ++ab) {
-        const size_t elems = (ab == 0 ? a : b).size();
-        out.plan.push_back({int32_t(l), t, ab, int64_t(used), elems});
-        used += Align256(elems * kernels::DTypeSize(dtype));
-      }
-    }
-  }
-  out.num_pages = int64_t((used + page_bytes - 1) / page_bytes);
-  out.packed_bytes = used;
-  return out;
-}
-
-// Writes the stream of `host` into `dst` (layout.packed_bytes) as `layout` places it, in `dtype`
-// (PEFT's fp32 or bf16 rounded to the model's dtype as PEFT casts them); padding is zero so the
-// bytes, and their digest, depend on the weights alone. False when `host` lacks a planned
-// matrix or has it in another size (the adapter on disk is not the registered one).
-bool Pack(const HostLora& host, const Layout& layout, kernels::DType dtype, uint8_t* dst) {
-  std::memset(dst, 0, layout.packed_bytes);
-  if (int64_t(host.layers.size()) != layout.num_layers) return false;
-  std::vector<int64_t> directory(size_t(layout.num_layers * kNumLoraTargets) * 2, -1);
-  for (const Placement& p : layout.plan) {
-    const auto& [a, b] = host.layers[size_t(p.layer)][size_t(p.target)];
-    const std::vector<float>& src = p.ab == 0 ? a : b;
-    if (src.size() != p.elems) return false;
-    kernels::StoreFloats(src.data(), src.size(), dtype, dst + p.offset);
-    directory[size_t(LoraMatrixId(p.layer, p.target) * 2 + p.ab)] = p.offset;
-  }
-  std::memcpy(dst, directory.data(), directory.size() * sizeof(int64_t));
-  return true;
-}
-
 bool Sha256(const uint8_t* data, size_t bytes, Digest* out) {
   static const EVP_MD* const md = [] {
     const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
@@ -121,7 +61,7 @@ struct AdapterEntry {
   float scale = 1.0f;
   bool pinned = false;
   LoraAdapter* adapter = nullptr;  // owned by the shared_ptrs requests hold
-  Layout layout;
+  LoraPackLayout layout;
   Digest digest{};
   // Host tier.
   kernels::HostBuffer host;  // empty when dropped for the budget
@@ -277,7 +217,7 @@ struct AdapterHold::State {
     absl::StatusOr<kernels::HostBuffer> buf = [&]() -> absl::StatusOr<kernels::HostBuffer> {
       const std::string config = e.dir + "/adapter_config.json";
       const std::string weights = e.dir + "/adapter_model.safetensors";
-      auto host = ReadPeftAdapter(e.dir, spec, options.max_rank);
+      auto host = OpenPeftAdapter(e.dir, spec, options.max_rank);
       if (!host.ok()) {
         return absl::Status(
             host.status().code(),
@@ -290,7 +230,7 @@ struct AdapterHold::State {
       }
       ASSIGN_OR_RETURN(kernels::HostBuffer out, backend.AllocateHost(e.layout.packed_bytes));
       Digest digest{};
-      if (!Pack(*host, e.layout, options.dtype, out.as<uint8_t>()) ||
+      if (!PackLora(*host, e.layout, options.dtype, out.as<uint8_t>()) ||
           !Sha256(out.as<uint8_t>(), e.layout.packed_bytes, &digest) || digest != e.digest) {
         return absl::DataLossError(absl::StrCat(weights, ": adapter `", e.name,
                                                 "` changed on disk since it was registered (the "
@@ -437,9 +377,11 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
       return absl::AlreadyExistsError(absl::StrCat("adapter `", name, "` is already registered"));
     }
   }
-  ASSIGN_OR_RETURN(HostLora host, ReadPeftAdapter(real, st.spec, st.options.max_rank));
+  // Opened (mapped and checked), then packed straight from the mapping into the host copy, all
+  // without the lock: registrations from several threads read, pack and hash in parallel.
+  ASSIGN_OR_RETURN(PeftAdapter host, OpenPeftAdapter(real, st.spec, st.options.max_rank));
   const size_t page_bytes = st.pool.page_bytes();
-  Layout layout = PlanLayout(host, page_bytes, st.options.dtype);
+  LoraPackLayout layout = PlanLoraPack(host, page_bytes, st.options.dtype);
   if (int64_t(layout.packed_bytes) > st.options.host_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         real, ": the adapter takes ", layout.packed_bytes,
@@ -467,18 +409,20 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
     std::lock_guard<std::mutex> lock(st.mu);
     st.host_used -= int64_t(entry->layout.packed_bytes);
   };
+  // Not cleared: PackLora writes every byte. (On CUDA this is cudaHostAlloc, which pins the
+  // pages itself and is serialised by the driver.)
   auto buf = st.backend.AllocateHost(entry->layout.packed_bytes);
   if (!buf.ok()) {
     unreserve();
     return buf.status();
   }
-  if (!Pack(host, entry->layout, st.options.dtype, buf->as<uint8_t>()) ||
+  if (!PackLora(host, entry->layout, st.options.dtype, buf->as<uint8_t>()) ||
       !Sha256(buf->as<uint8_t>(), entry->layout.packed_bytes, &entry->digest)) {
     unreserve();
     return absl::InternalError(absl::StrCat(real, ": packing the adapter failed"));
   }
   entry->host = std::move(*buf);
-  host = HostLora();  // the fp32 copy is no longer needed
+  host = PeftAdapter();  // unmapped before the lock is taken
 
   auto* adapter = new LoraAdapter();
   adapter->id = entry->id;
@@ -486,7 +430,7 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
   adapter->rank = entry->rank;
   adapter->scale = entry->scale;
   adapter->targets.resize(size_t(st.spec.num_layers));
-  for (const Placement& p : entry->layout.plan) {
+  for (const LoraPlacement& p : entry->layout.plan) {
     adapter->targets[size_t(p.layer)][size_t(p.target)] = true;
   }
   entry->adapter = adapter;

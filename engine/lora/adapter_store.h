@@ -1,15 +1,17 @@
 // AdapterStore: the registered LoRA adapters in two tiers, as S-LoRA keeps them.
 //
-// Host tier. Registration reads the PEFT directory (ReadPeftAdapter), packs its matrices in the
-// model's dtype exactly as they will lie in pool pages (the stream of kernels/lora.h: a
-// directory, then the matrices, which may span pages; page i of the adapter is bytes
-// [i * page_bytes, (i + 1) * page_bytes) of the packed copy), keeps the
-// packed copy in host memory from Backend::AllocateHost (page-locked on CUDA, so host->device
-// copies are asynchronous) and records the SHA-256 of the packed bytes. Registration costs host
-// memory only. The host copies share a budget (lora.host_bytes): past it, the least recently
-// used copies are dropped, and an adapter whose copy was dropped is read from disk again when it
-// is next paged in (on a loader thread with background_reload); the reread bytes must hash to
-// the registration's SHA-256, else the page-in fails with DataLoss naming the file (the adapter
+// Host tier. Registration opens the PEFT directory (OpenPeftAdapter: the weights memory-mapped
+// and checked), packs its matrices straight from the mapping, converted in one pass from the
+// file's dtype to the model's, exactly as they will lie in pool pages (PackLora: the stream of
+// kernels/lora.h, a directory, then the matrices, which may span pages; page i of the adapter is
+// bytes [i * page_bytes, (i + 1) * page_bytes) of the packed copy), into its host copy from
+// Backend::AllocateHost (page-locked on CUDA, so host->device copies are asynchronous) and
+// records the SHA-256 of the packed bytes; the store's lock is taken only to reserve host bytes
+// and to insert, so registrations on several threads read, pack and hash in parallel. Registration
+// costs host memory only. The host copies share a budget (lora.host_bytes): past it, the least
+// recently used copies are dropped, and an adapter whose copy was dropped is read from disk again
+// when it is next paged in (on a loader thread with background_reload); the reread bytes must hash
+// to the registration's SHA-256, else the page-in fails with DataLoss naming the file (the adapter
 // changed on disk).
 //
 // Device tier. An adapter's weights live in unified-pool pages (PageKind::kAdapter) next to the
