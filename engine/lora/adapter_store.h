@@ -6,13 +6,14 @@
 // kernels/lora.h, a directory, then the matrices, which may span pages; page i of the adapter is
 // bytes [i * page_bytes, (i + 1) * page_bytes) of the packed copy), into its host copy from
 // Backend::AllocateHost (page-locked on CUDA, so host->device copies are asynchronous) and
-// records the SHA-256 of the packed bytes; the store's lock is taken only to reserve host bytes
-// and to insert, so registrations on several threads read, pack and hash in parallel. Registration
-// costs host memory only. The host copies share a budget (lora.host_bytes): past it, the least
-// recently used copies are dropped, and an adapter whose copy was dropped is read from disk again
-// when it is next paged in (on a loader thread with background_reload); the reread bytes must hash
-// to the registration's SHA-256, else the page-in fails with DataLoss naming the file (the adapter
-// changed on disk).
+// records the SHA-256 of the packed bytes; the store's lock is taken only to check the name, to
+// reserve host bytes and to insert (and page a pinned adapter in), so registrations on several
+// threads read, pack and hash in parallel (on CUDA, cudaHostAlloc itself is slow and serialised
+// by the driver). Registration costs host memory only. The host copies share a budget
+// (lora.host_bytes): past it, the least recently used copies are dropped, and an adapter whose
+// copy was dropped is read from disk again, the same way, when it is next paged in (on a loader
+// thread with background_reload); the reread bytes must hash to the registration's SHA-256, else
+// the page-in fails with DataLoss naming the file (the adapter changed on disk).
 //
 // Device tier. An adapter's weights live in unified-pool pages (PageKind::kAdapter) next to the
 // KV blocks only while it is resident. The engine thread pages adapters in (Acquire, Prefetch)
