@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
       a.workspace_bytes = ws_bytes;
       // Each pass-1 kernel that takes the shape (wgmma: Hopper only), forced; the default's
       // (kAuto's pick) time is the one recorded.
-      const CceKernel picked = arbor::kernels::kCceAutoWgmma &&
+      const CceKernel picked = arbor::kernels::CceAutoWgmma() &&
                                        arbor::kernels::TargetLogprobsSm90Fits(a)
                                    ? CceKernel::kWgmma
                                    : CceKernel::kMmaSync;

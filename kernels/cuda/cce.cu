@@ -557,7 +557,7 @@ cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& a, cudaStream_t strea
   if (a.x.rows <= 0) return cudaSuccess;
   const CceParams p = MakeParams(a);
   const bool wgmma = kernel == CceKernel::kWgmma ||
-                     (kernel == CceKernel::kAuto && kCceAutoWgmma && CceSm90Fits(a));
+                     (kernel == CceKernel::kAuto && CceAutoWgmma() && CceSm90Fits(a));
   const int64_t blocks = (a.x.rows + kThreads / 32 - 1) / (kThreads / 32);
   CceTargetKernel<<<unsigned(blocks), kThreads, 0, stream>>>(p);
   cudaError_t e = cudaGetLastError();

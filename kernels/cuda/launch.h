@@ -37,12 +37,17 @@ bool PrefillAttentionFits(const PagedAttentionArgs& args);
 // The prefill tiles' kernel: kMmaSync is kernels/cuda/prefill_attention.cu (mma.sync, any GPU,
 // dilation), kWgmma the Hopper kernel of kernels/cuda/prefill_attention_sm90.cu (wgmma, sm_90
 // only, dilation 1), where PrefillAttentionSm90Fits (forced where it does not:
-// cudaErrorNotSupported). kAuto takes kWgmma where it fits only when kPrefillAutoWgmma is set,
-// else kMmaSync. The others are for tools/bench_attention's comparison and the tests.
+// cudaErrorNotSupported). kAuto takes kWgmma where it fits when PrefillAutoWgmma(), else
+// kMmaSync. The others are for tools/bench_attention's comparison and the tests.
 enum class PrefillKernel { kAuto, kMmaSync, kWgmma };
 constexpr PrefillKernel kPrefillKernels[] = {PrefillKernel::kMmaSync, PrefillKernel::kWgmma};
-// THE SWITCH: set true once prefill_attention_test has passed kWgmma on an H100/H200.
+// kAuto's default: set true once prefill_attention_test has passed kWgmma on an H100/H200 and
+// bench_attention has shown it faster.
 constexpr bool kPrefillAutoWgmma = false;
+// kAuto's pick for this process: the environment's ARBOR_PREFILL_KERNEL (`wgmma`, `mma-sync`
+// or `auto`), else kPrefillAutoWgmma; read once (an unknown value is reported on stderr and
+// ignored).
+bool PrefillAutoWgmma();
 const char* PrefillKernelName(PrefillKernel kernel);
 cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t stream,
                                    PrefillKernel kernel = PrefillKernel::kAuto);
@@ -92,12 +97,16 @@ cudaError_t LaunchConvert(const ConvertArgs& args, cudaStream_t stream);
 // Pass 1's tensor-core kernel: kMmaSync is cce.cu's (mma.sync, any GPU, top-k), kWgmma the
 // Hopper kernel of kernels/cuda/cce_sm90.cu (wgmma + TMA, no top-k) where
 // TargetLogprobsSm90Fits (forced where it does not: cudaErrorNotSupported). kAuto takes kWgmma
-// where it fits only when kCceAutoWgmma is set, else kMmaSync. The others are for
-// tools/bench_cce's comparison and the tests.
+// where it fits when CceAutoWgmma(), else kMmaSync. The others are for tools/bench_cce's
+// comparison and the tests.
 enum class CceKernel { kAuto, kMmaSync, kWgmma };
 constexpr CceKernel kCceKernels[] = {CceKernel::kMmaSync, CceKernel::kWgmma};
-// THE SWITCH: set true once cce_test has passed kWgmma on an H100/H200.
+// kAuto's default: set true once cce_test has passed kWgmma on an H100/H200 and bench_cce has
+// shown it faster.
 constexpr bool kCceAutoWgmma = false;
+// kAuto's pick for this process: the environment's ARBOR_CCE_KERNEL (`wgmma`, `mma-sync` or
+// `auto`), else kCceAutoWgmma; read once (an unknown value is reported on stderr and ignored).
+bool CceAutoWgmma();
 const char* CceKernelName(CceKernel kernel);
 bool TargetLogprobsFits(const TargetLogprobsArgs& args);
 // bf16/f16 x and w that TargetLogprobsFits, top_k 0, on a Hopper (compute capability 9.x) whose
@@ -105,6 +114,9 @@ bool TargetLogprobsFits(const TargetLogprobsArgs& args);
 bool TargetLogprobsSm90Fits(const TargetLogprobsArgs& args);
 cudaError_t LaunchTargetLogprobs(const TargetLogprobsArgs& args, cudaStream_t stream,
                                  CceKernel kernel = CceKernel::kAuto);
+// The environment variable `name` as a kernel choice for KernelChoice's callers: 1 `wgmma`, 0
+// `mma-sync`, `fallback` for unset, empty or `auto` (and for anything else, reported on stderr).
+bool KernelChoiceFromEnv(const char* name, bool fallback);
 // Batched LoRA (kernels/lora.h), shrink then expand, per token or per tile as args.schedule says
 // (kernels/cuda/lora.cu).
 cudaError_t LaunchLora(const LoraArgs& args, cudaStream_t stream);

@@ -349,7 +349,7 @@ const char* PrefillKernelName(PrefillKernel kernel) {
 cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& a, cudaStream_t s,
                                    PrefillKernel kernel) {
   if (kernel == PrefillKernel::kWgmma ||
-      (kernel == PrefillKernel::kAuto && kPrefillAutoWgmma && PrefillAttentionSm90Fits(a))) {
+      (kernel == PrefillKernel::kAuto && PrefillAutoWgmma() && PrefillAttentionSm90Fits(a))) {
     return LaunchPrefillAttentionSm90(a, s);
   }
   if (!PrefillAttentionFits(a)) return cudaErrorInvalidValue;
