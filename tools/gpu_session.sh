@@ -8,12 +8,17 @@
 # batch 1 (profile) and, graph steps only, at batch 32 (profile32).
 #
 #   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32] [quick] [linear] [sanitize]
-#       [serve] [tests] [cce]
+#       [serve] [tests] [cce] [lora_goldens] [prefill] [lora] [lora_suite]
 #   (default: goldens check suite profile; quick: the parity tests and the decode and attention
 #   benchmarks alone, for a short device call; linear: the few-row Linear's test, sweep and decode;
 #   serve: tools/bench/serve_suite.sh, the server against transformers at concurrency 1 to 256,
 #   its records in results.json and its logs, JSON, CSV and plots under serve/; tests: the GPU
-#   test binaries named in TESTS, or all; cce: the log-probs kernel against cuBLASLt and torch)
+#   test binaries named in TESTS, or all; cce: the log-probs kernel against cuBLASLt and torch;
+#   lora_goldens: transformers + PEFT goldens of tests/data/mixed_lora, copied beside the fixture
+#   (run it before `tests` so mixed_lora_test checks them) and into the pack; prefill: the
+#   prefill attention kernels side by side against torch SDPA; lora: bench_lora; lora_suite:
+#   S-LoRA's workload, tools/bench/lora_suite.sh. ARBOR_PREFILL_KERNEL / ARBOR_CCE_KERNEL pick
+#   what the server and the benchmarks' recorded figures use, README "Running on a GPU host")
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -117,6 +122,33 @@ for step in "${steps[@]}"; do
       timeout 200 bundle/run.sh bench_cce --results "$work/results.json" \
         >"$work/cce/bench_cce.log" 2>&1
       tail -30 "$work/cce/bench_cce.log" ;;  # a shape: its line and a line per pass-1 kernel
+    lora_goldens)
+      mkdir -p "$work/lora_goldens"
+      timeout 150 python3 tools/fixtures/make_mixed_lora.py goldens --data tests/data/mixed_lora \
+        --out "$work/lora_goldens" >"$work/lora_goldens/make_mixed_lora.log" 2>&1
+      echo "make_mixed_lora.py: rc $?"
+      tail -3 "$work/lora_goldens/make_mixed_lora.log"
+      cp "$work"/lora_goldens/goldens_*.json tests/data/mixed_lora/ 2>/dev/null ;;
+    prefill)
+      mkdir -p "$work/prefill"
+      timeout 90 python3 tools/bench/attention_sdpa.py --lengths 4096,16384 --iters 30 \
+        --results "$work/results.json" >"$work/prefill/sdpa.log" 2>&1
+      tail -3 "$work/prefill/sdpa.log"
+      timeout 90 bundle/run.sh bench_attention --decode '' --decode-b1 '' --windows '' \
+        --head-dims '' --prefill 4096,16384 --iters 30 --results "$work/results.json" \
+        --peer "$work/results.json" >"$work/prefill/bench_attention.log" 2>&1
+      tail -14 "$work/prefill/bench_attention.log" ;;
+    lora)
+      mkdir -p "$work/lora"
+      timeout 120 bundle/run.sh bench_lora --tokens 1,16,64,256 --adapters 1,8,64 \
+        --prefill 1024,4096 --iters 30 --results "$work/results.json" \
+        >"$work/lora/bench_lora.log" 2>&1
+      tail -30 "$work/lora/bench_lora.log" ;;
+    lora_suite)
+      OUT=$work/lora_suite timeout 570 tools/bench/lora_suite.sh --out "$work/lora_suite" \
+        --results "$work/results.json" >"$work/lora_suite.txt" 2>&1
+      echo "lora_suite.sh: rc $?"
+      tail -30 "$work/lora_suite.txt" ;;
     profile32)
       KINDS=graph timeout 150 tools/bench/profile_decode.sh "$work/profile32" --batch 32 \
         >"$work/profile32.txt" 2>&1
