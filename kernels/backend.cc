@@ -402,6 +402,14 @@ absl::Status ValidateLora(const LoraArgs& a) {
     }
     end = t.out_col + t.out_features;
   }
+  if (a.expert_offsets != nullptr) {
+    ARBOR_REQUIRE(RequirePointer(kOp, "row_token", a.row_token));
+    if (a.num_experts < 1 || a.expert_matrix_stride < 0) {
+      return Invalid(
+          kOp, absl::StrCat("expert rows need num_experts >= 1 (got ", a.num_experts,
+                            ") and expert_matrix_stride >= 0 (got ", a.expert_matrix_stride, ")"));
+    }
+  }
   const LoraWeights& w = a.w;
   if (w.num_slots < 0) return Invalid(kOp, "w.num_slots is negative");
   if (w.num_slots == 0) return absl::OkStatus();  // every token must be base-only

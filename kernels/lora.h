@@ -14,10 +14,11 @@
 // Weights in pool pages. A slot's adapter is one logical byte stream over its unified-pool pages
 // (memory/unified_pool.h): page_table[slot_pages[s] + i] holds stream bytes
 // [i * page_bytes, (i + 1) * page_bytes). The stream begins with a directory, for each matrix id
-// m (the engine's layer * kNumLoraTargets + target), of two int64: the stream offsets of A and of
-// B, or -1 where the adapter does not adapt m. A and B are row-major in the model's dtype at
-// 16-byte aligned offsets; they may span pages, and a row may straddle two (page_bytes is a
-// multiple of 16, so a 16-byte aligned piece never does).
+// m (the engine's layer * kNumLoraTargets + target; on MoE models each expert's gate, up and
+// down follow every layer's ids: engine/lora/adapter.h LoraExpertMatrixId), of two int64: the
+// stream offsets of A and of B, or -1 where the adapter does not adapt m. A and B are row-major in
+// the model's dtype at 16-byte aligned offsets; they may span pages, and a row may straddle two
+// (page_bytes is a multiple of 16, so a 16-byte aligned piece never does).
 //
 // Schedules (the host picks one per call; both compute the same values, rounded at the same
 // points; they differ only in summation order on CUDA). Launch geometry depends on n, the targets'
@@ -54,6 +55,10 @@ constexpr int64_t kLoraMmaTileTokens = 64;   // tensor-core segment tiles
 // per-token kernels spread those reads over a CTA per (token, rows) instead.
 constexpr int64_t kLoraMmaMinRun = 16;
 constexpr int64_t kLoraDirectoryEntryBytes = 16;  // (A offset, B offset) per matrix id
+// What CUDA answers (Unimplemented) to a call with expert rows, and what the engine answers to an
+// adapter on MoE experts on a CUDA backend.
+inline constexpr char kLoraExpertsCpuOnly[] =
+    "LoRA on MoE experts is CPU-only until the CUDA kernel lands";
 
 // The adapters of a call (its slots) and where their pages are.
 struct LoraWeights {
@@ -87,6 +92,16 @@ struct LoraArgs {
                             // v [n, num_targets * max_rank], then partial sums (CUDA; the CPU
                             // ignores it)
   LoraSchedule schedule = LoraSchedule::kPerToken;
+  // Expert rows (MoE; the CPU backend only until the CUDA kernel lands: CUDA refuses a call that
+  // sets expert_offsets). x's rows are (token, expert) pairs grouped by expert, as MoePermute
+  // lays them out: row r belongs to expert e where expert_offsets[e] <= r < expert_offsets[e + 1],
+  // runs under slot token_slot[row_token[r]] (token_slot is then indexed by token, not by row),
+  // and target g reads matrix targets[g].matrix + e * expert_matrix_stride. Rows outside
+  // [expert_offsets[0], expert_offsets[num_experts]) are left untouched.
+  const int32_t* expert_offsets = nullptr;  // [num_experts + 1]; null: every row is a token
+  const int32_t* row_token = nullptr;       // [n]: the token of each row
+  int64_t num_experts = 0;
+  int64_t expert_matrix_stride = 0;
 };
 
 // Parts the tensor-core shrink splits `in` into for n tokens: with fewer than 64 token tiles

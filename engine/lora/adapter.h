@@ -28,6 +28,23 @@ constexpr int64_t LoraMatrixId(int64_t layer, int target) {
   return layer * kNumLoraTargets + target;
 }
 
+// MoE models: each expert's gate (w1), up (w3) and down (w2) get ids of their own, after every
+// layer's dense ids (so a dense model's ids, and its directory, are unchanged):
+//   num_layers * kNumLoraTargets + (layer * num_experts + expert) * kNumLoraExpertTargets
+//   + (target - kLoraGate)
+// Expert e's id of a target is expert 0's plus e * kNumLoraExpertTargets (kernels/lora.h's
+// expert_matrix_stride).
+inline constexpr int kNumLoraExpertTargets = 3;  // gate, up, down
+constexpr int64_t LoraExpertMatrixId(int64_t num_layers, int64_t num_experts, int64_t layer,
+                                     int64_t expert, int target) {
+  return num_layers * kNumLoraTargets + (layer * num_experts + expert) * kNumLoraExpertTargets +
+         (target - kLoraGate);
+}
+// Directory entries of an adapter of the model.
+constexpr int64_t LoraNumMatrixIds(int64_t num_layers, int64_t num_experts) {
+  return num_layers * (kNumLoraTargets + num_experts * kNumLoraExpertTargets);
+}
+
 // The adapter as the forward pass reads it (kernels/lora.h): one packed byte stream, a directory
 // of the stream offsets of A [rank, in] and B [out, rank] by LoraMatrixId, then the matrices in
 // the model's dtype, lying in unified-pool pages while the adapter is resident.
@@ -36,7 +53,9 @@ struct LoraAdapter {
   std::string name;
   int64_t rank = 0;
   float scale = 1.0f;  // lora_alpha / r (lora_alpha / sqrt(r) with use_rslora)
-  std::vector<std::array<bool, kNumLoraTargets>> targets;  // [layer][target]: adapted
+  // [layer][target]: adapted (on MoE models gate, up and down mean: of at least one expert).
+  std::vector<std::array<bool, kNumLoraTargets>> targets;
+  int64_t num_experts = 0;  // the model's (0: dense); expert matrix ids use it
   // Where the stream is (set by AdapterStore on the engine thread): the pool's first page, its
   // page size, and the adapter's pages in stream order; no pages while not resident.
   const void* pool = nullptr;
@@ -53,6 +72,11 @@ struct PeftAdapter {
   float scale = 1.0f;
   // [layer][target] -> A [rank, in] and B [out, rank], views into `file`; null when not targeted.
   std::vector<std::array<std::array<const TensorView*, 2>, kNumLoraTargets>> layers;
+  // MoE models: [layer][expert][target - kLoraGate] -> A and B of that expert's gate (w1), up
+  // (w3) or down (w2); null when not targeted. Empty on dense models.
+  using ExpertViews = std::array<std::array<const TensorView*, 2>, kNumLoraExpertTargets>;
+  std::vector<std::vector<ExpertViews>> experts;
+  int64_t num_experts = 0;           // the model's
   std::unique_ptr<Checkpoint> file;  // the mapping the views point into
 };
 
@@ -61,7 +85,8 @@ struct PeftAdapter {
 // LORA, DoRA, bias training, modules_to_save, layers_to_transform, rank/alpha patterns, rank
 // above `max_rank`, non-finite lora_alpha, unknown target modules (MLP targets on MoE models),
 // tensors missing, of the wrong shape or of a dtype other than F32, F16 and BF16, tensors the
-// target modules do not explain; a malformed safetensors file (truncated, corrupt header) as
+// target modules do not explain (an expert index out of range among them), target_parameters
+// (PEFT's fused 3-D expert parameters); a malformed safetensors file (truncated, corrupt header) as
 // Checkpoint::OpenFile reports it. Pickle weights (adapter_model.bin, *.pt) are refused outright.
 // Weights are not checked for NaN or infinity (PEFT does not either).
 absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelSpec& spec,
@@ -74,14 +99,17 @@ struct LoraPlacement {
   int32_t ab;      // 0: A [rank, in], 1: B [out, rank]
   int64_t offset;  // bytes into the stream
   size_t elems;
+  int32_t expert = -1;  // MoE: the expert of a gate/up/down matrix (-1: a dense target)
 };
 
 // The packed stream of an adapter (LoraAdapter): the directory, then every matrix 256-byte
-// aligned, densely, in (layer, target, A then B) order; a matrix may span pages (the kernels
-// read it through the adapter's page table).
+// aligned, densely, in (layer, target, A then B) order, then (MoE) the experts' in (layer,
+// expert, target, A then B) order; a matrix may span pages (the kernels read it through the
+// adapter's page table).
 struct LoraPackLayout {
   std::vector<LoraPlacement> plan;
-  int64_t num_layers = 0;  // directory entries: num_layers * kNumLoraTargets
+  int64_t num_layers = 0;  // directory entries: LoraNumMatrixIds(num_layers, num_experts)
+  int64_t num_experts = 0;
   int64_t num_pages = 0;
   size_t packed_bytes = 0;  // the stream: whole pages, the last one cut to what it holds
 };
@@ -89,7 +117,8 @@ struct LoraPackLayout {
 LoraPackLayout PlanLoraPack(const PeftAdapter& adapter, size_t page_bytes, kernels::DType dtype);
 
 // Writes every byte of dst[0, layout.packed_bytes) (fresh memory need not be cleared first): the
-// directory (the stream offsets of A and B by LoraMatrixId, -1 where not adapted), then each
+// directory (the stream offsets of A and B by LoraMatrixId and LoraExpertMatrixId, -1 where not
+// adapted), then each
 // planned matrix converted element by element from the file's dtype straight to `dtype` (bits as
 // the file's value read as fp32, then rounded as PEFT casts it: kernels/dtype.h), with zero
 // padding, so the bytes, and their digest, depend on the weights alone. False when `adapter`
@@ -104,7 +133,7 @@ bool PackLora(const PeftAdapter& adapter, const LoraPackLayout& layout, kernels:
 void ConvertElements(const uint8_t* src, StDtype src_dtype, size_t n, kernels::DType dtype,
                      void* dst);
 
-// in/out features of a target for the model.
+// in/out features of a target for the model (gate, up and down: one expert's on MoE models).
 std::pair<int64_t, int64_t> LoraTargetShape(const ModelSpec& spec, int target);
 
 }  // namespace arbor::engine

@@ -380,6 +380,17 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
   // Opened (mapped and checked), then packed straight from the mapping into the host copy, all
   // without the lock: registrations from several threads read, pack and hash in parallel.
   ASSIGN_OR_RETURN(PeftAdapter host, OpenPeftAdapter(real, st.spec, st.options.max_rank));
+  if (!host.experts.empty() && st.backend.kind() != kernels::DeviceKind::kCpu) {
+    for (const auto& layer : host.experts) {
+      for (const auto& expert : layer) {
+        for (const auto& ab : expert) {
+          if (ab[0] != nullptr) {
+            return absl::UnimplementedError(absl::StrCat(real, ": ", kernels::kLoraExpertsCpuOnly));
+          }
+        }
+      }
+    }
+  }
   const size_t page_bytes = st.pool.page_bytes();
   LoraPackLayout layout = PlanLoraPack(host, page_bytes, st.options.dtype);
   if (int64_t(layout.packed_bytes) > st.options.host_bytes) {
@@ -430,6 +441,7 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
   adapter->rank = entry->rank;
   adapter->scale = entry->scale;
   adapter->targets.resize(size_t(st.spec.num_layers));
+  adapter->num_experts = st.spec.num_experts;
   for (const LoraPlacement& p : entry->layout.plan) {
     adapter->targets[size_t(p.layer)][size_t(p.target)] = true;
   }

@@ -423,6 +423,13 @@ const Model::DecodeGraph* Model::GraphFor(absl::Span<const SequenceChunk> chunks
           c.adapter->rank > lora_graph_pass_.max_rank) {
         return nullptr;
       }
+      // The graphs apply attention targets only on MoE models (the experts' Lora runs eagerly,
+      // where a backend that cannot run it says so).
+      if (spec_.num_experts > 0) {
+        for (const auto& layer : c.adapter->targets) {
+          if (layer[kLoraGate] || layer[kLoraUp] || layer[kLoraDown]) return nullptr;
+        }
+      }
       adapters = true;
     }
   }
@@ -509,7 +516,7 @@ absl::StatusOr<Tensor> Model::RunPass(const DevicePlan& d, const Activations& a,
     RETURN_IF_ERROR(ApplyLora(lora, l, {kLoraO}, a.attn, a.delta));
     RETURN_IF_ERROR(be_.AddRmsNorm({a.x, a.delta, L.post_norm.data(), a.hb, eps}, st));
     if (moe) {
-      RETURN_IF_ERROR(Moe(L, a));
+      RETURN_IF_ERROR(Moe(L, a, lora, l));
     } else {
       RETURN_IF_ERROR(Mlp(L, a, lora, l));
     }
@@ -681,8 +688,12 @@ size_t Model::LayoutLora(void* base, int64_t n, int64_t max_rank, int64_t num_sl
   pass->w.slot_rank = *ints + n + num_slots;
   pass->w.slot_scale = reinterpret_cast<const float*>(*ints + n + 2 * num_slots);
   pass->w.page_table = *ints + n + 3 * num_slots;
-  pass->shrink = static_cast<float*>(
-      c.Take(size_t(kernels::LoraShrinkFloats(n, kernels::kLoraMaxTargets, max_rank)) * 4));
+  // MoE: the experts' calls run on n * top_k pair rows with gate and up as two targets.
+  const int64_t shrink = std::max(
+      kernels::LoraShrinkFloats(n, kernels::kLoraMaxTargets, max_rank),
+      spec_.num_experts > 0 ? kernels::LoraShrinkFloats(n * spec_.num_experts_per_tok, 2, max_rank)
+                            : 0);
+  pass->shrink = static_cast<float*>(c.Take(size_t(shrink) * 4));
   return c.used();
 }
 
@@ -794,12 +805,38 @@ absl::Status Model::Mlp(const LayerWeights& L, const Activations& a, const LoraP
 // sum per token in expert order. All on the device: no copy to the host, no synchronisation,
 // and launch shapes that depend on n only, not on the routing (engine/model/moe_layer.h). Its
 // buffers were reserved with the workspace (Reserve), so a pass allocates nothing.
-absl::Status Model::Moe(const LayerWeights& L, const Activations& a) {
+// Adapters on the experts apply on the pair rows (MoeLayerLora): each row under its token's slot
+// and its expert's matrices (LoraExpertMatrixId), on the CPU backend only for now (CUDA's Lora
+// answers Unimplemented; AdapterStore refuses such adapters there first).
+absl::Status Model::Moe(const LayerWeights& L, const Activations& a, const LoraPass& lora,
+                        int64_t layer) {
   const MoeLayerShape shape = MoeShape();
   ASSIGN_OR_RETURN(void* scratch, moe_.Get(be_, MoeScratchBytes(shape, a.hb.rows)));
   const MoeLayerWeights w{L.router.data(), L.experts_gate_up.data(), L.experts_down.data()};
   const MoeLayerBuffers buf{a.router, a.gate_up, a.act, a.pairs, scratch};
-  return RunMoeLayer(be_, be_.default_stream(), shape, w, a.hb, buf, a.delta);
+  if (!LoraTargets(lora, layer, kLoraGate) && !LoraTargets(lora, layer, kLoraUp) &&
+      !LoraTargets(lora, layer, kLoraDown)) {
+    return RunMoeLayer(be_, be_.default_stream(), shape, w, a.hb, buf, a.delta);
+  }
+  MoeLayerLora moe_lora;
+  for (kernels::LoraArgs* args : {&moe_lora.gate_up, &moe_lora.down}) {
+    args->token_slot = lora.token_slot;
+    args->w = lora.w;
+    args->max_rank = lora.max_rank;
+    args->shrink = lora.shrink;
+    args->schedule = lora.schedule;
+    args->expert_matrix_stride = kNumLoraExpertTargets;
+  }
+  const int64_t layers = spec_.num_layers, experts = spec_.num_experts;
+  const int64_t inter = spec_.intermediate_size;
+  for (int target : {kLoraGate, kLoraUp, kLoraDown}) {
+    if (!LoraTargets(lora, layer, target)) continue;
+    kernels::LoraArgs& args = target == kLoraDown ? moe_lora.down : moe_lora.gate_up;
+    args.targets[args.num_targets++] = {LoraExpertMatrixId(layers, experts, layer, 0, target),
+                                        target == kLoraUp ? inter : 0,
+                                        LoraTargetShape(spec_, target).second};
+  }
+  return RunMoeLayer(be_, be_.default_stream(), shape, w, a.hb, buf, a.delta, &moe_lora);
 }
 
 MoeLayerShape Model::MoeShape() const {

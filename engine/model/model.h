@@ -278,7 +278,8 @@ class Model {
   bool LoraTargets(const LoraPass& pass, int64_t layer, int target) const;
   absl::Status Mlp(const LayerWeights& L, const Activations& a, const LoraPass& lora,
                    int64_t layer);
-  absl::Status Moe(const LayerWeights& L, const Activations& a);
+  absl::Status Moe(const LayerWeights& L, const Activations& a, const LoraPass& lora,
+                   int64_t layer);
   MoeLayerShape MoeShape() const;
 
   ModelSpec spec_;

@@ -15,7 +15,7 @@ size_t MoeScratchBytes(const MoeLayerShape& shape, int64_t n) {
 
 absl::Status RunMoeLayer(kernels::Backend& be, kernels::Stream& st, const MoeLayerShape& s,
                          const MoeLayerWeights& w, const Tensor& hb, const MoeLayerBuffers& buf,
-                         const Tensor& out) {
+                         const Tensor& out, const MoeLayerLora* lora) {
   const int64_t n = hb.rows, pairs = n * s.top_k;
   if (buf.scratch == nullptr || buf.router.rows < n || buf.pairs.rows < pairs ||
       buf.gate_up.rows < pairs || buf.act.rows < pairs) {
@@ -47,12 +47,26 @@ absl::Status RunMoeLayer(kernels::Backend& be, kernels::Stream& st, const MoeLay
       {rows, kernels::View(w.gate_up, s.dtype, s.num_experts * 2 * s.inter, s.hidden),
        permute.expert_offsets, s.num_experts, gate_up},
       st));
+  // The experts' adapters on the pair rows, each row under its token's slot and its expert's A/B.
+  auto apply_lora = [&](const kernels::LoraArgs& tmpl, const Tensor& x,
+                        const Tensor& y) -> absl::Status {
+    if (lora == nullptr || tmpl.num_targets == 0) return absl::OkStatus();
+    kernels::LoraArgs args = tmpl;
+    args.x = x;
+    args.y = y;
+    args.row_token = permute.permuted_tokens;
+    args.expert_offsets = permute.expert_offsets;
+    args.num_experts = s.num_experts;
+    return be.Lora(args, st);
+  };
+  RETURN_IF_ERROR(apply_lora(lora != nullptr ? lora->gate_up : kernels::LoraArgs{}, rows, gate_up));
   RETURN_IF_ERROR(be.SiluMul({gate_up, act}, st));
   // The pairs' input rows are read: their buffer takes the experts' outputs.
   RETURN_IF_ERROR(
       be.GroupedLinear({act, kernels::View(w.down, s.dtype, s.num_experts * s.hidden, s.inter),
                         permute.expert_offsets, s.num_experts, rows},
                        st));
+  RETURN_IF_ERROR(apply_lora(lora != nullptr ? lora->down : kernels::LoraArgs{}, act, rows));
   return be.MoeCombine({rows, permute.combine_rows, permute.combine_weights, out, s.top_k}, st);
 }
 

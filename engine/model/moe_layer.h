@@ -43,14 +43,27 @@ struct MoeLayerBuffers {
   void* scratch = nullptr;  // MoeScratchBytes(shape, n): routing and grouping arrays (int32, fp32)
 };
 
+// LoRA on the experts (kernels/lora.h's expert rows): templates of the Lora calls after the
+// gate_up and the down grouped GEMMs, with the weights, token_slot (by token), targets (expert
+// 0's matrix ids, gate at column 0 and up at `inter`), expert_matrix_stride, max_rank and shrink
+// set; RunMoeLayer fills in x, y, row_token, expert_offsets and num_experts. A template with no
+// target is skipped. On each pair row (token t routed to expert e):
+//   gate_up[pair] += scale * B_e(A_e x_t)   (gate and up of expert e)
+//   out_e[pair]   += scale * B_e(A_e act[pair])   (down), before the weighted combine.
+struct MoeLayerLora {
+  kernels::LoraArgs gate_up;
+  kernels::LoraArgs down;
+};
+
 // Bytes of MoeLayerBuffers::scratch for n tokens.
 size_t MoeScratchBytes(const MoeLayerShape& shape, int64_t n);
 
-// out = the layer's output for hb, [n, hidden] each (out may not alias hb). Work is queued on
-// `stream`; nothing waits for it.
+// out = the layer's output for hb, [n, hidden] each (out may not alias hb), with `lora`'s
+// adapters on the experts where given. Work is queued on `stream`; nothing waits for it.
 absl::Status RunMoeLayer(kernels::Backend& be, kernels::Stream& stream, const MoeLayerShape& shape,
                          const MoeLayerWeights& w, const kernels::Tensor& hb,
-                         const MoeLayerBuffers& buf, const kernels::Tensor& out);
+                         const MoeLayerBuffers& buf, const kernels::Tensor& out,
+                         const MoeLayerLora* lora = nullptr);
 
 }  // namespace arbor::engine
 

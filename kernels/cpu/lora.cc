@@ -1,5 +1,6 @@
 // The Lora reference (kernels/lora.h): plain loops, token by token and target by target, every
-// weight read through the slot's page table, fp32 sums rounded where PEFT rounds.
+// weight read through the slot's page table, fp32 sums rounded where PEFT rounds. Expert rows
+// (MoE pairs grouped by expert) read their expert's matrices and their token's slot.
 #include <algorithm>
 #include <vector>
 
@@ -25,8 +26,17 @@ void CpuLora(const LoraArgs& a) {
   const int64_t in = a.x.cols;
   std::vector<float> x(static_cast<size_t>(in)), v(static_cast<size_t>(a.max_rank));
   std::vector<float> row(std::max(x.size(), v.size()));  // an A row or a B row
+  const bool experts = a.expert_offsets != nullptr;
+  // Expert rows: the expert of row t (rows ascend, so the search only moves forward).
+  int64_t expert = 0;
   for (int64_t t = 0; t < a.x.rows; ++t) {
-    const int32_t slot = a.token_slot[t];
+    int64_t matrix_shift = 0;
+    if (experts) {
+      if (t < a.expert_offsets[0] || t >= a.expert_offsets[a.num_experts]) continue;
+      while (expert + 1 < a.num_experts && t >= a.expert_offsets[expert + 1]) ++expert;
+      matrix_shift = expert * a.expert_matrix_stride;
+    }
+    const int32_t slot = a.token_slot[experts ? a.row_token[t] : t];
     if (slot < 0) continue;
     const int32_t rank = LoraRank(a.w, slot, a.max_rank);
     if (rank == 0) continue;
@@ -34,8 +44,9 @@ void CpuLora(const LoraArgs& a) {
     for (int64_t i = 0; i < in; ++i) x[size_t(i)] = a.x.Load(t, i);
     for (int g = 0; g < a.num_targets; ++g) {
       const LoraTarget& target = a.targets[g];
-      const int64_t a_off = LoraMatrixOffset(a.w, slot, target.matrix, 0);
-      const int64_t b_off = LoraMatrixOffset(a.w, slot, target.matrix, 1);
+      const int64_t m = target.matrix + matrix_shift;
+      const int64_t a_off = LoraMatrixOffset(a.w, slot, m, 0);
+      const int64_t b_off = LoraMatrixOffset(a.w, slot, m, 1);
       if (a_off < 0 || b_off < 0) continue;
       for (int32_t j = 0; j < rank; ++j) {  // shrink
         ReadRow(a.w, slot, a_off, dt, j, in, row.data());
