@@ -1,0 +1,478 @@
+// LoRA on Mixtral's experts (and attention) on the CPU, proven against merged weights: a
+// PEFT-format adapter on some experts' w1/w3/w2 and on v_proj of tests/data/models/mixtral gives
+// the logits (within 1e-4 relative) and greedy tokens of Arbor's base model loaded from a copy of
+// the checkpoint with W' = W + scale * B A merged into those weights; a batch mixing base-only
+// tokens, an attention-only adapter and the expert adapter gives each sequence what it gets
+// alone; malformed expert adapters are refused naming the tensor; a CUDA backend refuses expert
+// adapters by name (engine-level on any host, the kernel-level refusal under [gpu]).
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/checkpoint/checkpoint.h"
+#include "engine/lora/adapter_store.h"
+#include "engine/model/model.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "tests/checkpoint/safetensors_writer.h"
+#include "tests/faulty_backend.h"
+
+namespace arbor::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::StTensor;
+
+const char* kMixtral = "tests/data/models/mixtral";
+constexpr int64_t kLayers = 2, kExperts = 4, kHidden = 64, kInter = 96, kKv = 32;
+
+// A row-major fp32 matrix.
+struct Mat {
+  int64_t rows = 0, cols = 0;
+  std::vector<float> v;
+};
+
+Mat Random(int64_t rows, int64_t cols, std::mt19937& rng, float range) {
+  std::uniform_real_distribution<float> u(-range, range);
+  Mat m{rows, cols, std::vector<float>(size_t(rows * cols))};
+  for (float& x : m.v) x = u(rng);
+  return m;
+}
+
+// One adapted module: its PEFT name (the module path, without lora_A.weight) and its A, B.
+struct Module {
+  std::string path;  // "base_model.model.model.layers.0.block_sparse_moe.experts.2.w1."
+  std::string
+      base;  // the base weight it adapts: "model.layers.0.block_sparse_moe.experts.2.w1.weight"
+  Mat a, b;  // A [r, in], B [out, r]
+};
+
+struct AdapterSpec {
+  int64_t rank = 0;
+  double alpha = 0;
+  std::vector<std::string> target_modules;
+  std::vector<Module> modules;
+  double scale() const { return alpha / double(rank); }
+};
+
+// The PEFT 0.21 adapter_config.json keys tests/data/adapters hold, with r, lora_alpha and
+// target_modules filled in.
+void WriteAdapter(const fs::path& dir, const AdapterSpec& spec,
+                  const std::function<void(std::vector<StTensor>&, nlohmann::json&)>& edit = {}) {
+  fs::create_directories(dir);
+  nlohmann::json c = {{"peft_type", "LORA"},
+                      {"peft_version", "0.21.0"},
+                      {"r", spec.rank},
+                      {"lora_alpha", spec.alpha},
+                      {"target_modules", spec.target_modules},
+                      {"target_parameters", nullptr},
+                      {"bias", "none"},
+                      {"use_dora", false},
+                      {"use_rslora", false},
+                      {"fan_in_fan_out", false},
+                      {"lora_dropout", 0.0},
+                      {"modules_to_save", nullptr},
+                      {"layers_to_transform", nullptr},
+                      {"rank_pattern", nlohmann::json::object()},
+                      {"alpha_pattern", nlohmann::json::object()},
+                      {"task_type", "CAUSAL_LM"}};
+  std::vector<StTensor> tensors;
+  for (const Module& m : spec.modules) {
+    tensors.push_back(
+        {m.path + "lora_A.weight", "F32", {m.a.rows, m.a.cols}, testing::Bytes(m.a.v)});
+    tensors.push_back(
+        {m.path + "lora_B.weight", "F32", {m.b.rows, m.b.cols}, testing::Bytes(m.b.v)});
+  }
+  if (edit) edit(tensors, c);
+  std::ofstream(dir / "adapter_config.json") << c.dump(2);
+  REQUIRE(testing::WriteFile((dir / "adapter_model.safetensors").string(),
+                             testing::MakeSafetensors(tensors)));
+}
+
+Module MakeModule(const std::string& module_path, const std::string& base, int64_t in, int64_t out,
+                  int64_t rank, std::mt19937& rng) {
+  return Module{"base_model.model." + module_path + ".", base + ".weight",
+                Random(rank, in, rng, 0.3f), Random(out, rank, rng, 0.3f)};
+}
+
+std::string ExpertPath(int64_t l, int64_t e, const char* w) {
+  return absl::StrCat("model.layers.", l, ".block_sparse_moe.experts.", e, ".", w);
+}
+
+// The expert adapter: rank 6; w1 (gate) of experts 0 and 2 in both layers, w3 (up) of experts 1
+// and 3 in layer 1 only, w2 (down) of every expert in layer 0 and of expert 1 in layer 1, and
+// v_proj in both layers. Scale 12 / 6 = 2.
+AdapterSpec ExpertAdapter() {
+  std::mt19937 rng(1234);
+  AdapterSpec s;
+  s.rank = 6;
+  s.alpha = 12;
+  s.target_modules = {"experts.0.w1", "experts.2.w1", "w3", "w2", "v_proj"};
+  for (int64_t l = 0; l < kLayers; ++l) {
+    for (int64_t e : {0, 2}) {
+      s.modules.push_back(
+          MakeModule(ExpertPath(l, e, "w1"), ExpertPath(l, e, "w1"), kHidden, kInter, s.rank, rng));
+    }
+    if (l == 1) {
+      for (int64_t e : {1, 3}) {
+        s.modules.push_back(MakeModule(ExpertPath(l, e, "w3"), ExpertPath(l, e, "w3"), kHidden,
+                                       kInter, s.rank, rng));
+      }
+    }
+    for (int64_t e = 0; e < kExperts; ++e) {
+      if (l == 1 && e != 1) continue;
+      s.modules.push_back(
+          MakeModule(ExpertPath(l, e, "w2"), ExpertPath(l, e, "w2"), kInter, kHidden, s.rank, rng));
+    }
+    const std::string v = absl::StrCat("model.layers.", l, ".self_attn.v_proj");
+    s.modules.push_back(MakeModule(v, v, kHidden, kKv, s.rank, rng));
+  }
+  return s;
+}
+
+// An attention-only adapter: rank 4 on q_proj and o_proj.
+AdapterSpec AttentionAdapter() {
+  std::mt19937 rng(99);
+  AdapterSpec s;
+  s.rank = 4;
+  s.alpha = 8;
+  s.target_modules = {"q_proj", "o_proj"};
+  for (int64_t l = 0; l < kLayers; ++l) {
+    for (const char* p : {"q_proj", "o_proj"}) {
+      const std::string m = absl::StrCat("model.layers.", l, ".self_attn.", p);
+      s.modules.push_back(MakeModule(m, m, kHidden, kHidden, s.rank, rng));
+    }
+  }
+  return s;
+}
+
+// A copy of the Mixtral fixture with W' = W + scale * B A merged (in double, stored as F32) into
+// every weight the adapter adapts.
+void WriteMerged(const fs::path& dir, const AdapterSpec& spec) {
+  fs::create_directories(dir);
+  for (const char* f : {"config.json", "generation_config.json"}) {
+    fs::copy_file(fs::path(kMixtral) / f, dir / f, fs::copy_options::overwrite_existing);
+  }
+  auto ckpt = Checkpoint::OpenFile(std::string(kMixtral) + "/model.safetensors");
+  REQUIRE(ckpt.ok());
+  std::map<std::string, const Module*> by_base;
+  for (const Module& m : spec.modules) by_base[m.base] = &m;
+  std::vector<StTensor> out;
+  for (const std::string& name : (*ckpt)->names()) {
+    const TensorView* v = (*ckpt)->Find(name);
+    REQUIRE(v->dtype == StDtype::kF32);
+    std::vector<float> w(size_t(v->numel()));
+    std::memcpy(w.data(), v->data, w.size() * 4);
+    if (auto it = by_base.find(name); it != by_base.end()) {
+      const Module& m = *it->second;
+      REQUIRE(v->shape == std::vector<int64_t>{m.b.rows, m.a.cols});
+      for (int64_t o = 0; o < m.b.rows; ++o) {
+        for (int64_t i = 0; i < m.a.cols; ++i) {
+          double d = 0;
+          for (int64_t j = 0; j < spec.rank; ++j) {
+            d += double(m.b.v[size_t(o * spec.rank + j)]) * double(m.a.v[size_t(j * m.a.cols + i)]);
+          }
+          float& x = w[size_t(o * m.a.cols + i)];
+          x = float(double(x) + spec.scale() * d);
+        }
+      }
+      by_base.erase(it);
+    }
+    out.push_back({name, "F32", v->shape, testing::Bytes(w)});
+  }
+  REQUIRE(by_base.empty());  // every adapted module names a base weight
+  REQUIRE(testing::WriteFile((dir / "model.safetensors").string(), testing::MakeSafetensors(out)));
+}
+
+struct Setup {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<memory::UnifiedPool> pool;
+  std::unique_ptr<AdapterStore> store;
+  Setup(kernels::Backend& be, const std::string& root, int64_t page_tokens = 16) {
+    auto m = Model::Load(kMixtral, be);
+    REQUIRE(m.ok());
+    model = std::move(*m);
+    auto p = memory::UnifiedPool::Create(be, model->KvPageBytes(page_tokens), 256);
+    REQUIRE(p.ok());
+    pool = std::move(*p);
+    AdapterStoreOptions options;
+    options.root = root;
+    options.max_rank = 16;
+    store = std::make_unique<AdapterStore>(*pool, be, model->spec(), options);
+  }
+  std::shared_ptr<const LoraAdapter> Ready(const std::string& name, const std::string& dir) {
+    auto info = store->Register(name, dir, /*pin=*/true);
+    INFO(info.status().ToString());
+    REQUIRE(info.ok());
+    auto adapter = store->Find(name);
+    REQUIRE(adapter != nullptr);
+    REQUIRE(store->FenceForUse(*adapter).ok());
+    return adapter;
+  }
+};
+
+int32_t Argmax(const float* row, int64_t n) {
+  return int32_t(std::max_element(row, row + n) - row);
+}
+
+// Worst |got - want| / max(|want|, rms(want row)) over [rows, vocab] logits.
+double WorstRelative(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab) {
+  REQUIRE(got.size() == want.size());
+  double worst = 0;
+  for (size_t r = 0; r * size_t(vocab) < want.size(); ++r) {
+    double ss = 0;
+    for (int64_t c = 0; c < vocab; ++c)
+      ss +=
+          double(want[r * size_t(vocab) + size_t(c)]) * double(want[r * size_t(vocab) + size_t(c)]);
+    const double rms = std::sqrt(ss / double(vocab));
+    for (int64_t c = 0; c < vocab; ++c) {
+      const double w = want[r * size_t(vocab) + size_t(c)], g = got[r * size_t(vocab) + size_t(c)];
+      worst = std::max(worst, std::fabs(g - w) / std::max(std::fabs(w), rms));
+    }
+  }
+  return worst;
+}
+
+const std::vector<std::vector<int32_t>> kPrompts = {
+    {1, 17, 42, 99, 7, 250, 3, 64, 128, 5, 77}, {1, 200, 13}, {9}, {1, 5, 9, 13, 17, 21, 25, 29}};
+
+TEST_CASE("LoRA on Mixtral's experts equals the base model with the deltas merged", "[lora][moe]") {
+  const fs::path root = testing::FreshDir("moe_lora_root");
+  const AdapterSpec spec = ExpertAdapter();
+  WriteAdapter(root / "experts", spec);
+  const fs::path merged_dir = testing::FreshDir("moe_lora_merged");
+  WriteMerged(merged_dir, spec);
+
+  kernels::CpuBackend cpu;
+  for (int64_t page_tokens : {16, 1}) {  // 1: pages of a few hundred bytes that matrices span
+    INFO("pages of " << page_tokens << " tokens");
+    Setup s(cpu, root.string(), page_tokens);
+    auto adapter = s.Ready("experts", "experts");
+    auto merged = Model::Load(merged_dir.string(), cpu);
+    REQUIRE(merged.ok());
+    const int64_t vocab = s.model->spec().vocab_size;
+    double moved = 0;  // how far the adapter moves the logits from the base model's
+    for (const auto& ids : kPrompts) {
+      INFO("prompt of " << ids.size() << " tokens");
+      auto seq = s.model->NewSequence(64);
+      auto mseq = (*merged)->NewSequence(64);
+      auto bseq = s.model->NewSequence(64);
+      REQUIRE((seq.ok() && mseq.ok() && bseq.ok()));
+      auto got = s.model->Forward(ids, *seq, true, adapter.get());
+      auto want = (*merged)->Forward(ids, *mseq, true);
+      auto base = s.model->Forward(ids, *bseq, true);
+      REQUIRE((got.ok() && want.ok() && base.ok()));
+      const double worst = WorstRelative(*got, *want, vocab);
+      INFO("worst relative error " << worst);
+      CHECK(worst <= 1e-4);
+      moved = std::max(moved, WorstRelative(*base, *want, vocab));
+      // Greedy: 8 tokens each way.
+      int32_t a = Argmax(got->data() + (ids.size() - 1) * size_t(vocab), vocab);
+      int32_t b = Argmax(want->data() + (ids.size() - 1) * size_t(vocab), vocab);
+      std::vector<int32_t> ga, gb;
+      for (int i = 0; i < 8; ++i) {
+        ga.push_back(a);
+        gb.push_back(b);
+        auto sa = s.model->Forward({&a, 1}, *seq, false, adapter.get());
+        auto sb = (*merged)->Forward({&b, 1}, *mseq, false);
+        REQUIRE((sa.ok() && sb.ok()));
+        CHECK(WorstRelative(*sa, *sb, vocab) <= 1e-4);
+        a = Argmax(sa->data(), vocab);
+        b = Argmax(sb->data(), vocab);
+      }
+      CHECK(ga == gb);
+    }
+    INFO("base vs merged " << moved);
+    CHECK(moved > 1e-2);  // the adapter really changes the model
+  }
+}
+
+TEST_CASE("a batch mixing base-only, attention-only and expert adapters equals each alone",
+          "[lora][moe]") {
+  const fs::path root = testing::FreshDir("moe_lora_mixed");
+  WriteAdapter(root / "experts", ExpertAdapter());
+  WriteAdapter(root / "attn", AttentionAdapter());
+  kernels::CpuBackend cpu;
+  Setup s(cpu, root.string());
+  auto experts = s.Ready("experts", "experts");
+  auto attn = s.Ready("attn", "attn");
+  const std::vector<const LoraAdapter*> adapters = {nullptr,       attn.get(), experts.get(),
+                                                    experts.get(), nullptr,    attn.get()};
+  const std::vector<std::vector<int32_t>> prompts = {{5, 9, 13, 17},   {3, 1, 4, 1, 5, 9, 2},
+                                                     {7, 7, 8},        {100, 200, 30, 40, 50},
+                                                     {11, 12, 13, 14}, {60}};
+  const int64_t vocab = s.model->spec().vocab_size;
+  auto kv = cpu.Allocate(32 * s.model->KvPageBytes(4));
+  REQUIRE(kv.ok());
+  std::vector<std::vector<int32_t>> tables;
+  for (int32_t i = 0; i < int32_t(prompts.size()); ++i) tables.push_back({2 * i, 2 * i + 1});
+  std::vector<std::vector<float>> alone;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    SequenceChunk c{prompts[i], 0, tables[i], SequenceChunk::Logits::kLast, adapters[i]};
+    auto l = s.model->Forward({&c, 1}, KvCacheView{kv->as<float>(), 4});
+    REQUIRE(l.ok());
+    alone.push_back(*l);
+  }
+  std::vector<SequenceChunk> batch;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    batch.push_back({prompts[i], 0, tables[i], SequenceChunk::Logits::kLast, adapters[i]});
+  }
+  auto together = s.model->Forward(batch, KvCacheView{kv->as<float>(), 4});
+  REQUIRE(together.ok());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    INFO("sequence " << i);
+    for (int64_t c = 0; c < vocab; ++c) {
+      const float want = alone[i][size_t(c)];
+      REQUIRE(std::fabs((*together)[i * size_t(vocab) + size_t(c)] - want) <=
+              1e-5f * std::max(1.0f, std::fabs(want)));
+    }
+  }
+  // The expert adapter's sequences differ from the same prompt on the base model.
+  SequenceChunk c{prompts[2], 0, tables[2], SequenceChunk::Logits::kLast, nullptr};
+  auto base = s.model->Forward({&c, 1}, KvCacheView{kv->as<float>(), 4});
+  REQUIRE(base.ok());
+  double diff = 0;
+  for (int64_t v = 0; v < vocab; ++v) {
+    diff = std::max(diff, double(std::fabs((*base)[size_t(v)] - alone[2][size_t(v)])));
+  }
+  CHECK(diff > 1e-3);
+}
+
+// Registers the expert adapter after `edit` and returns the status.
+absl::Status RegisterEdited(
+    const std::function<void(std::vector<StTensor>&, nlohmann::json&)>& edit,
+    kernels::Backend* backend = nullptr) {
+  const fs::path root = testing::FreshDir("moe_lora_bad");
+  WriteAdapter(root / "bad", ExpertAdapter(), edit);
+  kernels::CpuBackend cpu;
+  Setup s(backend != nullptr ? *backend : cpu, root.string());
+  return s.store->Register("bad", "bad").status();
+}
+
+TEST_CASE("malformed expert adapters are refused naming the tensor", "[lora][moe]") {
+  const std::string w1 = "base_model.model.model.layers.0.block_sparse_moe.experts.2.w1.";
+  SECTION("wrong shape") {
+    const absl::Status st = RegisterEdited([&](std::vector<StTensor>& t, nlohmann::json&) {
+      for (StTensor& x : t) {
+        if (x.name == w1 + "lora_A.weight") {  // [r, in] with in = intermediate, not hidden
+          x.shape = {6, kInter};
+          x.bytes.assign(size_t(6 * kInter * 4), '\0');
+        }
+      }
+    });
+    INFO(st.ToString());
+    CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(st.message(), w1 + "lora_A.weight"));
+    CHECK(absl::StrContains(st.message(), "[6, 64]"));
+  }
+  SECTION("B without A") {
+    const absl::Status st = RegisterEdited([&](std::vector<StTensor>& t, nlohmann::json&) {
+      t.erase(std::remove_if(t.begin(), t.end(),
+                             [&](const StTensor& x) { return x.name == w1 + "lora_A.weight"; }),
+              t.end());
+    });
+    INFO(st.ToString());
+    CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(st.message(), w1 + "lora_A.weight"));
+  }
+  SECTION("expert index out of range") {
+    const std::string e4 = "base_model.model.model.layers.1.block_sparse_moe.experts.4.w2.";
+    const absl::Status st = RegisterEdited([&](std::vector<StTensor>& t, nlohmann::json&) {
+      t.push_back({e4 + "lora_A.weight", "F32", {6, kInter}, std::string(6 * kInter * 4, '\0')});
+      t.push_back({e4 + "lora_B.weight", "F32", {kHidden, 6}, std::string(kHidden * 6 * 4, '\0')});
+    });
+    INFO(st.ToString());
+    CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(st.message(), e4 + "lora_A.weight"));
+    CHECK(absl::StrContains(st.message(), "out of range"));
+  }
+  SECTION("a target module with no expert's tensors") {
+    const absl::Status st = RegisterEdited([&](std::vector<StTensor>& t, nlohmann::json&) {
+      t.erase(std::remove_if(t.begin(), t.end(),
+                             [&](const StTensor& x) { return absl::StrContains(x.name, ".w3."); }),
+              t.end());
+    });
+    INFO(st.ToString());
+    CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(st.message(), "\"w3\""));
+  }
+  SECTION("dense MLP names on a MoE model") {
+    const absl::Status st = RegisterEdited(
+        [&](std::vector<StTensor>&, nlohmann::json& c) { c["target_modules"] = {"gate_proj"}; });
+    INFO(st.ToString());
+    CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(st.message(), "gate_proj"));
+  }
+  SECTION("fused 3-D expert parameters (target_parameters)") {
+    const absl::Status st = RegisterEdited([&](std::vector<StTensor>&, nlohmann::json& c) {
+      c["target_parameters"] = {"experts.gate_up_proj"};
+    });
+    INFO(st.ToString());
+    CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(st.message(), "target_parameters"));
+  }
+}
+
+// A CPU backend that says it is CUDA: what AdapterStore does with an expert adapter on a device
+// whose Lora kernel has no expert rows yet.
+class CudaKindCpu final : public testing::FaultyBackend {
+ public:
+  CudaKindCpu() : FaultyBackend(std::make_unique<kernels::CpuBackend>()) {}
+  kernels::DeviceKind kind() const override { return kernels::DeviceKind::kCuda; }
+};
+
+TEST_CASE("AdapterStore refuses expert adapters on a CUDA backend by name", "[lora][moe]") {
+  CudaKindCpu cuda_kind;
+  const absl::Status st = RegisterEdited({}, &cuda_kind);
+  INFO(st.ToString());
+  CHECK(st.code() == absl::StatusCode::kUnimplemented);
+  CHECK(absl::StrContains(st.message(), kernels::kLoraExpertsCpuOnly));
+  // An attention-only adapter on the same model is accepted there.
+  const fs::path root = testing::FreshDir("moe_lora_attn_cuda_kind");
+  WriteAdapter(root / "attn", AttentionAdapter());
+  Setup s(cuda_kind, root.string());
+  const auto info = s.store->Register("attn", "attn");
+  INFO(info.status().ToString());
+  CHECK(info.ok());
+}
+
+TEST_CASE("expert adapters are refused on CUDA by name", "[lora][moe][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  const absl::Status st = RegisterEdited({}, cuda->get());
+  INFO(st.ToString());
+  CHECK(st.code() == absl::StatusCode::kUnimplemented);
+  CHECK(absl::StrContains(st.message(), kernels::kLoraExpertsCpuOnly));
+  // The op itself: expert rows are refused, never run.
+  kernels::LoraArgs args;
+  auto x = (*cuda)->Allocate(4 * kHidden * 4);
+  auto y = (*cuda)->Allocate(4 * kHidden * 4);
+  auto ints = (*cuda)->Allocate(64);
+  auto shrink = (*cuda)->Allocate(4096);
+  REQUIRE((x.ok() && y.ok() && ints.ok() && shrink.ok()));
+  args.x = kernels::View(x->as<float>(), kernels::DType::kF32, 4, kHidden);
+  args.y = kernels::View(y->as<float>(), kernels::DType::kF32, 4, kHidden);
+  args.token_slot = ints->as<int32_t>();
+  args.row_token = ints->as<int32_t>();
+  args.expert_offsets = ints->as<int32_t>();
+  args.num_experts = 2;
+  args.num_targets = 1;
+  args.targets[0] = {0, 0, kHidden};
+  args.max_rank = 8;
+  args.shrink = shrink->as<float>();
+  const absl::Status op = (*cuda)->Lora(args, (*cuda)->default_stream());
+  CHECK(op.code() == absl::StatusCode::kUnimplemented);
+  CHECK(absl::StrContains(op.message(), kernels::kLoraExpertsCpuOnly));
+}
+
+}  // namespace
+}  // namespace arbor::engine
