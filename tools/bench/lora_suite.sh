@@ -136,36 +136,10 @@ mkdir -p "$adapter_dir"
 adapter_dir=$(cd "$adapter_dir" && pwd)
 left() { echo $((budget - SECONDS)); }
 
-http_get() {  # http_get URL [FILE]: prints the status code (000 when unreachable)
-  python3 - "$@" <<'PY'
-import sys, urllib.request, urllib.error
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
-        body, code = r.read(), r.status
-except urllib.error.HTTPError as e:
-    body, code = e.read(), e.code
-except Exception:
-    body, code = b'', 0
-if len(sys.argv) > 2:
-    open(sys.argv[2], 'wb').write(body)
-print('%03d' % code)
-PY
-}
-
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+suite=lora_suite
+source "$here/tools/bench/server_lib.sh"
+port=$(free_port)
 url=http://127.0.0.1:$port
-server_pid=
-stop_server() {
-  [ -n "$server_pid" ] || return 0
-  kill -TERM "$server_pid" 2>/dev/null
-  for _ in $(seq 600); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$server_pid" 2>/dev/null; then
-    echo "lora_suite: the server ignored SIGTERM for 60 s; killing it"
-    kill -KILL "$server_pid" 2>/dev/null
-  fi
-  wait "$server_pid" 2>/dev/null
-  server_pid=
-}
 on_exit() {
   stop_server
   [ "$cleanup_adapters" = 1 ] && rm -rf "$adapter_dir"
@@ -196,21 +170,8 @@ python3 tools/bench/make_adapters.py --config "$model_dir" --out "$adapter_dir" 
   | sed 's/^/   /'
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "lora_suite: make_adapters.py FAILED"; exit 1; }
 echo "   adapters written in $((SECONDS - start)) s"
-until [ "$(http_get "$url/health")" = 200 ]; do
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    wait "$server_pid" 2>/dev/null
-    server_pid=
-    echo "lora_suite: the server exited during start-up:"
-    tail -5 "$out/server.log"
-    exit 1
-  fi
-  if [ "$(left)" -lt "$reserve" ]; then
-    echo "lora_suite: the server was not healthy within the budget"
-    tail -5 "$out/server.log"
-    exit 1
-  fi
-  sleep 0.5
-done
+over_budget() { [ "$(left)" -lt "$reserve" ]; }  # the budget, less the reserve
+wait_healthy "$url" over_budget
 echo "   server ready at $SECONDS s at $url (pid $server_pid)"
 grep -E 'engine: pool' "$out/server.log" | sed 's/^.*\] /   /'
 

@@ -72,36 +72,10 @@ batched=$((maxc * prompt))
 [ "$batched" -lt 2048 ] && batched=2048
 status=0
 
-http_get() {  # http_get URL [FILE]: prints the status code (000 when unreachable)
-  python3 - "$@" <<'PY'
-import sys, urllib.request, urllib.error
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
-        body, code = r.read(), r.status
-except urllib.error.HTTPError as e:
-    body, code = e.read(), e.code
-except Exception:
-    body, code = b'', 0
-if len(sys.argv) > 2:
-    open(sys.argv[2], 'wb').write(body)
-print('%03d' % code)
-PY
-}
-
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+suite=serve_suite
+source "$here/tools/bench/server_lib.sh"
+port=$(free_port)
 url=http://127.0.0.1:$port
-server_pid=
-stop_server() {
-  [ -n "$server_pid" ] || return 0
-  kill -TERM "$server_pid" 2>/dev/null
-  for _ in $(seq 600); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$server_pid" 2>/dev/null; then
-    echo "serve_suite: the server ignored SIGTERM for 60 s; killing it"
-    kill -KILL "$server_pid" 2>/dev/null
-  fi
-  wait "$server_pid" 2>/dev/null
-  server_pid=
-}
 trap stop_server EXIT
 trap 'exit 143' TERM INT  # a timeout's signal runs the EXIT trap too: the server never outlives us
 
@@ -118,21 +92,8 @@ echo "serve_suite: $card; $model_dir ($dtype, dummy weights) on $device; concurr
   "${sets[@]}" >"$out/server.log" 2>&1 &
 server_pid=$!
 start=$SECONDS
-until [ "$(http_get "$url/health")" = 200 ]; do
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    wait "$server_pid" 2>/dev/null
-    server_pid=
-    echo "serve_suite: the server exited during start-up:"
-    tail -5 "$out/server.log"
-    exit 1
-  fi
-  if [ $((SECONDS - start)) -gt 300 ]; then
-    echo "serve_suite: the server was not healthy within 300 s"
-    tail -5 "$out/server.log"
-    exit 1
-  fi
-  sleep 0.5
-done
+start_timed_out() { [ $((SECONDS - start)) -gt 300 ]; }  # 300 s to start
+wait_healthy "$url" start_timed_out
 echo "   server ready in $((SECONDS - start)) s at $url (pid $server_pid)"
 
 bench=("$arbor" bench serve --url "$url" --model "$served" --prompt-len "$prompt"
