@@ -418,8 +418,8 @@ const Model::DecodeGraph* Model::GraphFor(absl::Span<const SequenceChunk> chunks
     }
     if (c.adapter != nullptr) {
       // The graphs read adapters from the pool they were captured over, up to the reserved rank.
-      if (lora_graphs_.empty() || c.adapter->pool != lora_graph_pool_.base ||
-          c.adapter->page_bytes != lora_graph_pool_.page_bytes ||
+      if (lora_graphs_.empty() || c.adapter->pool != lora_graph_pass_.w.pool ||
+          c.adapter->page_bytes != lora_graph_pass_.w.page_bytes ||
           c.adapter->rank > lora_graph_pass_.max_rank) {
         return nullptr;
       }
@@ -579,9 +579,11 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
     lp.max_rank = reserved_.max_lora_rank;
     lp.schedule = kernels::LoraSchedule::kPerToken;
     std::array<bool, kNumLoraTargets> all{};
-    for (int t = 0; t < kNumLoraTargets; ++t) all[size_t(t)] = spec_.num_experts == 0 || t < kLoraGate;
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      all[size_t(t)] = spec_.num_experts == 0 || t < kLoraGate;
+    }
     lp.targets.assign(size_t(spec_.num_layers), all);
-    lora_graph_pool_ = lora_pool;
+    lora_graph_pages_ = lora_pool.num_pages;
     RETURN_IF_ERROR(UploadGraphLora(PassPlan{}).status());  // every token base-only
     ASSIGN_OR_RETURN(lora_graphs, CaptureBuckets(buckets, lp, kv));
     for (DecodeGraph& g : lora_graphs) g.lora = true;
@@ -636,7 +638,7 @@ absl::StatusOr<bool> Model::UploadGraphLora(const PassPlan& p) {
     int64_t pages = 0;
     for (size_t i = 0; i < p.adapters.size(); ++i) {
       const LoraAdapter* ad = p.adapters[i];
-      if (pages + int64_t(ad->pages.size()) > lora_graph_pool_.num_pages) return false;
+      if (pages + int64_t(ad->pages.size()) > lora_graph_pages_) return false;
       host[size_t(cap) + i] = int32_t(pages);
       host[size_t(2 * cap) + i] = int32_t(ad->rank);
       std::memcpy(&host[size_t(3 * cap) + i], &ad->scale, sizeof(float));

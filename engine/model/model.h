@@ -297,11 +297,12 @@ class Model {
   kernels::HostBuffer plan_mirror_;  // pinned: the int32 plan before it goes up (Reserve)
   ForwardLimits reserved_;           // the largest limits Reserve was given
   std::vector<DecodeGraph> graphs_;  // ascending batch (CaptureDecodeGraphs)
-  // The same buckets with adapters applied, over lora_graph_pool_; their LoRA state is
-  // lora_graph_pass_, laid out once in lora_graph_ for max_graph_batch() tokens and slots and
-  // the pool's page count.
+  // The same buckets with adapters applied; their LoRA state is lora_graph_pass_ (whose
+  // w.pool and w.page_bytes are the adapters' pool's), laid out once in lora_graph_ for
+  // max_graph_batch() tokens and slots and lora_graph_pages_ page-table entries (the pool's
+  // page count).
   std::vector<DecodeGraph> lora_graphs_;
-  LoraGraphPool lora_graph_pool_;
+  int64_t lora_graph_pages_ = 0;
   Scratch lora_graph_;
   LoraPass lora_graph_pass_;
   int32_t* lora_graph_ints_ = nullptr;  // lora_graph_pass_'s int32 arrays, in LayoutLora order
