@@ -8,14 +8,16 @@
 # batch 1 (profile) and, graph steps only, at batch 32 (profile32).
 #
 #   OUT=/path tools/gpu_session.sh [goldens] [check] [suite] [profile] [profile32] [quick] [linear] [sanitize]
-#       [serve] [tests] [cce] [lora_goldens] [prefill] [lora] [lora_suite]
+#       [serve] [tests] [cce] [lora_goldens] [moe_lora_goldens] [prefill] [lora] [lora_suite]
 #   (default: goldens check suite profile; quick: the parity tests and the decode and attention
 #   benchmarks alone, for a short device call; linear: the few-row Linear's test, sweep and decode;
 #   serve: tools/bench/serve_suite.sh, the server against transformers at concurrency 1 to 256,
 #   its records in results.json and its logs, JSON, CSV and plots under serve/; tests: the GPU
 #   test binaries named in TESTS, or all; cce: the log-probs kernel against cuBLASLt and torch;
 #   lora_goldens: transformers + PEFT goldens of tests/data/mixed_lora, copied beside the fixture
-#   (run it before `tests` so mixed_lora_test checks them) and into the pack; prefill: the
+#   (run it before `tests` so mixed_lora_test checks them) and into the pack; moe_lora_goldens:
+#   a PEFT-written target_parameters adapter on the Mixtral fixture and transformers + PEFT's
+#   outputs with it (tools/fixtures/make_moe_lora.py), into the pack as moe_lora/; prefill: the
 #   prefill attention kernels side by side against torch SDPA; lora: bench_lora; lora_suite:
 #   S-LoRA's workload, tools/bench/lora_suite.sh. ARBOR_PREFILL_KERNEL / ARBOR_CCE_KERNEL pick
 #   what the server and the benchmarks' recorded figures use, README "Running on a GPU host")
@@ -129,6 +131,12 @@ for step in "${steps[@]}"; do
       echo "make_mixed_lora.py: rc $?"
       tail -3 "$work/lora_goldens/make_mixed_lora.log"
       cp "$work"/lora_goldens/goldens_*.json tests/data/mixed_lora/ 2>/dev/null ;;
+    moe_lora_goldens)
+      mkdir -p "$work/moe_lora"
+      timeout 150 python3 tools/fixtures/make_moe_lora.py --out "$work/moe_lora" \
+        >"$work/moe_lora/make_moe_lora.log" 2>&1
+      echo "make_moe_lora.py: rc $?"
+      tail -4 "$work/moe_lora/make_moe_lora.log" ;;
     prefill)
       mkdir -p "$work/prefill"
       timeout 90 python3 tools/bench/attention_sdpa.py --lengths 4096,16384 --iters 30 \

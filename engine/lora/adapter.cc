@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -25,21 +26,19 @@ using nlohmann::json;
 constexpr const char* kTargetNames[kNumLoraTargets] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                        "gate_proj", "up_proj", "down_proj"};
 
-// Mixtral's experts as PEFT names them: the modules of the per-expert layout Arbor loads the
-// base from (engine/model/weights.cc: <layer>.block_sparse_moe.experts.<e>.w1/w3/w2.weight, as
-// tests/data/models/mixtral/model.safetensors, written by transformers 5.17's save_pretrained,
-// holds them). PEFT's LoRA on an nn.Linear named M under module path P saves
+// Mixtral's experts as PEFT names them, in either of the layouts a Mixtral checkpoint comes in.
+//
+// Per-expert modules (transformers 4, and the layout Arbor loads the base from:
+// engine/model/weights.cc, <layer>.block_sparse_moe.experts.<e>.w1/w3/w2.weight). PEFT's LoRA on
+// an nn.Linear named M under module path P saves
 //   base_model.model.P.M.lora_A.weight [r, in] and ...lora_B.weight [out, r]
-// (the same rule that gives tests/data/adapters' q_proj names), so expert e's gate of layer l is
+// (the rule that gives tests/data/adapters' q_proj names), so expert e's gate of layer l is
 //   base_model.model.model.layers.<l>.block_sparse_moe.experts.<e>.w1.lora_{A,B}.weight
-// with target_modules naming "w1", "w2", "w3". Verified: the base checkpoint's names and PEFT's
-// naming rule for nn.Linear targets. Assumed, not verified here (no transformers/PEFT on this
-// host): that PEFT 0.21 on a model whose experts are per-expert nn.Linear modules writes exactly
-// these keys. transformers 5 may instead fuse the experts into 3-D parameters
-// (mlp.experts.gate_up_proj [E, 2I, H], down_proj [E, H, I]) that PEFT adapts through
-// target_parameters (ParamWrapper: lora_A [r * E, in], lora_B [out, r * E] per parameter); that
-// layout is refused by name until a PEFT-written fixture from the GPU host pins its key names,
-// its in/out convention and its expert-major order.
+// with target_modules naming "w1", "w2", "w3".
+//
+// Fused 3-D parameters (transformers 5's MixtralExperts: model.layers.<l>.mlp.experts.gate_up_proj
+// [E, 2I, H], gate rows before up rows, and down_proj [E, H, I]), which PEFT adapts through
+// target_parameters with its ParamWrapper: see TakeFusedExperts.
 constexpr const char* kExpertNames[kNumLoraExpertTargets] = {"w1", "w3", "w2"};  // gate, up, down
 
 bool Exists(const std::string& path) {
@@ -49,6 +48,138 @@ bool Exists(const std::string& path) {
 
 absl::Status Bad(const std::string& file, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(file, ": ", what));
+}
+
+// PEFT's target_parameters rule: an entry names parameter `full` ("model.layers.3.mlp.experts.
+// gate_up_proj") when it equals it or is a suffix of it starting at a dot.
+bool ParamMatches(const std::string& full, const std::string& entry) {
+  return full == entry || absl::EndsWith(full, "." + entry);
+}
+
+constexpr int kFusedGateUp = 0, kFusedDown = 1;
+constexpr const char* kFusedNames[2] = {"gate_up_proj", "down_proj"};
+
+std::string FusedParam(int64_t layer, int which) {
+  return absl::StrCat("model.layers.", layer, ".mlp.experts.", kFusedNames[which]);
+}
+
+// A [rows, cols] matrix of `src`'s dtype whose element (r, c) is src's flat element index(r, c),
+// kept in out.regathered.
+template <typename Index>
+const TensorView* Regather(PeftAdapter& out, const TensorView& src, std::string name, int64_t rows,
+                           int64_t cols, Index index) {
+  auto g = std::make_unique<PeftAdapter::Regathered>();
+  const size_t size = StDtypeSize(src.dtype);
+  g->bytes.resize(size_t(rows * cols) * size);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      std::memcpy(g->bytes.data() + size_t(r * cols + c) * size,
+                  src.data + size_t(index(r, c)) * size, size);
+    }
+  }
+  g->view = TensorView{std::move(name), src.dtype,       {rows, cols},
+                       g->bytes.data(), g->bytes.size(), src.file};
+  out.regathered.push_back(std::move(g));
+  return &out.regathered.back()->view;
+}
+
+// Layer l's fused expert parameters that target_parameters names (wanted[kFusedGateUp],
+// wanted[kFusedDown]), as PEFT's ParamWrapper saves them, regathered per expert into
+// out.experts[l]. For a 3-D parameter [E, d1, d2] ParamWrapper holds lora_A [r E, d1] and
+// lora_B [d2, r E] and adds to the parameter
+//   delta[e, i, o] = scale * sum_j lora_A[e r + j, i] * lora_B[o, j E + e]
+// (peft/tuners/lora/layer.py, ParamWrapper.get_delta_weight). Mixtral's parameter [e] is a
+// Linear weight [out, in] (d1 = out, d2 = in), so delta[e] = scale * B_e A_e with
+//   A_e [r, in]:  A_e[j, o] = lora_B[o, j E + e]   (PEFT's lora_B is the shrink)
+//   B_e [out, r]: B_e[i, j] = lora_A[e r + j, i]   (and its lora_A the expand).
+// gate_up's B_e rows [0, I) are the gate's and [I, 2I) the up's; both share A_e. PEFT applies the
+// delta to the weight rather than as x A^T B^T: the same up to rounding.
+// Two parameters of one module nest their wrappers, so one pair of tensors is
+// <experts>.lora_{A,B}.weight and the other <experts>.base_layer.lora_{A,B}.weight, in an order
+// that follows PEFT's sorting of the target names. Shapes tell the two apart: gate_up's are
+// A [r E, 2I] and B [H, r E], down's A [r E, H] and B [I, r E] (both at once would need I = H and
+// 2I = H).
+absl::Status TakeFusedExperts(const Checkpoint& ckpt, const ModelSpec& spec, int64_t layer,
+                              const std::array<bool, 2>& wanted, PeftAdapter& out,
+                              std::set<std::string>& used) {
+  const int64_t r = out.rank, num_e = spec.num_experts, h = spec.hidden_size,
+                inter = spec.intermediate_size;
+  const std::vector<int64_t> shapes[2][2] = {{{r * num_e, 2 * inter}, {h, r * num_e}},
+                                             {{r * num_e, h}, {inter, r * num_e}}};
+  const std::string module = absl::StrCat("base_model.model.model.layers.", layer, ".mlp.experts.");
+  std::array<bool, 2> taken{};
+  for (const std::string& nest : {std::string(), std::string("base_layer.")}) {
+    const TensorView* ab[2] = {ckpt.Find(module + nest + "lora_A.weight"),
+                               ckpt.Find(module + nest + "lora_B.weight")};
+    if (ab[0] == nullptr && ab[1] == nullptr) continue;
+    for (int i = 0; i < 2; ++i) {
+      const std::string name = module + nest + (i == 0 ? "lora_A.weight" : "lora_B.weight");
+      if (ab[i] == nullptr) {
+        return Bad(out.weights_path, absl::StrCat("missing tensor \"", name, "\""));
+      }
+      if (ab[i]->dtype != StDtype::kF32 && ab[i]->dtype != StDtype::kF16 &&
+          ab[i]->dtype != StDtype::kBF16) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            ab[i]->file, ": tensor ", QuoteForError(ab[i]->name), ": dtype ",
+            StDtypeName(ab[i]->dtype), " cannot be read as F32 (only F32, F16 and BF16 can)"));
+      }
+    }
+    int which = -1;
+    for (int w = 0; w < 2; ++w) {
+      if (wanted[size_t(w)] && !taken[size_t(w)] && ab[0]->shape == shapes[w][0] &&
+          ab[1]->shape == shapes[w][1]) {
+        which = w;
+      }
+    }
+    if (which < 0) {
+      std::string want;
+      for (int w = 0; w < 2; ++w) {
+        if (!wanted[size_t(w)]) continue;
+        absl::StrAppend(&want, want.empty() ? "" : " or ", kFusedNames[w], "'s A [",
+                        absl::StrJoin(shapes[w][0], ", "), "] and B [",
+                        absl::StrJoin(shapes[w][1], ", "), "]");
+      }
+      return Bad(out.weights_path,
+                 absl::StrCat("tensors \"", module, nest, "lora_A.weight\" [",
+                              absl::StrJoin(ab[0]->shape, ", "), "] and lora_B [",
+                              absl::StrJoin(ab[1]->shape, ", "),
+                              "]: the base model, r and target_parameters imply ", want));
+    }
+    taken[size_t(which)] = true;
+    used.insert(ab[0]->name);
+    used.insert(ab[1]->name);
+    const TensorView& a = *ab[0];
+    const TensorView& b = *ab[1];
+    const int64_t in = which == kFusedGateUp ? h : inter;
+    for (int64_t e = 0; e < num_e; ++e) {
+      const TensorView* shrink =
+          Regather(out, b, absl::StrCat(b.name, " (expert ", e, ")"), r, in,
+                   [&](int64_t j, int64_t o) { return o * r * num_e + j * num_e + e; });
+      const int64_t d1 = a.shape[1];
+      auto expand = [&](int target, int64_t row0, int64_t rows) {
+        auto& slot = out.experts[size_t(layer)][size_t(e)][size_t(target - kLoraGate)];
+        slot = {shrink,
+                Regather(out, a, absl::StrCat(a.name, " (expert ", e, ")"), rows, r,
+                         [&](int64_t i, int64_t j) { return (e * r + j) * d1 + row0 + i; })};
+      };
+      if (which == kFusedGateUp) {
+        expand(kLoraGate, 0, inter);
+        expand(kLoraUp, inter, inter);
+      } else {
+        expand(kLoraDown, 0, h);
+      }
+    }
+  }
+  for (int w = 0; w < 2; ++w) {
+    if (wanted[size_t(w)] && !taken[size_t(w)]) {
+      return Bad(out.weights_path,
+                 absl::StrCat("target_parameters names \"", FusedParam(layer, w),
+                              "\" but the file has no tensors for it (\"", module,
+                              "lora_A.weight\", or under base_layer. when two parameters of the "
+                              "module are adapted)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -139,20 +270,46 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
   out.scale =
       float(alpha->get<double>() / (rslora ? std::sqrt(double(out.rank)) : double(out.rank)));
 
+  const bool moe = spec.num_experts > 0;
+  // target_parameters: MoE models' fused expert parameters, by layer ([layer][gate_up, down]).
+  std::vector<std::array<bool, 2>> fused(size_t(spec.num_layers));
+  bool any_fused = false;
   if (const json* v = get("target_parameters"); v != nullptr && !(v->is_array() && v->empty())) {
-    return Bad(config_path,
-               "target_parameters: LoRA on fused 3-D expert parameters is not supported; target "
-               "the experts' modules (w1, w2, w3) instead");
+    if (!v->is_array()) return Bad(config_path, "target_parameters: must be a list of names");
+    for (const auto& t : *v) {
+      if (!moe) {
+        return Bad(config_path, absl::StrCat("target_parameters: ", t.dump(),
+                                             ": only MoE models' fused expert "
+                                             "parameters are supported; adapt 2-D weights through "
+                                             "target_modules"));
+      }
+      bool matched = false;
+      for (int64_t l = 0; t.is_string() && l < spec.num_layers; ++l) {
+        for (int w = 0; w < 2; ++w) {
+          if (ParamMatches(FusedParam(l, w), t.get_ref<const std::string&>())) {
+            fused[size_t(l)][size_t(w)] = matched = any_fused = true;
+          }
+        }
+      }
+      if (!matched) {
+        return Bad(config_path,
+                   absl::StrCat("target_parameters: ", t.dump(),
+                                " names no parameter of the "
+                                "model (MoE experts: model.layers.<l>.mlp.experts.gate_up_proj "
+                                "and down_proj)"));
+      }
+    }
   }
   const json* targets = get("target_modules");
-  if (targets == nullptr || !targets->is_array() || targets->empty()) {
+  if (any_fused && (targets == nullptr || (targets->is_array() && targets->empty()))) {
+    targets = nullptr;  // experts through target_parameters only
+  } else if (targets == nullptr || !targets->is_array() || targets->empty()) {
     return Bad(config_path, "target_modules: must be a non-empty list of module names");
   }
   // Dense models: q/k/v/o_proj and gate/up/down_proj. MoE models (Mixtral): q/k/v/o_proj and the
   // experts' w1 (gate), w3 (up) and w2 (down).
   std::array<bool, kNumLoraTargets> wanted{};
-  const bool moe = spec.num_experts > 0;
-  for (const auto& t : *targets) {
+  for (const auto& t : targets != nullptr ? *targets : json::array()) {
     int found = -1;
     for (int i = 0; i < kNumLoraTargets; ++i) {
       if (!t.is_string()) break;
@@ -183,7 +340,7 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
     out.experts.assign(size_t(spec.num_layers),
                        std::vector<PeftAdapter::ExpertViews>(size_t(spec.num_experts)));
   }
-  size_t used = 0;
+  std::set<std::string> used;  // the tensors the config explains
   // A [rank, in] and B [out, rank] of the module at `prefix`, checked.
   auto take = [&](const std::string& prefix, int64_t in_f, int64_t out_f,
                   std::array<const TensorView*, 2>& dst) -> absl::Status {
@@ -206,7 +363,7 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
             " cannot be read as F32 (only F32, F16 and BF16 can)"));
       }
       dst[size_t(ab)] = v;
-      ++used;
+      used.insert(name);
     }
     return absl::OkStatus();
   };
@@ -240,6 +397,19 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
       RETURN_IF_ERROR(take(prefix, in_f, out_f, out.layers[size_t(l)][size_t(t)]));
     }
   }
+  for (int64_t l = 0; l < spec.num_layers; ++l) {
+    if (!fused[size_t(l)][0] && !fused[size_t(l)][1]) continue;
+    for (const auto& e : out.experts[size_t(l)]) {
+      for (const auto& ab : e) {
+        if (ab[0] != nullptr) {
+          return Bad(config_path, absl::StrCat("layer ", l,
+                                               "'s experts are adapted through both "
+                                               "target_modules and target_parameters"));
+        }
+      }
+    }
+    RETURN_IF_ERROR(TakeFusedExperts(ckpt, spec, l, fused[size_t(l)], out, used));
+  }
   for (int x = 0; moe && x < kNumLoraExpertTargets; ++x) {
     if (wanted[size_t(kLoraGate + x)] && !expert_found[size_t(x)]) {
       return Bad(weights_path,
@@ -248,7 +418,7 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
                               expert_stem, "0.", kExpertNames[x], ".lora_A.weight\")"));
     }
   }
-  if (moe && used != ckpt.names().size()) {
+  if (moe && used.size() != ckpt.names().size()) {
     // Name the first expert tensor the model has no expert for (the usual cause).
     for (const std::string& name : ckpt.names()) {
       const size_t at = name.find(expert_stem);
@@ -265,9 +435,11 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
       }
     }
   }
-  if (used != ckpt.names().size()) {
-    return Bad(weights_path, absl::StrCat("holds ", ckpt.names().size(), " tensors, the config's ",
-                                          "target modules explain ", used));
+  for (const std::string& name : ckpt.names()) {
+    if (used.count(name) > 0) continue;
+    return Bad(weights_path,
+               absl::StrCat("holds ", ckpt.names().size(), " tensors, the config's ",
+                            "target modules explain ", used.size(), "; not \"", name, "\""));
   }
   return out;
 }

@@ -78,6 +78,14 @@ struct PeftAdapter {
   std::vector<std::vector<ExpertViews>> experts;
   int64_t num_experts = 0;           // the model's
   std::unique_ptr<Checkpoint> file;  // the mapping the views point into
+  // Expert matrices that PEFT stores fused (target_parameters on transformers 5's 3-D
+  // mlp.experts.gate_up_proj / down_proj), regathered per expert into A [rank, in] and
+  // B [out, rank] in the file's dtype (element copies, no rounding); `experts` points into them.
+  struct Regathered {
+    TensorView view;  // data points into `bytes`
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<std::unique_ptr<Regathered>> regathered;
 };
 
 // Opens <dir>/adapter_config.json and <dir>/adapter_model.safetensors (mapped, not read). Refused
@@ -86,8 +94,9 @@ struct PeftAdapter {
 // above `max_rank`, non-finite lora_alpha, unknown target modules (MLP targets on MoE models),
 // tensors missing, of the wrong shape or of a dtype other than F32, F16 and BF16, tensors the
 // target modules do not explain (an expert index out of range among them), target_parameters
-// (PEFT's fused 3-D expert parameters); a malformed safetensors file (truncated, corrupt header) as
-// Checkpoint::OpenFile reports it. Pickle weights (adapter_model.bin, *.pt) are refused outright.
+// other than MoE models' fused expert parameters (mlp.experts.gate_up_proj and down_proj, as
+// transformers 5 holds Mixtral's experts) or matching none of them; a malformed safetensors file
+// (truncated, corrupt header) as Checkpoint::OpenFile reports it. Pickle weights (adapter_model.bin, *.pt) are refused outright.
 // Weights are not checked for NaN or infinity (PEFT does not either).
 absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelSpec& spec,
                                             int64_t max_rank);

@@ -253,6 +253,10 @@ TEST_CASE("AdapterStore refuses bad paths and bad adapters with the right code",
        [](const fs::path& d) {
          EditConfig(d, [](auto& c) { c["target_modules"] = {"q_proj", "k_proj"}; });
        }},
+      {"only MoE models' fused expert parameters",
+       [](const fs::path& d) {
+         EditConfig(d, [](auto& c) { c["target_parameters"] = {"mlp.gate_proj.weight"}; });
+       }},
   };
   for (const auto& b : cases) {
     INFO(b.what);

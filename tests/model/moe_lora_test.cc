@@ -53,8 +53,13 @@ struct Module {
   std::string path;  // "base_model.model.model.layers.0.block_sparse_moe.experts.2.w1."
   std::string
       base;  // the base weight it adapts: "model.layers.0.block_sparse_moe.experts.2.w1.weight"
-  Mat a, b;  // A [r, in], B [out, r]
+  Mat a, b;  // A [r, in], B [out, r]; fused: PEFT's lora_A [r E, d1], lora_B [d2, r E]
+  // transformers 5's fused expert parameter it adapts through target_parameters (kGateUp or
+  // kDown, of layer `layer`), or -1: a plain module.
+  int fused = -1;
+  int64_t layer = 0;
 };
+constexpr int kGateUp = 0, kDown = 1;
 
 struct AdapterSpec {
   int64_t rank = 0;
@@ -155,8 +160,58 @@ AdapterSpec AttentionAdapter() {
   return s;
 }
 
-// A copy of the Mixtral fixture with W' = W + scale * B A merged (in double, stored as F32) into
-// every weight the adapter adapts.
+// What each module adds to the base weights it adapts, by base weight name: [out, in] in double.
+// A plain module adds scale * B A. A fused one adds PEFT's ParamWrapper delta, computed as PEFT
+// writes it (peft/tuners/lora/layer.py, get_delta_weight) for the parameter [E, d1, d2]:
+//   delta[e, i, o] = scale * sum_j lora_A[e r + j, i] * lora_B[o, j E + e]
+// and laid onto the per-expert weights the fixture holds: gate_up_proj[e] is [w1; w3] of expert e
+// (gate rows first), down_proj[e] is w2.
+std::map<std::string, std::vector<double>> Deltas(const AdapterSpec& spec) {
+  std::map<std::string, std::vector<double>> out;
+  auto add = [&](const std::string& base, int64_t rows, int64_t cols, int64_t row0,
+                 int64_t base_rows, const std::function<double(int64_t, int64_t)>& d) {
+    std::vector<double>& w = out[base];
+    w.resize(size_t(base_rows * cols));
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t o = 0; o < cols; ++o) w[size_t((row0 + i) * cols + o)] += d(i, o);
+    }
+  };
+  for (const Module& m : spec.modules) {
+    if (m.fused < 0) {
+      add(m.base, m.b.rows, m.a.cols, 0, m.b.rows, [&](int64_t o, int64_t i) {
+        double d = 0;
+        for (int64_t j = 0; j < spec.rank; ++j) {
+          d += double(m.b.v[size_t(o * spec.rank + j)]) * double(m.a.v[size_t(j * m.a.cols + i)]);
+        }
+        return spec.scale() * d;
+      });
+      continue;
+    }
+    const int64_t r = spec.rank, d1 = m.a.cols, d2 = m.b.rows;
+    for (int64_t e = 0; e < kExperts; ++e) {
+      auto delta = [&, e](int64_t i, int64_t o) {
+        double d = 0;
+        for (int64_t j = 0; j < r; ++j) {
+          d += double(m.a.v[size_t((e * r + j) * d1 + i)]) *
+               double(m.b.v[size_t(o * r * kExperts + j * kExperts + e)]);
+        }
+        return spec.scale() * d;
+      };
+      auto name = [&](const char* w) { return ExpertPath(m.layer, e, w) + ".weight"; };
+      if (m.fused == kGateUp) {
+        add(name("w1"), kInter, d2, 0, kInter, delta);
+        add(name("w3"), kInter, d2, 0, kInter,
+            [&](int64_t i, int64_t o) { return delta(kInter + i, o); });
+      } else {
+        add(name("w2"), d1, d2, 0, d1, delta);
+      }
+    }
+  }
+  return out;
+}
+
+// A copy of the Mixtral fixture with W' = W + the adapter's deltas merged (in double, stored as
+// F32).
 void WriteMerged(const fs::path& dir, const AdapterSpec& spec) {
   fs::create_directories(dir);
   for (const char* f : {"config.json", "generation_config.json"}) {
@@ -164,32 +219,21 @@ void WriteMerged(const fs::path& dir, const AdapterSpec& spec) {
   }
   auto ckpt = Checkpoint::OpenFile(std::string(kMixtral) + "/model.safetensors");
   REQUIRE(ckpt.ok());
-  std::map<std::string, const Module*> by_base;
-  for (const Module& m : spec.modules) by_base[m.base] = &m;
+  std::map<std::string, std::vector<double>> deltas = Deltas(spec);
   std::vector<StTensor> out;
   for (const std::string& name : (*ckpt)->names()) {
     const TensorView* v = (*ckpt)->Find(name);
     REQUIRE(v->dtype == StDtype::kF32);
     std::vector<float> w(size_t(v->numel()));
     std::memcpy(w.data(), v->data, w.size() * 4);
-    if (auto it = by_base.find(name); it != by_base.end()) {
-      const Module& m = *it->second;
-      REQUIRE(v->shape == std::vector<int64_t>{m.b.rows, m.a.cols});
-      for (int64_t o = 0; o < m.b.rows; ++o) {
-        for (int64_t i = 0; i < m.a.cols; ++i) {
-          double d = 0;
-          for (int64_t j = 0; j < spec.rank; ++j) {
-            d += double(m.b.v[size_t(o * spec.rank + j)]) * double(m.a.v[size_t(j * m.a.cols + i)]);
-          }
-          float& x = w[size_t(o * m.a.cols + i)];
-          x = float(double(x) + spec.scale() * d);
-        }
-      }
-      by_base.erase(it);
+    if (auto it = deltas.find(name); it != deltas.end()) {
+      REQUIRE(it->second.size() == w.size());
+      for (size_t i = 0; i < w.size(); ++i) w[i] = float(double(w[i]) + it->second[i]);
+      deltas.erase(it);
     }
     out.push_back({name, "F32", v->shape, testing::Bytes(w)});
   }
-  REQUIRE(by_base.empty());  // every adapted module names a base weight
+  REQUIRE(deltas.empty());  // every adapted module names a base weight
   REQUIRE(testing::WriteFile((dir / "model.safetensors").string(), testing::MakeSafetensors(out)));
 }
 
@@ -245,18 +289,17 @@ double WorstRelative(const std::vector<float>& got, const std::vector<float>& wa
 const std::vector<std::vector<int32_t>> kPrompts = {
     {1, 17, 42, 99, 7, 250, 3, 64, 128, 5, 77}, {1, 200, 13}, {9}, {1, 5, 9, 13, 17, 21, 25, 29}};
 
-TEST_CASE("LoRA on Mixtral's experts equals the base model with the deltas merged", "[lora][moe]") {
-  const fs::path root = testing::FreshDir("moe_lora_root");
-  const AdapterSpec spec = ExpertAdapter();
-  WriteAdapter(root / "experts", spec);
-  const fs::path merged_dir = testing::FreshDir("moe_lora_merged");
+// Registers the adapter `spec` written under <root>/<name> and checks that Arbor with it gives the
+// logits (within 1e-4 relative) and 8 greedy tokens of Arbor's base model with its deltas merged,
+// on pages of 16 tokens and of 1 (a few hundred bytes, which matrices span).
+void CheckAgainstMerged(const fs::path& root, const std::string& name, const AdapterSpec& spec) {
+  const fs::path merged_dir = testing::FreshDir("moe_lora_merged_" + name);
   WriteMerged(merged_dir, spec);
-
   kernels::CpuBackend cpu;
-  for (int64_t page_tokens : {16, 1}) {  // 1: pages of a few hundred bytes that matrices span
+  for (int64_t page_tokens : {16, 1}) {
     INFO("pages of " << page_tokens << " tokens");
     Setup s(cpu, root.string(), page_tokens);
-    auto adapter = s.Ready("experts", "experts");
+    auto adapter = s.Ready(name, name);
     auto merged = Model::Load(merged_dir.string(), cpu);
     REQUIRE(merged.ok());
     const int64_t vocab = s.model->spec().vocab_size;
@@ -293,6 +336,117 @@ TEST_CASE("LoRA on Mixtral's experts equals the base model with the deltas merge
     }
     INFO("base vs merged " << moved);
     CHECK(moved > 1e-2);  // the adapter really changes the model
+  }
+}
+
+TEST_CASE("LoRA on Mixtral's experts equals the base model with the deltas merged", "[lora][moe]") {
+  const fs::path root = testing::FreshDir("moe_lora_root");
+  const AdapterSpec spec = ExpertAdapter();
+  WriteAdapter(root / "experts", spec);
+  CheckAgainstMerged(root, "experts", spec);
+}
+
+// transformers 5's fused experts adapted as PEFT's target_parameters saves them: rank 3, scale
+// 7.5 / 3; gate_up_proj of both layers and down_proj of layer 1 only ("1.mlp.experts.down_proj"),
+// plus q_proj as a module. Layer 1 has two parameters on one module, so one pair of tensors sits
+// under base_layer.: down_proj's when `down_inner`, else gate_up_proj's.
+AdapterSpec FusedAdapter(bool down_inner) {
+  std::mt19937 rng(77);
+  AdapterSpec s;
+  s.rank = 3;
+  s.alpha = 7.5;
+  s.target_modules = {"q_proj"};
+  const int64_t re = s.rank * kExperts;
+  for (int64_t l = 0; l < kLayers; ++l) {
+    const std::string experts = absl::StrCat("base_model.model.model.layers.", l, ".mlp.experts.");
+    Module gate_up{experts, "", Random(re, 2 * kInter, rng, 0.3f), Random(kHidden, re, rng, 0.3f),
+                   kGateUp, l};
+    if (l == 1) {
+      Module down{experts, "", Random(re, kHidden, rng, 0.3f), Random(kInter, re, rng, 0.3f),
+                  kDown,   l};
+      (down_inner ? down : gate_up).path += "base_layer.";
+      s.modules.push_back(down);
+    }
+    s.modules.push_back(gate_up);
+    const std::string q = absl::StrCat("model.layers.", l, ".self_attn.q_proj");
+    s.modules.push_back(MakeModule(q, q, kHidden, kHidden, s.rank, rng));
+  }
+  return s;
+}
+
+void WriteFused(const fs::path& dir, const AdapterSpec& spec,
+                const std::function<void(std::vector<StTensor>&, nlohmann::json&)>& edit = {}) {
+  WriteAdapter(dir, spec, [&](std::vector<StTensor>& t, nlohmann::json& c) {
+    c["target_parameters"] = {"mlp.experts.gate_up_proj", "1.mlp.experts.down_proj"};
+    if (edit) edit(t, c);
+  });
+}
+
+TEST_CASE("PEFT target_parameters on fused experts equals the base model with the deltas merged",
+          "[lora][moe]") {
+  for (bool down_inner : {true, false}) {
+    INFO("down_proj's tensors " << (down_inner ? "under" : "above") << " base_layer.");
+    const fs::path root = testing::FreshDir("moe_lora_fused");
+    const AdapterSpec spec = FusedAdapter(down_inner);
+    WriteFused(root / "fused", spec);
+    CheckAgainstMerged(root, "fused", spec);
+  }
+}
+
+TEST_CASE("malformed fused expert adapters are refused naming the tensor or the entry",
+          "[lora][moe]") {
+  auto refused = [](const std::function<void(std::vector<StTensor>&, nlohmann::json&)>& edit) {
+    const fs::path root = testing::FreshDir("moe_lora_fused_bad");
+    WriteFused(root / "bad", FusedAdapter(true), edit);
+    kernels::CpuBackend cpu;
+    Setup s(cpu, root.string());
+    const absl::Status st = s.store->Register("bad", "bad").status();
+    INFO(st.ToString());
+    CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+    return std::string(st.message());
+  };
+  const std::string l1 = "base_model.model.model.layers.1.mlp.experts.";
+  SECTION("an entry that names no parameter") {
+    const std::string m = refused([](std::vector<StTensor>&, nlohmann::json& c) {
+      c["target_parameters"] = {"mlp.experts.up_proj"};
+    });
+    CHECK(absl::StrContains(m, "\"mlp.experts.up_proj\" names no parameter"));
+  }
+  SECTION("a rank that does not divide the rows") {
+    const std::string m = refused([](std::vector<StTensor>& t, nlohmann::json& c) {
+      c["r"] = 4;  // 12 rows of lora_A are 3 per expert, not 4
+      c["target_modules"] = nlohmann::json::array();
+      t.erase(std::remove_if(t.begin(), t.end(),
+                             [](const StTensor& x) { return absl::StrContains(x.name, "q_proj"); }),
+              t.end());
+    });
+    CHECK(absl::StrContains(m, "lora_A.weight\" [12, 192]"));
+    CHECK(absl::StrContains(m, "gate_up_proj's A [16, 192] and B [64, 16]"));
+  }
+  SECTION("a parameter named whose tensors are missing") {
+    const std::string m = refused([&](std::vector<StTensor>& t, nlohmann::json&) {
+      t.erase(std::remove_if(
+                  t.begin(), t.end(),
+                  [&](const StTensor& x) { return absl::StartsWith(x.name, l1 + "base_layer."); }),
+              t.end());
+    });
+    CHECK(absl::StrContains(m, "model.layers.1.mlp.experts.down_proj"));
+  }
+  SECTION("A without B") {
+    const std::string m = refused([&](std::vector<StTensor>& t, nlohmann::json&) {
+      t.erase(std::remove_if(t.begin(), t.end(),
+                             [&](const StTensor& x) { return x.name == l1 + "lora_B.weight"; }),
+              t.end());
+    });
+    CHECK(absl::StrContains(m, l1 + "lora_B.weight"));
+  }
+  SECTION("tensors the config does not name") {
+    const std::string m = refused([](std::vector<StTensor>&, nlohmann::json& c) {
+      c["target_parameters"] = {"mlp.experts.gate_up_proj"};
+    });
+    // Layer 1's second pair (down_proj's) is there but the config names gate_up_proj alone.
+    CHECK(absl::StrContains(m, l1 + "base_layer.lora_A.weight"));
+    CHECK(absl::StrContains(m, "imply gate_up_proj's A [12, 192]"));
   }
 }
 
@@ -412,7 +566,7 @@ TEST_CASE("malformed expert adapters are refused naming the tensor", "[lora][moe
     CHECK(st.code() == absl::StatusCode::kInvalidArgument);
     CHECK(absl::StrContains(st.message(), "gate_proj"));
   }
-  SECTION("fused 3-D expert parameters (target_parameters)") {
+  SECTION("target_parameters on experts that target_modules already adapt") {
     const absl::Status st = RegisterEdited([&](std::vector<StTensor>&, nlohmann::json& c) {
       c["target_parameters"] = {"experts.gate_up_proj"};
     });
