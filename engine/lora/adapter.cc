@@ -16,6 +16,7 @@
 #include "common/status_macros.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/checkpoint/json_input.h"
+#include "engine/lora/peft_targets.h"
 #include "kernels/lora.h"
 
 namespace arbor::engine {
@@ -240,7 +241,18 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
   if (const json* v = get("bias"); v != nullptr && *v != "none") {
     return Bad(config_path, "bias: only \"none\" is supported");
   }
-  for (const char* key : {"modules_to_save", "layers_to_transform"}) {
+  if (const json* v = get("modules_to_save"); v != nullptr && !(v->is_array() && v->empty())) {
+    return Bad(config_path, "modules_to_save: not supported");
+  }
+  // Variants that change what the adapter computes (a bias on lora_B, activation after invocation
+  // tokens, trainable token embeddings, replicated layers, Arrow's routing, QALoRA's pooling).
+  for (const char* key : {"lora_bias", "use_qalora"}) {
+    if (const json* v = get(key); v != nullptr && v->is_boolean() && v->get<bool>()) {
+      return Bad(config_path, absl::StrCat(key, ": not supported"));
+    }
+  }
+  for (const char* key : {"alora_invocation_tokens", "trainable_token_indices", "layer_replication",
+                          "arrow_config"}) {
     if (const json* v = get(key); v != nullptr && !(v->is_array() && v->empty())) {
       return Bad(config_path, absl::StrCat(key, ": not supported"));
     }
@@ -300,37 +312,38 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
       }
     }
   }
-  const json* targets = get("target_modules");
-  if (any_fused && (targets == nullptr || (targets->is_array() && targets->empty()))) {
-    targets = nullptr;  // experts through target_parameters only
-  } else if (targets == nullptr || !targets->is_array() || targets->empty()) {
-    return Bad(config_path, "target_modules: must be a non-empty list of module names");
-  }
-  // Dense models: q/k/v/o_proj and gate/up/down_proj. MoE models (Mixtral): q/k/v/o_proj and the
-  // experts' w1 (gate), w3 (up) and w2 (down).
-  std::array<bool, kNumLoraTargets> wanted{};
-  for (const auto& t : targets != nullptr ? *targets : json::array()) {
-    int found = -1;
-    for (int i = 0; i < kNumLoraTargets; ++i) {
-      if (!t.is_string()) break;
-      const std::string& key = t.get_ref<const std::string&>();
-      if (moe && i >= kLoraGate) {
-        // "w1", or a longer name PEFT matches as a suffix ("experts.3.w1"): some experts only.
-        const std::string name = kExpertNames[i - kLoraGate];
-        if (key == name || absl::EndsWith(key, "." + name)) found = i;
-      } else if (key == kTargetNames[i]) {
-        found = i;
+  // The modules a LoRA can adapt, by PEFT name, and where each goes: dense models' q/k/v/o_proj
+  // and gate/up/down_proj; MoE models' (Mixtral) q/k/v/o_proj and each expert's w1 (gate), w3
+  // (up) and w2 (down).
+  struct Candidate {
+    std::string name;  // "model.layers.3.self_attn.q_proj"
+    int64_t layer;
+    int target;
+    int64_t expert;  // -1: a dense target
+  };
+  std::vector<Candidate> candidates;
+  std::vector<std::string> names;
+  for (int64_t l = 0; l < spec.num_layers; ++l) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      if (moe && t >= kLoraGate) {
+        for (int64_t e = 0; e < spec.num_experts; ++e) {
+          candidates.push_back({absl::StrCat("model.layers.", l, ".block_sparse_moe.experts.", e,
+                                             ".", kExpertNames[t - kLoraGate]),
+                                l, t, e});
+        }
+      } else {
+        candidates.push_back(
+            {absl::StrCat("model.layers.", l, t < kLoraGate ? ".self_attn." : ".mlp.",
+                          kTargetNames[t]),
+             l, t, -1});
       }
     }
-    if (found < 0) {
-      return Bad(config_path,
-                 absl::StrCat("target_modules: unknown or unsupported module ", t.dump(),
-                              moe ? " (MoE models: q_proj, k_proj, v_proj, o_proj and the "
-                                    "experts' w1, w2, w3)"
-                                  : ""));
-    }
-    wanted[size_t(found)] = true;
   }
+  for (const Candidate& m : candidates) names.push_back(m.name);
+  auto selector = PeftModuleSelector::FromConfig(
+      c, names, any_fused,
+      moe ? " (MoE models: q_proj, k_proj, v_proj, o_proj and the experts' w1, w2, w3)" : "");
+  if (!selector.ok()) return Bad(config_path, std::string(selector.status().message()));
 
   ASSIGN_OR_RETURN(out.file, Checkpoint::OpenFile(weights_path));
   const Checkpoint& ckpt = *out.file;
@@ -367,35 +380,20 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
     }
     return absl::OkStatus();
   };
-  // Expert modules: every expert of a wanted target must be present (PEFT adapts every module
-  // whose name matches); a name with an expert index out of range is refused by name below.
-  const std::string expert_stem = ".block_sparse_moe.experts.";
-  std::array<bool, kNumLoraExpertTargets> expert_found{};
-  for (int64_t l = 0; l < spec.num_layers; ++l) {
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      if (!wanted[size_t(t)]) continue;
-      const auto [in_f, out_f] = LoraTargetShape(spec, t);
-      if (moe && t >= kLoraGate) {
-        // An expert is adapted when the file holds its module's A or B (then both must be
-        // there, well shaped): target_modules may pick some experts or layers only.
-        for (int64_t e = 0; e < spec.num_experts; ++e) {
-          const std::string prefix = absl::StrCat("base_model.model.model.layers.", l, expert_stem,
-                                                  e, ".", kExpertNames[t - kLoraGate], ".");
-          if (ckpt.Find(prefix + "lora_A.weight") == nullptr &&
-              ckpt.Find(prefix + "lora_B.weight") == nullptr) {
-            continue;
-          }
-          RETURN_IF_ERROR(
-              take(prefix, in_f, out_f, out.experts[size_t(l)][size_t(e)][size_t(t - kLoraGate)]));
-          expert_found[size_t(t - kLoraGate)] = true;
-        }
-        continue;
-      }
-      const std::string prefix =
-          absl::StrCat("base_model.model.model.layers.", l, t < kLoraGate ? ".self_attn." : ".mlp.",
-                       kTargetNames[t], ".");
-      RETURN_IF_ERROR(take(prefix, in_f, out_f, out.layers[size_t(l)][size_t(t)]));
-    }
+  // Every module the config selects is in the file (PEFT saves every module it adapts), and
+  // the file holds nothing else (checked last).
+  bool any_module = false;
+  for (const Candidate& m : candidates) {
+    if (!selector->Selects(m.name)) continue;
+    any_module = true;
+    const auto [in_f, out_f] = LoraTargetShape(spec, m.target);
+    auto& dst = m.expert >= 0
+                    ? out.experts[size_t(m.layer)][size_t(m.expert)][size_t(m.target - kLoraGate)]
+                    : out.layers[size_t(m.layer)][size_t(m.target)];
+    RETURN_IF_ERROR(take(absl::StrCat("base_model.model.", m.name, "."), in_f, out_f, dst));
+  }
+  if (!any_module && !any_fused) {
+    return Bad(config_path, "target_modules: selects no module of the model");
   }
   for (int64_t l = 0; l < spec.num_layers; ++l) {
     if (!fused[size_t(l)][0] && !fused[size_t(l)][1]) continue;
@@ -410,16 +408,9 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
     }
     RETURN_IF_ERROR(TakeFusedExperts(ckpt, spec, l, fused[size_t(l)], out, used));
   }
-  for (int x = 0; moe && x < kNumLoraExpertTargets; ++x) {
-    if (wanted[size_t(kLoraGate + x)] && !expert_found[size_t(x)]) {
-      return Bad(weights_path,
-                 absl::StrCat("target module \"", kExpertNames[x],
-                              "\": no expert's tensors (e.g. \"", "base_model.model.model.layers.0",
-                              expert_stem, "0.", kExpertNames[x], ".lora_A.weight\")"));
-    }
-  }
   if (moe && used.size() != ckpt.names().size()) {
     // Name the first expert tensor the model has no expert for (the usual cause).
+    const std::string expert_stem = ".block_sparse_moe.experts.";
     for (const std::string& name : ckpt.names()) {
       const size_t at = name.find(expert_stem);
       if (at == std::string::npos) continue;

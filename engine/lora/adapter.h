@@ -90,14 +90,17 @@ struct PeftAdapter {
 
 // Opens <dir>/adapter_config.json and <dir>/adapter_model.safetensors (mapped, not read). Refused
 // with InvalidArgument naming the file and key or tensor: non-JSON config, peft_type other than
-// LORA, DoRA, bias training, modules_to_save, layers_to_transform, rank/alpha patterns, rank
-// above `max_rank`, non-finite lora_alpha, unknown target modules (MLP targets on MoE models),
-// tensors missing, of the wrong shape or of a dtype other than F32, F16 and BF16, tensors the
-// target modules do not explain (an expert index out of range among them), target_parameters
+// LORA, DoRA, bias training, modules_to_save, variants that change the computation (lora_bias,
+// aLoRA, trainable tokens, layer replication, Arrow, QALoRA), rank/alpha patterns, rank above
+// `max_rank`, non-finite lora_alpha, target modules PEFT's rule (engine/lora/peft_targets.h)
+// cannot read or that name no module Arbor adapts (dense MLP names on MoE models), a selected
+// module's tensors missing, of the wrong shape or of a dtype other than F32, F16 and BF16,
+// tensors the config does not select (an expert index out of range among them), target_parameters
 // other than MoE models' fused expert parameters (mlp.experts.gate_up_proj and down_proj, as
 // transformers 5 holds Mixtral's experts) or matching none of them; a malformed safetensors file
-// (truncated, corrupt header) as Checkpoint::OpenFile reports it. Pickle weights (adapter_model.bin, *.pt) are refused outright.
-// Weights are not checked for NaN or infinity (PEFT does not either).
+// (truncated, corrupt header) as Checkpoint::OpenFile reports it. Pickle weights
+// (adapter_model.bin, *.pt) are refused outright. Weights are not checked for NaN or infinity
+// (PEFT does not either).
 absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelSpec& spec,
                                             int64_t max_rank);
 

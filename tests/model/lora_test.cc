@@ -253,6 +253,16 @@ TEST_CASE("AdapterStore refuses bad paths and bad adapters with the right code",
        [](const fs::path& d) {
          EditConfig(d, [](auto& c) { c["target_modules"] = {"q_proj", "k_proj"}; });
        }},
+      {"alora_invocation_tokens",
+       [](const fs::path& d) {
+         EditConfig(d, [](auto& c) { c["alora_invocation_tokens"] = {5, 6}; });
+       }},
+      {"lora_bias",
+       [](const fs::path& d) { EditConfig(d, [](auto& c) { c["lora_bias"] = true; }); }},
+      {"layer_replication",
+       [](const fs::path& d) {
+         EditConfig(d, [](auto& c) { c["layer_replication"] = {{0, 2}, {1, 2}}; });
+       }},
       {"only MoE models' fused expert parameters",
        [](const fs::path& d) {
          EditConfig(d, [](auto& c) { c["target_parameters"] = {"mlp.gate_proj.weight"}; });

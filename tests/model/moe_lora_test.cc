@@ -121,7 +121,17 @@ AdapterSpec ExpertAdapter() {
   AdapterSpec s;
   s.rank = 6;
   s.alpha = 12;
-  s.target_modules = {"experts.0.w1", "experts.2.w1", "w3", "w2", "v_proj"};
+  // PEFT's names (exact, or a dotted suffix of the module's name) for exactly those modules.
+  s.target_modules = {"experts.0.w1",
+                      "experts.2.w1",
+                      "layers.1.block_sparse_moe.experts.1.w3",
+                      "layers.1.block_sparse_moe.experts.3.w3",
+                      "0.block_sparse_moe.experts.0.w2",
+                      "0.block_sparse_moe.experts.1.w2",
+                      "0.block_sparse_moe.experts.2.w2",
+                      "0.block_sparse_moe.experts.3.w2",
+                      "1.block_sparse_moe.experts.1.w2",
+                      "v_proj"};
   for (int64_t l = 0; l < kLayers; ++l) {
     for (int64_t e : {0, 2}) {
       s.modules.push_back(
@@ -549,7 +559,7 @@ TEST_CASE("malformed expert adapters are refused naming the tensor", "[lora][moe
     CHECK(absl::StrContains(st.message(), e4 + "lora_A.weight"));
     CHECK(absl::StrContains(st.message(), "out of range"));
   }
-  SECTION("a target module with no expert's tensors") {
+  SECTION("a selected expert module missing from the file") {
     const absl::Status st = RegisterEdited([&](std::vector<StTensor>& t, nlohmann::json&) {
       t.erase(std::remove_if(t.begin(), t.end(),
                              [&](const StTensor& x) { return absl::StrContains(x.name, ".w3."); }),
@@ -557,7 +567,18 @@ TEST_CASE("malformed expert adapters are refused naming the tensor", "[lora][moe
     });
     INFO(st.ToString());
     CHECK(st.code() == absl::StatusCode::kInvalidArgument);
-    CHECK(absl::StrContains(st.message(), "\"w3\""));
+    CHECK(absl::StrContains(
+        st.message(),
+        "missing tensor \"base_model.model.model.layers.1.block_sparse_moe.experts.1.w3.lora_A"));
+  }
+  SECTION("an expert module the config does not select") {
+    const absl::Status st = RegisterEdited([&](std::vector<StTensor>&, nlohmann::json& c) {
+      c["target_modules"].erase(2);  // layer 1's expert 1 w3
+    });
+    INFO(st.ToString());
+    CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(st.message(),
+                            "not \"base_model.model.model.layers.1.block_sparse_moe.experts.1.w3"));
   }
   SECTION("dense MLP names on a MoE model") {
     const absl::Status st = RegisterEdited(

@@ -1,0 +1,252 @@
+// Which modules an adapter config adapts, by PEFT's rule (engine/lora/peft_targets.h): the
+// selector on PEFT's documented cases (regex, exact and suffix names, exclude_modules,
+// layers_to_transform with and without layers_pattern, all-linear), and end to end: one adapter
+// (tests/data/adapters/llama-lora-all's layer-1 q_proj and v_proj) described by five config forms
+// registers under each and gives bit-identical logits, which differ from the base model's; a file
+// holding more or fewer modules than its config selects is refused naming the tensor.
+#include "engine/lora/peft_targets.h"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "engine/checkpoint/checkpoint.h"
+#include "engine/lora/adapter_store.h"
+#include "engine/model/model.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "tests/checkpoint/safetensors_writer.h"
+
+namespace arbor::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const std::vector<std::string> kModules = {
+    "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+    "model.layers.0.mlp.down_proj",    "model.layers.1.self_attn.q_proj",
+    "model.layers.1.self_attn.v_proj", "model.layers.1.mlp.down_proj",
+    "model.layers.12.self_attn.q_proj"};
+
+PeftModuleSelector Select(const json& config) {
+  auto s = PeftModuleSelector::FromConfig(config, kModules, false, "");
+  INFO(s.status().ToString());
+  REQUIRE(s.ok());
+  return *s;
+}
+
+std::vector<std::string> Selected(const json& config) {
+  const PeftModuleSelector s = Select(config);
+  std::vector<std::string> out;
+  for (const std::string& m : kModules) {
+    if (s.Selects(m)) out.push_back(m);
+  }
+  return out;
+}
+
+TEST_CASE("PeftModuleSelector follows PEFT's check_target_module_exists", "[lora]") {
+  SECTION("a list matches exact names and dotted suffixes") {
+    CHECK(Selected({{"target_modules", {"q_proj"}}}) ==
+          std::vector<std::string>{"model.layers.0.self_attn.q_proj",
+                                   "model.layers.1.self_attn.q_proj",
+                                   "model.layers.12.self_attn.q_proj"});
+    CHECK(Selected({{"target_modules", {"1.self_attn.q_proj", "model.layers.0.mlp.down_proj"}}}) ==
+          std::vector<std::string>{"model.layers.0.mlp.down_proj",
+                                   "model.layers.1.self_attn.q_proj"});
+    // "_proj" is no dotted suffix of any name.
+    CHECK(
+        !PeftModuleSelector::FromConfig({{"target_modules", {"_proj"}}}, kModules, false, "").ok());
+  }
+  SECTION("a regex string is matched against the whole name") {
+    CHECK(Selected({{"target_modules", R"(.*\.layers\.1\.self_attn\.(q|v)_proj)"}}) ==
+          std::vector<std::string>{"model.layers.1.self_attn.q_proj",
+                                   "model.layers.1.self_attn.v_proj"});
+    CHECK(Selected({{"target_modules", "q_proj"}}).empty());  // not a full match
+  }
+  SECTION("exclude_modules wins") {
+    CHECK(Selected({{"target_modules", {"q_proj", "v_proj"}}, {"exclude_modules", {"v_proj"}}}) ==
+          std::vector<std::string>{"model.layers.0.self_attn.q_proj",
+                                   "model.layers.1.self_attn.q_proj",
+                                   "model.layers.12.self_attn.q_proj"});
+    CHECK(Selected(
+              {{"target_modules", "all-linear"}, {"exclude_modules", R"(.*\.layers\.[01]\..*)"}}) ==
+          std::vector<std::string>{"model.layers.12.self_attn.q_proj"});
+  }
+  SECTION("layers_to_transform reads the layer index with layers_pattern") {
+    CHECK(Selected({{"target_modules", {"q_proj"}},
+                    {"layers_to_transform", {1, 12}},
+                    {"layers_pattern", "layers"}}) ==
+          std::vector<std::string>{"model.layers.1.self_attn.q_proj",
+                                   "model.layers.12.self_attn.q_proj"});
+    CHECK(Selected({{"target_modules", {"down_proj"}}, {"layers_to_transform", 0}}) ==
+          std::vector<std::string>{"model.layers.0.mlp.down_proj"});
+    // A pattern that is not in the names reads no index: nothing is selected.
+    CHECK(Selected({{"target_modules", {"q_proj"}},
+                    {"layers_to_transform", {0, 1}},
+                    {"layers_pattern", {"h", "blocks"}}})
+              .empty());
+    // With a regex target_modules PEFT ignores layers_to_transform.
+    CHECK(Selected({{"target_modules", R"(.*q_proj)"}, {"layers_to_transform", {0}}}).size() == 3);
+  }
+  SECTION("malformed fields are refused by name") {
+    for (const json& c :
+         {json{{"target_modules", "(unclosed"}}, json{{"target_modules", {"q_proj", 3}}},
+          json{{"target_modules", {"q_proj"}}, {"layers_to_transform", "1"}},
+          json{{"target_modules", {"q_proj"}}, {"layers_to_transform", {1.5}}},
+          json{{"target_modules", {"q_proj"}}, {"exclude_modules", 7}},
+          json{{"target_modules", {"lm_head"}}}, json::object()}) {
+      INFO(c.dump());
+      const auto s = PeftModuleSelector::FromConfig(c, kModules, false, "");
+      CHECK(s.status().code() == absl::StatusCode::kInvalidArgument);
+    }
+    CHECK(absl::StrContains(
+        PeftModuleSelector::FromConfig({{"target_modules", "(unclosed"}}, kModules, false, "")
+            .status()
+            .message(),
+        "target_modules: \"(unclosed\" is not a regular expression"));
+  }
+}
+
+// tests/data/adapters/llama-lora-all with `config` edited and only the tensors `keep` names.
+fs::path WriteVariant(const fs::path& root, const std::string& name,
+                      const std::function<void(json&)>& config,
+                      const std::function<bool(const std::string&)>& keep) {
+  const fs::path src = "tests/data/adapters/llama-lora-all";
+  const fs::path dir = root / name;
+  fs::create_directories(dir);
+  std::ifstream in(src / "adapter_config.json");
+  json c = json::parse(in);
+  config(c);
+  std::ofstream(dir / "adapter_config.json") << c.dump(2);
+  auto ckpt = Checkpoint::OpenFile((src / "adapter_model.safetensors").string());
+  REQUIRE(ckpt.ok());
+  std::vector<testing::StTensor> tensors;
+  for (const std::string& n : (*ckpt)->names()) {
+    if (!keep(n)) continue;
+    const TensorView* v = (*ckpt)->Find(n);
+    tensors.push_back({n, StDtypeName(v->dtype), v->shape,
+                       std::string(reinterpret_cast<const char*>(v->data), v->nbytes)});
+  }
+  REQUIRE(testing::WriteFile((dir / "adapter_model.safetensors").string(),
+                             testing::MakeSafetensors(tensors)));
+  return dir;
+}
+
+bool Layer1QV(const std::string& n) {
+  return absl::StrContains(n, ".layers.1.self_attn.q_proj.") ||
+         absl::StrContains(n, ".layers.1.self_attn.v_proj.");
+}
+
+TEST_CASE("every config form of one adapter gives the same logits", "[lora]") {
+  const fs::path root = testing::FreshDir("peft_targets");
+  const std::vector<std::pair<std::string, std::function<void(json&)>>> forms = {
+      {"list-layers",
+       [](json& c) {
+         c["target_modules"] = {"q_proj", "v_proj"};
+         c["layers_to_transform"] = {1};
+         c["layers_pattern"] = "layers";
+       }},
+      {"regex", [](json& c) { c["target_modules"] = R"(model\.layers\.1\.self_attn\.[qv]_proj)"; }},
+      {"suffixes",
+       [](json& c) {
+         c["target_modules"] = {"1.self_attn.q_proj", "1.self_attn.v_proj"};
+       }},
+      {"exclude",
+       [](json& c) { c["exclude_modules"] = R"(.*\.layers\.0\..*|.*(k|o|gate|up|down)_proj)"; }},
+      {"all-linear-exclude",
+       [](json& c) {
+         c["target_modules"] = "all-linear";
+         c["exclude_modules"] = {
+             "0.self_attn.q_proj", "0.self_attn.v_proj", "k_proj", "o_proj", "gate_proj", "up_proj",
+             "down_proj"};
+       }},
+  };
+  for (const auto& [name, edit] : forms) WriteVariant(root, name, edit, Layer1QV);
+
+  kernels::CpuBackend cpu;
+  auto model = Model::Load("tests/data/models/llama", cpu);
+  REQUIRE(model.ok());
+  auto pool = memory::UnifiedPool::Create(cpu, (*model)->KvPageBytes(16), 64);
+  REQUIRE(pool.ok());
+  AdapterStoreOptions options;
+  options.root = root.string();
+  options.max_rank = 16;
+  AdapterStore store(**pool, cpu, (*model)->spec(), options);
+  const std::vector<int32_t> ids = {1, 17, 42, 99, 7, 3};
+  auto run = [&](const LoraAdapter* a) {
+    auto seq = (*model)->NewSequence(16);
+    REQUIRE(seq.ok());
+    auto l = (*model)->Forward(ids, *seq, false, a);
+    REQUIRE(l.ok());
+    return *l;
+  };
+  const std::vector<float> base = run(nullptr);
+  std::vector<float> first;
+  for (const auto& [name, edit] : forms) {
+    INFO(name);
+    auto info = store.Register(name, name, /*pin=*/true);
+    INFO(info.status().ToString());
+    REQUIRE(info.ok());
+    auto a = store.Find(name);
+    REQUIRE(a != nullptr);
+    REQUIRE(store.FenceForUse(*a).ok());
+    // Layer 1's q and v alone are adapted.
+    for (size_t l = 0; l < a->targets.size(); ++l) {
+      for (int t = 0; t < kNumLoraTargets; ++t) {
+        CHECK(a->targets[l][size_t(t)] == (l == 1 && (t == kLoraQ || t == kLoraV)));
+      }
+    }
+    const std::vector<float> got = run(a.get());
+    if (first.empty()) {
+      first = got;
+      double moved = 0;
+      for (size_t i = 0; i < got.size(); ++i)
+        moved = std::max(moved, double(std::fabs(got[i] - base[i])));
+      CHECK(moved > 1e-3);
+    } else {
+      CHECK(got == first);  // bit for bit: the same matrices, packed the same way
+    }
+  }
+}
+
+TEST_CASE("a file that holds other modules than its config selects is refused", "[lora]") {
+  const fs::path root = testing::FreshDir("peft_targets_bad");
+  auto layers1 = [](json& c) {
+    c["target_modules"] = {"q_proj", "v_proj"};
+    c["layers_to_transform"] = {1};
+  };
+  // Every layer's tensors, the config selecting layer 1's q and v: layer 0's are unexplained.
+  WriteVariant(root, "extra", layers1, [](const std::string& n) {
+    return absl::StrContains(n, "q_proj") || absl::StrContains(n, "v_proj");
+  });
+  // Layer 1's q alone: v is selected and missing.
+  WriteVariant(root, "missing", layers1, [](const std::string& n) {
+    return absl::StrContains(n, ".layers.1.self_attn.q_proj.");
+  });
+  kernels::CpuBackend cpu;
+  auto model = Model::Load("tests/data/models/llama", cpu);
+  REQUIRE(model.ok());
+  auto pool = memory::UnifiedPool::Create(cpu, (*model)->KvPageBytes(16), 64);
+  REQUIRE(pool.ok());
+  AdapterStoreOptions options;
+  options.root = root.string();
+  options.max_rank = 16;
+  AdapterStore store(**pool, cpu, (*model)->spec(), options);
+  const absl::Status extra = store.Register("extra", "extra").status();
+  INFO(extra.ToString());
+  CHECK(extra.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(extra.message(), "not \"base_model.model.model.layers.0.self_attn."));
+  const absl::Status missing = store.Register("missing", "missing").status();
+  INFO(missing.ToString());
+  CHECK(missing.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(missing.message(),
+                          "missing tensor \"base_model.model.model.layers.1.self_attn.v_proj."));
+  CHECK((*pool)->free_pages() == 64);
+}
+
+}  // namespace
+}  // namespace arbor::engine
