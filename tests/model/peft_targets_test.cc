@@ -136,6 +136,26 @@ fs::path WriteVariant(const fs::path& root, const std::string& name,
   return dir;
 }
 
+// The llama fixture on the CPU with an adapter store over `root` (64 pages of 16 tokens).
+struct Llama {
+  kernels::CpuBackend cpu;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<memory::UnifiedPool> pool;
+  std::unique_ptr<AdapterStore> store;
+  explicit Llama(const fs::path& root) {
+    auto m = Model::Load("tests/data/models/llama", cpu);
+    REQUIRE(m.ok());
+    model = std::move(*m);
+    auto p = memory::UnifiedPool::Create(cpu, model->KvPageBytes(16), 64);
+    REQUIRE(p.ok());
+    pool = std::move(*p);
+    AdapterStoreOptions options;
+    options.root = root.string();
+    options.max_rank = 16;
+    store = std::make_unique<AdapterStore>(*pool, cpu, model->spec(), options);
+  }
+};
+
 bool Layer1QV(const std::string& n) {
   return absl::StrContains(n, ".layers.1.self_attn.q_proj.") ||
          absl::StrContains(n, ".layers.1.self_attn.v_proj.");
@@ -167,20 +187,13 @@ TEST_CASE("every config form of one adapter gives the same logits", "[lora]") {
   };
   for (const auto& [name, edit] : forms) WriteVariant(root, name, edit, Layer1QV);
 
-  kernels::CpuBackend cpu;
-  auto model = Model::Load("tests/data/models/llama", cpu);
-  REQUIRE(model.ok());
-  auto pool = memory::UnifiedPool::Create(cpu, (*model)->KvPageBytes(16), 64);
-  REQUIRE(pool.ok());
-  AdapterStoreOptions options;
-  options.root = root.string();
-  options.max_rank = 16;
-  AdapterStore store(**pool, cpu, (*model)->spec(), options);
+  Llama llama(root);
+  AdapterStore& store = *llama.store;
   const std::vector<int32_t> ids = {1, 17, 42, 99, 7, 3};
   auto run = [&](const LoraAdapter* a) {
-    auto seq = (*model)->NewSequence(16);
+    auto seq = llama.model->NewSequence(16);
     REQUIRE(seq.ok());
-    auto l = (*model)->Forward(ids, *seq, false, a);
+    auto l = llama.model->Forward(ids, *seq, false, a);
     REQUIRE(l.ok());
     return *l;
   };
@@ -227,15 +240,8 @@ TEST_CASE("a file that holds other modules than its config selects is refused", 
   WriteVariant(root, "missing", layers1, [](const std::string& n) {
     return absl::StrContains(n, ".layers.1.self_attn.q_proj.");
   });
-  kernels::CpuBackend cpu;
-  auto model = Model::Load("tests/data/models/llama", cpu);
-  REQUIRE(model.ok());
-  auto pool = memory::UnifiedPool::Create(cpu, (*model)->KvPageBytes(16), 64);
-  REQUIRE(pool.ok());
-  AdapterStoreOptions options;
-  options.root = root.string();
-  options.max_rank = 16;
-  AdapterStore store(**pool, cpu, (*model)->spec(), options);
+  Llama llama(root);
+  AdapterStore& store = *llama.store;
   const absl::Status extra = store.Register("extra", "extra").status();
   INFO(extra.ToString());
   CHECK(extra.code() == absl::StatusCode::kInvalidArgument);
@@ -245,7 +251,7 @@ TEST_CASE("a file that holds other modules than its config selects is refused", 
   CHECK(missing.code() == absl::StatusCode::kInvalidArgument);
   CHECK(absl::StrContains(missing.message(),
                           "missing tensor \"base_model.model.model.layers.1.self_attn.v_proj."));
-  CHECK((*pool)->free_pages() == 64);
+  CHECK(llama.pool->free_pages() == 64);
 }
 
 }  // namespace
