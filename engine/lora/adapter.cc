@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -17,6 +18,7 @@
 #include "engine/checkpoint/checkpoint.h"
 #include "engine/checkpoint/json_input.h"
 #include "engine/lora/peft_targets.h"
+#include "engine/lora/regather.h"
 #include "kernels/lora.h"
 
 namespace arbor::engine {
@@ -49,138 +51,6 @@ bool Exists(const std::string& path) {
 
 absl::Status Bad(const std::string& file, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(file, ": ", what));
-}
-
-// PEFT's target_parameters rule: an entry names parameter `full` ("model.layers.3.mlp.experts.
-// gate_up_proj") when it equals it or is a suffix of it starting at a dot.
-bool ParamMatches(const std::string& full, const std::string& entry) {
-  return full == entry || absl::EndsWith(full, "." + entry);
-}
-
-constexpr int kFusedGateUp = 0, kFusedDown = 1;
-constexpr const char* kFusedNames[2] = {"gate_up_proj", "down_proj"};
-
-std::string FusedParam(int64_t layer, int which) {
-  return absl::StrCat("model.layers.", layer, ".mlp.experts.", kFusedNames[which]);
-}
-
-// A [rows, cols] matrix of `src`'s dtype whose element (r, c) is src's flat element index(r, c),
-// kept in out.regathered.
-template <typename Index>
-const TensorView* Regather(PeftAdapter& out, const TensorView& src, std::string name, int64_t rows,
-                           int64_t cols, Index index) {
-  auto g = std::make_unique<PeftAdapter::Regathered>();
-  const size_t size = StDtypeSize(src.dtype);
-  g->bytes.resize(size_t(rows * cols) * size);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      std::memcpy(g->bytes.data() + size_t(r * cols + c) * size,
-                  src.data + size_t(index(r, c)) * size, size);
-    }
-  }
-  g->view = TensorView{std::move(name), src.dtype,       {rows, cols},
-                       g->bytes.data(), g->bytes.size(), src.file};
-  out.regathered.push_back(std::move(g));
-  return &out.regathered.back()->view;
-}
-
-// Layer l's fused expert parameters that target_parameters names (wanted[kFusedGateUp],
-// wanted[kFusedDown]), as PEFT's ParamWrapper saves them, regathered per expert into
-// out.experts[l]. For a 3-D parameter [E, d1, d2] ParamWrapper holds lora_A [r E, d1] and
-// lora_B [d2, r E] and adds to the parameter
-//   delta[e, i, o] = scale * sum_j lora_A[e r + j, i] * lora_B[o, j E + e]
-// (peft/tuners/lora/layer.py, ParamWrapper.get_delta_weight). Mixtral's parameter [e] is a
-// Linear weight [out, in] (d1 = out, d2 = in), so delta[e] = scale * B_e A_e with
-//   A_e [r, in]:  A_e[j, o] = lora_B[o, j E + e]   (PEFT's lora_B is the shrink)
-//   B_e [out, r]: B_e[i, j] = lora_A[e r + j, i]   (and its lora_A the expand).
-// gate_up's B_e rows [0, I) are the gate's and [I, 2I) the up's; both share A_e. PEFT applies the
-// delta to the weight rather than as x A^T B^T: the same up to rounding.
-// Two parameters of one module nest their wrappers, so one pair of tensors is
-// <experts>.lora_{A,B}.weight and the other <experts>.base_layer.lora_{A,B}.weight, in an order
-// that follows PEFT's sorting of the target names. Shapes tell the two apart: gate_up's are
-// A [r E, 2I] and B [H, r E], down's A [r E, H] and B [I, r E] (both at once would need I = H and
-// 2I = H).
-absl::Status TakeFusedExperts(const Checkpoint& ckpt, const ModelSpec& spec, int64_t layer,
-                              const std::array<bool, 2>& wanted, PeftAdapter& out,
-                              std::set<std::string>& used) {
-  const int64_t r = out.rank, num_e = spec.num_experts, h = spec.hidden_size,
-                inter = spec.intermediate_size;
-  const std::vector<int64_t> shapes[2][2] = {{{r * num_e, 2 * inter}, {h, r * num_e}},
-                                             {{r * num_e, h}, {inter, r * num_e}}};
-  const std::string module = absl::StrCat("base_model.model.model.layers.", layer, ".mlp.experts.");
-  std::array<bool, 2> taken{};
-  for (const std::string& nest : {std::string(), std::string("base_layer.")}) {
-    const TensorView* ab[2] = {ckpt.Find(module + nest + "lora_A.weight"),
-                               ckpt.Find(module + nest + "lora_B.weight")};
-    if (ab[0] == nullptr && ab[1] == nullptr) continue;
-    for (int i = 0; i < 2; ++i) {
-      const std::string name = module + nest + (i == 0 ? "lora_A.weight" : "lora_B.weight");
-      if (ab[i] == nullptr) {
-        return Bad(out.weights_path, absl::StrCat("missing tensor \"", name, "\""));
-      }
-      if (ab[i]->dtype != StDtype::kF32 && ab[i]->dtype != StDtype::kF16 &&
-          ab[i]->dtype != StDtype::kBF16) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            ab[i]->file, ": tensor ", QuoteForError(ab[i]->name), ": dtype ",
-            StDtypeName(ab[i]->dtype), " cannot be read as F32 (only F32, F16 and BF16 can)"));
-      }
-    }
-    int which = -1;
-    for (int w = 0; w < 2; ++w) {
-      if (wanted[size_t(w)] && !taken[size_t(w)] && ab[0]->shape == shapes[w][0] &&
-          ab[1]->shape == shapes[w][1]) {
-        which = w;
-      }
-    }
-    if (which < 0) {
-      std::string want;
-      for (int w = 0; w < 2; ++w) {
-        if (!wanted[size_t(w)]) continue;
-        absl::StrAppend(&want, want.empty() ? "" : " or ", kFusedNames[w], "'s A [",
-                        absl::StrJoin(shapes[w][0], ", "), "] and B [",
-                        absl::StrJoin(shapes[w][1], ", "), "]");
-      }
-      return Bad(out.weights_path,
-                 absl::StrCat("tensors \"", module, nest, "lora_A.weight\" [",
-                              absl::StrJoin(ab[0]->shape, ", "), "] and lora_B [",
-                              absl::StrJoin(ab[1]->shape, ", "),
-                              "]: the base model, r and target_parameters imply ", want));
-    }
-    taken[size_t(which)] = true;
-    used.insert(ab[0]->name);
-    used.insert(ab[1]->name);
-    const TensorView& a = *ab[0];
-    const TensorView& b = *ab[1];
-    const int64_t in = which == kFusedGateUp ? h : inter;
-    for (int64_t e = 0; e < num_e; ++e) {
-      const TensorView* shrink =
-          Regather(out, b, absl::StrCat(b.name, " (expert ", e, ")"), r, in,
-                   [&](int64_t j, int64_t o) { return o * r * num_e + j * num_e + e; });
-      const int64_t d1 = a.shape[1];
-      auto expand = [&](int target, int64_t row0, int64_t rows) {
-        auto& slot = out.experts[size_t(layer)][size_t(e)][size_t(target - kLoraGate)];
-        slot = {shrink,
-                Regather(out, a, absl::StrCat(a.name, " (expert ", e, ")"), rows, r,
-                         [&](int64_t i, int64_t j) { return (e * r + j) * d1 + row0 + i; })};
-      };
-      if (which == kFusedGateUp) {
-        expand(kLoraGate, 0, inter);
-        expand(kLoraUp, inter, inter);
-      } else {
-        expand(kLoraDown, 0, h);
-      }
-    }
-  }
-  for (int w = 0; w < 2; ++w) {
-    if (wanted[size_t(w)] && !taken[size_t(w)]) {
-      return Bad(out.weights_path,
-                 absl::StrCat("target_parameters names \"", FusedParam(layer, w),
-                              "\" but the file has no tensors for it (\"", module,
-                              "lora_A.weight\", or under base_layer. when two parameters of the "
-                              "module are adapted)"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -257,30 +127,43 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
       return Bad(config_path, absl::StrCat(key, ": not supported"));
     }
   }
-  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
-    if (const json* v = get(key); v != nullptr && !(v->is_object() && v->empty())) {
-      return Bad(config_path, absl::StrCat(key, ": per-module ranks are not supported"));
-    }
-  }
   const json* r = get("r");
   if (r == nullptr || !r->is_number_integer() || r->get<int64_t>() < 1) {
     return Bad(config_path, "r: must be an integer >= 1");
   }
   PeftAdapter out;
   out.weights_path = weights_path;
-  out.rank = r->get<int64_t>();
-  if (out.rank > max_rank) {
-    return Bad(config_path, absl::StrCat("r: ", out.rank, " exceeds the maximum rank ", max_rank,
-                                         " (engine.max_lora_rank)"));
-  }
   const json* alpha = get("lora_alpha");
   if (alpha == nullptr || !alpha->is_number() || !std::isfinite(alpha->get<double>())) {
     return Bad(config_path, "lora_alpha: must be a number");
   }
   const bool rslora = get("use_rslora") != nullptr && get("use_rslora")->is_boolean() &&
                       get("use_rslora")->get<bool>();
-  out.scale =
-      float(alpha->get<double>() / (rslora ? std::sqrt(double(out.rank)) : double(out.rank)));
+  auto rank_pattern = PeftPattern::FromConfig(ss.str(), "rank_pattern");
+  auto alpha_pattern = PeftPattern::FromConfig(ss.str(), "alpha_pattern");
+  for (const auto* p : {&rank_pattern, &alpha_pattern}) {
+    if (!p->ok()) return Bad(config_path, std::string(p->status().message()));
+  }
+  // Module `name`'s rank and scale (alpha / r, or alpha / sqrt(r) with use_rslora).
+  struct RankScale {
+    int64_t rank;
+    double scale;
+  };
+  auto rank_scale = [&](const std::string& name) -> absl::StatusOr<RankScale> {
+    const double rank = rank_pattern->Lookup(name, double(r->get<int64_t>()));
+    if (rank < 1 || rank != std::floor(rank) || rank > double(max_rank)) {
+      return Bad(
+          config_path,
+          absl::StrCat(rank_pattern->empty() ? "r: " : "r / rank_pattern: module \"",
+                       rank_pattern->empty() ? "" : name + "\" has rank ", rank,
+                       rank > double(max_rank) ? absl::StrCat(", which exceeds the maximum rank ",
+                                                              max_rank, " (engine.max_lora_rank)")
+                                               : ", not an integer >= 1"));
+    }
+    const double a = alpha_pattern->Lookup(name, alpha->get<double>());
+    if (!std::isfinite(a)) return Bad(config_path, "alpha_pattern: must hold numbers");
+    return RankScale{int64_t(rank), a / (rslora ? std::sqrt(rank) : rank)};
+  };
 
   const bool moe = spec.num_experts > 0;
   // target_parameters: MoE models' fused expert parameters, by layer ([layer][gate_up, down]).
@@ -345,6 +228,39 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
       moe ? " (MoE models: q_proj, k_proj, v_proj, o_proj and the experts' w1, w2, w3)" : "");
   if (!selector.ok()) return Bad(config_path, std::string(selector.status().message()));
 
+  // Every adapted module's rank and scale. The adapter's rank is the largest: a module of a
+  // smaller one is padded with zero rows of A and columns of B (which add exact zeros to the
+  // fp32 sums). Its scale is the most common one: a module of another scale has its B times its
+  // scale over the adapter's (exact in fp32; one more rounding of B in a 16-bit model dtype).
+  std::map<std::string, RankScale> modules;  // by PEFT name
+  for (const Candidate& m : candidates) {
+    if (!selector->Selects(m.name)) continue;
+    ASSIGN_OR_RETURN(modules[m.name], rank_scale(m.name));
+  }
+  for (int64_t l = 0; l < spec.num_layers; ++l) {
+    for (int w = 0; w < 2; ++w) {
+      if (fused[size_t(l)][size_t(w)]) {
+        ASSIGN_OR_RETURN(modules[FusedParam(l, w)], rank_scale(FusedParam(l, w)));
+      }
+    }
+  }
+  if (modules.empty()) return Bad(config_path, "target_modules: selects no module of the model");
+  std::map<double, int> scale_count;
+  int most = 0;
+  double scale = 0;  // the adapter's, in double: a module of this scale has a factor of exactly 1
+  for (const auto& [name, m] : modules) {
+    out.rank = std::max(out.rank, m.rank);
+    if (++scale_count[m.scale] > most) {
+      most = scale_count[m.scale];
+      scale = m.scale;
+    }
+  }
+  out.scale = float(scale);
+  auto lora_of = [&](const std::string& name) {
+    const RankScale& m = modules.at(name);
+    return ModuleLora{m.rank, m.scale / scale};
+  };
+
   ASSIGN_OR_RETURN(out.file, Checkpoint::OpenFile(weights_path));
   const Checkpoint& ckpt = *out.file;
   out.layers.resize(size_t(spec.num_layers));
@@ -354,13 +270,14 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
                        std::vector<PeftAdapter::ExpertViews>(size_t(spec.num_experts)));
   }
   std::set<std::string> used;  // the tensors the config explains
-  // A [rank, in] and B [out, rank] of the module at `prefix`, checked.
-  auto take = [&](const std::string& prefix, int64_t in_f, int64_t out_f,
+  // A [rank, in] and B [out, rank] of the module at `prefix`, checked, then padded to the
+  // adapter's rank and scaled as `lora` says.
+  auto take = [&](const std::string& prefix, int64_t in_f, int64_t out_f, const ModuleLora& lora,
                   std::array<const TensorView*, 2>& dst) -> absl::Status {
     for (int ab = 0; ab < 2; ++ab) {
       const std::string name = prefix + (ab == 0 ? "lora_A.weight" : "lora_B.weight");
       const std::vector<int64_t> shape =
-          ab == 0 ? std::vector<int64_t>{out.rank, in_f} : std::vector<int64_t>{out_f, out.rank};
+          ab == 0 ? std::vector<int64_t>{lora.rank, in_f} : std::vector<int64_t>{out_f, lora.rank};
       const TensorView* v = ckpt.Find(name);
       if (v == nullptr) return Bad(weights_path, absl::StrCat("missing tensor \"", name, "\""));
       if (v->shape != shape) {
@@ -378,22 +295,28 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
       dst[size_t(ab)] = v;
       used.insert(name);
     }
+    const int64_t r = lora.rank;
+    if (r != out.rank) {
+      dst[0] = Regather(out, *dst[0], dst[0]->name, out.rank, in_f,
+                        [&](int64_t j, int64_t i) { return j < r ? j * in_f + i : -1; });
+    }
+    if (r != out.rank || lora.b_factor != 1.0) {
+      dst[1] = Regather(
+          out, *dst[1], dst[1]->name, out_f, out.rank,
+          [&](int64_t o, int64_t j) { return j < r ? o * r + j : -1; }, lora.b_factor);
+    }
     return absl::OkStatus();
   };
   // Every module the config selects is in the file (PEFT saves every module it adapts), and
   // the file holds nothing else (checked last).
-  bool any_module = false;
   for (const Candidate& m : candidates) {
     if (!selector->Selects(m.name)) continue;
-    any_module = true;
     const auto [in_f, out_f] = LoraTargetShape(spec, m.target);
     auto& dst = m.expert >= 0
                     ? out.experts[size_t(m.layer)][size_t(m.expert)][size_t(m.target - kLoraGate)]
                     : out.layers[size_t(m.layer)][size_t(m.target)];
-    RETURN_IF_ERROR(take(absl::StrCat("base_model.model.", m.name, "."), in_f, out_f, dst));
-  }
-  if (!any_module && !any_fused) {
-    return Bad(config_path, "target_modules: selects no module of the model");
+    RETURN_IF_ERROR(
+        take(absl::StrCat("base_model.model.", m.name, "."), in_f, out_f, lora_of(m.name), dst));
   }
   for (int64_t l = 0; l < spec.num_layers; ++l) {
     if (!fused[size_t(l)][0] && !fused[size_t(l)][1]) continue;
@@ -406,7 +329,11 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
         }
       }
     }
-    RETURN_IF_ERROR(TakeFusedExperts(ckpt, spec, l, fused[size_t(l)], out, used));
+    std::array<ModuleLora, 2> lora;
+    for (int w = 0; w < 2; ++w) {
+      if (fused[size_t(l)][size_t(w)]) lora[size_t(w)] = lora_of(FusedParam(l, w));
+    }
+    RETURN_IF_ERROR(TakeFusedExperts(ckpt, spec, l, fused[size_t(l)], lora, out, used));
   }
   if (moe && used.size() != ckpt.names().size()) {
     // Name the first expert tensor the model has no expert for (the usual cause).
@@ -434,174 +361,4 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
   }
   return out;
 }
-
-namespace {
-
-size_t Align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
-// dst[i] = f(src[i]) for n elements, src unaligned (safetensors aligns nothing).
-template <typename Src, typename Dst, typename F>
-void Map(const uint8_t* src, size_t n, uint8_t* dst, F f) {
-  for (size_t i = 0; i < n; ++i) {
-    Src x;
-    std::memcpy(&x, src + i * sizeof(Src), sizeof(Src));
-    const Dst y = f(x);
-    std::memcpy(dst + i * sizeof(Dst), &y, sizeof(Dst));
-  }
-}
-
-// The 16-bit identities four lanes at a time (the common case: the file in the model's dtype):
-// each 16-bit lane of `x` unchanged but NaNs, which become what `quiet` makes of them.
-template <typename F>
-void Map16x4(const uint8_t* src, size_t n, uint8_t* dst, F quiet) {
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    uint64_t x;
-    std::memcpy(&x, src + 2 * i, 8);
-    const uint64_t y = quiet(x);
-    std::memcpy(dst + 2 * i, &y, 8);
-  }
-  Map<uint16_t, uint16_t>(src + 2 * i, n - i, dst + 2 * i,
-                          [&](uint16_t x) { return uint16_t(quiet(x)); });
-}
-
-constexpr uint64_t kLanes = 0x0001000100010001ull;  // 1 in each 16-bit lane
-
-// Bit 15 of each lane whose magnitude (bits 0-14) exceeds `inf` (the lane is a NaN); other bits
-// zero. The sum stays below 2^16 in every lane, so no lane carries into the next.
-constexpr uint64_t NanLanes(uint64_t x, uint64_t inf) {
-  return ((x & 0x7fff * kLanes) + (0x7fff - inf) * kLanes) & 0x8000 * kLanes;
-}
-
-// FloatToBf16(Bf16ToFloat(x)) per lane: the quiet bit (0x40) set in NaNs.
-constexpr uint64_t QuietBf16(uint64_t x) { return x | NanLanes(x, 0x7f80) >> 9; }
-
-// FloatToF16(F16ToFloat(x)) per lane: NaNs become 0x7e00 with their sign.
-constexpr uint64_t QuietF16(uint64_t x) {
-  const uint64_t nan = (NanLanes(x, 0x7c00) >> 15) * 0xffff;  // all ones in NaN lanes
-  return (x & ~nan) | (nan & ((x & 0x8000 * kLanes) | 0x7e00 * kLanes));
-}
-
-}  // namespace
-
-void ConvertElements(const uint8_t* src, StDtype src_dtype, size_t n, kernels::DType dtype,
-                     void* dst_bytes) {
-  auto* dst = static_cast<uint8_t*>(dst_bytes);
-  using kernels::Bf16ToFloat;
-  using kernels::BitsFloat;
-  using kernels::DType;
-  using kernels::F16ToFloat;
-  using kernels::FloatBits;
-  using kernels::FloatToBf16;
-  using kernels::FloatToF16;
-  // Each case is StoreFromFloat(dtype, <the file's value read as fp32>); the two 16-bit
-  // identities are that composition in closed form (tests/engine/adapter_pack_test.cc checks
-  // every 16-bit pattern).
-  switch (src_dtype) {
-    case StDtype::kF32:
-      if (dtype == DType::kBF16) {
-        Map<uint32_t, uint16_t>(src, n, dst, [](uint32_t x) { return FloatToBf16(BitsFloat(x)); });
-      } else if (dtype == DType::kF16) {
-        Map<uint32_t, uint16_t>(src, n, dst, [](uint32_t x) { return FloatToF16(BitsFloat(x)); });
-      } else {
-        std::memcpy(dst, src, n * 4);
-      }
-      return;
-    case StDtype::kBF16:
-      if (dtype == DType::kBF16) {
-        Map16x4(src, n, dst, QuietBf16);
-      } else if (dtype == DType::kF16) {
-        Map<uint16_t, uint16_t>(src, n, dst, [](uint16_t x) { return FloatToF16(Bf16ToFloat(x)); });
-      } else {
-        Map<uint16_t, uint32_t>(src, n, dst, [](uint16_t x) { return uint32_t(x) << 16; });
-      }
-      return;
-    default:  // kF16
-      if (dtype == DType::kF16) {
-        Map16x4(src, n, dst, QuietF16);
-      } else if (dtype == DType::kBF16) {
-        Map<uint16_t, uint16_t>(src, n, dst, [](uint16_t x) { return FloatToBf16(F16ToFloat(x)); });
-      } else {
-        Map<uint16_t, uint32_t>(src, n, dst, [](uint16_t x) { return FloatBits(F16ToFloat(x)); });
-      }
-      return;
-  }
-}
-
-LoraPackLayout PlanLoraPack(const PeftAdapter& adapter, size_t page_bytes, kernels::DType dtype) {
-  LoraPackLayout out;
-  out.num_layers = int64_t(adapter.layers.size());
-  out.num_experts = adapter.num_experts;
-  size_t used = Align256(size_t(LoraNumMatrixIds(out.num_layers, out.num_experts)) *
-                         size_t(kernels::kLoraDirectoryEntryBytes));
-  for (size_t l = 0; l < adapter.layers.size(); ++l) {
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      const auto& ab_views = adapter.layers[l][size_t(t)];
-      if (ab_views[0] == nullptr || ab_views[0]->numel() == 0) continue;
-      for (int ab = 0; ab < 2; ++ab) {
-        const size_t elems = size_t(ab_views[size_t(ab)]->numel());
-        out.plan.push_back({int32_t(l), t, ab, int64_t(used), elems});
-        used += Align256(elems * kernels::DTypeSize(dtype));
-      }
-    }
-  }
-  for (size_t l = 0; l < adapter.experts.size(); ++l) {
-    for (size_t e = 0; e < adapter.experts[l].size(); ++e) {
-      for (int x = 0; x < kNumLoraExpertTargets; ++x) {
-        const auto& ab_views = adapter.experts[l][e][size_t(x)];
-        if (ab_views[0] == nullptr || ab_views[0]->numel() == 0) continue;
-        for (int ab = 0; ab < 2; ++ab) {
-          const size_t elems = size_t(ab_views[size_t(ab)]->numel());
-          out.plan.push_back({int32_t(l), kLoraGate + x, ab, int64_t(used), elems, int32_t(e)});
-          used += Align256(elems * kernels::DTypeSize(dtype));
-        }
-      }
-    }
-  }
-  out.num_pages = int64_t((used + page_bytes - 1) / page_bytes);
-  out.packed_bytes = used;
-  return out;
-}
-
-bool PackLora(const PeftAdapter& adapter, const LoraPackLayout& layout, kernels::DType dtype,
-              uint8_t* dst) {
-  static_assert(kernels::kLoraDirectoryEntryBytes == 2 * sizeof(int64_t), "(A, B) offsets");
-  if (int64_t(adapter.layers.size()) != layout.num_layers ||
-      adapter.num_experts != layout.num_experts) {
-    return false;
-  }
-  std::vector<int64_t> directory(
-      size_t(LoraNumMatrixIds(layout.num_layers, layout.num_experts)) * 2, -1);
-  const size_t directory_bytes = directory.size() * sizeof(int64_t);
-  // The plan tiles the stream: each matrix starts where the previous one's padding ends.
-  size_t end = Align256(directory_bytes);
-  for (const LoraPlacement& p : layout.plan) {
-    const bool expert = p.expert >= 0;
-    if (expert && (p.expert >= adapter.num_experts || p.target < kLoraGate ||
-                   size_t(p.layer) >= adapter.experts.size())) {
-      return false;
-    }
-    const TensorView* v = expert ? adapter.experts[size_t(p.layer)][size_t(p.expert)]
-                                                  [size_t(p.target - kLoraGate)][size_t(p.ab)]
-                                 : adapter.layers[size_t(p.layer)][size_t(p.target)][size_t(p.ab)];
-    if (v == nullptr || v->numel() != int64_t(p.elems) || size_t(p.offset) != end) return false;
-    if (v->dtype != StDtype::kF32 && v->dtype != StDtype::kF16 && v->dtype != StDtype::kBF16) {
-      return false;
-    }
-    const size_t bytes = p.elems * kernels::DTypeSize(dtype);
-    end = size_t(p.offset) + Align256(bytes);
-    if (end > layout.packed_bytes) return false;
-    ConvertElements(v->data, v->dtype, p.elems, dtype, dst + p.offset);
-    std::memset(dst + p.offset + bytes, 0, end - size_t(p.offset) - bytes);
-    const int64_t id = expert ? LoraExpertMatrixId(layout.num_layers, layout.num_experts, p.layer,
-                                                   p.expert, p.target)
-                              : LoraMatrixId(p.layer, p.target);
-    directory[size_t(id * 2 + p.ab)] = p.offset;
-  }
-  if (end != layout.packed_bytes) return false;
-  std::memcpy(dst, directory.data(), directory_bytes);
-  std::memset(dst + directory_bytes, 0, Align256(directory_bytes) - directory_bytes);
-  return true;
-}
-
 }  // namespace arbor::engine

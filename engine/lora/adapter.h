@@ -65,11 +65,15 @@ struct LoraAdapter {
 
 // A PEFT adapter opened and checked against the base model: its rank and scale, and its matrices
 // as views into the memory-mapped adapter_model.safetensors, in the file's dtype (F32, F16 or
-// BF16). Nothing is copied until PackLora writes them into the host copy.
+// BF16). Nothing is copied until PackLora writes them into the host copy, but for matrices that
+// must be reshaped first (`regathered`): fused expert parameters, and, with rank_pattern or
+// alpha_pattern, modules below the adapter's rank (the largest of its modules': the others are
+// padded with zeros) or of another scale than the adapter's (the most common one: the others'
+// B is multiplied by their scale over it).
 struct PeftAdapter {
   std::string weights_path;  // <dir>/adapter_model.safetensors
-  int64_t rank = 0;
-  float scale = 1.0f;
+  int64_t rank = 0;          // the largest module rank
+  float scale = 1.0f;        // the most common module scale
   // [layer][target] -> A [rank, in] and B [out, rank], views into `file`; null when not targeted.
   std::vector<std::array<std::array<const TensorView*, 2>, kNumLoraTargets>> layers;
   // MoE models: [layer][expert][target - kLoraGate] -> A and B of that expert's gate (w1), up
@@ -91,16 +95,16 @@ struct PeftAdapter {
 // Opens <dir>/adapter_config.json and <dir>/adapter_model.safetensors (mapped, not read). Refused
 // with InvalidArgument naming the file and key or tensor: non-JSON config, peft_type other than
 // LORA, DoRA, bias training, modules_to_save, variants that change the computation (lora_bias,
-// aLoRA, trainable tokens, layer replication, Arrow, QALoRA), rank/alpha patterns, rank above
-// `max_rank`, non-finite lora_alpha, target modules PEFT's rule (engine/lora/peft_targets.h)
-// cannot read or that name no module Arbor adapts (dense MLP names on MoE models), a selected
-// module's tensors missing, of the wrong shape or of a dtype other than F32, F16 and BF16,
-// tensors the config does not select (an expert index out of range among them), target_parameters
-// other than MoE models' fused expert parameters (mlp.experts.gate_up_proj and down_proj, as
-// transformers 5 holds Mixtral's experts) or matching none of them; a malformed safetensors file
-// (truncated, corrupt header) as Checkpoint::OpenFile reports it. Pickle weights
-// (adapter_model.bin, *.pt) are refused outright. Weights are not checked for NaN or infinity
-// (PEFT does not either).
+// aLoRA, trainable tokens, layer replication, Arrow, QALoRA), a module's rank (r, or
+// rank_pattern's) above `max_rank`, non-finite lora_alpha, malformed rank/alpha patterns, target
+// modules PEFT's rule (engine/lora/peft_targets.h) cannot read or that name no module Arbor adapts
+// (dense MLP names on MoE models), a selected module's tensors missing, of the wrong shape or of a
+// dtype other than F32, F16 and BF16, tensors the config does not select (an expert index out of
+// range among them), target_parameters other than MoE models' fused expert parameters
+// (mlp.experts.gate_up_proj and down_proj, as transformers 5 holds Mixtral's experts) or matching
+// none of them; a malformed safetensors file (truncated, corrupt header) as Checkpoint::OpenFile
+// reports it. Pickle weights (adapter_model.bin, *.pt) are refused outright. Weights are not
+// checked for NaN or infinity (PEFT does not either).
 absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelSpec& spec,
                                             int64_t max_rank);
 

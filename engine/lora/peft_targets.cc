@@ -137,4 +137,30 @@ bool PeftModuleSelector::Selects(const std::string& name) const {
   return false;
 }
 
+absl::StatusOr<PeftPattern> PeftPattern::FromConfig(const std::string& config_text,
+                                                    const char* field) {
+  const nlohmann::ordered_json c = nlohmann::ordered_json::parse(config_text, nullptr, false);
+  PeftPattern p;
+  if (c.is_discarded() || !c.is_object()) return Bad("not a JSON object");
+  auto it = c.find(field);
+  if (it == c.end() || it->is_null()) return p;
+  if (!it->is_object()) return Bad(absl::StrCat(field, ": must be an object of name: value"));
+  for (const auto& [key, value] : it->items()) {
+    if (!value.is_number()) {
+      return Bad(absl::StrCat(field, ": \"", key, "\": ", value.dump(), " is not a number"));
+    }
+    auto re = Compile(field, absl::StrCat(R"((.*\.)?()", key, ")"));
+    if (!re.ok()) return re.status();
+    p.keys_.emplace_back(std::move(*re), value.get<double>());
+  }
+  return p;
+}
+
+double PeftPattern::Lookup(const std::string& name, double fallback) const {
+  for (const auto& [re, value] : keys_) {
+    if (std::regex_match(name, re)) return value;  // re.match with `$`: the whole name
+  }
+  return fallback;
+}
+
 }  // namespace arbor::engine

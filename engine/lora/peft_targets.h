@@ -53,6 +53,23 @@ class PeftModuleSelector {
   std::vector<std::regex> layer_patterns_;      // layer index readers, first match wins
 };
 
+// Per-module ranks and alphas (rank_pattern, alpha_pattern), by PEFT's rule
+// (peft/utils/other.py, get_pattern_key): the first key p, in the file's order, such that the
+// module name matches `(.*\.)?(p)$` from its start decides; no key: the config's r / lora_alpha.
+class PeftPattern {
+ public:
+  // `field` of the config text `config_text` (read again with its keys in file order); an empty
+  // pattern when absent, null or {}. Refused by name: not an object, a value that is not a
+  // number, a key std::regex cannot read.
+  static absl::StatusOr<PeftPattern> FromConfig(const std::string& config_text, const char* field);
+  // The value for module `name`, or `fallback`.
+  double Lookup(const std::string& name, double fallback) const;
+  bool empty() const { return keys_.empty(); }
+
+ private:
+  std::vector<std::pair<std::regex, double>> keys_;
+};
+
 }  // namespace arbor::engine
 
 #endif  // ARBOR_ENGINE_LORA_PEFT_TARGETS_H_

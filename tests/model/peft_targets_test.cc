@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -111,10 +112,46 @@ TEST_CASE("PeftModuleSelector follows PEFT's check_target_module_exists", "[lora
   }
 }
 
-// tests/data/adapters/llama-lora-all with `config` edited and only the tensors `keep` names.
+TEST_CASE("PeftPattern follows PEFT's get_pattern_key: the first key in file order wins",
+          "[lora]") {
+  auto pattern = [](const std::string& text) {
+    auto p = PeftPattern::FromConfig(text, "rank_pattern");
+    INFO(p.status().ToString());
+    REQUIRE(p.ok());
+    return *p;
+  };
+  const PeftPattern layer_first =
+      pattern(R"({"rank_pattern": {"layers.1.self_attn.q_proj": 8, "q_proj": 2}})");
+  CHECK(layer_first.Lookup("model.layers.1.self_attn.q_proj", 4) == 8);
+  CHECK(layer_first.Lookup("model.layers.0.self_attn.q_proj", 4) == 2);
+  CHECK(layer_first.Lookup("model.layers.0.self_attn.v_proj", 4) == 4);
+  const PeftPattern short_first =
+      pattern(R"({"rank_pattern": {"q_proj": 2, "layers.1.self_attn.q_proj": 8}})");
+  CHECK(short_first.Lookup("model.layers.1.self_attn.q_proj", 4) == 2);
+  // Keys are regexes matched at a dot boundary up to the end of the name.
+  const PeftPattern regex = pattern(R"({"rank_pattern": {"self_attn\\.(q|v)_proj": 16}})");
+  CHECK(regex.Lookup("model.layers.3.self_attn.v_proj", 4) == 16);
+  CHECK(regex.Lookup("model.layers.3.self_attn.k_proj", 4) == 4);
+  CHECK(pattern(R"({"rank_pattern": {"_proj": 16}})").Lookup("model.layers.3.mlp.up_proj", 4) ==
+        4);  // "_proj" must start after a dot
+  CHECK(pattern(R"({"rank_pattern": null})").empty());
+  CHECK(!PeftPattern::FromConfig(R"({"rank_pattern": {"q_proj": "8"}})", "rank_pattern").ok());
+  CHECK(!PeftPattern::FromConfig(R"({"rank_pattern": [8]})", "rank_pattern").ok());
+  CHECK(!PeftPattern::FromConfig(R"({"rank_pattern": {"(q": 8}})", "rank_pattern").ok());
+}
+
+// A tensor of the fixture as fp32 values [rows, cols], to edit before writing.
+struct Matrix {
+  int64_t rows, cols;
+  std::vector<float> v;
+};
+
+// tests/data/adapters/llama-lora-all with `config` edited, only the tensors `keep` names, and
+// those `edit` changes (given each tensor's name and values; the file holds them as F32).
 fs::path WriteVariant(const fs::path& root, const std::string& name,
                       const std::function<void(json&)>& config,
-                      const std::function<bool(const std::string&)>& keep) {
+                      const std::function<bool(const std::string&)>& keep,
+                      const std::function<void(const std::string&, Matrix&)>& edit = {}) {
   const fs::path src = "tests/data/adapters/llama-lora-all";
   const fs::path dir = root / name;
   fs::create_directories(dir);
@@ -128,8 +165,11 @@ fs::path WriteVariant(const fs::path& root, const std::string& name,
   for (const std::string& n : (*ckpt)->names()) {
     if (!keep(n)) continue;
     const TensorView* v = (*ckpt)->Find(n);
-    tensors.push_back({n, StDtypeName(v->dtype), v->shape,
-                       std::string(reinterpret_cast<const char*>(v->data), v->nbytes)});
+    REQUIRE(v->dtype == StDtype::kF32);
+    Matrix m{v->shape[0], v->shape[1], std::vector<float>(size_t(v->numel()))};
+    std::memcpy(m.v.data(), v->data, v->nbytes);
+    if (edit) edit(n, m);
+    tensors.push_back({n, "F32", {m.rows, m.cols}, testing::Bytes(m.v)});
   }
   REQUIRE(testing::WriteFile((dir / "adapter_model.safetensors").string(),
                              testing::MakeSafetensors(tensors)));
@@ -252,6 +292,91 @@ TEST_CASE("a file that holds other modules than its config selects is refused", 
   CHECK(absl::StrContains(missing.message(),
                           "missing tensor \"base_model.model.model.layers.1.self_attn.v_proj."));
   CHECK(llama.pool->free_pages() == 64);
+}
+
+// llama-lora-all's q_proj and v_proj with v cut to rank 2 (its first two rows of A and columns
+// of B), under rank_pattern {"v_proj": 2}: v's scale is lora_alpha / 2 = 4, q's 8 / 4 = 2.
+// PEFT's meaning of that is the rank-4 adapter whose v has A's rows 2, 3 and B's columns 2, 3
+// zero and B doubled (scale 4 over the adapter's 2), which a plain config describes: both give
+// the same bits. With alpha_pattern {"v_proj": 4} v's scale is 2 as well and B stays as it is.
+TEST_CASE("rank_pattern and alpha_pattern equal the zero-padded, rescaled plain adapter",
+          "[lora]") {
+  const fs::path root = testing::FreshDir("peft_patterns");
+  auto qv = [](const std::string& n) {
+    return absl::StrContains(n, ".q_proj.") || absl::StrContains(n, ".v_proj.");
+  };
+  auto qv_config = [](json& c) { c["target_modules"] = {"q_proj", "v_proj"}; };
+  // v cut to rank 2; `padded`: kept at rank 4 with the cut rows/columns zero and B times b_times.
+  auto cut_v = [](bool padded, float b_times) {
+    return [=](const std::string& n, Matrix& m) {
+      if (!absl::StrContains(n, ".v_proj.")) return;
+      const bool a = absl::StrContains(n, "lora_A");
+      // Cut: A [2, in], B [out, 2]; padded: the shapes as they are, the cut part zero.
+      const int64_t rows = padded || !a ? m.rows : 2, cols = padded || a ? m.cols : 2;
+      Matrix out{rows, cols, std::vector<float>(size_t(rows * cols), 0.0f)};
+      for (int64_t i = 0; i < (a ? 2 : m.rows); ++i) {
+        for (int64_t j = 0; j < (a ? m.cols : 2); ++j) {
+          out.v[size_t(i * out.cols + j)] = m.v[size_t(i * m.cols + j)] * (a ? 1.0f : b_times);
+        }
+      }
+      m = out;
+    };
+  };
+  WriteVariant(
+      root, "rank-pattern",
+      [&](json& c) {
+        qv_config(c);
+        c["rank_pattern"] = {{"v_proj", 2}};
+      },
+      qv, cut_v(false, 1));
+  WriteVariant(root, "padded-doubled", qv_config, qv, cut_v(true, 2));
+  WriteVariant(
+      root, "rank-alpha-pattern",
+      [&](json& c) {
+        qv_config(c);
+        c["rank_pattern"] = {{"v_proj", 2}};
+        c["alpha_pattern"] = {{"v_proj", 4}};
+      },
+      qv, cut_v(false, 1));
+  WriteVariant(root, "padded", qv_config, qv, cut_v(true, 1));
+
+  Llama llama(root);
+  const std::vector<int32_t> ids = {1, 17, 42, 99, 7, 3};
+  auto logits = [&](const std::string& name) {
+    auto info = llama.store->Register(name, name, /*pin=*/true);
+    INFO(name << ": " << info.status().ToString());
+    REQUIRE(info.ok());
+    auto a = llama.store->Find(name);
+    REQUIRE(a != nullptr);
+    REQUIRE(llama.store->FenceForUse(*a).ok());
+    CHECK(a->rank == 4);
+    CHECK(a->scale == 2.0f);
+    auto seq = llama.model->NewSequence(16);
+    REQUIRE(seq.ok());
+    auto l = llama.model->Forward(ids, *seq, false, a.get());
+    REQUIRE(l.ok());
+    return *l;
+  };
+  const std::vector<float> doubled = logits("padded-doubled"), plain = logits("padded");
+  CHECK(doubled != plain);  // the doubling shows
+  CHECK(logits("rank-pattern") == doubled);
+  CHECK(logits("rank-alpha-pattern") == plain);
+}
+
+TEST_CASE("a rank_pattern rank above engine.max_lora_rank is refused naming the module", "[lora]") {
+  const fs::path root = testing::FreshDir("peft_patterns_bad");
+  WriteVariant(
+      root, "big",
+      [](json& c) {
+        c["rank_pattern"] = {{"layers.1.mlp.down_proj", 32}};
+      },
+      [](const std::string&) { return true; });
+  Llama llama(root);
+  const absl::Status st = llama.store->Register("big", "big").status();
+  INFO(st.ToString());
+  CHECK(st.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(st.message(), "\"model.layers.1.mlp.down_proj\" has rank 32"));
+  CHECK(absl::StrContains(st.message(), "engine.max_lora_rank"));
 }
 
 }  // namespace
