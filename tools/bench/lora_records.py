@@ -36,6 +36,8 @@ import json
 import os
 import sys
 
+from serve_records import scrape  # the bench tools sit side by side
+
 COUNTERS = (
     ('wait_s', 'arbor:lora_adapter_wait_seconds_sum'),
     ('waited_requests', 'arbor:lora_adapter_wait_seconds_count'),
@@ -55,29 +57,6 @@ GAUGES = (
     ('host_resident', 'arbor:lora_adapters_host_resident'),
     ('host_bytes', 'arbor:lora_host_bytes'),
 )
-
-
-def scrape(path):
-    """{name or name{labels}: value} of a Prometheus text exposition, plus per bare name the sum
-    over its labels (as name)."""
-    out, sums = {}, {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith('#'):
-                continue
-            key, _, value = line.rpartition(' ')
-            try:
-                v = float(value)
-            except ValueError:
-                continue
-            out[key] = v
-            if '{' in key:
-                bare = key.split('{', 1)[0]
-                sums[bare] = sums.get(bare, 0.0) + v
-    for bare, v in sums.items():
-        out.setdefault(bare, v)
-    return out
 
 
 def adapter_counters(before, after):

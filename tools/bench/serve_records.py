@@ -40,8 +40,9 @@ def points_by_concurrency(docs):
 
 
 def scrape(path):
-    """Sums of a Prometheus text exposition's samples by bare metric name (labels summed)."""
-    sums = {}
+    """{name or name{labels}: value} of a Prometheus text exposition, plus per bare name the sum
+    over its labels (as name)."""
+    out, sums = {}, {}
     with open(path) as f:
         for line in f:
             line = line.strip()
@@ -52,9 +53,13 @@ def scrape(path):
                 v = float(value)
             except ValueError:
                 continue
-            name = key.split('{', 1)[0]
-            sums[name] = sums.get(name, 0.0) + v
-    return sums
+            out[key] = v
+            if '{' in key:
+                bare = key.split('{', 1)[0]
+                sums[bare] = sums.get(bare, 0.0) + v
+    for bare, v in sums.items():
+        out.setdefault(bare, v)
+    return out
 
 
 def check_metrics(before, after, arbor_points):
