@@ -27,31 +27,40 @@ json AdapterJson(const engine::AdapterInfo& info) {
           {"host_bytes", info.host_bytes}};
 }
 
+namespace {
+
+// The checks and the registration both the native route and vLLM's share, after the admin key.
+absl::StatusOr<engine::AdapterInfo> RegisterAdapter(ServerContext* ctx, const json& body,
+                                                    const char* name_field,
+                                                    const char* path_field) {
+  if (ctx->adapters == nullptr) return absl::UnavailableError("not ready");
+  const auto name = body.find(name_field);
+  const auto path = body.find(path_field);
+  if (name == body.end() || !name->is_string()) {
+    return FieldError(name_field, "is required (a string)");
+  }
+  if (path == body.end() || !path->is_string()) {
+    return FieldError(path_field, "is required (a directory under the adapter root)");
+  }
+  const auto pin = body.find("pin");
+  if (pin != body.end() && !pin->is_boolean()) return FieldError("pin", "must be true or false");
+  if (*name == ctx->config.model.served_model_name) {
+    return absl::AlreadyExistsError(absl::StrCat(name_field, ": that is the base model's name"));
+  }
+  return ctx->adapters->Register(name->get<std::string>(), path->get<std::string>(),
+                                 pin != body.end() && pin->get<bool>());
+}
+
+}  // namespace
+
 void RegisterAdminRoutes(http::Router& router, ServerContext* ctx) {
   router.Post("/v1/adapters", [ctx](const http::Request& req, http::ResponseWriter& res) {
     if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
       return Reply(res, s);
     }
-    if (ctx->adapters == nullptr) return Reply(res, absl::UnavailableError("not ready"));
     auto body = ParseBody(req.body);
     if (!body.ok()) return Reply(res, body.status());
-    const auto name = body->find("name");
-    const auto path = body->find("path");
-    if (name == body->end() || !name->is_string()) {
-      return Reply(res, FieldError("name", "is required (a string)"));
-    }
-    if (path == body->end() || !path->is_string()) {
-      return Reply(res, FieldError("path", "is required (a directory under the adapter root)"));
-    }
-    const auto pin = body->find("pin");
-    if (pin != body->end() && !pin->is_boolean()) {
-      return Reply(res, FieldError("pin", "must be true or false"));
-    }
-    if (*name == ctx->config.model.served_model_name) {
-      return Reply(res, absl::AlreadyExistsError("name: that is the base model's name"));
-    }
-    auto info = ctx->adapters->Register(name->get<std::string>(), path->get<std::string>(),
-                                        pin != body->end() && pin->get<bool>());
+    auto info = RegisterAdapter(ctx, *body, "name", "path");
     if (!info.ok()) return Reply(res, info.status());
     Reply(res, absl::OkStatus(), AdapterJson(*info));
   });
@@ -73,6 +82,45 @@ void RegisterAdminRoutes(http::Router& router, ServerContext* ctx) {
     }
     Reply(res, absl::OkStatus(), json{{"object", "list"}, {"data", list}});
   });
+
+  // vLLM's runtime LoRA routes, for clients written against it: the same registry, vLLM's field
+  // names and its plain-text success answers. `load_inplace` (replace an adapter of that name) is
+  // refused: unload first.
+  router.Post("/v1/load_lora_adapter", [ctx](const http::Request& req, http::ResponseWriter& res) {
+    if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
+      return Reply(res, s);
+    }
+    auto body = ParseBody(req.body);
+    if (!body.ok()) return Reply(res, body.status());
+    if (const auto inplace = body->find("load_inplace");
+        inplace != body->end() && !(inplace->is_boolean() && !inplace->get<bool>())) {
+      return Reply(res, FieldError("load_inplace", "is not supported; unload the adapter first"));
+    }
+    auto info = RegisterAdapter(ctx, *body, "lora_name", "lora_path");
+    if (!info.ok()) return Reply(res, info.status());
+    res.Send(200, "text/plain",
+             absl::StrCat("Success: LoRA adapter '", info->name, "' added successfully."));
+  });
+  router.Post("/v1/unload_lora_adapter",
+              [ctx](const http::Request& req, http::ResponseWriter& res) {
+                if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
+                  return Reply(res, s);
+                }
+                if (ctx->adapters == nullptr)
+                  return Reply(res, absl::UnavailableError("not ready"));
+                auto body = ParseBody(req.body);
+                if (!body.ok()) return Reply(res, body.status());
+                const auto name = body->find("lora_name");
+                if (name == body->end() || !name->is_string()) {
+                  return Reply(res, FieldError("lora_name", "is required (a string)"));
+                }
+                if (auto s = ctx->adapters->Unregister(name->get<std::string>()); !s.ok()) {
+                  return Reply(res, s);
+                }
+                res.Send(200, "text/plain",
+                         absl::StrCat("Success: LoRA adapter '", name->get<std::string>(),
+                                      "' removed successfully."));
+              });
 }
 
 }  // namespace arbor::server

@@ -601,6 +601,29 @@ TEST_CASE("adapters: admin REST and gRPC, serving an adapter by name as PEFT doe
     CHECK(admin_stub->UnregisterAdapter(&ctx, req, &res).error_code() ==
           grpc::StatusCode::NOT_FOUND);
   }
+  // vLLM's runtime LoRA routes, as its clients call them: plain-text success answers.
+  auto vllm = [&](const std::string& route, const std::string& body, const httplib::Headers& h) {
+    auto res = http.Post(route, h, body, "application/json");
+    REQUIRE(res);
+    return std::make_pair(res->status, res->body);
+  };
+  CHECK(vllm("/v1/load_lora_adapter", R"({"lora_name": "v", "lora_path": "llama-lora-qv"})", {})
+            .first == 401);
+  CHECK(vllm("/v1/load_lora_adapter", R"({"lora_name": "v"})", admin).first == 400);
+  CHECK(vllm("/v1/load_lora_adapter",
+             R"({"lora_name": "v", "lora_path": "llama-lora-qv", "load_inplace": true})", admin)
+            .first == 400);
+  CHECK(
+      vllm("/v1/load_lora_adapter", R"({"lora_name": "v", "lora_path": "llama-lora-qv"})", admin) ==
+      std::make_pair(200, std::string("Success: LoRA adapter 'v' added successfully.")));
+  CHECK(vllm("/v1/load_lora_adapter", R"({"lora_name": "v", "lora_path": "llama-lora-qv"})", admin)
+            .first == 409);
+  CHECK(greedy("v", qv_ref) == qv_ref["prompts"][1]["greedy"].get<std::vector<int32_t>>());
+  CHECK(vllm("/v1/unload_lora_adapter", R"({"lora_name": "v"})", admin) ==
+        std::make_pair(200, std::string("Success: LoRA adapter 'v' removed successfully.")));
+  CHECK(vllm("/v1/unload_lora_adapter", R"({"lora_name": "v"})", admin).first == 404);
+  CHECK(vllm("/v1/unload_lora_adapter", R"({})", admin).first == 400);
+
   auto del = http.Delete("/v1/adapters/all", admin);
   REQUIRE(del);
   CHECK(del->status == 200);
