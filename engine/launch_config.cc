@@ -88,6 +88,46 @@ absl::StatusOr<std::vector<std::string>> ReadOrigins(const YAML::Node& n, const 
   return out;
 }
 
+// One entry of lora.adapters: "name=path", or a map of name, path and pin (and vLLM's
+// base_model_name, ignored).
+absl::StatusOr<StartupAdapter> ReadAdapter(const YAML::Node& n, const std::string& key) {
+  StartupAdapter a;
+  if (n.IsScalar()) {
+    const std::string& text = n.Scalar();
+    const size_t eq = text.find('=');
+    if (eq == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, ": '", text, "' is not name=path nor {name, path}"));
+    }
+    a.name = text.substr(0, eq);
+    a.path = text.substr(eq + 1);
+  } else if (n.IsMap()) {
+    for (const auto& kv : n) {
+      const std::string field = kv.first.as<std::string>();
+      const std::string at = absl::StrCat(key, ".", field);
+      if (field == "name") {
+        ASSIGN_OR_RETURN(a.name, ReadString(kv.second, at));
+      } else if (field == "path") {
+        ASSIGN_OR_RETURN(a.path, ReadString(kv.second, at));
+      } else if (field == "pin") {
+        bool pin = false;
+        if (!kv.second.IsScalar() || !YAML::convert<bool>::decode(kv.second, pin)) {
+          return absl::InvalidArgumentError(absl::StrCat(at, ": expected true or false"));
+        }
+        a.pin = pin;
+      } else if (field != "base_model_name") {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ": unknown key (expected name, path, pin)"));
+      }
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": expected name=path or {name, path}"));
+  }
+  if (a.name.empty()) return absl::InvalidArgumentError(absl::StrCat(key, ": name is empty"));
+  if (a.path.empty()) return absl::InvalidArgumentError(absl::StrCat(key, ": path is empty"));
+  return a;
+}
+
 absl::StatusOr<bool> ReadBool(const YAML::Node& n, const std::string& key) {
   bool v = false;
   if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) {
@@ -199,6 +239,19 @@ const std::map<std::string, Setter>& Schema() {
       {"lora.host_bytes",
        [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
          ASSIGN_OR_RETURN(c.lora.host_bytes, ReadInt(n, k, 1, int64_t{1} << 50));
+         return absl::OkStatus();
+       }},
+      {"lora.adapters",
+       [](const YAML::Node& n, const std::string& k, LaunchConfig& c) -> absl::Status {
+         if (!n.IsSequence()) {
+           return absl::InvalidArgumentError(
+               absl::StrCat(k, ": expected a list of {name, path} or name=path"));
+         }
+         c.lora.adapters.clear();
+         for (size_t i = 0; i < n.size(); ++i) {
+           ASSIGN_OR_RETURN(StartupAdapter a, ReadAdapter(n[i], absl::StrCat(k, "[", i, "]")));
+           c.lora.adapters.push_back(std::move(a));
+         }
          return absl::OkStatus();
        }},
       {"server.admin_key",
@@ -354,7 +407,41 @@ absl::StatusOr<LaunchConfig> ParseLaunchConfig(const std::string& yaml_text,
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", e.what()));
   }
+  if (auto s = CheckStartupAdapters(config); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", s.message()));
+  }
   return config;
+}
+
+absl::StatusOr<StartupAdapter> ParseLoraModule(const std::string& text) {
+  YAML::Node n(text);  // "name=path", verbatim (a path may hold ": ")
+  if (!text.empty() && text[0] == '{') {
+    try {
+      n = YAML::Load(text);  // JSON is YAML
+    } catch (const YAML::Exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat("--lora-modules '", text, "': ", e.what()));
+    }
+  }
+  return ReadAdapter(n, absl::StrCat("--lora-modules '", text, "'"));
+}
+
+absl::Status CheckStartupAdapters(const LaunchConfig& c) {
+  std::set<std::string> names;
+  for (size_t i = 0; i < c.lora.adapters.size(); ++i) {
+    const StartupAdapter& a = c.lora.adapters[i];
+    const std::string at = absl::StrCat("lora.adapters[", i, "] (", a.name, ")");
+    if (!names.insert(a.name).second) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ": the name is used twice"));
+    }
+    if (a.name == c.model.served_model_name) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ": that is the base model's name"));
+    }
+    if (c.server.adapter_root.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(at, ": set server.adapter_root, the directory adapters resolve under"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string LaunchConfigToYaml(const LaunchConfig& c) {
@@ -384,6 +471,13 @@ std::string LaunchConfigToYaml(const LaunchConfig& c) {
   out << YAML::EndMap;
   out << YAML::Key << "lora" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "host_bytes" << YAML::Value << c.lora.host_bytes;
+  out << YAML::Key << "adapters" << YAML::Value << YAML::BeginSeq;
+  for (const StartupAdapter& a : c.lora.adapters) {
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << a.name << YAML::Key
+        << "path" << YAML::Value << a.path << YAML::Key << "pin" << YAML::Value << a.pin
+        << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
   out << YAML::EndMap;
   out << YAML::Key << "server" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "host" << YAML::Value << c.server.host;

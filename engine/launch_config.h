@@ -35,11 +35,21 @@ struct EngineSection {
   bool deterministic = false;           // batch-invariant results (fixed GEMM algorithms)
 };
 
+// An adapter registered at start-up, as POST /v1/adapters would register it.
+struct StartupAdapter {
+  std::string name;
+  std::string path;  // a PEFT directory under server.adapter_root
+  bool pin = false;  // kept in pool pages from start-up on
+};
+
 // LoRA adapters (engine/lora/adapter_store.h).
 struct LoraSection {
   // Bytes of host memory (page-locked on CUDA) for the adapters' packed copies; past it the
   // least recently used copies are dropped and reread from disk when next needed.
   int64_t host_bytes = int64_t(8) << 30;
+  // Registered before the server answers (vLLM's --lora-modules): a list of {name, path, pin}
+  // or of "name=path"; a bad one stops start-up, naming it.
+  std::vector<StartupAdapter> adapters;
 };
 
 struct ServerSection {
@@ -80,6 +90,14 @@ absl::StatusOr<LaunchConfig> ParseLaunchConfig(const std::string& yaml_text,
                                                const std::vector<std::string>& overrides = {});
 
 // The effective config as YAML, logged at start-up and returned by ServerInfo.
+// One adapter as `arbor serve --lora-modules` takes it, vLLM's two forms: "name=path" or
+// {"name": ..., "path": ...} (JSON; "base_model_name" is accepted and ignored, "pin" read).
+absl::StatusOr<StartupAdapter> ParseLoraModule(const std::string& text);
+
+// lora.adapters against the rest of the config: names unique and not the served model's,
+// server.adapter_root set (adapters resolve under it). Errors name the entry.
+absl::Status CheckStartupAdapters(const LaunchConfig& config);
+
 std::string LaunchConfigToYaml(const LaunchConfig& config);
 
 }  // namespace arbor::engine

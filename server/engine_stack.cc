@@ -70,6 +70,14 @@ absl::StatusOr<std::unique_ptr<EngineStack>> BuildEngineStack(
   stack->adapters = std::make_unique<engine::AdapterStore>(stack->engine->pool(), *stack->backend,
                                                            stack->model->spec(), adapter_options);
   stack->engine->SetAdapterStore(stack->adapters.get());
+  for (size_t i = 0; i < config.lora.adapters.size(); ++i) {
+    const engine::StartupAdapter& a = config.lora.adapters[i];
+    if (auto info = stack->adapters->Register(a.name, a.path, a.pin); !info.ok()) {
+      return absl::Status(info.status().code(),
+                          absl::StrCat("lora.adapters[", i, "] (", a.name, " = ", a.path,
+                                       "): ", info.status().message()));
+    }
+  }
   return stack;
 }
 

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "configs/embedded_default.h"
 
 namespace arbor::server {
@@ -19,6 +20,14 @@ absl::StatusOr<bool> TakeLaunchArg(const std::vector<std::string>& args, size_t*
       {"--log-level", "log_level"},
   };
   const std::string& arg = args[*i];
+  if (arg == "--lora-modules") {
+    const size_t first = *i + 1;
+    while (*i + 1 < args.size() && args[*i + 1].rfind("--", 0) != 0) {
+      out->lora_modules.push_back(args[++*i]);
+    }
+    if (*i + 1 == first) return absl::InvalidArgumentError(arg + " needs name=path values");
+    return true;
+  }
   const char* key = nullptr;
   if (arg != "--config" && arg != "--set") {
     for (const auto& [flag, k] : kShortcuts) {
@@ -53,7 +62,16 @@ absl::StatusOr<engine::LaunchConfig> LoadLaunchConfig(const LaunchArgs& args, st
     from = args.config_path;
   }
   if (source != nullptr) *source = from;
-  return engine::ParseLaunchConfig(yaml, from, args.overrides);
+  ASSIGN_OR_RETURN(engine::LaunchConfig config,
+                   engine::ParseLaunchConfig(yaml, from, args.overrides));
+  for (const std::string& m : args.lora_modules) {
+    ASSIGN_OR_RETURN(engine::StartupAdapter a, engine::ParseLoraModule(m));
+    config.lora.adapters.push_back(std::move(a));
+  }
+  if (auto s = engine::CheckStartupAdapters(config); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--lora-modules: ", s.message()));
+  }
+  return config;
 }
 
 }  // namespace arbor::server

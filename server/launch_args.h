@@ -1,5 +1,6 @@
 // The launch-config options that `arbor serve` and `arbor eval` share: --config FILE,
-// --set KEY=VALUE and the shortcuts (--host, --port, --grpc-port, --device, --log-level).
+// --set KEY=VALUE, the shortcuts (--host, --port, --grpc-port, --device, --log-level) and
+// --lora-modules NAME=PATH... (one or more values, up to the next option).
 #ifndef ARBOR_SERVER_LAUNCH_ARGS_H_
 #define ARBOR_SERVER_LAUNCH_ARGS_H_
 
@@ -14,10 +15,13 @@ namespace arbor::server {
 struct LaunchArgs {
   std::string config_path;             // empty: the embedded configs/tiny.yaml
   std::vector<std::string> overrides;  // "dotted.key=value", applied in order
+  // --lora-modules name=path ... (vLLM's flag; or its JSON form): added to lora.adapters.
+  std::vector<std::string> lora_modules;
 };
 
-// When args[*i] is one of the options above, takes it and its value (advancing *i past the
-// value) and returns true; false leaves *i alone. A missing value is InvalidArgument.
+// When args[*i] is one of the options above, takes it and its value (or values: --lora-modules)
+// (advancing *i past the last) and returns true; false leaves *i alone. A missing value is
+// InvalidArgument.
 absl::StatusOr<bool> TakeLaunchArg(const std::vector<std::string>& args, size_t* i,
                                    LaunchArgs* out);
 

@@ -39,6 +39,8 @@ default config (configs/tiny.yaml). Every config key can be overridden:
   --grpc-port N       = --set server.grpc_port=N   (0 picks a free port)
   --device D          = --set device=D             (auto | cpu | cuda)
   --log-level L       = --set log_level=L          (trace | debug | info | warn | error | off)
+  --lora-modules NAME=PATH ...   adapters registered at start-up (vLLM's flag; also its JSON
+                      form '{"name": ..., "path": ...}'); paths under server.adapter_root
   --print-config      print the effective config and exit
 SIGTERM or SIGINT: stop accepting, drain in-flight requests for server.drain_timeout_s, exit 0.
 )";

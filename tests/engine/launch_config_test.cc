@@ -63,8 +63,8 @@ TEST_CASE("the GPU runner's keys: engine.cuda_graphs and engine.deterministic", 
   REQUIRE(d.ok());
   CHECK(d->engine.cuda_graphs);  // on by default; deterministic mode off (it costs speed)
   CHECK_FALSE(d->engine.deterministic);
-  auto c = ParseLaunchConfig("engine:\n  cuda_graphs: false\n", "a.yaml",
-                             {"engine.deterministic=true"});
+  auto c =
+      ParseLaunchConfig("engine:\n  cuda_graphs: false\n", "a.yaml", {"engine.deterministic=true"});
   REQUIRE(c.ok());
   CHECK_FALSE(c->engine.cuda_graphs);
   CHECK(c->engine.deterministic);
@@ -91,6 +91,58 @@ TEST_CASE("lora.host_bytes: 8 GiB by default, at least 1, kept through YAML", "[
   }
 }
 
+TEST_CASE("lora.adapters: start-up adapters as maps or name=path, checked", "[config]") {
+  auto c = ParseLaunchConfig(
+      "server:\n  adapter_root: adapters\nlora:\n  adapters:\n"
+      "    - {name: kjv, path: kjv-r8, pin: true}\n    - jargon=jargon-r64\n"
+      "    - {name: v, path: 'a: b', base_model_name: whatever}\n",
+      "a.yaml");
+  INFO(c.status().ToString());
+  REQUIRE(c.ok());
+  REQUIRE(c->lora.adapters.size() == 3);
+  CHECK((c->lora.adapters[0].name == "kjv" && c->lora.adapters[0].path == "kjv-r8" &&
+         c->lora.adapters[0].pin));
+  CHECK((c->lora.adapters[1].name == "jargon" && c->lora.adapters[1].path == "jargon-r64" &&
+         !c->lora.adapters[1].pin));
+  CHECK(c->lora.adapters[2].path == "a: b");
+  auto again = ParseLaunchConfig(LaunchConfigToYaml(*c), "effective");
+  REQUIRE(again.ok());
+  REQUIRE(again->lora.adapters.size() == 3);
+  CHECK((again->lora.adapters[0].pin && again->lora.adapters[2].path == "a: b"));
+  const std::string root = "server.adapter_root=adapters";
+  for (const auto& [override, says] : std::vector<std::pair<std::string, std::string>>{
+           {"lora.adapters=[a=x, a=y]", "lora.adapters[1] (a): the name is used twice"},
+           {"lora.adapters=[tiny=x]", "that is the base model's name"},
+           {"lora.adapters=[nopath]", "lora.adapters[0]: 'nopath' is not name=path"},
+           {"lora.adapters=[{name: a}]", "lora.adapters[0]: path is empty"},
+           {"lora.adapters=[{name: a, path: b, colour: red}]", "lora.adapters[0].colour"},
+           {"lora.adapters=[{name: a, path: b, pin: maybe}]", "lora.adapters[0].pin"},
+           {"lora.adapters=a=b", "expected a list"}}) {
+    INFO(override);
+    auto e = ParseLaunchConfig("model:\n  served_model_name: tiny\n", "a.yaml", {root, override});
+    REQUIRE_FALSE(e.ok());
+    CHECK_THAT(std::string(e.status().message()), Catch::Contains(says));
+  }
+  auto no_root = ParseLaunchConfig("", "a.yaml", {"lora.adapters=[a=b]"});
+  REQUIRE_FALSE(no_root.ok());
+  CHECK_THAT(std::string(no_root.status().message()), Catch::Contains("server.adapter_root"));
+}
+
+TEST_CASE("--lora-modules values: vLLM's name=path and JSON forms", "[config]") {
+  auto plain = ParseLoraModule("sql=/srv/adapters/sql: v2");
+  REQUIRE(plain.ok());
+  CHECK((plain->name == "sql" && plain->path == "/srv/adapters/sql: v2" && !plain->pin));
+  auto js = ParseLoraModule(R"({"name": "sql", "path": "sql-lora", "base_model_name": "m"})");
+  REQUIRE(js.ok());
+  CHECK((js->name == "sql" && js->path == "sql-lora"));
+  for (const char* bad : {"sql", "=path", "sql=", R"({"name": "sql"})", R"({"name": )"}) {
+    INFO(bad);
+    auto e = ParseLoraModule(bad);
+    REQUIRE_FALSE(e.ok());
+    CHECK_THAT(std::string(e.status().message()), Catch::Contains("--lora-modules"));
+  }
+}
+
 TEST_CASE("engine.max_lora_rank: 64 by default, up to the LoRA op's 128", "[config]") {
   auto d = ParseLaunchConfig("", "empty.yaml");
   REQUIRE(d.ok());
@@ -99,8 +151,8 @@ TEST_CASE("engine.max_lora_rank: 64 by default, up to the LoRA op's 128", "[conf
   REQUIRE(c.ok());
   CHECK(c->engine.max_lora_rank == 128);
   // Above 128 an adapter would register, then fail every forward pass that used it.
-  for (const char* bad : {"engine.max_lora_rank=129", "engine.max_lora_rank=1024",
-                          "engine.max_lora_rank=0"}) {
+  for (const char* bad :
+       {"engine.max_lora_rank=129", "engine.max_lora_rank=1024", "engine.max_lora_rank=0"}) {
     auto e = ParseLaunchConfig("", "a.yaml", {bad});
     CHECK_FALSE(e.ok());
     CHECK_THAT(std::string(e.status().message()), Catch::Contains("engine.max_lora_rank"));

@@ -66,6 +66,32 @@ rc=$?
 check "SIGTERM exits 0" [ "$rc" -eq 0 ]
 check "log shows drain" grep -q 'draining' "$log"
 
+# Adapters registered at start-up (vLLM's --lora-modules, both forms) are served by name; a bad one
+# stops start-up naming it.
+port3=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log3=$(mktemp)
+"$ARBOR" serve --port "$port3" --grpc-port 0 --device cpu --set model.path=tests/data/models/llama \
+  --set server.adapter_root=tests/data/adapters \
+  --lora-modules all=llama-lora-all '{"name": "qv", "path": "llama-lora-qv"}' >"$log3" 2>&1 &
+pid3=$!
+ready=0
+for _ in $(seq 1 100); do
+  if curl -sf "http://127.0.0.1:$port3/health" >/dev/null; then ready=1; break; fi
+  sleep 0.1
+done
+check "server with --lora-modules becomes healthy" [ "$ready" -eq 1 ]
+check "/v1/models lists the start-up adapters" bash -c \
+  "curl -sf http://127.0.0.1:$port3/v1/models | grep -q '\"id\":\"all\"' && curl -sf http://127.0.0.1:$port3/v1/models | grep -q '\"id\":\"qv\"'"
+check "a start-up adapter serves a completion" bash -c \
+  "curl -sf http://127.0.0.1:$port3/v1/completions -H 'Content-Type: application/json' -d '{\"model\": \"qv\", \"prompt\": [1, 5, 9], \"max_tokens\": 4}' | grep -q '\"model\":\"qv\"'"
+kill -TERM "$pid3"
+wait "$pid3"
+check "a missing start-up adapter stops start-up naming it" bash -c \
+  "'$ARBOR' serve --port 0 --grpc-port 0 --device cpu --set model.path=tests/data/models/llama --set server.adapter_root=tests/data/adapters --lora-modules all=llama-lora-all gone=nope 2>&1 | grep -q 'lora.adapters\[1\] (gone = nope)'"
+check "--lora-modules without an adapter root is refused" bash -c \
+  "'$ARBOR' serve --device cpu --lora-modules all=llama-lora-all 2>&1 | grep -q 'server.adapter_root'"
+rm -f "$log3"
+
 # /health is 503 while the model loads (a 470 MB dummy model takes a moment), then 200.
 port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log2=$(mktemp)
