@@ -14,6 +14,7 @@
 #include "engine/model/model.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/model/lora_setup.h"
 
 namespace arbor::engine {
 namespace {
@@ -21,25 +22,12 @@ namespace {
 namespace fs = std::filesystem;
 const char* kRoot = "tests/data/adapters";
 
-struct Setup {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<memory::UnifiedPool> pool;
-  std::unique_ptr<AdapterStore> store;
-  // Pages of `page_tokens` KV tokens (16: 8 KiB, which the adapters' matrices straddle now and
-  // then; 1: 512 bytes, which every matrix spans).
+// The llama fixture with pages of `page_tokens` KV tokens (16: 8 KiB, which the adapters'
+// matrices straddle now and then; 1: 512 bytes, which every matrix spans).
+struct Setup : testing::LoraSetup {
   explicit Setup(kernels::Backend& be, const std::string& root = kRoot, int64_t page_tokens = 16,
-                 int64_t pages = 64) {
-    auto m = Model::Load("tests/data/models/llama", be);
-    REQUIRE(m.ok());
-    model = std::move(*m);
-    auto p = memory::UnifiedPool::Create(be, model->KvPageBytes(page_tokens), pages);
-    REQUIRE(p.ok());
-    pool = std::move(*p);
-    AdapterStoreOptions options;
-    options.root = root;
-    options.max_rank = 16;
-    store = std::make_unique<AdapterStore>(*pool, be, model->spec(), options);
-  }
+                 int64_t pages = 64)
+      : LoraSetup(be, "tests/data/models/llama", root, page_tokens, pages) {}
 };
 
 int32_t Argmax(const float* row, int64_t n) {

@@ -20,6 +20,7 @@
 #include "engine/model/model.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/checkpoint/safetensors_writer.h"
+#include "tests/model/lora_setup.h"
 
 namespace arbor::engine {
 namespace {
@@ -177,23 +178,12 @@ fs::path WriteVariant(const fs::path& root, const std::string& name,
 }
 
 // The llama fixture on the CPU with an adapter store over `root` (64 pages of 16 tokens).
-struct Llama {
-  kernels::CpuBackend cpu;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<memory::UnifiedPool> pool;
-  std::unique_ptr<AdapterStore> store;
-  explicit Llama(const fs::path& root) {
-    auto m = Model::Load("tests/data/models/llama", cpu);
-    REQUIRE(m.ok());
-    model = std::move(*m);
-    auto p = memory::UnifiedPool::Create(cpu, model->KvPageBytes(16), 64);
-    REQUIRE(p.ok());
-    pool = std::move(*p);
-    AdapterStoreOptions options;
-    options.root = root.string();
-    options.max_rank = 16;
-    store = std::make_unique<AdapterStore>(*pool, cpu, model->spec(), options);
-  }
+struct CpuBackendHolder {
+  kernels::CpuBackend cpu;  // a base, so that it is built before LoraSetup uses it
+};
+struct Llama : CpuBackendHolder, testing::LoraSetup {
+  explicit Llama(const fs::path& root)
+      : LoraSetup(cpu, "tests/data/models/llama", root.string(), 16, 64) {}
 };
 
 bool Layer1QV(const std::string& n) {
