@@ -34,6 +34,8 @@
 //     LoraShrinkSplits(n) parts, reduced in a fixed order); every other adapter token of the
 //     call runs per token as in kPerToken. Otherwise (f32, unaligned rows) SIMT tiles of
 //     kLoraTileTokens tokens.
+// A call with expert rows (LoraArgs) runs per token on CUDA whatever its schedule: each row looks
+// up its slot and its expert in device memory, so the launch keeps the shape given above.
 //
 // Plain header: usable from .cu files.
 #ifndef ARBOR_KERNELS_LORA_H_
@@ -55,10 +57,15 @@ constexpr int64_t kLoraMmaTileTokens = 64;   // tensor-core segment tiles
 // per-token kernels spread those reads over a CTA per (token, rows) instead.
 constexpr int64_t kLoraMmaMinRun = 16;
 constexpr int64_t kLoraDirectoryEntryBytes = 16;  // (A offset, B offset) per matrix id
-// What CUDA answers (Unimplemented) to a call with expert rows, and what the engine answers to an
-// adapter on MoE experts on a CUDA backend.
+// Whether the engine lets adapters on MoE experts reach a CUDA model. Both backends' Lora run
+// expert rows, but CUDA's kernel has not yet run on a GPU: flip to true once
+// tests/kernels:lora_op_test's expert [gpu] cases pass on the GPU host (and
+// tests/model:moe_lora_test's [gpu] cases, which then register such adapters on CUDA).
+inline constexpr bool kLoraExpertsOnCuda = false;
+// What AdapterStore answers (Unimplemented) to an adapter on MoE experts on a CUDA backend while
+// kLoraExpertsOnCuda is false.
 inline constexpr char kLoraExpertsCpuOnly[] =
-    "LoRA on MoE experts is CPU-only until the CUDA kernel lands";
+    "LoRA on MoE experts is CPU-only until its CUDA kernel is enabled";
 
 // The adapters of a call (its slots) and where their pages are.
 struct LoraWeights {
@@ -92,11 +99,12 @@ struct LoraArgs {
                             // v [n, num_targets * max_rank], then partial sums (CUDA; the CPU
                             // ignores it)
   LoraSchedule schedule = LoraSchedule::kPerToken;
-  // Expert rows (MoE; the CPU backend only until the CUDA kernel lands: CUDA refuses a call that
-  // sets expert_offsets). x's rows are (token, expert) pairs grouped by expert, as MoePermute
-  // lays them out: row r belongs to expert e where expert_offsets[e] <= r < expert_offsets[e + 1],
-  // runs under slot token_slot[row_token[r]] (token_slot is then indexed by token, not by row),
-  // and target g reads matrix targets[g].matrix + e * expert_matrix_stride. Rows outside
+  // Expert rows (MoE; both backends run them, but the engine gives a CUDA model adapters on
+  // experts only once kLoraExpertsOnCuda is true). x's rows are (token, expert) pairs grouped by
+  // expert, as MoePermute lays them out: row r belongs to expert e where
+  // expert_offsets[e] <= r < expert_offsets[e + 1], runs under slot token_slot[row_token[r]]
+  // (token_slot is then indexed by token, not by row), and target g reads matrix
+  // targets[g].matrix + e * expert_matrix_stride. Rows outside
   // [expert_offsets[0], expert_offsets[num_experts]) are left untouched.
   const int32_t* expert_offsets = nullptr;  // [num_experts + 1]; null: every row is a token
   const int32_t* row_token = nullptr;       // [n]: the token of each row

@@ -380,7 +380,10 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
   // Opened (mapped and checked), then packed straight from the mapping into the host copy, all
   // without the lock: registrations from several threads read, pack and hash in parallel.
   ASSIGN_OR_RETURN(PeftAdapter host, OpenPeftAdapter(real, st.spec, st.options.max_rank));
-  if (!host.experts.empty() && st.backend.kind() != kernels::DeviceKind::kCpu) {
+  // CUDA's Lora runs expert rows, but until a GPU has run its tests (kernels/lora.h:
+  // kLoraExpertsOnCuda) such adapters stay on the CPU.
+  if (!kernels::kLoraExpertsOnCuda && !host.experts.empty() &&
+      st.backend.kind() != kernels::DeviceKind::kCpu) {
     for (const auto& layer : host.experts) {
       for (const auto& expert : layer) {
         for (const auto& ab : expert) {

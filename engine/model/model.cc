@@ -808,8 +808,8 @@ absl::Status Model::Mlp(const LayerWeights& L, const Activations& a, const LoraP
 // and launch shapes that depend on n only, not on the routing (engine/model/moe_layer.h). Its
 // buffers were reserved with the workspace (Reserve), so a pass allocates nothing.
 // Adapters on the experts apply on the pair rows (MoeLayerLora): each row under its token's slot
-// and its expert's matrices (LoraExpertMatrixId), on the CPU backend only for now (CUDA's Lora
-// answers Unimplemented; AdapterStore refuses such adapters there first).
+// and its expert's matrices (LoraExpertMatrixId). Both backends run them; AdapterStore gives a
+// CUDA model such adapters only once kernels::kLoraExpertsOnCuda is true.
 absl::Status Model::Moe(const LayerWeights& L, const Activations& a, const LoraPass& lora,
                         int64_t layer) {
   const MoeLayerShape shape = MoeShape();

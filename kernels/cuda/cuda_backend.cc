@@ -267,7 +267,6 @@ class CudaBackend final : public Backend {
   }
   absl::Status Lora(const LoraArgs& a, Stream& s) override {
     if (auto st = ValidateLora(a); !st.ok()) return st;
-    if (a.expert_offsets != nullptr) return absl::UnimplementedError(kLoraExpertsCpuOnly);
     if (deterministic_ && a.schedule != LoraSchedule::kPerToken) {
       // The schedule depends on the batch; per token, a row's sums do not.
       LoraArgs per_token = a;

@@ -11,6 +11,9 @@
 // warp per A row dotting it with x[t] in 16-byte vectors where the row size allows (fp32
 // accumulation, shuffle reduction); expand, a CTA per (token, 256 output columns), a thread per
 // column dotting v[t] (shared memory) with the column's B row.
+// Expert rows (MoE) always run per token, whatever the schedule: a row finds its slot (its
+// token's) and its expert (a binary search of expert_offsets) in device memory (RowAdapter), so
+// the launch is still shaped by n, the targets and max_rank alone.
 // kSegments (prefill): tiles of kLoraTileTokens tokens x 32 rows (shrink) or x 64 columns of one
 // target (expand). Within a tile, each run of tokens of one slot (a chunk's segment) loads A or
 // B in 32-wide K slices to shared memory once for all its tokens; each thread accumulates 4
@@ -103,16 +106,44 @@ __device__ __forceinline__ float* ShrinkRow(const LoraArgs& a, int64_t t, int g)
   return a.shrink + (t * a.num_targets + g) * a.max_rank;
 }
 
-// Warp: row q of [targets x max_rank] of token t's v.
+// Whose adapter row t of x runs under: the slot (-1: none, the row is left alone) and what to
+// add to each target's matrix id.
+struct RowAdapter {
+  int32_t slot;
+  int64_t matrix_shift;
+};
+
+// A token row: its own slot. An expert row (kernels/lora.h): its token's slot and its expert's
+// e * expert_matrix_stride, where e is the last expert whose rows begin at or before t (experts
+// without rows share their offset with the next one, which owns the row), as the CPU's forward
+// scan finds it; a row outside [expert_offsets[0], expert_offsets[num_experts]) has none.
+__device__ __forceinline__ RowAdapter AdapterOfRow(const LoraArgs& a, int64_t t) {
+  if (a.expert_offsets == nullptr) return {a.token_slot[t], 0};
+  const int32_t* offsets = a.expert_offsets;
+  if (t < offsets[0] || t >= offsets[a.num_experts]) return {-1, 0};
+  int64_t lo = 0, hi = a.num_experts - 1;  // offsets[lo] <= t
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (offsets[mid] <= t) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return {a.token_slot[a.row_token[t]], lo * a.expert_matrix_stride};
+}
+
+// Warp: row q of [targets x max_rank] of token (or expert row) t's v.
 template <DType D, bool kVec>
 __device__ __forceinline__ void ShrinkToken(const LoraArgs& a, int64_t t, int64_t q, int lane) {
-  const int32_t slot = a.token_slot[t];
+  const RowAdapter ad = AdapterOfRow(a, t);
+  const int32_t slot = ad.slot;
   if (slot < 0) return;
   const int32_t rank = LoraRank(a.w, slot, a.max_rank);
   const int g = int(q / a.max_rank);
   const int64_t j = q % a.max_rank;
   if (g >= a.num_targets || j >= rank) return;  // whole warps
-  const int64_t a_off = LoraMatrixOffset(a.w, slot, a.targets[g].matrix, 0);
+  const int64_t a_off = LoraMatrixOffset(a.w, slot, a.targets[g].matrix + ad.matrix_shift, 0);
   if (a_off < 0) return;
   const int64_t in = a.x.cols;
   const char* x = static_cast<const char*>(a.x.data) + a.x.At(t, 0) * kBytes<D>;
@@ -144,16 +175,18 @@ __device__ __forceinline__ int TargetOf(const LoraArgs& a, int64_t* c) {
   return g;
 }
 
-// The CTA: token t's columns blockIdx.y * kThreads + threadIdx.x (targets one after another).
+// The CTA: token (or expert row) t's columns blockIdx.y * kThreads + threadIdx.x (targets one
+// after another). Every thread finds the same slot, so the early returns are the whole CTA's.
 template <DType D>
 __device__ __forceinline__ void ExpandToken(const LoraArgs& a, int64_t t, float* v,
                                             int64_t* b_off) {
-  const int32_t slot = a.token_slot[t];
+  const RowAdapter ad = AdapterOfRow(a, t);
+  const int32_t slot = ad.slot;
   if (slot < 0) return;
   const int32_t rank = LoraRank(a.w, slot, a.max_rank);
   if (rank == 0) return;
   if (threadIdx.x < a.num_targets) {
-    const int64_t m = a.targets[threadIdx.x].matrix;
+    const int64_t m = a.targets[threadIdx.x].matrix + ad.matrix_shift;
     const bool has = LoraMatrixOffset(a.w, slot, m, 0) >= 0;
     b_off[threadIdx.x] = has ? LoraMatrixOffset(a.w, slot, m, 1) : -1;
   }
@@ -419,16 +452,18 @@ cudaError_t LaunchLora(const LoraArgs& a, cudaStream_t s) {
     col_tiles += CeilDiv(a.targets[g].out_features, kTileCols);
     mma_col_tiles += CeilDiv(a.targets[g].out_features, lora_mma::kN);
   }
+  // Expert rows run per token: the segment kernels take a row's slot from token_slot[row].
+  const LoraSchedule schedule = a.expert_offsets != nullptr ? LoraSchedule::kPerToken : a.schedule;
   return WithFloatType(a.x.dtype, [&](auto tag) -> cudaError_t {
     constexpr DType D = decltype(tag)::value;
     if constexpr (D != DType::kF32) {
       // Tensor-core tiles need x's rows 16-byte aligned (cp.async pieces).
-      if (a.schedule == LoraSchedule::kSegments && a.x.cols % 8 == 0 && a.x.stride % 8 == 0 &&
+      if (schedule == LoraSchedule::kSegments && a.x.cols % 8 == 0 && a.x.stride % 8 == 0 &&
           Aligned16(a.x.data)) {
         return LaunchSegmentsMma<D>(a, mma_col_tiles, out_cols, s);
       }
     }
-    if (a.schedule == LoraSchedule::kSegments) {
+    if (schedule == LoraSchedule::kSegments) {
       const unsigned tiles = unsigned(CeilDiv(n, kTileTokens));
       ShrinkSegmentsKernel<D>
           <<<dim3(tiles, unsigned(CeilDiv(shrink_rows, kTileRows))), kThreads, 0, s>>>(a);

@@ -7,6 +7,11 @@
 // Everywhere: base-only rows, rows of slots without the target, and columns between and beside
 // the targets unchanged bit for bit, the stride's padding still NaN; a NaN never passes. On a
 // GPU, prefill-shaped batches that reach the tensor-core segment path, run twice for equal bits.
+// Expert rows (MoE pairs grouped by expert): the same checks, on the CPU against the naive
+// computation and on a GPU for CUDA against it too, in both schedules (the same bits: expert
+// rows run per token), with experts that get no row (the first and the last expert among them),
+// slots of -1, adapters of ranks 8-128 lacking some experts' matrices, and rows before and after
+// the experts' range whose token has an adapter, which must stay untouched.
 #include "kernels/lora.h"
 
 #include <algorithm>
@@ -30,7 +35,7 @@ using kernels::Backend;
 using kernels::DType;
 using kernels::LoraSchedule;
 
-constexpr int64_t kMatrices = 5;  // directory entries per adapter
+constexpr int64_t kMatrices = 5;  // directory entries per adapter (token rows)
 
 struct Case {
   int64_t in;
@@ -63,15 +68,23 @@ std::string Describe(const Case& c) {
 struct Adapter {
   int32_t rank;
   float scale;
-  std::vector<HostTensor> a, b;  // [kMatrices]
+  std::vector<HostTensor> a, b;  // [Inputs::num_matrices]
 };
 
 struct Inputs {
   HostTensor x, y;  // y: the base output the op adds into
   std::vector<int32_t> token_slot;
   std::vector<Adapter> adapters;
+  int64_t num_matrices = kMatrices;      // directory entries per adapter
   std::vector<int64_t> matrix, out_col;  // per target
   int64_t y_cols = 0;
+  // Per row of x: the slot it runs under (-1: none) and what its matrix ids add to the targets'
+  // (an expert row's e * expert_stride). Token rows: token_slot and 0.
+  std::vector<int32_t> row_slot;
+  std::vector<int64_t> row_shift;
+  // Expert rows (empty for token rows): offsets [experts + 1] and each row's token.
+  std::vector<int32_t> expert_offsets, row_token;
+  int64_t expert_stride = 0;
   // The pool: every adapter's stream in shuffled pages; bytes outside any stream are NaN.
   std::vector<uint8_t> pool;
   std::vector<int32_t> page_table, slot_pages, slot_rank;
@@ -79,43 +92,37 @@ struct Inputs {
   int32_t max_rank = 0;
 };
 
-Inputs Draw(std::mt19937_64& rng, const Case& c) {
-  Inputs in;
+// The targets' matrix ids (`ids`) and columns of y: a 3-column gap before each but the first,
+// two columns after the last.
+void LayOutTargets(const Case& c, const int64_t* ids, Inputs* in) {
+  for (size_t g = 0; g < c.outs.size(); ++g) {
+    in->matrix.push_back(ids[g]);
+    in->out_col.push_back(in->y_cols + (g > 0 ? 3 : 0));
+    in->y_cols = in->out_col.back() + c.outs[g];
+  }
+  in->y_cols += 2;
+}
+
+// Random A [rank, in] and B [out_g, rank] of target g at matrix id m of `ad`.
+void DrawMatrices(std::mt19937_64& rng, const Case& c, size_t g, int64_t m, Adapter* ad) {
+  const float as = 1.0f / std::sqrt(float(c.in)), bs = 1.0f / std::sqrt(float(ad->rank));
+  ad->a[size_t(m)] = RandomTensor(rng, c.dtype, ad->rank, c.in, -as, as);
+  ad->b[size_t(m)] = RandomTensor(rng, c.dtype, c.outs[g], ad->rank, -bs, bs);
+}
+
+// The adapters' streams into the pool, in shuffled pages of c.page_bytes.
+void Pack(std::mt19937_64& rng, const Case& c, Inputs* out) {
+  Inputs& in = *out;
   const DType dt = c.dtype;
   const int64_t elem = int64_t(kernels::DTypeSize(dt));
-  const int64_t num_targets = int64_t(c.outs.size());
-  // Targets read matrices 3, 1, 4 (not in id order), with a 3-column gap before each but the
-  // first.
-  const int64_t ids[] = {3, 1, 4};
-  for (int64_t g = 0; g < num_targets; ++g) {
-    in.matrix.push_back(ids[g]);
-    in.out_col.push_back(in.y_cols + (g > 0 ? 3 : 0));
-    in.y_cols = in.out_col.back() + c.outs[size_t(g)];
-  }
-  in.y_cols += 2;  // two columns after the last target
-  std::uniform_real_distribution<float> scale(0.25f, 2.0f);
-  std::bernoulli_distribution absent(0.15);
-  for (size_t s = 0; s < c.ranks.size(); ++s) {
-    Adapter ad{c.ranks[s], scale(rng), std::vector<HostTensor>(kMatrices),
-               std::vector<HostTensor>(kMatrices)};
-    for (int64_t g = 0; g < num_targets; ++g) {
-      if (s > 0 && absent(rng)) continue;  // this adapter does not adapt target g
-      const float as = 1.0f / std::sqrt(float(c.in)), bs = 1.0f / std::sqrt(float(ad.rank));
-      ad.a[size_t(in.matrix[size_t(g)])] = RandomTensor(rng, dt, ad.rank, c.in, -as, as);
-      ad.b[size_t(in.matrix[size_t(g)])] =
-          RandomTensor(rng, dt, c.outs[size_t(g)], ad.rank, -bs, bs);
-    }
-    in.max_rank = std::max(in.max_rank, ad.rank);
-    in.adapters.push_back(std::move(ad));
-  }
   // Streams: the directory, then the matrices at 16-byte aligned offsets, some 16 bytes apart.
   std::vector<std::vector<uint8_t>> streams;
   std::bernoulli_distribution gap(0.5);
   for (const Adapter& ad : in.adapters) {
-    std::vector<int64_t> dir(kMatrices * 2, -1);
-    int64_t used = kMatrices * kernels::kLoraDirectoryEntryBytes;
+    std::vector<int64_t> dir(size_t(in.num_matrices * 2), -1);
+    int64_t used = in.num_matrices * kernels::kLoraDirectoryEntryBytes;
     std::vector<uint8_t> bytes(static_cast<size_t>(used));
-    for (int64_t m = 0; m < kMatrices; ++m) {
+    for (int64_t m = 0; m < in.num_matrices; ++m) {
       for (int ab = 0; ab < 2; ++ab) {
         const HostTensor& t = ab == 0 ? ad.a[size_t(m)] : ad.b[size_t(m)];
         if (t.v.empty()) continue;
@@ -150,6 +157,27 @@ Inputs Draw(std::mt19937_64& rng, const Case& c) {
                   len);
     }
   }
+}
+
+Inputs Draw(std::mt19937_64& rng, const Case& c) {
+  Inputs in;
+  const DType dt = c.dtype;
+  // Targets read matrices 3, 1, 4 (not in id order).
+  const int64_t ids[] = {3, 1, 4};
+  LayOutTargets(c, ids, &in);
+  std::uniform_real_distribution<float> scale(0.25f, 2.0f);
+  std::bernoulli_distribution absent(0.15);
+  for (size_t s = 0; s < c.ranks.size(); ++s) {
+    Adapter ad{c.ranks[s], scale(rng), std::vector<HostTensor>(kMatrices),
+               std::vector<HostTensor>(kMatrices)};
+    for (size_t g = 0; g < c.outs.size(); ++g) {
+      if (s > 0 && absent(rng)) continue;  // this adapter does not adapt target g
+      DrawMatrices(rng, c, g, in.matrix[g], &ad);
+    }
+    in.max_rank = std::max(in.max_rank, ad.rank);
+    in.adapters.push_back(std::move(ad));
+  }
+  Pack(rng, c, &in);
   // Tokens: runs of one slot (or of base-only tokens) of 1 to 70 tokens.
   const int64_t lengths[] = {1, 1, 2, 5, 31, 32, 33, 70};
   std::uniform_int_distribution<size_t> length(0, std::size(lengths) - 1);
@@ -166,8 +194,93 @@ Inputs Draw(std::mt19937_64& rng, const Case& c) {
   }
   if (in.token_slot.size() % 2 == 0) in.token_slot.push_back(-1);  // odd n
   const int64_t n = int64_t(in.token_slot.size());
+  in.row_slot = in.token_slot;
+  in.row_shift.assign(size_t(n), 0);
   in.x = RandomTensor(rng, dt, n, c.in);
   in.y = RandomTensor(rng, dt, n, in.y_cols);
+  return in;
+}
+
+// Expert rows: `tokens` tokens (slots drawn from -1 and the adapters; token 0 has one), each
+// routed to top_k distinct experts outside `idle`, as MoePermute groups the pairs (by expert,
+// tokens ascending within one), after `before` rows and followed by `after` rows that lie
+// outside the experts' range (their token has an adapter: a kernel that took them would write).
+struct ExpertCase {
+  Case c;  // in, outs, dtype, page_bytes, ranks, pad (runs unused)
+  int64_t experts;
+  int64_t tokens;
+  int64_t top_k;
+  std::vector<int64_t> idle;  // experts no row is routed to
+  int64_t before = 0, after = 0;
+};
+
+std::string Describe(const ExpertCase& e) {
+  std::string s = Describe(e.c) + ", " + std::to_string(e.experts) + " experts (idle";
+  for (int64_t x : e.idle) s += " " + std::to_string(x);
+  return s + "), " + std::to_string(e.tokens) + " tokens, top " + std::to_string(e.top_k) +
+         ", rows outside " + std::to_string(e.before) + " + " + std::to_string(e.after);
+}
+
+// Expert matrix ids as the engine lays them out (engine/lora/adapter.h LoraExpertMatrixId):
+// after kMatrices ids of token rows (absent here), kExpertStride per expert, the targets at
+// offsets 2, 0, 1 of expert 0's (not in id order).
+constexpr int64_t kExpertStride = 3;
+
+Inputs DrawExperts(std::mt19937_64& rng, const ExpertCase& e) {
+  const Case& c = e.c;
+  Inputs in;
+  in.num_matrices = kMatrices + e.experts * kExpertStride;
+  in.expert_stride = kExpertStride;
+  const int64_t ids[] = {kMatrices + 2, kMatrices + 0, kMatrices + 1};
+  LayOutTargets(c, ids, &in);
+  std::uniform_real_distribution<float> scale(0.25f, 2.0f);
+  std::bernoulli_distribution absent(0.25);
+  for (size_t s = 0; s < c.ranks.size(); ++s) {
+    Adapter ad{c.ranks[s], scale(rng), std::vector<HostTensor>(size_t(in.num_matrices)),
+               std::vector<HostTensor>(size_t(in.num_matrices))};
+    for (int64_t x = 0; x < e.experts; ++x) {
+      for (size_t g = 0; g < c.outs.size(); ++g) {
+        // Adapter 0 adapts every expert's targets; the others lack some of them.
+        if (s > 0 && absent(rng)) continue;
+        DrawMatrices(rng, c, g, in.matrix[g] + x * kExpertStride, &ad);
+      }
+    }
+    in.max_rank = std::max(in.max_rank, ad.rank);
+    in.adapters.push_back(std::move(ad));
+  }
+  Pack(rng, c, &in);
+  std::uniform_int_distribution<int32_t> slot(-1, int32_t(c.ranks.size()) - 1);
+  for (int64_t t = 0; t < e.tokens; ++t) in.token_slot.push_back(t == 0 ? 0 : slot(rng));
+  std::vector<int64_t> routable;
+  for (int64_t x = 0; x < e.experts; ++x) {
+    if (std::find(e.idle.begin(), e.idle.end(), x) == e.idle.end()) routable.push_back(x);
+  }
+  REQUIRE(int64_t(routable.size()) >= e.top_k);
+  std::vector<std::vector<int32_t>> rows_of(size_t(e.experts));  // tokens, ascending
+  for (int64_t t = 0; t < e.tokens; ++t) {
+    std::vector<int64_t> pick = routable;
+    std::shuffle(pick.begin(), pick.end(), rng);
+    for (int64_t k = 0; k < e.top_k; ++k) rows_of[size_t(pick[size_t(k)])].push_back(int32_t(t));
+  }
+  auto outside = [&] {
+    in.row_token.push_back(0);
+    in.row_slot.push_back(-1);
+    in.row_shift.push_back(0);
+  };
+  for (int64_t r = 0; r < e.before; ++r) outside();
+  for (int64_t x = 0; x < e.experts; ++x) {
+    in.expert_offsets.push_back(int32_t(in.row_token.size()));
+    for (int32_t t : rows_of[size_t(x)]) {
+      in.row_token.push_back(t);
+      in.row_slot.push_back(in.token_slot[size_t(t)]);
+      in.row_shift.push_back(x * kExpertStride);
+    }
+  }
+  in.expert_offsets.push_back(int32_t(in.row_token.size()));
+  for (int64_t r = 0; r < e.after; ++r) outside();
+  const int64_t n = int64_t(in.row_token.size());
+  in.x = RandomTensor(rng, c.dtype, n, c.in);
+  in.y = RandomTensor(rng, c.dtype, n, in.y_cols);
   return in;
 }
 
@@ -187,12 +300,13 @@ Expected Naive(const Case& c, const Inputs& in) {
   Expected e{std::vector<double>(in.y.v.begin(), in.y.v.end()),
              std::vector<double>(in.y.v.size(), 0.0)};
   for (int64_t t = 0; t < n; ++t) {
-    const int32_t s = in.token_slot[size_t(t)];
+    const int32_t s = in.row_slot[size_t(t)];
     if (s < 0) continue;
     const Adapter& ad = in.adapters[size_t(s)];
     for (size_t g = 0; g < c.outs.size(); ++g) {
-      const HostTensor& a = ad.a[size_t(in.matrix[g])];
-      const HostTensor& b = ad.b[size_t(in.matrix[g])];
+      const int64_t m = in.matrix[g] + in.row_shift[size_t(t)];
+      const HostTensor& a = ad.a[size_t(m)];
+      const HostTensor& b = ad.b[size_t(m)];
       if (a.v.empty()) continue;
       std::vector<double> v(size_t(ad.rank)), v_mag(size_t(ad.rank));
       for (int32_t j = 0; j < ad.rank; ++j) {
@@ -233,10 +347,14 @@ std::vector<float> Run(Backend& be, const Case& c, const Inputs& in, LoraSchedul
   auto slot_rank = UploadInts(be, in.slot_rank);
   auto slot_scale = UploadFloats(be, in.slot_scale);
   auto token_slot = UploadInts(be, in.token_slot);
+  const bool experts = !in.expert_offsets.empty();
+  // Token rows: a placeholder, never read.
+  auto offsets = UploadInts(be, experts ? in.expert_offsets : std::vector<int32_t>{0});
+  auto row_token = UploadInts(be, experts ? in.row_token : std::vector<int32_t>{0});
   const int64_t shrink_floats = kernels::LoraShrinkFloats(n, int64_t(c.outs.size()), in.max_rank);
   auto shrink = be.Allocate(size_t(shrink_floats) * 4);
   REQUIRE((x.ok() && y.ok() && pool.ok() && table.ok() && slot_pages.ok() && slot_rank.ok() &&
-           slot_scale.ok() && token_slot.ok() && shrink.ok()));
+           slot_scale.ok() && token_slot.ok() && offsets.ok() && row_token.ok() && shrink.ok()));
   REQUIRE(be.Fill(shrink->data(), 0xFF, size_t(shrink_floats) * 4, be.default_stream()).ok());
   kernels::LoraArgs args;
   args.x = x->view;
@@ -256,6 +374,12 @@ std::vector<float> Run(Backend& be, const Case& c, const Inputs& in, LoraSchedul
   args.max_rank = in.max_rank;
   args.shrink = shrink->as<float>();
   args.schedule = schedule;
+  if (experts) {
+    args.expert_offsets = offsets->as<int32_t>();
+    args.row_token = row_token->as<int32_t>();
+    args.num_experts = int64_t(in.expert_offsets.size()) - 1;
+    args.expert_matrix_stride = in.expert_stride;
+  }
   const absl::Status s = be.Lora(args, be.default_stream());
   INFO(s.ToString());
   REQUIRE(s.ok());
@@ -290,9 +414,9 @@ void Check(const Case& c, const Inputs& in, const Expected& want, const std::vec
         }
       }
       if (!ok && bad++ == 0) {
-        first = "token " + std::to_string(t) + " (slot " +
-                std::to_string(in.token_slot[size_t(t)]) + ") column " + std::to_string(col) +
-                ": got " + std::to_string(g) +
+        first = "row " + std::to_string(t) + " (slot " + std::to_string(in.row_slot[size_t(t)]) +
+                ", matrix shift " + std::to_string(in.row_shift[size_t(t)]) + ") column " +
+                std::to_string(col) + ": got " + std::to_string(g) +
                 (col < in.y_cols ? ", want " + std::to_string(want.y[size_t(t * in.y_cols + col)])
                                  : std::string(", want the padding's NaN"));
       }
@@ -313,6 +437,25 @@ std::vector<Case> Cases() {
   };
 }
 
+// Odd sizes (Mixtral-like hidden 72 and intermediate 40): gate/up, down and three targets.
+std::vector<ExpertCase> ExpertCases() {
+  std::vector<ExpertCase> cases = {
+      // gate/up; the first, a middle and the last expert idle; rows straddle 272-byte pages.
+      {{72, {40, 40}, DType::kBF16, 272, {8, 16, 128, 32}, 0}, 8, 37, 2, {0, 3, 7}, 2, 3},
+      // down, strided; rank 12 (B rows not a multiple of 16 bytes).
+      {{40, {72}, DType::kF16, 112, {64, 8, 12}, 0, 3}, 8, 23, 2, {1, 2, 6}, 0, 5},
+      // f32 with x rows not a multiple of 16 bytes, three targets, top 3 of 5.
+      {{75, {33, 20, 21}, DType::kF32, 4096, {16, 128}, 0}, 5, 19, 3, {4}, 4, 0},
+      // 64 experts, every even one and the last idle.
+      {{72, {40, 40}, DType::kBF16, 1040, {128, 96, 8}, 0, 1}, 64, 50, 2, {}, 1, 1},
+      // One expert.
+      {{77, {40}, DType::kF16, 528, {32}, 0}, 1, 9, 1, {}, 3, 2},
+  };
+  for (int64_t x = 0; x < 64; x += 2) cases[3].idle.push_back(x);
+  cases[3].idle.push_back(63);
+  return cases;
+}
+
 TEST_CASE("Lora on the CPU equals a naive dense computation", "[kernels][lora]") {
   kernels::CpuBackend cpu;
   std::mt19937_64 rng(Catch::rngSeed() + 41);
@@ -320,6 +463,16 @@ TEST_CASE("Lora on the CPU equals a naive dense computation", "[kernels][lora]")
     INFO(Describe(c));
     const Inputs in = Draw(rng, c);
     Check(c, in, Naive(c, in), Run(cpu, c, in, LoraSchedule::kPerToken));
+  }
+}
+
+TEST_CASE("Lora on the CPU: expert rows equal a naive dense computation", "[kernels][lora]") {
+  kernels::CpuBackend cpu;
+  std::mt19937_64 rng(Catch::rngSeed() + 44);
+  for (const ExpertCase& e : ExpertCases()) {
+    INFO(Describe(e));
+    const Inputs in = DrawExperts(rng, e);
+    Check(e.c, in, Naive(e.c, in), Run(cpu, e.c, in, LoraSchedule::kPerToken));
   }
 }
 
@@ -354,6 +507,13 @@ TEST_CASE("Lora refuses bad arguments naming the field", "[kernels][lora]") {
   refused([](auto& a) { a.targets[1].out_features = 3; }, "targets[1]");
   refused([](auto& a) { a.shrink = nullptr; }, "shrink");
   refused([](auto& a) { a.w.num_slots = 1; }, "w.pool");
+  refused([&](auto& a) { a.expert_offsets = slots.data(); }, "row_token");
+  refused(
+      [&](auto& a) {
+        a.expert_offsets = slots.data();
+        a.row_token = slots.data();
+      },
+      "num_experts");
   refused(
       [&](auto& a) { a.w = {x.data(), 24, slots.data(), slots.data(), slots.data(), y.data(), 1}; },
       "page_bytes");
@@ -413,6 +573,31 @@ TEST_CASE("Lora on CUDA: tensor-core segments match the CPU reference, determini
     const std::vector<float> second = Run(gpu, c, in, LoraSchedule::kSegments);
     REQUIRE(first.size() == second.size());
     CHECK(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)) == 0);
+  }
+  REQUIRE(gpu.Health().ok());
+}
+
+// Expert rows on CUDA (per token in either schedule: a row's slot through its token, its matrices
+// through a search of the offsets) against the naive computation, as the CPU is checked above.
+// Both schedules give the same bits.
+TEST_CASE("Lora on CUDA: expert rows match the CPU reference", "[kernels][lora][gpu]") {
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  Backend& gpu = **cuda;
+  kernels::CpuBackend cpu;
+  std::mt19937_64 rng(Catch::rngSeed() + 45);
+  std::vector<ExpertCase> cases = ExpertCases();
+  cases.push_back({{1024, {2048, 2048}, DType::kBF16, 1 << 16, {16, 64}, 0}, 8, 16, 2, {5}});
+  for (const ExpertCase& e : cases) {
+    INFO(Describe(e));
+    const Inputs in = DrawExperts(rng, e);
+    const Expected want = Naive(e.c, in);
+    Check(e.c, in, want, Run(cpu, e.c, in, LoraSchedule::kPerToken));
+    const std::vector<float> per_token = Run(gpu, e.c, in, LoraSchedule::kPerToken);
+    Check(e.c, in, want, per_token);
+    const std::vector<float> segments = Run(gpu, e.c, in, LoraSchedule::kSegments);
+    REQUIRE(per_token.size() == segments.size());
+    CHECK(std::memcmp(per_token.data(), segments.data(), per_token.size() * sizeof(float)) == 0);
   }
   REQUIRE(gpu.Health().ok());
 }
