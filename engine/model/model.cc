@@ -423,9 +423,9 @@ const Model::DecodeGraph* Model::GraphFor(absl::Span<const SequenceChunk> chunks
           c.adapter->rank > lora_graph_pass_.max_rank) {
         return nullptr;
       }
-      // The graphs apply attention targets only on MoE models (the experts' Lora runs eagerly,
-      // where a backend that cannot run it says so).
-      if (spec_.num_experts > 0) {
+      // Graphs captured without the experts' Lora (LoraGraphPool::experts) leave a step whose
+      // adapters adapt experts to the eager pass.
+      if (spec_.num_experts > 0 && !lora_graph_experts_) {
         for (const auto& layer : c.adapter->targets) {
           if (layer[kLoraGate] || layer[kLoraUp] || layer[kLoraDown]) return nullptr;
         }
@@ -562,8 +562,10 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
   std::vector<DecodeGraph> lora_graphs;
   if (with_lora) {
     // One LoRA region for every bucket: slot arrays for max_batch tokens and slots, a page
-    // table as long as the pool, shrink rows at the reserved rank. Every target the model can
-    // adapt is launched in every layer (MoE models: attention only, as AdapterStore allows).
+    // table as long as the pool, shrink rows at the reserved rank (LayoutLora: room for the MoE
+    // pair rows too). Every target the model can adapt is launched in every layer (MoE models:
+    // the experts' gate, up and down with lora_pool.experts only; their calls read the pair
+    // rows' tokens and expert offsets from the MoE scratch, which the graphs hold too).
     LoraPass& lp = lora_graph_pass_;
     lp = LoraPass{};
     int32_t* ints = nullptr;
@@ -580,7 +582,7 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
     lp.schedule = kernels::LoraSchedule::kPerToken;
     std::array<bool, kNumLoraTargets> all{};
     for (int t = 0; t < kNumLoraTargets; ++t) {
-      all[size_t(t)] = spec_.num_experts == 0 || t < kLoraGate;
+      all[size_t(t)] = spec_.num_experts == 0 || t < kLoraGate || lora_pool.experts;
     }
     lp.targets.assign(size_t(spec_.num_layers), all);
     lora_graph_pages_ = lora_pool.num_pages;
@@ -594,6 +596,7 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
   for (Scratch* scratch : {&workspace_, &logits_, &moe_, &lora_graph_}) scratch->Freeze();
   graphs_ = std::move(graphs);
   lora_graphs_ = std::move(lora_graphs);
+  lora_graph_experts_ = with_lora && lora_pool.experts;
   graph_kv_ = kv;
   graph_max_blocks_ = reserved_.max_blocks;
   return int64_t(graphs_.size() + lora_graphs_.size());

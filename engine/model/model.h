@@ -28,6 +28,7 @@
 #include "engine/model/scratch.h"
 #include "engine/model/weights.h"
 #include "kernels/backend.h"
+#include "kernels/lora.h"
 
 namespace arbor::engine {
 
@@ -46,6 +47,11 @@ struct LoraGraphPool {
   const void* base = nullptr;  // null: no graphs with adapters
   int64_t page_bytes = 0;
   int64_t num_pages = 0;
+  // MoE models: the graphs launch the experts' Lora calls too (gate_up and down on the pair
+  // rows), so that steps with adapters on experts replay them; false: such steps run eagerly.
+  // By default only once AdapterStore can give a CUDA model such adapters: until then the
+  // launches would only cost time.
+  bool experts = kernels::kLoraExpertsOnCuda;
 };
 
 // The largest pass the engine will run: Model::Reserve sizes every workspace for it once, at
@@ -147,7 +153,9 @@ class Model {
   // of those. Adapter slots, ranks, scales and page tables are data in a fixed LoRA region
   // (uploaded each step), not launch shapes: the graphs launch the LoRA op for every target
   // the model can adapt at the reserved max rank (kernels/lora.h: a slot's rank and missing
-  // matrices are read from its directory, so a q/v-only rank-8 adapter adds nothing elsewhere).
+  // matrices are read from its directory, so a q/v-only rank-8 adapter adds nothing elsewhere);
+  // on MoE models the experts' targets only with `lora_pool.experts` (else a step whose
+  // adapters adapt experts runs eagerly).
   // Call after Reserve; a later Reserve that would grow the workspaces drops the graphs (they
   // hold the workspaces' addresses). Capturing again (a new engine over a new pool) replaces
   // them.
@@ -302,6 +310,7 @@ class Model {
   // max_graph_batch() tokens and slots and lora_graph_pages_ page-table entries (the pool's
   // page count).
   std::vector<DecodeGraph> lora_graphs_;
+  bool lora_graph_experts_ = false;  // MoE: they launch the experts' Lora (LoraGraphPool)
   int64_t lora_graph_pages_ = 0;
   Scratch lora_graph_;
   LoraPass lora_graph_pass_;

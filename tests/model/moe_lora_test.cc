@@ -820,5 +820,129 @@ TEST_CASE("LoRA on Mixtral's experts on CUDA matches the CPU backend", "[lora][m
   REQUIRE((*cuda)->Health().ok());
 }
 
+// A bf16 Mixtral on CUDA with its unified pool (KV and adapters), reserved for decode graphs
+// of up to 8 sequences at rank 16, with the expert adapter and an attention-only one resident.
+struct GraphSetup {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<memory::UnifiedPool> pool;
+  std::unique_ptr<AdapterStore> store;
+  std::shared_ptr<const LoraAdapter> experts, attn;  // destroyed first: pages back to `pool`
+  GraphSetup(kernels::Backend& be, const fs::path& root) {
+    auto m = Model::Load(kMixtral, be, {kernels::DType::kBF16, kernels::DType::kBF16});
+    REQUIRE(m.ok());
+    model = std::move(*m);
+    auto p = memory::UnifiedPool::Create(be, model->KvPageBytes(16), 96);
+    REQUIRE(p.ok());
+    pool = std::move(*p);
+    REQUIRE(
+        be.Fill(pool->base(), 0, pool->num_pages() * pool->page_bytes(), be.default_stream()).ok());
+    AdapterStoreOptions options;
+    options.root = root.string();
+    options.max_rank = 16;
+    options.dtype = kernels::DType::kBF16;
+    store = std::make_unique<AdapterStore>(*pool, be, model->spec(), options);
+    experts = ExpertAdapterOnCuda(be, *pool, *store, model->spec(), root, "experts",
+                                  kernels::DType::kBF16);
+    REQUIRE(store->Register("attn", "attn", /*pin=*/true).ok());
+    attn = store->Find("attn");
+    REQUIRE(store->FenceForUse(*attn).ok());
+    ForwardLimits limits;
+    limits.max_tokens = 256;
+    limits.max_seqs = 8;
+    limits.max_blocks = 8;
+    limits.max_logit_rows = 256;
+    limits.max_lora_rank = 16;
+    REQUIRE(model->Reserve(limits).ok());
+  }
+  LoraGraphPool graph_pool(bool with_experts) const {
+    LoraGraphPool p{pool->base(), int64_t(pool->page_bytes()), pool->num_pages()};
+    p.experts = with_experts;
+    return p;
+  }
+};
+
+// Decode graphs that launch the experts' Lora (LoraGraphPool::experts) replay steps whose
+// sequences use the expert adapter, mixed with base-only and attention-only sequences, and give
+// the eager pass's logits bit for bit (deterministic mode; bf16 Mixtral); graphs captured
+// without them leave such steps to the eager pass. The adapter reaches the CUDA models as in
+// the test above (ExpertAdapterOnCuda).
+TEST_CASE("decode graphs with expert adapters match the eager pass bit for bit",
+          "[lora][moe][gpu]") {
+  const fs::path root = testing::FreshDir("moe_lora_graphs");
+  WriteAdapter(root / "experts", ExpertAdapter());
+  WriteAdapter(root / "attn", AttentionAdapter());
+  auto cuda = kernels::CreateCudaBackend(0);
+  REQUIRE(cuda.ok());
+  kernels::Backend& be = **cuda;
+  be.SetDeterministic(true);
+  GraphSetup graphed(be, root), eager(be, root);
+  const KvCacheView kv_g{graphed.pool->base(), 16}, kv_e{eager.pool->base(), 16};
+  auto graphs = graphed.model->CaptureDecodeGraphs(kv_g, 8, graphed.graph_pool(true));
+  INFO(graphs.status().ToString());
+  REQUIRE(graphs.ok());
+  CHECK(*graphs == 8);  // batches 1, 2, 4, 8, without and with adapters
+  // `eager` has graphs too, but not the experts' Lora: its steps with the expert adapter are
+  // eager passes.
+  REQUIRE(eager.model->CaptureDecodeGraphs(kv_e, 8, eager.graph_pool(false)).ok());
+  const int64_t vocab = graphed.model->spec().vocab_size;
+  std::mt19937 rng(77);
+  std::uniform_int_distribution<int32_t> id(0, int32_t(vocab - 1));
+  for (int seqs : {1, 3, 6}) {
+    INFO(seqs << " sequences");
+    // Sequence s: the expert adapter, base only, the attention adapter, in turn.
+    std::vector<std::vector<int32_t>> tokens, tables_g, tables_e;
+    std::vector<int64_t> cached(size_t(seqs), 0);
+    for (int s = 0; s < seqs; ++s) {
+      std::vector<int32_t> prompt(size_t(3 + 5 * s));
+      for (int32_t& t : prompt) t = id(rng);
+      tokens.push_back(prompt);
+      auto pg = graphed.pool->Allocate(8, memory::PageKind::kKv);
+      auto pe = eager.pool->Allocate(8, memory::PageKind::kKv);
+      REQUIRE((pg.ok() && pe.ok()));
+      tables_g.push_back(*pg);
+      tables_e.push_back(*pe);
+    }
+    auto chunks = [&](const GraphSetup& setup, const std::vector<std::vector<int32_t>>& tables) {
+      std::vector<SequenceChunk> out;
+      for (int s = 0; s < seqs; ++s) {
+        const LoraAdapter* adapters[] = {setup.experts.get(), nullptr, setup.attn.get()};
+        out.push_back({absl::MakeConstSpan(tokens[size_t(s)]).subspan(size_t(cached[size_t(s)])),
+                       cached[size_t(s)], tables[size_t(s)], SequenceChunk::Logits::kLast,
+                       adapters[s % 3]});
+      }
+      return out;
+    };
+    auto pg = graphed.model->Forward(chunks(graphed, tables_g), kv_g);
+    auto pe = eager.model->Forward(chunks(eager, tables_e), kv_e);
+    REQUIRE((pg.ok() && pe.ok()));
+    CHECK(*pg == *pe);
+    std::vector<float> last = *pg;
+    for (int s = 0; s < seqs; ++s) cached[size_t(s)] = int64_t(tokens[size_t(s)].size());
+    const int64_t replayed = graphed.model->lora_graph_launches();
+    const int64_t eager_launches = eager.model->graph_launches();
+    for (int step = 0; step < 10; ++step) {
+      for (int s = 0; s < seqs; ++s) {
+        const float* row = last.data() + size_t(s) * size_t(vocab);
+        tokens[size_t(s)].push_back(int32_t(std::max_element(row, row + vocab) - row));
+      }
+      auto g = graphed.model->Forward(chunks(graphed, tables_g), kv_g);
+      auto e = eager.model->Forward(chunks(eager, tables_e), kv_e);
+      INFO(g.status().ToString() << " / " << e.status().ToString());
+      REQUIRE((g.ok() && e.ok()));
+      for (float x : *g) REQUIRE(std::isfinite(x));
+      REQUIRE(*g == *e);
+      last = *g;
+      for (int s = 0; s < seqs; ++s) cached[size_t(s)] += 1;
+    }
+    CHECK(graphed.model->lora_graph_launches() == replayed + 10);
+    CHECK(eager.model->graph_launches() == eager_launches);
+    for (int s = 0; s < seqs; ++s) {
+      REQUIRE(graphed.pool->Free(tables_g[size_t(s)]).ok());
+      REQUIRE(eager.pool->Free(tables_e[size_t(s)]).ok());
+    }
+  }
+  REQUIRE(be.Health().ok());
+}
+
 }  // namespace
 }  // namespace arbor::engine
