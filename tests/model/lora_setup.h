@@ -32,6 +32,17 @@ struct LoraSetup {
     options.max_rank = max_rank;
     store = std::make_unique<engine::AdapterStore>(*pool, be, model->spec(), options);
   }
+  // Adapter `dir` registered as `name`, pinned (in pool pages) and ready to run.
+  std::shared_ptr<const engine::LoraAdapter> Ready(const std::string& name,
+                                                   const std::string& dir) {
+    auto info = store->Register(name, dir, /*pin=*/true);
+    INFO(name << ": " << info.status().ToString());
+    REQUIRE(info.ok());
+    auto adapter = store->Find(name);
+    REQUIRE(adapter != nullptr);
+    REQUIRE(store->FenceForUse(*adapter).ok());
+    return adapter;
+  }
 };
 
 }  // namespace arbor::testing

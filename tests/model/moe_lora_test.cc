@@ -3,8 +3,10 @@
 // the logits (within 1e-4 relative) and greedy tokens of Arbor's base model loaded from a copy of
 // the checkpoint with W' = W + scale * B A merged into those weights; a batch mixing base-only
 // tokens, an attention-only adapter and the expert adapter gives each sequence what it gets
-// alone; malformed expert adapters are refused naming the tensor; a CUDA backend refuses expert
-// adapters by name (engine-level on any host, the kernel-level refusal under [gpu]).
+// alone; malformed expert adapters are refused naming the tensor; PEFT's target_parameters form
+// (transformers 5's fused experts) equals the merged deltas too. On CUDA ([gpu]): the expert
+// adapter against the CPU backend, decode graphs with experts' LoRA against the eager pass, and
+// AdapterStore's refusal of expert adapters on CUDA while kernels::kLoraExpertsOnCuda is false.
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -25,6 +27,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/checkpoint/safetensors_writer.h"
 #include "tests/faulty_backend.h"
+#include "tests/model/lora_setup.h"
 
 namespace arbor::engine {
 namespace {
@@ -247,31 +250,10 @@ void WriteMerged(const fs::path& dir, const AdapterSpec& spec) {
   REQUIRE(testing::WriteFile((dir / "model.safetensors").string(), testing::MakeSafetensors(out)));
 }
 
-struct Setup {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<memory::UnifiedPool> pool;
-  std::unique_ptr<AdapterStore> store;
-  Setup(kernels::Backend& be, const std::string& root, int64_t page_tokens = 16) {
-    auto m = Model::Load(kMixtral, be);
-    REQUIRE(m.ok());
-    model = std::move(*m);
-    auto p = memory::UnifiedPool::Create(be, model->KvPageBytes(page_tokens), 256);
-    REQUIRE(p.ok());
-    pool = std::move(*p);
-    AdapterStoreOptions options;
-    options.root = root;
-    options.max_rank = 16;
-    store = std::make_unique<AdapterStore>(*pool, be, model->spec(), options);
-  }
-  std::shared_ptr<const LoraAdapter> Ready(const std::string& name, const std::string& dir) {
-    auto info = store->Register(name, dir, /*pin=*/true);
-    INFO(info.status().ToString());
-    REQUIRE(info.ok());
-    auto adapter = store->Find(name);
-    REQUIRE(adapter != nullptr);
-    REQUIRE(store->FenceForUse(*adapter).ok());
-    return adapter;
-  }
+// The Mixtral fixture: 256 pool pages of `page_tokens` KV tokens.
+struct Setup : testing::LoraSetup {
+  Setup(kernels::Backend& be, const std::string& root, int64_t page_tokens = 16)
+      : LoraSetup(be, kMixtral, root, page_tokens, 256) {}
 };
 
 int32_t Argmax(const float* row, int64_t n) {
@@ -597,8 +579,8 @@ TEST_CASE("malformed expert adapters are refused naming the tensor", "[lora][moe
   }
 }
 
-// A CPU backend that says it is CUDA: what AdapterStore does with an expert adapter on a device
-// whose Lora kernel has no expert rows yet.
+// A CPU backend that says it is CUDA: what AdapterStore does with an expert adapter on a CUDA
+// device (refused while kernels::kLoraExpertsOnCuda is false).
 class CudaKindCpu final : public testing::FaultyBackend {
  public:
   CudaKindCpu() : FaultyBackend(std::make_unique<kernels::CpuBackend>()) {}

@@ -218,7 +218,6 @@ TEST_CASE("every config form of one adapter gives the same logits", "[lora]") {
   for (const auto& [name, edit] : forms) WriteVariant(root, name, edit, Layer1QV);
 
   Llama llama(root);
-  AdapterStore& store = *llama.store;
   const std::vector<int32_t> ids = {1, 17, 42, 99, 7, 3};
   auto run = [&](const LoraAdapter* a) {
     auto seq = llama.model->NewSequence(16);
@@ -231,12 +230,7 @@ TEST_CASE("every config form of one adapter gives the same logits", "[lora]") {
   std::vector<float> first;
   for (const auto& [name, edit] : forms) {
     INFO(name);
-    auto info = store.Register(name, name, /*pin=*/true);
-    INFO(info.status().ToString());
-    REQUIRE(info.ok());
-    auto a = store.Find(name);
-    REQUIRE(a != nullptr);
-    REQUIRE(store.FenceForUse(*a).ok());
+    auto a = llama.Ready(name, name);
     // Layer 1's q and v alone are adapted.
     for (size_t l = 0; l < a->targets.size(); ++l) {
       for (int t = 0; t < kNumLoraTargets; ++t) {
@@ -333,12 +327,7 @@ TEST_CASE("rank_pattern and alpha_pattern equal the zero-padded, rescaled plain 
   Llama llama(root);
   const std::vector<int32_t> ids = {1, 17, 42, 99, 7, 3};
   auto logits = [&](const std::string& name) {
-    auto info = llama.store->Register(name, name, /*pin=*/true);
-    INFO(name << ": " << info.status().ToString());
-    REQUIRE(info.ok());
-    auto a = llama.store->Find(name);
-    REQUIRE(a != nullptr);
-    REQUIRE(llama.store->FenceForUse(*a).ok());
+    auto a = llama.Ready(name, name);
     CHECK(a->rank == 4);
     CHECK(a->scale == 2.0f);
     auto seq = llama.model->NewSequence(16);
