@@ -53,6 +53,100 @@ absl::Status Bad(const std::string& file, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(file, ": ", what));
 }
 
+// `key` of the config, or null when absent or null.
+const json* Field(const json& c, const char* key) {
+  auto it = c.find(key);
+  return it == c.end() || it->is_null() ? nullptr : &*it;
+}
+
+// Config keys whose use Arbor does not run: DoRA, trained biases, saved modules, and variants
+// that change what the adapter computes (a bias on lora_B, activation after invocation tokens,
+// trainable token embeddings, replicated layers, Arrow's routing, QALoRA's pooling).
+absl::Status CheckUnsupported(const json& c) {
+  if (const json* t = Field(c, "peft_type"); t == nullptr || *t != "LORA") {
+    return absl::InvalidArgumentError("peft_type: only LORA adapters are supported");
+  }
+  for (const char* key : {"use_dora", "fan_in_fan_out", "lora_bias", "use_qalora"}) {
+    if (const json* v = Field(c, key); v != nullptr && v->is_boolean() && v->get<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(key, ": not supported"));
+    }
+  }
+  if (const json* v = Field(c, "bias"); v != nullptr && *v != "none") {
+    return absl::InvalidArgumentError("bias: only \"none\" is supported");
+  }
+  for (const char* key : {"modules_to_save", "alora_invocation_tokens", "trainable_token_indices",
+                          "layer_replication", "arrow_config"}) {
+    if (const json* v = Field(c, key); v != nullptr && !(v->is_array() && v->empty())) {
+      return absl::InvalidArgumentError(absl::StrCat(key, ": not supported"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// target_parameters: which of the MoE model's fused expert parameters it names, by layer
+// ([layer][kFusedGateUp, kFusedDown]); all false when absent.
+absl::StatusOr<std::vector<std::array<bool, 2>>> ReadTargetParameters(const json& c,
+                                                                      const ModelSpec& spec) {
+  std::vector<std::array<bool, 2>> fused(size_t(spec.num_layers));
+  const json* v = Field(c, "target_parameters");
+  if (v == nullptr || (v->is_array() && v->empty())) return fused;
+  if (!v->is_array())
+    return absl::InvalidArgumentError("target_parameters: must be a list of names");
+  for (const auto& t : *v) {
+    if (spec.num_experts == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("target_parameters: ", t.dump(),
+                       ": only MoE models' fused expert parameters are "
+                       "supported; adapt 2-D weights through target_modules"));
+    }
+    bool matched = false;
+    for (int64_t l = 0; t.is_string() && l < spec.num_layers; ++l) {
+      for (int w = 0; w < 2; ++w) {
+        if (ParamMatches(FusedParam(l, w), t.get_ref<const std::string&>())) {
+          fused[size_t(l)][size_t(w)] = matched = true;
+        }
+      }
+    }
+    if (!matched) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("target_parameters: ", t.dump(),
+                       " names no parameter of the model (MoE experts: "
+                       "model.layers.<l>.mlp.experts.gate_up_proj and down_proj)"));
+    }
+  }
+  return fused;
+}
+
+// A module a LoRA can adapt, by PEFT name, and where it goes.
+struct Candidate {
+  std::string name;  // "model.layers.3.self_attn.q_proj"
+  int64_t layer;
+  int target;
+  int64_t expert;  // -1: a dense target
+};
+
+// Dense models' q/k/v/o_proj and gate/up/down_proj; MoE models' (Mixtral) q/k/v/o_proj and each
+// expert's w1 (gate), w3 (up) and w2 (down).
+std::vector<Candidate> AdaptableModules(const ModelSpec& spec) {
+  std::vector<Candidate> out;
+  for (int64_t l = 0; l < spec.num_layers; ++l) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      if (spec.num_experts > 0 && t >= kLoraGate) {
+        for (int64_t e = 0; e < spec.num_experts; ++e) {
+          out.push_back({absl::StrCat("model.layers.", l, ".block_sparse_moe.experts.", e, ".",
+                                      kExpertNames[t - kLoraGate]),
+                         l, t, e});
+        }
+      } else {
+        out.push_back({absl::StrCat("model.layers.", l, t < kLoraGate ? ".self_attn." : ".mlp.",
+                                    kTargetNames[t]),
+                       l, t, -1});
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 const char* LoraTargetName(int target) { return kTargetNames[target]; }
@@ -96,37 +190,8 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
   json c = json::parse(ss.str(), nullptr, false);
   if (c.is_discarded() || !c.is_object()) return Bad(config_path, "not a JSON object");
 
-  auto get = [&](const char* key) -> const json* {
-    auto it = c.find(key);
-    return it == c.end() || it->is_null() ? nullptr : &*it;
-  };
-  if (const json* t = get("peft_type"); t == nullptr || *t != "LORA") {
-    return Bad(config_path, "peft_type: only LORA adapters are supported");
-  }
-  for (const char* key : {"use_dora", "fan_in_fan_out"}) {
-    if (const json* v = get(key); v != nullptr && v->is_boolean() && v->get<bool>()) {
-      return Bad(config_path, absl::StrCat(key, ": not supported"));
-    }
-  }
-  if (const json* v = get("bias"); v != nullptr && *v != "none") {
-    return Bad(config_path, "bias: only \"none\" is supported");
-  }
-  if (const json* v = get("modules_to_save"); v != nullptr && !(v->is_array() && v->empty())) {
-    return Bad(config_path, "modules_to_save: not supported");
-  }
-  // Variants that change what the adapter computes (a bias on lora_B, activation after invocation
-  // tokens, trainable token embeddings, replicated layers, Arrow's routing, QALoRA's pooling).
-  for (const char* key : {"lora_bias", "use_qalora"}) {
-    if (const json* v = get(key); v != nullptr && v->is_boolean() && v->get<bool>()) {
-      return Bad(config_path, absl::StrCat(key, ": not supported"));
-    }
-  }
-  for (const char* key : {"alora_invocation_tokens", "trainable_token_indices", "layer_replication",
-                          "arrow_config"}) {
-    if (const json* v = get(key); v != nullptr && !(v->is_array() && v->empty())) {
-      return Bad(config_path, absl::StrCat(key, ": not supported"));
-    }
-  }
+  auto get = [&](const char* key) { return Field(c, key); };
+  if (auto st = CheckUnsupported(c); !st.ok()) return Bad(config_path, std::string(st.message()));
   const json* r = get("r");
   if (r == nullptr || !r->is_number_integer() || r->get<int64_t>() < 1) {
     return Bad(config_path, "r: must be an integer >= 1");
@@ -152,13 +217,14 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
   auto rank_scale = [&](const std::string& name) -> absl::StatusOr<RankScale> {
     const double rank = rank_pattern->Lookup(name, double(r->get<int64_t>()));
     if (rank < 1 || rank != std::floor(rank) || rank > double(max_rank)) {
-      return Bad(
-          config_path,
-          absl::StrCat(rank_pattern->empty() ? "r: " : "r / rank_pattern: module \"",
-                       rank_pattern->empty() ? "" : name + "\" has rank ", rank,
-                       rank > double(max_rank) ? absl::StrCat(", which exceeds the maximum rank ",
-                                                              max_rank, " (engine.max_lora_rank)")
-                                               : ", not an integer >= 1"));
+      const std::string what = rank_pattern->empty() ? absl::StrCat("r: ", rank)
+                                                     : absl::StrCat("r / rank_pattern: module \"",
+                                                                    name, "\" has rank ", rank);
+      return Bad(config_path,
+                 absl::StrCat(what, rank > double(max_rank)
+                                        ? absl::StrCat(", which exceeds the maximum rank ",
+                                                       max_rank, " (engine.max_lora_rank)")
+                                        : ", not an integer >= 1"));
     }
     const double a = alpha_pattern->Lookup(name, alpha->get<double>());
     if (!std::isfinite(a)) return Bad(config_path, "alpha_pattern: must hold numbers");
@@ -166,62 +232,12 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
   };
 
   const bool moe = spec.num_experts > 0;
-  // target_parameters: MoE models' fused expert parameters, by layer ([layer][gate_up, down]).
-  std::vector<std::array<bool, 2>> fused(size_t(spec.num_layers));
+  auto fused = ReadTargetParameters(c, spec);
+  if (!fused.ok()) return Bad(config_path, std::string(fused.status().message()));
   bool any_fused = false;
-  if (const json* v = get("target_parameters"); v != nullptr && !(v->is_array() && v->empty())) {
-    if (!v->is_array()) return Bad(config_path, "target_parameters: must be a list of names");
-    for (const auto& t : *v) {
-      if (!moe) {
-        return Bad(config_path, absl::StrCat("target_parameters: ", t.dump(),
-                                             ": only MoE models' fused expert "
-                                             "parameters are supported; adapt 2-D weights through "
-                                             "target_modules"));
-      }
-      bool matched = false;
-      for (int64_t l = 0; t.is_string() && l < spec.num_layers; ++l) {
-        for (int w = 0; w < 2; ++w) {
-          if (ParamMatches(FusedParam(l, w), t.get_ref<const std::string&>())) {
-            fused[size_t(l)][size_t(w)] = matched = any_fused = true;
-          }
-        }
-      }
-      if (!matched) {
-        return Bad(config_path,
-                   absl::StrCat("target_parameters: ", t.dump(),
-                                " names no parameter of the "
-                                "model (MoE experts: model.layers.<l>.mlp.experts.gate_up_proj "
-                                "and down_proj)"));
-      }
-    }
-  }
-  // The modules a LoRA can adapt, by PEFT name, and where each goes: dense models' q/k/v/o_proj
-  // and gate/up/down_proj; MoE models' (Mixtral) q/k/v/o_proj and each expert's w1 (gate), w3
-  // (up) and w2 (down).
-  struct Candidate {
-    std::string name;  // "model.layers.3.self_attn.q_proj"
-    int64_t layer;
-    int target;
-    int64_t expert;  // -1: a dense target
-  };
-  std::vector<Candidate> candidates;
+  for (const auto& layer : *fused) any_fused = any_fused || layer[0] || layer[1];
+  const std::vector<Candidate> candidates = AdaptableModules(spec);
   std::vector<std::string> names;
-  for (int64_t l = 0; l < spec.num_layers; ++l) {
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      if (moe && t >= kLoraGate) {
-        for (int64_t e = 0; e < spec.num_experts; ++e) {
-          candidates.push_back({absl::StrCat("model.layers.", l, ".block_sparse_moe.experts.", e,
-                                             ".", kExpertNames[t - kLoraGate]),
-                                l, t, e});
-        }
-      } else {
-        candidates.push_back(
-            {absl::StrCat("model.layers.", l, t < kLoraGate ? ".self_attn." : ".mlp.",
-                          kTargetNames[t]),
-             l, t, -1});
-      }
-    }
-  }
   for (const Candidate& m : candidates) names.push_back(m.name);
   auto selector = PeftModuleSelector::FromConfig(
       c, names, any_fused,
@@ -239,7 +255,7 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
   }
   for (int64_t l = 0; l < spec.num_layers; ++l) {
     for (int w = 0; w < 2; ++w) {
-      if (fused[size_t(l)][size_t(w)]) {
+      if ((*fused)[size_t(l)][size_t(w)]) {
         ASSIGN_OR_RETURN(modules[FusedParam(l, w)], rank_scale(FusedParam(l, w)));
       }
     }
@@ -319,7 +335,7 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
         take(absl::StrCat("base_model.model.", m.name, "."), in_f, out_f, lora_of(m.name), dst));
   }
   for (int64_t l = 0; l < spec.num_layers; ++l) {
-    if (!fused[size_t(l)][0] && !fused[size_t(l)][1]) continue;
+    if (!(*fused)[size_t(l)][0] && !(*fused)[size_t(l)][1]) continue;
     for (const auto& e : out.experts[size_t(l)]) {
       for (const auto& ab : e) {
         if (ab[0] != nullptr) {
@@ -331,9 +347,9 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
     }
     std::array<ModuleLora, 2> lora;
     for (int w = 0; w < 2; ++w) {
-      if (fused[size_t(l)][size_t(w)]) lora[size_t(w)] = lora_of(FusedParam(l, w));
+      if ((*fused)[size_t(l)][size_t(w)]) lora[size_t(w)] = lora_of(FusedParam(l, w));
     }
-    RETURN_IF_ERROR(TakeFusedExperts(ckpt, spec, l, fused[size_t(l)], lora, out, used));
+    RETURN_IF_ERROR(TakeFusedExperts(ckpt, spec, l, (*fused)[size_t(l)], lora, out, used));
   }
   if (moe && used.size() != ckpt.names().size()) {
     // Name the first expert tensor the model has no expert for (the usual cause).
