@@ -84,17 +84,26 @@ void RegisterAdminRoutes(http::Router& router, ServerContext* ctx) {
   });
 
   // vLLM's runtime LoRA routes, for clients written against it: the same registry, vLLM's field
-  // names and its plain-text success answers. `load_inplace` (replace an adapter of that name) is
-  // refused: unload first.
+  // names and its plain-text success answers. `load_inplace: true` replaces an adapter of that
+  // name, as vLLM does (training loops push new weights this way): the old one is unregistered
+  // (requests already running on it finish on it) and the new one registered; if the new one is
+  // refused, the name is left unregistered and the answer says why.
   router.Post("/v1/load_lora_adapter", [ctx](const http::Request& req, http::ResponseWriter& res) {
     if (auto s = CheckAdminKey(ctx->config, req.Header("Authorization")); !s.ok()) {
       return Reply(res, s);
     }
+    if (ctx->adapters == nullptr) return Reply(res, absl::UnavailableError("not ready"));
     auto body = ParseBody(req.body);
     if (!body.ok()) return Reply(res, body.status());
-    if (const auto inplace = body->find("load_inplace");
-        inplace != body->end() && !(inplace->is_boolean() && !inplace->get<bool>())) {
-      return Reply(res, FieldError("load_inplace", "is not supported; unload the adapter first"));
+    bool inplace = false;
+    if (const auto it = body->find("load_inplace"); it != body->end()) {
+      if (!it->is_boolean()) return Reply(res, FieldError("load_inplace", "must be true or false"));
+      inplace = it->get<bool>();
+    }
+    if (const auto name = body->find("lora_name");
+        inplace && name != body->end() && name->is_string()) {
+      const absl::Status gone = ctx->adapters->Unregister(name->get<std::string>());
+      if (!gone.ok() && gone.code() != absl::StatusCode::kNotFound) return Reply(res, gone);
     }
     auto info = RegisterAdapter(ctx, *body, "lora_name", "lora_path");
     if (!info.ok()) return Reply(res, info.status());

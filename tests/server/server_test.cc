@@ -611,7 +611,7 @@ TEST_CASE("adapters: admin REST and gRPC, serving an adapter by name as PEFT doe
             .first == 401);
   CHECK(vllm("/v1/load_lora_adapter", R"({"lora_name": "v"})", admin).first == 400);
   CHECK(vllm("/v1/load_lora_adapter",
-             R"({"lora_name": "v", "lora_path": "llama-lora-qv", "load_inplace": true})", admin)
+             R"({"lora_name": "v", "lora_path": "llama-lora-qv", "load_inplace": "yes"})", admin)
             .first == 400);
   CHECK(
       vllm("/v1/load_lora_adapter", R"({"lora_name": "v", "lora_path": "llama-lora-qv"})", admin) ==
@@ -619,6 +619,16 @@ TEST_CASE("adapters: admin REST and gRPC, serving an adapter by name as PEFT doe
   CHECK(vllm("/v1/load_lora_adapter", R"({"lora_name": "v", "lora_path": "llama-lora-qv"})", admin)
             .first == 409);
   CHECK(greedy("v", qv_ref) == qv_ref["prompts"][1]["greedy"].get<std::vector<int32_t>>());
+  // load_inplace swaps the weights under the name: "v" now serves llama-lora-all's tokens.
+  CHECK(vllm("/v1/load_lora_adapter",
+             R"({"lora_name": "v", "lora_path": "llama-lora-all", "load_inplace": true})", admin)
+            .first == 200);
+  CHECK(greedy("v", ref) == ref["prompts"][1]["greedy"].get<std::vector<int32_t>>());
+  // ... and on a name not registered, it registers.
+  CHECK(vllm("/v1/load_lora_adapter",
+             R"({"lora_name": "w", "lora_path": "llama-lora-qv", "load_inplace": true})", admin)
+            .first == 200);
+  CHECK(vllm("/v1/unload_lora_adapter", R"({"lora_name": "w"})", admin).first == 200);
   CHECK(vllm("/v1/unload_lora_adapter", R"({"lora_name": "v"})", admin) ==
         std::make_pair(200, std::string("Success: LoRA adapter 'v' removed successfully.")));
   CHECK(vllm("/v1/unload_lora_adapter", R"({"lora_name": "v"})", admin).first == 404);
