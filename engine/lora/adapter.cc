@@ -239,10 +239,12 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
   const std::vector<Candidate> candidates = AdaptableModules(spec);
   std::vector<std::string> names;
   for (const Candidate& m : candidates) names.push_back(m.name);
-  auto selector = PeftModuleSelector::FromConfig(
-      c, names, any_fused,
-      moe ? " (MoE models: q_proj, k_proj, v_proj, o_proj and the experts' w1, w2, w3)" : "");
+  auto selector = PeftModuleSelector::FromConfig(c, any_fused);
   if (!selector.ok()) return Bad(config_path, std::string(selector.status().message()));
+  // What Arbor adapts, for messages about modules it does not.
+  const std::string adaptable =
+      moe ? "q_proj, k_proj, v_proj, o_proj and the experts' w1, w2, w3"
+          : "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj";
 
   // Every adapted module's rank and scale. The adapter's rank is the largest: a module of a
   // smaller one is padded with zero rows of A and columns of B (which add exact zeros to the
@@ -260,7 +262,16 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
       }
     }
   }
-  if (modules.empty()) return Bad(config_path, "target_modules: selects no module of the model");
+  if (modules.empty()) {
+    const std::vector<std::string> unmatched = selector->Unmatched(names);
+    return Bad(
+        config_path,
+        absl::StrCat("target_modules: selects no module Arbor adapts (",
+                     unmatched.empty()
+                         ? ""
+                         : absl::StrCat("\"", absl::StrJoin(unmatched, "\", \""), "\" name none; "),
+                     "it adapts ", adaptable, ")"));
+  }
   std::map<double, int> scale_count;
   int most = 0;
   double scale = 0;  // the adapter's, in double: a module of this scale has a factor of exactly 1
@@ -372,8 +383,11 @@ absl::StatusOr<PeftAdapter> OpenPeftAdapter(const std::string& dir, const ModelS
   for (const std::string& name : ckpt.names()) {
     if (used.count(name) > 0) continue;
     return Bad(weights_path,
-               absl::StrCat("holds ", ckpt.names().size(), " tensors, the config's ",
-                            "target modules explain ", used.size(), "; not \"", name, "\""));
+               absl::StrCat("holds ", ckpt.names().size(), " tensors, the config selects ",
+                            used.size(), ": \"", name,
+                            "\" is not one of them (a module the config does not select, or one "
+                            "Arbor does not adapt: it adapts ",
+                            adaptable, ")"));
   }
   return out;
 }

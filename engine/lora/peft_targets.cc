@@ -34,9 +34,7 @@ bool PeftModuleSelector::Names::Matches(const std::string& name) const {
   });
 }
 
-absl::StatusOr<PeftModuleSelector> PeftModuleSelector::FromConfig(
-    const json& c, const std::vector<std::string>& modules, bool allow_none,
-    const std::string& hint) {
+absl::StatusOr<PeftModuleSelector> PeftModuleSelector::FromConfig(const json& c, bool allow_none) {
   auto get = [&](const char* key) -> const json* {
     auto it = c.find(key);
     return it == c.end() || it->is_null() ? nullptr : &*it;
@@ -69,14 +67,6 @@ absl::StatusOr<PeftModuleSelector> PeftModuleSelector::FromConfig(
     s.all_ = true;  // PEFT's every nn.Linear but the output head: every module Arbor adapts
   } else if (absl::Status st = read("target_modules", *targets, s.targets_); !st.ok()) {
     return st;
-  }
-  for (const std::string& t : s.targets_.list) {
-    Names one;
-    one.list = {t};
-    if (std::none_of(modules.begin(), modules.end(),
-                     [&](const std::string& m) { return one.Matches(m); })) {
-      return Bad(absl::StrCat("target_modules: unknown or unsupported module \"", t, "\"", hint));
-    }
   }
   if (const json* v = get("layers_to_transform")) {
     if (v->is_number_integer()) {
@@ -117,6 +107,20 @@ absl::StatusOr<PeftModuleSelector> PeftModuleSelector::FromConfig(
     }
   }
   return s;
+}
+
+std::vector<std::string> PeftModuleSelector::Unmatched(
+    const std::vector<std::string>& modules) const {
+  std::vector<std::string> out;
+  for (const std::string& t : targets_.list) {
+    Names one;
+    one.list = {t};
+    if (std::none_of(modules.begin(), modules.end(),
+                     [&](const std::string& m) { return one.Matches(m); })) {
+      out.push_back(t);
+    }
+  }
+  return out;
 }
 
 bool PeftModuleSelector::Selects(const std::string& name) const {

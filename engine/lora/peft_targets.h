@@ -30,16 +30,18 @@ namespace arbor::engine {
 class PeftModuleSelector {
  public:
   // Reads target_modules, exclude_modules, layers_to_transform and layers_pattern of `config`
-  // (an adapter_config.json object). `modules` are the model's modules a LoRA can adapt; a list
-  // entry of target_modules that names none of them is refused ("unknown or unsupported module",
-  // with `hint`), as is a malformed field or a regex std::regex cannot read. target_modules may
-  // be absent or empty only when `allow_none` (the adapter adapts parameters instead).
+  // (an adapter_config.json object). Refused by name: a malformed field, a regex std::regex
+  // cannot read, target_modules absent or empty unless `allow_none` (the adapter adapts
+  // parameters instead). A list entry that names no module of the model is accepted, as PEFT
+  // accepts it (configs shared between architectures list both's names).
   static absl::StatusOr<PeftModuleSelector> FromConfig(const nlohmann::json& config,
-                                                       const std::vector<std::string>& modules,
-                                                       bool allow_none, const std::string& hint);
+                                                       bool allow_none);
 
   // Whether the config adapts module `name`.
   bool Selects(const std::string& name) const;
+
+  // The list entries of target_modules that name none of `modules` (for error messages).
+  std::vector<std::string> Unmatched(const std::vector<std::string>& modules) const;
 
  private:
   struct Names {  // a regex or a list of exact names / dotted suffixes

@@ -224,9 +224,15 @@ TEST_CASE("AdapterStore refuses bad paths and bad adapters with the right code",
       {"adapter_config.json",
        [](const fs::path& d) { std::ofstream(d / "adapter_config.json") << "{"; }},
       {"r:", [](const fs::path& d) { EditConfig(d, [](auto& c) { c["r"] = 64; }); }},
-      {"target_modules",
+      // lm_head is no module Arbor adapts: accepted in the list as PEFT accepts names that match
+      // nothing, but the file's other modules are then not selected.
+      {"is not one of them",
        [](const fs::path& d) {
          EditConfig(d, [](auto& c) { c["target_modules"] = {"q_proj", "lm_head"}; });
+       }},
+      {"selects no module Arbor adapts (\"lm_head\" name none",
+       [](const fs::path& d) {
+         EditConfig(d, [](auto& c) { c["target_modules"] = {"lm_head"}; });
        }},
       {"use_dora", [](const fs::path& d) { EditConfig(d, [](auto& c) { c["use_dora"] = true; }); }},
       {"peft_type",
@@ -237,7 +243,7 @@ TEST_CASE("AdapterStore refuses bad paths and bad adapters with the right code",
          fs::remove(d / "adapter_model.safetensors");
          std::ofstream(d / "adapter_model.bin") << "not really a pickle";
        }},
-      {"target modules explain",
+      {"the config selects 8",
        [](const fs::path& d) {
          EditConfig(d, [](auto& c) { c["target_modules"] = {"q_proj", "k_proj"}; });
        }},

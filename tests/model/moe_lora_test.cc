@@ -560,7 +560,8 @@ TEST_CASE("malformed expert adapters are refused naming the tensor", "[lora][moe
     INFO(st.ToString());
     CHECK(st.code() == absl::StatusCode::kInvalidArgument);
     CHECK(absl::StrContains(st.message(),
-                            "not \"base_model.model.model.layers.1.block_sparse_moe.experts.1.w3"));
+                            "\"base_model.model.model.layers.1.block_sparse_moe.experts.1.w3.lora_"
+                            "A.weight\" is not one"));
   }
   SECTION("dense MLP names on a MoE model") {
     const absl::Status st = RegisterEdited(
