@@ -39,14 +39,7 @@ class CudaKindCpu final : public testing::FaultyBackend {
 TEST_CASE("AdapterStore refuses expert adapters on a CUDA backend by name until enabled",
           "[lora][moe]") {
   CudaKindCpu cuda_kind;
-  const absl::Status st = RegisterEdited({}, &cuda_kind);
-  INFO(st.ToString());
-  if (kernels::kLoraExpertsOnCuda) {
-    CHECK(st.ok());
-  } else {
-    CHECK(st.code() == absl::StatusCode::kUnimplemented);
-    CHECK(absl::StrContains(st.message(), kernels::kLoraExpertsCpuOnly));
-  }
+  CheckExpertRefusal(RegisterEdited({}, &cuda_kind));
   // An attention-only adapter on the same model is accepted there.
   const fs::path root = testing::FreshDir("moe_lora_attn_cuda_kind");
   WriteAdapter(root / "attn", AttentionAdapter());
@@ -63,14 +56,7 @@ TEST_CASE("on CUDA, AdapterStore refuses expert adapters until enabled; the op t
   auto cuda = kernels::CreateCudaBackend(0);
   REQUIRE(cuda.ok());
   kernels::Backend& be = **cuda;
-  const absl::Status st = RegisterEdited({}, &be);
-  INFO(st.ToString());
-  if (kernels::kLoraExpertsOnCuda) {
-    CHECK(st.ok());
-  } else {
-    CHECK(st.code() == absl::StatusCode::kUnimplemented);
-    CHECK(absl::StrContains(st.message(), kernels::kLoraExpertsCpuOnly));
-  }
+  CheckExpertRefusal(RegisterEdited({}, &be));
   std::vector<float> y_host(4 * kHidden);
   for (size_t i = 0; i < y_host.size(); ++i) y_host[i] = 0.25f * float(i) - 3.0f;
   // token_slot [4], row_token [4], expert_offsets [3]: expert 0 has row 0, expert 1 rows 1-3.
@@ -154,12 +140,8 @@ std::shared_ptr<const LoraAdapter> ExpertAdapterOnCuda(
     kernels::Backend& be, memory::UnifiedPool& pool, AdapterStore& store, const ModelSpec& spec,
     const fs::path& root, const std::string& name, kernels::DType dtype) {
   const auto registered = store.Register(name, name, /*pin=*/true);
-  INFO(registered.status().ToString());
-  if (!kernels::kLoraExpertsOnCuda) {
-    CHECK(registered.status().code() == absl::StatusCode::kUnimplemented);
-    CHECK(absl::StrContains(registered.status().message(), kernels::kLoraExpertsCpuOnly));
-    return PagedInByHand(be, pool, spec, root / name, dtype);
-  }
+  CheckExpertRefusal(registered.status());
+  if (!kernels::kLoraExpertsOnCuda) return PagedInByHand(be, pool, spec, root / name, dtype);
   REQUIRE(registered.ok());
   auto adapter = store.Find(name);
   REQUIRE(adapter != nullptr);
@@ -210,38 +192,7 @@ TEST_CASE("LoRA on Mixtral's experts on CUDA matches the CPU backend", "[lora][m
     auto on_cpu = c.Ready("experts", "experts");
     auto on_gpu = ExpertAdapterOnCuda(**cuda, *g.pool, *g.store, g.model->spec(), root, "experts",
                                       kernels::DType::kF32);
-    const int64_t vocab = g.model->spec().vocab_size;
-    double moved = 0;  // how far the adapter moves CUDA's logits from its base model's
-    for (const auto& ids : kPrompts) {
-      INFO("prompt of " << ids.size() << " tokens");
-      auto gseq = g.model->NewSequence(64);
-      auto cseq = c.model->NewSequence(64);
-      auto bseq = g.model->NewSequence(64);
-      REQUIRE((gseq.ok() && cseq.ok() && bseq.ok()));
-      auto got = g.model->Forward(ids, *gseq, true, on_gpu.get());
-      auto want = c.model->Forward(ids, *cseq, true, on_cpu.get());
-      auto base = g.model->Forward(ids, *bseq, true);
-      INFO(got.status().ToString());
-      REQUIRE((got.ok() && want.ok() && base.ok()));
-      const double worst = WorstRelative(*got, *want, vocab);
-      INFO("worst relative error " << worst);
-      CHECK(worst <= 1e-4);
-      moved = std::max(moved, WorstRelative(*base, *want, vocab));
-      int32_t a = Argmax(got->data() + (ids.size() - 1) * size_t(vocab), vocab);
-      int32_t b = Argmax(want->data() + (ids.size() - 1) * size_t(vocab), vocab);
-      std::vector<int32_t> ga, gb;
-      for (int i = 0; i < 8; ++i) {  // decode steps: one token per pass
-        ga.push_back(a);
-        gb.push_back(b);
-        auto sa = g.model->Forward({&a, 1}, *gseq, false, on_gpu.get());
-        auto sb = c.model->Forward({&b, 1}, *cseq, false, on_cpu.get());
-        REQUIRE((sa.ok() && sb.ok()));
-        CHECK(WorstRelative(*sa, *sb, vocab) <= 1e-4);
-        a = Argmax(sa->data(), vocab);
-        b = Argmax(sb->data(), vocab);
-      }
-      CHECK(ga == gb);
-    }
+    const double moved = CheckSameRuns(*g.model, on_gpu.get(), *c.model, on_cpu.get());
     INFO("base vs adapter " << moved);
     CHECK(moved > 1e-2);  // the experts' deltas really ran on CUDA
   }

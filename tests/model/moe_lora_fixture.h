@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/model/model.h"
 #include "kernels/backend.h"
 #include "tests/checkpoint/safetensors_writer.h"
 #include "tests/model/lora_setup.h"
@@ -96,9 +97,20 @@ double WorstRelative(const std::vector<float>& got, const std::vector<float>& wa
 // Prompts of 1 to 11 tokens.
 extern const std::vector<std::vector<int32_t>> kPrompts;
 
-// Adapter `spec` at <root>/<name> against the merged-weights model, on the CPU (logits within 1e-4
-// relative, 8 greedy tokens), on pages of 16 tokens and of 1.
+// Every kPrompts prompt through `got` under `got_adapter` and through `want` under `want_adapter`
+// (null: the base model): the prompt's logits and those of 8 greedy decode steps within 1e-4
+// relative, and the same greedy tokens. Returns how far `got`'s base model's prompt logits are
+// from `want`'s (the worst over the prompts), to show that the adapter matters.
+double CheckSameRuns(Model& got, const LoraAdapter* got_adapter, Model& want,
+                     const LoraAdapter* want_adapter);
+
+// Adapter `spec` at <root>/<name> against the merged-weights model, on the CPU (CheckSameRuns),
+// on pages of 16 tokens and of 1 (a few hundred bytes, which matrices span).
 void CheckAgainstMerged(const fs::path& root, const std::string& name, const AdapterSpec& spec);
+
+// AdapterStore's answer to an expert adapter on a CUDA backend: the refusal
+// (kernels::kLoraExpertsCpuOnly) while kernels::kLoraExpertsOnCuda is false, else success.
+void CheckExpertRefusal(const absl::Status& st);
 
 // Registers the expert adapter after `edit` on `backend` (null: the CPU) and returns the status.
 absl::Status RegisterEdited(
