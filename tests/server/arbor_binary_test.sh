@@ -34,16 +34,22 @@ check "eval names the bad line and field" grep -q ':1: field "text" must be a st
 rm -f "$eval_docs" "$eval_err"
 
 # A free port: ask the kernel, then release it for the server.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+# Whether the server on port $1 answers /health within 10 s.
+healthy() {
+  for _ in $(seq 1 100); do
+    if curl -sf "http://127.0.0.1:$1/health" >/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+port=$(free_port)
 log=$(mktemp)
 "$ARBOR" serve --port "$port" --grpc-port 0 --device cpu >"$log" 2>&1 &
 pid=$!
-ready=0
-for _ in $(seq 1 100); do
-  if curl -sf "http://127.0.0.1:$port/health" >/dev/null; then ready=1; break; fi
-  sleep 0.1
-done
-check "server becomes healthy" [ "$ready" -eq 1 ]
+check "server becomes healthy" healthy "$port"
 check "/v1/models lists tiny" bash -c "curl -sf http://127.0.0.1:$port/v1/models | grep -q '\"id\":\"tiny\"'"
 check "log says which backend" grep -q 'backend: cpu' "$log"
 # The load generator in the same binary, against this server: a closed-loop point to JSON/CSV.
@@ -68,18 +74,13 @@ check "log shows drain" grep -q 'draining' "$log"
 
 # Adapters registered at start-up (vLLM's --lora-modules, both forms) are served by name; a bad one
 # stops start-up naming it.
-port3=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port3=$(free_port)
 log3=$(mktemp)
 "$ARBOR" serve --port "$port3" --grpc-port 0 --device cpu --set model.path=tests/data/models/llama \
   --set server.adapter_root=tests/data/adapters \
   --lora-modules all=llama-lora-all '{"name": "qv", "path": "llama-lora-qv"}' >"$log3" 2>&1 &
 pid3=$!
-ready=0
-for _ in $(seq 1 100); do
-  if curl -sf "http://127.0.0.1:$port3/health" >/dev/null; then ready=1; break; fi
-  sleep 0.1
-done
-check "server with --lora-modules becomes healthy" [ "$ready" -eq 1 ]
+check "server with --lora-modules becomes healthy" healthy "$port3"
 check "/v1/models lists the start-up adapters" bash -c \
   "curl -sf http://127.0.0.1:$port3/v1/models | grep -q '\"id\":\"all\"' && curl -sf http://127.0.0.1:$port3/v1/models | grep -q '\"id\":\"qv\"'"
 check "a start-up adapter serves a completion" bash -c \
@@ -93,7 +94,7 @@ check "--lora-modules without an adapter root is refused" bash -c \
 rm -f "$log3"
 
 # /health is 503 while the model loads (a 470 MB dummy model takes a moment), then 200.
-port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port2=$(free_port)
 log2=$(mktemp)
 "$ARBOR" serve --port "$port2" --grpc-port 0 --device cpu --set model.path=tests/data/configs/llama-medium \
   --set model.load_format=dummy --set engine.pool_bytes=67108864 >"$log2" 2>&1 &
