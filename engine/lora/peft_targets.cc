@@ -14,8 +14,15 @@ using nlohmann::json;
 
 absl::Status Bad(const std::string& what) { return absl::InvalidArgumentError(what); }
 
-// A regex of `field`, or the reason it is refused.
+// A regex of `field`, or the reason it is refused. Patterns come from adapter configs, which only
+// the admin key registers; a length cap keeps a pasted blob from being compiled at all. (libstdc++
+// matches by backtracking, so a pattern of nested quantifiers can still be slow on a module name.)
+constexpr size_t kMaxPattern = 1000;
 absl::StatusOr<std::regex> Compile(const std::string& field, const std::string& pattern) {
+  if (pattern.size() > kMaxPattern) {
+    return Bad(absl::StrCat(field, ": a pattern of ", pattern.size(), " characters (at most ",
+                            kMaxPattern, ")"));
+  }
   try {
     return std::regex(pattern, std::regex::ECMAScript);
   } catch (const std::regex_error& e) {
