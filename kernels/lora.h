@@ -57,11 +57,10 @@ constexpr int64_t kLoraMmaTileTokens = 64;   // tensor-core segment tiles
 // per-token kernels spread those reads over a CTA per (token, rows) instead.
 constexpr int64_t kLoraMmaMinRun = 16;
 constexpr int64_t kLoraDirectoryEntryBytes = 16;  // (A offset, B offset) per matrix id
-// Whether the engine lets adapters on MoE experts reach a CUDA model. Both backends' Lora run
-// expert rows, but CUDA's kernel has not yet run on a GPU: flip to true once
-// tests/kernels:lora_op_test's expert [gpu] cases pass on the GPU host (and
-// tests/model:moe_lora_test's [gpu] cases, which then register such adapters on CUDA).
-inline constexpr bool kLoraExpertsOnCuda = false;
+// Whether the engine lets adapters on MoE experts reach a CUDA model: since
+// tests/kernels:lora_op_test's expert [gpu] cases and tests/model:moe_lora_cuda_test passed on an
+// H100 (memcheck clean; 2026-12-08). False would keep AdapterStore refusing them on CUDA.
+inline constexpr bool kLoraExpertsOnCuda = true;
 // What AdapterStore answers (Unimplemented) to an adapter on MoE experts on a CUDA backend while
 // kLoraExpertsOnCuda is false.
 inline constexpr char kLoraExpertsCpuOnly[] =

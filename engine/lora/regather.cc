@@ -32,8 +32,10 @@ absl::Status TakeFusedExperts(const Checkpoint& ckpt, const ModelSpec& spec, int
                               std::set<std::string>& used) {
   const int64_t num_e = spec.num_experts, h = spec.hidden_size, inter = spec.intermediate_size;
   const int64_t rg = lora[kFusedGateUp].rank, rd = lora[kFusedDown].rank;
-  const std::vector<int64_t> shapes[2][2] = {{{rg * num_e, 2 * inter}, {h, rg * num_e}},
-                                             {{rd * num_e, h}, {inter, rd * num_e}}};
+  // lora_A [r E, in], lora_B [out, r E] of gate_up_proj (in H, out 2I) and down_proj (in I,
+  // out H).
+  const std::vector<int64_t> shapes[2][2] = {{{rg * num_e, h}, {2 * inter, rg * num_e}},
+                                             {{rd * num_e, inter}, {h, rd * num_e}}};
   const std::string module = absl::StrCat("base_model.model.model.layers.", layer, ".mlp.experts.");
   std::array<bool, 2> taken{};
   for (const std::string& nest : {std::string(), std::string("base_layer.")}) {
@@ -80,18 +82,24 @@ absl::Status TakeFusedExperts(const Checkpoint& ckpt, const ModelSpec& spec, int
     const TensorView& b = *ab[1];
     const int64_t in = which == kFusedGateUp ? h : inter;
     const int64_t r = lora[size_t(which)].rank, padded = out.rank;
+    const int64_t re = r * num_e;
+    // Expert e's rank index j among the r E: lora_A's rows are expert-major (e r + j), lora_B's
+    // columns expert-minor (j E + e) (tests/model/moe_lora_peft_test: the other three orders
+    // miss PEFT's logits by 3 to 5 times their scale).
+    auto a_index = [&](int64_t e, int64_t j) { return e * r + j; };
+    auto b_index = [&](int64_t e, int64_t j) { return j * num_e + e; };
     for (int64_t e = 0; e < num_e; ++e) {
-      const TensorView* shrink = Regather(
-          out, b, absl::StrCat(b.name, " (expert ", e, ")"), padded, in,
-          [&](int64_t j, int64_t o) { return j < r ? o * r * num_e + j * num_e + e : -1; });
-      const int64_t d1 = a.shape[1];
+      const TensorView* shrink =
+          Regather(out, a, absl::StrCat(a.name, " (expert ", e, ")"), padded, in,
+                   [&](int64_t j, int64_t i) { return j < r ? a_index(e, j) * in + i : -1; });
       auto expand = [&](int target, int64_t row0, int64_t rows) {
         auto& slot = out.experts[size_t(layer)][size_t(e)][size_t(target - kLoraGate)];
-        slot = {shrink,
-                Regather(
-                    out, a, absl::StrCat(a.name, " (expert ", e, ")"), rows, padded,
-                    [&](int64_t i, int64_t j) { return j < r ? (e * r + j) * d1 + row0 + i : -1; },
-                    lora[size_t(which)].b_factor)};
+        slot = {shrink, Regather(
+                            out, b, absl::StrCat(b.name, " (expert ", e, ")"), rows, padded,
+                            [&](int64_t o, int64_t j) {
+                              return j < r ? (row0 + o) * re + b_index(e, j) : -1;
+                            },
+                            lora[size_t(which)].b_factor)};
       };
       if (which == kFusedGateUp) {
         expand(kLoraGate, 0, inter);

@@ -67,21 +67,18 @@ std::string FusedParam(int64_t layer, int which);
 bool ParamMatches(const std::string& full, const std::string& entry);
 
 // Layer l's fused expert parameters that target_parameters names (wanted[kFusedGateUp],
-// wanted[kFusedDown]), as PEFT's ParamWrapper saves them, regathered per expert into
-// out.experts[l]. For a 3-D parameter [E, d1, d2] ParamWrapper holds lora_A [r E, d1] and
-// lora_B [d2, r E] and adds to the parameter
-//   delta[e, i, o] = scale * sum_j lora_A[e r + j, i] * lora_B[o, j E + e]
-// (peft/tuners/lora/layer.py, ParamWrapper.get_delta_weight). Mixtral's parameter [e] is a
-// Linear weight [out, in] (d1 = out, d2 = in), so delta[e] = scale * B_e A_e with
-//   A_e [r, in]:  A_e[j, o] = lora_B[o, j E + e]   (PEFT's lora_B is the shrink)
-//   B_e [out, r]: B_e[i, j] = lora_A[e r + j, i]   (and its lora_A the expand).
-// gate_up's B_e rows [0, I) are the gate's and [I, 2I) the up's; both share A_e. PEFT applies the
-// delta to the weight rather than as x A^T B^T: the same up to rounding.
-// Two parameters of one module nest their wrappers, so one pair of tensors is
-// <experts>.lora_{A,B}.weight and the other <experts>.base_layer.lora_{A,B}.weight, in an order
-// that follows PEFT's sorting of the target names. Shapes tell the two apart: gate_up's are
-// A [r E, 2I] and B [H, r E], down's A [r E, H] and B [I, r E] (both at once would need I = H and
-// 2I = H).
+// wanted[kFusedDown]), as PEFT 0.21 saves them on transformers 5's Mixtral (read from the files
+// PEFT wrote, tests/data/moe_lora): for a parameter of expert Linear weights [E, out, in]
+// (gate_up_proj [E, 2I, H], gate rows first; down_proj [E, H, I]) the wrapper holds
+//   lora_A [r E, in]:  expert e's A_e [r, in] is rows e r + j (expert-major),
+//   lora_B [out, r E]: expert e's B_e [out, r] is columns j E + e (expert-minor),
+// and adds scale * B_e A_e to expert e's weight. gate_up's B_e rows [0, I) are the gate's and
+// [I, 2I) the up's; both share A_e. PEFT adds the delta to the weight rather than as
+// x A^T B^T: the same up to rounding. Two parameters of one module nest their wrappers, so one
+// pair of tensors is <experts>.lora_{A,B}.weight and the other
+// <experts>.base_layer.lora_{A,B}.weight (PEFT 0.21 puts the parameter named first in
+// target_parameters' sorted order inside); shapes tell the two apart (A [r E, H] with B [2I, r E]
+// is gate_up's, A [r E, I] with B [H, r E] down's; both at once would need I = H and 2I = H).
 // Each parameter's rank and B factor are lora[kFusedGateUp] and lora[kFusedDown]; the experts'
 // matrices are padded with zeros to the adapter's rank out.rank (see OpenPeftAdapter).
 absl::Status TakeFusedExperts(const Checkpoint& ckpt, const ModelSpec& spec, int64_t layer,

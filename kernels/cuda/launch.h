@@ -41,9 +41,11 @@ bool PrefillAttentionFits(const PagedAttentionArgs& args);
 // kMmaSync. The others are for tools/bench_attention's comparison and the tests.
 enum class PrefillKernel { kAuto, kMmaSync, kWgmma };
 constexpr PrefillKernel kPrefillKernels[] = {PrefillKernel::kMmaSync, PrefillKernel::kWgmma};
-// kAuto's default: set true once prefill_attention_test has passed kWgmma on an H100/H200 and
-// bench_attention has shown it faster.
-constexpr bool kPrefillAutoWgmma = false;
+// kAuto's default: wgmma on Hopper (where it fits: PrefillAttentionSm90Fits), since
+// prefill_attention_test passed kWgmma on an H100 (racecheck and synccheck clean) and
+// bench_attention had it 1.45x (4k) and 1.48x (16k) the mma.sync kernel's speed there
+// (2026-12-08).
+constexpr bool kPrefillAutoWgmma = true;
 // kAuto's pick for this process: the environment's ARBOR_PREFILL_KERNEL (`wgmma`, `mma-sync`
 // or `auto`), else kPrefillAutoWgmma; read once (an unknown value is reported on stderr and
 // ignored).
@@ -101,9 +103,10 @@ cudaError_t LaunchConvert(const ConvertArgs& args, cudaStream_t stream);
 // comparison and the tests.
 enum class CceKernel { kAuto, kMmaSync, kWgmma };
 constexpr CceKernel kCceKernels[] = {CceKernel::kMmaSync, CceKernel::kWgmma};
-// kAuto's default: set true once cce_test has passed kWgmma on an H100/H200 and bench_cce has
-// shown it faster.
-constexpr bool kCceAutoWgmma = false;
+// kAuto's default: wgmma on Hopper, since cce_test passed kWgmma on an H100 (racecheck and
+// memcheck clean) and bench_cce had its pass 1 4.1-5.1x the mma.sync kernel's speed there
+// (2026-12-08).
+constexpr bool kCceAutoWgmma = true;
 // kAuto's pick for this process: the environment's ARBOR_CCE_KERNEL (`wgmma`, `mma-sync` or
 // `auto`), else kCceAutoWgmma; read once (an unknown value is reported on stderr and ignored).
 bool CceAutoWgmma();

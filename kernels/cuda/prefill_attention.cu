@@ -49,7 +49,7 @@ template <int HD>
 constexpr int kBlockKeys = HD == 256 ? 32 : 64;
 constexpr int kMaxWarps = 8;  // group <= 8 (PrefillTileTokens): 8 warps, 16 * 8 rows
 template <int HD>
-constexpr size_t kStageElems = size_t(2) * kBlockKeys<HD> * (HD + 8);  // K then V of one block
+constexpr size_t kStageElems = size_t(2) * kBlockKeys<HD>*(HD + 8);  // K then V of one block
 constexpr float kLog2e = 1.4426950408889634f;
 
 // The head dims compiled (PrefillAttentionFits).
@@ -64,8 +64,8 @@ template <int HD>
 constexpr size_t kQWarpBytes = kQShared<HD> ? size_t(HD / 16) * 32 * 16 : 0;
 // Dynamic shared memory of a CTA: two stages of K/V, then Q's fragments of every warp.
 template <int HD>
-constexpr size_t kSmemBytes =
-    2 * kStageElems<HD> * sizeof(uint16_t) + size_t(kMaxWarps) * kQWarpBytes<HD>;
+constexpr size_t kSmemBytes = 2 * kStageElems<HD> * sizeof(uint16_t) +
+                              size_t(kMaxWarps) * kQWarpBytes<HD>;
 
 using mma::CopyAsync16;
 using mma::CopyAsyncCommit;
@@ -157,9 +157,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
   for (int i = 0; i < HD / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;  // l: this lane's part
 
-  int64_t begin = 0;
-  if (a.sliding_window > 0) begin = max(int64_t(0), pos0 - a.sliding_window + 1);
-  begin -= begin % kKeys;
+  // The earliest key the CTA's first row sees, and the first block (a multiple of kKeys).
+  const int64_t first_key = a.sliding_window > 0 ? max(int64_t(0), pos0 - a.sliding_window + 1) : 0;
+  const int64_t begin = first_key - first_key % kKeys;
   // Block kb's K and V into stage `stage` (cp.async; the caller commits). Four threads share a
   // key: one page lookup each, then every fourth 16-byte piece of its K row and of its V row.
   const int64_t v_rows = bs * a.kv.kv_dim;  // a layer's V rows follow its K rows in a page
@@ -170,13 +170,16 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
     const int sub = threadIdx.x & 3;
     for (int key = threadIdx.x >> 2; key < kKeys; key += blockDim.x >> 2) {
       const int64_t j = (kb + key) * dil + z;  // the key's position (kb + key: its group index)
-      // Past the tile's last position, or a page freed before the window: zeros (masked).
-      const int64_t page = kb + key <= last ? table[j / bs] : -1;
+      // Keys no row of the CTA sees (before its first row's window, past its last row) and
+      // pages freed before the window: zeros, never read. A masked key's P is 0, but 0 * NaN
+      // in P V is NaN: what sits there (a freed page reused, a page of anything) must not
+      // come in.
+      const int64_t page = kb + key >= first_key && kb + key <= last ? table[j / bs] : -1;
       const bool valid = page >= 0;
       const uint16_t* k_row = pages;
       if (valid) {
-        k_row = pages + page * page_elems + (a.kv.layer * 2 * bs + j % bs) * a.kv.kv_dim +
-                kv_head * HD;
+        k_row =
+            pages + page * page_elems + (a.kv.layer * 2 * bs + j % bs) * a.kv.kv_dim + kv_head * HD;
       }
 #pragma unroll
       for (int piece = sub; piece < kPieces; piece += 4) {
@@ -280,10 +283,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
     // O += P V, 16 keys per step: P's A fragment from s[2 kk], s[2 kk + 1].
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      const uint32_t pa[4] = {Pack<T>(s[2 * kk][0], s[2 * kk][1]),
-                              Pack<T>(s[2 * kk][2], s[2 * kk][3]),
-                              Pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              Pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const uint32_t pa[4] = {
+          Pack<T>(s[2 * kk][0], s[2 * kk][1]), Pack<T>(s[2 * kk][2], s[2 * kk][3]),
+          Pack<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]), Pack<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
       for (int dp = 0; dp < HD / 16; ++dp) {
         // Matrices (transposed): keys [16 kk, +8) and [16 kk + 8, +8) x dims [16 dp, +8), then
@@ -324,8 +326,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) PrefillAttentionKernel(Page
 
 bool PrefillAttentionFits(const PagedAttentionArgs& a) {
   const int64_t group = a.num_q_heads / a.num_kv_heads;
-  const bool dtypes = a.q.dtype == a.kv.dtype &&
-                      (a.q.dtype == DType::kBF16 || a.q.dtype == DType::kF16);
+  const bool dtypes =
+      a.q.dtype == a.kv.dtype && (a.q.dtype == DType::kBF16 || a.q.dtype == DType::kF16);
   const auto aligned4 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; };
   return dtypes && PrefillHeadDim(a.head_dim) && group >= 1 && group <= 8 && a.q.stride % 2 == 0 &&
          a.out.stride % 2 == 0 && aligned4(a.q.data) && aligned4(a.out.data) &&

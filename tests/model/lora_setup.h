@@ -20,8 +20,9 @@ struct LoraSetup {
   // `model_dir` loaded on `be`; `pages` pool pages of `page_tokens` KV tokens each; adapters
   // resolve under `root` (empty: registration disabled), ranks up to `max_rank`.
   LoraSetup(kernels::Backend& be, const std::string& model_dir, const std::string& root,
-            int64_t page_tokens, int64_t pages, int64_t max_rank = 16) {
-    auto m = engine::Model::Load(model_dir, be);
+            int64_t page_tokens, int64_t pages, int64_t max_rank = 16,
+            engine::ModelOptions model_options = {}) {
+    auto m = engine::Model::Load(model_dir, be, model_options);
     REQUIRE(m.ok());
     model = std::move(*m);
     auto p = memory::UnifiedPool::Create(be, model->KvPageBytes(page_tokens), pages);
@@ -30,6 +31,7 @@ struct LoraSetup {
     engine::AdapterStoreOptions options;
     options.root = root;
     options.max_rank = max_rank;
+    options.dtype = model->dtype();
     store = std::make_unique<engine::AdapterStore>(*pool, be, model->spec(), options);
   }
   // Adapter `dir` registered as `name`, pinned (in pool pages) and ready to run.

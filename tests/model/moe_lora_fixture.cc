@@ -127,11 +127,12 @@ AdapterSpec AttentionAdapter() {
 }
 
 // What each module adds to the base weights it adapts, by base weight name: [out, in] in double.
-// A plain module adds scale * B A. A fused one adds PEFT's ParamWrapper delta, computed as PEFT
-// writes it (peft/tuners/lora/layer.py, get_delta_weight) for the parameter [E, d1, d2]:
-//   delta[e, i, o] = scale * sum_j lora_A[e r + j, i] * lora_B[o, j E + e]
-// and laid onto the per-expert weights the fixture holds: gate_up_proj[e] is [w1; w3] of expert e
-// (gate rows first), down_proj[e] is w2.
+// A plain module adds scale * B A. A fused one (PEFT 0.21 on a parameter of expert weights
+// [E, out, in]: lora_A [r E, in], lora_B [out, r E]) adds to expert e's weight
+//   delta_e[o, i] = scale * sum_j lora_B[o, j E + e] * lora_A[e r + j, i]
+// (the order tests/model/moe_lora_peft_test pins against PEFT's own outputs), laid onto the
+// per-expert weights the fixture holds: gate_up_proj[e] is [w1; w3] of expert e (gate rows
+// first), down_proj[e] is w2.
 std::map<std::string, std::vector<double>> Deltas(const AdapterSpec& spec) {
   std::map<std::string, std::vector<double>> out;
   auto add = [&](const std::string& base, int64_t rows, int64_t cols, int64_t row0,
@@ -153,23 +154,23 @@ std::map<std::string, std::vector<double>> Deltas(const AdapterSpec& spec) {
       });
       continue;
     }
-    const int64_t r = spec.rank, d1 = m.a.cols, d2 = m.b.rows;
+    const int64_t r = spec.rank, in = m.a.cols, out_rows = m.b.rows;
     for (int64_t e = 0; e < kExperts; ++e) {
-      auto delta = [&, e](int64_t i, int64_t o) {
+      auto delta = [&, e](int64_t o, int64_t i) {
         double d = 0;
         for (int64_t j = 0; j < r; ++j) {
-          d += double(m.a.v[size_t((e * r + j) * d1 + i)]) *
-               double(m.b.v[size_t(o * r * kExperts + j * kExperts + e)]);
+          d += double(m.b.v[size_t(o * r * kExperts + j * kExperts + e)]) *
+               double(m.a.v[size_t((e * r + j) * in + i)]);
         }
         return spec.scale() * d;
       };
       auto name = [&](const char* w) { return ExpertPath(m.layer, e, w) + ".weight"; };
       if (m.fused == kGateUp) {
-        add(name("w1"), kInter, d2, 0, kInter, delta);
-        add(name("w3"), kInter, d2, 0, kInter,
-            [&](int64_t i, int64_t o) { return delta(kInter + i, o); });
+        add(name("w1"), kInter, in, 0, kInter, delta);
+        add(name("w3"), kInter, in, 0, kInter,
+            [&](int64_t o, int64_t i) { return delta(kInter + o, i); });
       } else {
-        add(name("w2"), d1, d2, 0, d1, delta);
+        add(name("w2"), out_rows, in, 0, out_rows, delta);
       }
     }
   }

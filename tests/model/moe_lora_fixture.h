@@ -41,7 +41,7 @@ struct Module {
   std::string path;  // "base_model.model.model.layers.0.block_sparse_moe.experts.2.w1."
   std::string
       base;  // the base weight it adapts: "model.layers.0.block_sparse_moe.experts.2.w1.weight"
-  Mat a, b;  // A [r, in], B [out, r]; fused: PEFT's lora_A [r E, d1], lora_B [d2, r E]
+  Mat a, b;  // A [r, in], B [out, r]; fused: PEFT's lora_A [r E, in], lora_B [out, r E]
   // transformers 5's fused expert parameter it adapts through target_parameters (kGateUp or
   // kDown, of layer `layer`), or -1: a plain module.
   int fused = -1;

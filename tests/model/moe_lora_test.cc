@@ -41,10 +41,10 @@ AdapterSpec FusedAdapter(bool down_inner) {
   const int64_t re = s.rank * kExperts;
   for (int64_t l = 0; l < kLayers; ++l) {
     const std::string experts = absl::StrCat("base_model.model.model.layers.", l, ".mlp.experts.");
-    Module gate_up{experts, "", Random(re, 2 * kInter, rng, 0.3f), Random(kHidden, re, rng, 0.3f),
+    Module gate_up{experts, "", Random(re, kHidden, rng, 0.3f), Random(2 * kInter, re, rng, 0.3f),
                    kGateUp, l};
     if (l == 1) {
-      Module down{experts, "", Random(re, kHidden, rng, 0.3f), Random(kInter, re, rng, 0.3f),
+      Module down{experts, "", Random(re, kInter, rng, 0.3f), Random(kHidden, re, rng, 0.3f),
                   kDown,   l};
       (down_inner ? down : gate_up).path += "base_layer.";
       s.modules.push_back(down);
@@ -102,8 +102,8 @@ TEST_CASE("malformed fused expert adapters are refused naming the tensor or the 
                              [](const StTensor& x) { return absl::StrContains(x.name, "q_proj"); }),
               t.end());
     });
-    CHECK(absl::StrContains(m, "lora_A.weight\" [12, 192]"));
-    CHECK(absl::StrContains(m, "gate_up_proj's A [16, 192] and B [64, 16]"));
+    CHECK(absl::StrContains(m, "lora_A.weight\" [12, 64]"));
+    CHECK(absl::StrContains(m, "gate_up_proj's A [16, 64] and B [192, 16]"));
   }
   SECTION("a parameter named whose tensors are missing") {
     const std::string m = refused([&](std::vector<StTensor>& t, nlohmann::json&) {
@@ -128,7 +128,7 @@ TEST_CASE("malformed fused expert adapters are refused naming the tensor or the 
     });
     // Layer 1's second pair (down_proj's) is there but the config names gate_up_proj alone.
     CHECK(absl::StrContains(m, l1 + "base_layer.lora_A.weight"));
-    CHECK(absl::StrContains(m, "imply gate_up_proj's A [12, 192]"));
+    CHECK(absl::StrContains(m, "imply gate_up_proj's A [12, 64]"));
   }
 }
 
