@@ -48,23 +48,15 @@
 
 namespace arbor::kernels {
 
-constexpr int kLoraMaxTargets = 3;     // q, k, v
-constexpr int64_t kLoraMaxRank = 128;  // S-LoRA's largest instantiated rank
-constexpr int64_t kLoraTileTokens = 32;      // SIMT segment tiles
-constexpr int64_t kLoraMmaTileTokens = 64;   // tensor-core segment tiles
+constexpr int kLoraMaxTargets = 3;          // q, k, v
+constexpr int64_t kLoraMaxRank = 128;       // S-LoRA's largest instantiated rank
+constexpr int64_t kLoraTileTokens = 32;     // SIMT segment tiles
+constexpr int64_t kLoraMmaTileTokens = 64;  // tensor-core segment tiles
 // Shortest run the tensor-core tiles take: one m16 row block of mma.sync. A shorter run would
 // leave most of a tile's rows idle while its CTA reads the slot's whole A and B alone; the
 // per-token kernels spread those reads over a CTA per (token, rows) instead.
 constexpr int64_t kLoraMmaMinRun = 16;
 constexpr int64_t kLoraDirectoryEntryBytes = 16;  // (A offset, B offset) per matrix id
-// Whether the engine lets adapters on MoE experts reach a CUDA model: since
-// tests/kernels:lora_op_test's expert [gpu] cases and tests/model:moe_lora_cuda_test passed on an
-// H100 (memcheck clean; 2026-12-08). False would keep AdapterStore refusing them on CUDA.
-inline constexpr bool kLoraExpertsOnCuda = true;
-// What AdapterStore answers (Unimplemented) to an adapter on MoE experts on a CUDA backend while
-// kLoraExpertsOnCuda is false.
-inline constexpr char kLoraExpertsCpuOnly[] =
-    "LoRA on MoE experts is CPU-only until its CUDA kernel is enabled";
 
 // The adapters of a call (its slots) and where their pages are.
 struct LoraWeights {
@@ -98,8 +90,7 @@ struct LoraArgs {
                             // v [n, num_targets * max_rank], then partial sums (CUDA; the CPU
                             // ignores it)
   LoraSchedule schedule = LoraSchedule::kPerToken;
-  // Expert rows (MoE; both backends run them, but the engine gives a CUDA model adapters on
-  // experts only once kLoraExpertsOnCuda is true). x's rows are (token, expert) pairs grouped by
+  // Expert rows (MoE; both backends run them). x's rows are (token, expert) pairs grouped by
   // expert, as MoePermute lays them out: row r belongs to expert e where
   // expert_offsets[e] <= r < expert_offsets[e + 1], runs under slot token_slot[row_token[r]]
   // (token_slot is then indexed by token, not by row), and target g reads matrix

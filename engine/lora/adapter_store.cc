@@ -380,20 +380,6 @@ absl::StatusOr<AdapterInfo> AdapterStore::Register(const std::string& name, cons
   // Opened (mapped and checked), then packed straight from the mapping into the host copy, all
   // without the lock: registrations from several threads read, pack and hash in parallel.
   ASSIGN_OR_RETURN(PeftAdapter host, OpenPeftAdapter(real, st.spec, st.options.max_rank));
-  // CUDA's Lora runs expert rows, but until a GPU has run its tests (kernels/lora.h:
-  // kLoraExpertsOnCuda) such adapters stay on the CPU.
-  if (!kernels::kLoraExpertsOnCuda && !host.experts.empty() &&
-      st.backend.kind() != kernels::DeviceKind::kCpu) {
-    for (const auto& layer : host.experts) {
-      for (const auto& expert : layer) {
-        for (const auto& ab : expert) {
-          if (ab[0] != nullptr) {
-            return absl::UnimplementedError(absl::StrCat(real, ": ", kernels::kLoraExpertsCpuOnly));
-          }
-        }
-      }
-    }
-  }
   const size_t page_bytes = st.pool.page_bytes();
   LoraPackLayout layout = PlanLoraPack(host, page_bytes, st.options.dtype);
   if (int64_t(layout.packed_bytes) > st.options.host_bytes) {

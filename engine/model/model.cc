@@ -139,8 +139,8 @@ absl::Status Model::PlanScores(absl::Span<const SequenceChunk> chunks,
                                absl::Span<const ChunkScore> scores, PassPlan* p) const {
   if (scores.empty()) return absl::OkStatus();
   if (scores.size() != chunks.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("Forward: ", scores.size(), " scores for ",
-                                                   chunks.size(), " chunks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Forward: ", scores.size(), " scores for ", chunks.size(), " chunks"));
   }
   int32_t row = 0;
   for (size_t i = 0; i < chunks.size(); ++i) {
@@ -148,21 +148,20 @@ absl::Status Model::PlanScores(absl::Span<const SequenceChunk> chunks,
     const int32_t n = int32_t(chunks[i].tokens.size());
     if (!sc.targets.empty()) {
       if (int32_t(sc.targets.size()) != n) {
-        return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", i, " has ",
-                                                       sc.targets.size(), " score targets for ",
-                                                       n, " tokens"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Forward: chunk ", i, " has ", sc.targets.size(), " score targets for ", n, " tokens"));
       }
       if (sc.top_k < 0 || sc.top_k > kernels::kCceMaxTopK || sc.top_k > spec_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "Forward: chunk ", i, "'s score top_k ", sc.top_k, " is outside [0, ",
-            std::min<int64_t>(kernels::kCceMaxTopK, spec_.vocab_size), "]"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("Forward: chunk ", i, "'s score top_k ", sc.top_k, " is outside [0, ",
+                         std::min<int64_t>(kernels::kCceMaxTopK, spec_.vocab_size), "]"));
       }
       for (int32_t j = 0; j < n; ++j) {
         const int32_t t = sc.targets[size_t(j)];
         if (t < -1 || t >= spec_.vocab_size) {
           return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", i, "'s score target ",
-                                                         t, " is outside [-1, ",
-                                                         spec_.vocab_size, ")"));
+                                                         t, " is outside [-1, ", spec_.vocab_size,
+                                                         ")"));
         }
         p->score_rows.push_back(row + j);
         p->score_targets.push_back(t);
@@ -254,8 +253,8 @@ absl::StatusOr<Model::PassPlan> Model::PlanPass(absl::Span<const SequenceChunk> 
         }
         const LoraAdapter* first = p.adapters.empty() ? ad : p.adapters[0];
         if (ad->pool != first->pool || ad->page_bytes != first->page_bytes) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "Forward: chunk ", i, "'s adapter `", ad->name, "` lies in another pool"));
+          return absl::InvalidArgumentError(absl::StrCat("Forward: chunk ", i, "'s adapter `",
+                                                         ad->name, "` lies in another pool"));
         }
         auto it = std::find(p.adapters.begin(), p.adapters.end(), ad);
         if (it == p.adapters.end()) it = p.adapters.insert(p.adapters.end(), ad);
@@ -329,9 +328,8 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
     lora->schedule = kernels::PickLoraSchedule(p.adapter_tokens, p.adapter_runs);
   }
   // The workspace: the activations (model dtype), then the int32 plan.
-  const size_t plan_ints = 4 * size_t(n) + p.tables.size() +
-                           size_t(std::max<int64_t>(d.rows, 1)) + p.prefill_tiles.size() +
-                           p.decode_rows.size();
+  const size_t plan_ints = 4 * size_t(n) + p.tables.size() + size_t(std::max<int64_t>(d.rows, 1)) +
+                           p.prefill_tiles.size() + p.decode_rows.size();
   ASSIGN_OR_RETURN(void* ws, workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, a)));
   LayoutActivations(ws, n, plan_ints, a);
   d.ids = a->plan;
@@ -356,8 +354,8 @@ absl::StatusOr<Model::DevicePlan> Model::UploadPlan(const PassPlan& p, Activatio
     plan = unpinned.data();
   }
   size_t at = 0;
-  for (const auto* part : {&p.ids, &p.positions, &p.token_seq, &p.slots, &p.tables,
-                           &p.logit_rows, &p.prefill_tiles, &p.decode_rows}) {
+  for (const auto* part : {&p.ids, &p.positions, &p.token_seq, &p.slots, &p.tables, &p.logit_rows,
+                           &p.prefill_tiles, &p.decode_rows}) {
     std::copy(part->begin(), part->end(), plan + at);
     at += part->size();
     if (part == &p.logit_rows && part->empty()) ++at;  // the layout keeps one int for it
@@ -385,8 +383,7 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
       RETURN_IF_ERROR(g->graph->Launch(be_.default_stream()));
       ++graph_launches_;
       if (g->lora) ++lora_graph_launches_;
-      ASSIGN_OR_RETURN(void* logits_dev,
-                       logits_.Get(be_, size_t(d.rows * spec_.vocab_size) * 4));
+      ASSIGN_OR_RETURN(void* logits_dev, logits_.Get(be_, size_t(d.rows * spec_.vocab_size) * 4));
       return kernels::View(logits_dev, DType::kF32, int64_t(chunks.size()), spec_.vocab_size);
     }
     // The adapters' page tables outgrow the region (not while they are distinct pool pages):
@@ -400,8 +397,8 @@ absl::StatusOr<Tensor> Model::ForwardLocked(absl::Span<const SequenceChunk> chun
   ASSIGN_OR_RETURN(const Tensor logits, RunPass(d, a, lora, kv_view));
   // Scored rows after the pass, in stream order: hb still holds the final norm's output, and x
   // (whose first rows the LM head's gather used) is free again for the scored rows' gather.
-  const Tensor head = kernels::View(w_.head().data(), options_.dtype, spec_.vocab_size,
-                                    spec_.hidden_size);
+  const Tensor head =
+      kernels::View(w_.head().data(), options_.dtype, spec_.vocab_size, spec_.hidden_size);
   RETURN_IF_ERROR(scorer_.Run(be_, a.hb, head, a.x, p.score_rows, p.score_targets, p.score_top_k));
   return logits;
 }
@@ -422,13 +419,6 @@ const Model::DecodeGraph* Model::GraphFor(absl::Span<const SequenceChunk> chunks
           c.adapter->page_bytes != lora_graph_pass_.w.page_bytes ||
           c.adapter->rank > lora_graph_pass_.max_rank) {
         return nullptr;
-      }
-      // Graphs captured without the experts' Lora (LoraGraphPool::experts) leave a step whose
-      // adapters adapt experts to the eager pass.
-      if (spec_.num_experts > 0 && !lora_graph_experts_) {
-        for (const auto& layer : c.adapter->targets) {
-          if (layer[kLoraGate] || layer[kLoraUp] || layer[kLoraDown]) return nullptr;
-        }
       }
       adapters = true;
     }
@@ -564,14 +554,13 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
     // One LoRA region for every bucket: slot arrays for max_batch tokens and slots, a page
     // table as long as the pool, shrink rows at the reserved rank (LayoutLora: room for the MoE
     // pair rows too). Every target the model can adapt is launched in every layer (MoE models:
-    // the experts' gate, up and down with lora_pool.experts only; their calls read the pair
-    // rows' tokens and expert offsets from the MoE scratch, which the graphs hold too).
+    // the experts' gate, up and down, whose calls read the pair rows' tokens and expert offsets
+    // from the MoE scratch, which the graphs hold too).
     LoraPass& lp = lora_graph_pass_;
     lp = LoraPass{};
     int32_t* ints = nullptr;
-    const size_t bytes =
-        LayoutLora(nullptr, max_batch, reserved_.max_lora_rank, max_batch, lora_pool.num_pages,
-                   &lp, &ints);
+    const size_t bytes = LayoutLora(nullptr, max_batch, reserved_.max_lora_rank, max_batch,
+                                    lora_pool.num_pages, &lp, &ints);
     ASSIGN_OR_RETURN(void* base, lora_graph_.Get(be_, bytes));
     LayoutLora(base, max_batch, reserved_.max_lora_rank, max_batch, lora_pool.num_pages, &lp,
                &lora_graph_ints_);
@@ -581,9 +570,7 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
     lp.max_rank = reserved_.max_lora_rank;
     lp.schedule = kernels::LoraSchedule::kPerToken;
     std::array<bool, kNumLoraTargets> all{};
-    for (int t = 0; t < kNumLoraTargets; ++t) {
-      all[size_t(t)] = spec_.num_experts == 0 || t < kLoraGate || lora_pool.experts;
-    }
+    all.fill(true);
     lp.targets.assign(size_t(spec_.num_layers), all);
     lora_graph_pages_ = lora_pool.num_pages;
     RETURN_IF_ERROR(UploadGraphLora(PassPlan{}).status());  // every token base-only
@@ -596,7 +583,6 @@ absl::StatusOr<int64_t> Model::CaptureDecodeGraphs(const KvCacheView& kv, int64_
   for (Scratch* scratch : {&workspace_, &logits_, &moe_, &lora_graph_}) scratch->Freeze();
   graphs_ = std::move(graphs);
   lora_graphs_ = std::move(lora_graphs);
-  lora_graph_experts_ = with_lora && lora_pool.experts;
   graph_kv_ = kv;
   graph_max_blocks_ = reserved_.max_blocks;
   return int64_t(graphs_.size() + lora_graphs_.size());
@@ -721,10 +707,9 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
     for (Scratch* scratch : {&workspace_, &logits_, &moe_, &lora_graph_}) scratch->Thaw();
   }
   Activations a;
-  const size_t plan_ints =
-      4 * size_t(n) + size_t(limits.max_seqs * limits.max_blocks) +
-      size_t(std::max<int64_t>(limits.max_logit_rows, 1)) +
-      size_t(kernels::AttentionPlanMaxInts(n, std::min(n, limits.max_seqs)));
+  const size_t plan_ints = 4 * size_t(n) + size_t(limits.max_seqs * limits.max_blocks) +
+                           size_t(std::max<int64_t>(limits.max_logit_rows, 1)) +
+                           size_t(kernels::AttentionPlanMaxInts(n, std::min(n, limits.max_seqs)));
   RETURN_IF_ERROR(workspace_.Get(be_, LayoutActivations(nullptr, n, plan_ints, &a)).status());
   if (plan_mirror_.bytes() < plan_ints * sizeof(int32_t)) {
     ASSIGN_OR_RETURN(plan_mirror_, be_.AllocateHost(plan_ints * sizeof(int32_t)));
@@ -734,8 +719,7 @@ absl::Status Model::Reserve(const ForwardLimits& limits) {
     LoraPass pass;
     int32_t* ints = nullptr;
     RETURN_IF_ERROR(
-        lora_.Get(be_, LayoutLora(nullptr, n, limits.max_lora_rank, n, 0, &pass, &ints))
-            .status());
+        lora_.Get(be_, LayoutLora(nullptr, n, limits.max_lora_rank, n, 0, &pass, &ints)).status());
   }
   RETURN_IF_ERROR(
       logits_.Get(be_, size_t(std::max<int64_t>(limits.max_logit_rows, 1) * s.vocab_size) * 4)
@@ -755,7 +739,8 @@ size_t Model::workspace_bytes() const {
 }
 
 absl::Status Model::ApplyLora(const LoraPass& pass, int64_t layer,
-                              std::initializer_list<int> targets, const Tensor& x, const Tensor& y) {
+                              std::initializer_list<int> targets, const Tensor& x,
+                              const Tensor& y) {
   kernels::LoraArgs args;
   args.x = x;
   args.y = y;
@@ -811,8 +796,7 @@ absl::Status Model::Mlp(const LayerWeights& L, const Activations& a, const LoraP
 // and launch shapes that depend on n only, not on the routing (engine/model/moe_layer.h). Its
 // buffers were reserved with the workspace (Reserve), so a pass allocates nothing.
 // Adapters on the experts apply on the pair rows (MoeLayerLora): each row under its token's slot
-// and its expert's matrices (LoraExpertMatrixId). Both backends run them; AdapterStore gives a
-// CUDA model such adapters only once kernels::kLoraExpertsOnCuda is true.
+// and its expert's matrices (LoraExpertMatrixId).
 absl::Status Model::Moe(const LayerWeights& L, const Activations& a, const LoraPass& lora,
                         int64_t layer) {
   const MoeLayerShape shape = MoeShape();

@@ -28,7 +28,6 @@
 #include "engine/model/scratch.h"
 #include "engine/model/weights.h"
 #include "kernels/backend.h"
-#include "kernels/lora.h"
 
 namespace arbor::engine {
 
@@ -47,21 +46,16 @@ struct LoraGraphPool {
   const void* base = nullptr;  // null: no graphs with adapters
   int64_t page_bytes = 0;
   int64_t num_pages = 0;
-  // MoE models: the graphs launch the experts' Lora calls too (gate_up and down on the pair
-  // rows), so that steps with adapters on experts replay them; false: such steps run eagerly.
-  // By default only once AdapterStore can give a CUDA model such adapters: until then the
-  // launches would only cost time.
-  bool experts = kernels::kLoraExpertsOnCuda;
 };
 
 // The largest pass the engine will run: Model::Reserve sizes every workspace for it once, at
 // start-up, so that serving allocates no device memory.
 struct ForwardLimits {
-  int64_t max_tokens = 0;      // tokens per pass (max_num_batched_tokens)
-  int64_t max_seqs = 0;        // sequences per pass (max_num_seqs)
-  int64_t max_blocks = 0;      // block-table length (max_model_len / block_size, rounded up)
-  int64_t max_logit_rows = 0;  // logits rows per pass (sampled and scored)
-  int64_t max_lora_rank = 0;   // 0: no adapters
+  int64_t max_tokens = 0;       // tokens per pass (max_num_batched_tokens)
+  int64_t max_seqs = 0;         // sequences per pass (max_num_seqs)
+  int64_t max_blocks = 0;       // block-table length (max_model_len / block_size, rounded up)
+  int64_t max_logit_rows = 0;   // logits rows per pass (sampled and scored)
+  int64_t max_lora_rank = 0;    // 0: no adapters
   int64_t max_scored_rows = 0;  // rows scored against targets per pass (ChunkScore)
 };
 
@@ -153,9 +147,8 @@ class Model {
   // of those. Adapter slots, ranks, scales and page tables are data in a fixed LoRA region
   // (uploaded each step), not launch shapes: the graphs launch the LoRA op for every target
   // the model can adapt at the reserved max rank (kernels/lora.h: a slot's rank and missing
-  // matrices are read from its directory, so a q/v-only rank-8 adapter adds nothing elsewhere);
-  // on MoE models the experts' targets only with `lora_pool.experts` (else a step whose
-  // adapters adapt experts runs eagerly).
+  // matrices are read from its directory, so a q/v-only rank-8 adapter adds nothing elsewhere;
+  // on MoE models that includes the experts' gate_up and down on the pair rows).
   // Call after Reserve; a later Reserve that would grow the workspaces drops the graphs (they
   // hold the workspaces' addresses). Capturing again (a new engine over a new pool) replaces
   // them.
@@ -190,8 +183,8 @@ class Model {
     std::vector<int32_t> prefill_tiles, decode_rows;  // kernels/attention_plan.h
     int64_t num_seqs = 0;
     int64_t max_blocks = 1;
-    std::vector<const LoraAdapter*> adapters;  // slot -> adapter
-    std::vector<int32_t> token_slot;            // [n] when there are adapters; -1: base only
+    std::vector<const LoraAdapter*> adapters;      // slot -> adapter
+    std::vector<int32_t> token_slot;               // [n] when there are adapters; -1: base only
     int64_t adapter_tokens = 0, adapter_runs = 0;  // runs of consecutive tokens of one slot
     // Tokens scored against a target (ChunkScore): pass rows, targets, the largest top-k asked.
     std::vector<int32_t> score_rows, score_targets;
@@ -201,12 +194,12 @@ class Model {
   // The same plan on the device (carved from the workspace), and the shape the kernels'
   // launches depend on.
   struct DevicePlan {
-    int32_t* ids = nullptr;         // [n]
-    int32_t* positions = nullptr;   // [n]
-    int32_t* token_seq = nullptr;   // [n]
-    int32_t* slots = nullptr;       // [n]
-    int32_t* tables = nullptr;      // [num_seqs, max_blocks]
-    int32_t* logit_rows = nullptr;  // [rows]
+    int32_t* ids = nullptr;            // [n]
+    int32_t* positions = nullptr;      // [n]
+    int32_t* token_seq = nullptr;      // [n]
+    int32_t* slots = nullptr;          // [n]
+    int32_t* tables = nullptr;         // [num_seqs, max_blocks]
+    int32_t* logit_rows = nullptr;     // [rows]
     int32_t* prefill_tiles = nullptr;  // [num_prefill_tiles, 2]
     int32_t* decode_rows = nullptr;    // [num_decode_rows]
     int64_t n = 0, num_seqs = 0, max_blocks = 0, rows = 0;
@@ -247,7 +240,7 @@ class Model {
   // The batch's adapters as the Lora op takes them (kernels/lora.h), uploaded once for every
   // layer into the LoRA workspace.
   struct LoraPass {
-    kernels::LoraWeights w;  // num_slots 0: no adapter in the batch
+    kernels::LoraWeights w;               // num_slots 0: no adapter in the batch
     const int32_t* token_slot = nullptr;  // [n]
     float* shrink = nullptr;              // [n, kLoraMaxTargets * max_rank]
     int64_t max_rank = 0;
@@ -310,13 +303,12 @@ class Model {
   // max_graph_batch() tokens and slots and lora_graph_pages_ page-table entries (the pool's
   // page count).
   std::vector<DecodeGraph> lora_graphs_;
-  bool lora_graph_experts_ = false;  // MoE: they launch the experts' Lora (LoraGraphPool)
   int64_t lora_graph_pages_ = 0;
   Scratch lora_graph_;
   LoraPass lora_graph_pass_;
   int32_t* lora_graph_ints_ = nullptr;  // lora_graph_pass_'s int32 arrays, in LayoutLora order
-  KvCacheView graph_kv_;             // the pages the graphs were captured over
-  int64_t graph_max_blocks_ = 0;     // every graph's block-table width
+  KvCacheView graph_kv_;                // the pages the graphs were captured over
+  int64_t graph_max_blocks_ = 0;        // every graph's block-table width
   std::atomic<int64_t> graph_launches_{0};
   std::atomic<int64_t> lora_graph_launches_{0};
 };

@@ -280,16 +280,6 @@ void CheckAgainstMerged(const fs::path& root, const std::string& name, const Ada
   }
 }
 
-void CheckExpertRefusal(const absl::Status& st) {
-  INFO(st.ToString());
-  if (kernels::kLoraExpertsOnCuda) {
-    CHECK(st.ok());
-  } else {
-    CHECK(st.code() == absl::StatusCode::kUnimplemented);
-    CHECK(absl::StrContains(st.message(), kernels::kLoraExpertsCpuOnly));
-  }
-}
-
 // Registers the expert adapter after `edit` and returns the status.
 absl::Status RegisterEdited(
     const std::function<void(std::vector<StTensor>&, nlohmann::json&)>& edit,

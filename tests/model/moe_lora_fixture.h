@@ -108,10 +108,6 @@ double CheckSameRuns(Model& got, const LoraAdapter* got_adapter, Model& want,
 // on pages of 16 tokens and of 1 (a few hundred bytes, which matrices span).
 void CheckAgainstMerged(const fs::path& root, const std::string& name, const AdapterSpec& spec);
 
-// AdapterStore's answer to an expert adapter on a CUDA backend: the refusal
-// (kernels::kLoraExpertsCpuOnly) while kernels::kLoraExpertsOnCuda is false, else success.
-void CheckExpertRefusal(const absl::Status& st);
-
 // Registers the expert adapter after `edit` on `backend` (null: the CPU) and returns the status.
 absl::Status RegisterEdited(
     const std::function<void(std::vector<StTensor>&, nlohmann::json&)>& edit,

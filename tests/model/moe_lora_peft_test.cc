@@ -14,7 +14,6 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "kernels/lora.h"
 #include "tests/model/lora_setup.h"
 
 namespace arbor::engine {
@@ -75,10 +74,6 @@ TEST_CASE("LoRA on fused experts matches PEFT (CPU, fp32)", "[lora][moe]") {
 }
 
 TEST_CASE("LoRA on fused experts matches PEFT (CUDA, bf16)", "[lora][moe][gpu]") {
-  if (!kernels::kLoraExpertsOnCuda) {
-    WARN("kernels::kLoraExpertsOnCuda is false: expert adapters are refused on CUDA");
-    return;
-  }
   auto cuda = kernels::CreateCudaBackend(0);
   REQUIRE(cuda.ok());
   CheckAgainstPeft(**cuda, kernels::DType::kBF16, "goldens_bfloat16.json", {0.08, 0.2});
